@@ -1,0 +1,67 @@
+//! The `Release` custom resource (`waymark.dev/v1alpha1`): its spec, status, schema and the
+//! names every child object carries.
+
+pub mod analysis_status;
+pub mod crd;
+pub mod duration;
+pub mod revision;
+pub mod spec;
+pub mod status;
+
+pub use analysis_status::{
+    AnalysisStatus, BaselineComparison, CheckResult, RoleAnalysis, Verdict, WindowResult,
+};
+pub use duration::{Duration, DurationError};
+pub use revision::template_revision;
+pub use spec::{
+    Analysis, BudgetPolicy, BurnRate, Check, GatewayApiTraffic, Pause, PrometheusSource, Release,
+    ReleaseSpec, ReplicaTraffic, Roadmap, SecretKeyRef, ServicePorts, Slo, Step, Traffic,
+};
+pub use status::{HistoryEntry, ManualAction, ManualRequest, Outcome, Phase, ReleaseStatus};
+
+/// Label naming the Release a child object belongs to.
+pub const LABEL_RELEASE: &str = "waymark.dev/release";
+/// Label naming the role of a child object: `stable` or `canary`.
+pub const LABEL_ROLE: &str = "waymark.dev/role";
+/// Label naming the template revision (hash) a child object runs.
+pub const LABEL_REVISION: &str = "waymark.dev/revision";
+/// Label naming the roadmap item a child object delivers.
+pub const LABEL_ROADMAP_ITEM: &str = "waymark.dev/roadmap-item";
+/// Annotation with the roadmap item's title.
+pub const ANNOTATION_ROADMAP_TITLE: &str = "waymark.dev/roadmap-title";
+/// Annotation with the roadmap item's URL.
+pub const ANNOTATION_ROADMAP_URL: &str = "waymark.dev/roadmap-url";
+/// Field manager for every write Waymark's controller makes.
+pub const FIELD_MANAGER: &str = "waymark";
+/// Field manager for manual requests written by the CLI.
+pub const CLI_FIELD_MANAGER: &str = "waymark-cli";
+
+/// The role a child object plays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Serves production traffic.
+    Stable,
+    /// The new revision under test.
+    Canary,
+}
+
+impl Role {
+    /// The label value and name suffix: `stable` or `canary`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::Stable => "stable",
+            Role::Canary => "canary",
+        }
+    }
+
+    /// Name of this role's Deployment and Service for a Release named `release`.
+    pub fn child_name(&self, release: &str) -> String {
+        format!("{release}-{}", self.as_str())
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,369 @@
+//! `Release.spec`: what platform teams write.
+
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::duration::{Duration, period_schema};
+use super::status::ReleaseStatus;
+
+/// A service's progressive delivery: its pod template, canary steps, SLO and the roadmap item
+/// the current template delivers.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "waymark.dev",
+    version = "v1alpha1",
+    kind = "Release",
+    plural = "releases",
+    shortname = "rel",
+    namespaced,
+    status = "ReleaseStatus",
+    derive = "PartialEq",
+    doc = "A service released progressively: canary steps judged by SLO burn rate, tied to a roadmap item.",
+    printcolumn(
+        name = "Roadmap",
+        type_ = "string",
+        json_path = ".spec.roadmap.item",
+        description = "Roadmap item this release delivers"
+    ),
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Healthy, Progressing, Paused, RolledBack or Degraded"
+    ),
+    printcolumn(
+        name = "Weight",
+        type_ = "integer",
+        json_path = ".status.canaryWeight",
+        description = "Percent of traffic on the canary"
+    ),
+    printcolumn(
+        name = "Step",
+        type_ = "string",
+        json_path = ".status.stepProgress",
+        description = "Canary step in progress, as n/total"
+    ),
+    printcolumn(
+        name = "Burn",
+        type_ = "string",
+        json_path = ".status.analysis.burn",
+        description = "Canary error-budget burn rate against its limit"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseSpec {
+    /// The product-roadmap item this release delivers. It labels every child object, event,
+    /// metric and history entry.
+    pub roadmap: Roadmap,
+
+    /// Total number of pods. During a replica-split canary the stable and canary pods add up to
+    /// this number; with a router the stable keeps all of them until promotion.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 1))]
+    pub replicas: i32,
+
+    /// Label selector of the service's pods. It must match the template's labels; Waymark adds
+    /// its own role label so that stable and canary pods never mix.
+    pub selector: LabelSelector,
+
+    /// The pod template. Changing it starts a new release (a canary of the new revision).
+    pub template: PodTemplateSpec,
+
+    /// Ports of the Services Waymark creates. Default: the template's first container port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServicePorts>,
+
+    /// How traffic is shifted to the canary: exactly one of `gatewayAPI` or `replicas`.
+    pub traffic: Traffic,
+
+    /// Canary steps, run in order. An empty list promotes a new revision once it is available
+    /// (and, with analysis, after one passing run).
+    #[x_kube(merge_strategy = ListMerge::Atomic)]
+    #[schemars(length(max = 64))]
+    pub steps: Vec<Step>,
+
+    /// Prometheus analysis of the canary. Without it, steps advance on time and on promote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<Analysis>,
+
+    /// Longest time a canary may take to become available before it is rolled back.
+    #[serde(default = "default_progress_deadline")]
+    pub progress_deadline: Duration,
+
+    /// How long the old canary pods keep running after promotion, so in-flight requests drain.
+    #[serde(default = "default_scale_down_delay")]
+    pub scale_down_delay: Duration,
+}
+
+/// The roadmap item a release delivers.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Roadmap {
+    /// Identifier of the roadmap item, e.g. `PAY-142`: 1-64 characters of `[A-Za-z0-9._/#:-]`.
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9._/#:-]{1,64}$')").message("spec.roadmap.item must be 1-64 characters of [A-Za-z0-9._/#:-]"))]
+    #[schemars(length(min = 1, max = 64))]
+    pub item: String,
+
+    /// Human title of the item.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub title: Option<String>,
+
+    /// Link to the item in the tracker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub url: Option<String>,
+
+    /// The objective or OKR the item serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub objective: Option<String>,
+}
+
+/// Ports of the stable and canary Services.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServicePorts {
+    /// Port the Services expose.
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+
+    /// Container port (number or name) the Services send to. Default: `port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_port: Option<IntOrString>,
+}
+
+/// Traffic routing mode.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.gatewayAPI) != has(self.replicas)").message("spec.traffic must set exactly one of gatewayAPI or replicas"))]
+pub struct Traffic {
+    /// Shift traffic with the weights of an existing Gateway API HTTPRoute.
+    #[serde(default, rename = "gatewayAPI", skip_serializing_if = "Option::is_none")]
+    pub gateway_api: Option<GatewayApiTraffic>,
+
+    /// No router: the canary's share of traffic is its share of the pods behind Service `<name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<ReplicaTraffic>,
+}
+
+/// Gateway API routing.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayApiTraffic {
+    /// Name of an HTTPRoute in the Release's namespace with a backendRef to `<name>-stable`.
+    #[schemars(length(min = 1, max = 253))]
+    pub http_route: String,
+}
+
+/// Replica-split routing; it has no settings.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct ReplicaTraffic {}
+
+/// One canary step: exactly one of `setWeight` or `pause`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.setWeight) != has(self.pause)").message("each entry of spec.steps must set exactly one of setWeight or pause"))]
+pub struct Step {
+    /// Percent of traffic to send to the canary, 0-100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 100").message("spec.steps[].setWeight must be between 0 and 100"))]
+    pub set_weight: Option<i32>,
+
+    /// Wait: for `duration`, or without one until `waymark promote`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<Pause>,
+}
+
+/// A pause step.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Pause {
+    /// How long to wait. Without it the canary waits for `waymark promote` (phase Paused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<Duration>,
+}
+
+/// Prometheus analysis settings.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Analysis {
+    /// Time between analysis runs, from the first step to promotion.
+    #[serde(default = "default_interval")]
+    pub interval: Duration,
+
+    /// Where the metrics are.
+    pub prometheus: PrometheusSource,
+
+    /// The service-level objective the canary (and the stable, as baseline) is judged by.
+    pub slo: Slo,
+
+    /// Extra guards: any PromQL value against a `max` and/or `min`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Atomic)]
+    #[schemars(length(max = 32))]
+    pub checks: Vec<Check>,
+
+    /// Consecutive failing runs before the canary is rolled back.
+    #[serde(default = "default_failure_limit")]
+    #[x_kube(validation = Rule::new("self >= 1").message("spec.analysis.failureLimit must be at least 1"))]
+    pub failure_limit: i32,
+
+    /// Consecutive inconclusive runs (too little data) before the canary is paused.
+    #[serde(default = "default_inconclusive_limit")]
+    #[x_kube(validation = Rule::new("self >= 1").message("spec.analysis.inconclusiveLimit must be at least 1"))]
+    pub inconclusive_limit: i32,
+
+    /// Consecutive query errors (Prometheus unreachable, invalid query) before rollback.
+    #[serde(default = "default_error_limit")]
+    #[x_kube(validation = Rule::new("self >= 1").message("spec.analysis.errorLimit must be at least 1"))]
+    pub error_limit: i32,
+}
+
+/// How to reach Prometheus.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusSource {
+    /// Base URL of the Prometheus HTTP API, e.g. `http://prometheus.monitoring:9090`.
+    #[schemars(length(min = 1, max = 2048), pattern(r"^https?://"))]
+    pub address: String,
+
+    /// Timeout of one query.
+    #[serde(default = "default_query_timeout")]
+    pub timeout: Duration,
+
+    /// Secret key (in the Release's namespace) holding a bearer token for Prometheus.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_secret: Option<SecretKeyRef>,
+
+    /// Secret key (in the Release's namespace) holding a PEM CA bundle to trust for `https`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret: Option<SecretKeyRef>,
+}
+
+/// A key of a Secret in the Release's namespace.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Secret name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key inside the Secret's data.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// A service-level objective on the ratio of good requests, judged by error-budget burn rate.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Slo {
+    /// Percent of requests that must be good, strictly between 0 and 100 (e.g. 99.9).
+    #[x_kube(validation = Rule::new("self > 0.0 && self < 100.0").message("spec.analysis.slo.objective must be strictly between 0 and 100"))]
+    pub objective: f64,
+
+    /// PromQL giving the rate of bad requests over `{{window}}`. Placeholders: `{{namespace}}`,
+    /// `{{release}}`, `{{service}}`, `{{role}}`, `{{revision}}`, `{{window}}`.
+    #[schemars(length(min = 1, max = 4096))]
+    pub error_query: String,
+
+    /// PromQL giving the rate of all requests over `{{window}}`, with the same placeholders.
+    #[schemars(length(min = 1, max = 4096))]
+    pub total_query: String,
+
+    /// Multi-window burn-rate rules: failing when both windows of a pair burn above `max`.
+    #[x_kube(merge_strategy = ListMerge::Atomic)]
+    #[schemars(length(min = 1, max = 8))]
+    pub burn_rates: Vec<BurnRate>,
+
+    /// Fewer requests than this in a window make the run Inconclusive, never Passing.
+    #[serde(default = "default_min_requests")]
+    #[schemars(range(min = 0))]
+    pub min_requests: i64,
+
+    /// Error-budget policy for the whole service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetPolicy>,
+}
+
+/// A pair of windows and the burn rate both must exceed to fail the canary.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("duration(self.short) < duration(self.long)").message("spec.analysis.slo.burnRates[]: short must be a shorter window than long"))]
+pub struct BurnRate {
+    /// The long window, e.g. `5m`.
+    pub long: Duration,
+    /// The short window, e.g. `1m`; must be shorter than `long`.
+    pub short: Duration,
+    /// Highest allowed burn rate (multiples of the sustainable error rate), greater than 0.
+    #[x_kube(validation = Rule::new("self > 0.0").message("spec.analysis.slo.burnRates[].max must be greater than 0"))]
+    pub max: f64,
+}
+
+/// When the service's error budget is nearly spent, hold new revisions.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetPolicy {
+    /// Rolling period the budget is counted over, e.g. `30d`.
+    #[schemars(schema_with = "period_schema")]
+    pub period: Duration,
+
+    /// Hold new revisions while the remaining budget (a fraction, 1 = untouched) is below this.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self >= 0.0 && self <= 1.0").message("spec.analysis.slo.budget.freezeBelow must be a fraction between 0 and 1"))]
+    pub freeze_below: f64,
+}
+
+/// A guard on any PromQL value.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.max) || has(self.min)").message("each entry of spec.analysis.checks must set max, min or both"))]
+pub struct Check {
+    /// Name shown in the status, e.g. `p99-latency`.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+
+    /// PromQL returning one value, with the same placeholders as the SLO queries.
+    #[schemars(length(min = 1, max = 4096))]
+    pub query: String,
+
+    /// The value must not be above this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+
+    /// The value must not be below this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+fn default_progress_deadline() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_scale_down_delay() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_interval() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_query_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_min_requests() -> i64 {
+    100
+}
+fn default_failure_limit() -> i32 {
+    2
+}
+fn default_inconclusive_limit() -> i32 {
+    6
+}
+fn default_error_limit() -> i32 {
+    4
+}

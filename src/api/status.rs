@@ -1,0 +1,213 @@
+//! `Release.status`: what the controller observed and decided, as SREs read it.
+//!
+//! Everything the controller needs to continue after a restart lives here (and in the child
+//! objects), so the rollout core can be a pure function of spec, status, world and time.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::KubeSchema;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::analysis_status::AnalysisStatus;
+
+/// Observed state of a Release.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseStatus {
+    /// The `metadata.generation` this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Where the release stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+
+    /// Why, in one CamelCase word (e.g. `AnalysisPassing`, `CanaryPauseStep`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+
+    /// Why, in words and numbers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+
+    /// The roadmap item of the revision in progress, or of the live one when none is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roadmap_item: Option<String>,
+
+    /// Revision (template hash) serving as stable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_revision: Option<String>,
+
+    /// Roadmap item delivered by the stable revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_roadmap_item: Option<String>,
+
+    /// Revision being rolled out as canary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_revision: Option<String>,
+
+    /// Index (0-based) of the step in progress; equal to the number of steps once all are done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_step: Option<i32>,
+
+    /// The step in progress as `n/total` (1-based), for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_progress: Option<String>,
+
+    /// Percent of traffic on the canary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_weight: Option<i32>,
+
+    /// When the current canary was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_started_at: Option<Time>,
+
+    /// When the current step started (pause durations count from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_started_at: Option<Time>,
+
+    /// When the canary was promoted; the old canary is removed `scaleDownDelay` after this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted_at: Option<Time>,
+
+    /// A revision that was rolled back; it is not retried until the template changes or
+    /// `waymark retry` is run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back_revision: Option<String>,
+
+    /// The latest analysis, its numbers and the consecutive-run counters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisStatus>,
+
+    /// A manual action (`waymark promote|abort|retry`) written by the CLI to the status
+    /// subresource. The controller never writes this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<ManualRequest>,
+
+    /// The id of the last manual request the controller acted on (or ignored as stale).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_request: Option<String>,
+
+    /// Standard conditions: `Available`, `Progressing`, `AnalysisHealthy`, `TrafficRouted`,
+    /// `SpecValid`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+
+    /// Outcome of earlier revisions, newest first, at most ten.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Atomic)]
+    pub history: Vec<HistoryEntry>,
+}
+
+/// Where a release stands.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// The stable revision serves all traffic and no canary is in progress.
+    Healthy,
+    /// A canary is moving through its steps.
+    Progressing,
+    /// A canary waits: for `waymark promote`, for data, or for the error budget.
+    Paused,
+    /// The canary was rolled back; the stable serves all traffic.
+    RolledBack,
+    /// The release cannot make progress (invalid spec, missing route, unavailable stable).
+    Degraded,
+}
+
+impl Phase {
+    /// The name as written in the status.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Phase::Healthy => "Healthy",
+            Phase::Progressing => "Progressing",
+            Phase::Paused => "Paused",
+            Phase::RolledBack => "RolledBack",
+            Phase::Degraded => "Degraded",
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A manual action requested by a person.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ManualRequest {
+    /// Unique id of the request; the controller records it in `handledRequest`.
+    pub id: String,
+    /// What to do.
+    pub action: ManualAction,
+    /// The canary revision the person saw when asking; a request for another revision is stale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// When it was asked.
+    pub requested_at: Time,
+    /// Who asked, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
+}
+
+/// Manual actions.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ManualAction {
+    /// Finish the current step (a pause, or a hold on data or budget) and go on.
+    Promote,
+    /// Skip the remaining steps and analysis gates and promote now.
+    PromoteFull,
+    /// Roll the canary back now.
+    Abort,
+    /// Start a rolled-back revision again from the first step.
+    Retry,
+}
+
+/// How a revision's release ended.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// It became the stable revision.
+    Promoted,
+    /// Analysis or the progress deadline rolled it back.
+    RolledBack,
+    /// A person aborted it.
+    Aborted,
+    /// A newer revision replaced it before it finished.
+    Superseded,
+}
+
+impl Outcome {
+    /// Lower-case label used in metrics (`promoted`, `rolled_back`, ...).
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Outcome::Promoted => "promoted",
+            Outcome::RolledBack => "rolled_back",
+            Outcome::Aborted => "aborted",
+            Outcome::Superseded => "superseded",
+        }
+    }
+}
+
+/// One finished revision.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    /// Template hash.
+    pub revision: String,
+    /// Roadmap item the revision delivered.
+    pub roadmap_item: String,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// When its canary started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When it ended.
+    pub finished_at: Time,
+    /// Why it ended, as a CamelCase reason.
+    pub reason: String,
+    /// Why it ended, in words and numbers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}

@@ -1,0 +1,9 @@
+//! Waymark: progressive delivery for Kubernetes, judged by SLO error-budget burn rate and tied
+//! to the roadmap item each release delivers.
+
+pub mod analysis;
+pub mod api;
+pub mod cli;
+pub mod controller;
+pub mod rollout;
+pub mod traffic;

@@ -1,0 +1,48 @@
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Waymark: canary releases judged by SLO error-budget burn rate, tied to roadmap items.
+#[derive(Parser, Debug)]
+#[command(name = "waymark", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the operator against the current kubeconfig or in-cluster account.
+    Controller(waymark::controller::ControllerArgs),
+    /// Print the Release CustomResourceDefinition as YAML (apply with `kubectl apply --server-side -f -`).
+    Crd,
+    #[command(flatten)]
+    Person(waymark::cli::Command),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    // kube and reqwest both use rustls; pick ring once for the process before any client exists.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Controller(args) => match waymark::controller::run(args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Crd => match waymark::api::crd::release_crd_yaml() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("error: cannot render the CRD: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Person(command) => waymark::cli::run(command).await,
+    }
+}

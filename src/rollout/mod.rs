@@ -1,0 +1,115 @@
+//! The pure core: `(Release, Observed, now) -> Decision`. No I/O, no async, no clock reads.
+//!
+//! The controller reads the world into [`Observed`], calls [`decide`], applies
+//! [`Decision::actions`] in order and writes [`Decision::status`].
+
+use k8s_openapi::jiff::Timestamp;
+
+use crate::analysis::AnalysisRun;
+use crate::api::{Release, ReleaseStatus};
+
+/// What the controller saw in the cluster for one Release, this reconcile.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Observed {
+    /// The `<name>-stable` Deployment, if it exists.
+    pub stable: Option<WorkloadState>,
+    /// The `<name>-canary` Deployment, if it exists.
+    pub canary: Option<WorkloadState>,
+    /// Whether the Services `<name>-stable`, `<name>-canary` (and `<name>` in replica mode)
+    /// exist with the wanted ports and selectors.
+    pub services_ready: bool,
+    /// The router's view of traffic (Gateway API mode only; `None` in replica mode).
+    pub route: Option<RouteState>,
+    /// An analysis run made during this reconcile (the controller runs one when
+    /// [`analysis_due`] says so).
+    pub analysis: Option<AnalysisRun>,
+}
+
+/// A child Deployment as observed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WorkloadState {
+    /// Value of its `waymark.dev/revision` label.
+    pub revision: Option<String>,
+    /// `spec.replicas`.
+    pub replicas: i32,
+    /// `status.availableReplicas`.
+    pub available_replicas: i32,
+    /// `status.updatedReplicas`.
+    pub updated_replicas: i32,
+    /// True when the Deployment controller has observed the latest spec and every desired
+    /// replica is updated and available (what `kubectl rollout status` waits for).
+    pub available: bool,
+}
+
+/// The HTTPRoute as observed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RouteState {
+    /// The route exists and sends `canary_weight` percent to the canary.
+    Ready { canary_weight: i32 },
+    /// The route is missing or unusable; the text names the route and the Service.
+    Unusable { message: String },
+}
+
+/// One thing for the controller to do, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Apply the Services `<name>-stable`, `<name>-canary` (and `<name>` in replica mode).
+    ApplyServices,
+    /// Apply `<name>-stable` with the spec's template at `revision` (first release, promotion).
+    ApplyStable { revision: String, replicas: i32 },
+    /// Change only the replica count of `<name>-stable`, keeping its template.
+    ScaleStable { replicas: i32 },
+    /// Apply `<name>-canary` with the spec's template at `revision`.
+    ApplyCanary { revision: String, replicas: i32 },
+    /// Change only the replica count of `<name>-canary`.
+    ScaleCanary { replicas: i32 },
+    /// Delete `<name>-canary`.
+    DeleteCanary,
+    /// Send `canary_weight` percent of traffic to the canary and the rest to the stable
+    /// (Gateway API mode; replica mode moves traffic with the scale actions).
+    SetWeight { canary_weight: i32 },
+    /// Publish a Kubernetes Event on the Release.
+    Event(EventNote),
+}
+
+/// A Kubernetes Event to publish.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventNote {
+    /// Normal or Warning.
+    pub severity: Severity,
+    /// CamelCase reason, e.g. `CanaryPromoted`.
+    pub reason: String,
+    /// The note; always names the roadmap item.
+    pub note: String,
+}
+
+/// Kubernetes Event type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    Normal,
+    Warning,
+}
+
+/// The outcome of one decision.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    /// What to do, in order.
+    pub actions: Vec<Action>,
+    /// The status to write.
+    pub status: ReleaseStatus,
+    /// When to look again if nothing changes before (end of a pause, next analysis, deadline).
+    pub requeue_after: Option<std::time::Duration>,
+}
+
+/// Whether an analysis run is due now (so the controller should run one and pass it in
+/// [`Observed::analysis`]).
+pub fn analysis_due(release: &Release, now: Timestamp) -> bool {
+    let _ = (release, now);
+    unimplemented!("rollout core: analysis_due")
+}
+
+/// Make every canary decision for one Release.
+pub fn decide(release: &Release, observed: &Observed, now: Timestamp) -> Decision {
+    let _ = (release, observed, now);
+    unimplemented!("rollout core: decide")
+}

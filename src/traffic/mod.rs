@@ -1,0 +1,1 @@
+//! Traffic routers: Gateway API HTTPRoute weights and replica split.

@@ -17,9 +17,13 @@ pub fn release_crd() -> CustomResourceDefinition {
     let Ok(mut json) = serde_json::to_value(&crd) else {
         return crd;
     };
-    for version in json["spec"]["versions"].as_array_mut().into_iter().flatten() {
-        let template =
-            &mut version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["template"];
+    for version in json["spec"]["versions"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+    {
+        let template = &mut version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+            ["template"];
         if let Some(properties) = template.get_mut("properties") {
             strip_descriptions(properties);
         }

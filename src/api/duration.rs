@@ -62,7 +62,8 @@ impl Duration {
 
     /// The same span as a signed jiff span, for timestamp arithmetic.
     pub fn as_signed(&self) -> k8s_openapi::jiff::SignedDuration {
-        k8s_openapi::jiff::SignedDuration::try_from(self.0).unwrap_or(k8s_openapi::jiff::SignedDuration::MAX)
+        k8s_openapi::jiff::SignedDuration::try_from(self.0)
+            .unwrap_or(k8s_openapi::jiff::SignedDuration::MAX)
     }
 }
 

@@ -11,7 +11,11 @@ use sha2::{Digest, Sha256};
 pub fn template_revision(template: &PodTemplateSpec) -> String {
     let canonical = serde_json::to_vec(template).unwrap_or_default();
     let digest = Sha256::digest(&canonical);
-    digest.iter().take(5).map(|byte| format!("{byte:02x}")).collect()
+    digest
+        .iter()
+        .take(5)
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }
 
 #[cfg(test)]

@@ -53,7 +53,11 @@ use super::status::ReleaseStatus;
         json_path = ".status.analysis.burn",
         description = "Canary error-budget burn rate against its limit"
     ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ReleaseSpec {
@@ -144,7 +148,11 @@ pub struct ServicePorts {
 #[x_kube(validation = Rule::new("has(self.gatewayAPI) != has(self.replicas)").message("spec.traffic must set exactly one of gatewayAPI or replicas"))]
 pub struct Traffic {
     /// Shift traffic with the weights of an existing Gateway API HTTPRoute.
-    #[serde(default, rename = "gatewayAPI", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "gatewayAPI",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub gateway_api: Option<GatewayApiTraffic>,
 
     /// No router: the canary's share of traffic is its share of the pods behind Service `<name>`.

@@ -1,0 +1,430 @@
+//! The generated CRD: fresh under `crds/`, structural, and rejecting bad manifests with
+//! messages that name the field, the way the API server does.
+//!
+//! OpenAPI bounds and patterns are checked with a JSON-Schema validator over the CRD's
+//! `openAPIV3Schema`; CEL rules with kube's client-side CEL evaluator, after applying the
+//! schema's defaults as the API server would.
+
+use std::path::Path;
+
+use kube::core::cel::{self, ScopeContext, Validator};
+use serde_json::{Value, json};
+use waymark::api::{Release, crd};
+
+const CRD_FILE: &str = "crds/waymark.dev_releases.yaml";
+
+fn schema() -> Value {
+    let crd = serde_json::to_value(crd::release_crd()).unwrap();
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+}
+
+fn example_documents() -> Vec<Value> {
+    let text = std::fs::read_to_string(Path::new("examples/checkout.yaml")).unwrap();
+    let mut documents = Vec::new();
+    for document in serde_yaml::Deserializer::from_str(&text) {
+        let value = serde_yaml::Value::deserialize(document).unwrap();
+        documents.push(serde_json::to_value(value).unwrap());
+    }
+    documents
+}
+
+use serde::Deserialize;
+
+fn example_release() -> Value {
+    example_documents()
+        .into_iter()
+        .find(|doc| doc["kind"] == "Release")
+        .expect("examples/checkout.yaml holds a Release")
+}
+
+/// Every problem the API server would report, as `path: message` lines.
+fn validation_errors(object: &Value) -> Vec<String> {
+    let schema = schema();
+    let mut errors = Vec::new();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    for error in validator.iter_errors(object) {
+        let path = error
+            .instance_path()
+            .as_str()
+            .trim_start_matches('/')
+            .replace('/', ".");
+        errors.push(format!("{path}: {error}"));
+    }
+    if let Err(cel_errors) = Validator::new().validate(&schema, object, None) {
+        for error in cel_errors.as_slice() {
+            errors.push(format!("{}: {}", error.field_path, error.message));
+        }
+    }
+    errors
+}
+
+#[test]
+fn crds_directory_holds_the_generated_crd() {
+    let generated = crd::release_crd_yaml().unwrap();
+    let checked_in = std::fs::read_to_string(CRD_FILE).unwrap_or_default();
+    assert!(
+        generated == checked_in,
+        "{CRD_FILE} is stale: run `cargo run -- crd > {CRD_FILE}` and commit it"
+    );
+}
+
+#[test]
+fn crd_names_match_the_design() {
+    let crd = crd::release_crd();
+    assert_eq!(crd.metadata.name.as_deref(), Some("releases.waymark.dev"));
+    assert_eq!(crd.spec.group, "waymark.dev");
+    assert_eq!(crd.spec.scope, "Namespaced");
+    assert_eq!(crd.spec.names.kind, "Release");
+    assert_eq!(crd.spec.names.plural, "releases");
+    assert_eq!(crd.spec.names.short_names, Some(vec!["rel".to_string()]));
+    let version = &crd.spec.versions[0];
+    assert_eq!(version.name, "v1alpha1");
+    assert!(
+        version
+            .subresources
+            .as_ref()
+            .and_then(|s| s.status.as_ref())
+            .is_some()
+    );
+    let columns: Vec<_> = version
+        .additional_printer_columns
+        .iter()
+        .flatten()
+        .map(|column| column.name.as_str())
+        .collect();
+    assert_eq!(
+        columns,
+        ["Roadmap", "Phase", "Weight", "Step", "Burn", "Age"]
+    );
+}
+
+#[test]
+fn crd_fits_client_side_apply_annotation_limit() {
+    // Argo CD and plain `kubectl apply` store the whole object in an annotation of at most 256 KiB.
+    let json = serde_json::to_string(&crd::release_crd()).unwrap();
+    assert!(
+        json.len() < 256 * 1024,
+        "CRD is {} bytes of JSON",
+        json.len()
+    );
+}
+
+/// A structural schema: every node says its type (or is explicitly int-or-string or
+/// preserve-unknown-fields), and nothing uses `$ref` or a type-changing combinator.
+fn assert_structural(node: &Value, path: &str) {
+    let Value::Object(map) = node else { return };
+    assert!(!map.contains_key("$ref"), "{path} uses $ref");
+    for combinator in ["oneOf", "anyOf", "allOf", "not"] {
+        if let Some(Value::Array(branches)) = map.get(combinator) {
+            for branch in branches {
+                assert!(
+                    branch.get("type").is_none(),
+                    "{path}.{combinator} sets a type"
+                );
+            }
+        }
+    }
+    let typed = map.contains_key("type")
+        || map.get("x-kubernetes-int-or-string") == Some(&json!(true))
+        || map.get("x-kubernetes-preserve-unknown-fields") == Some(&json!(true));
+    assert!(typed, "{path} has no type");
+    if let Some(Value::Object(properties)) = map.get("properties") {
+        for (name, child) in properties {
+            assert_structural(child, &format!("{path}.{name}"));
+        }
+    }
+    if let Some(items) = map.get("items") {
+        assert_structural(items, &format!("{path}[]"));
+    }
+    if let Some(additional @ Value::Object(_)) = map.get("additionalProperties") {
+        assert!(
+            !map.contains_key("properties"),
+            "{path} has properties and additionalProperties"
+        );
+        assert_structural(additional, &format!("{path}{{}}"));
+    }
+}
+
+#[test]
+fn crd_schema_is_structural() {
+    assert_structural(&schema(), "openAPIV3Schema");
+}
+
+fn rules(node: &Value, found: &mut Vec<String>) {
+    match node {
+        Value::Object(map) => {
+            if let Some(Value::Array(validations)) = map.get("x-kubernetes-validations") {
+                for validation in validations {
+                    found.push(validation["rule"].as_str().unwrap().to_string());
+                }
+            }
+            map.values().for_each(|child| rules(child, found));
+        }
+        Value::Array(items) => items.iter().for_each(|child| rules(child, found)),
+        _ => {}
+    }
+}
+
+#[test]
+fn cel_rules_compile_and_stay_within_the_cost_budget() {
+    let schema = schema();
+    let compiled = cel::compile_schema(&schema);
+    assert!(
+        !compiled.has_errors(),
+        "{:?}",
+        compiled.compilation_errors()
+    );
+    let mut found = Vec::new();
+    rules(&schema, &mut found);
+    assert!(
+        found.len() >= 8,
+        "expected the design's CEL rules, found {found:?}"
+    );
+    for rule in &found {
+        let warnings = cel::analyze_rule(rule, &compiled, ScopeContext::CrdValidation);
+        assert!(warnings.is_empty(), "{rule}: {warnings:?}");
+    }
+}
+
+#[test]
+fn example_release_passes_schema_and_cel_validation() {
+    let release = example_release();
+    assert_eq!(validation_errors(&release), Vec::<String>::new());
+    let with_defaults = cel::apply_defaults(&schema(), &release);
+    let typed: Release = serde_json::from_value(with_defaults).unwrap();
+    assert_eq!(typed.spec.roadmap.item, "PAY-142");
+    assert_eq!(typed.spec.steps.len(), 4);
+    assert!(typed.spec.traffic.gateway_api.is_some());
+}
+
+#[test]
+fn example_holds_the_httproute_the_release_names() {
+    let documents = example_documents();
+    let route = documents
+        .iter()
+        .find(|doc| doc["kind"] == "HTTPRoute")
+        .expect("an HTTPRoute");
+    assert_eq!(
+        route["metadata"]["name"],
+        example_release()["spec"]["traffic"]["gatewayAPI"]["httpRoute"]
+    );
+    assert_eq!(
+        route["spec"]["rules"][0]["backendRefs"][0]["name"],
+        "checkout-stable"
+    );
+}
+
+#[test]
+fn schema_defaults_are_the_ones_a_user_expects() {
+    let minimal = json!({
+        "apiVersion": "waymark.dev/v1alpha1",
+        "kind": "Release",
+        "metadata": {"name": "api", "namespace": "shop"},
+        "spec": {
+            "roadmap": {"item": "API-1"},
+            "selector": {"matchLabels": {"app": "api"}},
+            "template": {"metadata": {"labels": {"app": "api"}},
+                         "spec": {"containers": [{"name": "api", "image": "api:1"}]}},
+            "traffic": {"replicas": {}},
+            "steps": [{"setWeight": 50}],
+            "analysis": {
+                "prometheus": {"address": "http://prometheus:9090"},
+                "slo": {"objective": 99.5, "errorQuery": "e", "totalQuery": "t",
+                        "burnRates": [{"long": "1h", "short": "5m", "max": 14.4}]}
+            }
+        }
+    });
+    assert_eq!(validation_errors(&minimal), Vec::<String>::new());
+    let defaulted = cel::apply_defaults(&schema(), &minimal);
+    let spec = &defaulted["spec"];
+    assert_eq!(spec["replicas"], 1);
+    assert_eq!(spec["progressDeadline"], "10m");
+    assert_eq!(spec["scaleDownDelay"], "30s");
+    let analysis = &spec["analysis"];
+    assert_eq!(analysis["interval"], "1m");
+    assert_eq!(analysis["prometheus"]["timeout"], "10s");
+    assert_eq!(analysis["slo"]["minRequests"], 100);
+    assert_eq!(analysis["failureLimit"], 2);
+    assert_eq!(analysis["inconclusiveLimit"], 6);
+    assert_eq!(analysis["errorLimit"], 4);
+}
+
+/// Set `pointer` in the example Release to `value` (creating the last key when missing).
+fn with(pointer: &str, value: Value) -> Value {
+    let mut release = example_release();
+    let (parent, key) = pointer.rsplit_once('/').unwrap();
+    let target = release.pointer_mut(parent).unwrap();
+    match target {
+        Value::Array(items) => items[key.parse::<usize>().unwrap()] = value,
+        Value::Object(map) => {
+            map.insert(key.to_string(), value);
+        }
+        _ => panic!("{parent} is not a container"),
+    }
+    release
+}
+
+fn without(pointer: &str) -> Value {
+    let mut release = example_release();
+    let (parent, key) = pointer.rsplit_once('/').unwrap();
+    release
+        .pointer_mut(parent)
+        .unwrap()
+        .as_object_mut()
+        .unwrap()
+        .remove(key);
+    release
+}
+
+#[test]
+fn invalid_manifests_are_rejected_with_the_field_named() {
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "weight over 100",
+            with("/spec/steps/0", json!({"setWeight": 150})),
+            "setWeight",
+        ),
+        (
+            "negative weight",
+            with("/spec/steps/0", json!({"setWeight": -1})),
+            "setWeight",
+        ),
+        (
+            "two traffic modes",
+            with(
+                "/spec/traffic",
+                json!({"gatewayAPI": {"httpRoute": "checkout"}, "replicas": {}}),
+            ),
+            "spec.traffic",
+        ),
+        (
+            "no traffic mode",
+            with("/spec/traffic", json!({})),
+            "spec.traffic",
+        ),
+        (
+            "a step with both kinds",
+            with(
+                "/spec/steps/1",
+                json!({"setWeight": 20, "pause": {"duration": "1m"}}),
+            ),
+            "spec.steps",
+        ),
+        (
+            "an empty step",
+            with("/spec/steps/1", json!({})),
+            "spec.steps",
+        ),
+        (
+            "burn windows in the wrong order",
+            with(
+                "/spec/analysis/slo/burnRates/0",
+                json!({"long": "1m", "short": "5m", "max": 14.4}),
+            ),
+            "short",
+        ),
+        (
+            "equal burn windows",
+            with(
+                "/spec/analysis/slo/burnRates/0",
+                json!({"long": "5m", "short": "5m", "max": 14.4}),
+            ),
+            "short",
+        ),
+        (
+            "a zero burn-rate limit",
+            with(
+                "/spec/analysis/slo/burnRates/0",
+                json!({"long": "5m", "short": "1m", "max": 0}),
+            ),
+            "max",
+        ),
+        (
+            "a roadmap item with a space",
+            with("/spec/roadmap/item", json!("PAY 142")),
+            "roadmap.item",
+        ),
+        (
+            "an empty roadmap item",
+            with("/spec/roadmap/item", json!("")),
+            "roadmap.item",
+        ),
+        (
+            "a 65-character roadmap item",
+            with("/spec/roadmap/item", json!("X".repeat(65))),
+            "roadmap.item",
+        ),
+        ("no roadmap item", without("/spec/roadmap/item"), "item"),
+        (
+            "objective of 100",
+            with("/spec/analysis/slo/objective", json!(100)),
+            "objective",
+        ),
+        (
+            "objective of 0",
+            with("/spec/analysis/slo/objective", json!(0)),
+            "objective",
+        ),
+        (
+            "zero replicas",
+            with("/spec/replicas", json!(0)),
+            "replicas",
+        ),
+        (
+            "zero failureLimit",
+            with("/spec/analysis/failureLimit", json!(0)),
+            "failureLimit",
+        ),
+        (
+            "zero errorLimit",
+            with("/spec/analysis/errorLimit", json!(0)),
+            "errorLimit",
+        ),
+        (
+            "zero inconclusiveLimit",
+            with("/spec/analysis/inconclusiveLimit", json!(0)),
+            "inconclusiveLimit",
+        ),
+        (
+            "a duration in words",
+            with("/spec/progressDeadline", json!("ten minutes")),
+            "progressDeadline",
+        ),
+        (
+            "a pause in days",
+            with("/spec/steps/1", json!({"pause": {"duration": "1d"}})),
+            "duration",
+        ),
+        (
+            "a budget freeze above 1",
+            with("/spec/analysis/slo/budget/freezeBelow", json!(1.5)),
+            "freezeBelow",
+        ),
+        ("no steps", without("/spec/steps"), "steps"),
+        ("no selector", without("/spec/selector"), "selector"),
+        (
+            "a check without limits",
+            with(
+                "/spec/analysis/checks/0",
+                json!({"name": "x", "query": "q"}),
+            ),
+            "checks",
+        ),
+        (
+            "a Prometheus address without a scheme",
+            with(
+                "/spec/analysis/prometheus/address",
+                json!("prometheus:9090"),
+            ),
+            "address",
+        ),
+    ];
+    for (what, manifest, field) in cases {
+        let errors = validation_errors(&manifest);
+        assert!(!errors.is_empty(), "{what}: accepted");
+        assert!(
+            errors.iter().any(|error| error.contains(field)),
+            "{what}: no error names {field}: {errors:?}"
+        );
+    }
+}

@@ -1,5 +1,9 @@
 //! `Release.spec`: what platform teams write.
 
+// Several `printcolumn(..)` entries of the `#[kube]` attribute share `type_ = "string"`, which
+// clippy mistakes for a duplicated attribute.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;

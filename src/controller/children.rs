@@ -1,0 +1,389 @@
+//! The one place that builds Waymark's child objects: the stable and canary Deployments and
+//! the Services in front of them.
+//!
+//! Every builder is a pure function of the Release, so the labels, selectors, owner references
+//! and ports a child gets can be unit-tested without an API server.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{PodTemplateSpec, Service, ServicePort, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+
+use crate::api::{
+    ANNOTATION_ROADMAP_TITLE, ANNOTATION_ROADMAP_URL, LABEL_RELEASE, LABEL_REVISION,
+    LABEL_ROADMAP_ITEM, LABEL_ROLE, Release, Role,
+};
+
+use super::error::Error;
+
+/// Name of the port on every Service Waymark creates.
+pub const SERVICE_PORT_NAME: &str = "http";
+
+/// The port a Service exposes and the container port it sends to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResolvedPorts {
+    /// `spec.ports[0].port`.
+    pub port: i32,
+    /// `spec.ports[0].targetPort`.
+    pub target_port: IntOrString,
+}
+
+/// The Service ports: `spec.service`, or else the first port of the template's first container.
+pub fn service_ports(release: &Release) -> Result<ResolvedPorts, Error> {
+    if let Some(service) = &release.spec.service {
+        return Ok(ResolvedPorts {
+            port: service.port,
+            target_port: service
+                .target_port
+                .clone()
+                .unwrap_or(IntOrString::Int(service.port)),
+        });
+    }
+    let first_port = release
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|pod| pod.containers.first())
+        .and_then(|container| container.ports.as_ref())
+        .and_then(|ports| ports.first());
+    match first_port {
+        Some(port) => Ok(ResolvedPorts {
+            port: port.container_port,
+            target_port: IntOrString::Int(port.container_port),
+        }),
+        None => Err(Error::InvalidSpec {
+            field: "spec.service".into(),
+            message:
+                "spec.service must be set when the template's first container declares no port"
+                    .into(),
+        }),
+    }
+}
+
+/// The value of the `waymark.dev/roadmap-item` label for a roadmap item.
+///
+/// Roadmap items may contain `/`, `#` and `:` and be 64 characters long, which label values
+/// may not; those characters become `_`, the value is cut to 63 characters and trimmed to
+/// start and end with an alphanumeric. The exact item is kept in an annotation of the same key.
+pub fn roadmap_label_value(item: &str) -> String {
+    let replaced: String = item
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(63)
+        .collect();
+    replaced
+        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string()
+}
+
+/// Labels Waymark puts on a child (and on the pods of a Deployment).
+pub fn child_labels(release: &Release, role: Option<Role>, revision: Option<&str>) -> Labels {
+    let mut labels = Labels::new();
+    labels.insert(LABEL_RELEASE.into(), release.name_any());
+    if let Some(role) = role {
+        labels.insert(LABEL_ROLE.into(), role.as_str().into());
+    }
+    if let Some(revision) = revision {
+        labels.insert(LABEL_REVISION.into(), revision.into());
+    }
+    labels.insert(
+        LABEL_ROADMAP_ITEM.into(),
+        roadmap_label_value(&release.spec.roadmap.item),
+    );
+    labels
+}
+
+/// Annotations Waymark puts on a child: the exact roadmap item, its title and URL.
+pub fn child_annotations(release: &Release) -> Labels {
+    let roadmap = &release.spec.roadmap;
+    let mut annotations = Labels::new();
+    annotations.insert(LABEL_ROADMAP_ITEM.into(), roadmap.item.clone());
+    if let Some(title) = &roadmap.title {
+        annotations.insert(ANNOTATION_ROADMAP_TITLE.into(), title.clone());
+    }
+    if let Some(url) = &roadmap.url {
+        annotations.insert(ANNOTATION_ROADMAP_URL.into(), url.clone());
+    }
+    annotations
+}
+
+/// A string map (labels, annotations, selectors).
+pub type Labels = BTreeMap<String, String>;
+
+fn child_meta(
+    release: &Release,
+    name: String,
+    role: Option<Role>,
+    revision: Option<&str>,
+) -> Result<ObjectMeta, Error> {
+    let owner = release
+        .controller_owner_ref(&())
+        .ok_or_else(|| Error::MissingObjectKey("metadata.uid"))?;
+    Ok(ObjectMeta {
+        name: Some(name),
+        namespace: release.namespace(),
+        labels: Some(child_labels(release, role, revision)),
+        annotations: Some(child_annotations(release)),
+        owner_references: Some(vec![owner]),
+        ..ObjectMeta::default()
+    })
+}
+
+/// The Deployment selector: the user's selector plus Waymark's release and role labels, so
+/// stable and canary pods never mix even when the user's selector alone would match both.
+pub fn deployment_selector(release: &Release, role: Role) -> LabelSelector {
+    let mut selector = release.spec.selector.clone();
+    let match_labels = selector.match_labels.get_or_insert_with(BTreeMap::new);
+    match_labels.insert(LABEL_RELEASE.into(), release.name_any());
+    match_labels.insert(LABEL_ROLE.into(), role.as_str().into());
+    selector
+}
+
+/// The `<name>-stable` or `<name>-canary` Deployment running `spec.template` at `revision`.
+///
+/// The user's template labels and annotations are kept; Waymark's labels (release, role,
+/// revision, roadmap item) and roadmap annotations are added to the Deployment and its pods.
+pub fn deployment(
+    release: &Release,
+    role: Role,
+    revision: &str,
+    replicas: i32,
+) -> Result<Deployment, Error> {
+    let name = role.child_name(&release.name_any());
+    let metadata = child_meta(release, name, Some(role), Some(revision))?;
+
+    let mut template: PodTemplateSpec = release.spec.template.clone();
+    let pod_meta = template.metadata.get_or_insert_with(ObjectMeta::default);
+    pod_meta
+        .labels
+        .get_or_insert_with(BTreeMap::new)
+        .extend(child_labels(release, Some(role), Some(revision)));
+    pod_meta
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .extend(child_annotations(release));
+
+    Ok(Deployment {
+        metadata,
+        spec: Some(DeploymentSpec {
+            replicas: Some(replicas),
+            selector: deployment_selector(release, role),
+            template,
+            ..DeploymentSpec::default()
+        }),
+        status: None,
+    })
+}
+
+/// A Service: `<name>-stable` / `<name>-canary` selecting one role, or (with `role` `None`)
+/// `<name>` selecting the pods of both roles for the replica split.
+pub fn service(release: &Release, role: Option<Role>) -> Result<Service, Error> {
+    let release_name = release.name_any();
+    let name = match role {
+        Some(role) => role.child_name(&release_name),
+        None => release_name.clone(),
+    };
+    let ports = service_ports(release)?;
+    let mut selector = Labels::new();
+    selector.insert(LABEL_RELEASE.into(), release_name);
+    if let Some(role) = role {
+        selector.insert(LABEL_ROLE.into(), role.as_str().into());
+    }
+    Ok(Service {
+        metadata: child_meta(release, name, role, None)?,
+        spec: Some(ServiceSpec {
+            selector: Some(selector),
+            ports: Some(vec![ServicePort {
+                name: Some(SERVICE_PORT_NAME.into()),
+                port: ports.port,
+                target_port: Some(ports.target_port),
+                protocol: Some("TCP".into()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    })
+}
+
+/// Every Service the Release needs: stable and canary, plus `<name>` in replica-split mode.
+pub fn services(release: &Release) -> Result<Vec<Service>, Error> {
+    let mut services = vec![
+        service(release, Some(Role::Stable))?,
+        service(release, Some(Role::Canary))?,
+    ];
+    if release.spec.traffic.replicas.is_some() {
+        services.push(service(release, None)?);
+    }
+    Ok(services)
+}
+
+/// Whether an existing Service already selects and exposes what `wanted` does.
+///
+/// Only the fields Waymark sets are compared: the API server fills in others (cluster IP,
+/// session affinity) that must not count as a difference.
+pub fn service_matches(existing: &Service, wanted: &Service) -> bool {
+    let (Some(existing), Some(wanted)) = (&existing.spec, &wanted.spec) else {
+        return false;
+    };
+    let port_key = |spec: &ServiceSpec| {
+        spec.ports
+            .as_ref()
+            .and_then(|ports| ports.first())
+            .map(|port| (port.port, port.target_port.clone()))
+    };
+    existing.selector == wanted.selector && port_key(existing) == port_key(wanted)
+}
+
+/// The merge patch changing only a Deployment's replica count, keeping its template.
+pub fn scale_patch(replicas: i32) -> serde_json::Value {
+    serde_json::json!({ "spec": { "replicas": replicas } })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::fixtures::ReleaseBuilder;
+
+    #[test]
+    fn deployment_keeps_user_labels_and_adds_waymark_labels_to_deployment_and_pods() {
+        let release = ReleaseBuilder::new("checkout").build();
+        let deployment = deployment(&release, Role::Canary, "6f9c7d0000", 2).unwrap();
+
+        let labels = deployment.metadata.labels.clone().unwrap();
+        assert_eq!(labels[LABEL_RELEASE], "checkout");
+        assert_eq!(labels[LABEL_ROLE], "canary");
+        assert_eq!(labels[LABEL_REVISION], "6f9c7d0000");
+        assert_eq!(labels[LABEL_ROADMAP_ITEM], "PAY-142");
+
+        let spec = deployment.spec.unwrap();
+        assert_eq!(spec.replicas, Some(2));
+        let pod_labels = spec.template.metadata.unwrap().labels.unwrap();
+        assert_eq!(pod_labels["app"], "checkout", "user label kept");
+        assert_eq!(pod_labels[LABEL_ROLE], "canary");
+        assert_eq!(pod_labels[LABEL_REVISION], "6f9c7d0000");
+        assert_eq!(pod_labels[LABEL_ROADMAP_ITEM], "PAY-142");
+    }
+
+    #[test]
+    fn deployment_selector_adds_release_and_role_to_the_users_selector() {
+        let release = ReleaseBuilder::new("checkout").build();
+        let stable = deployment(&release, Role::Stable, "aaaa", 4).unwrap();
+        let canary = deployment(&release, Role::Canary, "bbbb", 1).unwrap();
+        let stable_selector = stable.spec.unwrap().selector.match_labels.unwrap();
+        let canary_selector = canary.spec.unwrap().selector.match_labels.unwrap();
+        assert_eq!(stable_selector["app"], "checkout");
+        assert_eq!(stable_selector[LABEL_RELEASE], "checkout");
+        assert_eq!(stable_selector[LABEL_ROLE], "stable");
+        assert_eq!(canary_selector[LABEL_ROLE], "canary");
+        assert!(
+            !stable_selector.contains_key(LABEL_REVISION),
+            "revision is not in the selector: selectors are immutable"
+        );
+    }
+
+    #[test]
+    fn every_child_has_a_controller_owner_reference_to_the_release() {
+        let release = ReleaseBuilder::new("checkout").build();
+        let deployment = deployment(&release, Role::Stable, "aaaa", 1).unwrap();
+        let owners = deployment.metadata.owner_references.unwrap();
+        assert_eq!(owners.len(), 1);
+        assert_eq!(owners[0].kind, "Release");
+        assert_eq!(owners[0].name, "checkout");
+        assert_eq!(owners[0].controller, Some(true));
+        for service in services(&release).unwrap() {
+            assert_eq!(
+                service.metadata.owner_references.unwrap()[0].name,
+                "checkout"
+            );
+        }
+    }
+
+    #[test]
+    fn children_carry_roadmap_title_and_url_annotations() {
+        let release = ReleaseBuilder::new("checkout")
+            .roadmap_title("One-click checkout")
+            .build();
+        let service = service(&release, Some(Role::Stable)).unwrap();
+        let annotations = service.metadata.annotations.unwrap();
+        assert_eq!(annotations[ANNOTATION_ROADMAP_TITLE], "One-click checkout");
+        assert_eq!(annotations[LABEL_ROADMAP_ITEM], "PAY-142");
+        assert!(!annotations.contains_key(ANNOTATION_ROADMAP_URL));
+    }
+
+    #[test]
+    fn service_ports_default_to_the_first_container_port() {
+        let release = ReleaseBuilder::new("checkout").container_port(8080).build();
+        let ports = service_ports(&release).unwrap();
+        assert_eq!(ports.port, 8080);
+        assert_eq!(ports.target_port, IntOrString::Int(8080));
+    }
+
+    #[test]
+    fn service_target_port_defaults_to_the_port() {
+        let release = ReleaseBuilder::new("checkout")
+            .service_port(80, None)
+            .build();
+        let service = service(&release, Some(Role::Canary)).unwrap();
+        let port = &service.spec.unwrap().ports.unwrap()[0];
+        assert_eq!(port.port, 80);
+        assert_eq!(port.target_port, Some(IntOrString::Int(80)));
+    }
+
+    #[test]
+    fn service_ports_without_spec_or_container_port_name_the_field() {
+        let release = ReleaseBuilder::new("checkout").no_ports().build();
+        let error = service_ports(&release).unwrap_err();
+        assert!(error.to_string().contains("spec.service"), "{error}");
+    }
+
+    #[test]
+    fn role_services_select_one_role_and_the_replica_service_selects_both() {
+        let release = ReleaseBuilder::new("checkout").replica_split().build();
+        let all = services(&release).unwrap();
+        let names: Vec<_> = all.iter().map(|s| s.name_any()).collect();
+        assert_eq!(names, ["checkout-stable", "checkout-canary", "checkout"]);
+        let selector = |s: &Service| s.spec.clone().unwrap().selector.unwrap();
+        assert_eq!(selector(&all[0])[LABEL_ROLE], "stable");
+        assert_eq!(selector(&all[1])[LABEL_ROLE], "canary");
+        assert_eq!(
+            selector(&all[2]),
+            Labels::from([(LABEL_RELEASE.to_string(), "checkout".to_string())])
+        );
+    }
+
+    #[test]
+    fn gateway_mode_has_no_shared_service() {
+        let release = ReleaseBuilder::new("checkout").build();
+        assert_eq!(services(&release).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn roadmap_items_become_valid_label_values() {
+        assert_eq!(roadmap_label_value("PAY-142"), "PAY-142");
+        assert_eq!(roadmap_label_value("team/epic#12:a"), "team_epic_12_a");
+        assert_eq!(roadmap_label_value("#12/"), "12");
+        assert_eq!(roadmap_label_value(&"a".repeat(64)).len(), 63);
+    }
+
+    #[test]
+    fn service_match_ignores_fields_the_api_server_fills_in() {
+        let release = ReleaseBuilder::new("checkout").build();
+        let wanted = service(&release, Some(Role::Stable)).unwrap();
+        let mut existing = wanted.clone();
+        existing.spec.as_mut().unwrap().cluster_ip = Some("10.0.0.7".into());
+        assert!(service_matches(&existing, &wanted));
+        existing.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].port = 81;
+        assert!(!service_matches(&existing, &wanted));
+    }
+}

@@ -1,0 +1,257 @@
+//! Prometheus metrics of the controller, served on `/metrics`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::api::{Outcome, Phase, ReleaseStatus};
+
+/// Labels identifying one Release and the roadmap item it delivers.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReleaseLabels {
+    /// The Release's namespace.
+    pub namespace: String,
+    /// The Release's name.
+    pub release: String,
+    /// The roadmap item in progress (or live).
+    pub roadmap_item: String,
+}
+
+/// [`ReleaseLabels`] plus the phase, for the one-hot phase gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    /// The Release's namespace.
+    pub namespace: String,
+    /// The Release's name.
+    pub release: String,
+    /// The roadmap item in progress (or live).
+    pub roadmap_item: String,
+    /// One of the phases.
+    pub phase: String,
+}
+
+/// [`ReleaseLabels`] plus how a revision's release ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// The Release's namespace.
+    pub namespace: String,
+    /// The Release's name.
+    pub release: String,
+    /// The roadmap item the finished revision delivered.
+    pub roadmap_item: String,
+    /// `promoted`, `rolled_back`, `aborted` or `superseded`.
+    pub outcome: String,
+}
+
+/// Label of the reconcile error counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// [`super::Error::metric_label`].
+    pub kind: String,
+}
+
+const PHASES: [Phase; 5] = [
+    Phase::Healthy,
+    Phase::Progressing,
+    Phase::Paused,
+    Phase::RolledBack,
+    Phase::Degraded,
+];
+
+/// The controller's metrics and the registry that encodes them.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    reconcile_duration: Histogram,
+    reconcile_errors: Family<ErrorLabels, Counter>,
+    phase: Family<PhaseLabels, Gauge>,
+    canary_weight: Family<ReleaseLabels, Gauge>,
+    releases_finished: Family<OutcomeLabels, Counter>,
+    /// The labels last used per (namespace, name), so a new roadmap item replaces the old
+    /// series instead of leaving a stale one behind.
+    current: Mutex<HashMap<(String, String), ReleaseLabels>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("waymark");
+        let reconcile_duration = Histogram::new(exponential_buckets(0.01, 2.0, 12));
+        let reconcile_errors = Family::<ErrorLabels, Counter>::default();
+        let phase = Family::<PhaseLabels, Gauge>::default();
+        let canary_weight = Family::<ReleaseLabels, Gauge>::default();
+        let releases_finished = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time one reconcile of a Release takes",
+            reconcile_duration.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Failed reconciles by error kind",
+            reconcile_errors.clone(),
+        );
+        registry.register(
+            "release_phase",
+            "1 for the phase each Release is in, 0 for the others",
+            phase.clone(),
+        );
+        registry.register(
+            "release_canary_weight",
+            "Percent of traffic on each Release's canary",
+            canary_weight.clone(),
+        );
+        registry.register(
+            "releases_finished",
+            "Revisions whose release ended, by outcome and roadmap item",
+            releases_finished.clone(),
+        );
+        Metrics {
+            registry,
+            reconcile_duration,
+            reconcile_errors,
+            phase,
+            canary_weight,
+            releases_finished,
+            current: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl Metrics {
+    /// Record how long one reconcile took.
+    pub fn observe_reconcile(&self, elapsed: Duration) {
+        self.reconcile_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// Count a failed reconcile by kind.
+    pub fn count_error(&self, kind: &str) {
+        self.reconcile_errors
+            .get_or_create(&ErrorLabels { kind: kind.into() })
+            .inc();
+    }
+
+    /// Update a Release's phase and weight gauges from the status just written (or kept), and
+    /// count a revision whose release ended since `old`.
+    pub fn observe_release(
+        &self,
+        namespace: &str,
+        release: &str,
+        old: Option<&ReleaseStatus>,
+        new: &ReleaseStatus,
+    ) {
+        let labels = ReleaseLabels {
+            namespace: namespace.into(),
+            release: release.into(),
+            roadmap_item: new.roadmap_item.clone().unwrap_or_default(),
+        };
+        let key = (namespace.to_string(), release.to_string());
+        if let Ok(mut current) = self.current.lock() {
+            if let Some(previous) = current.insert(key, labels.clone())
+                && previous != labels
+            {
+                self.canary_weight.remove(&previous);
+                for phase in PHASES {
+                    self.phase.remove(&phase_labels(&previous, phase));
+                }
+            }
+        }
+        self.canary_weight
+            .get_or_create(&labels)
+            .set(i64::from(new.canary_weight.unwrap_or(0)));
+        for phase in PHASES {
+            let value = i64::from(new.phase == Some(phase));
+            self.phase
+                .get_or_create(&phase_labels(&labels, phase))
+                .set(value);
+        }
+
+        let newest = |status: Option<&ReleaseStatus>| {
+            status.and_then(|status| status.history.first().cloned())
+        };
+        if let Some(finished) = newest(Some(new))
+            && newest(old).as_ref() != Some(&finished)
+        {
+            self.count_finished(namespace, release, &finished.roadmap_item, finished.outcome);
+        }
+    }
+
+    fn count_finished(&self, namespace: &str, release: &str, roadmap_item: &str, outcome: Outcome) {
+        self.releases_finished
+            .get_or_create(&OutcomeLabels {
+                namespace: namespace.into(),
+                release: release.into(),
+                roadmap_item: roadmap_item.into(),
+                outcome: outcome.metric_label().into(),
+            })
+            .inc();
+    }
+
+    /// The metrics in the Prometheus text exposition format.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+}
+
+fn phase_labels(labels: &ReleaseLabels, phase: Phase) -> PhaseLabels {
+    PhaseLabels {
+        namespace: labels.namespace.clone(),
+        release: labels.release.clone(),
+        roadmap_item: labels.roadmap_item.clone(),
+        phase: phase.as_str().into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_gauges_carry_namespace_release_and_roadmap_item() {
+        let metrics = Metrics::default();
+        let status = ReleaseStatus {
+            phase: Some(Phase::Progressing),
+            canary_weight: Some(50),
+            roadmap_item: Some("PAY-142".into()),
+            ..ReleaseStatus::default()
+        };
+        metrics.observe_release("shop", "checkout", None, &status);
+        metrics.count_error("kube");
+        metrics.observe_reconcile(Duration::from_millis(20));
+        let text = metrics.encode().unwrap();
+        assert!(
+            text.contains(
+                r#"waymark_release_canary_weight{namespace="shop",release="checkout",roadmap_item="PAY-142"} 50"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            r#"waymark_release_phase{namespace="shop",release="checkout",roadmap_item="PAY-142",phase="Progressing"} 1"#
+        ));
+        assert!(text.contains(r#"waymark_reconcile_errors_total{kind="kube"} 1"#));
+        assert!(text.contains("waymark_reconcile_duration_seconds_count 1"));
+    }
+
+    #[test]
+    fn a_new_roadmap_item_replaces_the_old_series() {
+        let metrics = Metrics::default();
+        let mut status = ReleaseStatus {
+            roadmap_item: Some("PAY-1".into()),
+            ..ReleaseStatus::default()
+        };
+        metrics.observe_release("shop", "checkout", None, &status);
+        status.roadmap_item = Some("PAY-2".into());
+        metrics.observe_release("shop", "checkout", None, &status);
+        let text = metrics.encode().unwrap();
+        assert!(!text.contains("PAY-1"), "{text}");
+        assert!(text.contains("PAY-2"));
+    }
+}

@@ -1,0 +1,1 @@
+//! Mock-API tests of the shell.

@@ -1,0 +1,455 @@
+//! Gateway API: the weights of the HTTPRoute named in `spec.traffic.gatewayAPI.httpRoute`.
+//!
+//! Waymark edits only the backendRefs to `<name>-stable` and `<name>-canary` in the rules that
+//! already send traffic to `<name>-stable`; every other rule and backendRef is the route
+//! owner's. The edit is a pure function over the route ([`set_route_weights`]); the router
+//! wraps it in a read-modify-write with optimistic concurrency.
+
+use gateway_api::apis::standard::httproutes::{HttpRoute, HttpRouteRulesBackendRefs};
+use kube::api::PostParams;
+use kube::{Api, Client, ResourceExt};
+
+use crate::api::{FIELD_MANAGER, Release, Role};
+use crate::rollout::RouteState;
+
+use super::{TrafficError, TrafficRouter};
+
+/// Writes tried before giving up when other writers keep changing the route.
+pub const MAX_WRITE_ATTEMPTS: u32 = 5;
+
+/// The Services a route edit concerns.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Backends {
+    /// `<name>-stable`.
+    pub stable: String,
+    /// `<name>-canary`.
+    pub canary: String,
+}
+
+impl Backends {
+    /// The stable and canary Services of a Release named `release`.
+    pub fn of(release: &str) -> Backends {
+        Backends {
+            stable: Role::Stable.child_name(release),
+            canary: Role::Canary.child_name(release),
+        }
+    }
+}
+
+/// Whether `backend` points at Service `service` in the route's own namespace.
+fn refers_to(backend: &HttpRouteRulesBackendRefs, service: &str, route_namespace: &str) -> bool {
+    let core_group = backend.group.as_deref().is_none_or(str::is_empty);
+    let is_service = backend.kind.as_deref().is_none_or(|kind| kind == "Service");
+    let same_namespace = backend
+        .namespace
+        .as_deref()
+        .is_none_or(|namespace| namespace == route_namespace);
+    backend.name == service && core_group && is_service && same_namespace
+}
+
+/// The message for a route without a backendRef to the stable Service.
+pub fn no_stable_backend_message(route: &HttpRoute, backends: &Backends) -> String {
+    format!(
+        "HTTPRoute {}/{} has no backendRef to Service {}",
+        route.namespace().unwrap_or_default(),
+        route.name_any(),
+        backends.stable
+    )
+}
+
+/// The message for a route that does not exist.
+pub fn missing_route_message(namespace: &str, route: &str, backends: &Backends) -> String {
+    format!(
+        "HTTPRoute {namespace}/{route} (spec.traffic.gatewayAPI.httpRoute) not found; it must exist with a backendRef to Service {}",
+        backends.stable
+    )
+}
+
+/// The canary's percentage of traffic in the first rule that sends traffic to the stable
+/// Service, or the unusable-route message when no rule does.
+///
+/// Weights are proportional (an absent weight counts as 1), so the percentage is
+/// `canary / (stable + canary)`, rounded; a rule whose two weights are both 0 sends the canary
+/// nothing.
+pub fn canary_weight(route: &HttpRoute, backends: &Backends) -> Result<i32, String> {
+    let namespace = route.namespace().unwrap_or_default();
+    for rule in route.spec.rules.iter().flatten() {
+        let refs = rule.backend_refs.as_deref().unwrap_or_default();
+        let weight_of = |service: &str| {
+            refs.iter()
+                .find(|backend| refers_to(backend, service, &namespace))
+                .map(|backend| i64::from(backend.weight.unwrap_or(1)))
+        };
+        let Some(stable) = weight_of(&backends.stable) else {
+            continue;
+        };
+        let canary = weight_of(&backends.canary).unwrap_or(0);
+        let total = stable + canary;
+        if total <= 0 {
+            return Ok(0);
+        }
+        let percent = (canary * 100 + total / 2) / total;
+        return Ok(i32::try_from(percent).unwrap_or(0));
+    }
+    Err(no_stable_backend_message(route, backends))
+}
+
+/// Set the stable weight to `100 - canary_weight` and the canary weight to `canary_weight` in
+/// every rule with a backendRef to the stable Service, adding the canary backendRef right
+/// after the stable one (same port) where it is missing.
+///
+/// Returns whether the route changed, or the unusable-route message when no rule refers to
+/// the stable Service. Other rules and backendRefs are left exactly as they are.
+pub fn set_route_weights(
+    route: &mut HttpRoute,
+    backends: &Backends,
+    canary_weight: i32,
+) -> Result<bool, String> {
+    let canary_weight = canary_weight.clamp(0, 100);
+    let stable_weight = 100 - canary_weight;
+    let namespace = route.namespace().unwrap_or_default();
+    let mut found_stable = false;
+    let mut changed = false;
+
+    for rule in route.spec.rules.iter_mut().flatten() {
+        let Some(refs) = rule.backend_refs.as_mut() else {
+            continue;
+        };
+        let Some(stable_index) = refs
+            .iter()
+            .position(|backend| refers_to(backend, &backends.stable, &namespace))
+        else {
+            continue;
+        };
+        found_stable = true;
+
+        let stable = &mut refs[stable_index];
+        if stable.weight != Some(stable_weight) {
+            stable.weight = Some(stable_weight);
+            changed = true;
+        }
+
+        match refs
+            .iter_mut()
+            .find(|backend| refers_to(backend, &backends.canary, &namespace))
+        {
+            Some(canary) => {
+                if canary.weight != Some(canary_weight) {
+                    canary.weight = Some(canary_weight);
+                    changed = true;
+                }
+            }
+            None => {
+                let stable = &refs[stable_index];
+                let canary = HttpRouteRulesBackendRefs {
+                    name: backends.canary.clone(),
+                    group: stable.group.clone(),
+                    kind: stable.kind.clone(),
+                    namespace: stable.namespace.clone(),
+                    port: stable.port,
+                    weight: Some(canary_weight),
+                    // Backend-level filters stay the owner's choice for the stable only: a
+                    // copied RequestMirror would mirror the same request twice.
+                    filters: None,
+                };
+                refs.insert(stable_index + 1, canary);
+                changed = true;
+            }
+        }
+    }
+
+    if found_stable {
+        Ok(changed)
+    } else {
+        Err(no_stable_backend_message(route, backends))
+    }
+}
+
+/// The Gateway API router for one HTTPRoute.
+#[derive(Clone)]
+pub struct GatewayRouter {
+    client: Client,
+    route: String,
+}
+
+impl GatewayRouter {
+    /// A router editing HTTPRoute `route` in the Release's namespace.
+    pub fn new(client: Client, route: &str) -> GatewayRouter {
+        GatewayRouter {
+            client,
+            route: route.to_string(),
+        }
+    }
+
+    fn api(&self, namespace: &str) -> Api<HttpRoute> {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    fn kube_error(&self, namespace: &str, source: kube::Error) -> TrafficError {
+        TrafficError::Kube {
+            namespace: namespace.to_string(),
+            name: self.route.clone(),
+            source,
+        }
+    }
+}
+
+impl TrafficRouter for GatewayRouter {
+    async fn observe(&self, release: &Release) -> Result<Option<RouteState>, TrafficError> {
+        let namespace = release.namespace().unwrap_or_default();
+        let backends = Backends::of(&release.name_any());
+        let route = self
+            .api(&namespace)
+            .get_opt(&self.route)
+            .await
+            .map_err(|source| self.kube_error(&namespace, source))?;
+        let state = match route {
+            None => RouteState::Unusable {
+                message: missing_route_message(&namespace, &self.route, &backends),
+            },
+            Some(route) => match canary_weight(&route, &backends) {
+                Ok(canary_weight) => RouteState::Ready { canary_weight },
+                Err(message) => RouteState::Unusable { message },
+            },
+        };
+        Ok(Some(state))
+    }
+
+    async fn set_weight(&self, release: &Release, canary_weight: i32) -> Result<(), TrafficError> {
+        let namespace = release.namespace().unwrap_or_default();
+        let backends = Backends::of(&release.name_any());
+        let api = self.api(&namespace);
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PostParams::default()
+        };
+        for attempt in 1..=MAX_WRITE_ATTEMPTS {
+            let Some(mut route) = api
+                .get_opt(&self.route)
+                .await
+                .map_err(|source| self.kube_error(&namespace, source))?
+            else {
+                return Err(TrafficError::Unusable {
+                    message: missing_route_message(&namespace, &self.route, &backends),
+                });
+            };
+            let changed = set_route_weights(&mut route, &backends, canary_weight)
+                .map_err(|message| TrafficError::Unusable { message })?;
+            if !changed {
+                return Ok(());
+            }
+            // `route` carries the resourceVersion we read: the API server refuses the write
+            // with 409 if anyone changed the route since, and we start over from a fresh copy.
+            match api.replace(&self.route, &params, &route).await {
+                Ok(_) => return Ok(()),
+                Err(kube::Error::Api(status)) if status.is_conflict() => {
+                    tracing::debug!(route = %self.route, %namespace, attempt, "HTTPRoute changed under us; retrying");
+                }
+                Err(source) => return Err(self.kube_error(&namespace, source)),
+            }
+        }
+        Err(TrafficError::Conflict {
+            namespace,
+            name: self.route.clone(),
+            attempts: MAX_WRITE_ATTEMPTS,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gateway_api::apis::standard::httproutes::{HttpRouteRules, HttpRouteSpec};
+    use kube::api::ObjectMeta;
+
+    fn backend(name: &str, weight: Option<i32>) -> HttpRouteRulesBackendRefs {
+        HttpRouteRulesBackendRefs {
+            name: name.into(),
+            port: Some(80),
+            weight,
+            ..Default::default()
+        }
+    }
+
+    fn route(rules: Vec<Vec<HttpRouteRulesBackendRefs>>) -> HttpRoute {
+        HttpRoute {
+            metadata: ObjectMeta {
+                name: Some("checkout".into()),
+                namespace: Some("shop".into()),
+                ..Default::default()
+            },
+            spec: HttpRouteSpec {
+                rules: Some(
+                    rules
+                        .into_iter()
+                        .map(|refs| HttpRouteRules {
+                            backend_refs: Some(refs),
+                            ..Default::default()
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            status: None,
+        }
+    }
+
+    fn refs(route: &HttpRoute, rule: usize) -> Vec<(String, Option<i32>)> {
+        route.spec.rules.as_ref().unwrap()[rule]
+            .backend_refs
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|backend| (backend.name.clone(), backend.weight))
+            .collect()
+    }
+
+    fn backends() -> Backends {
+        Backends::of("checkout")
+    }
+
+    #[test]
+    fn adds_the_canary_backend_next_to_the_stable_with_the_same_port() {
+        let mut route = route(vec![vec![
+            backend("other", Some(5)),
+            backend("checkout-stable", None),
+        ]]);
+        let changed = set_route_weights(&mut route, &backends(), 10).unwrap();
+        assert!(changed);
+        assert_eq!(
+            refs(&route, 0),
+            [
+                ("other".into(), Some(5)),
+                ("checkout-stable".into(), Some(90)),
+                ("checkout-canary".into(), Some(10)),
+            ]
+        );
+        let canary = &route.spec.rules.as_ref().unwrap()[0]
+            .backend_refs
+            .as_ref()
+            .unwrap()[2];
+        assert_eq!(canary.port, Some(80));
+    }
+
+    #[test]
+    fn sets_existing_weights_and_reports_no_change_when_already_set() {
+        let mut route = route(vec![vec![
+            backend("checkout-stable", Some(90)),
+            backend("checkout-canary", Some(10)),
+        ]]);
+        assert!(set_route_weights(&mut route, &backends(), 50).unwrap());
+        assert_eq!(
+            refs(&route, 0),
+            [
+                ("checkout-stable".into(), Some(50)),
+                ("checkout-canary".into(), Some(50)),
+            ]
+        );
+        assert!(!set_route_weights(&mut route, &backends(), 50).unwrap());
+    }
+
+    #[test]
+    fn leaves_rules_without_the_stable_backend_alone() {
+        let mut route = route(vec![
+            vec![backend("checkout-stable", Some(100))],
+            vec![backend("static-assets", Some(3))],
+        ]);
+        set_route_weights(&mut route, &backends(), 100).unwrap();
+        assert_eq!(
+            refs(&route, 0),
+            [
+                ("checkout-stable".into(), Some(0)),
+                ("checkout-canary".into(), Some(100)),
+            ]
+        );
+        assert_eq!(refs(&route, 1), [("static-assets".into(), Some(3))]);
+    }
+
+    #[test]
+    fn edits_every_rule_that_sends_to_the_stable() {
+        let mut route = route(vec![
+            vec![backend("checkout-stable", None)],
+            vec![backend("checkout-stable", None)],
+        ]);
+        set_route_weights(&mut route, &backends(), 25).unwrap();
+        for rule in 0..2 {
+            assert_eq!(
+                refs(&route, rule),
+                [
+                    ("checkout-stable".into(), Some(75)),
+                    ("checkout-canary".into(), Some(25)),
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn a_route_without_the_stable_backend_is_unusable_and_names_route_and_service() {
+        let mut route = route(vec![vec![backend("checkout", None)]]);
+        let message = set_route_weights(&mut route, &backends(), 10).unwrap_err();
+        assert_eq!(
+            message,
+            "HTTPRoute shop/checkout has no backendRef to Service checkout-stable"
+        );
+        assert_eq!(canary_weight(&route, &backends()).unwrap_err(), message);
+        assert_eq!(refs(&route, 0), [("checkout".into(), None)], "untouched");
+    }
+
+    #[test]
+    fn a_route_without_rules_is_unusable() {
+        let mut route = route(vec![]);
+        route.spec.rules = None;
+        assert!(set_route_weights(&mut route, &backends(), 10).is_err());
+    }
+
+    #[test]
+    fn backends_of_another_kind_or_namespace_are_not_the_stable_service() {
+        let mut other_namespace = backend("checkout-stable", None);
+        other_namespace.namespace = Some("elsewhere".into());
+        let mut other_kind = backend("checkout-stable", None);
+        other_kind.kind = Some("ServiceImport".into());
+        other_kind.group = Some("multicluster.x-k8s.io".into());
+        let mut route = route(vec![vec![other_namespace, other_kind]]);
+        assert!(set_route_weights(&mut route, &backends(), 10).is_err());
+    }
+
+    #[test]
+    fn reads_the_canary_weight_as_a_percentage_of_the_two_weights() {
+        let cases = [
+            (vec![backend("checkout-stable", None)], 0),
+            (
+                vec![
+                    backend("checkout-stable", Some(90)),
+                    backend("checkout-canary", Some(10)),
+                ],
+                10,
+            ),
+            (
+                vec![
+                    backend("checkout-stable", Some(1)),
+                    backend("checkout-canary", Some(1)),
+                ],
+                50,
+            ),
+            (
+                vec![
+                    backend("checkout-stable", Some(0)),
+                    backend("checkout-canary", Some(0)),
+                ],
+                0,
+            ),
+            (
+                vec![
+                    backend("other", Some(1000)),
+                    backend("checkout-stable", Some(0)),
+                    backend("checkout-canary", Some(7)),
+                ],
+                100,
+            ),
+        ];
+        for (refs, expected) in cases {
+            let route = route(vec![refs]);
+            assert_eq!(canary_weight(&route, &backends()), Ok(expected));
+        }
+    }
+}

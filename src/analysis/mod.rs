@@ -1,9 +1,33 @@
 //! Prometheus analysis: PromQL templating and escaping, the Prometheus client, burn-rate and
 //! error-budget math.
+//!
+//! The pure parts (templating, burn rates, the baseline comparison, the budget, verdicts and the
+//! summary line) are synchronous functions of plain values; only [`client`] and [`run`] talk to
+//! Prometheus. A run never fails: what goes wrong becomes an `Error` verdict with a message.
+//!
+//! - [`template`]: the one templating function and [`validate_queries`] for `SpecValid`.
+//! - [`burn`]: error ratio, burn rate, the multi-window rule, `minRequests`.
+//! - [`baseline`]: canary against stable, and why that rule.
+//! - [`budget`]: the error budget left over `slo.budget.period`.
+//! - [`judge`]: all of the above into an [`AnalysisRun`].
+//! - [`client`], [`mod@run`]: the Prometheus client and the I/O shell.
+
+pub mod baseline;
+pub mod budget;
+pub mod burn;
+pub mod client;
+pub mod judge;
+pub mod run;
+pub mod summary;
+pub mod template;
+pub mod verdict;
 
 use k8s_openapi::jiff::Timestamp;
 
 use crate::api::{BaselineComparison, CheckResult, RoleAnalysis, Verdict};
+
+pub use client::{QueryFailure, QueryOutcome};
+pub use template::{QueryError, TemplateError, validate_queries};
 
 /// The result of one analysis run, before the rollout core folds it into the status.
 #[derive(Clone, Debug, PartialEq)]
@@ -44,7 +68,9 @@ pub struct Credentials {
 ///
 /// Never fails: an unreachable Prometheus or an invalid query is an `Error` verdict whose
 /// summary names the address and Prometheus's error text.
+///
+/// Queries of one run go to Prometheus concurrently; nothing is shared between runs, so the
+/// runs of different Releases never wait on each other.
 pub async fn run(release: &crate::api::Release, credentials: &Credentials) -> AnalysisRun {
-    let _ = (release, credentials);
-    unimplemented!("analysis: run")
+    run::run(release, credentials).await
 }

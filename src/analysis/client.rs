@@ -1,0 +1,343 @@
+//! The Prometheus HTTP client: instant queries, each answered by one number, no data, or a
+//! failure worded for the person reading the Release's status.
+
+use prometheus_http_query::response::Data;
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+
+use super::Credentials;
+use crate::api::{Duration, PrometheusSource};
+
+/// What one instant query gave.
+#[derive(Clone, Debug, PartialEq)]
+pub enum QueryOutcome {
+    /// The value: a scalar, or the sum of the vector's samples (may be NaN or infinite).
+    Value(f64),
+    /// An empty vector: no series matched.
+    NoData,
+    /// Prometheus could not answer.
+    Failed(QueryFailure),
+}
+
+/// Why Prometheus gave no answer, worded so an SRE knows where to look.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum QueryFailure {
+    /// No connection: refused, DNS, TLS handshake.
+    #[error("Prometheus at {address} unreachable: {reason}")]
+    Unreachable {
+        /// `spec.analysis.prometheus.address`.
+        address: String,
+        /// The innermost cause, e.g. `connection refused`.
+        reason: String,
+    },
+    /// No answer within `spec.analysis.prometheus.timeout`.
+    #[error("Prometheus at {address} did not answer within {timeout}")]
+    TimedOut {
+        /// `spec.analysis.prometheus.address`.
+        address: String,
+        /// `spec.analysis.prometheus.timeout`.
+        timeout: Duration,
+    },
+    /// Prometheus answered with an error of its own (syntax error, execution error).
+    #[error("Prometheus at {address} rejected the query: {message}")]
+    Rejected {
+        /// `spec.analysis.prometheus.address`.
+        address: String,
+        /// Prometheus's error type and text, e.g. `bad_data: 1:5: parse error: ...`.
+        message: String,
+    },
+    /// Something answered, but not with a usable Prometheus response (a proxy's 401 or 404,
+    /// a range vector).
+    #[error("Prometheus at {address} gave an unusable answer: {reason}")]
+    BadResponse {
+        /// `spec.analysis.prometheus.address`.
+        address: String,
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// The connection settings themselves are unusable (bad address, token, CA bundle).
+    #[error("cannot query Prometheus at {address}: {reason}")]
+    Setup {
+        /// `spec.analysis.prometheus.address`.
+        address: String,
+        /// What to fix.
+        reason: String,
+    },
+}
+
+impl QueryFailure {
+    /// The failure as one line naming the query that met it (`what`, e.g. `canary error query
+    /// over 5m`) where that helps: a rejected query. Connection failures are the same for every
+    /// query, so they are worded alone.
+    pub fn in_context(&self, what: &str) -> String {
+        match self {
+            QueryFailure::Rejected { address, message } => {
+                format!("Prometheus at {address} rejected the {what}: {message}")
+            }
+            QueryFailure::BadResponse { address, reason } => {
+                format!("Prometheus at {address} gave an unusable answer to the {what}: {reason}")
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
+/// A client for one Release's Prometheus, built per analysis run.
+///
+/// Each run builds its own client (no shared state, no locks), so the runs of different
+/// Releases never wait on each other; the cost is one connection setup per run and interval.
+#[derive(Clone)]
+pub struct PrometheusClient {
+    client: prometheus_http_query::Client,
+    address: String,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for PrometheusClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrometheusClient")
+            .field("address", &self.address)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PrometheusClient {
+    /// A client for `source` with the resolved `credentials`.
+    ///
+    /// A CA bundle replaces the system roots rather than adding to them: whoever pins a CA for
+    /// Prometheus means "trust this CA", and it keeps the client independent of the image's
+    /// certificate store.
+    pub fn new(source: &PrometheusSource, credentials: &Credentials) -> Result<Self, QueryFailure> {
+        let address = source.address.clone();
+        let setup = |reason: String| QueryFailure::Setup {
+            address: address.clone(),
+            reason,
+        };
+        // reqwest panics when it builds TLS settings and no rustls provider is installed;
+        // `main` installs ring first, this keeps tests and other callers safe too. An Err only
+        // says one is installed already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+
+        let mut builder = reqwest::Client::builder()
+            .timeout(source.timeout.as_std())
+            .connect_timeout(source.timeout.as_std());
+        if let Some(token) = &credentials.bearer_token {
+            // Secrets written with `echo` end in a newline, which is no part of the token.
+            let mut value = HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+                .map_err(|_| {
+                    setup(
+                        "the bearer token from bearerTokenSecret contains characters not allowed in an HTTP header".into(),
+                    )
+                })?;
+            value.set_sensitive(true);
+            let mut headers = HeaderMap::new();
+            headers.insert(AUTHORIZATION, value);
+            builder = builder.default_headers(headers);
+        }
+        if let Some(pem) = &credentials.ca_pem {
+            let certificates = reqwest::Certificate::from_pem_bundle(pem).map_err(|error| {
+                setup(format!(
+                    "the CA bundle from caSecret is not valid PEM: {error}"
+                ))
+            })?;
+            if certificates.is_empty() {
+                return Err(setup(
+                    "the CA bundle from caSecret holds no certificate".into(),
+                ));
+            }
+            builder = builder.tls_certs_only(certificates);
+        }
+        let http = builder.build().map_err(|error| {
+            setup(format!(
+                "cannot build the HTTP client: {}",
+                innermost(&error)
+            ))
+        })?;
+        let client = prometheus_http_query::Client::from(http, &source.address)
+            .map_err(|error| setup(format!("invalid address: {error}")))?;
+        Ok(Self {
+            client,
+            address,
+            timeout: source.timeout,
+        })
+    }
+
+    /// `spec.analysis.prometheus.address`, for messages.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Runs one instant query at Prometheus's current time.
+    ///
+    /// Sent as a POST so that long queries fit regardless of URL limits, with Prometheus's own
+    /// evaluation timeout set to ours so that it stops working when we stop waiting.
+    pub async fn instant(&self, query: &str) -> QueryOutcome {
+        let timeout_millis = i64::try_from(self.timeout.as_std().as_millis()).unwrap_or(i64::MAX);
+        let answer = self
+            .client
+            .query(query)
+            .timeout(timeout_millis)
+            .post()
+            .await;
+        match answer {
+            Ok(result) => match result.data() {
+                Data::Vector(samples) if samples.is_empty() => QueryOutcome::NoData,
+                Data::Vector(samples) => {
+                    QueryOutcome::Value(samples.iter().map(|series| series.sample().value()).sum())
+                }
+                Data::Scalar(sample) => QueryOutcome::Value(sample.value()),
+                Data::Matrix(_) => QueryOutcome::Failed(QueryFailure::BadResponse {
+                    address: self.address.clone(),
+                    reason: "the query returns a range vector; it must return an instant vector or a scalar".into(),
+                }),
+            },
+            Err(error) => QueryOutcome::Failed(self.classify(error)),
+        }
+    }
+
+    fn classify(&self, error: prometheus_http_query::Error) -> QueryFailure {
+        let address = self.address.clone();
+        match error {
+            prometheus_http_query::Error::Prometheus(error) => QueryFailure::Rejected {
+                address,
+                message: error.to_string(),
+            },
+            prometheus_http_query::Error::Client(error) => {
+                let Some(source) = error.inner() else {
+                    return QueryFailure::BadResponse {
+                        address,
+                        reason: error.to_string(),
+                    };
+                };
+                if source.is_timeout() {
+                    QueryFailure::TimedOut {
+                        address,
+                        timeout: self.timeout,
+                    }
+                } else if source.is_connect() {
+                    QueryFailure::Unreachable {
+                        address,
+                        reason: innermost(source),
+                    }
+                } else if let Some(status) = source.status() {
+                    let hint = match status.as_u16() {
+                        401 | 403 => "; check bearerTokenSecret",
+                        404 => "; check that the address is the Prometheus base URL",
+                        _ => "",
+                    };
+                    QueryFailure::BadResponse {
+                        address,
+                        reason: format!("HTTP {status}{hint}"),
+                    }
+                } else if source.is_request() || source.is_body() {
+                    QueryFailure::Unreachable {
+                        address,
+                        reason: innermost(source),
+                    }
+                } else {
+                    QueryFailure::BadResponse {
+                        address,
+                        reason: format!("{error}: {}", innermost(source)),
+                    }
+                }
+            }
+            other => QueryFailure::BadResponse {
+                address,
+                reason: other.to_string(),
+            },
+        }
+    }
+}
+
+/// The innermost cause of an error chain, which is where the useful words are (`connection
+/// refused`, `invalid peer certificate: UnknownIssuer`); reqwest's outer layers only say
+/// "error sending request".
+fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = error;
+    while let Some(source) = current.source() {
+        current = source;
+    }
+    match current.downcast_ref::<std::io::Error>() {
+        Some(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            "connection refused".into()
+        }
+        _ => current.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(address: &str) -> PrometheusSource {
+        PrometheusSource {
+            address: address.into(),
+            timeout: Duration::from_secs(2),
+            bearer_token_secret: None,
+            ca_secret: None,
+        }
+    }
+
+    #[test]
+    fn rejected_queries_name_the_query_and_keep_prometheus_text() {
+        let failure = QueryFailure::Rejected {
+            address: "http://prometheus:9090".into(),
+            message: "bad_data: 1:10: parse error: unexpected \"[\"".into(),
+        };
+        assert_eq!(
+            failure.in_context("canary error query over 5m"),
+            "Prometheus at http://prometheus:9090 rejected the canary error query over 5m: bad_data: 1:10: parse error: unexpected \"[\""
+        );
+        let unreachable = QueryFailure::Unreachable {
+            address: "http://127.0.0.1:9090".into(),
+            reason: "connection refused".into(),
+        };
+        assert_eq!(
+            unreachable.in_context("anything"),
+            "Prometheus at http://127.0.0.1:9090 unreachable: connection refused"
+        );
+    }
+
+    #[test]
+    fn unusable_credentials_are_setup_failures() {
+        let bad_token = Credentials {
+            bearer_token: Some("to\u{0}ken".into()),
+            ca_pem: None,
+        };
+        let error = PrometheusClient::new(&source("http://prometheus:9090"), &bad_token)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("bearer token"), "{error}");
+
+        let no_certificate = Credentials {
+            bearer_token: None,
+            ca_pem: Some(b"not a certificate".to_vec()),
+        };
+        let error = PrometheusClient::new(&source("https://prometheus:9090"), &no_certificate)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("caSecret"), "{error}");
+
+        let token = Credentials {
+            bearer_token: Some("secret\n".into()),
+            ca_pem: None,
+        };
+        assert!(PrometheusClient::new(&source("http://prometheus:9090"), &token).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_unreachable_with_the_address() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        drop(listener);
+        let client = PrometheusClient::new(&source(&address), &Credentials::default()).unwrap();
+        let outcome = client.instant("up").await;
+        assert_eq!(
+            outcome,
+            QueryOutcome::Failed(QueryFailure::Unreachable {
+                address: address.clone(),
+                reason: "connection refused".into()
+            })
+        );
+    }
+}

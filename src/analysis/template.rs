@@ -1,0 +1,317 @@
+//! PromQL query templates: the one place where `{{placeholders}}` are resolved.
+//!
+//! Every value is escaped for the PromQL string literal it lands in, so a value can never end a
+//! label matcher early and smuggle in PromQL of its own. Values are Kubernetes names, revision
+//! hashes and durations today; the escaping keeps that safe if they ever come from elsewhere.
+
+use crate::api::{Analysis, Duration, Role};
+
+/// The placeholders a query may use, in the order the error message lists them.
+pub const PLACEHOLDERS: [&str; 6] = [
+    "namespace",
+    "release",
+    "service",
+    "role",
+    "revision",
+    "window",
+];
+
+/// The values placed into a query for one role and one window.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TemplateValues {
+    /// The Release's namespace.
+    pub namespace: String,
+    /// The Release's name.
+    pub release: String,
+    /// The role judged; `{{service}}` is its Service, `<release>-<role>`.
+    pub role: Role,
+    /// The revision (template hash) that role runs; empty when unknown.
+    pub revision: String,
+    /// The range of `rate()` and friends, written as Prometheus reads it (`5m`, `1h30m`).
+    pub window: Duration,
+}
+
+impl TemplateValues {
+    fn get(&self, name: &str) -> Option<String> {
+        match name {
+            "namespace" => Some(self.namespace.clone()),
+            "release" => Some(self.release.clone()),
+            "service" => Some(self.role.child_name(&self.release)),
+            "role" => Some(self.role.as_str().to_string()),
+            "revision" => Some(self.revision.clone()),
+            "window" => Some(self.window.to_string()),
+            _ => None,
+        }
+    }
+}
+
+/// Why a query template cannot be resolved.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    /// `{{name}}` is not one of [`PLACEHOLDERS`].
+    #[error(
+        "unknown placeholder {{{{{0}}}}}; known: {{{{namespace}}}}, {{{{release}}}}, {{{{service}}}}, {{{{role}}}}, {{{{revision}}}}, {{{{window}}}}"
+    )]
+    UnknownPlaceholder(String),
+    /// `{{` without a matching `}}`.
+    #[error("`{{{{` at character {0} has no closing `}}}}`")]
+    Unclosed(usize),
+    /// A value cannot be written inside a backtick (raw) string, which has no escapes.
+    #[error(
+        "{{{{{placeholder}}}}} is inside a `raw string` and its value {value:?} contains a backtick; use a \"quoted\" string"
+    )]
+    RawStringValue {
+        /// The placeholder's name.
+        placeholder: String,
+        /// The value that does not fit.
+        value: String,
+    },
+}
+
+/// A query of `spec.analysis` that cannot be resolved, naming the field.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {error}")]
+pub struct QueryError {
+    /// The field's path, e.g. `spec.analysis.slo.errorQuery` or `spec.analysis.checks[0].query`.
+    pub field: String,
+    /// What is wrong with it.
+    pub error: TemplateError,
+}
+
+/// Checks every query template of `analysis` without talking to Prometheus.
+///
+/// The controller calls this to set `SpecValid=False` with the message naming the field, so a
+/// typo in a placeholder is reported once, at apply time, instead of as an Error verdict on
+/// every run.
+pub fn validate_queries(analysis: &Analysis) -> Result<(), QueryError> {
+    let probe = TemplateValues {
+        namespace: "namespace".into(),
+        release: "release".into(),
+        role: Role::Canary,
+        revision: "revision".into(),
+        window: Duration::from_secs(60),
+    };
+    let slo = &analysis.slo;
+    let mut fields = vec![
+        ("spec.analysis.slo.errorQuery".to_string(), &slo.error_query),
+        ("spec.analysis.slo.totalQuery".to_string(), &slo.total_query),
+    ];
+    for (index, check) in analysis.checks.iter().enumerate() {
+        fields.push((format!("spec.analysis.checks[{index}].query"), &check.query));
+    }
+    for (field, template) in fields {
+        render(template, &probe).map_err(|error| QueryError { field, error })?;
+    }
+    Ok(())
+}
+
+/// Resolves the placeholders of `template` with `values`, each escaped for where it stands.
+///
+/// A placeholder inside `"..."` or `'...'` gets the escapes of that quote; outside any string
+/// (e.g. `[{{window}}]`) it is escaped as for a double-quoted string, which leaves durations,
+/// Kubernetes names and hashes unchanged. Spaces inside the braces are allowed: `{{ window }}`.
+pub fn render(template: &str, values: &TemplateValues) -> Result<String, TemplateError> {
+    let mut out = String::with_capacity(template.len() + 32);
+    // The PromQL string the scanner is in, if any: `"`, `'` or a backtick.
+    let mut open_quote: Option<char> = None;
+    let mut escaped = false;
+    let mut rest = template;
+    while !rest.is_empty() {
+        if rest.starts_with("{{") {
+            let position = template.len() - rest.len();
+            let end = rest.find("}}").ok_or(TemplateError::Unclosed(position))?;
+            let name = rest[2..end].trim();
+            let value = values
+                .get(name)
+                .ok_or_else(|| TemplateError::UnknownPlaceholder(name.to_string()))?;
+            match open_quote {
+                Some('`') if value.contains('`') => {
+                    return Err(TemplateError::RawStringValue {
+                        placeholder: name.to_string(),
+                        value,
+                    });
+                }
+                Some('`') => out.push_str(&value),
+                Some(quote) => out.push_str(&escape_string_literal(&value, quote)),
+                None => out.push_str(&escape_string_literal(&value, '"')),
+            }
+            rest = &rest[end + 2..];
+            continue;
+        }
+        let Some(character) = rest.chars().next() else {
+            break;
+        };
+        match open_quote {
+            // Raw strings have no escapes: only the closing backtick matters.
+            Some('`') if character == '`' => open_quote = None,
+            Some('`') => {}
+            Some(_) if escaped => escaped = false,
+            Some(_) if character == '\\' => escaped = true,
+            Some(quote) if character == quote => open_quote = None,
+            Some(_) => {}
+            None if matches!(character, '"' | '\'' | '`') => open_quote = Some(character),
+            None => {}
+        }
+        out.push(character);
+        rest = &rest[character.len_utf8()..];
+    }
+    Ok(out)
+}
+
+/// Escapes `value` for a PromQL string literal opened with `quote` (`"` or `'`).
+///
+/// PromQL strings follow Go's rules: a backslash, the opening quote and control characters
+/// (a raw newline ends the query's string with a lexer error) must be escaped. The other quote
+/// is left alone because PromQL rejects `\'` inside `"..."` and `\"` inside `'...'`.
+pub fn escape_string_literal(value: &str, quote: char) -> String {
+    let mut out = String::with_capacity(value.len());
+    for character in value.chars() {
+        match character {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values() -> TemplateValues {
+        TemplateValues {
+            namespace: "shop".into(),
+            release: "checkout".into(),
+            role: Role::Canary,
+            revision: "6f9c7d".into(),
+            window: Duration::from_secs(300),
+        }
+    }
+
+    #[test]
+    fn escapes_backslashes_quotes_and_newlines() {
+        assert_eq!(escape_string_literal(r#"a"b"#, '"'), r#"a\"b"#);
+        assert_eq!(escape_string_literal(r"a\b", '"'), r"a\\b");
+        assert_eq!(escape_string_literal("a\nb\r\tc", '"'), r"a\nb\r\tc");
+        assert_eq!(escape_string_literal("a'b", '"'), "a'b");
+        assert_eq!(escape_string_literal("a'b", '\''), r"a\'b");
+        assert_eq!(escape_string_literal("a\"b", '\''), "a\"b");
+        assert_eq!(escape_string_literal("bell\u{7}", '"'), r"bell\u0007");
+        assert_eq!(escape_string_literal("ünïcode", '"'), "ünïcode");
+    }
+
+    #[test]
+    fn resolves_every_placeholder() {
+        let query = "x{ns=\"{{namespace}}\",rel=\"{{release}}\",svc=\"{{service}}\",role=\"{{role}}\",rev=\"{{revision}}\"}[{{window}}]";
+        assert_eq!(
+            render(query, &values()).unwrap(),
+            "x{ns=\"shop\",rel=\"checkout\",svc=\"checkout-canary\",role=\"canary\",rev=\"6f9c7d\"}[5m]"
+        );
+        let stable = TemplateValues {
+            role: Role::Stable,
+            window: Duration::from_secs(5_400),
+            ..values()
+        };
+        assert_eq!(
+            render("{{ service }}/{{role}}[{{window}}]", &stable).unwrap(),
+            "checkout-stable/stable[1h30m]"
+        );
+    }
+
+    #[test]
+    fn a_hostile_value_cannot_leave_its_string() {
+        let hostile = TemplateValues {
+            namespace: "shop\"} or vector(1) #\n\\".into(),
+            ..values()
+        };
+        let query = render(r#"up{namespace="{{namespace}}"}"#, &hostile).unwrap();
+        assert_eq!(query, r#"up{namespace="shop\"} or vector(1) #\n\\"}"#);
+        let single = render("up{namespace='{{namespace}}'}", &hostile).unwrap();
+        assert_eq!(single, r#"up{namespace='shop"} or vector(1) #\n\\'}"#);
+    }
+
+    #[test]
+    fn tracks_quotes_and_escapes_in_the_template_itself() {
+        // The escaped quote inside the first string must not end it, so the placeholder after
+        // it is inside single quotes only.
+        let query = r#"x{a="q\"'", b='{{namespace}}'}"#;
+        let hostile = TemplateValues {
+            namespace: "it's".into(),
+            ..values()
+        };
+        assert_eq!(
+            render(query, &hostile).unwrap(),
+            r#"x{a="q\"'", b='it\'s'}"#
+        );
+        assert_eq!(
+            render("x{a=`{{namespace}}`}", &values()).unwrap(),
+            "x{a=`shop`}"
+        );
+        let backtick = TemplateValues {
+            namespace: "a`b".into(),
+            ..values()
+        };
+        assert!(matches!(
+            render("x{a=`{{namespace}}`}", &backtick),
+            Err(TemplateError::RawStringValue { .. })
+        ));
+    }
+
+    #[test]
+    fn an_unknown_placeholder_is_named() {
+        let error = render(r#"up{pod="{{pod}}"}"#, &values()).unwrap_err();
+        assert_eq!(error, TemplateError::UnknownPlaceholder("pod".into()));
+        let message = error.to_string();
+        assert!(
+            message.starts_with("unknown placeholder {{pod}}; known: {{namespace}}"),
+            "{message}"
+        );
+        assert_eq!(render("up{{", &values()), Err(TemplateError::Unclosed(2)));
+    }
+
+    #[test]
+    fn validate_queries_names_the_field() {
+        let mut analysis: Analysis = serde_yaml::from_str(
+            r#"
+prometheus: {address: "http://prometheus:9090"}
+slo:
+  objective: 99.9
+  errorQuery: 'sum(rate(x{service="{{service}}",code=~"5.."}[{{window}}]))'
+  totalQuery: 'sum(rate(x{service="{{service}}"}[{{window}}]))'
+  burnRates: [{long: 5m, short: 1m, max: 14.4}]
+checks:
+- {name: p99, query: 'histogram_quantile(0.99, x{service="{{service}}"})', max: 0.25}
+"#,
+        )
+        .unwrap();
+        assert_eq!(validate_queries(&analysis), Ok(()));
+
+        analysis.slo.error_query = r#"x{pod="{{pod}}"}"#.into();
+        let error = validate_queries(&analysis).unwrap_err();
+        assert_eq!(error.field, "spec.analysis.slo.errorQuery");
+        assert!(
+            error
+                .to_string()
+                .starts_with("spec.analysis.slo.errorQuery: unknown placeholder {{pod}}"),
+            "{error}"
+        );
+
+        analysis.slo.error_query = "x".into();
+        analysis.checks[0].query = "x{{ node }}".into();
+        let error = validate_queries(&analysis).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("spec.analysis.checks[0].query: unknown placeholder {{node}}"),
+            "{error}"
+        );
+    }
+}

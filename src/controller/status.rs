@@ -19,8 +19,8 @@ pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
 /// Reason of `TrafficRouted=False`.
 pub const REASON_ROUTE_UNUSABLE: &str = "RouteUnusable";
 
-/// Check what the schema cannot: the selector matches the template's labels and the Service
-/// ports can be resolved. The error names the field.
+/// Check what the schema cannot: the selector matches the template's labels, the Service
+/// ports can be resolved and the analysis query templates resolve. The error names the field.
 pub fn validate_spec(release: &Release) -> Result<(), Error> {
     let template_labels = release
         .spec
@@ -37,6 +37,12 @@ pub fn validate_spec(release: &Release) -> Result<(), Error> {
         });
     }
     children::service_ports(release)?;
+    if let Some(analysis) = &release.spec.analysis {
+        crate::analysis::validate_queries(analysis).map_err(|error| Error::InvalidSpec {
+            field: error.field.clone(),
+            message: error.error.to_string(),
+        })?;
+    }
     Ok(())
 }
 
@@ -292,6 +298,44 @@ mod tests {
         assert_eq!(condition.type_, CONDITION_SPEC_VALID);
         assert_eq!(condition.status, "False");
         assert!(condition.message.contains("spec.selector"));
+    }
+
+    #[test]
+    fn an_unknown_query_placeholder_is_invalid_and_names_the_query_field() {
+        use crate::api::{Analysis, BurnRate, Duration, PrometheusSource, Slo};
+        let mut release = ReleaseBuilder::new("checkout").build();
+        release.spec.analysis = Some(Analysis {
+            interval: Duration::from_secs(30),
+            prometheus: PrometheusSource {
+                address: "http://prometheus:9090".into(),
+                timeout: Duration::from_secs(10),
+                bearer_token_secret: None,
+                ca_secret: None,
+            },
+            slo: Slo {
+                objective: 99.9,
+                error_query: "sum(rate(errors{ns=\"{{namespace}}\"}[{{window}}]))".into(),
+                total_query: "sum(rate(requests{svc=\"{{servce}}\"}[{{window}}]))".into(),
+                burn_rates: vec![BurnRate {
+                    long: Duration::from_secs(300),
+                    short: Duration::from_secs(60),
+                    max: 14.4,
+                }],
+                min_requests: 100,
+                budget: None,
+            },
+            checks: vec![],
+            failure_limit: 2,
+            inconclusive_limit: 6,
+            error_limit: 4,
+        });
+        let error = validate_spec(&release).unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.starts_with("spec.analysis.slo.totalQuery:"),
+            "{message}"
+        );
+        assert!(message.contains("servce"), "{message}");
     }
 
     #[test]

@@ -5,9 +5,9 @@ use crate::traffic::TrafficError;
 /// Everything that can go wrong in the shell.
 #[derive(thiserror::Error, Debug)]
 pub enum Error {
-    /// A Kubernetes API call failed.
+    /// A Kubernetes API call failed. Boxed: `kube::Error` is large and every result carries it.
     #[error("Kubernetes API call failed: {0}")]
-    Kube(#[from] kube::Error),
+    Kube(#[source] Box<kube::Error>),
 
     /// The traffic router could not read or write the route.
     #[error(transparent)]
@@ -48,10 +48,6 @@ pub enum Error {
         source: serde_json::Error,
     },
 
-    /// Leader election failed.
-    #[error("leader election failed: {0}")]
-    Lease(#[from] kube_lease_manager::LeaseManagerError),
-
     /// The metrics and health server could not start.
     #[error("cannot serve metrics on {addr}: {source}")]
     Http {
@@ -60,6 +56,12 @@ pub enum Error {
         /// Why it failed.
         source: std::io::Error,
     },
+}
+
+impl From<kube::Error> for Error {
+    fn from(error: kube::Error) -> Self {
+        Error::Kube(Box::new(error))
+    }
 }
 
 impl Error {
@@ -72,7 +74,6 @@ impl Error {
             Error::Secret { .. } => "secret",
             Error::MissingObjectKey(_) => "missing_object_key",
             Error::Serialize { .. } => "serialize",
-            Error::Lease(_) => "lease",
             Error::Http { .. } => "http",
         }
     }

@@ -189,7 +189,7 @@ impl GatewayRouter {
         TrafficError::Kube {
             namespace: namespace.to_string(),
             name: self.route.clone(),
-            source,
+            source: Box::new(source),
         }
     }
 }

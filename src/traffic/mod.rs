@@ -44,8 +44,8 @@ pub enum TrafficError {
         namespace: String,
         /// The route's name.
         name: String,
-        /// The API error.
-        source: kube::Error,
+        /// The API error (boxed: it is large).
+        source: Box<kube::Error>,
     },
 }
 

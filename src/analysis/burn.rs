@@ -152,14 +152,21 @@ pub fn measure_window(
         shortfall,
         requests,
     };
-    let total_rate = match total {
-        QueryOutcome::Failed(failure) => {
+    // A failed query is an Error whatever the other one says: a syntax error in the error
+    // query must not hide behind "no traffic".
+    for (outcome, query) in [(total, "total"), (error, "error")] {
+        if let QueryOutcome::Failed(failure) = outcome {
             return WindowOutcome::Failed {
                 failure: failure.clone(),
-                query: "total",
+                query,
             };
         }
-        QueryOutcome::NoData => return no_data(Shortfall::Empty { query: "total" }, None),
+    }
+    let total_rate = match total {
+        // `Failed` was returned above; it is matched here only to be exhaustive.
+        QueryOutcome::Failed(_) | QueryOutcome::NoData => {
+            return no_data(Shortfall::Empty { query: "total" }, None);
+        }
         QueryOutcome::Value(value) if !value.is_finite() => {
             return no_data(
                 Shortfall::NotFinite {
@@ -173,12 +180,6 @@ pub fn measure_window(
     };
     let requests = total_rate * window.as_secs_f64();
     let error_rate = match error {
-        QueryOutcome::Failed(failure) => {
-            return WindowOutcome::Failed {
-                failure: failure.clone(),
-                query: "error",
-            };
-        }
         _ if requests < min_requests as f64 || requests <= 0.0 => {
             return no_data(
                 Shortfall::TooFewRequests {
@@ -188,7 +189,8 @@ pub fn measure_window(
                 Some(requests),
             );
         }
-        QueryOutcome::NoData => {
+        // `Failed` was returned above; it is matched here only to be exhaustive.
+        QueryOutcome::Failed(_) | QueryOutcome::NoData => {
             return no_data(Shortfall::Empty { query: "error" }, Some(requests));
         }
         QueryOutcome::Value(value) if !value.is_finite() => {
@@ -359,6 +361,19 @@ mod tests {
                 failure,
                 query: "error"
             }
+        );
+        assert_eq!(outcome.data_verdict(), Verdict::Error);
+        // Even when the other query shows no traffic.
+        let rejected = QueryFailure::Rejected {
+            address: "http://p:9090".into(),
+            message: "bad_data: parse error".into(),
+        };
+        let outcome = measure_window(
+            &QueryOutcome::Failed(rejected),
+            &QueryOutcome::NoData,
+            MINUTE,
+            99.9,
+            100,
         );
         assert_eq!(outcome.data_verdict(), Verdict::Error);
     }

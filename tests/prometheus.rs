@@ -1,0 +1,292 @@
+//! Analysis runs against a real Prometheus scraping counters the test controls.
+//!
+//! Windows are short (burn pair 10s/5s, scrape every second) so that each test needs about
+//! ten seconds of data. Each test has its own Prometheus and metrics server, so tests run in
+//! parallel without seeing each other's series.
+
+#[path = "support/prometheus.rs"]
+mod prometheus_support;
+
+use std::time::Duration;
+
+use prometheus_support::{MetricsServer, Prometheus};
+use waymark::analysis::{self, Credentials};
+use waymark::api::{Release, ReleaseStatus, Verdict};
+
+const LONG_WINDOW: Duration = Duration::from_secs(10);
+/// Long enough for Prometheus to collect a window on a busy machine, short enough to notice a
+/// scrape that never happens.
+const DATA_DEADLINE: Duration = Duration::from_secs(30);
+const ERROR_QUERY: &str = r#"sum(rate(http_requests_total{namespace="{{namespace}}",service="{{service}}",code=~"5.."}[{{window}}]))"#;
+const TOTAL_QUERY: &str = r#"sum(rate(http_requests_total{namespace="{{namespace}}",service="{{service}}"}[{{window}}]))"#;
+
+/// A Release `checkout` in `namespace` judged by Prometheus at `address`, with a canary when
+/// `canary` is set.
+fn release(namespace: &str, address: &str, canary: bool) -> ReleaseBuilder {
+    ReleaseBuilder {
+        namespace: namespace.into(),
+        address: address.into(),
+        canary,
+        objective: 99.9,
+        error_query: ERROR_QUERY.into(),
+        budget: String::new(),
+    }
+}
+
+struct ReleaseBuilder {
+    namespace: String,
+    address: String,
+    canary: bool,
+    objective: f64,
+    error_query: String,
+    budget: String,
+}
+
+impl ReleaseBuilder {
+    fn objective(mut self, objective: f64) -> Self {
+        self.objective = objective;
+        self
+    }
+
+    fn error_query(mut self, query: &str) -> Self {
+        self.error_query = query.into();
+        self
+    }
+
+    fn budget(mut self, period: &str, freeze_below: f64) -> Self {
+        self.budget = format!("budget: {{period: {period}, freezeBelow: {freeze_below}}}");
+        self
+    }
+
+    fn build(self) -> Release {
+        let yaml = format!(
+            r#"
+apiVersion: waymark.dev/v1alpha1
+kind: Release
+metadata: {{name: checkout, namespace: {namespace}}}
+spec:
+  roadmap: {{item: PAY-142}}
+  selector: {{matchLabels: {{app: checkout}}}}
+  template: {{metadata: {{labels: {{app: checkout}}}}}}
+  traffic: {{replicas: {{}}}}
+  steps: [{{setWeight: 50}}]
+  analysis:
+    prometheus: {{address: "{address}", timeout: 2s}}
+    slo:
+      objective: {objective}
+      errorQuery: '{error_query}'
+      totalQuery: '{total_query}'
+      burnRates: [{{long: 10s, short: 5s, max: 14.4}}]
+      minRequests: 100
+      {budget}
+"#,
+            namespace = self.namespace,
+            address = self.address,
+            objective = self.objective,
+            error_query = self.error_query,
+            total_query = TOTAL_QUERY,
+            budget = self.budget,
+        );
+        let mut release: Release = serde_yaml::from_str(&yaml).expect("test Release is valid");
+        release.status = Some(ReleaseStatus {
+            stable_revision: Some("5d8b9c".into()),
+            canary_revision: self.canary.then(|| "6f9c7d".into()),
+            ..Default::default()
+        });
+        release
+    }
+}
+
+/// A metrics server and a Prometheus scraping it, or `None` when Prometheus is not installed
+/// (outside CI).
+async fn start() -> Option<(MetricsServer, Prometheus)> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let metrics = MetricsServer::start().await.expect("metrics server starts");
+    let prometheus = Prometheus::start(&[metrics.address()]).await?;
+    Some((metrics, prometheus))
+}
+
+async fn wait_for_data(prometheus: &Prometheus, namespace: &str) {
+    prometheus
+        .wait_for_window(
+            &format!(r#"http_requests_total{{namespace="{namespace}"}}"#),
+            LONG_WINDOW,
+            DATA_DEADLINE,
+        )
+        .await
+        .expect("Prometheus collects a full window");
+}
+
+fn canary_window_numbers(run: &analysis::AnalysisRun) -> (f64, f64) {
+    let canary = run.canary.as_ref().expect("canary judged");
+    let long = &canary.windows[0];
+    assert_eq!(long.window, "10s");
+    (
+        long.burn_rate.expect("long window has a burn rate"),
+        long.requests.expect("long window has a request count"),
+    )
+}
+
+#[tokio::test]
+async fn a_healthy_canary_passes_with_numbers_near_the_truth() {
+    let Some((metrics, prometheus)) = start().await else {
+        return;
+    };
+    // 40 requests/s with 0.05% errors: burn 0.5 of a 99.9% SLO, 400 requests per 10s.
+    metrics.set_traffic("healthy", "checkout-canary", 40.0, 0.0005);
+    metrics.set_traffic("healthy", "checkout-stable", 40.0, 0.0005);
+    wait_for_data(&prometheus, "healthy").await;
+
+    let release = release("healthy", prometheus.address(), true).build();
+    let run = analysis::run(&release, &Credentials::default()).await;
+
+    assert_eq!(run.verdict, Verdict::Passing, "{}", run.summary);
+    let (burn, requests) = canary_window_numbers(&run);
+    assert!((burn - 0.5).abs() < 0.1, "burn {burn}");
+    assert!((requests - 400.0).abs() < 40.0, "requests {requests}");
+    assert!(
+        run.summary
+            .starts_with("canary burns 0.5x of 14.4x over 10s and 5s ("),
+        "{}",
+        run.summary
+    );
+    assert_eq!(run.burn.as_deref(), Some("0.5x/14.4x"));
+    assert!(run.comparison.iter().all(|c| c.verdict == Verdict::Passing));
+    let canary = run.canary.as_ref().unwrap();
+    assert!(
+        canary.windows[0]
+            .error_query
+            .contains(r#"service="checkout-canary""#)
+    );
+    eprintln!(
+        "healthy: {} (burn {burn:.3}, requests {requests:.0})",
+        run.summary
+    );
+}
+
+#[tokio::test]
+async fn a_canary_at_five_percent_errors_fails_with_burn_near_fifty() {
+    let Some((metrics, prometheus)) = start().await else {
+        return;
+    };
+    metrics.set_traffic("broken", "checkout-canary", 40.0, 0.05);
+    metrics.set_traffic("broken", "checkout-stable", 40.0, 0.0);
+    wait_for_data(&prometheus, "broken").await;
+
+    let release = release("broken", prometheus.address(), true).build();
+    let run = analysis::run(&release, &Credentials::default()).await;
+
+    assert_eq!(run.verdict, Verdict::Failing, "{}", run.summary);
+    let (burn, _) = canary_window_numbers(&run);
+    assert!((burn - 50.0).abs() < 5.0, "burn {burn}");
+    assert!(
+        run.summary.starts_with("canary burns 5") && run.summary.contains("x of 14.4x"),
+        "{}",
+        run.summary
+    );
+    assert!(
+        run.comparison.iter().all(|c| c.verdict == Verdict::Failing),
+        "{:?}",
+        run.comparison
+    );
+    eprintln!("broken: {} (burn {burn:.2})", run.summary);
+    eprintln!("comparison: {}", run.comparison[0].detail);
+}
+
+#[tokio::test]
+async fn a_canary_without_traffic_is_inconclusive() {
+    let Some((metrics, prometheus)) = start().await else {
+        return;
+    };
+    metrics.set_traffic("idle", "checkout-canary", 0.0, 0.0);
+    metrics.set_traffic("idle", "checkout-stable", 40.0, 0.0);
+    wait_for_data(&prometheus, "idle").await;
+
+    let release = release("idle", prometheus.address(), true).build();
+    let run = analysis::run(&release, &Credentials::default()).await;
+
+    assert_eq!(run.verdict, Verdict::Inconclusive, "{}", run.summary);
+    assert_eq!(
+        run.summary,
+        "canary has 0 requests in 10s, fewer than minRequests 100"
+    );
+    assert_eq!(run.burn, None);
+}
+
+#[tokio::test]
+async fn a_stopped_prometheus_is_an_error_naming_its_address() {
+    let Some((_metrics, mut prometheus)) = start().await else {
+        return;
+    };
+    let release = release("stopped", prometheus.address(), true).build();
+    prometheus.stop();
+
+    let run = analysis::run(&release, &Credentials::default()).await;
+
+    assert_eq!(run.verdict, Verdict::Error, "{}", run.summary);
+    assert_eq!(
+        run.summary,
+        format!(
+            "Prometheus at {} unreachable: connection refused",
+            prometheus.address()
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_query_with_a_syntax_error_is_an_error_with_prometheus_message() {
+    let Some((_metrics, prometheus)) = start().await else {
+        return;
+    };
+    // The label matcher is never closed.
+    let broken = r#"sum(rate(http_requests_total{namespace="{{namespace}}"[{{window}}]))"#;
+    let release = release("syntax", prometheus.address(), true)
+        .error_query(broken)
+        .build();
+
+    let run = analysis::run(&release, &Credentials::default()).await;
+
+    assert_eq!(run.verdict, Verdict::Error, "{}", run.summary);
+    let expected = format!(
+        "Prometheus at {} rejected the canary error query over 10s: bad_data: ",
+        prometheus.address()
+    );
+    assert!(run.summary.starts_with(&expected), "{}", run.summary);
+    assert!(run.summary.contains("parse error"), "{}", run.summary);
+    eprintln!("syntax: {}", run.summary);
+}
+
+#[tokio::test]
+async fn an_exhausted_budget_is_below_the_freeze_threshold() {
+    let Some((metrics, prometheus)) = start().await else {
+        return;
+    };
+    // No canary; the stable fails 5% of requests against a 99% SLO: five budgets' worth.
+    metrics.set_traffic("spent", "checkout-stable", 40.0, 0.05);
+    wait_for_data(&prometheus, "spent").await;
+
+    let release = release("spent", prometheus.address(), false)
+        .objective(99.0)
+        .budget("1m", 0.25)
+        .build();
+    let run = analysis::run(&release, &Credentials::default()).await;
+
+    let remaining = run
+        .error_budget_remaining
+        .expect("a budget figure from the stable's counters");
+    assert!(remaining < 0.25, "remaining {remaining}");
+    assert!((remaining - (-4.0)).abs() < 0.5, "remaining {remaining}");
+    assert!(run.canary.is_none());
+    assert!(
+        run.summary
+            .starts_with("no canary, stable only: stable burns 5.0x of 14.4x"),
+        "{}",
+        run.summary
+    );
+    assert!(
+        run.summary.contains("error budget overspent"),
+        "{}",
+        run.summary
+    );
+    eprintln!("budget: {} (remaining {remaining:.3})", run.summary);
+}

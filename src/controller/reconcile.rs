@@ -470,3 +470,94 @@ pub async fn write_status(
     .await?;
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decision(requeue_after: Option<Duration>) -> Decision {
+        Decision {
+            actions: vec![],
+            status: ReleaseStatus::default(),
+            requeue_after,
+        }
+    }
+
+    fn observed(route: Option<RouteState>) -> Observed {
+        Observed {
+            route,
+            ..Observed::default()
+        }
+    }
+
+    #[test]
+    fn requeues_exactly_when_the_core_says_the_next_thing_is_due() {
+        let ready = observed(Some(RouteState::Ready { canary_weight: 10 }));
+        assert_eq!(
+            requeue_for(&decision(Some(Duration::from_secs(42))), &ready),
+            Requeue::requeue(Duration::from_secs(42))
+        );
+        assert_eq!(
+            requeue_for(&decision(None), &ready),
+            Requeue::await_change()
+        );
+    }
+
+    #[test]
+    fn a_due_time_in_the_past_does_not_spin() {
+        assert_eq!(
+            requeue_for(&decision(Some(Duration::ZERO)), &observed(None)),
+            Requeue::requeue(MIN_REQUEUE)
+        );
+    }
+
+    #[test]
+    fn an_unusable_route_is_looked_at_again_because_routes_are_not_watched() {
+        let unusable = observed(Some(RouteState::Unusable {
+            message: "HTTPRoute shop/checkout not found".into(),
+        }));
+        assert_eq!(
+            requeue_for(&decision(None), &unusable),
+            Requeue::requeue(ROUTE_RECHECK)
+        );
+        assert_eq!(
+            requeue_for(&decision(Some(Duration::from_secs(600))), &unusable),
+            Requeue::requeue(ROUTE_RECHECK)
+        );
+    }
+
+    #[test]
+    fn a_deployment_is_available_only_when_observed_updated_and_available() {
+        use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStatus};
+        let deployment = |generation, observed, updated, available| Deployment {
+            metadata: kube::api::ObjectMeta {
+                generation: Some(generation),
+                labels: Some([(LABEL_REVISION.to_string(), "abc".to_string())].into()),
+                ..Default::default()
+            },
+            spec: Some(DeploymentSpec {
+                replicas: Some(3),
+                ..Default::default()
+            }),
+            status: Some(DeploymentStatus {
+                observed_generation: Some(observed),
+                updated_replicas: Some(updated),
+                available_replicas: Some(available),
+                ..Default::default()
+            }),
+        };
+        let state = workload_state(&deployment(2, 2, 3, 3));
+        assert!(state.available);
+        assert_eq!(state.revision.as_deref(), Some("abc"));
+        assert_eq!(state.replicas, 3);
+        assert!(!workload_state(&deployment(3, 2, 3, 3)).available, "stale");
+        assert!(
+            !workload_state(&deployment(2, 2, 2, 3)).available,
+            "rolling"
+        );
+        assert!(
+            !workload_state(&deployment(2, 2, 3, 2)).available,
+            "unready"
+        );
+    }
+}

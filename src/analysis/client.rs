@@ -325,6 +325,133 @@ mod tests {
         assert!(PrometheusClient::new(&source("http://prometheus:9090"), &token).is_ok());
     }
 
+    /// A self-signed CA certificate, test data only (its key was thrown away).
+    const TEST_CA: &str = "-----BEGIN CERTIFICATE-----\nMIIBizCCATGgAwIBAgIUA9tmLRbkodM8gHiV2ciCZXhE54MwCgYIKoZIzj0EAwIw\nGjEYMBYGA1UEAwwPd2F5bWFyay10ZXN0LWNhMCAXDTI2MTEyMTIwMzA1NVoYDzIx\nMjYxMDI4MjAzMDU1WjAaMRgwFgYDVQQDDA93YXltYXJrLXRlc3QtY2EwWTATBgcq\nhkjOPQIBBggqhkjOPQMBBwNCAAQc3ob2UmKCItxDfNlEolHbBepWlkf9SSLR7nCe\nKx2VbgB0+sjIQGxL0GRtUJYl6wExqnYepFqtys4fcVs0hEPfo1MwUTAdBgNVHQ4E\nFgQUtD0yz/1XzPGf3L3hYN3i87Mr7RgwHwYDVR0jBBgwFoAUtD0yz/1XzPGf3L3h\nYN3i87Mr7RgwDwYDVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNIADBFAiEA/+oC\nCNN3nsnt4KOVybH+Rz9ZRf/hicNhNYSv2oeZ1msCIDyZoseTwOiOnaOfLDskb1lM\nRehD/490x4lch58d5DGI\n-----END CERTIFICATE-----\n";
+
+    #[test]
+    fn a_valid_ca_bundle_builds_a_client() {
+        let credentials = Credentials {
+            bearer_token: None,
+            ca_pem: Some(TEST_CA.as_bytes().to_vec()),
+        };
+        assert!(PrometheusClient::new(&source("https://prometheus:9090"), &credentials).is_ok());
+    }
+
+    /// Serves `/api/v1/query` with `status` and `body` after `delay`, recording the
+    /// Authorization header of each request. Returns the base URL.
+    async fn fake_prometheus(
+        status: u16,
+        content_type: &'static str,
+        body: &'static str,
+        delay: std::time::Duration,
+        seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    ) -> String {
+        let app = axum::Router::new().route(
+            "/api/v1/query",
+            axum::routing::post(move |headers: axum::http::HeaderMap| {
+                let seen = seen.clone();
+                async move {
+                    let authorization = headers
+                        .get("authorization")
+                        .and_then(|value| value.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    seen.lock().unwrap().push(authorization);
+                    tokio::time::sleep(delay).await;
+                    (
+                        axum::http::StatusCode::from_u16(status).unwrap(),
+                        [("content-type", content_type)],
+                        body,
+                    )
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        address
+    }
+
+    #[tokio::test]
+    async fn sends_the_bearer_token_and_sums_the_vector() {
+        let seen = std::sync::Arc::default();
+        let address = fake_prometheus(
+            200,
+            "application/json",
+            r#"{"status":"success","data":{"resultType":"vector","result":[
+                {"metric":{"code":"500"},"value":[1700000000,"2.5"]},
+                {"metric":{"code":"503"},"value":[1700000000,"0.5"]}]}}"#,
+            std::time::Duration::ZERO,
+            std::sync::Arc::clone(&seen),
+        )
+        .await;
+        let credentials = Credentials {
+            bearer_token: Some("s3cret\n".into()),
+            ca_pem: None,
+        };
+        let client = PrometheusClient::new(&source(&address), &credentials).unwrap();
+        assert_eq!(client.instant("up").await, QueryOutcome::Value(3.0));
+        assert_eq!(seen.lock().unwrap().as_slice(), ["Bearer s3cret"]);
+    }
+
+    #[tokio::test]
+    async fn an_empty_vector_is_no_data() {
+        let address = fake_prometheus(
+            200,
+            "application/json",
+            r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#,
+            std::time::Duration::ZERO,
+            std::sync::Arc::default(),
+        )
+        .await;
+        let client = PrometheusClient::new(&source(&address), &Credentials::default()).unwrap();
+        assert_eq!(client.instant("up").await, QueryOutcome::NoData);
+    }
+
+    #[tokio::test]
+    async fn a_slow_prometheus_times_out_with_the_limit() {
+        let address = fake_prometheus(
+            200,
+            "application/json",
+            r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#,
+            std::time::Duration::from_secs(5),
+            std::sync::Arc::default(),
+        )
+        .await;
+        let mut slow = source(&address);
+        slow.timeout = Duration::from_millis(300);
+        let client = PrometheusClient::new(&slow, &Credentials::default()).unwrap();
+        let QueryOutcome::Failed(failure) = client.instant("up").await else {
+            panic!("expected a failure");
+        };
+        assert_eq!(
+            failure.to_string(),
+            format!("Prometheus at {address} did not answer within 300ms")
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unauthorized_answer_says_to_check_the_token() {
+        let address = fake_prometheus(
+            401,
+            "text/plain",
+            "Unauthorized",
+            std::time::Duration::ZERO,
+            std::sync::Arc::default(),
+        )
+        .await;
+        let client = PrometheusClient::new(&source(&address), &Credentials::default()).unwrap();
+        let QueryOutcome::Failed(failure) = client.instant("up").await else {
+            panic!("expected a failure");
+        };
+        assert_eq!(
+            failure.in_context("canary error query over 5m"),
+            format!(
+                "Prometheus at {address} gave an unusable answer to the canary error query over 5m: HTTP 401 Unauthorized; check bearerTokenSecret"
+            )
+        );
+    }
+
     #[tokio::test]
     async fn a_closed_port_is_unreachable_with_the_address() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -1,9 +1,9 @@
 //! Prometheus analysis: PromQL templating and escaping, the Prometheus client, burn-rate and
 //! error-budget math.
 //!
-//! The pure parts (templating, burn rates, the baseline comparison, the budget, verdicts and the
-//! summary line) are synchronous functions of plain values; only [`client`] and [`run`] talk to
-//! Prometheus. A run never fails: what goes wrong becomes an `Error` verdict with a message.
+//! The pure parts (templating, burn rates, the baseline comparison, the budget, verdicts and
+//! the summary line) are synchronous functions of plain values; only [`client`] and
+//! [`mod@run`] talk to Prometheus. A run never fails: what goes wrong becomes an `Error` verdict with a message.
 //!
 //! - [`template`]: the one templating function and [`validate_queries`] for `SpecValid`.
 //! - [`burn`]: error ratio, burn rate, the multi-window rule, `minRequests`.
@@ -47,7 +47,9 @@ pub struct AnalysisRun {
     pub comparison: Vec<BaselineComparison>,
     /// The extra checks.
     pub checks: Vec<CheckResult>,
-    /// Fraction of the service's error budget left, when `slo.budget` is set.
+    /// Fraction of the service's error budget left over `slo.budget.period`, when it is set
+    /// and Prometheus gave the figure: 1 untouched, 0 spent, below 0 overspent (−0.5: 150%
+    /// spent), so that `freezeBelow: 0` holds new revisions once the budget is overspent.
     pub error_budget_remaining: Option<f64>,
     /// One line, why: `canary burns 21.3x of 14.4x over 5m and 1m (4,812 requests)`.
     pub summary: String,

@@ -206,7 +206,7 @@ pub async fn measure(
     }
 }
 
-/// One analysis run of `release`; see [`super::run`].
+/// One analysis run of `release`; see [`fn@super::run`].
 pub async fn run(release: &Release, credentials: &Credentials) -> AnalysisRun {
     let revision = release
         .status

@@ -74,7 +74,8 @@ pub struct AnalysisStatus {
     /// Error runs in a row.
     #[serde(default)]
     pub consecutive_errors: i32,
-    /// Fraction of the service's error budget left over the budget period (1 = untouched).
+    /// Fraction of the service's error budget left over the budget period: 1 untouched, 0
+    /// spent, below 0 overspent (-0.5 means 150% spent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_budget_remaining: Option<f64>,
 }

@@ -17,7 +17,7 @@ pub const CONDITION_TRAFFIC_ROUTED: &str = "TrafficRouted";
 /// Reason of `SpecValid=False` and of the Degraded phase it causes.
 pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
 /// Reason of `TrafficRouted=False`.
-pub const REASON_ROUTE_UNUSABLE: &str = "RouteUnusable";
+pub const REASON_ROUTE_UNUSABLE: &str = "TrafficRouteUnusable";
 
 /// Check what the schema cannot: the selector matches the template's labels, the Service
 /// ports can be resolved and the analysis query templates resolve. The error names the field.

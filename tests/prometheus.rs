@@ -106,7 +106,19 @@ async fn start() -> Option<(MetricsServer, Prometheus)> {
     Some((metrics, prometheus))
 }
 
-async fn wait_for_data(prometheus: &Prometheus, namespace: &str) {
+/// Sets each `(service, requests per second, error ratio)` in `namespace`, waits until
+/// Prometheus holds a full long window of it, and runs one analysis of the Release made by
+/// `configure`. `None` when Prometheus is not installed (outside CI).
+async fn analyse_after_traffic(
+    namespace: &str,
+    traffic: &[(&str, f64, f64)],
+    canary: bool,
+    configure: impl FnOnce(ReleaseBuilder) -> ReleaseBuilder,
+) -> Option<analysis::AnalysisRun> {
+    let (metrics, prometheus) = start().await?;
+    for (service, per_second, error_ratio) in traffic {
+        metrics.set_traffic(namespace, service, *per_second, *error_ratio);
+    }
     prometheus
         .wait_for_window(
             &format!(r#"http_requests_total{{namespace="{namespace}"}}"#),
@@ -115,6 +127,8 @@ async fn wait_for_data(prometheus: &Prometheus, namespace: &str) {
         )
         .await
         .expect("Prometheus collects a full window");
+    let release = configure(release(namespace, prometheus.address(), canary)).build();
+    Some(analysis::run(&release, &Credentials::default()).await)
 }
 
 fn canary_window_numbers(run: &analysis::AnalysisRun) -> (f64, f64) {
@@ -129,16 +143,14 @@ fn canary_window_numbers(run: &analysis::AnalysisRun) -> (f64, f64) {
 
 #[tokio::test]
 async fn a_healthy_canary_passes_with_numbers_near_the_truth() {
-    let Some((metrics, prometheus)) = start().await else {
+    // 40 requests/s with 0.05% errors: burn 0.5 of a 99.9% SLO, 400 requests per 10s.
+    let traffic = [
+        ("checkout-canary", 40.0, 0.0005),
+        ("checkout-stable", 40.0, 0.0005),
+    ];
+    let Some(run) = analyse_after_traffic("healthy", &traffic, true, |r| r).await else {
         return;
     };
-    // 40 requests/s with 0.05% errors: burn 0.5 of a 99.9% SLO, 400 requests per 10s.
-    metrics.set_traffic("healthy", "checkout-canary", 40.0, 0.0005);
-    metrics.set_traffic("healthy", "checkout-stable", 40.0, 0.0005);
-    wait_for_data(&prometheus, "healthy").await;
-
-    let release = release("healthy", prometheus.address(), true).build();
-    let run = analysis::run(&release, &Credentials::default()).await;
 
     assert_eq!(run.verdict, Verdict::Passing, "{}", run.summary);
     let (burn, requests) = canary_window_numbers(&run);
@@ -166,15 +178,13 @@ async fn a_healthy_canary_passes_with_numbers_near_the_truth() {
 
 #[tokio::test]
 async fn a_canary_at_five_percent_errors_fails_with_burn_near_fifty() {
-    let Some((metrics, prometheus)) = start().await else {
+    let traffic = [
+        ("checkout-canary", 40.0, 0.05),
+        ("checkout-stable", 40.0, 0.0),
+    ];
+    let Some(run) = analyse_after_traffic("broken", &traffic, true, |r| r).await else {
         return;
     };
-    metrics.set_traffic("broken", "checkout-canary", 40.0, 0.05);
-    metrics.set_traffic("broken", "checkout-stable", 40.0, 0.0);
-    wait_for_data(&prometheus, "broken").await;
-
-    let release = release("broken", prometheus.address(), true).build();
-    let run = analysis::run(&release, &Credentials::default()).await;
 
     assert_eq!(run.verdict, Verdict::Failing, "{}", run.summary);
     let (burn, _) = canary_window_numbers(&run);
@@ -195,15 +205,13 @@ async fn a_canary_at_five_percent_errors_fails_with_burn_near_fifty() {
 
 #[tokio::test]
 async fn a_canary_without_traffic_is_inconclusive() {
-    let Some((metrics, prometheus)) = start().await else {
+    let traffic = [
+        ("checkout-canary", 0.0, 0.0),
+        ("checkout-stable", 40.0, 0.0),
+    ];
+    let Some(run) = analyse_after_traffic("idle", &traffic, true, |r| r).await else {
         return;
     };
-    metrics.set_traffic("idle", "checkout-canary", 0.0, 0.0);
-    metrics.set_traffic("idle", "checkout-stable", 40.0, 0.0);
-    wait_for_data(&prometheus, "idle").await;
-
-    let release = release("idle", prometheus.address(), true).build();
-    let run = analysis::run(&release, &Credentials::default()).await;
 
     assert_eq!(run.verdict, Verdict::Inconclusive, "{}", run.summary);
     assert_eq!(
@@ -258,18 +266,12 @@ async fn a_query_with_a_syntax_error_is_an_error_with_prometheus_message() {
 
 #[tokio::test]
 async fn an_exhausted_budget_is_below_the_freeze_threshold() {
-    let Some((metrics, prometheus)) = start().await else {
+    // No canary; the stable fails 5% of requests against a 99% SLO: five budgets' worth.
+    let traffic = [("checkout-stable", 40.0, 0.05)];
+    let configure = |release: ReleaseBuilder| release.objective(99.0).budget("1m", 0.25);
+    let Some(run) = analyse_after_traffic("spent", &traffic, false, configure).await else {
         return;
     };
-    // No canary; the stable fails 5% of requests against a 99% SLO: five budgets' worth.
-    metrics.set_traffic("spent", "checkout-stable", 40.0, 0.05);
-    wait_for_data(&prometheus, "spent").await;
-
-    let release = release("spent", prometheus.address(), false)
-        .objective(99.0)
-        .budget("1m", 0.25)
-        .build();
-    let run = analysis::run(&release, &Credentials::default()).await;
 
     let remaining = run
         .error_budget_remaining

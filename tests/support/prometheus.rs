@@ -21,6 +21,7 @@
 #![allow(dead_code)] // Each including test crate uses a different part.
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -191,7 +192,12 @@ impl Prometheus {
             if std::env::var("CI").as_deref() == Ok("true") {
                 panic!("{message}: CI must run the Prometheus tests; install Prometheus");
             }
-            eprintln!("SKIPPED: {message}; install Prometheus to run this test");
+            // Written to stderr directly: the test harness captures `eprintln!` of passing
+            // tests, and a skip must be seen.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED: {message}; install Prometheus to run this test"
+            );
             return None;
         };
         // The port is chosen by binding and releasing it; another process may take it in

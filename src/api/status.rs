@@ -66,6 +66,21 @@ pub struct ReleaseStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step_started_at: Option<Time>,
 
+    /// When the canary first became available and its first step began; analysis runs every
+    /// `interval` from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps_started_at: Option<Time>,
+
+    /// Since when the canary has been waiting to become available (created, scaled or lost
+    /// pods); it is rolled back when this is older than `progressDeadline`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_waiting_since: Option<Time>,
+
+    /// Since when the stable has not been available; the release is Degraded when this is older
+    /// than `progressDeadline`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_unavailable_since: Option<Time>,
+
     /// When the canary was promoted; the old canary is removed `scaleDownDelay` after this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub promoted_at: Option<Time>,

@@ -6,7 +6,21 @@
 use k8s_openapi::jiff::Timestamp;
 
 use crate::analysis::AnalysisRun;
-use crate::api::{Release, ReleaseStatus};
+use crate::api::{Release, ReleaseStatus, template_revision};
+
+pub mod conditions;
+mod decide;
+#[cfg(test)]
+mod fixtures;
+mod fold;
+pub mod history;
+#[cfg(test)]
+mod props;
+pub mod split;
+#[cfg(test)]
+mod tests;
+
+pub use decide::CONVERGE_POLL;
 
 /// What the controller saw in the cluster for one Release, this reconcile.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -45,9 +59,15 @@ pub struct WorkloadState {
 #[derive(Clone, Debug, PartialEq)]
 pub enum RouteState {
     /// The route exists and sends `canary_weight` percent to the canary.
-    Ready { canary_weight: i32 },
+    Ready {
+        /// Percent of the route's traffic on `<name>-canary`.
+        canary_weight: i32,
+    },
     /// The route is missing or unusable; the text names the route and the Service.
-    Unusable { message: String },
+    Unusable {
+        /// What is wrong, naming the route and the Service.
+        message: String,
+    },
 }
 
 /// One thing for the controller to do, in order.
@@ -86,7 +106,9 @@ pub struct EventNote {
 /// Kubernetes Event type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Severity {
+    /// Something went as planned.
     Normal,
+    /// Something needs a person's attention.
     Warning,
 }
 
@@ -103,13 +125,21 @@ pub struct Decision {
 
 /// Whether an analysis run is due now (so the controller should run one and pass it in
 /// [`Observed::analysis`]).
+///
+/// Due every `analysis.interval` from the canary's first step until promotion, and while a new
+/// revision waits under an error-budget policy without a budget figure younger than one interval.
 pub fn analysis_due(release: &Release, now: Timestamp) -> bool {
-    let _ = (release, now);
-    unimplemented!("rollout core: analysis_due")
+    let default_status = ReleaseStatus::default();
+    let status = release.status.as_ref().unwrap_or(&default_status);
+    let revision = template_revision(&release.spec.template);
+    decide::next_analysis_at(&release.spec, &revision, status).is_some_and(|due| due <= now)
 }
 
 /// Make every canary decision for one Release.
+///
+/// Depends only on its arguments: the place in the rollout lives in `release.status`, so a
+/// restarted controller continues where the last one stopped, and feeding the returned status
+/// back with the same world changes nothing.
 pub fn decide(release: &Release, observed: &Observed, now: Timestamp) -> Decision {
-    let _ = (release, observed, now);
-    unimplemented!("rollout core: decide")
+    decide::Decider::new(release, observed, now).decide()
 }

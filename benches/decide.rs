@@ -1,0 +1,190 @@
+//! Median time of one `rollout::decide` call for a 10-step Release in the middle of its canary.
+//!
+//! Run with `cargo bench --bench decide`; the target is well under 50 µs per call.
+
+use std::hint::black_box;
+use std::time::{Duration as StdDuration, Instant};
+
+use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use waymark::analysis::AnalysisRun;
+use waymark::api::{
+    Analysis, BurnRate, Duration, GatewayApiTraffic, Pause, PrometheusSource, Release, ReleaseSpec,
+    ReleaseStatus, Roadmap, RoleAnalysis, Slo, Step, Traffic, Verdict, WindowResult,
+    template_revision,
+};
+use waymark::rollout::{Observed, RouteState, WorkloadState, decide};
+
+const ITERATIONS: usize = 20_000;
+
+fn template(image: &str) -> PodTemplateSpec {
+    PodTemplateSpec {
+        metadata: None,
+        spec: Some(PodSpec {
+            containers: vec![Container {
+                name: "app".into(),
+                image: Some(image.into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+    }
+}
+
+fn workload(revision: &str, replicas: i32) -> WorkloadState {
+    WorkloadState {
+        revision: Some(revision.into()),
+        replicas,
+        available_replicas: replicas,
+        updated_replicas: replicas,
+        available: true,
+    }
+}
+
+fn main() {
+    let start: Timestamp = "2026-03-01T12:00:00Z"
+        .parse()
+        .unwrap_or(Timestamp::UNIX_EPOCH);
+    let now = start + SignedDuration::from_secs(600);
+    let stable = template_revision(&template("shop/checkout:1.0"));
+    let canary = template_revision(&template("shop/checkout:2.0"));
+
+    // Ten steps: weights 10..50 with timed pauses between; the canary is at step 6 (a pause).
+    let steps: Vec<Step> = (0..10)
+        .map(|index| {
+            if index % 2 == 0 {
+                Step {
+                    set_weight: Some(10 * (index / 2 + 1)),
+                    pause: None,
+                }
+            } else {
+                Step {
+                    set_weight: None,
+                    pause: Some(Pause {
+                        duration: Some(Duration::from_secs(300)),
+                    }),
+                }
+            }
+        })
+        .collect();
+    let spec = ReleaseSpec {
+        roadmap: Roadmap {
+            item: "PAY-142".into(),
+            ..Default::default()
+        },
+        replicas: 10,
+        selector: LabelSelector::default(),
+        template: template("shop/checkout:2.0"),
+        service: None,
+        traffic: Traffic {
+            gateway_api: Some(GatewayApiTraffic {
+                http_route: "checkout".into(),
+            }),
+            replicas: None,
+        },
+        steps,
+        analysis: Some(Analysis {
+            interval: Duration::from_secs(30),
+            prometheus: PrometheusSource {
+                address: "http://prometheus.monitoring:9090".into(),
+                timeout: Duration::from_secs(10),
+                bearer_token_secret: None,
+                ca_secret: None,
+            },
+            slo: Slo {
+                objective: 99.9,
+                error_query: "errors".into(),
+                total_query: "total".into(),
+                burn_rates: vec![BurnRate {
+                    long: Duration::from_secs(300),
+                    short: Duration::from_secs(60),
+                    max: 14.4,
+                }],
+                min_requests: 100,
+                budget: None,
+            },
+            checks: vec![],
+            failure_limit: 2,
+            inconclusive_limit: 6,
+            error_limit: 4,
+        }),
+        progress_deadline: Duration::from_secs(600),
+        scale_down_delay: Duration::from_secs(30),
+    };
+    let mut release = Release::new("checkout", spec);
+    release.metadata.generation = Some(7);
+    release.status = Some(ReleaseStatus {
+        stable_revision: Some(stable.clone()),
+        stable_roadmap_item: Some("PAY-139".into()),
+        canary_revision: Some(canary.clone()),
+        current_step: Some(5),
+        canary_weight: Some(30),
+        canary_started_at: Some(Time(start)),
+        steps_started_at: Some(Time(start)),
+        step_started_at: Some(Time(now - SignedDuration::from_secs(100))),
+        ..Default::default()
+    });
+    let observed = Observed {
+        stable: Some(workload(&stable, 10)),
+        canary: Some(workload(&canary, 3)),
+        services_ready: true,
+        route: Some(RouteState::Ready { canary_weight: 30 }),
+        analysis: Some(AnalysisRun {
+            verdict: Verdict::Passing,
+            ran_at: now,
+            revision: Some(canary.clone()),
+            canary: Some(RoleAnalysis {
+                verdict: Verdict::Passing,
+                service: "checkout-canary".into(),
+                windows: vec![WindowResult {
+                    window: "5m".into(),
+                    error_ratio: Some(0.0008),
+                    requests: Some(2140.0),
+                    burn_rate: Some(0.8),
+                    max: 14.4,
+                    note: None,
+                    error_query: "errors".into(),
+                    total_query: "total".into(),
+                }],
+            }),
+            stable: None,
+            comparison: vec![],
+            checks: vec![],
+            error_budget_remaining: Some(0.73),
+            summary: "canary burns 0.8x of 14.4x over 5m and 1m (2,140 requests)".into(),
+            burn: Some("0.8x/14.4x".into()),
+        }),
+    };
+
+    // Warm up, then time each call on its own.
+    for _ in 0..1_000 {
+        black_box(decide(
+            black_box(&release),
+            black_box(&observed),
+            black_box(now),
+        ));
+    }
+    let mut samples: Vec<StdDuration> = (0..ITERATIONS)
+        .map(|_| {
+            let started = Instant::now();
+            black_box(decide(
+                black_box(&release),
+                black_box(&observed),
+                black_box(now),
+            ));
+            started.elapsed()
+        })
+        .collect();
+    samples.sort();
+    let median = samples[samples.len() / 2];
+    let p99 = samples[samples.len() * 99 / 100];
+    let decision = decide(&release, &observed, now);
+    println!(
+        "decide (10 steps, mid-canary, with analysis): median {:.1} µs, p99 {:.1} µs over {ITERATIONS} calls ({} actions, phase {:?})",
+        median.as_secs_f64() * 1e6,
+        p99.as_secs_f64() * 1e6,
+        decision.actions.len(),
+        decision.status.phase
+    );
+}

@@ -1,0 +1,205 @@
+//! Invariants of the rollout core over random step lists, worlds and event sequences.
+
+use proptest::prelude::*;
+
+use super::fixtures::*;
+use super::{Action, Decision, decide};
+use crate::api::{ManualAction, Outcome, ReleaseStatus, Step, Verdict};
+
+#[derive(Clone, Debug)]
+enum Event {
+    Wait(i64),
+    Run(Verdict),
+    Request(ManualAction),
+    NewTemplate(u8),
+    SlowPods(bool),
+}
+
+fn step_strategy() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        (0i32..=100).prop_map(set_weight),
+        (1u64..300).prop_map(pause_for),
+        Just(pause_until_promoted()),
+    ]
+}
+
+fn event_strategy() -> impl Strategy<Value = Event> {
+    prop_oneof![
+        4 => (0i64..400).prop_map(Event::Wait),
+        3 => prop_oneof![
+            Just(Verdict::Passing),
+            Just(Verdict::Failing),
+            Just(Verdict::Inconclusive),
+            Just(Verdict::Error)
+        ]
+        .prop_map(Event::Run),
+        2 => prop_oneof![
+            Just(ManualAction::Promote),
+            Just(ManualAction::PromoteFull),
+            Just(ManualAction::Abort),
+            Just(ManualAction::Retry)
+        ]
+        .prop_map(Event::Request),
+        1 => (0u8..3).prop_map(Event::NewTemplate),
+        1 => any::<bool>().prop_map(Event::SlowPods),
+    ]
+}
+
+/// The promotion began in this decision (the stable took the canary's revision).
+fn promotion_began(before: &ReleaseStatus, after: &ReleaseStatus) -> bool {
+    let was_canary =
+        before.canary_revision.is_some() && before.canary_revision != before.stable_revision;
+    was_canary && after.stable_revision == before.canary_revision
+}
+
+fn check(
+    before: &ReleaseStatus,
+    decision: &Decision,
+    gateway: bool,
+    analysis: bool,
+    full_requested: bool,
+) -> Result<(), TestCaseError> {
+    let status = &decision.status;
+    let weight = status.canary_weight.unwrap_or(0);
+    prop_assert!((0..=100).contains(&weight));
+    for action in &decision.actions {
+        if let Action::SetWeight { canary_weight } = action {
+            prop_assert!((0..=100).contains(canary_weight));
+        }
+        if !gateway {
+            prop_assert!(
+                !matches!(action, Action::SetWeight { .. }),
+                "no SetWeight in replica mode"
+            );
+        }
+    }
+    let rolled_back = !status.history.is_empty()
+        && matches!(
+            status.history[0].outcome,
+            Outcome::RolledBack | Outcome::Aborted
+        )
+        && status.history.first() != before.history.first();
+    if rolled_back {
+        let first = decision
+            .actions
+            .iter()
+            .find(|a| !matches!(a, Action::Event(_)));
+        let expected = if gateway {
+            Action::SetWeight { canary_weight: 0 }
+        } else {
+            Action::ScaleCanary { replicas: 0 }
+        };
+        prop_assert_eq!(first, Some(&expected));
+    }
+    if promotion_began(before, status) && analysis && !full_requested {
+        let canary = before.canary_revision.as_deref();
+        let latest = status
+            .analysis
+            .as_ref()
+            .filter(|a| a.revision.as_deref() == canary);
+        prop_assert_eq!(latest.map(|a| a.verdict), Some(Verdict::Passing));
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    #[test]
+    fn rollout_invariants_hold(
+        gateway in any::<bool>(),
+        analysis in any::<bool>(),
+        replicas in 1i32..8,
+        steps in prop::collection::vec(step_strategy(), 0..6),
+        events in prop::collection::vec(event_strategy(), 1..40),
+    ) {
+        let builder = if gateway { ReleaseBuilder::gateway() } else { ReleaseBuilder::replica_split() };
+        let builder = builder.replicas(replicas).steps(steps);
+        let builder = if analysis { builder.analysis() } else { builder };
+        let mut sim = Sim::canary_of(builder);
+        let images = [V2, V3, "shop/checkout:4.0"];
+        let mut clock = 0i64;
+        for (n, event) in events.into_iter().enumerate() {
+            let mut full_requested = false;
+            let mut wait = 0;
+            match event {
+                Event::Wait(secs) => wait = secs,
+                Event::Run(verdict) => {
+                    wait = 30;
+                    let revision = sim.status().canary_revision.clone();
+                    let mut analysis_run = run(V2, verdict, at(clock + 30));
+                    analysis_run.revision = revision;
+                    sim.observed.analysis = Some(analysis_run);
+                }
+                Event::Request(action) => {
+                    full_requested = action == ManualAction::PromoteFull;
+                    sim.request(&format!("r{n}"), action);
+                }
+                Event::NewTemplate(index) => sim.release.spec.template = template(images[usize::from(index)]),
+                Event::SlowPods(slow) => {
+                    sim.slow_pods = slow;
+                    if !slow {
+                        sim.pods_ready();
+                    }
+                }
+            }
+            clock += wait;
+            let before = sim.status().clone();
+            let decision = sim.tick(wait);
+            check(&before, &decision, gateway, analysis, full_requested)?;
+
+            // Replica mode never surges nor shrinks past spec.replicas.
+            if !gateway {
+                if let Some(stable) = sim.observed.stable.as_ref() {
+                    let canary = sim.observed.canary.as_ref().map_or(0, |c| c.replicas);
+                    prop_assert_eq!(stable.replicas + canary, replicas, "after {:?}", decision.actions);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn decide_is_idempotent_for_the_same_world(
+        gateway in any::<bool>(),
+        analysis in any::<bool>(),
+        steps in prop::collection::vec(step_strategy(), 0..5),
+        events in prop::collection::vec(event_strategy(), 0..25),
+        final_verdict in prop::option::of(prop_oneof![Just(Verdict::Passing), Just(Verdict::Failing), Just(Verdict::Inconclusive)]),
+    ) {
+        let builder = if gateway { ReleaseBuilder::gateway() } else { ReleaseBuilder::replica_split() };
+        let builder = builder.steps(steps);
+        let builder = if analysis { builder.analysis() } else { builder };
+        let mut sim = Sim::canary_of(builder);
+        let mut clock = 0;
+        for (n, event) in events.into_iter().enumerate() {
+            match event {
+                Event::Wait(secs) => { clock += secs; sim.tick(secs); }
+                Event::Run(verdict) => {
+                    clock += 30;
+                    let mut analysis_run = run(V2, verdict, at(clock));
+                    analysis_run.revision = sim.status().canary_revision.clone();
+                    sim.observed.analysis = Some(analysis_run);
+                    sim.tick(30);
+                }
+                Event::Request(action) => { sim.request(&format!("r{n}"), action); sim.tick(0); }
+                Event::NewTemplate(index) => { sim.release.spec.template = template([V2, V3, V1][usize::from(index)]); sim.tick(0); }
+                Event::SlowPods(slow) => { sim.slow_pods = slow; if !slow { sim.pods_ready(); } sim.tick(0); }
+            }
+        }
+        let mut world = sim.observed.clone();
+        if let Some(verdict) = final_verdict {
+            let mut analysis_run = run(V2, verdict, sim.now);
+            analysis_run.revision = sim.status().canary_revision.clone();
+            world.analysis = Some(analysis_run);
+        }
+        let first = decide(&sim.release, &world, sim.now);
+        let mut release = sim.release.clone();
+        release.status = Some(first.status.clone());
+        let second = decide(&release, &world, sim.now);
+        prop_assert_eq!(&second.status, &first.status);
+        for action in &second.actions {
+            prop_assert!(!matches!(action, Action::Event(_)), "event repeated: {:?}", action);
+            prop_assert!(first.actions.contains(action), "new action {:?} not in {:?}", action, first.actions);
+        }
+    }
+}

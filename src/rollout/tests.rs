@@ -1,0 +1,1009 @@
+//! Behaviour of the rollout core, one test per rule of the design.
+
+use std::time::Duration as StdDuration;
+
+use super::fixtures::*;
+use super::{Action, CONVERGE_POLL, analysis_due, decide, history::HISTORY_LIMIT};
+use crate::api::{ManualAction, Outcome, Phase, Verdict};
+
+fn weight(canary_weight: i32) -> Action {
+    Action::SetWeight { canary_weight }
+}
+
+/// Gateway release on V1 moved to V2, ticked until the canary waits at `step` (0-based).
+fn gateway_canary_at_indefinite_pause() -> Sim {
+    let mut sim = Sim::canary_of(ReleaseBuilder::gateway());
+    sim.settle();
+    sim.tick(120);
+    sim.settle();
+    sim
+}
+
+#[test]
+fn first_release_becomes_the_stable_directly_and_is_healthy() {
+    let release = ReleaseBuilder::gateway().build();
+    let decision = decide(&release, &observed().route(0).build(), at(0));
+    let revision = revision_of(V1);
+    assert!(decision.actions.contains(&Action::ApplyStable {
+        revision: revision.clone(),
+        replicas: 4
+    }));
+    assert!(
+        !decision
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::ApplyCanary { .. }))
+    );
+    let status = &decision.status;
+    assert_eq!(status.phase, Some(Phase::Healthy));
+    assert_eq!(status.stable_revision.as_deref(), Some(revision.as_str()));
+    assert_eq!(status.stable_roadmap_item.as_deref(), Some("PAY-142"));
+    assert_eq!(status.roadmap_item.as_deref(), Some("PAY-142"));
+    assert_eq!(status.observed_generation, Some(7));
+    assert_eq!(status.canary_revision, None);
+    assert_eq!(status.history[0].reason, "FirstRelease");
+    assert!(
+        notes(&decision)
+            .iter()
+            .any(|n| n.contains("PAY-142: first release"))
+    );
+}
+
+#[test]
+fn new_revision_gets_no_traffic_until_the_canary_is_available() {
+    let mut sim = Sim::canary_of(ReleaseBuilder::gateway());
+    sim.slow_pods = true;
+    let started = sim.tick(0);
+    assert_eq!(
+        moves(&started),
+        vec![Action::ApplyCanary {
+            revision: revision_of(V2),
+            replicas: 1
+        }]
+    );
+    assert_eq!(sim.status().reason.as_deref(), Some("CanaryStarting"));
+    assert_eq!(sim.status().canary_revision, Some(revision_of(V2)));
+    assert!(
+        notes(&started)
+            .iter()
+            .any(|n| n.contains("PAY-142: canary"))
+    );
+    let waiting = sim.tick(10);
+    assert!(
+        !waiting
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::SetWeight { .. }))
+    );
+    // The deadline is the next thing due while waiting (the Deployment itself is watched).
+    assert_eq!(waiting.requeue_after, Some(StdDuration::from_secs(590)));
+    sim.pods_ready();
+    assert_eq!(moves(&sim.tick(5)), vec![weight(10)]);
+}
+
+#[test]
+fn steps_run_in_order_with_weights_and_a_timed_pause() {
+    let mut sim = Sim::canary_of(ReleaseBuilder::gateway());
+    sim.settle();
+    assert_eq!(sim.status().current_step, Some(1));
+    assert_eq!(sim.status().step_progress.as_deref(), Some("2/4"));
+    assert_eq!(sim.status().canary_weight, Some(10));
+    assert_eq!(sim.status().phase, Some(Phase::Progressing));
+    assert_eq!(sim.status().reason.as_deref(), Some("StepPause"));
+    let in_pause = sim.tick(60);
+    assert!(moves(&in_pause).is_empty());
+    assert_eq!(in_pause.requeue_after, Some(StdDuration::from_secs(60)));
+    // Pause over: the canary grows to carry 50% before it gets it.
+    let grow = sim.tick(60);
+    assert_eq!(moves(&grow), vec![Action::ScaleCanary { replicas: 2 }]);
+    assert_eq!(moves(&sim.tick(0)), vec![weight(50)]);
+    sim.tick(0);
+    let status = sim.status();
+    assert_eq!(status.phase, Some(Phase::Paused));
+    assert_eq!(status.reason.as_deref(), Some("CanaryPauseStep"));
+    assert_eq!(status.step_progress.as_deref(), Some("4/4"));
+    assert_eq!(status.canary_weight, Some(50));
+    let message = status.message.clone().unwrap();
+    assert!(
+        message.starts_with("step 4/4: paused at 50% on canary"),
+        "{message}"
+    );
+}
+
+#[test]
+fn indefinite_pause_waits_for_promote_then_promotes_and_removes_the_canary_later() {
+    let mut sim = gateway_canary_at_indefinite_pause();
+    let idle = sim.tick(3600);
+    assert!(moves(&idle).is_empty());
+    assert_eq!(
+        idle.requeue_after, None,
+        "an indefinite pause has nothing due"
+    );
+    assert_eq!(sim.status().phase, Some(Phase::Paused));
+
+    sim.request("r1", ManualAction::Promote);
+    let promote = sim.tick(0);
+    assert_eq!(sim.status().handled_request.as_deref(), Some("r1"));
+    assert_eq!(
+        moves(&promote),
+        vec![Action::ApplyStable {
+            revision: revision_of(V2),
+            replicas: 4
+        }]
+    );
+    assert_eq!(sim.status().reason.as_deref(), Some("Promoting"));
+    // Stable available with the new template: then all traffic to it.
+    assert_eq!(moves(&sim.tick(0)), vec![weight(0)]);
+    let done = sim.tick(0);
+    let status = sim.status();
+    assert_eq!(status.phase, Some(Phase::Healthy));
+    assert_eq!(status.stable_revision, Some(revision_of(V2)));
+    assert_eq!(status.canary_revision, None);
+    assert_eq!(status.history[0].outcome, Outcome::Promoted);
+    assert!(status.promoted_at.is_some());
+    assert!(
+        notes(&done)
+            .iter()
+            .any(|n| n.ends_with(&format!("PAY-142: canary {} promoted", revision_of(V2))))
+    );
+    assert!(!done.actions.contains(&Action::DeleteCanary));
+    assert_eq!(done.requeue_after, Some(StdDuration::from_secs(30)));
+    assert!(!sim.tick(29).actions.contains(&Action::DeleteCanary));
+    assert!(sim.tick(1).actions.contains(&Action::DeleteCanary));
+    assert_eq!(sim.tick(0).requeue_after, None);
+}
+
+#[test]
+fn rolls_back_after_failure_limit_consecutive_failures() {
+    let mut sim = Sim::canary_of(ReleaseBuilder::gateway().analysis());
+    sim.settle();
+    let first_run = at(30);
+    sim.observed.analysis = Some(run(V2, Verdict::Failing, first_run));
+    let one = sim.tick(30);
+    assert!(
+        moves(&one).is_empty(),
+        "one failure is below failureLimit 2"
+    );
+    assert_eq!(
+        sim.status().analysis.as_ref().unwrap().consecutive_failures,
+        1
+    );
+    sim.observed.analysis = Some(run(V2, Verdict::Failing, at(60)));
+    let rollback = sim.tick(30);
+    assert_eq!(
+        rollback.actions[0],
+        weight(0),
+        "traffic off the canary first"
+    );
+    assert_eq!(rollback.actions[1], Action::ScaleCanary { replicas: 0 });
+    let status = sim.status();
+    assert_eq!(status.phase, Some(Phase::RolledBack));
+    assert_eq!(status.reason.as_deref(), Some("AnalysisFailing"));
+    assert_eq!(status.rolled_back_revision, Some(revision_of(V2)));
+    assert_eq!(status.history[0].outcome, Outcome::RolledBack);
+    let message = status.message.clone().unwrap();
+    for part in [
+        "21.3x",
+        "14.4x",
+        "window 5m",
+        "http_requests_total",
+        "failureLimit 2",
+    ] {
+        assert!(message.contains(part), "{part} missing from {message}");
+    }
+    assert!(
+        notes(&rollback)
+            .iter()
+            .any(|n| n.contains("PAY-142: canary") && n.contains("rolled back"))
+    );
+}
+
+#[test]
+fn rolls_back_after_error_limit_consecutive_errors() {
+    let mut sim = Sim::canary_of(ReleaseBuilder::gateway().analysis());
+    sim.settle();
+    for n in 1..=3 {
+        sim.observed.analysis = Some(run(V2, Verdict::Error, at(30 * n)));
+        sim.tick(30);
+        assert_eq!(
+            sim.status().phase,
+            Some(Phase::Progressing),
+            "error {n} of 4"
+        );
+    }
+    sim.observed.analysis = Some(run(V2, Verdict::Error, at(120)));
+    let decision = sim.tick(30);
+    assert_eq!(decision.actions[0], weight(0));
+    assert_eq!(sim.status().reason.as_deref(), Some("AnalysisError"));
+}
+
+#[test]
+fn a_different_verdict_breaks_the_consecutive_count() {
+    let mut sim = Sim::canary_of(ReleaseBuilder::gateway().analysis());
+    sim.settle();
+    let verdicts = [
+        Verdict::Failing,
+        Verdict::Passing,
+        Verdict::Failing,
+        Verdict::Error,
+        Verdict::Failing,
+    ];
+    for (n, verdict) in verdicts.into_iter().enumerate() {
+        sim.observed.analysis = Some(run(V2, verdict, at(30 * (n as i64 + 1))));
+        sim.tick(30);
+        assert_ne!(
+            sim.status().phase,
+            Some(Phase::RolledBack),
+            "after {verdict}"
+        );
+    }
+    assert_eq!(
+        sim.status().analysis.as_ref().unwrap().consecutive_failures,
+        1
+    );
+}
+
+#[test]
+fn pauses_after_inconclusive_limit_and_promote_releases_the_hold() {
+    let mut sim = Sim::canary_of(ReleaseBuilder::gateway().analysis());
+    sim.settle();
+    for n in 1..=3 {
+        sim.observed.analysis = Some(run(V2, Verdict::Inconclusive, at(30 * n)));
+        sim.tick(30);
+    }
+    let status = sim.status();
+    assert_eq!(status.phase, Some(Phase::Paused));
+    assert_eq!(status.reason.as_deref(), Some("AnalysisInconclusive"));
+    assert!(
+        status
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("inconclusiveLimit 3")
+    );
+    // The pause step would have ended at 120s; the hold keeps the canary at its step.
+    sim.tick(60);
+    assert_eq!(sim.status().current_step, Some(1));
+    sim.request("hold", ManualAction::Promote);
+    sim.tick(0);
+    assert_eq!(
+        sim.status()
+            .analysis
+            .as_ref()
+            .unwrap()
+            .consecutive_inconclusive,
+        0
+    );
+    assert_eq!(sim.status().phase, Some(Phase::Progressing));
+    assert_eq!(
+        sim.status().current_step,
+        Some(2),
+        "the pause is over, the canary moves on"
+    );
+}
+
+#[test]
+fn never_promotes_while_the_latest_verdict_is_not_passing() {
+    let mut sim = Sim::canary_of(
+        ReleaseBuilder::gateway()
+            .analysis()
+            .steps(vec![set_weight(20)]),
+    );
+    sim.settle();
+    assert_eq!(sim.status().reason.as_deref(), Some("WaitingForAnalysis"));
+    for (n, verdict) in [Verdict::Inconclusive, Verdict::Failing, Verdict::Error]
+        .into_iter()
+        .enumerate()
+    {
+        sim.observed.analysis = Some(run(V2, verdict, at(30 * (n as i64 + 1))));
+        let decision = sim.tick(30);
+        assert!(
+            !decision
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::ApplyStable { .. })),
+            "{verdict}"
+        );
+        assert_eq!(sim.status().stable_revision, Some(revision_of(V1)));
+    }
+    sim.request("plain", ManualAction::Promote);
+    let refused = sim.tick(0);
+    assert!(
+        notes(&refused)
+            .iter()
+            .any(|n| n.contains("waits for a passing analysis"))
+    );
+    assert_eq!(sim.status().stable_revision, Some(revision_of(V1)));
+    sim.observed.analysis = Some(run(V2, Verdict::Passing, at(120)));
+    let promote = sim.tick(30);
+    assert!(promote.actions.contains(&Action::ApplyStable {
+        revision: revision_of(V2),
+        replicas: 4
+    }));
+}
+
+#[test]
+fn promote_full_skips_remaining_steps_and_analysis_gates() {
+    let mut sim = Sim::canary_of(ReleaseBuilder::gateway().analysis());
+    sim.settle();
+    sim.observed.analysis = Some(run(V2, Verdict::Inconclusive, at(30)));
+    sim.tick(30);
+    sim.request("full", ManualAction::PromoteFull);
+    let decision = sim.tick(0);
+    assert!(decision.actions.contains(&Action::ApplyStable {
+        revision: revision_of(V2),
+        replicas: 4
+    }));
+    sim.settle();
+    assert_eq!(sim.status().phase, Some(Phase::Healthy));
+    assert_eq!(sim.status().stable_revision, Some(revision_of(V2)));
+}
+
+#[test]
+fn analysis_of_another_revision_is_ignored() {
+    let mut sim = Sim::canary_of(ReleaseBuilder::gateway().analysis());
+    sim.settle();
+    for n in 1..=3 {
+        sim.observed.analysis = Some(run(V3, Verdict::Failing, at(30 * n)));
+        sim.tick(30);
+    }
+    assert_eq!(sim.status().phase, Some(Phase::Progressing));
+    assert_eq!(sim.status().analysis, None);
+}
+
+#[test]
+fn analysis_is_due_every_interval_from_the_first_step() {
+    let mut sim = Sim::canary_of(ReleaseBuilder::gateway().analysis());
+    sim.slow_pods = true;
+    sim.tick(0);
+    assert!(
+        !analysis_due(&sim.release, at(100)),
+        "no analysis before the first step"
+    );
+    sim.pods_ready();
+    let started = sim.tick(10);
+    assert_eq!(started.requeue_after, Some(CONVERGE_POLL));
+    assert!(!analysis_due(&sim.release, at(39)));
+    assert!(analysis_due(&sim.release, at(40)));
+    sim.observed.analysis = Some(run(V2, Verdict::Passing, at(40)));
+    sim.tick(30);
+    assert!(!analysis_due(&sim.release, at(69)));
+    assert!(analysis_due(&sim.release, at(70)));
+}
+
+#[test]
+fn clock_past_several_intervals_at_once_counts_one_run() {
+    let mut sim = Sim::canary_of(
+        ReleaseBuilder::gateway()
+            .analysis()
+            .steps(vec![set_weight(10), pause_until_promoted()]),
+    );
+    sim.settle();
+    sim.observed.analysis = Some(run(V2, Verdict::Failing, at(300)));
+    let decision = sim.tick(300);
+    let analysis = sim.status().analysis.clone().unwrap();
+    assert_eq!(
+        analysis.consecutive_failures, 1,
+        "ten intervals passed, one run happened"
+    );
+    assert_eq!(sim.status().phase, Some(Phase::Paused));
+    assert_eq!(decision.requeue_after, Some(StdDuration::from_secs(30)));
+    // The same run seen again (a retried reconcile) does not count twice.
+    sim.observed.analysis = Some(run(V2, Verdict::Failing, at(300)));
+    sim.tick(0);
+    assert_eq!(
+        sim.status().analysis.as_ref().unwrap().consecutive_failures,
+        1
+    );
+}
+
+#[test]
+fn exhausted_error_budget_holds_a_new_revision_until_it_recovers() {
+    let mut sim = Sim::canary_of(ReleaseBuilder::gateway().budget(0.1));
+    assert!(
+        analysis_due(&sim.release, at(0)),
+        "a pending revision needs a budget figure"
+    );
+    let mut budget_run = run(V2, Verdict::Passing, at(0));
+    budget_run.canary = None;
+    budget_run.error_budget_remaining = Some(0.02);
+    sim.observed.analysis = Some(budget_run.clone());
+    let held = sim.tick(0);
+    assert!(
+        moves(&held).is_empty(),
+        "no canary while the budget is spent"
+    );
+    let status = sim.status();
+    assert_eq!(status.phase, Some(Phase::Paused));
+    assert_eq!(status.reason.as_deref(), Some("ErrorBudgetExhausted"));
+    assert!(status.message.as_deref().unwrap().contains("2.0% left"));
+    assert!(
+        notes(&held)
+            .iter()
+            .any(|n| n.starts_with("ErrorBudgetExhausted: PAY-142:"))
+    );
+    assert_eq!(held.requeue_after, Some(StdDuration::from_secs(30)));
+    assert!(!analysis_due(&sim.release, at(29)));
+    assert!(analysis_due(&sim.release, at(30)));
+    budget_run.ran_at = at(30);
+    budget_run.error_budget_remaining = Some(0.4);
+    sim.observed.analysis = Some(budget_run);
+    let started = sim.tick(30);
+    assert!(
+        started
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::ApplyCanary { .. }))
+    );
+}
+
+#[test]
+fn promote_starts_a_revision_held_by_the_error_budget() {
+    let mut sim = Sim::canary_of(ReleaseBuilder::gateway().budget(0.1));
+    let mut budget_run = run(V2, Verdict::Passing, at(0));
+    budget_run.error_budget_remaining = Some(0.0);
+    sim.observed.analysis = Some(budget_run);
+    sim.tick(0);
+    assert_eq!(sim.status().reason.as_deref(), Some("ErrorBudgetExhausted"));
+    sim.request("go", ManualAction::Promote);
+    let started = sim.tick(1);
+    assert!(
+        started
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::ApplyCanary { .. }))
+    );
+    assert_eq!(sim.status().canary_revision, Some(revision_of(V2)));
+}
+
+#[test]
+fn rolled_back_revision_is_not_retried_until_retry_or_a_new_template() {
+    let mut sim = gateway_canary_at_indefinite_pause();
+    sim.request("stop", ManualAction::Abort);
+    sim.tick(0);
+    sim.settle();
+    for _ in 0..3 {
+        let decision = sim.tick(600);
+        assert!(moves(&decision).is_empty());
+        assert_eq!(sim.status().phase, Some(Phase::RolledBack));
+        assert_eq!(decision.requeue_after, None);
+    }
+    sim.request("again", ManualAction::Retry);
+    let retry = sim.tick(0);
+    assert!(retry.actions.iter().any(
+        |a| matches!(a, Action::ApplyCanary { revision, .. } if *revision == revision_of(V2))
+    ));
+    assert_eq!(sim.status().rolled_back_revision, None);
+    assert_eq!(sim.status().current_step, Some(0));
+}
+
+#[test]
+fn a_new_template_after_rollback_starts_a_new_canary() {
+    let mut sim = gateway_canary_at_indefinite_pause();
+    sim.request("stop", ManualAction::Abort);
+    sim.settle();
+    sim.release.spec.template = template(V3);
+    let decision = sim.tick(0);
+    assert!(decision.actions.iter().any(
+        |a| matches!(a, Action::ApplyCanary { revision, .. } if *revision == revision_of(V3))
+    ));
+}
+
+#[test]
+fn abort_during_pause_rolls_back_with_outcome_aborted() {
+    let mut sim = gateway_canary_at_indefinite_pause();
+    sim.request("stop", ManualAction::Abort);
+    let decision = sim.tick(0);
+    assert_eq!(decision.actions[0], weight(0));
+    let status = sim.status();
+    assert_eq!(status.phase, Some(Phase::RolledBack));
+    assert_eq!(status.reason.as_deref(), Some("Aborted"));
+    assert_eq!(status.history[0].outcome, Outcome::Aborted);
+    assert!(
+        status
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("aborted by sre@example.com at step 4/4")
+    );
+    assert_eq!(status.handled_request.as_deref(), Some("stop"));
+}
+
+#[test]
+fn progress_deadline_rolls_back_a_canary_that_never_becomes_available() {
+    let mut sim = Sim::canary_of(ReleaseBuilder::gateway().progress_deadline(300));
+    sim.slow_pods = true;
+    sim.tick(0);
+    let waiting = sim.tick(200);
+    assert_eq!(waiting.requeue_after, Some(StdDuration::from_secs(100)));
+    assert_eq!(sim.status().phase, Some(Phase::Progressing));
+    let decision = sim.tick(100);
+    assert_eq!(decision.actions[0], weight(0));
+    assert_eq!(
+        sim.status().reason.as_deref(),
+        Some("ProgressDeadlineExceeded")
+    );
+    assert!(
+        sim.status()
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("progressDeadline 5m")
+    );
+}
+
+#[test]
+fn retry_after_progress_deadline_starts_fresh_timers() {
+    let mut sim = Sim::canary_of(ReleaseBuilder::gateway().progress_deadline(300));
+    sim.slow_pods = true;
+    sim.tick(0);
+    sim.tick(300);
+    assert_eq!(sim.status().phase, Some(Phase::RolledBack));
+    sim.tick(1000);
+    sim.request("retry-1", ManualAction::Retry);
+    sim.tick(0);
+    assert_eq!(sim.status().phase, Some(Phase::Progressing));
+    assert_eq!(
+        sim.status().canary_waiting_since.as_ref().map(|t| t.0),
+        Some(sim.now)
+    );
+    sim.tick(299);
+    assert_eq!(
+        sim.status().phase,
+        Some(Phase::Progressing),
+        "the deadline counts from the retry"
+    );
+    sim.slow_pods = false;
+    sim.pods_ready();
+    sim.settle();
+    assert_eq!(sim.status().current_step, Some(1));
+}
+
+#[test]
+fn a_new_revision_mid_canary_supersedes_it_and_restarts_the_steps() {
+    let mut sim = gateway_canary_at_indefinite_pause();
+    sim.release.spec.template = template(V3);
+    sim.release.spec.roadmap.item = "PAY-150".into();
+    let decision = sim.tick(0);
+    assert_eq!(
+        decision.actions[0],
+        weight(0),
+        "the old canary's traffic goes first"
+    );
+    assert!(decision.actions.contains(&Action::ApplyCanary {
+        revision: revision_of(V3),
+        replicas: 1
+    }));
+    let status = sim.status();
+    assert_eq!(status.history[0].outcome, Outcome::Superseded);
+    assert_eq!(status.history[0].revision, revision_of(V2));
+    assert_eq!(status.history[0].roadmap_item, "PAY-142");
+    assert_eq!(status.canary_revision, Some(revision_of(V3)));
+    assert_eq!(status.current_step, Some(0));
+    assert_eq!(status.roadmap_item.as_deref(), Some("PAY-150"));
+    assert!(notes(&decision).iter().all(|n| n.contains("PAY-150: ")));
+}
+
+#[test]
+fn stale_requests_are_ignored_with_an_event_and_recorded() {
+    let healthy = || {
+        let mut sim = Sim::new(ReleaseBuilder::gateway().build());
+        sim.settle();
+        sim
+    };
+    let cases: Vec<(&str, Sim, ManualAction, Option<&str>, &str)> = vec![
+        (
+            "promote while Healthy",
+            healthy(),
+            ManualAction::Promote,
+            None,
+            "only while Progressing or Paused",
+        ),
+        (
+            "abort while Healthy",
+            healthy(),
+            ManualAction::Abort,
+            None,
+            "only while a canary exists",
+        ),
+        (
+            "retry while Healthy",
+            healthy(),
+            ManualAction::Retry,
+            None,
+            "only after RolledBack",
+        ),
+        (
+            "retry while Paused",
+            gateway_canary_at_indefinite_pause(),
+            ManualAction::Retry,
+            None,
+            "only after RolledBack",
+        ),
+        (
+            "promote of another revision",
+            gateway_canary_at_indefinite_pause(),
+            ManualAction::Promote,
+            Some("0000000000"),
+            "names revision 0000000000",
+        ),
+    ];
+    for (name, mut sim, action, revision, why) in cases {
+        let before = sim.status().clone();
+        sim.request("stale", action);
+        if let Some(request) = sim.release.status.as_mut().and_then(|s| s.request.as_mut()) {
+            request.revision = revision.map(String::from);
+        }
+        let decision = sim.tick(0);
+        let notes = notes(&decision);
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.starts_with("RequestIgnored: PAY-142:") && n.contains(why)),
+            "{name}: {notes:?}"
+        );
+        assert_eq!(
+            sim.status().handled_request.as_deref(),
+            Some("stale"),
+            "{name}"
+        );
+        assert_eq!(sim.status().phase, before.phase, "{name}");
+        assert_eq!(sim.status().current_step, before.current_step, "{name}");
+        // Handled once: the next reconcile says nothing about it.
+        assert!(
+            crate::rollout::fixtures::notes(&sim.tick(0)).is_empty(),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn replica_mode_moves_traffic_with_scale_actions_only() {
+    let mut sim = Sim::canary_of(ReleaseBuilder::replica_split().steps(vec![
+        set_weight(25),
+        set_weight(50),
+        pause_until_promoted(),
+    ]));
+    let start = sim.tick(0);
+    assert!(start.actions.contains(&Action::ApplyCanary {
+        revision: revision_of(V2),
+        replicas: 0
+    }));
+    let first = sim.tick(0);
+    assert_eq!(
+        moves(&first),
+        vec![
+            Action::ScaleCanary { replicas: 1 },
+            Action::ScaleStable { replicas: 3 }
+        ]
+    );
+    sim.tick(0);
+    assert_eq!(sim.status().canary_weight, Some(25));
+    sim.settle();
+    assert_eq!(sim.observed.canary.as_ref().unwrap().replicas, 2);
+    assert_eq!(sim.observed.stable.as_ref().unwrap().replicas, 2);
+    assert_eq!(sim.status().canary_weight, Some(50));
+    sim.request("go", ManualAction::Promote);
+    let mut seen = Vec::new();
+    for _ in 0..12 {
+        let decision = sim.tick(0);
+        seen.extend(moves(&decision));
+        let canary = sim.observed.canary.as_ref().map_or(0, |c| c.replicas);
+        assert_eq!(sim.observed.stable.as_ref().unwrap().replicas + canary, 4);
+    }
+    assert!(!seen.iter().any(|a| matches!(a, Action::SetWeight { .. })));
+    assert_eq!(sim.status().phase, Some(Phase::Healthy));
+    assert_eq!(
+        sim.observed.stable.as_ref().unwrap().revision,
+        Some(revision_of(V2))
+    );
+}
+
+#[test]
+fn replica_mode_rollback_first_takes_canary_pods_out() {
+    let mut sim = Sim::canary_of(
+        ReleaseBuilder::replica_split().steps(vec![set_weight(50), pause_until_promoted()]),
+    );
+    sim.settle();
+    sim.request("stop", ManualAction::Abort);
+    let decision = sim.tick(0);
+    assert_eq!(
+        moves(&decision),
+        vec![
+            Action::ScaleCanary { replicas: 0 },
+            Action::ScaleStable { replicas: 4 }
+        ]
+    );
+}
+
+#[test]
+fn gateway_canary_is_sized_to_its_weight_while_the_stable_keeps_full_size() {
+    let mut sim = Sim::canary_of(ReleaseBuilder::gateway().replicas(10).steps(vec![
+        set_weight(33),
+        set_weight(100),
+        pause_until_promoted(),
+    ]));
+    sim.settle();
+    assert_eq!(sim.observed.canary.as_ref().unwrap().replicas, 10);
+    assert_eq!(sim.observed.stable.as_ref().unwrap().replicas, 10);
+    assert_eq!(sim.status().canary_weight, Some(100));
+    let mut sim = Sim::canary_of(
+        ReleaseBuilder::gateway()
+            .replicas(10)
+            .steps(vec![set_weight(33), pause_until_promoted()]),
+    );
+    sim.settle();
+    assert_eq!(sim.observed.canary.as_ref().unwrap().replicas, 4);
+}
+
+#[test]
+fn weight_zero_then_hundred() {
+    let mut sim = Sim::canary_of(ReleaseBuilder::gateway().steps(vec![
+        set_weight(0),
+        pause_until_promoted(),
+        set_weight(100),
+        pause_until_promoted(),
+    ]));
+    sim.settle();
+    assert_eq!(sim.status().canary_weight, Some(0));
+    assert_eq!(sim.status().current_step, Some(1));
+    sim.request("p", ManualAction::Promote);
+    sim.settle();
+    assert_eq!(sim.status().canary_weight, Some(100));
+    assert_eq!(sim.status().current_step, Some(3));
+    assert_eq!(sim.observed.canary.as_ref().unwrap().replicas, 4);
+}
+
+#[test]
+fn zero_steps_promote_once_the_canary_is_available() {
+    let mut sim = Sim::canary_of(ReleaseBuilder::gateway().steps(vec![]));
+    sim.slow_pods = true;
+    sim.tick(0);
+    assert_eq!(sim.status().step_progress.as_deref(), Some("0/0"));
+    assert_eq!(sim.status().stable_revision, Some(revision_of(V1)));
+    sim.slow_pods = false;
+    sim.pods_ready();
+    let decision = sim.tick(0);
+    assert!(decision.actions.contains(&Action::ApplyStable {
+        revision: revision_of(V2),
+        replicas: 4
+    }));
+    sim.settle();
+    assert_eq!(sim.status().phase, Some(Phase::Healthy));
+    assert_eq!(sim.status().history[0].outcome, Outcome::Promoted);
+}
+
+#[test]
+fn unusable_route_is_degraded_without_traffic_actions() {
+    let mut sim = Sim::canary_of(ReleaseBuilder::gateway());
+    sim.settle();
+    sim.observed.route = Some(crate::rollout::RouteState::Unusable {
+        message: "HTTPRoute shop/checkout has no backendRef for Service checkout-canary".into(),
+    });
+    let decision = sim.tick(120);
+    assert!(
+        !decision
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::SetWeight { .. }))
+    );
+    let status = sim.status();
+    assert_eq!(status.phase, Some(Phase::Degraded));
+    assert_eq!(status.reason.as_deref(), Some("TrafficRouteUnusable"));
+    assert!(status.message.as_deref().unwrap().contains("no backendRef"));
+    let routed = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "TrafficRouted")
+        .unwrap();
+    assert_eq!(routed.status, "False");
+    assert!(routed.message.contains("checkout-canary"));
+    assert_eq!(status.current_step, Some(2), "held at the setWeight step");
+    assert!(
+        notes(&decision)
+            .iter()
+            .any(|n| n.starts_with("TrafficRouteUnusable: PAY-142:"))
+    );
+    // Usable again: the step goes on.
+    sim.observed.route = Some(crate::rollout::RouteState::Ready { canary_weight: 10 });
+    sim.settle();
+    assert_eq!(sim.status().canary_weight, Some(50));
+}
+
+#[test]
+fn stable_unavailable_for_longer_than_the_deadline_is_degraded() {
+    let release = ReleaseBuilder::gateway().build();
+    let world = observed().stable_unavailable(V1, 4).route(0).build();
+    let first = decide(&release, &world, at(0));
+    assert_eq!(first.status.phase, Some(Phase::Healthy));
+    assert_eq!(first.status.reason.as_deref(), Some("StableRollingOut"));
+    let mut release = release;
+    release.status = Some(first.status);
+    let later = decide(&release, &world, at(599));
+    assert_eq!(later.status.phase, Some(Phase::Healthy));
+    assert_eq!(later.requeue_after, Some(StdDuration::from_secs(1)));
+    let degraded = decide(&release, &world, at(600));
+    assert_eq!(degraded.status.phase, Some(Phase::Degraded));
+    assert_eq!(degraded.status.reason.as_deref(), Some("StableUnavailable"));
+}
+
+#[test]
+fn idle_healthy_release_asks_for_nothing_and_no_requeue() {
+    let mut sim = Sim::new(ReleaseBuilder::gateway().build());
+    sim.settle();
+    let decision = sim.tick(3600);
+    assert!(decision.actions.is_empty());
+    assert_eq!(decision.requeue_after, None);
+    assert_eq!(sim.status().reason.as_deref(), Some("StableAvailable"));
+    let available = sim
+        .status()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Available")
+        .unwrap();
+    assert_eq!(available.status, "True");
+    assert_eq!(available.observed_generation, Some(7));
+    assert_eq!(
+        available.last_transition_time.0,
+        at(0),
+        "unchanged while the status holds"
+    );
+}
+
+#[test]
+fn restarted_controller_resumes_at_the_same_step_without_weight_flap() {
+    let mut sim = Sim::canary_of(ReleaseBuilder::gateway());
+    sim.settle();
+    sim.tick(120);
+    sim.settle();
+    let status = sim.status().clone();
+    // A new process: only the stored status and the world.
+    let release = ReleaseBuilder::gateway()
+        .image(V2)
+        .status(status.clone())
+        .build();
+    let decision = decide(&release, &sim.observed, sim.now);
+    assert!(moves(&decision).is_empty(), "{:?}", decision.actions);
+    assert_eq!(decision.status, status);
+}
+
+#[test]
+fn history_is_bounded_and_newest_first() {
+    let mut sim = Sim::new(ReleaseBuilder::gateway().steps(vec![]).build());
+    sim.settle();
+    let images: Vec<String> = (0..12).map(|n| format!("shop/checkout:{n}.9")).collect();
+    for image in &images {
+        sim.release.spec.template = template(image);
+        sim.settle();
+    }
+    let history = &sim.status().history;
+    assert_eq!(history.len(), HISTORY_LIMIT);
+    assert_eq!(history[0].revision, revision_of(&images[11]));
+    assert_eq!(history[1].revision, revision_of(&images[10]));
+}
+
+#[test]
+fn analysis_fills_the_status_message_and_condition() {
+    let mut sim = Sim::canary_of(ReleaseBuilder::gateway().analysis());
+    sim.settle();
+    sim.observed.analysis = Some(run(V2, Verdict::Passing, at(30)));
+    sim.tick(30);
+    let status = sim.status();
+    let message = status.message.as_deref().unwrap();
+    assert!(
+        message.starts_with("step 2/4: pause 2m (1m30s left) at 10% on canary"),
+        "{message}"
+    );
+    assert!(
+        message.ends_with("canary burns 0.8x of 14.4x over 5m and 1m (4,812 requests)"),
+        "{message}"
+    );
+    let healthy = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "AnalysisHealthy")
+        .unwrap();
+    assert_eq!(healthy.status, "True");
+    assert_eq!(
+        status.analysis.as_ref().unwrap().error_budget_remaining,
+        Some(0.73)
+    );
+}
+
+#[test]
+fn decisions_on_handmade_worlds_mid_canary() {
+    // A status at step 3/4 (setWeight 50 done, indefinite pause next), built by hand as a
+    // restarted controller would read it.
+    let status = || {
+        let mut sim = gateway_canary_at_indefinite_pause();
+        sim.release.status.take().unwrap()
+    };
+    let release = ReleaseBuilder::gateway()
+        .analysis()
+        .image(V2)
+        .status(status())
+        .build();
+    let now = at(400);
+    struct Case {
+        name: &'static str,
+        world: crate::rollout::Observed,
+        phase: Phase,
+        reason: &'static str,
+        first_move: Option<Action>,
+    }
+    let cases = [
+        Case {
+            name: "all as expected",
+            world: observed()
+                .stable(V1, 4)
+                .canary_available(V2, 2)
+                .route(50)
+                .build(),
+            phase: Phase::Paused,
+            reason: "CanaryPauseStep",
+            first_move: None,
+        },
+        Case {
+            name: "route drifted back to 10%",
+            world: observed()
+                .stable(V1, 4)
+                .canary_available(V2, 2)
+                .route(10)
+                .build(),
+            phase: Phase::Paused,
+            reason: "CanaryPauseStep",
+            first_move: Some(weight(50)),
+        },
+        Case {
+            name: "canary lost its pods",
+            world: observed()
+                .stable(V1, 4)
+                .canary_unavailable(V2, 2)
+                .route(50)
+                .build(),
+            phase: Phase::Progressing,
+            reason: "WaitingForCanary",
+            first_move: None,
+        },
+        Case {
+            name: "route unusable",
+            world: observed()
+                .stable(V1, 4)
+                .canary_available(V2, 2)
+                .route_unusable("HTTPRoute shop/checkout not found")
+                .build(),
+            phase: Phase::Degraded,
+            reason: "TrafficRouteUnusable",
+            first_move: None,
+        },
+        Case {
+            name: "failing run below the limit",
+            world: observed()
+                .stable(V1, 4)
+                .canary_available(V2, 2)
+                .route(50)
+                .analysis(run(V2, Verdict::Failing, at(390)))
+                .build(),
+            phase: Phase::Paused,
+            reason: "CanaryPauseStep",
+            first_move: None,
+        },
+    ];
+    for case in cases {
+        let decision = decide(&release, &case.world, now);
+        assert_eq!(decision.status.phase, Some(case.phase), "{}", case.name);
+        assert_eq!(
+            decision.status.reason.as_deref(),
+            Some(case.reason),
+            "{}",
+            case.name
+        );
+        assert_eq!(
+            moves(&decision).first(),
+            case.first_move.as_ref(),
+            "{}",
+            case.name
+        );
+        assert_eq!(decision.status.current_step, Some(3), "{}", case.name);
+    }
+}

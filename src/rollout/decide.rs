@@ -939,22 +939,27 @@ impl<'a> Decider<'a> {
                                     .unwrap_or_default(),
                             );
                             let message = format!(
-                                "step {}: pause {duration} ({left} left) at {}% on canary {revision}{}",
+                                "step {}: {}% on canary {revision}, pause {duration} ({left} left){}",
                                 self.step_label(),
                                 self.shown_weight(),
                                 self.analysis_summary(&revision)
                             );
-                            self.set_report(Phase::Progressing, "StepPause", message);
+                            // With analysis, the latest verdict is what an SRE wants to see.
+                            let reason = self.analysis_of(&revision).map_or_else(
+                                || "StepPause".to_string(),
+                                |a| format!("Analysis{}", a.verdict),
+                            );
+                            self.set_report(Phase::Progressing, &reason, message);
                             return false;
                         }
                     }
                     None => {
                         let message = format!(
-                            "step {}: paused at {}% on canary {revision}{}; `waymark promote {}` continues",
+                            "step {}: {}% on canary {revision}, paused until `waymark promote {}`{}",
                             self.step_label(),
                             self.shown_weight(),
-                            self.analysis_summary(&revision),
-                            self.name
+                            self.name,
+                            self.analysis_summary(&revision)
                         );
                         self.set_report(Phase::Paused, "CanaryPauseStep", message);
                         return false;

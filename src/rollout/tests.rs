@@ -1003,3 +1003,22 @@ fn decisions_on_handmade_worlds_mid_canary() {
         assert_eq!(decision.status.current_step, Some(3), "{}", case.name);
     }
 }
+
+#[test]
+fn promote_during_a_timed_pause_ends_it_and_analysis_stops_at_promotion() {
+    let mut sim = Sim::canary_of(ReleaseBuilder::gateway().analysis());
+    sim.settle();
+    assert_eq!(sim.status().current_step, Some(1));
+    sim.request("skip", ManualAction::Promote);
+    let decision = sim.tick(10);
+    assert_eq!(sim.status().current_step, Some(2));
+    assert_eq!(moves(&decision), vec![Action::ScaleCanary { replicas: 2 }]);
+    assert!(analysis_due(&sim.release, at(40)));
+    sim.request("full", ManualAction::PromoteFull);
+    sim.tick(0);
+    assert_eq!(sim.status().reason.as_deref(), Some("Promoting"));
+    assert!(
+        !analysis_due(&sim.release, at(4000)),
+        "no analysis once promotion began"
+    );
+}

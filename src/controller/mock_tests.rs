@@ -42,6 +42,11 @@ enum Scenario {
     RouteConflictRetried,
     /// An invalid spec: a Warning event naming the field, then the status.
     InvalidSpecReported,
+    /// A reconcile of a new Release: reads the world (nothing there yet), then does what
+    /// [`Scenario::FirstRelease`] does for the template's real revision.
+    FirstReleaseReconciled(String),
+    /// A reconcile of a settled Release: reads the world and writes nothing.
+    SettledReadsOnly(Value, Value, Value),
     /// No call at all.
     RadioSilence,
 }
@@ -77,6 +82,13 @@ fn conflict() -> Value {
     json!({
         "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
         "message": "the object has been modified", "reason": "Conflict", "code": 409
+    })
+}
+
+fn not_found() -> Value {
+    json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": "not found", "reason": "NotFound", "code": 404
     })
 }
 
@@ -129,6 +141,18 @@ impl ApiServerVerifier {
         (body, send)
     }
 
+    /// The next request must be a GET of `path`, answered 404 Not Found.
+    async fn expect_missing(&mut self, path: &str) {
+        let (_, send) = self.expect(Method::GET, path).await;
+        respond(send, 404, &not_found());
+    }
+
+    /// The next request must be a GET of `path`, answered with `object`.
+    async fn expect_get(&mut self, path: &str, object: Value) {
+        let (_, send) = self.expect(Method::GET, path).await;
+        respond(send, 200, &object);
+    }
+
     /// The next request must be an apply/patch/put that we answer by echoing its body.
     async fn expect_echo(&mut self, method: Method, uri: &str) -> Value {
         let (body, send) = self.expect(method, uri).await;
@@ -178,7 +202,37 @@ impl ApiServerVerifier {
     fn run(mut self, scenario: Scenario) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             match scenario {
-                Scenario::FirstRelease => self.first_release().await,
+                Scenario::FirstRelease => self.first_release("5d8b9c0000").await,
+                Scenario::FirstReleaseReconciled(revision) => {
+                    self.expect_missing(&format!("{DEPLOYMENTS}/checkout-stable"))
+                        .await;
+                    self.expect_missing(&format!("{DEPLOYMENTS}/checkout-canary"))
+                        .await;
+                    // The first missing Service settles `services_ready`.
+                    self.expect_missing(&format!("{SERVICES}/checkout-stable"))
+                        .await;
+                    self.expect_route_get(
+                        "1",
+                        json!([{"name": "checkout-stable", "port": 80, "weight": 1}]),
+                    )
+                    .await;
+                    self.first_release(&revision).await;
+                }
+                Scenario::SettledReadsOnly(stable, stable_service, canary_service) => {
+                    self.expect_get(&format!("{DEPLOYMENTS}/checkout-stable"), stable)
+                        .await;
+                    self.expect_missing(&format!("{DEPLOYMENTS}/checkout-canary"))
+                        .await;
+                    self.expect_get(&format!("{SERVICES}/checkout-stable"), stable_service)
+                        .await;
+                    self.expect_get(&format!("{SERVICES}/checkout-canary"), canary_service)
+                        .await;
+                    self.expect_route_get(
+                        "1",
+                        json!([{"name": "checkout-stable", "port": 80, "weight": 1}]),
+                    )
+                    .await;
+                }
                 Scenario::CanaryCreated => self.canary_created().await,
                 Scenario::SetWeight => self.set_weight().await,
                 Scenario::RollbackWeightFirst => self.rollback_weight_first().await,
@@ -197,7 +251,7 @@ impl ApiServerVerifier {
         })
     }
 
-    async fn first_release(&mut self) {
+    async fn first_release(&mut self, revision: &str) {
         for role in ["stable", "canary"] {
             let service = self
                 .expect_echo(Method::PATCH, &format!("{SERVICES}/checkout-{role}?{SSA}"))
@@ -223,7 +277,7 @@ impl ApiServerVerifier {
         assert_eq!(deployment["spec"]["replicas"], 4);
         assert_eq!(
             deployment["metadata"]["labels"]["waymark.dev/revision"],
-            "5d8b9c0000"
+            revision
         );
         assert_eq!(
             deployment["spec"]["template"]["metadata"]["labels"]["waymark.dev/role"],
@@ -236,7 +290,7 @@ impl ApiServerVerifier {
         self.expect_event("StableCreated", "Normal").await;
         let status = self.expect_status().await;
         assert_eq!(status["phase"], "Healthy");
-        assert_eq!(status["stableRevision"], "5d8b9c0000");
+        assert_eq!(status["stableRevision"], revision);
     }
 
     async fn canary_created(&mut self) {
@@ -505,9 +559,9 @@ async fn a_no_op_reconcile_makes_no_write() {
     super::status::set_condition(
         &mut status.conditions,
         "Available",
-        true,
+        super::status::Truth::True,
         "StableAvailable",
-        "",
+        String::new(),
         Some(1),
         Timestamp::from_second(100).unwrap(),
     );
@@ -567,5 +621,80 @@ async fn an_invalid_spec_already_reported_is_not_reported_again() {
     reconcile_release(&release, &ctx, Timestamp::from_second(2_000).unwrap())
         .await
         .unwrap();
+    finish(server, ctx).await;
+}
+
+// ----- through `reconcile_release`, with the real rollout core -----
+
+fn at(seconds: i64) -> Timestamp {
+    Timestamp::from_second(seconds).unwrap()
+}
+
+#[tokio::test]
+async fn reconciling_a_new_release_reads_the_world_then_creates_the_stable() {
+    let (ctx, verifier) = test_context();
+    let release = ReleaseBuilder::new("checkout").build();
+    let revision = crate::api::template_revision(&release.spec.template);
+    let server = verifier.run(Scenario::FirstReleaseReconciled(revision));
+    reconcile_release(&release, &ctx, at(1_000)).await.unwrap();
+    finish(server, ctx).await;
+}
+
+#[tokio::test]
+async fn reconciling_a_settled_release_writes_nothing() {
+    use super::children;
+    use crate::api::Role;
+    use crate::rollout::{Observed, RouteState};
+
+    let (ctx, verifier) = test_context();
+    let release = ReleaseBuilder::new("checkout").build();
+    let revision = crate::api::template_revision(&release.spec.template);
+    let mut stable = children::deployment(&release, Role::Stable, &revision, 4).unwrap();
+    stable.metadata.generation = Some(1);
+    stable.status = Some(k8s_openapi::api::apps::v1::DeploymentStatus {
+        observed_generation: Some(1),
+        replicas: Some(4),
+        updated_replicas: Some(4),
+        ready_replicas: Some(4),
+        available_replicas: Some(4),
+        ..Default::default()
+    });
+    let now = at(2_000);
+
+    // What the core concludes from this world; stored, it must lead to no write at all.
+    let observed = Observed {
+        stable: Some(super::reconcile::workload_state(&stable)),
+        canary: None,
+        services_ready: true,
+        route: Some(RouteState::Ready { canary_weight: 0 }),
+        analysis: None,
+    };
+    let settled = crate::rollout::decide(&release, &observed, now);
+    assert!(
+        !settled
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::ApplyStable { .. })),
+        "the world already matches: {:?}",
+        settled.actions
+    );
+    let mut stored = settled.status.clone();
+    super::status::set_condition(
+        &mut stored.conditions,
+        super::status::CONDITION_SPEC_VALID,
+        super::status::Truth::True,
+        "SpecValid",
+        String::new(),
+        Some(1),
+        now,
+    );
+    let release = ReleaseBuilder::new("checkout").status(stored).build();
+
+    let server = verifier.run(Scenario::SettledReadsOnly(
+        serde_json::to_value(&stable).unwrap(),
+        serde_json::to_value(children::service(&release, Some(Role::Stable)).unwrap()).unwrap(),
+        serde_json::to_value(children::service(&release, Some(Role::Canary)).unwrap()).unwrap(),
+    ));
+    reconcile_release(&release, &ctx, now).await.unwrap();
     finish(server, ctx).await;
 }

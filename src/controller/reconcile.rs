@@ -139,9 +139,9 @@ async fn finish_status(
     status::set_condition(
         &mut new.conditions,
         CONDITION_SPEC_VALID,
-        true,
+        status::Truth::True,
         "SpecValid",
-        "",
+        String::new(),
         release.metadata.generation,
         now,
     );
@@ -177,9 +177,9 @@ fn route_unusable(release: &Release, status: &mut ReleaseStatus, message: &str, 
     status::set_condition(
         &mut status.conditions,
         CONDITION_TRAFFIC_ROUTED,
-        false,
+        status::Truth::False,
         REASON_ROUTE_UNUSABLE,
-        message,
+        message.to_string(),
         release.metadata.generation,
         now,
     );

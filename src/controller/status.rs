@@ -2,18 +2,19 @@
 //! owns (`SpecValid`, `TrafficRouted` when the route is unusable), and the comparison that
 //! skips a status write when nothing changed.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::api::{Phase, Release, ReleaseStatus};
+pub use crate::rollout::conditions::{Truth, set_condition};
 
 use super::children;
 use super::error::Error;
 
 /// Condition type: the spec passed the checks the schema cannot make.
 pub const CONDITION_SPEC_VALID: &str = "SpecValid";
-/// Condition type: the router sends traffic as the rollout wants.
-pub const CONDITION_TRAFFIC_ROUTED: &str = "TrafficRouted";
+/// Condition type: the router can carry the split (the rollout core's name for it).
+pub use crate::rollout::conditions::TRAFFIC_ROUTED as CONDITION_TRAFFIC_ROUTED;
 /// Reason of `SpecValid=False` and of the Degraded phase it causes.
 pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
 /// Reason of `TrafficRouted=False`.
@@ -67,36 +68,6 @@ pub fn selector_matches(selector: &LabelSelector, labels: &children::Labels) -> 
     labels_match && expressions_match
 }
 
-/// Set a condition, keeping its `lastTransitionTime` when its status did not change.
-pub fn set_condition(
-    conditions: &mut Vec<Condition>,
-    type_: &str,
-    status: bool,
-    reason: &str,
-    message: &str,
-    observed_generation: Option<i64>,
-    now: Timestamp,
-) {
-    let status = if status { "True" } else { "False" }.to_string();
-    let last_transition_time = conditions
-        .iter()
-        .find(|condition| condition.type_ == type_ && condition.status == status)
-        .map(|condition| condition.last_transition_time.clone())
-        .unwrap_or(Time(now));
-    let condition = Condition {
-        type_: type_.to_string(),
-        status,
-        reason: reason.to_string(),
-        message: message.to_string(),
-        observed_generation,
-        last_transition_time,
-    };
-    match conditions.iter_mut().find(|c| c.type_ == type_) {
-        Some(existing) => *existing = condition,
-        None => conditions.push(condition),
-    }
-}
-
 /// The status for a spec the shell rejected: the old status, phase Degraded, and
 /// `SpecValid=False` naming the field.
 pub fn invalid_spec_status(release: &Release, error: &Error, now: Timestamp) -> ReleaseStatus {
@@ -111,9 +82,9 @@ pub fn invalid_spec_status(release: &Release, error: &Error, now: Timestamp) -> 
     set_condition(
         &mut status.conditions,
         CONDITION_SPEC_VALID,
-        false,
+        Truth::False,
         REASON_INVALID_SPEC,
-        &message,
+        message,
         generation,
         now,
     );
@@ -193,9 +164,9 @@ mod tests {
         set_condition(
             &mut status.conditions,
             "Available",
-            true,
+            Truth::True,
             "StableAvailable",
-            "",
+            String::new(),
             Some(1),
             at(100),
         );
@@ -237,42 +208,6 @@ mod tests {
 
         assert!(status_changed(None, &old));
         assert!(!status_changed(None, &ReleaseStatus::default()));
-    }
-
-    #[test]
-    fn set_condition_keeps_the_transition_time_while_the_status_holds() {
-        let mut conditions = vec![];
-        set_condition(
-            &mut conditions,
-            "SpecValid",
-            true,
-            "Valid",
-            "",
-            Some(1),
-            at(10),
-        );
-        set_condition(
-            &mut conditions,
-            "SpecValid",
-            true,
-            "Valid",
-            "",
-            Some(2),
-            at(20),
-        );
-        assert_eq!(conditions.len(), 1);
-        assert_eq!(conditions[0].last_transition_time, Time(at(10)));
-        assert_eq!(conditions[0].observed_generation, Some(2));
-        set_condition(
-            &mut conditions,
-            "SpecValid",
-            false,
-            "Bad",
-            "x",
-            Some(3),
-            at(30),
-        );
-        assert_eq!(conditions[0].last_transition_time, Time(at(30)));
     }
 
     #[test]

@@ -8,12 +8,19 @@
 //! Assumed installed: the Gateway API CRDs (standard channel, HTTPRoute v1); tests that need
 //! them say so when they are missing. No Gateway is needed: Waymark only edits route weights.
 //!
+//! The analysis walk also needs the `prometheus` binary (Debian's package): it starts one on a
+//! loopback port, scraping request counters the test serves, and the in-process controller
+//! queries it. Without the binary that walk says it is skipped.
+//!
 //! `WAYMARK_E2E_SIMULATE_READINESS=1` makes the suite mark child Deployments available by
 //! patching their status, for clusters that cannot run pods (an API server without nodes).
 //! `WAYMARK_E2E_IMAGE_V1` / `WAYMARK_E2E_IMAGE_V2` choose the two images (default two nginx
 //! tags) for clusters that run pods.
 
 mod support;
+
+#[path = "../tests/support/prometheus.rs"]
+mod prometheus_support;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -426,6 +433,108 @@ async fn a_missing_http_route_is_named_in_a_condition() {
             condition.message
         );
         assert_eq!(env.status(name).await.phase, Some(Phase::Degraded));
+    })
+    .await;
+}
+
+/// Analysis settings that judge the canary by a real Prometheus at `address`, with windows
+/// short enough for a test: a 20s/10s burn pair, a run every 5 seconds, two failures to roll back.
+fn judged_by(mut release: Release, address: &str) -> Release {
+    let analysis = json!({
+        "interval": "5s",
+        "prometheus": {"address": address, "timeout": "2s"},
+        "slo": {
+            "objective": 99.9,
+            "errorQuery": "sum(rate(http_requests_total{namespace=\"{{namespace}}\",service=\"{{service}}\",code=~\"5..\"}[{{window}}]))",
+            "totalQuery": "sum(rate(http_requests_total{namespace=\"{{namespace}}\",service=\"{{service}}\"}[{{window}}]))",
+            "burnRates": [{"long": "20s", "short": "10s", "max": 14.4}],
+            "minRequests": 100
+        },
+        "failureLimit": 2,
+        "inconclusiveLimit": 6,
+        "errorLimit": 4
+    });
+    release.spec.analysis = Some(
+        serde_json::from_value(analysis)
+            .unwrap_or_else(|error| panic!("the test analysis does not deserialize: {error}")),
+    );
+    release
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_burning_its_error_budget_is_rolled_back_by_analysis() {
+    run("analysis-rollback", true, |env| async move {
+        let metrics = prometheus_support::MetricsServer::start()
+            .await
+            .expect("the test metrics server starts");
+        let Some(prometheus) = prometheus_support::Prometheus::start(&[metrics.address()]).await
+        else {
+            return;
+        };
+        let name = "checkout";
+        // 50 requests/s each; the stable answers them all, the canary fails 5%: a burn rate of
+        // 50 against a 99.9% objective, far over the limit of 14.4.
+        metrics.set_traffic(&env.namespace, "checkout-stable", 50.0, 0.0);
+        metrics.set_traffic(&env.namespace, "checkout-canary", 50.0, 0.05);
+        prometheus
+            .wait_for_window(
+                &format!(r#"http_requests_total{{namespace="{}"}}"#, env.namespace),
+                std::time::Duration::from_secs(20),
+                std::time::Duration::from_secs(60),
+            )
+            .await
+            .unwrap_or_else(|error| panic!("Prometheus collects a full window: {error}"));
+
+        let steps = json!([{"setWeight": 20}, {"pause": {"duration": "10m"}}]);
+        create_route(&env, name, name).await;
+        create_release(
+            &env,
+            &judged_by(release(name, name, steps), prometheus.address()),
+        )
+        .await;
+        wait_for_phase(&env, name, Phase::Healthy, Some("StableAvailable")).await;
+
+        ship(&env, name, &image(2), "E2E-2").await;
+        wait_for_weight(&env, name, name, 20).await;
+        let canary_revision = env.status(name).await.canary_revision.expect("a canary");
+
+        wait_for_phase(&env, name, Phase::RolledBack, None).await;
+        wait_for_weight(&env, name, name, 0).await;
+
+        let status = env.status(name).await;
+        let analysis = status.analysis.clone().expect("the analysis in the status");
+        assert_eq!(
+            analysis.verdict,
+            waymark::api::Verdict::Failing,
+            "{analysis:?}"
+        );
+        assert!(analysis.consecutive_failures >= 2, "{analysis:?}");
+        let canary = analysis.canary.as_ref().expect("the canary's windows");
+        let long = canary
+            .windows
+            .iter()
+            .find(|window| window.window == "20s")
+            .expect("the 20s window");
+        let burn = long.burn_rate.expect("a burn rate over 20s");
+        assert!(
+            (35.0..65.0).contains(&burn),
+            "canary burn {burn}, expected about 50"
+        );
+        let message = status.message.clone().unwrap_or_default();
+        assert!(
+            message.contains("14.4"),
+            "the message names the limit: {message}"
+        );
+        let newest = status.history.first().expect("a history entry");
+        assert_eq!(newest.revision, canary_revision);
+        assert_eq!(newest.outcome, Outcome::RolledBack);
+        assert_eq!(newest.roadmap_item, "E2E-2");
+        let stable = env.deployments().get("checkout-stable").await.unwrap();
+        assert_ne!(
+            stable.labels()[LABEL_REVISION],
+            canary_revision,
+            "stable keeps serving"
+        );
     })
     .await;
 }

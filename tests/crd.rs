@@ -12,7 +12,10 @@ use serde_json::{Value, json};
 use waymark::api::{Release, crd};
 
 /// Where the generated CRD is checked in: `crds/` for `kubectl apply -f`, `config/crd/` for kustomize.
-const CRD_FILES: [&str; 2] = ["crds/waymark.dev_releases.yaml", "config/crd/waymark.dev_releases.yaml"];
+const CRD_FILES: [&str; 2] = [
+    "crds/waymark.dev_releases.yaml",
+    "config/crd/waymark.dev_releases.yaml",
+];
 
 fn schema() -> Value {
     let crd = serde_json::to_value(crd::release_crd()).unwrap();

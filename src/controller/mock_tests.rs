@@ -698,3 +698,49 @@ async fn reconciling_a_settled_release_writes_nothing() {
     reconcile_release(&release, &ctx, now).await.unwrap();
     finish(server, ctx).await;
 }
+
+#[tokio::test]
+async fn a_missing_token_secret_is_an_error_run_naming_the_field() {
+    let (ctx, mut server) = test_context();
+    let mut release = ReleaseBuilder::new("checkout")
+        .status(ReleaseStatus {
+            canary_revision: Some("6f9c7d0000".into()),
+            ..ReleaseStatus::default()
+        })
+        .build();
+    release.spec.analysis = Some(
+        serde_json::from_value(json!({
+            "prometheus": {
+                "address": "http://127.0.0.1:9",
+                "bearerTokenSecret": {"name": "prometheus-token", "key": "token"}
+            },
+            "slo": {"objective": 99.9, "errorQuery": "e", "totalQuery": "t",
+                    "burnRates": [{"long": "5m", "short": "1m", "max": 14.4}]}
+        }))
+        .unwrap(),
+    );
+    let api = tokio::spawn(async move {
+        server
+            .expect_missing("/api/v1/namespaces/shop/secrets/prometheus-token")
+            .await;
+        server
+    });
+    let run = super::reconcile::run_analysis(&ctx, &release, "shop")
+        .await
+        .unwrap();
+    assert_eq!(run.verdict, crate::api::Verdict::Error);
+    assert_eq!(run.revision.as_deref(), Some("6f9c7d0000"));
+    for named in [
+        "spec.analysis.prometheus.bearerTokenSecret",
+        "shop/prometheus-token",
+        "not found",
+    ] {
+        assert!(run.summary.contains(named), "{named} in {:?}", run.summary);
+    }
+    let mut server = api.await.unwrap();
+    drop(ctx);
+    assert!(
+        server.0.next_request().await.is_none(),
+        "no query is sent without the token"
+    );
+}

@@ -12,7 +12,7 @@ use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Client, Resource, ResourceExt};
 
-use crate::analysis::{self, Credentials};
+use crate::analysis::{self, AnalysisRun, Credentials};
 use crate::api::{FIELD_MANAGER, LABEL_REVISION, Release, ReleaseStatus, Role, SecretKeyRef};
 use crate::rollout::{
     self, Action, Decision, EventNote, Observed, RouteState, Severity, WorkloadState,
@@ -225,8 +225,7 @@ pub async fn observe(
     let route = router.observe(release).await?;
 
     let analysis = if rollout::analysis_due(release, now) {
-        let credentials = credentials(ctx, release, namespace).await?;
-        Some(analysis::run(release, &credentials).await)
+        Some(run_analysis(ctx, release, namespace).await?)
     } else {
         None
     };
@@ -238,6 +237,30 @@ pub async fn observe(
         route,
         analysis,
     })
+}
+
+/// One analysis run with the credentials named in the spec.
+///
+/// A missing Secret or key is the user's to fix: like an unreachable Prometheus it becomes an
+/// `Error` run, shown in the status with the field named and counted towards `errorLimit`,
+/// instead of a reconcile error that only the controller's log would show.
+pub async fn run_analysis(
+    ctx: &Context,
+    release: &Release,
+    namespace: &str,
+) -> Result<AnalysisRun, Error> {
+    match credentials(ctx, release, namespace).await {
+        Ok(credentials) => Ok(analysis::run(release, &credentials).await),
+        Err(error @ Error::Secret { .. }) => Ok(analysis::judge::error_run(
+            error.to_string(),
+            release
+                .status
+                .as_ref()
+                .and_then(|status| status.canary_revision.clone()),
+            Timestamp::now(),
+        )),
+        Err(error) => Err(error),
+    }
 }
 
 /// A child Deployment as the rollout core sees it.

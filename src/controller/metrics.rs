@@ -7,6 +7,8 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use std::sync::atomic::AtomicU64;
+
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
@@ -50,6 +52,21 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
+/// [`ReleaseLabels`] plus the role and window of one burn-rate figure.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BurnLabels {
+    /// The Release's namespace.
+    pub namespace: String,
+    /// The Release's name.
+    pub release: String,
+    /// The roadmap item in progress (or live).
+    pub roadmap_item: String,
+    /// `canary` or `stable`.
+    pub role: String,
+    /// The window, e.g. `5m`.
+    pub window: String,
+}
+
 /// Label of the reconcile error counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
@@ -74,6 +91,10 @@ pub struct Metrics {
     phase: Family<PhaseLabels, Gauge>,
     canary_weight: Family<ReleaseLabels, Gauge>,
     releases_finished: Family<OutcomeLabels, Counter>,
+    burn_rate: Family<BurnLabels, Gauge<f64, AtomicU64>>,
+    /// The burn-rate series last set per (namespace, name), removed before the next update so
+    /// a window that is gone (or a new roadmap item) leaves no stale series.
+    burn_series: Mutex<HashMap<(String, String), Vec<BurnLabels>>>,
     /// The labels last used per (namespace, name), so a new roadmap item replaces the old
     /// series instead of leaving a stale one behind.
     current: Mutex<HashMap<(String, String), ReleaseLabels>>,
@@ -87,6 +108,7 @@ impl Default for Metrics {
         let phase = Family::<PhaseLabels, Gauge>::default();
         let canary_weight = Family::<ReleaseLabels, Gauge>::default();
         let releases_finished = Family::<OutcomeLabels, Counter>::default();
+        let burn_rate = Family::<BurnLabels, Gauge<f64, AtomicU64>>::default();
         registry.register(
             "reconcile_duration_seconds",
             "Time one reconcile of a Release takes",
@@ -112,6 +134,11 @@ impl Default for Metrics {
             "Revisions whose release ended, by outcome and roadmap item",
             releases_finished.clone(),
         );
+        registry.register(
+            "release_burn_rate",
+            "Error-budget burn rate of the latest analysis, per role and window",
+            burn_rate.clone(),
+        );
         Metrics {
             registry,
             reconcile_duration,
@@ -119,6 +146,8 @@ impl Default for Metrics {
             phase,
             canary_weight,
             releases_finished,
+            burn_rate,
+            burn_series: Mutex::new(HashMap::new()),
             current: Mutex::new(HashMap::new()),
         }
     }
@@ -172,6 +201,8 @@ impl Metrics {
                 .set(value);
         }
 
+        self.observe_burn_rates(&labels, new);
+
         let newest = |status: Option<&ReleaseStatus>| {
             status.and_then(|status| status.history.first().cloned())
         };
@@ -179,6 +210,37 @@ impl Metrics {
             && newest(old).as_ref() != Some(&finished)
         {
             self.count_finished(namespace, release, &finished.roadmap_item, finished.outcome);
+        }
+    }
+
+    fn observe_burn_rates(&self, labels: &ReleaseLabels, status: &ReleaseStatus) {
+        let mut series = Vec::new();
+        if let Some(analysis) = &status.analysis {
+            for (role, result) in [("canary", &analysis.canary), ("stable", &analysis.stable)] {
+                for window in result.iter().flat_map(|result| result.windows.iter()) {
+                    let Some(burn_rate) = window.burn_rate else {
+                        continue;
+                    };
+                    let burn_labels = BurnLabels {
+                        namespace: labels.namespace.clone(),
+                        release: labels.release.clone(),
+                        roadmap_item: labels.roadmap_item.clone(),
+                        role: role.into(),
+                        window: window.window.clone(),
+                    };
+                    series.push((burn_labels, burn_rate));
+                }
+            }
+        }
+        let key = (labels.namespace.clone(), labels.release.clone());
+        if let Ok(mut current) = self.burn_series.lock() {
+            for stale in current.remove(&key).unwrap_or_default() {
+                self.burn_rate.remove(&stale);
+            }
+            for (burn_labels, burn_rate) in &series {
+                self.burn_rate.get_or_create(burn_labels).set(*burn_rate);
+            }
+            current.insert(key, series.into_iter().map(|(labels, _)| labels).collect());
         }
     }
 
@@ -238,6 +300,70 @@ mod tests {
         ));
         assert!(text.contains(r#"waymark_reconcile_errors_total{kind="kube"} 1"#));
         assert!(text.contains("waymark_reconcile_duration_seconds_count 1"));
+    }
+
+    #[test]
+    fn burn_rates_are_exported_per_role_and_window_and_replaced_on_update() {
+        use crate::api::{AnalysisStatus, RoleAnalysis, Verdict, WindowResult};
+        let window = |name: &str, burn_rate: Option<f64>| WindowResult {
+            window: name.into(),
+            error_ratio: None,
+            requests: None,
+            burn_rate,
+            max: 14.4,
+            note: None,
+            error_query: String::new(),
+            total_query: String::new(),
+        };
+        let analysis = |windows: Vec<WindowResult>| AnalysisStatus {
+            verdict: Verdict::Passing,
+            last_run_at: None,
+            revision: None,
+            summary: None,
+            burn: None,
+            canary: Some(RoleAnalysis {
+                verdict: Verdict::Passing,
+                service: "checkout-canary".into(),
+                windows,
+            }),
+            stable: None,
+            comparison: vec![],
+            checks: vec![],
+            consecutive_failures: 0,
+            consecutive_inconclusive: 0,
+            consecutive_errors: 0,
+            error_budget_remaining: None,
+        };
+        let metrics = Metrics::default();
+        let mut status = ReleaseStatus {
+            roadmap_item: Some("PAY-142".into()),
+            analysis: Some(analysis(vec![window("5m", Some(0.8)), window("1m", None)])),
+            ..ReleaseStatus::default()
+        };
+        metrics.observe_release("shop", "checkout", None, &status);
+        let text = metrics.encode().unwrap();
+        assert!(
+            text.contains(
+                r#"waymark_release_burn_rate{namespace="shop",release="checkout",roadmap_item="PAY-142",role="canary",window="5m"} 0.8"#
+            ),
+            "{text}"
+        );
+        assert!(
+            !text.contains(r#"window="1m""#),
+            "no figure, no series: {text}"
+        );
+
+        status.analysis = Some(analysis(vec![window("1m", Some(21.3))]));
+        metrics.observe_release("shop", "checkout", None, &status);
+        let text = metrics.encode().unwrap();
+        assert!(
+            !text.contains(r#"window="5m""#),
+            "stale window removed: {text}"
+        );
+        assert!(
+            text.contains(r#"role="canary",window="1m"} 21.3"#),
+            "{text}"
+        );
     }
 
     #[test]

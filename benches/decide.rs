@@ -5,31 +5,24 @@
 use std::hint::black_box;
 use std::time::{Duration as StdDuration, Instant};
 
-use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use waymark::analysis::AnalysisRun;
 use waymark::api::{
-    Analysis, BurnRate, Duration, GatewayApiTraffic, Pause, PrometheusSource, Release, ReleaseSpec,
-    ReleaseStatus, Roadmap, RoleAnalysis, Slo, Step, Traffic, Verdict, WindowResult,
-    template_revision,
+    Duration, Pause, Release, ReleaseSpec, ReleaseStatus, RoleAnalysis, Step, Verdict,
+    WindowResult, template_revision,
 };
 use waymark::rollout::{Observed, RouteState, WorkloadState, decide};
 
 const ITERATIONS: usize = 20_000;
 
-fn template(image: &str) -> PodTemplateSpec {
-    PodTemplateSpec {
-        metadata: None,
-        spec: Some(PodSpec {
-            containers: vec![Container {
-                name: "app".into(),
-                image: Some(image.into()),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }),
-    }
+/// The checkout Release from `examples/checkout.yaml`: a realistic template and analysis.
+fn example_spec() -> ReleaseSpec {
+    let text = include_str!("../examples/checkout.yaml");
+    let release_document = text.split("\n---\n").next().unwrap_or_default();
+    let release: Release = serde_yaml::from_str(release_document)
+        .unwrap_or_else(|error| panic!("examples/checkout.yaml holds a Release: {error}"));
+    release.spec
 }
 
 fn workload(revision: &str, replicas: i32) -> WorkloadState {
@@ -47,8 +40,9 @@ fn main() {
         .parse()
         .unwrap_or(Timestamp::UNIX_EPOCH);
     let now = start + SignedDuration::from_secs(600);
-    let stable = template_revision(&template("shop/checkout:1.0"));
-    let canary = template_revision(&template("shop/checkout:2.0"));
+    let mut spec = example_spec();
+    let stable = "5d8b9c0000".to_string();
+    let canary = template_revision(&spec.template);
 
     // Ten steps: weights 10..50 with timed pauses between; the canary is at step 6 (a pause).
     let steps: Vec<Step> = (0..10)
@@ -68,50 +62,8 @@ fn main() {
             }
         })
         .collect();
-    let spec = ReleaseSpec {
-        roadmap: Roadmap {
-            item: "PAY-142".into(),
-            ..Default::default()
-        },
-        replicas: 10,
-        selector: LabelSelector::default(),
-        template: template("shop/checkout:2.0"),
-        service: None,
-        traffic: Traffic {
-            gateway_api: Some(GatewayApiTraffic {
-                http_route: "checkout".into(),
-            }),
-            replicas: None,
-        },
-        steps,
-        analysis: Some(Analysis {
-            interval: Duration::from_secs(30),
-            prometheus: PrometheusSource {
-                address: "http://prometheus.monitoring:9090".into(),
-                timeout: Duration::from_secs(10),
-                bearer_token_secret: None,
-                ca_secret: None,
-            },
-            slo: Slo {
-                objective: 99.9,
-                error_query: "errors".into(),
-                total_query: "total".into(),
-                burn_rates: vec![BurnRate {
-                    long: Duration::from_secs(300),
-                    short: Duration::from_secs(60),
-                    max: 14.4,
-                }],
-                min_requests: 100,
-                budget: None,
-            },
-            checks: vec![],
-            failure_limit: 2,
-            inconclusive_limit: 6,
-            error_limit: 4,
-        }),
-        progress_deadline: Duration::from_secs(600),
-        scale_down_delay: Duration::from_secs(30),
-    };
+    spec.steps = steps;
+    spec.replicas = 10;
     let mut release = Release::new("checkout", spec);
     release.metadata.generation = Some(7);
     release.status = Some(ReleaseStatus {

@@ -1084,6 +1084,21 @@ impl<'a> Decider<'a> {
         }
     }
 
+    /// The canary's replica count once the actions already decided in this call are applied.
+    fn planned_canary_replicas(&self) -> i32 {
+        self.actions
+            .iter()
+            .rev()
+            .find_map(|action| match action {
+                Action::ScaleCanary { replicas } | Action::ApplyCanary { replicas, .. } => {
+                    Some(*replicas)
+                }
+                Action::DeleteCanary => Some(0),
+                _ => None,
+            })
+            .unwrap_or_else(|| self.observed.canary.as_ref().map_or(0, |c| c.replicas))
+    }
+
     fn begin_promotion(&mut self) {
         let revision = self.status.canary_revision.clone().unwrap_or_default();
         self.status.stable_revision = Some(revision.clone());
@@ -1106,11 +1121,9 @@ impl<'a> Decider<'a> {
             .stable
             .as_ref()
             .filter(|s| s.revision.as_deref() == Some(revision.as_str()));
-        let canary_replicas = self
-            .observed
-            .canary
-            .as_ref()
-            .map_or(0, |c| c.replicas.max(0));
+        // Not the observed count: a step finished in this same call may already have scaled
+        // the canary, and the pod total must hold after all of this decision's actions.
+        let canary_replicas = self.planned_canary_replicas().max(0);
         let Some(stable) = stable else {
             let replicas = match self.mode {
                 Mode::Gateway => total,

@@ -697,6 +697,30 @@ fn replica_mode_moves_traffic_with_scale_actions_only() {
 }
 
 #[test]
+fn replica_mode_promote_in_the_same_decision_as_a_scale_keeps_the_pod_total() {
+    // One pod in all: the first step moves it to the canary, and a promote that finishes that
+    // step in the same decision must size the stable from the canary's new count, not the old.
+    let mut sim = Sim::canary_of(
+        ReleaseBuilder::replica_split()
+            .replicas(1)
+            .steps(vec![set_weight(1)]),
+    );
+    sim.tick(0);
+    sim.request("go", ManualAction::Promote);
+    for _ in 0..12 {
+        let decision = sim.tick(0);
+        let stable = sim.observed.stable.as_ref().map_or(0, |s| s.replicas);
+        let canary = sim.observed.canary.as_ref().map_or(0, |c| c.replicas);
+        assert_eq!(stable + canary, 1, "after {:?}", decision.actions);
+    }
+    assert_eq!(sim.status().phase, Some(Phase::Healthy));
+    assert_eq!(
+        sim.observed.stable.as_ref().unwrap().revision,
+        Some(revision_of(V2))
+    );
+}
+
+#[test]
 fn replica_mode_rollback_first_takes_canary_pods_out() {
     let mut sim = Sim::canary_of(
         ReleaseBuilder::replica_split().steps(vec![set_weight(50), pause_until_promoted()]),

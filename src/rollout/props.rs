@@ -1,6 +1,7 @@
 //! Invariants of the rollout core over random step lists, worlds and event sequences.
 
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 
 use super::fixtures::*;
 use super::{Action, Decision, decide};
@@ -103,7 +104,12 @@ fn check(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    // Failures are saved beside this file (`props.regressions`), not in a top-level folder.
+    #![proptest_config(ProptestConfig {
+        cases: 512,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("regressions"))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn rollout_invariants_hold(

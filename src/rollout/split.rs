@@ -50,6 +50,7 @@ pub fn effective_weight(total: i32, canary: i32) -> i32 {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use proptest::test_runner::FileFailurePersistence;
 
     #[test]
     fn replica_split_table() {
@@ -96,6 +97,11 @@ mod tests {
     }
 
     proptest! {
+        // Failures are saved beside this file (`split.regressions`), not in a top-level folder.
+        #![proptest_config(ProptestConfig {
+            failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("regressions"))),
+            ..ProptestConfig::default()
+        })]
         #[test]
         fn replica_split_keeps_the_total_and_a_canary_pod(total in 0i32..500, weight in -10i32..120) {
             let (stable, canary) = replica_split(total, weight);

@@ -295,6 +295,13 @@ impl<'a> Decider<'a> {
             .filter(|a| a.revision.as_deref() == Some(revision))
     }
 
+    /// The latest verdict on `revision` when it forbids raising the canary's traffic.
+    fn blocking_verdict(&self, revision: &str) -> Option<Verdict> {
+        self.analysis_of(revision)
+            .map(|analysis| analysis.verdict)
+            .filter(|verdict| matches!(verdict, Verdict::Failing | Verdict::Error))
+    }
+
     fn analysis_summary(&self, revision: &str) -> String {
         self.analysis_of(revision)
             .and_then(|a| a.summary.as_deref())
@@ -510,6 +517,16 @@ impl<'a> Decider<'a> {
             ),
             (ManualAction::Retry, Stage::RolledBack) => {
                 let revision = self.status.rolled_back_revision.take().unwrap_or_default();
+                // The retried revision is judged afresh: the counters that rolled it back
+                // would otherwise roll it back again on the spot.
+                if self
+                    .status
+                    .analysis
+                    .as_ref()
+                    .is_some_and(|analysis| analysis.revision.as_deref() == Some(revision.as_str()))
+                {
+                    self.status.analysis = None;
+                }
                 self.event(
                     Severity::Normal,
                     "RetryRequested",
@@ -911,6 +928,21 @@ impl<'a> Decider<'a> {
             let step = self.spec.steps[index].clone();
             if let Some(weight) = step.set_weight {
                 let weight = weight.clamp(0, 100);
+                let held = self.weight_before(index);
+                if weight > held
+                    && let Some(verdict) = self.blocking_verdict(&revision)
+                {
+                    // More traffic on a canary whose latest analysis fails would widen the
+                    // damage before `failureLimit` is reached; hold until it passes again.
+                    self.ensure_traffic(canary, held);
+                    let message = format!(
+                        "step {}: held at {held}% on canary {revision}, not moving to {weight}% while the latest analysis is {verdict}{}",
+                        self.step_label(),
+                        self.analysis_summary(&revision)
+                    );
+                    self.set_report(Phase::Progressing, &format!("Analysis{verdict}"), message);
+                    return false;
+                }
                 if !self.ensure_traffic(canary, weight) {
                     let message = format!(
                         "step {}: moving to {weight}% on canary {revision} (now {}%){}",

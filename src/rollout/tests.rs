@@ -1046,3 +1046,68 @@ fn promote_during_a_timed_pause_ends_it_and_analysis_stops_at_promotion() {
         "no analysis once promotion began"
     );
 }
+
+#[test]
+fn traffic_is_not_raised_while_the_latest_analysis_fails() {
+    let mut sim = Sim::canary_of(ReleaseBuilder::gateway().analysis().steps(vec![
+        set_weight(10),
+        pause_for(60),
+        set_weight(50),
+        pause_until_promoted(),
+    ]));
+    sim.settle();
+    assert_eq!(sim.status().canary_weight, Some(10));
+    // One failure (below failureLimit 2) just as the pause ends: the step to 50% waits.
+    sim.observed.analysis = Some(run(V2, Verdict::Failing, at(60)));
+    let held = sim.tick(60);
+    assert!(
+        !held
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::SetWeight { canary_weight } if *canary_weight > 10)),
+        "{:?}",
+        held.actions
+    );
+    let status = sim.status();
+    assert_eq!(status.canary_weight, Some(10));
+    assert_eq!(status.reason.as_deref(), Some("AnalysisFailing"));
+    let message = status.message.clone().unwrap();
+    assert!(
+        message.contains("held at 10%") && message.contains("not moving to 50%"),
+        "{message}"
+    );
+    // Passing again: the step goes on.
+    sim.observed.analysis = Some(run(V2, Verdict::Passing, at(90)));
+    sim.tick(30);
+    sim.settle();
+    assert_eq!(sim.status().canary_weight, Some(50));
+}
+
+#[test]
+fn retry_after_an_analysis_rollback_starts_clean() {
+    let mut sim = Sim::canary_of(ReleaseBuilder::gateway().analysis());
+    sim.settle();
+    sim.observed.analysis = Some(run(V2, Verdict::Failing, at(30)));
+    sim.tick(30);
+    sim.observed.analysis = Some(run(V2, Verdict::Failing, at(60)));
+    sim.tick(30);
+    sim.settle();
+    assert_eq!(sim.status().phase, Some(Phase::RolledBack));
+
+    sim.request("again", ManualAction::Retry);
+    sim.tick(0);
+    sim.settle();
+    let status = sim.status();
+    assert_eq!(
+        status.phase,
+        Some(Phase::Progressing),
+        "{:?}: {:?}",
+        status.reason,
+        status.message
+    );
+    assert!(
+        status.canary_weight.unwrap_or(0) > 0,
+        "the first step runs again: {:?}",
+        status.message
+    );
+}

@@ -74,6 +74,10 @@ pub struct AnalysisStatus {
     /// Error runs in a row.
     #[serde(default)]
     pub consecutive_errors: i32,
+    /// When the current run of Failing or Error verdicts began; cleared by any other verdict.
+    /// Time to restore is counted from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<Time>,
     /// Fraction of the service's error budget left over the budget period: 1 untouched, 0
     /// spent, below 0 overspent (-0.5 means 150% spent).
     #[serde(default, skip_serializing_if = "Option::is_none")]

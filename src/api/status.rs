@@ -220,6 +220,10 @@ pub struct HistoryEntry {
     pub started_at: Option<Time>,
     /// When it ended.
     pub finished_at: Time,
+    /// For a rollback or abort while analysis was failing: when it first failed. Time to
+    /// restore runs from here to `finishedAt`, when traffic went back to the stable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_detected_at: Option<Time>,
     /// Why it ended, as a CamelCase reason.
     pub reason: String,
     /// Why it ended, in words and numbers.

@@ -426,6 +426,7 @@ mod tests {
             consecutive_failures: 1,
             consecutive_inconclusive: 0,
             consecutive_errors: 0,
+            failing_since: None,
             error_budget_remaining: Some(0.73),
         });
         let text = status_text(&release);
@@ -458,6 +459,7 @@ mod tests {
             outcome: Outcome::RolledBack,
             started_at: None,
             finished_at: Time("2026-11-20T09:00:00Z".parse().unwrap()),
+            failure_detected_at: None,
             reason: "AnalysisFailing".into(),
             message: Some("burn 21x of 14.4x".into()),
         }];

@@ -13,7 +13,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::api::{Outcome, Phase, ReleaseStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::api::{HistoryEntry, Outcome, Phase, ReleaseStatus};
 
 /// Labels identifying one Release and the roadmap item it delivers.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -67,6 +69,9 @@ pub struct BurnLabels {
     pub window: String,
 }
 
+/// [`ReleaseLabels`] without the outcome, for the time-to-restore histogram.
+type RestoreLabels = ReleaseLabels;
+
 /// Label of the reconcile error counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
@@ -92,6 +97,8 @@ pub struct Metrics {
     canary_weight: Family<ReleaseLabels, Gauge>,
     releases_finished: Family<OutcomeLabels, Counter>,
     burn_rate: Family<BurnLabels, Gauge<f64, AtomicU64>>,
+    release_duration: Family<OutcomeLabels, Histogram, fn() -> Histogram>,
+    time_to_restore: Family<RestoreLabels, Histogram, fn() -> Histogram>,
     /// The burn-rate series last set per (namespace, name), removed before the next update so
     /// a window that is gone (or a new roadmap item) leaves no stale series.
     burn_series: Mutex<HashMap<(String, String), Vec<BurnLabels>>>,
@@ -109,6 +116,12 @@ impl Default for Metrics {
         let canary_weight = Family::<ReleaseLabels, Gauge>::default();
         let releases_finished = Family::<OutcomeLabels, Counter>::default();
         let burn_rate = Family::<BurnLabels, Gauge<f64, AtomicU64>>::default();
+        // From one minute to about two days: how long a revision took from canary to outcome.
+        let release_duration: Family<OutcomeLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(60.0, 2.0, 12)));
+        // From five seconds to about three hours: first failing analysis to traffic on stable.
+        let time_to_restore: Family<RestoreLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(5.0, 2.0, 12)));
         registry.register(
             "reconcile_duration_seconds",
             "Time one reconcile of a Release takes",
@@ -139,6 +152,16 @@ impl Default for Metrics {
             "Error-budget burn rate of the latest analysis, per role and window",
             burn_rate.clone(),
         );
+        registry.register(
+            "release_duration_seconds",
+            "Time from a revision's canary start to its outcome, by outcome and roadmap item",
+            release_duration.clone(),
+        );
+        registry.register(
+            "time_to_restore_seconds",
+            "Time from a canary's first failing analysis to its traffic back on the stable",
+            time_to_restore.clone(),
+        );
         Metrics {
             registry,
             reconcile_duration,
@@ -147,6 +170,8 @@ impl Default for Metrics {
             canary_weight,
             releases_finished,
             burn_rate,
+            release_duration,
+            time_to_restore,
             burn_series: Mutex::new(HashMap::new()),
             current: Mutex::new(HashMap::new()),
         }
@@ -209,7 +234,7 @@ impl Metrics {
         if let Some(finished) = newest(Some(new))
             && newest(old).as_ref() != Some(&finished)
         {
-            self.count_finished(namespace, release, &finished.roadmap_item, finished.outcome);
+            self.record_finished(namespace, release, &finished);
         }
     }
 
@@ -244,15 +269,39 @@ impl Metrics {
         }
     }
 
-    fn count_finished(&self, namespace: &str, release: &str, roadmap_item: &str, outcome: Outcome) {
-        self.releases_finished
-            .get_or_create(&OutcomeLabels {
-                namespace: namespace.into(),
-                release: release.into(),
-                roadmap_item: roadmap_item.into(),
-                outcome: outcome.metric_label().into(),
-            })
-            .inc();
+    /// Count a finished revision and observe its delivery times (the DORA figures per item).
+    fn record_finished(&self, namespace: &str, release: &str, finished: &HistoryEntry) {
+        let labels = OutcomeLabels {
+            namespace: namespace.into(),
+            release: release.into(),
+            roadmap_item: finished.roadmap_item.clone(),
+            outcome: finished.outcome.metric_label().into(),
+        };
+        self.releases_finished.get_or_create(&labels).inc();
+        let seconds_until_finished = |from: &Time| {
+            finished
+                .finished_at
+                .0
+                .duration_since(from.0)
+                .as_secs_f64()
+                .max(0.0)
+        };
+        if let Some(started_at) = &finished.started_at {
+            self.release_duration
+                .get_or_create(&labels)
+                .observe(seconds_until_finished(started_at));
+        }
+        if let Some(detected_at) = &finished.failure_detected_at
+            && matches!(finished.outcome, Outcome::RolledBack | Outcome::Aborted)
+        {
+            self.time_to_restore
+                .get_or_create(&RestoreLabels {
+                    namespace: namespace.into(),
+                    release: release.into(),
+                    roadmap_item: finished.roadmap_item.clone(),
+                })
+                .observe(seconds_until_finished(detected_at));
+        }
     }
 
     /// The metrics in the Prometheus text exposition format.
@@ -332,6 +381,7 @@ mod tests {
             consecutive_failures: 0,
             consecutive_inconclusive: 0,
             consecutive_errors: 0,
+            failing_since: None,
             error_budget_remaining: None,
         };
         let metrics = Metrics::default();
@@ -364,6 +414,46 @@ mod tests {
             text.contains(r#"role="canary",window="1m"} 21.3"#),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_finished_rollback_records_duration_and_time_to_restore_once() {
+        use crate::api::HistoryEntry;
+        let time = |text: &str| Time(text.parse().unwrap());
+        let rolled_back = HistoryEntry {
+            revision: "6f9c7d".into(),
+            roadmap_item: "PAY-142".into(),
+            outcome: Outcome::RolledBack,
+            started_at: Some(time("2026-11-21T12:00:00Z")),
+            finished_at: time("2026-11-21T12:10:00Z"),
+            failure_detected_at: Some(time("2026-11-21T12:09:00Z")),
+            reason: "AnalysisFailing".into(),
+            message: None,
+        };
+        let status = ReleaseStatus {
+            roadmap_item: Some("PAY-142".into()),
+            history: vec![rolled_back],
+            ..ReleaseStatus::default()
+        };
+        let metrics = Metrics::default();
+        metrics.observe_release("shop", "checkout", None, &status);
+        // The same status again (a later reconcile) must not count the revision twice.
+        metrics.observe_release("shop", "checkout", Some(&status), &status);
+        let text = metrics.encode().unwrap();
+        let labels = r#"namespace="shop",release="checkout",roadmap_item="PAY-142""#;
+        for expected in [
+            format!(r#"waymark_releases_finished_total{{{labels},outcome="rolled_back"}} 1"#),
+            format!(
+                r#"waymark_release_duration_seconds_sum{{{labels},outcome="rolled_back"}} 600.0"#
+            ),
+            format!(
+                r#"waymark_release_duration_seconds_count{{{labels},outcome="rolled_back"}} 1"#
+            ),
+            format!(r#"waymark_time_to_restore_seconds_sum{{{labels}}} 60.0"#),
+            format!(r#"waymark_time_to_restore_seconds_count{{{labels}}} 1"#),
+        ] {
+            assert!(text.contains(&expected), "{expected} missing from {text}");
+        }
     }
 
     #[test]

@@ -157,6 +157,7 @@ mod tests {
                 consecutive_failures: 0,
                 consecutive_inconclusive: 0,
                 consecutive_errors: 0,
+                failing_since: None,
                 error_budget_remaining: None,
             }),
             ..ReleaseStatus::default()

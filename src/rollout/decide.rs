@@ -1251,18 +1251,20 @@ impl<'a> Decider<'a> {
     fn rollback(&mut self, outcome: Outcome, reason: &str, message: String) {
         let revision = self.status.canary_revision.clone().unwrap_or_default();
         self.retire_canary_traffic();
-        history::record(
-            &mut self.status.history,
-            history::entry(
-                &revision,
-                self.item,
-                outcome,
-                self.status.canary_started_at.clone(),
-                Time(self.now),
-                reason,
-                Some(message.clone()),
-            ),
+        let mut entry = history::entry(
+            &revision,
+            self.item,
+            outcome,
+            self.status.canary_started_at.clone(),
+            Time(self.now),
+            reason,
+            Some(message.clone()),
         );
+        // The traffic leaves the canary in this decision's first action: time to restore ends now.
+        entry.failure_detected_at = self
+            .analysis_of(&revision)
+            .and_then(|analysis| analysis.failing_since.clone());
+        history::record(&mut self.status.history, entry);
         let (event_reason, verb) = match outcome {
             Outcome::Aborted => ("CanaryAborted", "aborted"),
             _ => ("CanaryRolledBack", "rolled back"),

@@ -25,8 +25,18 @@ pub fn fold(previous: Option<&AnalysisStatus>, run: &AnalysisRun, count: bool) -
         inconclusive = bump(inconclusive, run.verdict == Verdict::Inconclusive);
         errors = bump(errors, run.verdict == Verdict::Error);
     }
+    let failing = |verdict: Verdict| matches!(verdict, Verdict::Failing | Verdict::Error);
+    let failing_since = if failing(run.verdict) {
+        previous
+            .filter(|p| same_revision && failing(p.verdict))
+            .and_then(|p| p.failing_since.clone())
+            .or(Some(Time(run.ran_at)))
+    } else {
+        None
+    };
     AnalysisStatus {
         verdict: run.verdict,
+        failing_since,
         last_run_at: Some(Time(run.ran_at)),
         revision: run.revision.clone(),
         summary: Some(run.summary.clone()),

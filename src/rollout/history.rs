@@ -35,6 +35,7 @@ pub fn entry(
         outcome,
         started_at,
         finished_at,
+        failure_detected_at: None,
         reason: reason.to_string(),
         message,
     }

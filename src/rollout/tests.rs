@@ -1,5 +1,6 @@
 //! Behaviour of the rollout core, one test per rule of the design.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::time::Duration as StdDuration;
 
 use super::fixtures::*;
@@ -1110,4 +1111,44 @@ fn retry_after_an_analysis_rollback_starts_clean() {
         "the first step runs again: {:?}",
         status.message
     );
+}
+
+#[test]
+fn a_rollback_records_when_the_analysis_first_failed() {
+    let mut sim = Sim::canary_of(ReleaseBuilder::gateway().analysis());
+    sim.settle();
+    sim.observed.analysis = Some(run(V2, Verdict::Failing, at(30)));
+    sim.tick(30);
+    let since = |sim: &Sim| {
+        sim.status()
+            .analysis
+            .as_ref()
+            .unwrap()
+            .failing_since
+            .clone()
+    };
+    assert_eq!(since(&sim), Some(Time(at(30))));
+    // A passing run ends the failing streak; the next failure starts a new one.
+    sim.observed.analysis = Some(run(V2, Verdict::Passing, at(60)));
+    sim.tick(30);
+    assert_eq!(since(&sim), None);
+    sim.observed.analysis = Some(run(V2, Verdict::Failing, at(90)));
+    sim.tick(30);
+    sim.observed.analysis = Some(run(V2, Verdict::Error, at(120)));
+    sim.tick(30);
+    assert_eq!(
+        since(&sim),
+        Some(Time(at(90))),
+        "an error continues the streak"
+    );
+    sim.observed.analysis = Some(run(V2, Verdict::Failing, at(150)));
+    sim.tick(30);
+    sim.observed.analysis = Some(run(V2, Verdict::Failing, at(180)));
+    sim.tick(30);
+    let status = sim.status();
+    assert_eq!(status.phase, Some(Phase::RolledBack));
+    let entry = &status.history[0];
+    assert_eq!(entry.outcome, Outcome::RolledBack);
+    assert_eq!(entry.failure_detected_at, Some(Time(at(90))));
+    assert_eq!(entry.finished_at, Time(at(180)));
 }

@@ -5,7 +5,7 @@
 //! owner's. The edit is a pure function over the route ([`set_route_weights`]); the router
 //! wraps it in a read-modify-write with optimistic concurrency.
 
-use gateway_api::apis::standard::httproutes::{HttpRoute, HttpRouteRulesBackendRefs};
+use gateway_api::apis::experimental::httproutes::{HttpRoute, HttpRouteRulesBackendRefs};
 use kube::api::PostParams;
 use kube::{Api, Client, ResourceExt};
 
@@ -259,7 +259,7 @@ impl TrafficRouter for GatewayRouter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gateway_api::apis::standard::httproutes::{HttpRouteRules, HttpRouteSpec};
+    use gateway_api::apis::experimental::httproutes::{HttpRouteRules, HttpRouteSpec};
     use kube::api::ObjectMeta;
 
     fn backend(name: &str, weight: Option<i32>) -> HttpRouteRulesBackendRefs {
@@ -363,6 +363,36 @@ mod tests {
             ]
         );
         assert_eq!(refs(&route, 1), [("static-assets".into(), Some(3))]);
+    }
+
+    #[test]
+    fn experimental_channel_fields_survive_a_weight_edit() {
+        // A route as a cluster with the experimental channel stores it: retries, session
+        // persistence and timeouts must come back unchanged after Waymark writes weights.
+        let stored = serde_json::json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": {"name": "checkout", "namespace": "shop", "resourceVersion": "7"},
+            "spec": {
+                "parentRefs": [{"name": "public"}],
+                "rules": [{
+                    "backendRefs": [{"name": "checkout-stable", "port": 80}],
+                    "retry": {"codes": [502, 503], "attempts": 3, "backoff": "100ms"},
+                    "sessionPersistence": {"sessionName": "cart", "type": "Cookie"},
+                    "timeouts": {"request": "10s"}
+                }]
+            }
+        });
+        let mut route: HttpRoute = serde_json::from_value(stored.clone()).unwrap();
+        assert!(set_route_weights(&mut route, &Backends::of("checkout"), 25).unwrap());
+        let written = serde_json::to_value(&route).unwrap();
+        let rule = &written["spec"]["rules"][0];
+        for field in ["retry", "sessionPersistence", "timeouts"] {
+            assert_eq!(rule[field], stored["spec"]["rules"][0][field], "{field}");
+        }
+        assert_eq!(rule["backendRefs"][0]["weight"], 75);
+        assert_eq!(rule["backendRefs"][1]["name"], "checkout-canary");
+        assert_eq!(rule["backendRefs"][1]["weight"], 25);
     }
 
     #[test]

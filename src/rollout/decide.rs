@@ -358,14 +358,7 @@ impl<'a> Decider<'a> {
                 self.actions
                     .insert(0, Action::SetWeight { canary_weight: 0 });
                 self.push(Action::ScaleCanary { replicas: 0 });
-                if self
-                    .observed
-                    .stable
-                    .as_ref()
-                    .is_some_and(|s| s.replicas != total)
-                {
-                    self.push(Action::ScaleStable { replicas: total });
-                }
+                self.restore_stable_size();
             }
             Mode::Replicas => {
                 self.actions.insert(0, Action::ScaleCanary { replicas: 0 });
@@ -722,7 +715,6 @@ impl<'a> Decider<'a> {
     }
 
     fn rolled_back(&mut self) -> bool {
-        let total = self.total();
         if self
             .observed
             .canary
@@ -734,14 +726,7 @@ impl<'a> Decider<'a> {
         if self.mode == Mode::Gateway && self.route_weight().is_some_and(|w| w != 0) {
             self.push(Action::SetWeight { canary_weight: 0 });
         }
-        if self
-            .observed
-            .stable
-            .as_ref()
-            .is_some_and(|s| s.replicas != total)
-        {
-            self.push(Action::ScaleStable { replicas: total });
-        }
+        self.restore_stable_size();
         let revision = self.status.rolled_back_revision.clone().unwrap_or_default();
         let (reason, message) = history::latest_of(&self.status.history, &revision)
             .map(|entry| {
@@ -1074,14 +1059,7 @@ impl<'a> Decider<'a> {
         let total = self.total();
         match self.mode {
             Mode::Gateway => {
-                if self
-                    .observed
-                    .stable
-                    .as_ref()
-                    .is_some_and(|s| s.replicas != total)
-                {
-                    self.push(Action::ScaleStable { replicas: total });
-                }
+                self.restore_stable_size();
                 let needed = canary_size(total, weight);
                 if canary.replicas < needed {
                     // Capacity first: the canary must carry its share before it gets it.
@@ -1113,6 +1091,19 @@ impl<'a> Decider<'a> {
                 }
                 true
             }
+        }
+    }
+
+    /// Give the stable all `spec.replicas` pods again (after a rollback or during a hold).
+    fn restore_stable_size(&mut self) {
+        let total = self.total();
+        if self
+            .observed
+            .stable
+            .as_ref()
+            .is_some_and(|stable| stable.replicas != total)
+        {
+            self.push(Action::ScaleStable { replicas: total });
         }
     }
 

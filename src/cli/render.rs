@@ -195,11 +195,7 @@ fn analysis_text(out: &mut String, analysis: &AnalysisStatus, spec: Option<&crat
             if let Some(max) = check.max {
                 limits.push(format!("max {max}"));
             }
-            let note = check
-                .note
-                .as_deref()
-                .map(|n| format!(" ({n})"))
-                .unwrap_or_default();
+            let note = aside(check.note.as_deref(), " ");
             let _ = writeln!(
                 out,
                 "    {:<20} {value} against {}: {}{note}",
@@ -235,17 +231,19 @@ fn role_text(out: &mut String, role: &str, result: &RoleAnalysis) {
         let burn = window
             .burn_rate
             .map_or("-".to_string(), |b| format!("{b:.1}x"));
-        let note = window
-            .note
-            .as_deref()
-            .map(|n| format!("  ({n})"))
-            .unwrap_or_default();
+        let note = aside(window.note.as_deref(), "  ");
         let _ = writeln!(
             out,
             "    {:<8} {ratio:>12} {requests:>10} {burn:>9} {:>6}x{note}",
             window.window, window.max
         );
     }
+}
+
+/// `note` in parentheses after `gap`, or nothing when there is no note.
+fn aside(note: Option<&str>, gap: &str) -> String {
+    note.map(|note| format!("{gap}({note})"))
+        .unwrap_or_default()
 }
 
 /// One line of `waymark roadmap`.

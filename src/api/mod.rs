@@ -15,7 +15,8 @@ pub use duration::{Duration, DurationError};
 pub use revision::template_revision;
 pub use spec::{
     Analysis, BudgetPolicy, BurnRate, Check, GatewayApiTraffic, Pause, PrometheusSource, Release,
-    ReleaseSpec, ReplicaTraffic, Roadmap, SecretKeyRef, ServicePorts, Slo, Step, Traffic,
+    ReleaseSpec, ReplicaTraffic, ResolvedPorts, Roadmap, SecretKeyRef, ServicePorts, Slo, Step,
+    Traffic,
 };
 pub use status::{HistoryEntry, ManualAction, ManualRequest, Outcome, Phase, ReleaseStatus};
 

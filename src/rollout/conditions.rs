@@ -9,6 +9,8 @@ pub const AVAILABLE: &str = "Available";
 pub const PROGRESSING: &str = "Progressing";
 /// Condition type: the latest analysis of the canary passes.
 pub const ANALYSIS_HEALTHY: &str = "AnalysisHealthy";
+/// Condition type: the spec passed the checks the schema cannot make.
+pub const SPEC_VALID: &str = "SpecValid";
 /// Condition type: the router can carry the split (Gateway API mode only).
 pub const TRAFFIC_ROUTED: &str = "TrafficRouted";
 

@@ -19,8 +19,10 @@ mod props;
 pub mod split;
 #[cfg(test)]
 mod tests;
+pub mod validate;
 
 pub use decide::CONVERGE_POLL;
+pub use decide::report::{REASON_INVALID_SPEC, REASON_PROGRESS_DEADLINE, REASON_ROUTE_UNUSABLE};
 
 /// What the controller saw in the cluster for one Release, this reconcile.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -140,6 +142,12 @@ pub fn analysis_due(release: &Release, now: Timestamp) -> bool {
 /// Depends only on its arguments: the place in the rollout lives in `release.status`, so a
 /// restarted controller continues where the last one stopped, and feeding the returned status
 /// back with the same world changes nothing.
+///
+/// A spec that fails [`validate::spec`] gets no actions, only a status naming the field.
 pub fn decide(release: &Release, observed: &Observed, now: Timestamp) -> Decision {
-    decide::Decider::new(release, observed, now).decide()
+    let decider = decide::Decider::new(release, observed, now);
+    match validate::spec(release) {
+        Ok(()) => decider.decide(),
+        Err(error) => decider.invalid_spec(&error),
+    }
 }

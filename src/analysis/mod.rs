@@ -16,6 +16,7 @@ pub mod baseline;
 pub mod budget;
 pub mod burn;
 pub mod client;
+pub mod clients;
 pub mod judge;
 pub mod run;
 pub mod summary;
@@ -27,6 +28,7 @@ use k8s_openapi::jiff::Timestamp;
 use crate::api::{BaselineComparison, CheckResult, RoleAnalysis, Verdict};
 
 pub use client::{QueryFailure, QueryOutcome};
+pub use clients::Clients;
 pub use template::{QueryError, TemplateError, validate_queries};
 
 /// The result of one analysis run, before the rollout core folds it into the status.
@@ -71,8 +73,12 @@ pub struct Credentials {
 /// Never fails: an unreachable Prometheus or an invalid query is an `Error` verdict whose
 /// summary names the address and Prometheus's error text.
 ///
-/// Queries of one run go to Prometheus concurrently; nothing is shared between runs, so the
-/// runs of different Releases never wait on each other.
-pub async fn run(release: &crate::api::Release, credentials: &Credentials) -> AnalysisRun {
-    run::run(release, credentials).await
+/// Queries of one run go to Prometheus concurrently, over the client `clients` keeps for the
+/// address (connections are reused across runs and Releases).
+pub async fn run(
+    release: &crate::api::Release,
+    credentials: &Credentials,
+    clients: &Clients,
+) -> AnalysisRun {
+    run::run(release, credentials, clients).await
 }

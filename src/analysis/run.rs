@@ -10,7 +10,7 @@ use super::judge::{
     WindowQueries, error_run, judge,
 };
 use super::template::{QueryError, TemplateValues, render};
-use super::{AnalysisRun, Credentials};
+use super::{AnalysisRun, Clients, Credentials};
 use crate::api::{Analysis, Check, Duration, Release, Role};
 
 /// The queries of one role, one entry per distinct window.
@@ -207,7 +207,7 @@ pub async fn measure(
 }
 
 /// One analysis run of `release`; see [`fn@super::run`].
-pub async fn run(release: &Release, credentials: &Credentials) -> AnalysisRun {
+pub async fn run(release: &Release, credentials: &Credentials, clients: &Clients) -> AnalysisRun {
     let revision = release
         .status
         .as_ref()
@@ -223,7 +223,7 @@ pub async fn run(release: &Release, credentials: &Credentials) -> AnalysisRun {
         Ok(plan) => plan,
         Err(error) => return error_run(error.to_string(), revision, Timestamp::now()),
     };
-    let client = PrometheusClient::new(&analysis.prometheus, credentials);
+    let client = clients.get(&analysis.prometheus, credentials);
     let measurements = measure(&plan, client.as_ref()).await;
     judge(&analysis.slo, revision, &measurements, Timestamp::now())
 }
@@ -306,7 +306,7 @@ spec:
     async fn an_unknown_placeholder_is_an_error_run_naming_the_field() {
         let mut release = release(Some("6f9c7d"));
         release.spec.analysis.as_mut().unwrap().checks[0].query = "q{pod=\"{{pod}}\"}".into();
-        let result = run(&release, &Credentials::default()).await;
+        let result = run(&release, &Credentials::default(), &Clients::default()).await;
         assert_eq!(result.verdict, crate::api::Verdict::Error);
         assert!(
             result
@@ -324,7 +324,7 @@ spec:
             bearer_token: None,
             ca_pem: Some(b"garbage".to_vec()),
         };
-        let result = run(&release, &credentials).await;
+        let result = run(&release, &credentials, &Clients::default()).await;
         assert_eq!(result.verdict, crate::api::Verdict::Error);
         assert_eq!(
             result.summary,

@@ -32,6 +32,12 @@ pub const LABEL_ROADMAP_ITEM: &str = "waymark.dev/roadmap-item";
 pub const ANNOTATION_ROADMAP_TITLE: &str = "waymark.dev/roadmap-title";
 /// Annotation with the roadmap item's URL.
 pub const ANNOTATION_ROADMAP_URL: &str = "waymark.dev/roadmap-url";
+/// Annotation on an existing object that lets Waymark take it over as a child (`"true"`);
+/// without it Waymark never touches an object it did not create.
+pub const ANNOTATION_ADOPT: &str = "waymark.dev/adopt";
+/// Annotation on a child Deployment: a hash of what Waymark applied (labels, annotations and
+/// spec but the replica count), so an unchanged child is not written again.
+pub const ANNOTATION_SPEC_HASH: &str = "waymark.dev/spec-hash";
 /// Field manager for every write Waymark's controller makes.
 pub const FIELD_MANAGER: &str = "waymark";
 /// Field manager for manual requests written by the CLI.

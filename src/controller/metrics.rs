@@ -105,6 +105,21 @@ pub struct Metrics {
     /// The labels last used per (namespace, name), so a new roadmap item replaces the old
     /// series instead of leaving a stale one behind.
     current: Mutex<HashMap<(String, String), ReleaseLabels>>,
+    /// Per (namespace, name), the newest finished revision counted and every label set of the
+    /// delivery families it created, so each revision counts once and a deleted Release's
+    /// series go with it.
+    finished: Mutex<HashMap<(String, String), Finished>>,
+}
+
+/// What was counted of one Release's finished revisions.
+#[derive(Debug, Default)]
+struct Finished {
+    /// `(revision, finishedAt)` of the newest history entry counted.
+    newest: Option<(String, Time)>,
+    /// Label sets created in the outcome families.
+    outcomes: Vec<OutcomeLabels>,
+    /// Label sets created in the time-to-restore family.
+    restores: Vec<RestoreLabels>,
 }
 
 impl Default for Metrics {
@@ -174,6 +189,7 @@ impl Default for Metrics {
             time_to_restore,
             burn_series: Mutex::new(HashMap::new()),
             current: Mutex::new(HashMap::new()),
+            finished: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -207,7 +223,7 @@ impl Metrics {
         };
         let key = (namespace.to_string(), release.to_string());
         if let Ok(mut current) = self.current.lock() {
-            if let Some(previous) = current.insert(key, labels.clone())
+            if let Some(previous) = current.insert(key.clone(), labels.clone())
                 && previous != labels
             {
                 self.canary_weight.remove(&previous);
@@ -228,13 +244,65 @@ impl Metrics {
 
         self.observe_burn_rates(&labels, new);
 
-        let newest = |status: Option<&ReleaseStatus>| {
-            status.and_then(|status| status.history.first().cloned())
+        // Counted once per revision, keyed by revision and finish time: not by comparing with
+        // the previous status, which a reconcile on a stale cache may show out of date.
+        let key_of = |entry: &HistoryEntry| (entry.revision.clone(), entry.finished_at.clone());
+        let Some(newest) = new.history.first() else {
+            return;
         };
-        if let Some(finished) = newest(Some(new))
-            && newest(old).as_ref() != Some(&finished)
+        let Ok(mut finished) = self.finished.lock() else {
+            return;
+        };
+        let counted = finished.entry(key).or_default();
+        let already = counted
+            .newest
+            .clone()
+            .or_else(|| old.and_then(|old| old.history.first()).map(key_of));
+        if already.as_ref() == Some(&key_of(newest)) {
+            counted.newest = already;
+            return;
+        }
+        counted.newest = Some(key_of(newest));
+        self.record_finished(namespace, release, newest, counted);
+    }
+
+    /// Remove every series of a deleted Release.
+    pub fn forget_release(&self, namespace: &str, release: &str) {
+        let key = (namespace.to_string(), release.to_string());
+        if let Some(labels) = self
+            .current
+            .lock()
+            .ok()
+            .and_then(|mut current| current.remove(&key))
         {
-            self.record_finished(namespace, release, &finished);
+            self.canary_weight.remove(&labels);
+            for phase in PHASES {
+                self.phase.remove(&phase_labels(&labels, phase));
+            }
+        }
+        if let Some(series) = self
+            .burn_series
+            .lock()
+            .ok()
+            .and_then(|mut all| all.remove(&key))
+        {
+            for labels in series {
+                self.burn_rate.remove(&labels);
+            }
+        }
+        if let Some(finished) = self
+            .finished
+            .lock()
+            .ok()
+            .and_then(|mut all| all.remove(&key))
+        {
+            for labels in finished.outcomes {
+                self.releases_finished.remove(&labels);
+                self.release_duration.remove(&labels);
+            }
+            for labels in finished.restores {
+                self.time_to_restore.remove(&labels);
+            }
         }
     }
 
@@ -270,13 +338,22 @@ impl Metrics {
     }
 
     /// Count a finished revision and observe its delivery times (the DORA figures per item).
-    fn record_finished(&self, namespace: &str, release: &str, finished: &HistoryEntry) {
+    fn record_finished(
+        &self,
+        namespace: &str,
+        release: &str,
+        finished: &HistoryEntry,
+        counted: &mut Finished,
+    ) {
         let labels = OutcomeLabels {
             namespace: namespace.into(),
             release: release.into(),
             roadmap_item: finished.roadmap_item.clone(),
             outcome: finished.outcome.metric_label().into(),
         };
+        if !counted.outcomes.contains(&labels) {
+            counted.outcomes.push(labels.clone());
+        }
         self.releases_finished.get_or_create(&labels).inc();
         let seconds_until_finished = |from: &Time| {
             finished
@@ -294,12 +371,16 @@ impl Metrics {
         if let Some(detected_at) = &finished.failure_detected_at
             && matches!(finished.outcome, Outcome::RolledBack | Outcome::Aborted)
         {
+            let restore = RestoreLabels {
+                namespace: namespace.into(),
+                release: release.into(),
+                roadmap_item: finished.roadmap_item.clone(),
+            };
+            if !counted.restores.contains(&restore) {
+                counted.restores.push(restore.clone());
+            }
             self.time_to_restore
-                .get_or_create(&RestoreLabels {
-                    namespace: namespace.into(),
-                    release: release.into(),
-                    roadmap_item: finished.roadmap_item.clone(),
-                })
+                .get_or_create(&restore)
                 .observe(seconds_until_finished(detected_at));
         }
     }
@@ -469,5 +550,54 @@ mod tests {
         let text = metrics.encode().unwrap();
         assert!(!text.contains("PAY-1"), "{text}");
         assert!(text.contains("PAY-2"));
+    }
+
+    fn finished(revision: &str, at: &str) -> crate::api::HistoryEntry {
+        crate::api::HistoryEntry {
+            revision: revision.into(),
+            roadmap_item: "PAY-142".into(),
+            outcome: Outcome::Promoted,
+            started_at: None,
+            finished_at: Time(at.parse().unwrap()),
+            failure_detected_at: None,
+            reason: "Promoted".into(),
+            message: None,
+        }
+    }
+
+    #[test]
+    fn a_revision_is_counted_once_even_when_a_reconcile_sees_a_stale_status() {
+        let metrics = Metrics::default();
+        let before = ReleaseStatus::default();
+        let after = ReleaseStatus {
+            roadmap_item: Some("PAY-142".into()),
+            history: vec![finished("6f9c7d", "2026-11-21T12:10:00Z")],
+            ..ReleaseStatus::default()
+        };
+        metrics.observe_release("shop", "checkout", Some(&before), &after);
+        // A later reconcile whose cached Release still predates that write.
+        metrics.observe_release("shop", "checkout", Some(&before), &after);
+        let text = metrics.encode().unwrap();
+        assert!(
+            text.contains(r#"waymark_releases_finished_total{namespace="shop",release="checkout",roadmap_item="PAY-142",outcome="promoted"} 1"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_deleted_releases_series_disappear() {
+        let metrics = Metrics::default();
+        let status = ReleaseStatus {
+            roadmap_item: Some("PAY-142".into()),
+            phase: Some(Phase::Healthy),
+            history: vec![finished("6f9c7d", "2026-11-21T12:10:00Z")],
+            ..ReleaseStatus::default()
+        };
+        metrics.observe_release("shop", "checkout", None, &status);
+        metrics.observe_release("shop", "payments", None, &status);
+        metrics.forget_release("shop", "checkout");
+        let text = metrics.encode().unwrap();
+        assert!(!text.contains(r#"release="checkout""#), "{text}");
+        assert!(text.contains(r#"release="payments""#), "{text}");
     }
 }

@@ -22,7 +22,9 @@ mod tests;
 pub mod validate;
 
 pub use decide::CONVERGE_POLL;
-pub use decide::report::{REASON_INVALID_SPEC, REASON_PROGRESS_DEADLINE, REASON_ROUTE_UNUSABLE};
+pub use decide::report::{
+    REASON_INVALID_SPEC, REASON_PROGRESS_DEADLINE, REASON_ROUTE_UNUSABLE, holding,
+};
 
 /// What the controller saw in the cluster for one Release, this reconcile.
 #[derive(Clone, Debug, Default, PartialEq)]

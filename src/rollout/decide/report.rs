@@ -18,6 +18,11 @@ pub const REASON_ROUTE_UNUSABLE: &str = "TrafficRouteUnusable";
 /// Reason of a Degraded phase when a workload is not available within `progressDeadline`.
 pub const REASON_PROGRESS_DEADLINE: &str = "ProgressDeadlineExceeded";
 
+/// A problem in front of what the release was doing: `"<problem>; holding: <doing>"`.
+pub fn holding(problem: &str, doing: &str) -> String {
+    format!("{problem}; holding: {doing}")
+}
+
 impl Decider<'_> {
     /// The decision for a spec that fails the checks the schema cannot make: nothing is done,
     /// the status says which field is wrong, and only a spec change is worth a new look.
@@ -113,13 +118,28 @@ impl Decider<'_> {
             _ => None,
         };
         if let Some(route_message) = &unusable {
+            // The route is watched: a fixed route brings the next reconcile.
             self.actions
                 .retain(|a| !matches!(a, Action::SetWeight { .. }));
-            self.poll = true;
             report = Report {
                 phase: Phase::Degraded,
                 reason: REASON_ROUTE_UNUSABLE.into(),
-                message: format!("{route_message}; holding: {}", report.message),
+                message: holding(route_message, &report.message),
+            };
+        }
+
+        // The API server refused one of the shell's writes last time (the shell keeps the
+        // `Applied` condition): Degraded with its words until a write goes through again.
+        if let Some(refused) = self
+            .old
+            .conditions
+            .iter()
+            .find(|c| c.type_ == conditions::APPLIED && c.status == "False")
+        {
+            report = Report {
+                phase: Phase::Degraded,
+                reason: refused.reason.clone(),
+                message: holding(&refused.message, &report.message),
             };
         }
 

@@ -140,6 +140,9 @@ pub async fn run_with_client(
 /// Run the Release controller until its watches end (they do not, unless the future is
 /// dropped: that is how shutdown and losing the Lease stop it at once).
 pub(crate) async fn run_controller(args: &ControllerArgs, ctx: Arc<Context>, health: Arc<Health>) {
+    // Declared first, dropped last: once this controller stops, its per-release gauges go.
+    let _forget_gauges = metrics::ForgetReleasesOnDrop(ctx.metrics.clone());
+    let metrics = ctx.metrics.clone();
     let client = ctx.client.clone();
     let (releases, deployments, services) = match &args.namespace {
         Some(namespace) => (
@@ -171,10 +174,19 @@ pub(crate) async fn run_controller(args: &ControllerArgs, ctx: Arc<Context>, hea
     };
     let reconciles = controller
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((release, _)) => tracing::debug!(%release, "reconciled"),
-                Err(error) => tracing::debug!(%error, "reconcile or watch failed"),
+        .for_each(|result| {
+            // A deleted Release is not reconciled, but the garbage collection of its children
+            // asks for one and finds it gone: that is when its gauges must go.
+            if let Err(kube::runtime::controller::Error::ObjectNotFound(release)) = &result {
+                if let Some(namespace) = &release.namespace {
+                    metrics.forget_release(namespace, &release.name);
+                }
+            }
+            async move {
+                match result {
+                    Ok((release, _)) => tracing::debug!(%release, "reconciled"),
+                    Err(error) => tracing::debug!(%error, "reconcile or watch failed"),
+                }
             }
         });
     futures::future::join(synced, reconciles).await;

@@ -1,7 +1,26 @@
+{{/*
+The chart uses a small set of template constructs on purpose: tests/support/chart.rs renders
+it without a helm binary and fails on anything else (see that file for the list).
+*/}}
+
+{{/* Name prefix: the release name when it already says "waymark", else "<release>-waymark". */}}
+{{- define "waymark.fullname" -}}
+{{- if contains "waymark" .Release.Name -}}
+{{ .Release.Name }}
+{{- else -}}
+{{ .Release.Name }}-waymark
+{{- end -}}
+{{- end -}}
+
+{{- define "waymark.serviceAccountName" -}}
+{{ .Values.serviceAccount.name | default (printf "%s-controller" (include "waymark.fullname" .)) }}
+{{- end -}}
+
 {{- define "waymark.labels" -}}
 app.kubernetes.io/name: waymark
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: controller
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
@@ -10,4 +29,44 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 app.kubernetes.io/name: waymark
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: controller
+{{- end -}}
+
+{{/*
+What the controller does with the API, and no more; config/rbac/role.yaml holds the same rules
+(tests/controller_manifests.rs compares them). Secrets are not here: see waymark.secretRules.
+*/}}
+{{- define "waymark.controllerRules" -}}
+# Watch Releases; write only their status (never spec: Argo CD owns it).
+- apiGroups: ["waymark.dev"]
+  resources: ["releases"]
+  verbs: ["list", "watch"]
+- apiGroups: ["waymark.dev"]
+  resources: ["releases/status"]
+  verbs: ["patch"]
+# Child Deployments: server-side apply (create + patch), scale (patch), remove the canary.
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Child Services: server-side apply.
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+# HTTPRoute weights: read, then replace with the resourceVersion read.
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["httproutes"]
+  verbs: ["get", "update"]
+# Events on Releases (a repeated event patches its series).
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end -}}
+
+{{/*
+The Prometheus bearer token and CA named in spec.analysis.prometheus: read one by name, and only
+in the namespaces where Releases live. config/rbac/secret_reader_role.yaml holds the same rule.
+*/}}
+{{- define "waymark.secretRules" -}}
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
 {{- end -}}

@@ -690,3 +690,56 @@ async fn a_missing_token_secret_is_an_error_run_naming_the_field() {
         "no query is sent without the token"
     );
 }
+
+#[tokio::test]
+async fn a_forbidden_token_secret_is_an_error_run_saying_which_role_to_bind() {
+    let (ctx, world, mut server) = test_context();
+    let mut release = ReleaseBuilder::gateway()
+        .status(ReleaseStatus {
+            canary_revision: Some("6f9c7d0000".into()),
+            ..ReleaseStatus::default()
+        })
+        .build();
+    release.spec.analysis = Some(
+        serde_json::from_value(json!({
+            "prometheus": {
+                "address": "http://127.0.0.1:9",
+                "bearerTokenSecret": {"name": "prometheus-token", "key": "token"}
+            },
+            "slo": {"objective": 99.9, "errorQuery": "e", "totalQuery": "t",
+                    "burnRates": [{"long": "5m", "short": "1m", "max": 14.4}]}
+        }))
+        .unwrap(),
+    );
+    let api = tokio::spawn(async move {
+        let (_, send) = server
+            .expect(
+                Method::GET,
+                "/api/v1/namespaces/shop/secrets/prometheus-token",
+            )
+            .await;
+        let forbidden = json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": "secrets \"prometheus-token\" is forbidden: User \"system:serviceaccount:waymark-system:waymark-controller\" cannot get resource \"secrets\" in API group \"\" in the namespace \"shop\"",
+            "reason": "Forbidden", "code": 403
+        });
+        respond(send, 403, &forbidden);
+        server
+    });
+    let run = super::reconcile::run_analysis(&ctx, &release, "shop")
+        .await
+        .expect("a refused Secret is the user's to fix, not a failed reconcile");
+    assert_eq!(run.verdict, crate::api::Verdict::Error);
+    for named in [
+        "spec.analysis.prometheus.bearerTokenSecret",
+        "shop/prometheus-token",
+        "waymark-secret-reader",
+        "cannot get resource",
+    ] {
+        assert!(run.summary.contains(named), "{named} in {:?}", run.summary);
+    }
+    let mut server = api.await.unwrap();
+    drop(ctx);
+    drop(world);
+    assert!(server.0.next_request().await.is_none());
+}

@@ -163,6 +163,9 @@ pub(crate) async fn run_controller(
     health: Arc<Health>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    // Declared first, dropped last: once this controller stops (shutdown, a lost Lease), its
+    // per-release gauges go, so a standby does not export a leader's stale figures.
+    let _forget_gauges = metrics::ForgetReleasesOnDrop(shared.metrics.clone());
     let client = shared.client.clone();
     let api = |client: Client| -> (Api<Release>, Api<Deployment>, Api<Service>, Api<HttpRoute>) {
         match &args.namespace {

@@ -292,8 +292,14 @@ async fn secret_value(
         Err(kube::Error::Api(status)) if status.is_not_found() => {
             return Err(problem("not found".into()));
         }
-        Err(kube::Error::Api(status)) if status.code == 403 => {
-            return Err(problem(format!("cannot be read: {}", status.message)));
+        // Secrets are granted per namespace (config/rbac/secret_reader_role.yaml): a namespace
+        // left out is the user's to fix, so say how instead of failing the reconcile unseen.
+        Err(kube::Error::Api(status)) if status.is_forbidden() => {
+            return Err(problem(format!(
+                "the controller may not get Secrets in namespace {namespace}: bind the \
+                 ClusterRole waymark-secret-reader there (Helm: rbac.secretNamespaces) ({})",
+                status.message
+            )));
         }
         Err(error) => return Err(error.into()),
     };

@@ -171,3 +171,125 @@ pub async fn healthy_first_release(env: &Env, name: &str, steps: Value) {
     create_release(env, &release(name, name, steps)).await;
     wait_for_phase(env, name, Phase::Healthy, Some("StableAvailable")).await;
 }
+
+/// What `waymark promote|abort|retry` writes: a request on the status subresource, as the CLI.
+pub async fn request(env: &Env, name: &str, action: waymark::api::ManualAction, id: &str) {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    let revision = env.status(name).await.canary_revision;
+    let request = waymark::api::ManualRequest {
+        id: id.into(),
+        action,
+        revision,
+        requested_at: Time(k8s_openapi::jiff::Timestamp::now()),
+        requested_by: Some("e2e".into()),
+    };
+    let patch = json!({
+        "apiVersion": "waymark.dev/v1alpha1",
+        "kind": "Release",
+        "status": {"request": request}
+    });
+    env.releases()
+        .patch_status(
+            name,
+            &PatchParams::apply(waymark::api::CLI_FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .unwrap_or_else(|error| panic!("cannot write the {id} request: {error}"));
+}
+
+/// Wait until the status satisfies `check`, which says what it saw otherwise.
+pub async fn wait_for_status<F>(
+    env: &Env,
+    name: &str,
+    what: &str,
+    check: F,
+) -> waymark::api::ReleaseStatus
+where
+    F: Fn(&waymark::api::ReleaseStatus) -> bool,
+{
+    eventually(what, || async {
+        let status = env.status(name).await;
+        if check(&status) {
+            Ok(status)
+        } else {
+            Err(format!(
+                "phase {:?}, reason {:?}, step {:?}, weight {:?}, message {:?}",
+                status.phase,
+                status.reason,
+                status.current_step,
+                status.canary_weight,
+                status.message
+            ))
+        }
+    })
+    .await
+}
+
+/// The canary's percent of traffic in the first rule of a recorded HTTPRoute version.
+pub fn canary_percent(
+    route: &gateway_api::apis::experimental::httproutes::HttpRoute,
+    release: &str,
+) -> i32 {
+    waymark::traffic::gateway::canary_weight(
+        route,
+        &waymark::traffic::gateway::Backends::of(release),
+    )
+    .unwrap_or(0)
+}
+
+/// Assert that a sequence of canary weights never goes back: it rises (or holds) step by
+/// step and drops to 0 at most once, at the end (promotion or rollback), without a flap.
+pub fn assert_no_flap(weights: &[i32], what: &str) {
+    let mut deduplicated: Vec<i32> = Vec::new();
+    for weight in weights {
+        if deduplicated.last() != Some(weight) {
+            deduplicated.push(*weight);
+        }
+    }
+    // The end: the first 0 after the canary had traffic.
+    let end = deduplicated
+        .iter()
+        .position(|w| *w > 0)
+        .and_then(|start| {
+            deduplicated[start..]
+                .iter()
+                .position(|w| *w == 0)
+                .map(|offset| start + offset)
+        })
+        .unwrap_or(deduplicated.len());
+    let (rising, after) = deduplicated.split_at(end);
+    assert!(
+        rising.windows(2).all(|pair| pair[0] <= pair[1]),
+        "{what}: canary weights went back before the end: {deduplicated:?}"
+    );
+    assert!(
+        after.iter().all(|w| *w == 0),
+        "{what}: canary weights rose again after dropping to 0: {deduplicated:?}"
+    );
+}
+
+/// Argo CD's health of `release` as `config/argocd/health.lua` computes it: `(status, message)`.
+pub fn argo_health(release: &Release) -> (String, String) {
+    use mlua::LuaSerdeExt;
+    let script = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/argocd/health.lua"),
+    )
+    .expect("config/argocd/health.lua");
+    let lua = mlua::Lua::new();
+    let object = serde_json::to_value(release).expect("a Release serializes");
+    lua.globals()
+        .set(
+            "obj",
+            lua.to_value(&object).expect("the Release as a Lua table"),
+        )
+        .expect("obj");
+    let result: mlua::Table = lua
+        .load(&script)
+        .eval()
+        .unwrap_or_else(|error| panic!("health.lua failed on {object}: {error}"));
+    (
+        result.get("status").expect("hs.status"),
+        result.get("message").expect("hs.message"),
+    )
+}

@@ -17,8 +17,12 @@
 //! loopback port, scraping request counters the walk serves.
 
 mod canary;
+mod children;
 mod control_plane;
 mod fixtures;
+mod operate;
+mod quiet;
+mod restart;
 mod support;
 
 #[path = "../tests/support/prometheus.rs"]
@@ -43,6 +47,16 @@ fn main() -> ExitCode {
         canary::abort_sends_traffic_back_to_stable_before_the_canary_goes,
         canary::a_missing_http_route_is_named_in_a_condition,
         canary::a_canary_burning_its_error_budget_is_rolled_back_by_analysis,
+        quiet::a_timed_pause_leaves_the_release_still,
+        quiet::a_settled_release_and_its_children_are_not_written,
+        quiet::a_first_release_is_not_healthy_before_its_stable_is_available,
+        restart::restarts_during_a_canary_resume_where_it_stood,
+        restart::restarts_while_failing_and_during_a_rollback_finish_the_rollback,
+        restart::a_route_reapplied_from_git_gets_its_weights_back,
+        children::deleted_children_are_recreated_and_the_canary_waits_for_its_pods,
+        children::an_object_waymark_did_not_create_is_not_taken_over,
+        children::a_write_refused_by_a_quota_is_shown_in_the_status,
+        operate::the_command_line_promotes_aborts_and_retries,
     ];
     let conclusion = libtest_mimic::run(&args, trials);
     // Stop the control plane before exiting: `exit` would skip its destructor.

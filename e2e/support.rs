@@ -65,8 +65,6 @@ pub struct Cluster {
     pub kubeconfig: Option<PathBuf>,
     /// Whether the suite started this control plane itself.
     pub own_control_plane: bool,
-    /// Whether the garbage collector runs (a control plane with kube-controller-manager).
-    pub garbage_collector: bool,
 }
 
 static TARGET: OnceLock<Target> = OnceLock::new();
@@ -116,7 +114,6 @@ fn choose_cluster() -> Result<(Cluster, Option<ControlPlane>), String> {
         let cluster = Cluster {
             kubeconfig: Some(plane.kubeconfig().to_path_buf()),
             own_control_plane: true,
-            garbage_collector: plane.has_controller_manager(),
         };
         return Ok((cluster, Some(plane)));
     }
@@ -138,7 +135,6 @@ fn choose_cluster() -> Result<(Cluster, Option<ControlPlane>), String> {
                     Cluster {
                         kubeconfig: None,
                         own_control_plane: false,
-                        garbage_collector: true,
                     },
                     None,
                 ))
@@ -344,16 +340,6 @@ fn cluster() -> &'static Cluster {
 /// The admin kubeconfig path, for commands run as a user would (`waymark status`, kubectl).
 pub fn kubeconfig_path() -> Option<PathBuf> {
     cluster().kubeconfig.clone()
-}
-
-/// Whether the suite runs its own control plane (so it may install cluster-wide objects).
-pub fn own_control_plane() -> bool {
-    cluster().own_control_plane
-}
-
-/// Whether owned objects are garbage-collected on this cluster.
-pub fn has_garbage_collector() -> bool {
-    cluster().garbage_collector
 }
 
 /// A walk: an async function of its [`Env`].

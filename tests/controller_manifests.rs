@@ -302,3 +302,30 @@ fn manager_runs_the_versioned_image_hardened_with_a_disruption_budget() {
         }
     }
 }
+
+#[test]
+fn argocd_ignores_the_route_fields_of_waymarks_field_manager() {
+    let manager = waymark::api::FIELD_MANAGER;
+    let application = yaml("config/argocd/application-patch.yaml");
+    let ignored = &application["spec"]["ignoreDifferences"][0];
+    assert_eq!(ignored["group"], "gateway.networking.k8s.io");
+    assert_eq!(ignored["kind"], "HTTPRoute");
+    assert_eq!(
+        ignored["managedFieldsManagers"],
+        serde_yaml::from_str::<Value>(&format!("[{manager}]")).unwrap(),
+        "the manager the controller applies route weights with"
+    );
+    let options = application["spec"]["syncPolicy"]["syncOptions"]
+        .as_sequence()
+        .unwrap();
+    assert!(options.iter().any(|o| o.as_str() == Some("RespectIgnoreDifferences=true")));
+
+    let patch = yaml("config/argocd/argocd-cm-patch.yaml");
+    let system_wide: Value = serde_yaml::from_str(
+        patch["data"]["resource.customizations.ignoreDifferences.gateway.networking.k8s.io_HTTPRoute"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(system_wide["managedFieldsManagers"][0].as_str(), Some(manager));
+}

@@ -318,7 +318,11 @@ fn argocd_ignores_the_route_fields_of_waymarks_field_manager() {
     let options = application["spec"]["syncPolicy"]["syncOptions"]
         .as_sequence()
         .unwrap();
-    assert!(options.iter().any(|o| o.as_str() == Some("RespectIgnoreDifferences=true")));
+    assert!(
+        options
+            .iter()
+            .any(|o| o.as_str() == Some("RespectIgnoreDifferences=true"))
+    );
 
     let patch = yaml("config/argocd/argocd-cm-patch.yaml");
     let system_wide: Value = serde_yaml::from_str(
@@ -327,5 +331,8 @@ fn argocd_ignores_the_route_fields_of_waymarks_field_manager() {
             .unwrap(),
     )
     .unwrap();
-    assert_eq!(system_wide["managedFieldsManagers"][0].as_str(), Some(manager));
+    assert_eq!(
+        system_wide["managedFieldsManagers"][0].as_str(),
+        Some(manager)
+    );
 }

@@ -18,6 +18,9 @@ use crate::api::Release;
 
 use super::metrics::Metrics;
 
+/// Analysis runs in flight at once across all Releases: each is a handful of concurrent
+/// queries, and Prometheus should not see thousands at the same second.
+pub const ANALYSIS_SLOTS: usize = 16;
 /// First wait after a failed reconcile; doubled on each failure in a row.
 pub const ERROR_BACKOFF_START: Duration = Duration::from_secs(5);
 /// Longest wait between retries of a failing Release.
@@ -66,6 +69,8 @@ pub struct Context {
     pub stores: Stores,
     /// Prometheus clients, one per address, shared by every Release that uses it.
     pub prometheus: Clients,
+    /// Bounds the analysis runs in flight ([`ANALYSIS_SLOTS`]).
+    pub analysis_slots: tokio::sync::Semaphore,
     /// Per Release, the resourceVersion our last status write was based on. A Release in the
     /// cache still at that version has not caught up with our write yet: deciding on it would
     /// act on a status older than the one we wrote.
@@ -88,6 +93,7 @@ impl Context {
             metrics,
             stores,
             prometheus: Clients::default(),
+            analysis_slots: tokio::sync::Semaphore::new(ANALYSIS_SLOTS),
             based_on: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
         }

@@ -195,6 +195,8 @@ pub async fn run_analysis(
     release: &Release,
     namespace: &str,
 ) -> Result<AnalysisRun, Error> {
+    // A closed semaphore cannot happen (it is never closed); run unbounded if it ever did.
+    let _slot = ctx.analysis_slots.acquire().await.ok();
     match credentials(ctx, release, namespace).await {
         Ok(credentials) => Ok(analysis::run(release, &credentials, &ctx.prometheus).await),
         Err(error @ Error::Secret { .. }) => Ok(analysis::judge::error_run(

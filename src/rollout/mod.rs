@@ -136,7 +136,13 @@ pub fn analysis_due(release: &Release, now: Timestamp) -> bool {
     let default_status = ReleaseStatus::default();
     let status = release.status.as_ref().unwrap_or(&default_status);
     let revision = template_revision(&release.spec.template);
-    decide::next_analysis_at(&release.spec, &revision, status).is_some_and(|due| due <= now)
+    decide::next_analysis_at(
+        &release.spec,
+        &revision,
+        status,
+        decide::analysis_offset(release),
+    )
+    .is_some_and(|due| due <= now)
 }
 
 /// Make every canary decision for one Release.

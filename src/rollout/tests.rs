@@ -377,12 +377,48 @@ fn analysis_is_due_every_interval_from_the_first_step() {
     sim.pods_ready();
     let started = sim.tick(10);
     assert_eq!(started.requeue_after, Some(CONVERGE_POLL));
-    assert!(!analysis_due(&sim.release, at(39)));
-    assert!(analysis_due(&sim.release, at(40)));
-    sim.observed.analysis = Some(run(V2, Verdict::Passing, at(40)));
-    sim.tick(30);
-    assert!(!analysis_due(&sim.release, at(69)));
-    assert!(analysis_due(&sim.release, at(70)));
+    // The first run comes one interval after the first step plus this Release's share of a
+    // quarter interval; then every interval.
+    let offset = i64::try_from(super::decide::analysis_offset(&sim.release).as_secs()).unwrap();
+    assert!(offset < 30 / 4 + 1, "{offset}s");
+    assert!(!analysis_due(&sim.release, at(39 + offset)));
+    assert!(analysis_due(&sim.release, at(41 + offset)));
+    sim.observed.analysis = Some(run(V2, Verdict::Passing, at(41 + offset)));
+    sim.tick(31 + offset);
+    assert!(!analysis_due(&sim.release, at(70 + offset)));
+    assert!(analysis_due(&sim.release, at(71 + offset)));
+}
+
+#[test]
+fn releases_shipped_at_once_spread_their_first_analysis_over_a_quarter_interval() {
+    let offsets: Vec<_> = (0..200)
+        .map(|n| {
+            let mut release = ReleaseBuilder::gateway().analysis().build();
+            release.metadata.name = Some(format!("service-{n}"));
+            super::decide::analysis_offset(&release)
+        })
+        .collect();
+    let quarter = StdDuration::from_millis(7_500);
+    assert!(offsets.iter().all(|offset| *offset < quarter));
+    let mut distinct = offsets.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert!(
+        distinct.len() > 150,
+        "spread, not bunched: {} distinct",
+        distinct.len()
+    );
+    let release = ReleaseBuilder::gateway().analysis().build();
+    assert_eq!(
+        super::decide::analysis_offset(&release),
+        super::decide::analysis_offset(&release.clone()),
+        "stable"
+    );
+    assert_eq!(
+        super::decide::analysis_offset(&ReleaseBuilder::gateway().build()),
+        StdDuration::ZERO,
+        "no analysis, no offset"
+    );
 }
 
 #[test]

@@ -1,19 +1,43 @@
 //! The analysis gate: runs folded into the status, the limits that roll a canary back or hold
 //! it, and the verdicts that keep its traffic from rising.
 
+use std::time::Duration as StdDuration;
+
 use k8s_openapi::jiff::Timestamp;
 
 use super::{Decider, Stage, plus, stage};
-use crate::api::{Outcome, ReleaseSpec, ReleaseStatus, Verdict};
+use crate::api::{Outcome, Release, ReleaseSpec, ReleaseStatus, Verdict};
 use crate::rollout::fold;
 
+/// How far after `steps_started + interval` a Release's first analysis run comes: a fixed
+/// share of a quarter of the interval, from a hash of the Release's namespace and name. Many
+/// Releases shipped at once then query Prometheus spread over the interval instead of all at
+/// the same second, and each keeps its own phase run after run.
+pub(in crate::rollout) fn analysis_offset(release: &Release) -> StdDuration {
+    let Some(analysis) = release.spec.analysis.as_ref() else {
+        return StdDuration::ZERO;
+    };
+    let key = format!(
+        "{}/{}",
+        release.metadata.namespace.as_deref().unwrap_or_default(),
+        release.metadata.name.as_deref().unwrap_or_default()
+    );
+    // FNV-1a: stable across processes and versions (std's hasher is not).
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    let quarter_ms = u64::try_from(analysis.interval.as_std().as_millis() / 4).unwrap_or(u64::MAX);
+    StdDuration::from_millis(hash % quarter_ms.max(1))
+}
+
 /// When the next analysis run is due, if one is wanted at all: every `interval` from the
-/// canary's first step until promotion, and for a pending revision under a budget policy
-/// whenever the budget figure is older than one interval.
+/// canary's first step (plus the Release's [`analysis_offset`]) until promotion, and for a
+/// pending revision under a budget policy whenever the budget figure is older than one interval.
 pub(in crate::rollout) fn next_analysis_at(
     spec: &ReleaseSpec,
     spec_revision: &str,
     status: &ReleaseStatus,
+    offset: StdDuration,
 ) -> Option<Timestamp> {
     let analysis = spec.analysis.as_ref()?;
     match stage(spec_revision, status) {
@@ -30,7 +54,16 @@ pub(in crate::rollout) fn next_analysis_at(
                 .and_then(|a| a.last_run_at.as_ref())
                 .map(|t| t.0)
                 .filter(|last| *last >= started);
-            Some(plus(last.unwrap_or(started), analysis.interval))
+            match last {
+                Some(last) => Some(plus(last, analysis.interval)),
+                None => Some(
+                    plus(started, analysis.interval)
+                        .checked_add(
+                            k8s_openapi::jiff::SignedDuration::try_from(offset).unwrap_or_default(),
+                        )
+                        .unwrap_or(Timestamp::MAX),
+                ),
+            }
         }
         Stage::Pending if analysis.slo.budget.is_some() => {
             match status

@@ -86,7 +86,7 @@ pub(super) fn plus(at: Timestamp, duration: Duration) -> Timestamp {
         .unwrap_or(Timestamp::MAX)
 }
 
-pub(super) use gate::next_analysis_at;
+pub(super) use gate::{analysis_offset, next_analysis_at};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
@@ -119,6 +119,8 @@ pub(super) struct Decider<'a> {
     report: Option<Report>,
     /// A promote request lets a revision start despite an exhausted error budget.
     budget_override: bool,
+    /// This Release's share of the analysis interval (see [`analysis_offset`]).
+    analysis_offset: std::time::Duration,
 }
 
 impl<'a> Decider<'a> {
@@ -145,6 +147,7 @@ impl<'a> Decider<'a> {
             poll: false,
             report: None,
             budget_override: false,
+            analysis_offset: analysis_offset(release),
         }
     }
 

@@ -149,7 +149,12 @@ impl Decider<'_> {
         self.status.reason = Some(report.reason);
         self.status.message = Some(report.message);
 
-        if let Some(next) = next_analysis_at(self.spec, &self.spec_revision, &self.status) {
+        if let Some(next) = next_analysis_at(
+            self.spec,
+            &self.spec_revision,
+            &self.status,
+            self.analysis_offset,
+        ) {
             self.due_at(next);
         }
         let mut requeue = self.due.map(|due| {

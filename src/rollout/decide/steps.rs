@@ -135,10 +135,12 @@ impl<'a> Decider<'a> {
             self.status.pause_until = None;
         }
 
-        // Every step done: the analysis gate, then promotion.
-        let held = self.weight_before(self.steps_len());
-        self.ensure_traffic(canary, held);
+        // Every step done: the analysis gate, then promotion. Traffic holds at the last weight
+        // while the gate waits; a promotion goes on from the traffic as it is (a step skipped
+        // by `waymark promote` is not taken on the way out).
         if self.spec.analysis.is_some() && !self.passed_since_steps_began(&revision) {
+            let held = self.weight_before(self.steps_len());
+            self.ensure_traffic(canary, held);
             let latest = self
                 .analysis_of(&revision)
                 .map_or_else(|| "none yet".to_string(), |a| a.verdict.to_string());

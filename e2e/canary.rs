@@ -9,7 +9,6 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use crate::fixtures::*;
-use crate::prometheus_support;
 use crate::support::{Env, eventually};
 use waymark::api::{
     CLI_FIELD_MANAGER, LABEL_REVISION, LABEL_ROADMAP_ITEM, LABEL_ROLE, ManualAction, ManualRequest,
@@ -314,25 +313,12 @@ pub fn judged_by(mut release: Release, address: &str) -> Release {
 }
 
 pub async fn a_canary_burning_its_error_budget_is_rolled_back_by_analysis(env: Env) {
-    let metrics = prometheus_support::MetricsServer::start()
-        .await
-        .expect("the test metrics server starts");
-    let Some(prometheus) = prometheus_support::Prometheus::start(&[metrics.address()]).await else {
-        return;
-    };
     let name = "checkout";
     // 50 requests/s each; the stable answers them all, the canary fails 5%: a burn rate of
     // 50 against a 99.9% objective, far over the limit of 14.4.
-    metrics.set_traffic(&env.namespace, "checkout-stable", 50.0, 0.0);
-    metrics.set_traffic(&env.namespace, "checkout-canary", 50.0, 0.05);
-    prometheus
-        .wait_for_window(
-            &format!(r#"http_requests_total{{namespace="{}"}}"#, env.namespace),
-            std::time::Duration::from_secs(20),
-            std::time::Duration::from_secs(60),
-        )
-        .await
-        .unwrap_or_else(|error| panic!("Prometheus collects a full window: {error}"));
+    let Some((_metrics, prometheus)) = prometheus_judging(&env, name, 0.05).await else {
+        return;
+    };
 
     let steps = json!([{"setWeight": 20}, {"pause": {"duration": "10m"}}]);
     create_route(&env, name, name).await;

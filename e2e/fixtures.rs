@@ -293,3 +293,37 @@ pub fn argo_health(release: &Release) -> (String, String) {
         result.get("message").expect("hs.message"),
     )
 }
+
+/// A real Prometheus scraping request counters for `<release>-stable` (no errors) and
+/// `<release>-canary` (failing `canary_error_ratio` of its requests), 50 requests/s each, with
+/// a full 20 s window collected. `None` when the walk is skipped (no `prometheus` binary, and
+/// not in CI).
+pub async fn prometheus_judging(
+    env: &Env,
+    release: &str,
+    canary_error_ratio: f64,
+) -> Option<(
+    crate::prometheus_support::MetricsServer,
+    crate::prometheus_support::Prometheus,
+)> {
+    let metrics = crate::prometheus_support::MetricsServer::start()
+        .await
+        .expect("the test metrics server starts");
+    let prometheus = crate::prometheus_support::Prometheus::start(&[metrics.address()]).await?;
+    metrics.set_traffic(&env.namespace, &format!("{release}-stable"), 50.0, 0.0);
+    metrics.set_traffic(
+        &env.namespace,
+        &format!("{release}-canary"),
+        50.0,
+        canary_error_ratio,
+    );
+    prometheus
+        .wait_for_window(
+            &format!(r#"http_requests_total{{namespace="{}"}}"#, env.namespace),
+            std::time::Duration::from_secs(20),
+            std::time::Duration::from_secs(60),
+        )
+        .await
+        .unwrap_or_else(|error| panic!("Prometheus collects a full window: {error}"));
+    Some((metrics, prometheus))
+}

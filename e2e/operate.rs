@@ -18,9 +18,14 @@ struct Run {
 
 /// Run `waymark ARGS` with the suite's kubeconfig, as a person would in a shell.
 async fn waymark(args: &[&str]) -> Run {
+    waymark_with(kubeconfig_path().as_deref(), args).await
+}
+
+/// Run `waymark ARGS` with `kubeconfig` (else the environment's).
+async fn waymark_with(kubeconfig: Option<&std::path::Path>, args: &[&str]) -> Run {
     let mut command = Command::new(env!("CARGO_BIN_EXE_waymark"));
     command.args(args);
-    if let Some(path) = kubeconfig_path() {
+    if let Some(path) = kubeconfig {
         command.env("KUBECONFIG", path);
     }
     let output = tokio::task::spawn_blocking(move || command.output())
@@ -101,21 +106,6 @@ async fn wait_for_phase_status(env: &Env, name: &str, phase: Phase) -> waymark::
     .await
 }
 
-/// Run `waymark ARGS` as a person with the kubeconfig `kubeconfig`.
-async fn waymark_as(kubeconfig: &std::path::Path, args: &[&str]) -> Run {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_waymark"));
-    command.args(args).env("KUBECONFIG", kubeconfig);
-    let output = tokio::task::spawn_blocking(move || command.output())
-        .await
-        .expect("the command ran")
-        .expect("the waymark binary starts");
-    Run {
-        success: output.status.success(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
-
 /// A developer bound only to the built-in `edit` role in one namespace can `waymark promote`
 /// there (Waymark's operator role aggregates into `edit`), and is refused in another namespace
 /// with a message naming the missing permission.
@@ -162,7 +152,7 @@ pub async fn a_user_with_edit_promotes_in_their_namespace_only(env: Env) {
         let alice = alice.clone();
         let ns = ns.clone();
         async move {
-            let run = waymark_as(&alice, &["promote", name, "-n", &ns]).await;
+            let run = waymark_with(Some(&alice), &["promote", name, "-n", &ns]).await;
             if run.success {
                 Ok(run)
             } else {
@@ -177,7 +167,7 @@ pub async fn a_user_with_edit_promotes_in_their_namespace_only(env: Env) {
     })
     .await;
 
-    let refused = waymark_as(&alice, &["promote", name, "-n", &elsewhere]).await;
+    let refused = waymark_with(Some(&alice), &["promote", name, "-n", &elsewhere]).await;
     assert!(!refused.success, "no binding there");
     let message = refused.stderr.to_lowercase();
     assert!(

@@ -7,7 +7,6 @@ use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
 use crate::fixtures::*;
-use crate::prometheus_support;
 use crate::support::{Env, Versions, eventually};
 use waymark::api::{ManualAction, Outcome, Phase};
 
@@ -89,23 +88,10 @@ pub async fn restarts_during_a_canary_resume_where_it_stood(env: Env) {
 /// recorded: the failing runs keep counting across the restart, the rollback finishes (weight
 /// 0, canary scaled down) and is recorded once.
 pub async fn restarts_while_failing_and_during_a_rollback_finish_the_rollback(env: Env) {
-    let metrics = prometheus_support::MetricsServer::start()
-        .await
-        .expect("the test metrics server starts");
-    let Some(prometheus) = prometheus_support::Prometheus::start(&[metrics.address()]).await else {
+    let name = "checkout";
+    let Some((_metrics, prometheus)) = prometheus_judging(&env, name, 0.05).await else {
         return;
     };
-    let name = "checkout";
-    metrics.set_traffic(&env.namespace, "checkout-stable", 50.0, 0.0);
-    metrics.set_traffic(&env.namespace, "checkout-canary", 50.0, 0.05);
-    prometheus
-        .wait_for_window(
-            &format!(r#"http_requests_total{{namespace="{}"}}"#, env.namespace),
-            Duration::from_secs(20),
-            Duration::from_secs(60),
-        )
-        .await
-        .unwrap_or_else(|error| panic!("Prometheus collects a full window: {error}"));
     create_route(&env, name, name).await;
     let mut release = crate::canary::judged_by(
         release(

@@ -133,33 +133,10 @@ proptest! {
         let builder = builder.replicas(replicas).steps(steps);
         let builder = if analysis { builder.analysis() } else { builder };
         let mut sim = Sim::canary_of(builder);
-        let images = [V2, V3, "shop/checkout:4.0"];
         let mut clock = 0i64;
         for (n, event) in events.into_iter().enumerate() {
-            let mut full_requested = false;
-            let mut wait = 0;
-            match event {
-                Event::Wait(secs) => wait = secs,
-                Event::Run(verdict) => {
-                    wait = 30;
-                    let revision = sim.status().canary_revision.clone();
-                    let mut analysis_run = run(V2, verdict, at(clock + 30));
-                    analysis_run.revision = revision;
-                    sim.observed.analysis = Some(analysis_run);
-                }
-                Event::Request(action) => {
-                    full_requested = action == ManualAction::PromoteFull;
-                    sim.request(&format!("r{n}"), action);
-                }
-                Event::NewTemplate(index) => sim.release.spec.template = template(images[usize::from(index)]),
-                Event::SlowPods(slow) => {
-                    sim.slow_pods = slow;
-                    if !slow {
-                        sim.pods_ready();
-                    }
-                }
-            }
-            clock += wait;
+            let full_requested = matches!(event, Event::Request(ManualAction::PromoteFull));
+            let wait = stage_event(&mut sim, n, &event, &mut clock);
             let before = sim.status().clone();
             let before_weight = match sim.observed.route {
                 Some(RouteState::Ready { canary_weight }) => canary_weight,

@@ -108,7 +108,6 @@ pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{Analysis, BurnRate, Duration, PrometheusSource, Slo};
     use crate::rollout::fixtures::ReleaseBuilder;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
@@ -163,32 +162,10 @@ mod tests {
 
     #[test]
     fn an_unknown_query_placeholder_names_the_query_field() {
-        let mut release = ReleaseBuilder::gateway().build();
-        release.spec.analysis = Some(Analysis {
-            interval: Duration::from_secs(30),
-            prometheus: PrometheusSource {
-                address: "http://prometheus:9090".into(),
-                timeout: Duration::from_secs(10),
-                bearer_token_secret: None,
-                ca_secret: None,
-            },
-            slo: Slo {
-                objective: 99.9,
-                error_query: "sum(rate(errors{ns=\"{{namespace}}\"}[{{window}}]))".into(),
-                total_query: "sum(rate(requests{svc=\"{{servce}}\"}[{{window}}]))".into(),
-                burn_rates: vec![BurnRate {
-                    long: Duration::from_secs(300),
-                    short: Duration::from_secs(60),
-                    max: 14.4,
-                }],
-                min_requests: 100,
-                budget: None,
-            },
-            checks: vec![],
-            failure_limit: 2,
-            inconclusive_limit: 6,
-            error_limit: 4,
-        });
+        let mut release = ReleaseBuilder::gateway().analysis().build();
+        if let Some(analysis) = release.spec.analysis.as_mut() {
+            analysis.slo.total_query = "sum(rate(requests{svc=\"{{servce}}\"}[{{window}}]))".into();
+        }
         let error = spec(&release).unwrap_err();
         assert_eq!(error.field, "spec.analysis.slo.totalQuery");
         assert!(error.message.contains("servce"), "{error}");

@@ -5,81 +5,8 @@ use prometheus_http_query::response::Data;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 
 use super::Credentials;
+use super::outcome::{QueryFailure, QueryOutcome};
 use crate::api::{Duration, PrometheusSource};
-
-/// What one instant query gave.
-#[derive(Clone, Debug, PartialEq)]
-pub enum QueryOutcome {
-    /// The value: a scalar, or the sum of the vector's samples (may be NaN or infinite).
-    Value(f64),
-    /// An empty vector: no series matched.
-    NoData,
-    /// Prometheus could not answer.
-    Failed(QueryFailure),
-}
-
-/// Why Prometheus gave no answer, worded so an SRE knows where to look.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum QueryFailure {
-    /// No connection: refused, DNS, TLS handshake.
-    #[error("Prometheus at {address} unreachable: {reason}")]
-    Unreachable {
-        /// `spec.analysis.prometheus.address`.
-        address: String,
-        /// The innermost cause, e.g. `connection refused`.
-        reason: String,
-    },
-    /// No answer within `spec.analysis.prometheus.timeout`.
-    #[error("Prometheus at {address} did not answer within {timeout}")]
-    TimedOut {
-        /// `spec.analysis.prometheus.address`.
-        address: String,
-        /// `spec.analysis.prometheus.timeout`.
-        timeout: Duration,
-    },
-    /// Prometheus answered with an error of its own (syntax error, execution error).
-    #[error("Prometheus at {address} rejected the query: {message}")]
-    Rejected {
-        /// `spec.analysis.prometheus.address`.
-        address: String,
-        /// Prometheus's error type and text, e.g. `bad_data: 1:5: parse error: ...`.
-        message: String,
-    },
-    /// Something answered, but not with a usable Prometheus response (a proxy's 401 or 404,
-    /// a range vector).
-    #[error("Prometheus at {address} gave an unusable answer: {reason}")]
-    BadResponse {
-        /// `spec.analysis.prometheus.address`.
-        address: String,
-        /// What was wrong with it.
-        reason: String,
-    },
-    /// The connection settings themselves are unusable (bad address, token, CA bundle).
-    #[error("cannot query Prometheus at {address}: {reason}")]
-    Setup {
-        /// `spec.analysis.prometheus.address`.
-        address: String,
-        /// What to fix.
-        reason: String,
-    },
-}
-
-impl QueryFailure {
-    /// The failure as one line naming the query that met it (`what`, e.g. `canary error query
-    /// over 5m`) where that helps: a rejected query. Connection failures are the same for every
-    /// query, so they are worded alone.
-    pub fn in_context(&self, what: &str) -> String {
-        match self {
-            QueryFailure::Rejected { address, message } => {
-                format!("Prometheus at {address} rejected the {what}: {message}")
-            }
-            QueryFailure::BadResponse { address, reason } => {
-                format!("Prometheus at {address} gave an unusable answer to the {what}: {reason}")
-            }
-            other => other.to_string(),
-        }
-    }
-}
 
 /// A client for one Release's Prometheus, built per analysis run.
 ///

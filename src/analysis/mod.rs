@@ -17,6 +17,9 @@ pub mod budget;
 pub mod burn;
 pub mod client;
 pub mod judge;
+pub mod limits;
+pub mod outcome;
+pub mod replay;
 pub mod run;
 pub mod summary;
 pub mod template;
@@ -26,7 +29,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::api::{BaselineComparison, CheckResult, RoleAnalysis, Verdict};
 
-pub use client::{QueryFailure, QueryOutcome};
+pub use outcome::{QueryFailure, QueryOutcome, SampledSeries};
 pub use template::{QueryError, TemplateError, validate_queries};
 
 /// The result of one analysis run, before the rollout core folds it into the status.

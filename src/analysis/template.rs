@@ -23,8 +23,12 @@ pub struct TemplateValues {
     pub namespace: String,
     /// The Release's name.
     pub release: String,
-    /// The role judged; `{{service}}` is its Service, `<release>-<role>`.
+    /// The role judged; `{{service}}` is its Service, `<release>-<role>` unless `service` says
+    /// otherwise.
     pub role: Role,
+    /// The Service playing the role when it is not `<release>-<role>` (replaying an incident
+    /// whose canary ran under another name).
+    pub service: Option<String>,
     /// The revision (template hash) that role runs; empty when unknown.
     pub revision: String,
     /// The range of `rate()` and friends, written as Prometheus reads it (`5m`, `1h30m`).
@@ -36,7 +40,11 @@ impl TemplateValues {
         match name {
             "namespace" => Some(self.namespace.clone()),
             "release" => Some(self.release.clone()),
-            "service" => Some(self.role.child_name(&self.release)),
+            "service" => Some(
+                self.service
+                    .clone()
+                    .unwrap_or_else(|| self.role.child_name(&self.release)),
+            ),
             "role" => Some(self.role.as_str().to_string()),
             "revision" => Some(self.revision.clone()),
             "window" => Some(self.window.to_string()),
@@ -88,6 +96,7 @@ pub fn validate_queries(analysis: &Analysis) -> Result<(), QueryError> {
         namespace: "namespace".into(),
         release: "release".into(),
         role: Role::Canary,
+        service: None,
         revision: "revision".into(),
         window: Duration::from_secs(60),
     };
@@ -191,6 +200,7 @@ mod tests {
             namespace: "shop".into(),
             release: "checkout".into(),
             role: Role::Canary,
+            service: None,
             revision: "6f9c7d".into(),
             window: Duration::from_secs(300),
         }
@@ -223,6 +233,14 @@ mod tests {
         assert_eq!(
             render("{{ service }}/{{role}}[{{window}}]", &stable).unwrap(),
             "checkout-stable/stable[1h30m]"
+        );
+        let renamed = TemplateValues {
+            service: Some("checkout-v2".into()),
+            ..values()
+        };
+        assert_eq!(
+            render("{{service}}/{{role}}", &renamed).unwrap(),
+            "checkout-v2/canary"
         );
     }
 

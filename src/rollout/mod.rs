@@ -12,7 +12,7 @@ pub mod conditions;
 mod decide;
 #[cfg(test)]
 mod fixtures;
-mod fold;
+pub mod fold;
 pub mod history;
 #[cfg(test)]
 mod props;

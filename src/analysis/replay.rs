@@ -599,7 +599,7 @@ mod tests {
     fn replay_inconclusive() -> Replay {
         replay(
             &analysis(2, 2, 4),
-            &steps("[{setWeight: 10}, {setWeight: 20}]"),
+            &steps("[{setWeight: 10}, {pause: {duration: 1m}}, {setWeight: 20}]"),
             runs("II"),
         )
     }

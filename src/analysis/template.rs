@@ -114,6 +114,24 @@ pub fn validate_queries(analysis: &Analysis) -> Result<(), QueryError> {
     Ok(())
 }
 
+/// The names of the placeholders `template` uses, in order of first use (`{{ window }}` counts
+/// as `window`); an unclosed `{{` ends the scan.
+pub fn placeholders(template: &str) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        let Some(end) = rest[start..].find("}}") else {
+            break;
+        };
+        let name = rest[start + 2..start + end].trim().to_string();
+        if !names.contains(&name) {
+            names.push(name);
+        }
+        rest = &rest[start + end + 2..];
+    }
+    names
+}
+
 /// Resolves the placeholders of `template` with `values`, each escaped for where it stands.
 ///
 /// A placeholder inside `"..."` or `'...'` gets the escapes of that quote; outside any string
@@ -281,6 +299,16 @@ mod tests {
             render("x{a=`{{namespace}}`}", &backtick),
             Err(TemplateError::RawStringValue { .. })
         ));
+    }
+
+    #[test]
+    fn lists_the_placeholders_a_template_uses() {
+        assert_eq!(
+            placeholders("x{a=\"{{ service }}\",r=\"{{revision}}\"}[{{window}}] / y[{{window}}]"),
+            ["service", "revision", "window"]
+        );
+        assert!(placeholders("up").is_empty());
+        assert_eq!(placeholders("{{role}} {{unclosed"), ["role"]);
     }
 
     #[test]

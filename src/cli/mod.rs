@@ -4,6 +4,7 @@
 //! to `spec`, so a Git-synced Release never drifts from Git.
 
 pub mod render;
+pub mod replay;
 pub mod request;
 
 use std::process::ExitCode;
@@ -57,6 +58,9 @@ pub enum Command {
         #[arg(short, long)]
         namespace: Option<String>,
     },
+    /// Replay a Release's analysis over Prometheus history: each verdict with its numbers, and
+    /// when the canary would have rolled back or been promoted.
+    Replay(replay::ReplayArgs),
     /// List which roadmap items are live, rolling out or rolled back.
     Roadmap {
         /// Namespace (default: the kubeconfig context's).
@@ -91,6 +95,18 @@ pub enum CliError {
 
 /// Run one command; the exit code says whether it succeeded.
 pub async fn run(command: Command) -> ExitCode {
+    if let Command::Replay(args) = &command {
+        return match replay_command(args).await {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let result = async {
         let client = Client::try_default().await.map_err(CliError::Connect)?;
         execute(client, command).await
@@ -103,6 +119,23 @@ pub async fn run(command: Command) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `waymark replay`: reads the file, asks Prometheus, returns what to print.
+pub async fn replay_command(args: &replay::ReplayArgs) -> Result<String, replay::ReplayError> {
+    let text = std::fs::read_to_string(&args.file).map_err(|error| replay::ReplayError::Read {
+        path: args.file.display().to_string(),
+        reason: error.to_string(),
+    })?;
+    let prepared = replay::prepare(args, &text, Timestamp::now())?;
+    let report = replay::fetch(prepared).await?;
+    Ok(match args.output {
+        replay::ReplayFormat::Text => replay::render_text(&report),
+        replay::ReplayFormat::Json => format!(
+            "{}\n",
+            serde_json::to_string_pretty(&replay::render_json(&report)).unwrap_or_default()
+        ),
+    })
 }
 
 async fn execute(client: Client, command: Command) -> Result<(), CliError> {
@@ -183,6 +216,7 @@ async fn execute(client: Client, command: Command) -> Result<(), CliError> {
             );
             Ok(())
         }
+        Command::Replay(_) => Ok(()),
     }
 }
 

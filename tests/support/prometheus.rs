@@ -12,6 +12,10 @@
 //!   `WAYMARK_PROMETHEUS` environment variable) on a free 127.0.0.1 port with a temporary data
 //!   directory and `scrape_interval: 1s`, scraping the given targets, and waits until it is
 //!   ready. The process is killed when the value is dropped.
+//! - [`Prometheus::start_with_history`] first backfills an OpenMetrics text into the data
+//!   directory with `promtool tsdb create-blocks-from openmetrics` (`promtool` on `PATH`, or
+//!   named by `WAYMARK_PROMTOOL`), then starts Prometheus on it without scraping anything, so a
+//!   test can query a past it wrote itself.
 //! - Waits are on conditions with deadlines ([`Prometheus::wait_for_window`]), never on sleeps
 //!   that hope the data has arrived.
 //!
@@ -180,6 +184,62 @@ impl Prometheus {
             .find(|candidate| candidate.is_file())
     }
 
+    /// `promtool`: `WAYMARK_PROMTOOL` if set, else the first on `PATH`.
+    pub fn promtool() -> Option<PathBuf> {
+        if let Some(path) = std::env::var_os("WAYMARK_PROMTOOL") {
+            return Some(PathBuf::from(path));
+        }
+        let path = std::env::var_os("PATH")?;
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("promtool"))
+            .find(|candidate| candidate.is_file())
+    }
+
+    /// Backfills `openmetrics` (an OpenMetrics text ending in `# EOF`) into a new data
+    /// directory with promtool, starts Prometheus on it (scraping nothing) and waits until it
+    /// is ready.
+    ///
+    /// Returns `None` (after printing `SKIPPED` and why) when `prometheus` or `promtool` is
+    /// missing outside CI; panics when one is missing with `CI=true`, or when promtool rejects
+    /// the text.
+    pub async fn start_with_history(openmetrics: &str) -> Option<Self> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let (Some(binary), Some(promtool)) = (Self::binary(), Self::promtool()) else {
+            let message = "no `prometheus` and `promtool` binaries on PATH (or in WAYMARK_PROMETHEUS and WAYMARK_PROMTOOL)";
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("{message}: CI must run the Prometheus tests; install Prometheus");
+            }
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED: {message}; install Prometheus to run this test"
+            );
+            return None;
+        };
+        let mut last_error = String::new();
+        for _ in 0..3 {
+            let data = tempfile::tempdir().expect("temp dir");
+            let input = data.path().join("history.om");
+            std::fs::write(&input, openmetrics).expect("write the OpenMetrics file");
+            let output = Command::new(&promtool)
+                .args(["tsdb", "create-blocks-from", "openmetrics"])
+                .arg(&input)
+                .arg(data.path().join("tsdb"))
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run {}: {e}", promtool.display()));
+            assert!(
+                output.status.success(),
+                "promtool rejected the history: {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            match Self::try_start_in(&binary, &[], data).await {
+                Ok(prometheus) => return Some(prometheus),
+                Err(error) => last_error = error,
+            }
+        }
+        panic!("Prometheus did not start: {last_error}");
+    }
+
     /// Starts Prometheus scraping `targets` every second and waits until it is ready.
     ///
     /// Returns `None` (after printing why) when the binary is missing outside CI; panics when
@@ -214,16 +274,30 @@ impl Prometheus {
 
     async fn try_start(binary: &PathBuf, targets: &[SocketAddr]) -> Result<Self, String> {
         let data = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+        Self::try_start_in(binary, targets, data).await
+    }
+
+    /// Starts Prometheus with its TSDB in `data/tsdb`, scraping `targets` (none: scrape
+    /// nothing).
+    async fn try_start_in(
+        binary: &PathBuf,
+        targets: &[SocketAddr],
+        data: tempfile::TempDir,
+    ) -> Result<Self, String> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .map_err(|e| format!("free port: {e}"))?
             .port();
         let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
-        let config = format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-             scrape_configs:\n- job_name: waymark-test\n  honor_labels: true\n  static_configs:\n  - targets: [{}]\n",
-            targets.join(", ")
+        let mut config = String::from(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n",
         );
+        if !targets.is_empty() {
+            config.push_str(&format!(
+                "scrape_configs:\n- job_name: waymark-test\n  honor_labels: true\n  static_configs:\n  - targets: [{}]\n",
+                targets.join(", ")
+            ));
+        }
         let config_path = data.path().join("prometheus.yml");
         std::fs::write(&config_path, config).map_err(|e| format!("config: {e}"))?;
         let log = std::fs::File::create(data.path().join("prometheus.log"))

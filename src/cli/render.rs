@@ -460,6 +460,9 @@ mod tests {
             failure_detected_at: None,
             reason: "AnalysisFailing".into(),
             message: Some("burn 21x of 14.4x".into()),
+            horizon: None,
+            kind: None,
+            timeline: Vec::new(),
         }];
         let text = status_text(&release);
         let line = text.lines().find(|line| line.contains("5d8b9c")).unwrap();

@@ -41,7 +41,8 @@ pub struct PhaseLabels {
     pub phase: String,
 }
 
-/// [`ReleaseLabels`] plus how a revision's release ended.
+/// [`ReleaseLabels`] plus the item's roadmap horizon and kind and how a revision's release
+/// ended.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     /// The Release's namespace.
@@ -50,6 +51,11 @@ pub struct OutcomeLabels {
     pub release: String,
     /// The roadmap item the finished revision delivered.
     pub roadmap_item: String,
+    /// `now`, `next`, `later`, or empty when the spec set none.
+    pub horizon: String,
+    /// `feature`, `debt`, `platform`, `security`, `experiment`, or empty when the spec set
+    /// none.
+    pub kind: String,
     /// `promoted`, `rolled_back`, `aborted` or `superseded`.
     pub outcome: String,
 }
@@ -69,8 +75,20 @@ pub struct BurnLabels {
     pub window: String,
 }
 
-/// [`ReleaseLabels`] without the outcome, for the time-to-restore histogram.
-type RestoreLabels = ReleaseLabels;
+/// [`OutcomeLabels`] without the outcome, for the time-to-restore histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RestoreLabels {
+    /// The Release's namespace.
+    pub namespace: String,
+    /// The Release's name.
+    pub release: String,
+    /// The roadmap item the finished revision delivered.
+    pub roadmap_item: String,
+    /// `now`, `next`, `later`, or empty.
+    pub horizon: String,
+    /// `feature`, `debt`, `platform`, `security`, `experiment`, or empty.
+    pub kind: String,
+}
 
 /// Label of the reconcile error counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -271,10 +289,14 @@ impl Metrics {
 
     /// Count a finished revision and observe its delivery times (the DORA figures per item).
     fn record_finished(&self, namespace: &str, release: &str, finished: &HistoryEntry) {
+        let horizon = finished.horizon.map_or("", |h| h.as_str()).to_string();
+        let kind = finished.kind.map_or("", |k| k.as_str()).to_string();
         let labels = OutcomeLabels {
             namespace: namespace.into(),
             release: release.into(),
             roadmap_item: finished.roadmap_item.clone(),
+            horizon: horizon.clone(),
+            kind: kind.clone(),
             outcome: finished.outcome.metric_label().into(),
         };
         self.releases_finished.get_or_create(&labels).inc();
@@ -299,6 +321,8 @@ impl Metrics {
                     namespace: namespace.into(),
                     release: release.into(),
                     roadmap_item: finished.roadmap_item.clone(),
+                    horizon,
+                    kind,
                 })
                 .observe(seconds_until_finished(detected_at));
         }
@@ -429,6 +453,9 @@ mod tests {
             failure_detected_at: Some(time("2026-11-21T12:09:00Z")),
             reason: "AnalysisFailing".into(),
             message: None,
+            horizon: Some(crate::api::Horizon::Now),
+            kind: None,
+            timeline: Vec::new(),
         };
         let status = ReleaseStatus {
             roadmap_item: Some("PAY-142".into()),
@@ -440,7 +467,8 @@ mod tests {
         // The same status again (a later reconcile) must not count the revision twice.
         metrics.observe_release("shop", "checkout", Some(&status), &status);
         let text = metrics.encode().unwrap();
-        let labels = r#"namespace="shop",release="checkout",roadmap_item="PAY-142""#;
+        let labels =
+            r#"namespace="shop",release="checkout",roadmap_item="PAY-142",horizon="now",kind="""#;
         for expected in [
             format!(r#"waymark_releases_finished_total{{{labels},outcome="rolled_back"}} 1"#),
             format!(

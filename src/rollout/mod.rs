@@ -141,5 +141,70 @@ pub fn analysis_due(release: &Release, now: Timestamp) -> bool {
 /// restarted controller continues where the last one stopped, and feeding the returned status
 /// back with the same world changes nothing.
 pub fn decide(release: &Release, observed: &Observed, now: Timestamp) -> Decision {
-    decide::Decider::new(release, observed, now).decide()
+    let mut decision = decide::Decider::new(release, observed, now).decide();
+    let roadmap = &release.spec.roadmap;
+    let before = release
+        .status
+        .as_ref()
+        .map(|status| status.history.as_slice())
+        .unwrap_or_default();
+    history::stamp_roadmap(before, &mut decision.status.history, roadmap);
+    tag_event_notes(&mut decision.actions, roadmap);
+    decision
+}
+
+/// Names the roadmap item's horizon and kind where an event note names the item: notes begin
+/// with `<item>: `, which becomes `<item> (now, feature): `.
+fn tag_event_notes(actions: &mut [Action], roadmap: &crate::api::Roadmap) {
+    let tagged = roadmap.tagged();
+    if tagged == roadmap.item {
+        return;
+    }
+    let prefix = format!("{}: ", roadmap.item);
+    for action in actions {
+        if let Action::Event(note) = action
+            && let Some(rest) = note.note.strip_prefix(&prefix)
+        {
+            note.note = format!("{tagged}: {rest}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod roadmap_tag_tests {
+    use super::fixtures::{ReleaseBuilder, at, notes, observed};
+    use super::*;
+    use crate::api::{Horizon, RoadmapKind};
+
+    #[test]
+    fn history_entries_and_event_notes_carry_the_horizon_and_kind() {
+        let mut release = ReleaseBuilder::gateway().build();
+        release.spec.roadmap.horizon = Some(Horizon::Next);
+        release.spec.roadmap.kind = Some(RoadmapKind::Debt);
+        let decision = decide(&release, &observed().route(0).build(), at(0));
+        let entry = &decision.status.history[0];
+        assert_eq!(
+            (entry.horizon, entry.kind),
+            (Some(Horizon::Next), Some(RoadmapKind::Debt))
+        );
+        let notes = notes(&decision);
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("PAY-142 (next, debt): first release")),
+            "{notes:?}"
+        );
+    }
+
+    #[test]
+    fn without_horizon_and_kind_notes_name_the_item_alone() {
+        let release = ReleaseBuilder::gateway().build();
+        let decision = decide(&release, &observed().route(0).build(), at(0));
+        assert_eq!(decision.status.history[0].horizon, None);
+        assert!(
+            notes(&decision)
+                .iter()
+                .any(|n| n.contains("PAY-142: first release"))
+        );
+    }
 }

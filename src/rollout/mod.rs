@@ -19,6 +19,7 @@ mod props;
 pub mod split;
 #[cfg(test)]
 mod tests;
+pub mod timeline;
 
 pub use decide::CONVERGE_POLL;
 

@@ -3,9 +3,12 @@
 //! Manual actions are written to the Release's status subresource (`status.request`), never
 //! to `spec`, so a Git-synced Release never drifts from Git.
 
+#[cfg(test)]
+mod golden;
 pub mod render;
 pub mod replay;
 pub mod request;
+pub mod roadmap;
 
 use std::process::ExitCode;
 

@@ -247,7 +247,8 @@ fn aside(note: Option<&str>, gap: &str) -> String {
 }
 
 /// One line of `waymark roadmap`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RoadmapRow {
     /// Namespace of the Release.
     pub namespace: String,

@@ -5,6 +5,7 @@
 
 #[cfg(test)]
 mod golden;
+pub mod postmortem;
 pub mod render;
 pub mod replay;
 pub mod request;

@@ -864,7 +864,9 @@ mod tests {
 
     #[test]
     fn bad_input_names_the_flag_or_field() {
-        let cases: Vec<(Box<dyn Fn(&mut ReplayArgs, &mut String)>, &str)> = vec![
+        /// Changes the arguments or the file's text into a bad input.
+        type Change = Box<dyn Fn(&mut ReplayArgs, &mut String)>;
+        let cases: Vec<(Change, &str)> = vec![
             (
                 Box::new(|a, _| a.from = "now".into()),
                 "--from (2026-11-21T12:00:00Z) must be before --to (2026-11-21T12:00:00Z)",

@@ -44,6 +44,25 @@ pub struct Call {
     pub namespace_from: NamespaceFrom,
 }
 
+impl Call {
+    /// A call on the Release `name` in `namespace`.
+    pub fn on_release(
+        verb: &'static str,
+        resource: &'static str,
+        namespace: &str,
+        name: &str,
+        namespace_from: NamespaceFrom,
+    ) -> Self {
+        Call {
+            verb,
+            resource,
+            namespace: Some(namespace.to_string()),
+            name: Some(name.to_string()),
+            namespace_from,
+        }
+    }
+}
+
 /// How a command's namespace was chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NamespaceFrom {

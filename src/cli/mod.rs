@@ -391,13 +391,7 @@ async fn get_release(
     name: &str,
 ) -> Result<Release, CliError> {
     let api: Api<Release> = Api::namespaced(session.client.clone(), namespace);
-    let call = Call {
-        verb: "get",
-        resource: "releases",
-        namespace: Some(namespace.to_string()),
-        name: Some(name.to_string()),
-        namespace_from: from,
-    };
+    let call = Call::on_release("get", "releases", namespace, name, from);
     api.get(name)
         .await
         .map_err(|error| classify(error, &call, &session.tried))
@@ -422,13 +416,7 @@ pub async fn request_action(
         field_manager: Some(CLI_FIELD_MANAGER.into()),
         ..Default::default()
     };
-    let call = Call {
-        verb: "patch",
-        resource: "releases/status",
-        namespace: Some(namespace.to_string()),
-        name: Some(name.to_string()),
-        namespace_from: from,
-    };
+    let call = Call::on_release("patch", "releases/status", namespace, name, from);
     api.patch_status(
         name,
         &params,
@@ -457,13 +445,7 @@ async fn watch_status(
     get_release(session, namespace, from, name).await?;
     let api: Api<Release> = Api::namespaced(session.client.clone(), namespace);
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let call = Call {
-        verb: "watch",
-        resource: "releases",
-        namespace: Some(namespace.to_string()),
-        name: Some(name.to_string()),
-        namespace_from: from,
-    };
+    let call = Call::on_release("watch", "releases", namespace, name, from);
     let mut stream = watcher(api, config).boxed();
     while let Some(event) = stream.try_next().await.map_err(|error| {
         let error = match error {

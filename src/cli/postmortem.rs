@@ -17,7 +17,9 @@ use std::fmt::Write as _;
 use k8s_openapi::jiff::Timestamp;
 use serde_json::json;
 
-use crate::analysis::summary::{format_burn, format_count, format_number, format_percent};
+use crate::analysis::summary::{
+    format_burn, format_count, format_number, format_percent, format_span as span,
+};
 use crate::api::{
     Duration, HistoryEntry, ManualAction, Outcome, Release, TimelineEntry, TimelineKind,
     TimelineWindow, Verdict,
@@ -208,17 +210,6 @@ pub fn findings<'a>(release: &'a Release, entry: &'a HistoryEntry) -> Findings<'
         first_bad_sample: first_bad_sample.or(first_failing_run),
         first_failing_run,
         first_failure,
-    }
-}
-
-/// A span as people say it: `14m30s`.
-fn span(from: Timestamp, to: Timestamp) -> String {
-    let seconds = to.as_second() - from.as_second();
-    let text = Duration::from_secs(seconds.unsigned_abs()).to_string();
-    if seconds < 0 {
-        format!("-{text}")
-    } else {
-        text
     }
 }
 

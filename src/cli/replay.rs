@@ -18,7 +18,7 @@ use crate::analysis::client::PrometheusClient;
 use crate::analysis::judge::judge;
 use crate::analysis::replay::{Replay, ReplayEvent, ReplayOutcome, replay};
 use crate::analysis::run::{Plan, RoleTarget, plan_for};
-use crate::analysis::summary::format_number;
+use crate::analysis::summary::{format_number, format_span as span};
 use crate::analysis::template::placeholders;
 use crate::analysis::{AnalysisRun, Credentials, QueryError, QueryFailure, SampledSeries};
 use crate::api::{Duration, PrometheusSource, Release, template_revision};
@@ -526,17 +526,6 @@ pub async fn fetch(prepared: Prepared) -> Result<ReplayReport, ReplayError> {
         range_queries: distinct.len(),
         replay: replayed,
     })
-}
-
-/// A span as people say it: `41m30s`, `0s`.
-fn span(from: Timestamp, to: Timestamp) -> String {
-    let seconds = to.as_second() - from.as_second();
-    let text = Duration::from_secs(seconds.unsigned_abs()).to_string();
-    if seconds < 0 {
-        format!("-{text}")
-    } else {
-        text
-    }
 }
 
 fn step_label(step: usize, total: usize) -> String {

@@ -111,44 +111,38 @@ pub fn delivery_summary(
             median_time_to_restore_seconds: median,
         }
     };
-    let mut by_horizon: Vec<DeliveryRow> = Horizon::ALL
-        .iter()
-        .map(|horizon| {
-            let members = entries
-                .iter()
-                .copied()
-                .filter(|e| e.horizon == Some(*horizon))
-                .collect();
-            row(horizon.as_str(), members)
-        })
-        .collect();
-    let unset: Vec<&HistoryEntry> = entries
-        .iter()
-        .copied()
-        .filter(|e| e.horizon.is_none())
-        .collect();
-    if !unset.is_empty() {
-        by_horizon.push(row("unset", unset));
-    }
-    let mut by_kind: Vec<DeliveryRow> = RoadmapKind::ALL
-        .iter()
-        .map(|kind| {
-            let members = entries
-                .iter()
-                .copied()
-                .filter(|e| e.kind == Some(*kind))
-                .collect();
-            row(kind.as_str(), members)
-        })
-        .collect();
-    let unset: Vec<&HistoryEntry> = entries
-        .iter()
-        .copied()
-        .filter(|e| e.kind.is_none())
-        .collect();
-    if !unset.is_empty() {
-        by_kind.push(row("unset", unset));
-    }
+    // One row per value in order, then `unset` when some entry has none.
+    let grouped = |names: Vec<&'static str>,
+                   key: &dyn Fn(&HistoryEntry) -> Option<&'static str>| {
+        let mut rows: Vec<DeliveryRow> = names
+            .iter()
+            .map(|name| {
+                let members = entries
+                    .iter()
+                    .copied()
+                    .filter(|e| key(e) == Some(*name))
+                    .collect();
+                row(name, members)
+            })
+            .collect();
+        let unset: Vec<&HistoryEntry> = entries
+            .iter()
+            .copied()
+            .filter(|e| key(e).is_none())
+            .collect();
+        if !unset.is_empty() {
+            rows.push(row("unset", unset));
+        }
+        rows
+    };
+    let by_horizon = grouped(
+        Horizon::ALL.iter().map(Horizon::as_str).collect(),
+        &|e: &HistoryEntry| e.horizon.map(|h| h.as_str()),
+    );
+    let by_kind = grouped(
+        RoadmapKind::ALL.iter().map(RoadmapKind::as_str).collect(),
+        &|e: &HistoryEntry| e.kind.map(|k| k.as_str()),
+    );
     DeliverySummary {
         since,
         by_horizon,

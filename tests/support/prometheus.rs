@@ -164,6 +164,33 @@ fn label_value(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// Says why a test is skipped and returns `None`, or panics with `CI=true`, where a missing
+/// Prometheus is a broken CI image.
+fn skip<T>(message: &str) -> Option<T> {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{message}: CI must run the Prometheus tests; install Prometheus");
+    }
+    // Written to stderr directly: the test harness captures `eprintln!` of passing tests, and
+    // a skip must be seen.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: {message}; install Prometheus to run this test"
+    );
+    None
+}
+
+/// The program `name`: the path in environment variable `variable` if set, else the first on
+/// `PATH`.
+fn find_binary(variable: &str, name: &str) -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os(variable) {
+        return Some(PathBuf::from(path));
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
 /// A `prometheus` child process on a free loopback port, killed on drop.
 pub struct Prometheus {
     child: Option<Child>,
@@ -175,24 +202,12 @@ pub struct Prometheus {
 impl Prometheus {
     /// The `prometheus` binary: `WAYMARK_PROMETHEUS` if set, else the first on `PATH`.
     pub fn binary() -> Option<PathBuf> {
-        if let Some(path) = std::env::var_os("WAYMARK_PROMETHEUS") {
-            return Some(PathBuf::from(path));
-        }
-        let path = std::env::var_os("PATH")?;
-        std::env::split_paths(&path)
-            .map(|dir| dir.join("prometheus"))
-            .find(|candidate| candidate.is_file())
+        find_binary("WAYMARK_PROMETHEUS", "prometheus")
     }
 
     /// `promtool`: `WAYMARK_PROMTOOL` if set, else the first on `PATH`.
     pub fn promtool() -> Option<PathBuf> {
-        if let Some(path) = std::env::var_os("WAYMARK_PROMTOOL") {
-            return Some(PathBuf::from(path));
-        }
-        let path = std::env::var_os("PATH")?;
-        std::env::split_paths(&path)
-            .map(|dir| dir.join("promtool"))
-            .find(|candidate| candidate.is_file())
+        find_binary("WAYMARK_PROMTOOL", "promtool")
     }
 
     /// Backfills `openmetrics` (an OpenMetrics text ending in `# EOF`) into a new data
@@ -205,15 +220,9 @@ impl Prometheus {
     pub async fn start_with_history(openmetrics: &str) -> Option<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let (Some(binary), Some(promtool)) = (Self::binary(), Self::promtool()) else {
-            let message = "no `prometheus` and `promtool` binaries on PATH (or in WAYMARK_PROMETHEUS and WAYMARK_PROMTOOL)";
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("{message}: CI must run the Prometheus tests; install Prometheus");
-            }
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED: {message}; install Prometheus to run this test"
+            return skip(
+                "no `prometheus` and `promtool` binaries on PATH (or in WAYMARK_PROMETHEUS and WAYMARK_PROMTOOL)",
             );
-            return None;
         };
         let mut last_error = String::new();
         for _ in 0..3 {
@@ -248,17 +257,7 @@ impl Prometheus {
     pub async fn start(targets: &[SocketAddr]) -> Option<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let Some(binary) = Self::binary() else {
-            let message = "no `prometheus` binary on PATH (or in WAYMARK_PROMETHEUS)";
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("{message}: CI must run the Prometheus tests; install Prometheus");
-            }
-            // Written to stderr directly: the test harness captures `eprintln!` of passing
-            // tests, and a skip must be seen.
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED: {message}; install Prometheus to run this test"
-            );
-            return None;
+            return skip("no `prometheus` binary on PATH (or in WAYMARK_PROMETHEUS)");
         };
         // The port is chosen by binding and releasing it; another process may take it in
         // between, so a Prometheus that exits at once is retried on a new port.

@@ -112,6 +112,7 @@ async fn the_replayed_rollback_falls_just_after_the_bad_interval_begins() {
         stable_role_selector: Some("revision=5d8b9c".into()),
         namespace: None,
         output: ReplayFormat::Text,
+        changes: false,
     };
 
     let started = Instant::now();
@@ -175,12 +176,32 @@ async fn the_replayed_rollback_falls_just_after_the_bad_interval_begins() {
         "{message}"
     );
 
-    let text = replay::render_text(&report);
-    if std::env::var_os("WAYMARK_SHOW_REPLAY").is_some() {
-        eprintln!("{text}");
-    }
-    assert!(text.contains("=> "), "{text}");
+    let text = replay::render_text(&report, false);
+    assert_eq!(
+        text.lines().filter(|line| line.starts_with("20")).count(),
+        runs.len(),
+        "one line per run"
+    );
     assert!(text.contains("ROLLBACK (AnalysisFailing)"), "{text}");
+    let changes = replay::render_text(&report, true);
+    if std::env::var_os("WAYMARK_SHOW_REPLAY").is_some() {
+        eprintln!("{changes}");
+    }
+    // With --changes: the first run, the first failing and rolling-back runs, the first run
+    // after the outcome, the first passing one after the bad interval, and the last.
+    assert!(
+        changes
+            .lines()
+            .filter(|line| line.starts_with("20"))
+            .count()
+            <= 8,
+        "{changes}"
+    );
+    assert!(
+        changes.contains("more runs like the one above"),
+        "{changes}"
+    );
+    assert!(changes.contains("ROLLBACK (AnalysisFailing)"), "{changes}");
     let json = replay::render_json(&report);
     assert_eq!(json["outcome"]["outcome"], "rolledBack");
     assert_eq!(json["outcome"]["at"], at.to_string());
@@ -209,6 +230,7 @@ async fn an_unreachable_prometheus_is_an_error_naming_the_flag() {
         stable_role_selector: Some("revision=5d8b9c".into()),
         namespace: None,
         output: ReplayFormat::Text,
+        changes: false,
     };
     let prepared = replay::prepare(&args, RELEASE, Timestamp::now()).expect("valid input");
     let error = replay::fetch(prepared)

@@ -255,7 +255,7 @@ pub async fn replay_command(args: &replay::ReplayArgs) -> Result<String, replay:
     let prepared = replay::prepare(args, &text, Timestamp::now())?;
     let report = replay::fetch(prepared).await?;
     Ok(match args.output {
-        replay::ReplayFormat::Text => replay::render_text(&report),
+        replay::ReplayFormat::Text => replay::render_text(&report, args.changes),
         replay::ReplayFormat::Json => format!(
             "{}\n",
             serde_json::to_string_pretty(&replay::render_json(&report)).unwrap_or_default()

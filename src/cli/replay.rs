@@ -59,6 +59,10 @@ pub struct ReplayArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = ReplayFormat::Text)]
     pub output: ReplayFormat,
+    /// Text output: show only the runs where the verdict changes or the canary moves, and
+    /// count the others.
+    #[arg(long)]
+    pub changes: bool,
 }
 
 /// How `waymark replay` prints.
@@ -559,9 +563,13 @@ fn event_text(event: &ReplayEvent, from: Timestamp) -> String {
                 "{when} step {step}: waits for `waymark promote` (replay never promotes for you)"
             )
         }
+        // The first part of the status message; the outcome line below gives all of it.
         ReplayEvent::RolledBack {
             reason, message, ..
-        } => format!("{when} ROLLBACK ({reason}): {message}"),
+        } => format!(
+            "{when} ROLLBACK ({reason}): {}",
+            message.split("; ").next().unwrap_or_default()
+        ),
         ReplayEvent::Promoted { .. } => {
             format!("{when} PROMOTION: all steps done and the analysis passes")
         }
@@ -604,8 +612,10 @@ pub fn outcome_text(report: &ReplayReport) -> String {
 }
 
 /// The replay as text: the inputs, one line per run with its numbers, the canary's moves
-/// between them, and the outcome.
-pub fn render_text(report: &ReplayReport) -> String {
+/// between them, and the outcome. With `changes`, only the first and last runs, the runs whose
+/// verdict differs from the one before, and those with a move are shown; the others are
+/// counted.
+pub fn render_text(report: &ReplayReport, changes: bool) -> String {
     let prepared = &report.prepared;
     let release = &prepared.release;
     let name = release.metadata.name.as_deref().unwrap_or_default();
@@ -680,7 +690,24 @@ pub fn render_text(report: &ReplayReport) -> String {
         "TIME", "AFTER", "STEP", "WEIGHT", "VERDICT", "FAIL", "INC", "ERR", "BURN"
     );
     let mut shown_after = false;
-    for step in &report.replay.steps {
+    let mut hidden = 0;
+    let last = report.replay.steps.len().saturating_sub(1);
+    for (index, step) in report.replay.steps.iter().enumerate() {
+        let previous = index.checked_sub(1).map(|i| &report.replay.steps[i]);
+        let worth_showing = !changes
+            || index == 0
+            || index == last
+            || !step.events.is_empty()
+            || step.after_outcome != previous.is_some_and(|p| p.after_outcome)
+            || previous.is_some_and(|p| p.run.verdict != step.run.verdict);
+        if !worth_showing {
+            hidden += 1;
+            continue;
+        }
+        if hidden > 0 {
+            let _ = writeln!(out, "  ... {hidden} more runs like the one above");
+            hidden = 0;
+        }
         if step.after_outcome && !shown_after {
             shown_after = true;
             let _ = writeln!(
@@ -784,6 +811,7 @@ mod tests {
             stable_role_selector: Some("revision=5d8b9c".into()),
             namespace: None,
             output: ReplayFormat::Text,
+            changes: false,
         }
     }
 

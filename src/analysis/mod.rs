@@ -1,15 +1,25 @@
 //! Prometheus analysis: PromQL templating and escaping, the Prometheus client, burn-rate and
 //! error-budget math.
 //!
-//! The pure parts (templating, burn rates, the baseline comparison, the budget, verdicts and
-//! the summary line) are synchronous functions of plain values; only [`client`] and
-//! [`mod@run`] talk to Prometheus. A run never fails: what goes wrong becomes an `Error` verdict with a message.
+//! The pure parts (templating, burn rates, the baseline comparison, the budget, verdicts, the
+//! summary line, the limits and the replay fold) are synchronous functions of plain values
+//! and import nothing from the HTTP client; only [`client`] and [`mod@run`] talk to Prometheus,
+//! and replay's range queries go through the same client. A run never fails: what goes wrong
+//! becomes an `Error` verdict with a message.
 //!
+//! One function decides a verdict from numbers: [`judge::judge`]. The controller feeds it the
+//! answers of instant queries ([`run::measure`]); replay feeds it one instant of range queries
+//! ([`outcome::SampledSeries::at`]); both pair answers with queries through
+//! [`run::Plan::assemble`].
+//!
+//! - [`outcome`]: what a query answered (value, no data, failure), as plain values.
 //! - [`template`]: the one templating function and [`validate_queries`] for `SpecValid`.
 //! - [`burn`]: error ratio, burn rate, the multi-window rule, `minRequests`.
 //! - [`baseline`]: canary against stable, and why that rule.
 //! - [`budget`]: the error budget left over `slo.budget.period`.
 //! - [`judge`]: all of the above into an [`AnalysisRun`].
+//! - [`limits`]: when `failureLimit`, `errorLimit` or `inconclusiveLimit` is reached.
+//! - [`replay`]: judged runs folded into a replayed canary: when it would have rolled back.
 //! - [`client`], [`mod@run`]: the Prometheus client and the I/O shell.
 
 pub mod baseline;

@@ -32,7 +32,7 @@ pub struct ReplayArgs {
     /// The Release manifest (YAML; the first document of kind Release is used).
     #[arg(short = 'f', long = "file")]
     pub file: PathBuf,
-    /// Base URL of the Prometheus holding the history, e.g. http://prometheus.monitoring:9090
+    /// Base URL of the Prometheus holding the history, e.g. `http://prometheus.monitoring:9090`
     /// (replaces spec.analysis.prometheus.address).
     #[arg(long)]
     pub prometheus: String,

@@ -13,7 +13,7 @@ pub fn status_text(release: &Release) -> String {
     let status = release.status.clone().unwrap_or_default();
 
     let _ = writeln!(out, "Release:   {namespace}/{name}");
-    let mut roadmap = spec.roadmap.item.clone();
+    let mut roadmap = spec.roadmap.tagged();
     if let Some(title) = &spec.roadmap.title {
         let _ = write!(roadmap, " — {title}");
     }
@@ -394,6 +394,17 @@ mod tests {
         assert!(text.contains("     1. setWeight 10%"), "{text}");
         assert!(text.contains("4. pause until `waymark promote`"), "{text}");
         assert!(text.contains("2. pause 2m"), "{text}");
+        assert!(
+            text.contains("Roadmap:   PAY-142 — One-click checkout"),
+            "{text}"
+        );
+        release.spec.roadmap.horizon = Some(crate::api::Horizon::Now);
+        release.spec.roadmap.kind = Some(crate::api::RoadmapKind::Feature);
+        let text = status_text(&release);
+        assert!(
+            text.contains("Roadmap:   PAY-142 (now, feature) — One-click checkout"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -1,540 +1,65 @@
-//! End-to-end tests against the cluster in `KUBECONFIG`.
+//! End-to-end walks on a real Kubernetes API server.
 //!
-//! Each test installs the Release CRD (server-side apply, waits for Established), creates its
-//! own namespace, runs the controller in-process (the same loop as `waymark controller`,
-//! watching only that namespace) and deletes the namespace at the end. Without a reachable
-//! cluster every test prints `SKIPPED ...` and passes.
+//! With `KUBEBUILDER_ASSETS` naming envtest binaries (etcd, kube-apiserver and optionally
+//! kube-controller-manager), the suite starts its own throwaway control plane once per run,
+//! installs the Waymark CRD, the Gateway API CRDs (`WAYMARK_E2E_GATEWAY_CRDS`) and the
+//! controller's RBAC, and tears it down at the end, also when a walk fails. Without it, the
+//! suite uses the cluster in `KUBECONFIG`. With neither, every walk fails under `CI=true` and
+//! prints `SKIPPED` otherwise.
 //!
-//! Assumed installed: the Gateway API CRDs (standard channel, HTTPRoute v1); tests that need
-//! them say so when they are missing. No Gateway is needed: Waymark only edits route weights.
+//! Each walk gets its own namespace and an in-process controller (the same loop as
+//! `waymark controller`, watching only that namespace) that talks to the API server as the
+//! `waymark-controller` ServiceAccount with exactly the ClusterRole of `config/rbac/`. Nothing
+//! runs pods on the suite's control plane: simulated kubelets mark Deployments available by
+//! patching their status (on another cluster, `WAYMARK_E2E_SIMULATE_READINESS=1` does the same).
 //!
 //! The analysis walk also needs the `prometheus` binary (Debian's package): it starts one on a
-//! loopback port, scraping request counters the test serves, and the in-process controller
-//! queries it. Without the binary that walk says it is skipped.
-//!
-//! `WAYMARK_E2E_SIMULATE_READINESS=1` makes the suite mark child Deployments available by
-//! patching their status, for clusters that cannot run pods (an API server without nodes).
-//! `WAYMARK_E2E_IMAGE_V1` / `WAYMARK_E2E_IMAGE_V2` choose the two images (default two nginx
-//! tags) for clusters that run pods.
+//! loopback port, scraping request counters the walk serves.
 
+mod canary;
+mod children;
+mod control_plane;
+mod fixtures;
+mod operate;
+mod quiet;
+mod restart;
 mod support;
 
 #[path = "../tests/support/prometheus.rs"]
 mod prometheus_support;
 
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams, PostParams};
-use kube::{Api, ResourceExt};
-use serde_json::{Value, json};
+use std::process::ExitCode;
 
-use support::{E2E_MANAGER, Env, eventually, run};
-use waymark::api::{
-    CLI_FIELD_MANAGER, LABEL_REVISION, LABEL_ROADMAP_ITEM, LABEL_ROLE, ManualAction, ManualRequest,
-    Outcome, Phase, Release,
-};
+use support::trial;
 
-fn image(version: u8) -> String {
-    let (variable, default) = match version {
-        1 => ("WAYMARK_E2E_IMAGE_V1", "nginx:1.27-alpine"),
-        _ => ("WAYMARK_E2E_IMAGE_V2", "nginx:1.28-alpine"),
+macro_rules! walks {
+    ($($module:ident :: $walk:ident),* $(,)?) => {
+        vec![$(trial(stringify!($walk), |env| Box::pin($module::$walk(env)))),*]
     };
-    std::env::var(variable).unwrap_or_else(|_| default.to_string())
 }
 
-fn container(image: &str) -> Value {
-    json!({"name": "app", "image": image, "ports": [{"containerPort": 80}]})
-}
-
-/// A Release as a platform team writes it, routed by HTTPRoute `route`.
-fn release(name: &str, route: &str, steps: Value) -> Release {
-    serde_json::from_value(json!({
-        "apiVersion": "waymark.dev/v1alpha1",
-        "kind": "Release",
-        "metadata": {"name": name},
-        "spec": {
-            "roadmap": {"item": "E2E-1", "title": "End-to-end first release"},
-            "replicas": 2,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [container(&image(1))]}
-            },
-            "service": {"port": 80},
-            "traffic": {"gatewayAPI": {"httpRoute": route}},
-            "steps": steps,
-            "progressDeadline": "3m",
-            "scaleDownDelay": "2s"
-        }
-    }))
-    .unwrap_or_else(|error| panic!("the test Release does not deserialize: {error}"))
-}
-
-async fn create_release(env: &Env, release: &Release) {
-    env.releases()
-        .create(&PostParams::default(), release)
-        .await
-        .unwrap_or_else(|error| panic!("cannot create Release {}: {error}", release.name_any()));
-}
-
-/// An HTTPRoute sending everything to `<release>-stable:80`, as the service owner wrote it.
-async fn create_route(env: &Env, name: &str, release: &str) {
-    let route = serde_json::from_value(json!({
-        "apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "HTTPRoute",
-        "metadata": {"name": name},
-        "spec": {
-            "parentRefs": [{"name": "e2e-gateway"}],
-            "rules": [
-                {"backendRefs": [{"name": format!("{release}-stable"), "port": 80}]},
-                {"matches": [{"path": {"type": "PathPrefix", "value": "/static"}}],
-                 "backendRefs": [{"name": "static-assets", "port": 8080, "weight": 7}]}
-            ]
-        }
-    }))
-    .unwrap_or_else(|error| panic!("the test HTTPRoute does not deserialize: {error}"));
-    env.routes()
-        .create(&PostParams::default(), &route)
-        .await
-        .unwrap_or_else(|error| panic!("cannot create HTTPRoute {name}: {error}"));
-}
-
-/// The user ships a new version: a new image and the roadmap item it delivers.
-async fn ship(env: &Env, name: &str, image: &str, item: &str) {
-    let patch = json!({"spec": {
-        "roadmap": {"item": item},
-        "template": {"spec": {"containers": [container(image)]}}
-    }});
-    env.releases()
-        .patch(
-            name,
-            &PatchParams {
-                field_manager: Some(E2E_MANAGER.into()),
-                ..PatchParams::default()
-            },
-            &Patch::Merge(&patch),
-        )
-        .await
-        .unwrap_or_else(|error| panic!("cannot change Release {name}: {error}"));
-}
-
-/// `(stable, canary)` weights of the first rule; a missing canary backendRef is `None`.
-/// Also checks that the second rule, not Waymark's, is untouched.
-async fn route_weights(
-    env: &Env,
-    route: &str,
-    release: &str,
-) -> Result<(i32, Option<i32>), String> {
-    let route = env
-        .routes()
-        .get(route)
-        .await
-        .map_err(|error| format!("cannot read HTTPRoute: {error}"))?;
-    let rules = route.spec.rules.unwrap_or_default();
-    let refs = rules
-        .first()
-        .and_then(|rule| rule.backend_refs.clone())
-        .unwrap_or_default();
-    let weight = |name: String| {
-        refs.iter()
-            .find(|backend| backend.name == name)
-            .map(|backend| backend.weight.unwrap_or(1))
-    };
-    let stable = weight(format!("{release}-stable"))
-        .ok_or_else(|| format!("no stable backendRef in {refs:?}"))?;
-    let canary = weight(format!("{release}-canary"));
-    let other = rules
-        .get(1)
-        .and_then(|rule| rule.backend_refs.clone())
-        .unwrap_or_default();
-    assert!(
-        other.len() == 1 && other[0].name == "static-assets" && other[0].weight == Some(7),
-        "the route's other rule was changed: {other:?}"
-    );
-    Ok((stable, canary))
-}
-
-async fn wait_for_weight(env: &Env, route: &str, release: &str, canary_weight: i32) {
-    eventually(
-        &format!("HTTPRoute {route} to send {canary_weight}% to the canary"),
-        || async {
-            let (stable, canary) = route_weights(env, route, release).await?;
-            let canary = canary.unwrap_or(0);
-            if stable == 100 - canary_weight && canary == canary_weight {
-                Ok(())
-            } else {
-                Err(format!("stable weight {stable}, canary weight {canary}"))
-            }
-        },
-    )
-    .await;
-}
-
-async fn wait_for_phase(env: &Env, name: &str, phase: Phase, reason: Option<&str>) {
-    eventually(
-        &format!(
-            "Release {name} to be {phase}{}",
-            reason.map(|r| format!(" ({r})")).unwrap_or_default()
-        ),
-        || async {
-            let status = env.status(name).await;
-            let reason_ok = reason.is_none_or(|reason| status.reason.as_deref() == Some(reason));
-            if status.phase == Some(phase) && reason_ok {
-                Ok(())
-            } else {
-                Err(format!(
-                    "phase {:?}, reason {:?}, message {:?}",
-                    status.phase, status.reason, status.message
-                ))
-            }
-        },
-    )
-    .await;
-}
-
-async fn healthy_first_release(env: &Env, name: &str, steps: Value) {
-    create_route(env, name, name).await;
-    create_release(env, &release(name, name, steps)).await;
-    wait_for_phase(env, name, Phase::Healthy, Some("StableAvailable")).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn first_release_becomes_healthy_with_labelled_children() {
-    run("first-release", true, |env| async move {
-        let name = "checkout";
-        healthy_first_release(&env, name, json!([{"setWeight": 50}])).await;
-
-        let status = env.status(name).await;
-        let stable_revision = status.stable_revision.clone().expect("a stable revision");
-        assert_eq!(status.canary_revision, None);
-        let stable = env.deployments().get("checkout-stable").await.unwrap();
-        assert_eq!(stable.labels()[LABEL_ROLE], "stable");
-        assert_eq!(stable.labels()[LABEL_REVISION], stable_revision);
-        assert_eq!(stable.labels()[LABEL_ROADMAP_ITEM], "E2E-1");
-        assert_eq!(stable.owner_references()[0].kind, "Release");
-        assert_eq!(stable.spec.as_ref().and_then(|s| s.replicas), Some(2));
-        assert!(
-            env.deployments()
-                .get_opt("checkout-canary")
-                .await
-                .unwrap()
-                .is_none(),
-            "no canary on a first release"
-        );
-        let services: Api<Service> = Api::namespaced(env.client.clone(), &env.namespace);
-        for role in ["stable", "canary"] {
-            let service = services.get(&format!("checkout-{role}")).await.unwrap();
-            let selector = service.spec.unwrap().selector.unwrap();
-            assert_eq!(selector[LABEL_ROLE], role);
-        }
-        let (stable_weight, canary_weight) = route_weights(&env, name, name).await.unwrap();
-        assert_eq!(
-            canary_weight.unwrap_or(0),
-            0,
-            "all traffic on stable ({stable_weight})"
-        );
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_image_walks_every_step_to_promotion() {
-    run("promotion", true, |env| async move {
-        let name = "checkout";
-        let steps = json!([
-            {"setWeight": 20},
-            {"pause": {"duration": "3s"}},
-            {"setWeight": 50},
-            {"pause": {"duration": "3s"}}
-        ]);
-        healthy_first_release(&env, name, steps).await;
-        let first_revision = env
-            .status(name)
-            .await
-            .stable_revision
-            .expect("stable revision");
-
-        ship(&env, name, &image(2), "E2E-2").await;
-        let canary_revision = eventually("a canary revision in the status", || async {
-            let status = env.status(name).await;
-            status
-                .canary_revision
-                .filter(|revision| *revision != first_revision)
-                .ok_or_else(|| format!("phase {:?}, message {:?}", status.phase, status.message))
-        })
-        .await;
-        let canary = eventually("the canary Deployment", || async {
-            env.deployments()
-                .get_opt("checkout-canary")
-                .await
-                .map_err(|error| error.to_string())?
-                .ok_or_else(|| "not created yet".to_string())
-        })
-        .await;
-        assert_eq!(canary.labels()[LABEL_REVISION], canary_revision);
-        assert_eq!(canary.labels()[LABEL_ROADMAP_ITEM], "E2E-2");
-
-        for weight in [20, 50] {
-            wait_for_weight(&env, name, name, weight).await;
-        }
-
-        eventually(
-            "promotion: the stable runs the canary's revision",
-            || async {
-                let status = env.status(name).await;
-                if status.stable_revision.as_deref() == Some(canary_revision.as_str())
-                    && status.phase == Some(Phase::Healthy)
-                {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "stable {:?}, phase {:?}, message {:?}",
-                        status.stable_revision, status.phase, status.message
-                    ))
-                }
-            },
-        )
-        .await;
-        wait_for_weight(&env, name, name, 0).await;
-        eventually(
-            "the old canary to be removed after scaleDownDelay",
-            || async {
-                match env.deployments().get_opt("checkout-canary").await {
-                    Ok(None) => Ok(()),
-                    Ok(Some(_)) => Err("checkout-canary still exists".to_string()),
-                    Err(error) => Err(error.to_string()),
-                }
-            },
-        )
-        .await;
-
-        let stable = env.deployments().get("checkout-stable").await.unwrap();
-        assert_eq!(stable.labels()[LABEL_REVISION], canary_revision);
-        let image_now = stable
-            .spec
-            .and_then(|spec| spec.template.spec)
-            .and_then(|pod| pod.containers[0].image.clone());
-        assert_eq!(image_now, Some(image(2)));
-        let status = env.status(name).await;
-        let newest = status.history.first().expect("a history entry");
-        assert_eq!(newest.revision, canary_revision);
-        assert_eq!(newest.outcome, Outcome::Promoted);
-        assert_eq!(newest.roadmap_item, "E2E-2");
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn abort_sends_traffic_back_to_stable_before_the_canary_goes() {
-    run("abort", true, |env| async move {
-        let name = "checkout";
-        healthy_first_release(&env, name, json!([{"setWeight": 30}, {"pause": {}}])).await;
-
-        ship(&env, name, &image(2), "E2E-2").await;
-        wait_for_weight(&env, name, name, 30).await;
-        wait_for_phase(&env, name, Phase::Paused, None).await;
-        let canary_revision = env.status(name).await.canary_revision.expect("a canary");
-
-        // What `waymark abort` writes: a request on the status subresource, as the CLI.
-        let request = ManualRequest {
-            id: "e2e-abort-1".into(),
-            action: ManualAction::Abort,
-            revision: Some(canary_revision.clone()),
-            requested_at: Time(Timestamp::now()),
-            requested_by: Some("e2e".into()),
-        };
-        let patch = json!({
-            "apiVersion": "waymark.dev/v1alpha1",
-            "kind": "Release",
-            "status": {"request": request}
-        });
-        env.releases()
-            .patch_status(
-                name,
-                &PatchParams::apply(CLI_FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await
-            .unwrap_or_else(|error| panic!("cannot write the abort request: {error}"));
-
-        // Read the canary first, then the route: once the canary is scaled down or gone,
-        // its traffic must already be 0.
-        eventually("the canary to be scaled down or removed", || async {
-            let canary = env
-                .deployments()
-                .get_opt("checkout-canary")
-                .await
-                .map_err(|error| error.to_string())?;
-            let canary_replicas = canary
-                .as_ref()
-                .and_then(|deployment| deployment.spec.as_ref())
-                .and_then(|spec| spec.replicas);
-            let (stable, canary_weight) = route_weights(&env, name, name).await?;
-            match canary_replicas {
-                None | Some(0) => {
-                    assert_eq!(
-                        (stable, canary_weight.unwrap_or(0)),
-                        (100, 0),
-                        "the canary lost its pods while still receiving traffic"
-                    );
-                    Ok(())
-                }
-                Some(replicas) => Err(format!(
-                    "canary has {replicas} replicas, route stable {stable} canary {canary_weight:?}"
-                )),
-            }
-        })
-        .await;
-
-        wait_for_phase(&env, name, Phase::RolledBack, None).await;
-        let status = env.status(name).await;
-        assert_eq!(status.handled_request.as_deref(), Some("e2e-abort-1"));
-        let newest = status.history.first().expect("a history entry");
-        assert_eq!(newest.revision, canary_revision);
-        assert_eq!(newest.outcome, Outcome::Aborted);
-        let stable = env.deployments().get("checkout-stable").await.unwrap();
-        assert_ne!(
-            stable.labels()[LABEL_REVISION],
-            canary_revision,
-            "stable keeps serving the old revision"
-        );
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_missing_http_route_is_named_in_a_condition() {
-    run("missing-route", false, |env| async move {
-        let name = "checkout";
-        create_release(
-            &env,
-            &release(name, "no-such-route", json!([{"setWeight": 10}])),
-        )
-        .await;
-        let condition = eventually("condition TrafficRouted=False", || async {
-            let status = env.status(name).await;
-            status
-                .conditions
-                .iter()
-                .find(|c| c.type_ == "TrafficRouted" && c.status == "False")
-                .cloned()
-                .ok_or_else(|| format!("conditions {:?}", status.conditions))
-        })
-        .await;
-        assert!(
-            condition.message.contains("no-such-route"),
-            "the condition names the route: {}",
-            condition.message
-        );
-        assert!(
-            condition.message.contains("checkout-stable"),
-            "the condition names the Service: {}",
-            condition.message
-        );
-        assert_eq!(env.status(name).await.phase, Some(Phase::Degraded));
-    })
-    .await;
-}
-
-/// Analysis settings that judge the canary by a real Prometheus at `address`, with windows
-/// short enough for a test: a 20s/10s burn pair, a run every 5 seconds, two failures to roll back.
-fn judged_by(mut release: Release, address: &str) -> Release {
-    let analysis = json!({
-        "interval": "5s",
-        "prometheus": {"address": address, "timeout": "2s"},
-        "slo": {
-            "objective": 99.9,
-            "errorQuery": "sum(rate(http_requests_total{namespace=\"{{namespace}}\",service=\"{{service}}\",code=~\"5..\"}[{{window}}]))",
-            "totalQuery": "sum(rate(http_requests_total{namespace=\"{{namespace}}\",service=\"{{service}}\"}[{{window}}]))",
-            "burnRates": [{"long": "20s", "short": "10s", "max": 14.4}],
-            "minRequests": 100
-        },
-        "failureLimit": 2,
-        "inconclusiveLimit": 6,
-        "errorLimit": 4
-    });
-    release.spec.analysis = Some(
-        serde_json::from_value(analysis)
-            .unwrap_or_else(|error| panic!("the test analysis does not deserialize: {error}")),
-    );
-    release
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_canary_burning_its_error_budget_is_rolled_back_by_analysis() {
-    run("analysis-rollback", true, |env| async move {
-        let metrics = prometheus_support::MetricsServer::start()
-            .await
-            .expect("the test metrics server starts");
-        let Some(prometheus) = prometheus_support::Prometheus::start(&[metrics.address()]).await
-        else {
-            return;
-        };
-        let name = "checkout";
-        // 50 requests/s each; the stable answers them all, the canary fails 5%: a burn rate of
-        // 50 against a 99.9% objective, far over the limit of 14.4.
-        metrics.set_traffic(&env.namespace, "checkout-stable", 50.0, 0.0);
-        metrics.set_traffic(&env.namespace, "checkout-canary", 50.0, 0.05);
-        prometheus
-            .wait_for_window(
-                &format!(r#"http_requests_total{{namespace="{}"}}"#, env.namespace),
-                std::time::Duration::from_secs(20),
-                std::time::Duration::from_secs(60),
-            )
-            .await
-            .unwrap_or_else(|error| panic!("Prometheus collects a full window: {error}"));
-
-        let steps = json!([{"setWeight": 20}, {"pause": {"duration": "10m"}}]);
-        create_route(&env, name, name).await;
-        create_release(
-            &env,
-            &judged_by(release(name, name, steps), prometheus.address()),
-        )
-        .await;
-        wait_for_phase(&env, name, Phase::Healthy, Some("StableAvailable")).await;
-
-        ship(&env, name, &image(2), "E2E-2").await;
-        wait_for_weight(&env, name, name, 20).await;
-        let canary_revision = env.status(name).await.canary_revision.expect("a canary");
-
-        wait_for_phase(&env, name, Phase::RolledBack, None).await;
-        wait_for_weight(&env, name, name, 0).await;
-
-        let status = env.status(name).await;
-        let analysis = status.analysis.clone().expect("the analysis in the status");
-        assert_eq!(
-            analysis.verdict,
-            waymark::api::Verdict::Failing,
-            "{analysis:?}"
-        );
-        assert!(analysis.consecutive_failures >= 2, "{analysis:?}");
-        let canary = analysis.canary.as_ref().expect("the canary's windows");
-        let long = canary
-            .windows
-            .iter()
-            .find(|window| window.window == "20s")
-            .expect("the 20s window");
-        let burn = long.burn_rate.expect("a burn rate over 20s");
-        assert!(
-            (35.0..65.0).contains(&burn),
-            "canary burn {burn}, expected about 50"
-        );
-        let message = status.message.clone().unwrap_or_default();
-        assert!(
-            message.contains("14.4"),
-            "the message names the limit: {message}"
-        );
-        let newest = status.history.first().expect("a history entry");
-        assert_eq!(newest.revision, canary_revision);
-        assert_eq!(newest.outcome, Outcome::RolledBack);
-        assert_eq!(newest.roadmap_item, "E2E-2");
-        let stable = env.deployments().get("checkout-stable").await.unwrap();
-        assert_ne!(
-            stable.labels()[LABEL_REVISION],
-            canary_revision,
-            "stable keeps serving"
-        );
-    })
-    .await;
+fn main() -> ExitCode {
+    let args = libtest_mimic::Arguments::from_args();
+    let plane = support::setup();
+    let trials = walks![
+        canary::first_release_becomes_healthy_with_labelled_children,
+        canary::a_new_image_walks_every_step_to_promotion,
+        canary::abort_sends_traffic_back_to_stable_before_the_canary_goes,
+        canary::a_missing_http_route_is_named_in_a_condition,
+        canary::a_canary_burning_its_error_budget_is_rolled_back_by_analysis,
+        quiet::a_timed_pause_leaves_the_release_still,
+        quiet::a_settled_release_and_its_children_are_not_written,
+        quiet::a_first_release_is_not_healthy_before_its_stable_is_available,
+        restart::restarts_during_a_canary_resume_where_it_stood,
+        restart::restarts_while_failing_and_during_a_rollback_finish_the_rollback,
+        restart::a_route_reapplied_from_git_gets_its_weights_back,
+        children::deleted_children_are_recreated_and_the_canary_waits_for_its_pods,
+        children::an_object_waymark_did_not_create_is_not_taken_over,
+        children::a_write_refused_by_a_quota_is_shown_in_the_status,
+        operate::the_command_line_promotes_aborts_and_retries,
+    ];
+    let conclusion = libtest_mimic::run(&args, trials);
+    // Stop the control plane before exiting: `exit` would skip its destructor.
+    drop(plane);
+    conclusion.exit_code()
 }

@@ -1,39 +1,387 @@
-//! The e2e harness: a reachable cluster or a clear skip, the CRD installed and Established, a
-//! fresh namespace per test with the controller running in-process, waits with deadlines.
+//! The e2e harness: which cluster the suite runs against, what it installs there, a fresh
+//! namespace per walk with the controller running in-process as its ServiceAccount, and
+//! waits with deadlines.
+//!
+//! The cluster, in order of preference:
+//! 1. `KUBEBUILDER_ASSETS` names envtest binaries: the suite starts its own control plane once
+//!    per run ([`crate::control_plane`]) and installs the Waymark CRD and the Gateway API CRDs
+//!    from `WAYMARK_E2E_GATEWAY_CRDS` (default: the shared fixtures beside the checkout, when
+//!    they exist).
+//! 2. Otherwise the cluster in `KUBECONFIG` (or `~/.kube/config`), which must already have the
+//!    Gateway API CRDs; the suite installs the Waymark CRD.
+//! 3. Neither: with `CI=true` every walk fails; otherwise every walk prints `SKIPPED` and why.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use futures::FutureExt;
+use futures::{FutureExt, StreamExt};
 use gateway_api::apis::experimental::httproutes::HttpRoute;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions};
-use kube::{Api, Client, ResourceExt};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use libtest_mimic::{Failed, Trial};
+use serde::de::DeserializeOwned;
 use serde_json::json;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
+use crate::control_plane::{self, Assets, ControlPlane};
 use waymark::api::{LABEL_RELEASE, Release, ReleaseStatus};
 use waymark::controller::{ControllerArgs, run_with_client};
 
 /// Field manager of the suite's own writes (as the user, not as the controller).
 pub const E2E_MANAGER: &str = "waymark-e2e";
-/// How long any single wait may take before the test fails with what it last saw.
+/// How long any single wait may take before the walk fails with what it last saw.
 pub const DEADLINE: Duration = Duration::from_secs(120);
-const POLL: Duration = Duration::from_millis(250);
+const POLL: Duration = Duration::from_millis(200);
 const GATEWAY_API_CRD: &str = "httproutes.gateway.networking.k8s.io";
+/// Where the controller's ServiceAccount lives (as in `config/rbac/`).
+pub const CONTROLLER_NAMESPACE: &str = "waymark-system";
+/// The controller's ServiceAccount (as in `config/rbac/`).
+pub const CONTROLLER_ACCOUNT: &str = "waymark-controller";
 
-/// One test's cluster: its client and namespace.
+/// The cluster the run uses, decided once in `main`.
+pub enum Target {
+    /// A reachable cluster with everything installed.
+    Cluster(Cluster),
+    /// No cluster: the reason, and whether that fails the run (CI) or skips it.
+    Unavailable { reason: String, fail: bool },
+}
+
+/// A reachable cluster.
+pub struct Cluster {
+    /// The admin kubeconfig (`None`: the default one, from `KUBECONFIG` or `~/.kube/config`).
+    pub kubeconfig: Option<PathBuf>,
+    /// Whether the suite started this control plane itself.
+    pub own_control_plane: bool,
+}
+
+static TARGET: OnceLock<Target> = OnceLock::new();
+
+/// Decide the cluster, start and prepare it when the suite owns it. The returned control plane
+/// (if any) must live until the walks have run, and be dropped before the process exits.
+pub fn setup() -> Option<ControlPlane> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let in_ci = std::env::var("CI").is_ok_and(|value| value == "true");
+    let (target, plane) = match choose_cluster() {
+        Ok((cluster, plane)) => (Target::Cluster(cluster), plane),
+        Err(reason) => (
+            Target::Unavailable {
+                reason,
+                fail: in_ci,
+            },
+            None,
+        ),
+    };
+    if let Target::Cluster(cluster) = &target {
+        let runtime = runtime();
+        if let Err(reason) = runtime.block_on(prepare(cluster, plane.is_some())) {
+            // A cluster that cannot be prepared fails the run, in CI or not.
+            let _ = TARGET.set(Target::Unavailable { reason, fail: true });
+            return plane;
+        }
+    }
+    let _ = TARGET.set(target);
+    plane
+}
+
+fn choose_cluster() -> Result<(Cluster, Option<ControlPlane>), String> {
+    if let Some(assets) = std::env::var_os("KUBEBUILDER_ASSETS").filter(|v| !v.is_empty()) {
+        let assets = Assets::find(Path::new(&assets))?;
+        let started = std::time::Instant::now();
+        let plane = ControlPlane::start(&assets)?;
+        eprintln!(
+            "e2e: started a control plane at {} in {:.1}s (kube-controller-manager: {})",
+            plane.server(),
+            started.elapsed().as_secs_f64(),
+            if plane.has_controller_manager() {
+                "yes"
+            } else {
+                "no"
+            }
+        );
+        let cluster = Cluster {
+            kubeconfig: Some(plane.kubeconfig().to_path_buf()),
+            own_control_plane: true,
+        };
+        return Ok((cluster, Some(plane)));
+    }
+    let runtime = runtime();
+    runtime.block_on(async {
+        let client = Client::try_default().await.map_err(|error| {
+            format!(
+                "no cluster: KUBEBUILDER_ASSETS is not set and no kubeconfig works ({error}); \
+                 see the README's e2e section"
+            )
+        })?;
+        match tokio::time::timeout(Duration::from_secs(10), client.apiserver_version()).await {
+            Ok(Ok(version)) => {
+                eprintln!(
+                    "e2e: using the cluster in KUBECONFIG, Kubernetes {}.{}",
+                    version.major, version.minor
+                );
+                Ok((
+                    Cluster {
+                        kubeconfig: None,
+                        own_control_plane: false,
+                    },
+                    None,
+                ))
+            }
+            Ok(Err(error)) => Err(format!(
+                "the cluster in KUBECONFIG is not reachable: {error}"
+            )),
+            Err(_) => Err("the cluster in KUBECONFIG did not answer within 10s".into()),
+        }
+    })
+}
+
+/// Install what every walk needs: the Waymark CRD, the Gateway API CRDs (own control plane),
+/// and the controller's ServiceAccount with exactly the RBAC of `config/rbac/`.
+async fn prepare(cluster: &Cluster, own: bool) -> Result<(), String> {
+    let client = admin_client_of(cluster).await?;
+    install_crd(&client, &waymark::api::crd::release_crd()).await?;
+    if own {
+        let dir = gateway_crds_dir()?;
+        for crd in gateway_crds(&dir)? {
+            install_crd(&client, &crd).await?;
+        }
+    }
+    install_controller_rbac(&client).await
+}
+
+/// The Gateway API CRDs' directory: `WAYMARK_E2E_GATEWAY_CRDS`, or the shared fixtures.
+fn gateway_crds_dir() -> Result<PathBuf, String> {
+    if let Some(dir) = std::env::var_os("WAYMARK_E2E_GATEWAY_CRDS").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(dir));
+    }
+    let default = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/gateway-api");
+    if default.is_dir() {
+        Ok(default)
+    } else {
+        Err(
+            "the suite's control plane needs the Gateway API CRDs (v1.x, standard channel): \
+             set WAYMARK_E2E_GATEWAY_CRDS to a directory of their YAML files"
+                .into(),
+        )
+    }
+}
+
+fn gateway_crds(dir: &Path) -> Result<Vec<CustomResourceDefinition>, String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|error| format!("cannot read {}: {error}", dir.display()))?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| {
+            path.extension()
+                .is_some_and(|ext| ext == "yaml" || ext == "yml")
+        })
+        .collect();
+    files.sort();
+    let mut crds = Vec::new();
+    for file in files {
+        crds.extend(yaml_documents::<CustomResourceDefinition>(&file)?);
+    }
+    if !crds.iter().any(|crd| crd.name_any() == GATEWAY_API_CRD) {
+        return Err(format!("{} holds no {GATEWAY_API_CRD}", dir.display()));
+    }
+    Ok(crds)
+}
+
+/// Every YAML document of `file` as a `K`.
+pub fn yaml_documents<K: DeserializeOwned>(file: &Path) -> Result<Vec<K>, String> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|error| format!("cannot read {}: {error}", file.display()))?;
+    let mut documents = Vec::new();
+    for document in serde_yaml::Deserializer::from_str(&text) {
+        let value = serde_yaml::Value::deserialize(document)
+            .map_err(|error| format!("{} is not YAML: {error}", file.display()))?;
+        if value.is_null() {
+            continue;
+        }
+        documents.push(
+            serde_yaml::from_value(value)
+                .map_err(|error| format!("{}: {error}", file.display()))?,
+        );
+    }
+    Ok(documents)
+}
+
+use serde::Deserialize as _;
+
+/// Server-side apply `crd` and wait until it is Established.
+async fn install_crd(client: &Client, crd: &CustomResourceDefinition) -> Result<(), String> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let name = crd.name_any();
+    let mut crd = crd.clone();
+    crd.metadata.managed_fields = None;
+    crd.metadata.resource_version = None;
+    crds.patch(
+        &name,
+        &PatchParams::apply(E2E_MANAGER).force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .map_err(|error| format!("cannot install CRD {name}: {error}"))?;
+    let established = await_condition(crds, &name, conditions::is_crd_established());
+    match tokio::time::timeout(Duration::from_secs(60), established).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => Err(format!("waiting for CRD {name} to be Established: {error}")),
+        Err(_) => Err(format!("CRD {name} was not Established within 60s")),
+    }
+}
+
+fn manifest(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+async fn install_controller_rbac(client: &Client) -> Result<(), String> {
+    let apply = PatchParams::apply(E2E_MANAGER).force();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let namespace: Namespace = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": CONTROLLER_NAMESPACE}
+    }))
+    .map_err(|error| error.to_string())?;
+    namespaces
+        .patch(CONTROLLER_NAMESPACE, &apply, &Patch::Apply(&namespace))
+        .await
+        .map_err(|error| format!("cannot create namespace {CONTROLLER_NAMESPACE}: {error}"))?;
+    for account in yaml_documents::<ServiceAccount>(&manifest("config/rbac/service_account.yaml"))?
+    {
+        let api: Api<ServiceAccount> = Api::namespaced(client.clone(), CONTROLLER_NAMESPACE);
+        api.patch(&account.name_any(), &apply, &Patch::Apply(&account))
+            .await
+            .map_err(|error| format!("cannot apply ServiceAccount: {error}"))?;
+    }
+    for role in yaml_documents::<ClusterRole>(&manifest("config/rbac/role.yaml"))? {
+        let api: Api<ClusterRole> = Api::all(client.clone());
+        api.patch(&role.name_any(), &apply, &Patch::Apply(&role))
+            .await
+            .map_err(|error| format!("cannot apply ClusterRole {}: {error}", role.name_any()))?;
+    }
+    for binding in yaml_documents::<ClusterRoleBinding>(&manifest("config/rbac/role_binding.yaml"))?
+    {
+        let api: Api<ClusterRoleBinding> = Api::all(client.clone());
+        api.patch(&binding.name_any(), &apply, &Patch::Apply(&binding))
+            .await
+            .map_err(|error| format!("cannot apply ClusterRoleBinding: {error}"))?;
+    }
+    Ok(())
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|error| panic!("cannot build a tokio runtime: {error}"))
+}
+
+async fn admin_client_of(cluster: &Cluster) -> Result<Client, String> {
+    match &cluster.kubeconfig {
+        Some(path) => control_plane::client_for(path).await,
+        None => Client::try_default()
+            .await
+            .map_err(|error| format!("cannot build a client: {error}")),
+    }
+}
+
+async fn config_of(cluster: &Cluster) -> Result<kube::Config, String> {
+    match &cluster.kubeconfig {
+        Some(path) => control_plane::config_for(path).await,
+        None => kube::Config::infer()
+            .await
+            .map_err(|error| format!("cannot load the kubeconfig: {error}")),
+    }
+}
+
+/// A client acting as `user` (in `groups`), by impersonation from the admin kubeconfig: the
+/// API server authorizes every call as that user.
+pub async fn client_as(user: &str, groups: &[&str]) -> Client {
+    let cluster = cluster();
+    let mut config = config_of(cluster)
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    config.auth_info.impersonate = Some(user.to_string());
+    config.auth_info.impersonate_groups = Some(groups.iter().map(|g| g.to_string()).collect());
+    Client::try_from(config).unwrap_or_else(|error| panic!("cannot build a client: {error}"))
+}
+
+/// The controller's client: its ServiceAccount, with exactly the ClusterRole of `config/rbac/`.
+pub async fn controller_client() -> Client {
+    client_as(
+        &format!("system:serviceaccount:{CONTROLLER_NAMESPACE}:{CONTROLLER_ACCOUNT}"),
+        &[
+            "system:serviceaccounts",
+            &format!("system:serviceaccounts:{CONTROLLER_NAMESPACE}"),
+            "system:authenticated",
+        ],
+    )
+    .await
+}
+
+fn cluster() -> &'static Cluster {
+    match TARGET.get() {
+        Some(Target::Cluster(cluster)) => cluster,
+        _ => panic!("the e2e cluster is not set up"),
+    }
+}
+
+/// The admin kubeconfig path, for commands run as a user would (`waymark status`, kubectl).
+pub fn kubeconfig_path() -> Option<PathBuf> {
+    cluster().kubeconfig.clone()
+}
+
+/// A walk: an async function of its [`Env`].
+pub type Walk = fn(Env) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A walk as a test of the harness: run in its own runtime and namespace, or skipped, or
+/// failed when no cluster is there in CI.
+pub fn trial(name: &'static str, walk: Walk) -> Trial {
+    Trial::test(name, move || match TARGET.get() {
+        Some(Target::Cluster(_)) => {
+            let runtime = runtime();
+            runtime.block_on(run(name, walk));
+            Ok(())
+        }
+        Some(Target::Unavailable { reason, fail: true }) => Err(Failed::from(format!(
+            "{name}: {reason} (CI=true: the e2e suite must run)"
+        ))),
+        Some(Target::Unavailable {
+            reason,
+            fail: false,
+        }) => {
+            eprintln!("SKIPPED {name}: {reason}");
+            Ok(())
+        }
+        None => Err(Failed::from("the e2e harness was not set up")),
+    })
+}
+
+/// One walk's world: an admin client, its namespace, the controller and simulated kubelets.
 #[derive(Clone)]
 pub struct Env {
-    /// A client of the cluster in KUBECONFIG.
+    /// An admin client (the platform engineer).
     pub client: Client,
-    /// The test's own namespace, deleted at the end.
+    /// The walk's own namespace, deleted at the end.
     pub namespace: String,
+    controller: Arc<Mutex<Option<RunningController>>>,
+    readiness: watch::Sender<bool>,
+}
+
+struct RunningController {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), waymark::controller::Error>>,
 }
 
 impl Env {
@@ -42,6 +390,10 @@ impl Env {
     }
 
     pub fn deployments(&self) -> Api<Deployment> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    pub fn services(&self) -> Api<Service> {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
@@ -58,59 +410,84 @@ impl Env {
             .status
             .unwrap_or_default()
     }
+
+    /// Start the controller (as its ServiceAccount, watching this namespace only).
+    pub async fn start_controller(&self) {
+        let client = controller_client().await;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let args = ControllerArgs {
+            // Port 0: walks run in parallel, each with its own metrics server.
+            metrics_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            namespace: Some(self.namespace.clone()),
+            leader_elect: false,
+            lease_namespace: None,
+        };
+        let task = tokio::spawn(run_with_client(client, args, async move {
+            let _ = stopped.await;
+        }));
+        let previous = self
+            .controller
+            .lock()
+            .expect("controller lock")
+            .replace(RunningController { stop, task });
+        assert!(previous.is_none(), "the controller was already running");
+    }
+
+    /// Stop the controller as a shutdown (SIGTERM) would, and wait until it has stopped.
+    pub async fn stop_controller(&self) {
+        let running = self.controller.lock().expect("controller lock").take();
+        let Some(running) = running else {
+            return;
+        };
+        let _ = running.stop.send(());
+        match tokio::time::timeout(Duration::from_secs(20), running.task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => panic!("the controller stopped with an error: {error}"),
+            Ok(Err(error)) => panic!("the controller task failed: {error}"),
+            Err(_) => panic!("the controller did not stop within 20s"),
+        }
+    }
+
+    /// Stop the controller and start a new one, as a rollout of the operator would.
+    pub async fn restart_controller(&self) {
+        self.stop_controller().await;
+        self.start_controller().await;
+    }
+
+    /// Whether the simulated kubelets mark Deployments available (on by default).
+    pub fn set_pods_become_ready(&self, ready: bool) {
+        self.readiness.send_replace(ready);
+    }
 }
 
-/// Run `body` in a fresh namespace with the controller running, then stop the controller and
-/// delete the namespace, whether the body passed or panicked. Skips (returns) when no cluster
-/// is reachable.
-pub async fn run<F, Fut>(test: &str, needs_gateway_api: bool, body: F)
-where
-    F: FnOnce(Env) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let Some(client) = connect(test).await else {
-        return;
-    };
-    install_crd(&client).await;
-    if needs_gateway_api {
-        require_gateway_api(&client).await;
-    }
+/// Run `walk` in a fresh namespace with the controller and simulated kubelets running, then
+/// stop both and delete the namespace, whether the walk passed or panicked.
+async fn run(test: &str, walk: Walk) {
+    let client = admin_client_of(cluster())
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
     let namespace = create_namespace(&client, test).await;
+    let (readiness, ready) = watch::channel(true);
     let env = Env {
         client: client.clone(),
         namespace: namespace.clone(),
+        controller: Arc::new(Mutex::new(None)),
+        readiness,
     };
+    env.start_controller().await;
+    let simulate = cluster().own_control_plane
+        || std::env::var("WAYMARK_E2E_SIMULATE_READINESS").is_ok_and(|value| value == "1");
+    let kubelets = simulate.then(|| tokio::spawn(simulate_kubelets(env.clone(), ready)));
 
-    let (stop_controller, stopped) = oneshot::channel::<()>();
-    let args = ControllerArgs {
-        // Port 0: tests run in parallel, each with its own metrics server.
-        metrics_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        namespace: Some(namespace.clone()),
-        leader_elect: false,
-        lease_namespace: None,
-    };
-    let controller = tokio::spawn(run_with_client(client.clone(), args, async move {
-        let _ = stopped.await;
-    }));
-    let simulator =
-        simulate_readiness().then(|| tokio::spawn(mark_deployments_available(env.clone())));
+    let outcome = AssertUnwindSafe(walk(env.clone())).catch_unwind().await;
 
-    let outcome = AssertUnwindSafe(body(env.clone())).catch_unwind().await;
-
-    let _ = stop_controller.send(());
-    if let Some(simulator) = simulator {
-        simulator.abort();
+    if let Some(kubelets) = kubelets {
+        kubelets.abort();
     }
-    match tokio::time::timeout(Duration::from_secs(10), controller).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(error))) => eprintln!("{test}: controller stopped with an error: {error}"),
-        Ok(Err(error)) => eprintln!("{test}: controller task failed: {error}"),
-        Err(_) => eprintln!("{test}: controller did not stop within 10s"),
-    }
+    let stopped = AssertUnwindSafe(env.stop_controller()).catch_unwind().await;
     let namespaces: Api<Namespace> = Api::all(client);
     if let Err(error) = namespaces
-        .delete(&namespace, &DeleteParams::default())
+        .delete(&namespace, &DeleteParams::background())
         .await
     {
         eprintln!("{test}: cannot delete namespace {namespace}: {error}");
@@ -118,88 +495,9 @@ where
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }
-}
-
-fn simulate_readiness() -> bool {
-    std::env::var("WAYMARK_E2E_SIMULATE_READINESS").is_ok_and(|value| value == "1")
-}
-
-/// A client of a reachable cluster, or `None` (with a message saying the test is skipped).
-async fn connect(test: &str) -> Option<Client> {
-    let client = match Client::try_default().await {
-        Ok(client) => client,
-        Err(error) => {
-            eprintln!(
-                "SKIPPED {test}: no Kubernetes cluster configured (KUBECONFIG / in-cluster): {error}"
-            );
-            return None;
-        }
-    };
-    match tokio::time::timeout(Duration::from_secs(10), client.apiserver_version()).await {
-        Ok(Ok(version)) => {
-            eprintln!(
-                "{test}: cluster reachable, Kubernetes {}.{}",
-                version.major, version.minor
-            );
-            Some(client)
-        }
-        Ok(Err(error)) => {
-            eprintln!("SKIPPED {test}: the cluster in KUBECONFIG is not reachable: {error}");
-            None
-        }
-        Err(_) => {
-            eprintln!("SKIPPED {test}: the cluster in KUBECONFIG did not answer within 10s");
-            None
-        }
+    if let Err(panic) = stopped {
+        std::panic::resume_unwind(panic);
     }
-}
-
-/// Server-side apply the Release CRD and wait until it is Established.
-async fn install_crd(client: &Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = waymark::api::crd::release_crd();
-    let name = crd.name_any();
-    crds.patch(
-        &name,
-        &PatchParams::apply(E2E_MANAGER).force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .unwrap_or_else(|error| panic!("cannot install CRD {name}: {error}"));
-    let established = await_condition(crds, &name, conditions::is_crd_established());
-    match tokio::time::timeout(Duration::from_secs(60), established).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(error)) => panic!("waiting for CRD {name} to be Established failed: {error}"),
-        Err(_) => panic!("CRD {name} was not Established within 60s"),
-    }
-}
-
-async fn require_gateway_api(client: &Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let found = crds
-        .get_opt(GATEWAY_API_CRD)
-        .await
-        .unwrap_or_else(|error| panic!("cannot look up CRD {GATEWAY_API_CRD}: {error}"));
-    let established = found.as_ref().is_some_and(|crd| {
-        crd.status
-            .as_ref()
-            .and_then(|status| status.conditions.as_ref())
-            .is_some_and(|conditions| {
-                conditions
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-            })
-    });
-    assert!(
-        established,
-        "the e2e suite needs the Gateway API CRDs (standard channel, HTTPRoute v1) installed \
-         and Established in the cluster: {GATEWAY_API_CRD} is {}",
-        if found.is_some() {
-            "not Established"
-        } else {
-            "missing"
-        }
-    );
 }
 
 async fn create_namespace(client: &Client, test: &str) -> String {
@@ -218,7 +516,7 @@ async fn create_namespace(client: &Client, test: &str) -> String {
         })
         .take(30)
         .collect();
-    let name = format!("wm-e2e-{}-{:x}", slug.trim_matches('-'), nanos & 0xff_ffff);
+    let name = format!("wm-{}-{:x}", slug.trim_matches('-'), nanos & 0xff_ffff);
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let namespace = Namespace {
         metadata: ObjectMeta {
@@ -235,68 +533,180 @@ async fn create_namespace(client: &Client, test: &str) -> String {
     name
 }
 
-/// Stand in for kubelets: mark every Waymark Deployment in the namespace available by
-/// patching its status, as often as needed (the controller cannot tell the difference).
-async fn mark_deployments_available(env: Env) {
+/// Whether a Deployment's status already says all of its replicas are available.
+fn reported_available(deployment: &Deployment) -> bool {
+    let replicas = deployment
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.replicas)
+        .unwrap_or(1);
+    let generation = deployment.metadata.generation.unwrap_or(0);
+    let status = deployment.status.clone().unwrap_or_default();
+    status.observed_generation == Some(generation)
+        && status.replicas.unwrap_or(0) == replicas
+        && status.updated_replicas.unwrap_or(0) == replicas
+        && status.available_replicas.unwrap_or(0) == replicas
+        && status.ready_replicas.unwrap_or(0) == replicas
+}
+
+/// Stand in for kubelets (there are none: nothing runs pods): watch Waymark's Deployments in
+/// the namespace and, while `ready` is true, mark each available by patching its status. The
+/// controller cannot tell the difference.
+async fn simulate_kubelets(env: Env, mut ready: watch::Receiver<bool>) {
     let deployments = env.deployments();
-    let selector = ListParams::default().labels(LABEL_RELEASE);
+    let config = watcher::Config::default().labels(LABEL_RELEASE);
+    let mut events = watcher(deployments.clone(), config)
+        .default_backoff()
+        .applied_objects()
+        .boxed();
+    let mut known: BTreeMap<String, Deployment> = BTreeMap::new();
     loop {
-        if let Ok(list) = deployments.list(&selector).await {
-            for deployment in list {
-                let replicas = deployment
-                    .spec
-                    .as_ref()
-                    .and_then(|spec| spec.replicas)
-                    .unwrap_or(1);
-                let generation = deployment.metadata.generation.unwrap_or(0);
-                let status = deployment.status.clone().unwrap_or_default();
-                let current = status.observed_generation == Some(generation)
-                    && status.replicas.unwrap_or(0) == replicas
-                    && status.updated_replicas.unwrap_or(0) == replicas
-                    && status.available_replicas.unwrap_or(0) == replicas
-                    && status.ready_replicas.unwrap_or(0) == replicas;
-                if current {
-                    continue;
+        tokio::select! {
+            event = events.next() => match event {
+                Some(Ok(deployment)) => {
+                    known.insert(deployment.name_any(), deployment);
                 }
-                let patch = json!({"status": {
-                    "observedGeneration": generation,
-                    "replicas": replicas,
-                    "updatedReplicas": replicas,
-                    "readyReplicas": replicas,
-                    "availableReplicas": replicas,
-                }});
-                if let Err(error) = deployments
-                    .patch_status(
-                        &deployment.name_any(),
-                        &PatchParams::default(),
-                        &Patch::Merge(&patch),
-                    )
-                    .await
-                {
-                    eprintln!("simulated readiness of {}: {error}", deployment.name_any());
+                Some(Err(_)) => continue,
+                None => return,
+            },
+            changed = ready.changed() => if changed.is_err() { return },
+        }
+        if !*ready.borrow() {
+            continue;
+        }
+        let stale: Vec<Deployment> = known
+            .values()
+            .filter(|d| d.meta().deletion_timestamp.is_none() && !reported_available(d))
+            .cloned()
+            .collect();
+        for deployment in stale {
+            let replicas = deployment
+                .spec
+                .as_ref()
+                .and_then(|spec| spec.replicas)
+                .unwrap_or(1);
+            let patch = json!({"status": {
+                "observedGeneration": deployment.metadata.generation.unwrap_or(0),
+                "replicas": replicas,
+                "updatedReplicas": replicas,
+                "readyReplicas": replicas,
+                "availableReplicas": replicas,
+            }});
+            let name = deployment.name_any();
+            match deployments
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(updated) => {
+                    known.insert(name, updated);
                 }
+                Err(kube::Error::Api(status)) if status.is_not_found() => {
+                    known.remove(&name);
+                }
+                Err(error) => eprintln!("simulated kubelet for {name}: {error}"),
             }
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
 
-/// Poll `probe` until it returns `Some`, or fail after [`DEADLINE`] naming what was awaited
+/// Poll `probe` until it returns `Ok`, or fail after [`DEADLINE`] naming what was awaited
 /// and the last thing seen.
-pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, String>>,
 {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
+    eventually_within(DEADLINE, what, probe).await
+}
+
+/// [`eventually`] with its own deadline.
+pub async fn eventually_within<T, F, Fut>(deadline: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let until = tokio::time::Instant::now() + deadline;
     loop {
         let last = match probe().await {
             Ok(value) => return value,
             Err(seen) => seen,
         };
-        if tokio::time::Instant::now() >= deadline {
-            panic!("timed out after {DEADLINE:?} waiting for {what}; last seen: {last}");
+        if tokio::time::Instant::now() >= until {
+            panic!("timed out after {deadline:?} waiting for {what}; last seen: {last}");
         }
         tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Every version of one object as a watch sees it, from the moment [`Versions::record`] was
+/// called: to count writes and to check a sequence (route weights) for flaps.
+pub struct Versions<K> {
+    seen: Arc<Mutex<Vec<(tokio::time::Instant, K)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl<K> Versions<K>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default,
+{
+    /// Start recording object `name` of `api`.
+    pub async fn record(api: Api<K>, name: &str) -> Versions<K> {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+        let (started_tx, started) = oneshot::channel::<()>();
+        let task = {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut started_tx = Some(started_tx);
+                let mut events = watcher(api, config).default_backoff().boxed();
+                while let Some(event) = events.next().await {
+                    match event {
+                        Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object)) => {
+                            let mut seen = seen.lock().expect("versions lock");
+                            let new_version = seen.last().is_none_or(|(_, last): &(_, K)| {
+                                last.meta().resource_version != object.meta().resource_version
+                            });
+                            if new_version {
+                                seen.push((tokio::time::Instant::now(), object));
+                            }
+                        }
+                        Ok(watcher::Event::InitDone) => {
+                            if let Some(tx) = started_tx.take() {
+                                let _ = tx.send(());
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            })
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(30), started).await;
+        Versions { seen, task }
+    }
+
+    /// The versions seen so far, oldest first.
+    pub fn seen(&self) -> Vec<K> {
+        self.seen
+            .lock()
+            .expect("versions lock")
+            .iter()
+            .map(|(_, object)| object.clone())
+            .collect()
+    }
+
+    /// How many new versions appeared after the first one seen.
+    pub fn writes(&self) -> usize {
+        self.seen
+            .lock()
+            .expect("versions lock")
+            .len()
+            .saturating_sub(1)
+    }
+}
+
+impl<K> Drop for Versions<K> {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }

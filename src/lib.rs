@@ -5,5 +5,7 @@ pub mod analysis;
 pub mod api;
 pub mod cli;
 pub mod controller;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod rollout;
 pub mod traffic;

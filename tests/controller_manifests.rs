@@ -1,4 +1,8 @@
-//! The shipped manifests say what the controller needs and no more.
+//! The shipped manifests say what the controller needs and no more, and the Helm chart grants
+//! exactly what the kustomize base grants.
+
+#[path = "support/chart.rs"]
+mod chart;
 
 use std::path::Path;
 
@@ -13,60 +17,211 @@ fn yaml(path: &str) -> Value {
     serde_yaml::from_str(&read(path)).unwrap_or_else(|error| panic!("{path} is not YAML: {error}"))
 }
 
-/// The Helm template with its template-only lines removed, so it parses as YAML.
-fn helm_rules(path: &str) -> Value {
-    let text: String = read(path)
-        .lines()
-        .filter(|line| !line.contains("{{"))
-        .map(|line| format!("{line}\n"))
-        .collect();
-    let value: Value = serde_yaml::from_str(&text).unwrap();
-    value["rules"].clone()
+fn yaml_documents(path: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(&read(path))
+        .map(|document| serde::Deserialize::deserialize(document).unwrap())
+        .collect()
+}
+
+fn parse(text: &str) -> Value {
+    serde_yaml::from_str(text).unwrap()
+}
+
+/// The rules of the rendered object `kind`/`name`.
+fn rendered_rules(documents: &[Value], kind: &str, name: &str) -> Value {
+    documents
+        .iter()
+        .find(|document| document["kind"] == kind && document["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("the chart renders no {kind} {name}"))["rules"]
+        .clone()
+}
+
+/// The rules of the kustomize document `kind`/`name` in `path`.
+fn base_rules(path: &str, kind: &str, name: &str) -> Value {
+    yaml_documents(path)
+        .into_iter()
+        .find(|document| document["kind"] == kind && document["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("{path} has no {kind} {name}"))["rules"]
+        .clone()
+}
+
+fn rules_of(rules: &Value) -> &[Value] {
+    rules.as_sequence().expect("a list of rules")
+}
+
+fn grants(rules: &Value, resource: &str) -> Vec<String> {
+    rules_of(rules)
+        .iter()
+        .filter(|rule| {
+            rule["resources"]
+                .as_sequence()
+                .is_some_and(|resources| resources.iter().any(|r| r == resource))
+        })
+        .flat_map(|rule| rule["verbs"].as_sequence().cloned().unwrap_or_default())
+        .filter_map(|verb| verb.as_str().map(String::from))
+        .collect()
 }
 
 #[test]
-fn cluster_role_has_no_wildcards_and_reads_secrets_with_get_only() {
-    let role = yaml("config/rbac/role.yaml");
-    let rules = role["rules"].as_sequence().unwrap();
-    for rule in rules {
+fn cluster_role_has_no_wildcards_and_no_secrets() {
+    let rules = yaml("config/rbac/role.yaml")["rules"].clone();
+    for rule in rules_of(&rules) {
         for field in ["apiGroups", "resources", "verbs"] {
             for item in rule[field].as_sequence().unwrap() {
                 assert_ne!(item.as_str(), Some("*"), "wildcard in {field}: {rule:?}");
             }
         }
-        let resources: Vec<_> = rule["resources"].as_sequence().unwrap().iter().collect();
-        if resources.iter().any(|r| r.as_str() == Some("secrets")) {
-            assert_eq!(
-                rule["verbs"],
-                serde_yaml::from_str::<Value>("[get]").unwrap()
-            );
-        }
     }
-    let release_status = rules
-        .iter()
-        .find(|rule| rule["resources"][0].as_str() == Some("releases/status"))
-        .expect("a rule for releases/status");
+    assert_eq!(grants(&rules, "releases/status"), ["patch"]);
     assert_eq!(
-        release_status["verbs"],
-        serde_yaml::from_str::<Value>("[patch]").unwrap()
-    );
-    let releases = rules
-        .iter()
-        .find(|rule| rule["resources"][0].as_str() == Some("releases"))
-        .expect("a rule for releases");
-    assert_eq!(
-        releases["verbs"],
-        serde_yaml::from_str::<Value>("[list, watch]").unwrap(),
+        grants(&rules, "releases"),
+        ["list", "watch"],
         "the controller never writes a Release's spec"
+    );
+    assert!(
+        grants(&rules, "secrets").is_empty(),
+        "Secrets are read only where Releases live, through waymark-secret-reader"
+    );
+}
+
+#[test]
+fn the_secret_reader_gets_secrets_by_name_and_nothing_else() {
+    let rules = base_rules(
+        "config/rbac/secret_reader_role.yaml",
+        "ClusterRole",
+        "waymark-secret-reader",
+    );
+    assert_eq!(
+        rules,
+        parse(r#"[{apiGroups: [""], resources: [secrets], verbs: [get]}]"#)
+    );
+    let bindings = yaml_documents("config/rbac/role_binding.yaml");
+    assert!(
+        bindings
+            .iter()
+            .all(|binding| binding["roleRef"]["name"] != "waymark-secret-reader"),
+        "the kustomize base never binds Secrets cluster-wide"
     );
 }
 
 #[test]
 fn helm_chart_grants_the_same_rules_as_the_kustomize_base() {
-    assert_eq!(
-        helm_rules("charts/waymark/templates/clusterrole.yaml"),
-        yaml("config/rbac/role.yaml")["rules"]
+    let controller = base_rules("config/rbac/role.yaml", "ClusterRole", "waymark-controller");
+    let secrets = base_rules(
+        "config/rbac/secret_reader_role.yaml",
+        "ClusterRole",
+        "waymark-secret-reader",
     );
+    let all_namespaces = chart::render_chart(&Value::Null);
+    assert_eq!(
+        rendered_rules(&all_namespaces, "ClusterRole", "waymark-controller"),
+        controller
+    );
+    assert_eq!(
+        rendered_rules(&all_namespaces, "ClusterRole", "waymark-secret-reader"),
+        secrets
+    );
+    assert_eq!(
+        rendered_rules(&all_namespaces, "Role", "waymark-leader-election"),
+        base_rules(
+            "config/rbac/leader_election_role.yaml",
+            "Role",
+            "waymark-leader-election"
+        )
+    );
+
+    // One namespace: the same rules, with Secrets, in a Role there.
+    let one_namespace = chart::render_chart(&parse("watchNamespace: shop"));
+    let mut namespaced = rules_of(&controller).to_vec();
+    namespaced.extend(rules_of(&secrets).iter().cloned());
+    assert_eq!(
+        rendered_rules(&one_namespace, "Role", "waymark-controller"),
+        Value::Sequence(namespaced)
+    );
+}
+
+#[test]
+fn roles_for_people_aggregate_viewers_into_view_and_operators_into_edit_and_admin() {
+    let path = "config/rbac/user_roles.yaml";
+    let label = |name: &str, aggregate: &str| {
+        yaml_documents(path)
+            .into_iter()
+            .find(|document| document["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("{path} has no {name}"))["metadata"]["labels"]
+            [format!("rbac.authorization.k8s.io/aggregate-to-{aggregate}").as_str()]
+        .clone()
+    };
+    assert_eq!(label("waymark-viewer", "view"), "true");
+    assert_eq!(label("waymark-operator", "edit"), "true");
+    assert_eq!(label("waymark-operator", "admin"), "true");
+    assert!(
+        label("waymark-viewer", "edit").is_null(),
+        "view already aggregates into edit"
+    );
+
+    let viewer = base_rules(path, "ClusterRole", "waymark-viewer");
+    assert_eq!(grants(&viewer, "releases"), ["get", "list", "watch"]);
+    assert!(
+        grants(&viewer, "releases/status").is_empty(),
+        "viewers cannot promote"
+    );
+    let operator = base_rules(path, "ClusterRole", "waymark-operator");
+    assert_eq!(grants(&operator, "releases"), ["get", "list", "watch"]);
+    assert_eq!(
+        grants(&operator, "releases/status"),
+        ["patch"],
+        "promote, abort and retry write the status subresource; the spec stays Git's"
+    );
+    for rules in [&viewer, &operator] {
+        for rule in rules_of(rules) {
+            assert_eq!(rule["apiGroups"], parse("[waymark.dev]"), "{rule:?}");
+        }
+    }
+
+    let rendered = chart::render_chart(&Value::Null);
+    for name in ["waymark-viewer", "waymark-operator"] {
+        assert_eq!(
+            rendered_rules(&rendered, "ClusterRole", name),
+            base_rules(path, "ClusterRole", name)
+        );
+        let document = rendered
+            .iter()
+            .find(|document| document["metadata"]["name"] == name)
+            .unwrap();
+        for aggregate in ["view", "edit", "admin"] {
+            let key = format!("rbac.authorization.k8s.io/aggregate-to-{aggregate}");
+            assert_eq!(
+                document["metadata"]["labels"][key.as_str()],
+                label(name, aggregate),
+                "{name} {key}"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_manifest_in_a_kustomize_directory_is_listed_in_its_kustomization() {
+    for directory in ["config/rbac", "config/manager", "config/prometheus"] {
+        let listed: Vec<String> = yaml(&format!("{directory}/kustomization.yaml"))["resources"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|resource| resource.as_str().unwrap().to_string())
+            .collect();
+        let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(directory);
+        for entry in std::fs::read_dir(&full).unwrap() {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            let manifest = name.ends_with(".yaml")
+                && name != "kustomization.yaml"
+                && !name.starts_with("waymark-rules");
+            if manifest {
+                assert!(
+                    listed.contains(&name),
+                    "{directory}/{name} is not in its kustomization"
+                );
+            }
+        }
+    }
 }
 
 #[test]
@@ -109,5 +264,75 @@ fn manager_probes_health_and_readiness() {
     assert!(
         args.contains(&"--leader-elect"),
         "two replicas need a leader"
+    );
+}
+
+#[test]
+fn manager_runs_the_versioned_image_hardened_with_a_disruption_budget() {
+    let deployment = yaml("config/manager/manager.yaml");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(
+        container["image"].as_str(),
+        Some(format!("waymark:{}", env!("CARGO_PKG_VERSION")).as_str()),
+        "the tag is the crate version, as `docker build -t waymark:<version> .` makes it"
+    );
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let security = &container["securityContext"];
+    assert_eq!(security["runAsNonRoot"], true);
+    assert_eq!(security["allowPrivilegeEscalation"], false);
+    assert_eq!(security["readOnlyRootFilesystem"], true);
+    assert_eq!(security["capabilities"]["drop"], parse("[ALL]"));
+    assert_eq!(security["seccompProfile"]["type"], "RuntimeDefault");
+
+    let replicas = deployment["spec"]["replicas"].as_i64().unwrap();
+    let budget = yaml("config/manager/poddisruptionbudget.yaml");
+    assert!(
+        replicas > 1,
+        "a budget of minAvailable 1 needs a second replica"
+    );
+    assert_eq!(budget["spec"]["minAvailable"], 1);
+    let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    for selector in [
+        &budget["spec"]["selector"]["matchLabels"],
+        &yaml("config/manager/service.yaml")["spec"]["selector"],
+    ] {
+        for (key, value) in selector.as_mapping().unwrap() {
+            assert_eq!(&pod_labels[key], value);
+        }
+    }
+}
+
+#[test]
+fn argocd_ignores_the_route_fields_of_waymarks_field_manager() {
+    let manager = waymark::api::FIELD_MANAGER;
+    let application = yaml("config/argocd/application-patch.yaml");
+    let ignored = &application["spec"]["ignoreDifferences"][0];
+    assert_eq!(ignored["group"], "gateway.networking.k8s.io");
+    assert_eq!(ignored["kind"], "HTTPRoute");
+    assert_eq!(
+        ignored["managedFieldsManagers"],
+        serde_yaml::from_str::<Value>(&format!("[{manager}]")).unwrap(),
+        "the manager the controller applies route weights with"
+    );
+    let options = application["spec"]["syncPolicy"]["syncOptions"]
+        .as_sequence()
+        .unwrap();
+    assert!(
+        options
+            .iter()
+            .any(|o| o.as_str() == Some("RespectIgnoreDifferences=true"))
+    );
+
+    let patch = yaml("config/argocd/argocd-cm-patch.yaml");
+    let system_wide: Value = serde_yaml::from_str(
+        patch["data"]["resource.customizations.ignoreDifferences.gateway.networking.k8s.io_HTTPRoute"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        system_wide["managedFieldsManagers"][0].as_str(),
+        Some(manager)
     );
 }

@@ -128,7 +128,14 @@ async fn analyse_after_traffic(
         .await
         .expect("Prometheus collects a full window");
     let release = configure(release(namespace, prometheus.address(), canary)).build();
-    Some(analysis::run(&release, &Credentials::default()).await)
+    Some(
+        analysis::run(
+            &release,
+            &Credentials::default(),
+            &analysis::Clients::default(),
+        )
+        .await,
+    )
 }
 
 fn canary_window_numbers(run: &analysis::AnalysisRun) -> (f64, f64) {
@@ -229,7 +236,12 @@ async fn a_stopped_prometheus_is_an_error_naming_its_address() {
     let release = release("stopped", prometheus.address(), true).build();
     prometheus.stop();
 
-    let run = analysis::run(&release, &Credentials::default()).await;
+    let run = analysis::run(
+        &release,
+        &Credentials::default(),
+        &analysis::Clients::default(),
+    )
+    .await;
 
     assert_eq!(run.verdict, Verdict::Error, "{}", run.summary);
     assert_eq!(
@@ -252,7 +264,12 @@ async fn a_query_with_a_syntax_error_is_an_error_with_prometheus_message() {
         .error_query(broken)
         .build();
 
-    let run = analysis::run(&release, &Credentials::default()).await;
+    let run = analysis::run(
+        &release,
+        &Credentials::default(),
+        &analysis::Clients::default(),
+    )
+    .await;
 
     assert_eq!(run.verdict, Verdict::Error, "{}", run.summary);
     let expected = format!(

@@ -20,12 +20,14 @@
 //! - [`judge`]: all of the above into an [`AnalysisRun`].
 //! - [`limits`]: when `failureLimit`, `errorLimit` or `inconclusiveLimit` is reached.
 //! - [`replay`]: judged runs folded into a replayed canary: when it would have rolled back.
-//! - [`client`], [`mod@run`]: the Prometheus client and the I/O shell.
+//! - [`client`], [`clients`], [`mod@run`]: the Prometheus client, one per address, and the I/O
+//!   shell.
 
 pub mod baseline;
 pub mod budget;
 pub mod burn;
 pub mod client;
+pub mod clients;
 pub mod judge;
 pub mod limits;
 pub mod outcome;
@@ -39,6 +41,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::api::{BaselineComparison, CheckResult, RoleAnalysis, Verdict};
 
+pub use clients::Clients;
 pub use outcome::{QueryFailure, QueryOutcome, SampledSeries};
 pub use template::{QueryError, TemplateError, validate_queries};
 
@@ -84,8 +87,12 @@ pub struct Credentials {
 /// Never fails: an unreachable Prometheus or an invalid query is an `Error` verdict whose
 /// summary names the address and Prometheus's error text.
 ///
-/// Queries of one run go to Prometheus concurrently; nothing is shared between runs, so the
-/// runs of different Releases never wait on each other.
-pub async fn run(release: &crate::api::Release, credentials: &Credentials) -> AnalysisRun {
-    run::run(release, credentials).await
+/// Queries of one run go to Prometheus concurrently, over the client `clients` keeps for the
+/// address (connections are reused across runs and Releases).
+pub async fn run(
+    release: &crate::api::Release,
+    credentials: &Credentials,
+    clients: &Clients,
+) -> AnalysisRun {
+    run::run(release, credentials, clients).await
 }

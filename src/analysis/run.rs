@@ -11,7 +11,7 @@ use super::judge::{
 };
 use super::outcome::{QueryFailure, QueryOutcome};
 use super::template::{QueryError, TemplateValues, render};
-use super::{AnalysisRun, Credentials};
+use super::{AnalysisRun, Clients, Credentials};
 use crate::api::{Analysis, Check, Duration, Release, Role};
 
 /// The queries of one role, one entry per distinct window.
@@ -259,7 +259,7 @@ pub async fn measure(
 }
 
 /// One analysis run of `release`; see [`fn@super::run`].
-pub async fn run(release: &Release, credentials: &Credentials) -> AnalysisRun {
+pub async fn run(release: &Release, credentials: &Credentials, clients: &Clients) -> AnalysisRun {
     let revision = release
         .status
         .as_ref()
@@ -275,7 +275,7 @@ pub async fn run(release: &Release, credentials: &Credentials) -> AnalysisRun {
         Ok(plan) => plan,
         Err(error) => return error_run(error.to_string(), revision, Timestamp::now()),
     };
-    let client = PrometheusClient::new(&analysis.prometheus, credentials);
+    let client = clients.get(&analysis.prometheus, credentials);
     let measurements = measure(&plan, client.as_ref()).await;
     judge(&analysis.slo, revision, &measurements, Timestamp::now())
 }
@@ -358,7 +358,7 @@ spec:
     async fn an_unknown_placeholder_is_an_error_run_naming_the_field() {
         let mut release = release(Some("6f9c7d"));
         release.spec.analysis.as_mut().unwrap().checks[0].query = "q{pod=\"{{pod}}\"}".into();
-        let result = run(&release, &Credentials::default()).await;
+        let result = run(&release, &Credentials::default(), &Clients::default()).await;
         assert_eq!(result.verdict, crate::api::Verdict::Error);
         assert!(
             result
@@ -376,7 +376,7 @@ spec:
             bearer_token: None,
             ca_pem: Some(b"garbage".to_vec()),
         };
-        let result = run(&release, &credentials).await;
+        let result = run(&release, &credentials, &Clients::default()).await;
         assert_eq!(result.verdict, crate::api::Verdict::Error);
         assert_eq!(
             result.summary,

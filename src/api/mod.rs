@@ -15,8 +15,8 @@ pub use duration::{Duration, DurationError};
 pub use revision::template_revision;
 pub use spec::{
     Analysis, BudgetPolicy, BurnRate, Check, GatewayApiTraffic, Horizon, Pause, PrometheusSource,
-    Release, ReleaseSpec, ReplicaTraffic, Roadmap, RoadmapKind, SecretKeyRef, ServicePorts, Slo,
-    Step, Traffic,
+    Release, ReleaseSpec, ReplicaTraffic, ResolvedPorts, Roadmap, RoadmapKind, SecretKeyRef,
+    ServicePorts, Slo, Step, Traffic,
 };
 pub use status::{
     HistoryEntry, ManualAction, ManualRequest, Outcome, Phase, ReleaseStatus, TimelineCheck,
@@ -39,6 +39,12 @@ pub const LABEL_ROADMAP_KIND: &str = "waymark.dev/roadmap-kind";
 pub const ANNOTATION_ROADMAP_TITLE: &str = "waymark.dev/roadmap-title";
 /// Annotation with the roadmap item's URL.
 pub const ANNOTATION_ROADMAP_URL: &str = "waymark.dev/roadmap-url";
+/// Annotation on an existing object that lets Waymark take it over as a child (`"true"`);
+/// without it Waymark never touches an object it did not create.
+pub const ANNOTATION_ADOPT: &str = "waymark.dev/adopt";
+/// Annotation on a child Deployment: a hash of what Waymark applied (labels, annotations and
+/// spec but the replica count), so an unchanged child is not written again.
+pub const ANNOTATION_SPEC_HASH: &str = "waymark.dev/spec-hash";
 /// Field manager for every write Waymark's controller makes.
 pub const FIELD_MANAGER: &str = "waymark";
 /// Field manager for manual requests written by the CLI.

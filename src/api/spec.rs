@@ -108,6 +108,42 @@ pub struct ReleaseSpec {
     pub scale_down_delay: Duration,
 }
 
+/// The port a Service exposes and the container port it sends to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResolvedPorts {
+    /// `spec.ports[0].port`.
+    pub port: i32,
+    /// `spec.ports[0].targetPort`.
+    pub target_port: IntOrString,
+}
+
+impl ReleaseSpec {
+    /// The Service ports: `service`, or else the first port of the template's first container;
+    /// `None` when neither says.
+    pub fn service_ports(&self) -> Option<ResolvedPorts> {
+        if let Some(service) = &self.service {
+            return Some(ResolvedPorts {
+                port: service.port,
+                target_port: service
+                    .target_port
+                    .clone()
+                    .unwrap_or(IntOrString::Int(service.port)),
+            });
+        }
+        let port = self
+            .template
+            .spec
+            .as_ref()
+            .and_then(|pod| pod.containers.first())
+            .and_then(|container| container.ports.as_ref())
+            .and_then(|ports| ports.first())?;
+        Some(ResolvedPorts {
+            port: port.container_port,
+            target_port: IntOrString::Int(port.container_port),
+        })
+    }
+}
+
 /// The roadmap item a release delivers.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]

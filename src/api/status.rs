@@ -35,6 +35,14 @@ pub struct ReleaseStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub roadmap_item: Option<String>,
 
+    /// The roadmap horizon of `roadmapItem`, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roadmap_horizon: Option<Horizon>,
+
+    /// The kind of work of `roadmapItem`, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roadmap_kind: Option<RoadmapKind>,
+
     /// Revision (template hash) serving as stable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stable_revision: Option<String>,
@@ -66,6 +74,11 @@ pub struct ReleaseStatus {
     /// When the current step started (pause durations count from here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step_started_at: Option<Time>,
+
+    /// When the timed pause in progress ends (an instant, so the status stays still while the
+    /// pause runs; readers compute the time left).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_until: Option<Time>,
 
     /// When the canary first became available and its first step began; analysis runs every
     /// `interval` from here.
@@ -185,6 +198,18 @@ pub enum ManualAction {
     Abort,
     /// Start a rolled-back revision again from the first step.
     Retry,
+}
+
+impl ManualAction {
+    /// The command a person types for this action.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            ManualAction::Promote => "promote",
+            ManualAction::PromoteFull => "promote --full",
+            ManualAction::Abort => "abort",
+            ManualAction::Retry => "retry",
+        }
+    }
 }
 
 /// How a revision's release ended.

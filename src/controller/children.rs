@@ -9,12 +9,12 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{PodTemplateSpec, Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
 use crate::api::{
-    ANNOTATION_ROADMAP_TITLE, ANNOTATION_ROADMAP_URL, LABEL_RELEASE, LABEL_REVISION,
-    LABEL_ROADMAP_HORIZON, LABEL_ROADMAP_ITEM, LABEL_ROADMAP_KIND, LABEL_ROLE, Release, Role,
+    ANNOTATION_ROADMAP_TITLE, ANNOTATION_ROADMAP_URL, ANNOTATION_SPEC_HASH, LABEL_RELEASE,
+    LABEL_REVISION, LABEL_ROADMAP_HORIZON, LABEL_ROADMAP_ITEM, LABEL_ROADMAP_KIND, LABEL_ROLE,
+    Release, ResolvedPorts, Role,
 };
 
 use super::error::Error;
@@ -22,46 +22,14 @@ use super::error::Error;
 /// Name of the port on every Service Waymark creates.
 pub const SERVICE_PORT_NAME: &str = "http";
 
-/// The port a Service exposes and the container port it sends to.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ResolvedPorts {
-    /// `spec.ports[0].port`.
-    pub port: i32,
-    /// `spec.ports[0].targetPort`.
-    pub target_port: IntOrString,
-}
-
 /// The Service ports: `spec.service`, or else the first port of the template's first container.
 pub fn service_ports(release: &Release) -> Result<ResolvedPorts, Error> {
-    if let Some(service) = &release.spec.service {
-        return Ok(ResolvedPorts {
-            port: service.port,
-            target_port: service
-                .target_port
-                .clone()
-                .unwrap_or(IntOrString::Int(service.port)),
-        });
-    }
-    let first_port = release
-        .spec
-        .template
-        .spec
-        .as_ref()
-        .and_then(|pod| pod.containers.first())
-        .and_then(|container| container.ports.as_ref())
-        .and_then(|ports| ports.first());
-    match first_port {
-        Some(port) => Ok(ResolvedPorts {
-            port: port.container_port,
-            target_port: IntOrString::Int(port.container_port),
-        }),
-        None => Err(Error::InvalidSpec {
-            field: "spec.service".into(),
-            message:
-                "spec.service must be set when the template's first container declares no port"
-                    .into(),
-        }),
-    }
+    release.spec.service_ports().ok_or_else(|| Error::Refused {
+        object: format!("Release {}", release.name_any()),
+        reason: "Invalid",
+        message: "spec.service must be set when the template's first container declares no port"
+            .into(),
+    })
 }
 
 /// The value of the `waymark.dev/roadmap-item` label for a roadmap item.
@@ -180,16 +148,78 @@ pub fn deployment(
         .get_or_insert_with(BTreeMap::new)
         .extend(child_annotations(release));
 
-    Ok(Deployment {
+    let mut deployment = Deployment {
         metadata,
         spec: Some(DeploymentSpec {
-            replicas: Some(replicas),
+            replicas: None,
             selector: deployment_selector(release, role),
             template,
             ..DeploymentSpec::default()
         }),
         status: None,
-    })
+    };
+    let hash = spec_hash(&deployment);
+    deployment
+        .metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(ANNOTATION_SPEC_HASH.into(), hash);
+    if let Some(spec) = deployment.spec.as_mut() {
+        spec.replicas = Some(replicas);
+    }
+    Ok(deployment)
+}
+
+/// A short hash of what Waymark applies to a Deployment, replicas aside (scaling is a separate
+/// write): labels, annotations, owner and spec.
+fn spec_hash(deployment: &Deployment) -> String {
+    use sha2::{Digest, Sha256};
+    let canonical = serde_json::to_vec(&(
+        &deployment.metadata.labels,
+        &deployment.metadata.annotations,
+        &deployment.metadata.owner_references,
+        &deployment.spec,
+    ))
+    .unwrap_or_default();
+    Sha256::digest(&canonical)
+        .iter()
+        .take(8)
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// Whether the live Deployment is what `wanted` would make it: the same spec hash (the cache
+/// keeps no pod template, the hash stands for it) and replica count.
+pub fn deployment_up_to_date(live: &Deployment, wanted: &Deployment) -> bool {
+    let hash = |deployment: &Deployment| {
+        deployment
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|annotations| annotations.get(ANNOTATION_SPEC_HASH))
+            .cloned()
+    };
+    let replicas =
+        |deployment: &Deployment| deployment.spec.as_ref().and_then(|spec| spec.replicas);
+    hash(live).is_some() && hash(live) == hash(wanted) && replicas(live) == replicas(wanted)
+}
+
+/// Whether the live Service selects, exposes, is labelled and carries Waymark's annotations
+/// as `wanted` says.
+pub fn service_up_to_date(live: &Service, wanted: &Service) -> bool {
+    service_matches(live, wanted)
+        && live.metadata.labels == wanted.metadata.labels
+        && waymark_annotations(&live.metadata) == waymark_annotations(&wanted.metadata)
+}
+
+/// The `waymark.dev/` annotations of an object.
+fn waymark_annotations(meta: &ObjectMeta) -> Labels {
+    meta.annotations
+        .iter()
+        .flatten()
+        .filter(|(key, _)| key.starts_with("waymark.dev/"))
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect()
 }
 
 /// A Service: `<name>-stable` / `<name>-canary` selecting one role, or (with `role` `None`)
@@ -260,11 +290,12 @@ pub fn scale_patch(replicas: i32) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::fixtures::ReleaseBuilder;
+    use crate::fixtures::ReleaseBuilder;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
     #[test]
     fn deployment_keeps_user_labels_and_adds_waymark_labels_to_deployment_and_pods() {
-        let release = ReleaseBuilder::new("checkout").build();
+        let release = ReleaseBuilder::gateway().build();
         let deployment = deployment(&release, Role::Canary, "6f9c7d0000", 2).unwrap();
 
         let labels = deployment.metadata.labels.clone().unwrap();
@@ -284,7 +315,7 @@ mod tests {
 
     #[test]
     fn children_and_pods_carry_the_roadmap_horizon_and_kind_when_set() {
-        let mut release = ReleaseBuilder::new("checkout").build();
+        let mut release = ReleaseBuilder::gateway().build();
         let deployment_without = deployment(&release, Role::Canary, "6f9c7d0000", 2).unwrap();
         let labels = deployment_without.metadata.labels.unwrap();
         assert!(!labels.contains_key(LABEL_ROADMAP_HORIZON));
@@ -314,7 +345,7 @@ mod tests {
 
     #[test]
     fn deployment_selector_adds_release_and_role_to_the_users_selector() {
-        let release = ReleaseBuilder::new("checkout").build();
+        let release = ReleaseBuilder::gateway().build();
         let stable = deployment(&release, Role::Stable, "aaaa", 4).unwrap();
         let canary = deployment(&release, Role::Canary, "bbbb", 1).unwrap();
         let stable_selector = stable.spec.unwrap().selector.match_labels.unwrap();
@@ -331,7 +362,7 @@ mod tests {
 
     #[test]
     fn every_child_has_a_controller_owner_reference_to_the_release() {
-        let release = ReleaseBuilder::new("checkout").build();
+        let release = ReleaseBuilder::gateway().build();
         let deployment = deployment(&release, Role::Stable, "aaaa", 1).unwrap();
         let owners = deployment.metadata.owner_references.unwrap();
         assert_eq!(owners.len(), 1);
@@ -348,7 +379,7 @@ mod tests {
 
     #[test]
     fn children_carry_roadmap_title_and_url_annotations() {
-        let release = ReleaseBuilder::new("checkout")
+        let release = ReleaseBuilder::gateway()
             .roadmap_title("One-click checkout")
             .build();
         let service = service(&release, Some(Role::Stable)).unwrap();
@@ -360,7 +391,7 @@ mod tests {
 
     #[test]
     fn service_ports_default_to_the_first_container_port() {
-        let release = ReleaseBuilder::new("checkout").container_port(8080).build();
+        let release = ReleaseBuilder::gateway().container_port(8080).build();
         let ports = service_ports(&release).unwrap();
         assert_eq!(ports.port, 8080);
         assert_eq!(ports.target_port, IntOrString::Int(8080));
@@ -368,9 +399,7 @@ mod tests {
 
     #[test]
     fn service_target_port_defaults_to_the_port() {
-        let release = ReleaseBuilder::new("checkout")
-            .service_port(80, None)
-            .build();
+        let release = ReleaseBuilder::gateway().service_port(80, None).build();
         let service = service(&release, Some(Role::Canary)).unwrap();
         let port = &service.spec.unwrap().ports.unwrap()[0];
         assert_eq!(port.port, 80);
@@ -379,14 +408,14 @@ mod tests {
 
     #[test]
     fn service_ports_without_spec_or_container_port_name_the_field() {
-        let release = ReleaseBuilder::new("checkout").no_ports().build();
+        let release = ReleaseBuilder::gateway().no_ports().build();
         let error = service_ports(&release).unwrap_err();
         assert!(error.to_string().contains("spec.service"), "{error}");
     }
 
     #[test]
     fn role_services_select_one_role_and_the_replica_service_selects_both() {
-        let release = ReleaseBuilder::new("checkout").replica_split().build();
+        let release = ReleaseBuilder::replica_split().build();
         let all = services(&release).unwrap();
         let names: Vec<_> = all.iter().map(|s| s.name_any()).collect();
         assert_eq!(names, ["checkout-stable", "checkout-canary", "checkout"]);
@@ -401,7 +430,7 @@ mod tests {
 
     #[test]
     fn gateway_mode_has_no_shared_service() {
-        let release = ReleaseBuilder::new("checkout").build();
+        let release = ReleaseBuilder::gateway().build();
         assert_eq!(services(&release).unwrap().len(), 2);
     }
 
@@ -415,7 +444,7 @@ mod tests {
 
     #[test]
     fn service_match_ignores_fields_the_api_server_fills_in() {
-        let release = ReleaseBuilder::new("checkout").build();
+        let release = ReleaseBuilder::gateway().build();
         let wanted = service(&release, Some(Role::Stable)).unwrap();
         let mut existing = wanted.clone();
         existing.spec.as_mut().unwrap().cluster_ip = Some("10.0.0.7".into());

@@ -1,7 +1,5 @@
 //! The controller's errors, each with a metric label.
 
-use crate::traffic::TrafficError;
-
 /// Everything that can go wrong in the shell.
 #[derive(thiserror::Error, Debug)]
 pub enum Error {
@@ -9,16 +7,16 @@ pub enum Error {
     #[error("Kubernetes API call failed: {0}")]
     Kube(#[source] Box<kube::Error>),
 
-    /// The traffic router could not read or write the route.
-    #[error(transparent)]
-    Traffic(#[from] TrafficError),
-
-    /// The spec is invalid in a way the schema cannot catch.
-    #[error("{field}: {message}")]
-    InvalidSpec {
-        /// The offending field, e.g. `spec.selector`.
-        field: String,
-        /// What is wrong and how to fix it.
+    /// The API server refused one of Waymark's writes (RBAC, validation, quota, an admission
+    /// webhook), or the object belongs to someone else. Shown in the Release's status.
+    #[error("{object}: {message}")]
+    Refused {
+        /// The object, e.g. `Deployment shop/checkout-canary`.
+        object: String,
+        /// CamelCase, for the condition's reason: `Forbidden`, `QuotaExceeded`, `Invalid`,
+        /// `AdmissionDenied`, `Conflict`, `NotOwned`, `Rejected`.
+        reason: &'static str,
+        /// What the API server said, or why Waymark would not touch the object.
         message: String,
     },
 
@@ -65,12 +63,44 @@ impl From<kube::Error> for Error {
 }
 
 impl Error {
+    /// The API server's refusal of a write to `object` as a [`Error::Refused`], or `None` when
+    /// the error is not a refusal (a connection failure: retried, not reported as the user's
+    /// to fix).
+    pub fn refusal(object: String, error: &kube::Error) -> Option<Error> {
+        let kube::Error::Api(status) = error else {
+            return None;
+        };
+        let message = status.message.clone();
+        let lower = message.to_ascii_lowercase();
+        let reason = match status.code {
+            _ if lower.contains("admission webhook") => "AdmissionDenied",
+            403 if lower.contains("exceeded quota") => "QuotaExceeded",
+            403 => "Forbidden",
+            422 => "Invalid",
+            409 => "Conflict",
+            400 | 404 | 405 | 413 | 415 => "Rejected",
+            _ => return None,
+        };
+        Some(Error::Refused {
+            object,
+            reason,
+            message,
+        })
+    }
+
     /// A short, stable label for the `waymark_reconcile_errors_total` metric.
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::Kube(_) => "kube",
-            Error::Traffic(error) => error.metric_label(),
-            Error::InvalidSpec { .. } => "invalid_spec",
+            Error::Refused { reason, .. } => match *reason {
+                "Forbidden" => "refused_forbidden",
+                "QuotaExceeded" => "refused_quota",
+                "Invalid" => "refused_invalid",
+                "AdmissionDenied" => "refused_admission",
+                "Conflict" => "refused_conflict",
+                "NotOwned" => "not_owned",
+                _ => "refused",
+            },
             Error::Secret { .. } => "secret",
             Error::MissingObjectKey(_) => "missing_object_key",
             Error::Serialize { .. } => "serialize",

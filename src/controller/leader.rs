@@ -17,8 +17,7 @@ use tokio::sync::watch;
 
 use super::error::Error;
 use super::http::Health;
-use super::reconcile::Context;
-use super::{ControllerArgs, LEASE_NAME, run_controller, stopped};
+use super::{ControllerArgs, LEASE_NAME, Shared, run_controller, stopped};
 
 /// How long a Lease is valid after its last renewal.
 const LEASE_DURATION_SECONDS: u64 = 15;
@@ -31,7 +30,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub(crate) async fn run_while_leading(
     client: Client,
     args: &ControllerArgs,
-    ctx: Arc<Context>,
+    shared: Shared,
     health: Arc<Health>,
     stop: watch::Receiver<bool>,
 ) -> Result<(), Error> {
@@ -57,14 +56,27 @@ pub(crate) async fn run_while_leading(
         }
         health.set_leading(true);
         tracing::info!("acquired the leader Lease: reconciling");
-        let stopping = tokio::select! {
-            () = run_controller(args, ctx.clone(), health.clone()) => false,
-            _ = async { leading.wait_for(|leading| !*leading).await.is_ok() } => {
-                tracing::warn!("lost the leader Lease: stopped reconciling");
-                false
-            }
-            () = stopped(stop.clone()) => true,
-        };
+        // The controller stops when the process stops or the Lease is lost, letting the
+        // reconciles in flight finish their writes (bounded by SHUTDOWN_GRACE).
+        let (term_over, term_stop) = watch::channel(false);
+        let mut lease_watch = leading.clone();
+        let mut process_stop = stop.clone();
+        let watcher = tokio::spawn(async move {
+            let stopping = tokio::select! {
+                _ = lease_watch.wait_for(|leading| !*leading) => {
+                    tracing::warn!("lost the leader Lease: stopping reconciles");
+                    false
+                }
+                _ = process_stop.wait_for(|stop| *stop) => true,
+            };
+            term_over.send_replace(true);
+            stopping
+        });
+        run_controller(args, shared.clone(), health.clone(), term_stop).await;
+        let stopping = match watcher.await {
+            Ok(stopping) => stopping,
+            Err(_) => true,
+        } || *stop.borrow();
         health.set_leading(false);
         health.set_caches_synced(false);
         if stopping {

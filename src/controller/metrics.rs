@@ -1,7 +1,7 @@
 //! Prometheus metrics of the controller, served on `/metrics`.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -105,6 +105,13 @@ const PHASES: [Phase; 5] = [
     Phase::Degraded,
 ];
 
+const OUTCOMES: [Outcome; 4] = [
+    Outcome::Promoted,
+    Outcome::RolledBack,
+    Outcome::Aborted,
+    Outcome::Superseded,
+];
+
 /// The controller's metrics and the registry that encodes them.
 #[derive(Debug)]
 pub struct Metrics {
@@ -115,14 +122,45 @@ pub struct Metrics {
     canary_weight: Family<ReleaseLabels, Gauge>,
     releases_finished: Family<OutcomeLabels, Counter>,
     burn_rate: Family<BurnLabels, Gauge<f64, AtomicU64>>,
+    burn_rate_limit: Family<BurnLabels, Gauge<f64, AtomicU64>>,
+    analysis_consecutive_errors: Family<ReleaseLabels, Gauge>,
     release_duration: Family<OutcomeLabels, Histogram, fn() -> Histogram>,
     time_to_restore: Family<RestoreLabels, Histogram, fn() -> Histogram>,
-    /// The burn-rate series last set per (namespace, name), removed before the next update so
-    /// a window that is gone (or a new roadmap item) leaves no stale series.
+    /// The burn-rate (and burn-rate limit) series last set per (namespace, name), removed before
+    /// the next update so a window that is gone (or a new roadmap item) leaves no stale series.
     burn_series: Mutex<HashMap<(String, String), Vec<BurnLabels>>>,
     /// The labels last used per (namespace, name), so a new roadmap item replaces the old
     /// series instead of leaving a stale one behind.
     current: Mutex<HashMap<(String, String), ReleaseLabels>>,
+    /// Per (namespace, name), the newest finished revision counted and every label set of the
+    /// delivery families created for it, so each revision counts once and a deleted Release's
+    /// series go with it.
+    finished: Mutex<HashMap<(String, String), Finished>>,
+}
+
+/// What was counted of one Release's finished revisions.
+#[derive(Debug, Default)]
+struct Finished {
+    /// `(revision, finishedAt)` of the newest history entry counted.
+    newest: Option<(String, Time)>,
+    /// Label sets created in the outcome families.
+    outcomes: Vec<OutcomeLabels>,
+    /// Label sets created in the time-to-restore family.
+    restores: Vec<RestoreLabels>,
+}
+
+impl Finished {
+    fn outcome(&mut self, labels: &OutcomeLabels) {
+        if !self.outcomes.contains(labels) {
+            self.outcomes.push(labels.clone());
+        }
+    }
+
+    fn restore(&mut self, labels: &RestoreLabels) {
+        if !self.restores.contains(labels) {
+            self.restores.push(labels.clone());
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -134,6 +172,8 @@ impl Default for Metrics {
         let canary_weight = Family::<ReleaseLabels, Gauge>::default();
         let releases_finished = Family::<OutcomeLabels, Counter>::default();
         let burn_rate = Family::<BurnLabels, Gauge<f64, AtomicU64>>::default();
+        let burn_rate_limit = Family::<BurnLabels, Gauge<f64, AtomicU64>>::default();
+        let analysis_consecutive_errors = Family::<ReleaseLabels, Gauge>::default();
         // From one minute to about two days: how long a revision took from canary to outcome.
         let release_duration: Family<OutcomeLabels, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(|| Histogram::new(exponential_buckets(60.0, 2.0, 12)));
@@ -171,6 +211,16 @@ impl Default for Metrics {
             burn_rate.clone(),
         );
         registry.register(
+            "release_burn_rate_limit",
+            "Burn rate above which the analysis fails (the spec's max), per role and window",
+            burn_rate_limit.clone(),
+        );
+        registry.register(
+            "release_analysis_consecutive_errors",
+            "Analysis runs in a row that Prometheus could not answer, for the canary under analysis",
+            analysis_consecutive_errors.clone(),
+        );
+        registry.register(
             "release_duration_seconds",
             "Time from a revision's canary start to its outcome, by outcome and roadmap item",
             release_duration.clone(),
@@ -188,10 +238,13 @@ impl Default for Metrics {
             canary_weight,
             releases_finished,
             burn_rate,
+            burn_rate_limit,
+            analysis_consecutive_errors,
             release_duration,
             time_to_restore,
             burn_series: Mutex::new(HashMap::new()),
             current: Mutex::new(HashMap::new()),
+            finished: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -225,13 +278,10 @@ impl Metrics {
         };
         let key = (namespace.to_string(), release.to_string());
         if let Ok(mut current) = self.current.lock() {
-            if let Some(previous) = current.insert(key, labels.clone())
+            if let Some(previous) = current.insert(key.clone(), labels.clone())
                 && previous != labels
             {
-                self.canary_weight.remove(&previous);
-                for phase in PHASES {
-                    self.phase.remove(&phase_labels(&previous, phase));
-                }
+                self.remove_release_gauges(&previous);
             }
         }
         self.canary_weight
@@ -245,25 +295,39 @@ impl Metrics {
         }
 
         self.observe_burn_rates(&labels, new);
-
-        let newest = |status: Option<&ReleaseStatus>| {
-            status.and_then(|status| status.history.first().cloned())
-        };
-        if let Some(finished) = newest(Some(new))
-            && newest(old).as_ref() != Some(&finished)
-        {
-            self.record_finished(namespace, release, &finished);
+        self.observe_analysis_errors(&labels, new);
+        if new.canary_revision.is_some() {
+            self.start_delivery_series(&labels, new);
         }
+
+        // Counted once per revision, keyed by revision and finish time: not by comparing with
+        // the previous status, which a reconcile on a stale cache may show out of date.
+        let key_of = |entry: &HistoryEntry| (entry.revision.clone(), entry.finished_at.clone());
+        let Some(newest) = new.history.first() else {
+            return;
+        };
+        let Ok(mut finished) = self.finished.lock() else {
+            return;
+        };
+        let counted = finished.entry(key).or_default();
+        let already = counted
+            .newest
+            .clone()
+            .or_else(|| old.and_then(|old| old.history.first()).map(key_of));
+        if already.as_ref() == Some(&key_of(newest)) {
+            counted.newest = already;
+            return;
+        }
+        counted.newest = Some(key_of(newest));
+        self.record_finished(namespace, release, newest, counted);
     }
 
     fn observe_burn_rates(&self, labels: &ReleaseLabels, status: &ReleaseStatus) {
+        // (labels, burn rate if measured, limit) per role and window.
         let mut series = Vec::new();
         if let Some(analysis) = &status.analysis {
             for (role, result) in [("canary", &analysis.canary), ("stable", &analysis.stable)] {
                 for window in result.iter().flat_map(|result| result.windows.iter()) {
-                    let Some(burn_rate) = window.burn_rate else {
-                        continue;
-                    };
                     let burn_labels = BurnLabels {
                         namespace: labels.namespace.clone(),
                         release: labels.release.clone(),
@@ -271,7 +335,7 @@ impl Metrics {
                         role: role.into(),
                         window: window.window.clone(),
                     };
-                    series.push((burn_labels, burn_rate));
+                    series.push((burn_labels, window.burn_rate, window.max));
                 }
             }
         }
@@ -279,16 +343,153 @@ impl Metrics {
         if let Ok(mut current) = self.burn_series.lock() {
             for stale in current.remove(&key).unwrap_or_default() {
                 self.burn_rate.remove(&stale);
+                self.burn_rate_limit.remove(&stale);
             }
-            for (burn_labels, burn_rate) in &series {
-                self.burn_rate.get_or_create(burn_labels).set(*burn_rate);
+            for (burn_labels, burn_rate, limit) in &series {
+                // No figure, no burn-rate series; the limit holds regardless.
+                if let Some(burn_rate) = burn_rate {
+                    self.burn_rate.get_or_create(burn_labels).set(*burn_rate);
+                }
+                self.burn_rate_limit.get_or_create(burn_labels).set(*limit);
             }
-            current.insert(key, series.into_iter().map(|(labels, _)| labels).collect());
+            current.insert(key, series.into_iter().map(|(labels, ..)| labels).collect());
+        }
+    }
+
+    /// Consecutive analysis errors of the canary being judged. Absent when no canary is under
+    /// analysis: after a rollback or promotion the old count describes nothing that runs.
+    fn observe_analysis_errors(&self, labels: &ReleaseLabels, status: &ReleaseStatus) {
+        let under_analysis = status.analysis.as_ref().filter(|analysis| {
+            status.canary_revision.is_some() && analysis.revision == status.canary_revision
+        });
+        match under_analysis {
+            Some(analysis) => {
+                self.analysis_consecutive_errors
+                    .get_or_create(labels)
+                    .set(i64::from(analysis.consecutive_errors));
+            }
+            None => {
+                self.analysis_consecutive_errors.remove(labels);
+            }
+        }
+    }
+
+    /// Create the delivery series of the roadmap item in progress at zero, before its outcome.
+    /// Prometheus's `increase()` cannot see the first increment of a series that appears with
+    /// value 1, and most roadmap items finish exactly once: without the zero the dashboard's
+    /// deployment frequency and change failure rate would miss them.
+    /// The series carry the horizon and kind the status gives for the item (empty when unset),
+    /// as the history entry of its outcome will.
+    fn start_delivery_series(&self, labels: &ReleaseLabels, status: &ReleaseStatus) {
+        let key = (labels.namespace.clone(), labels.release.clone());
+        let Ok(mut finished) = self.finished.lock() else {
+            return;
+        };
+        let horizon = status
+            .roadmap_horizon
+            .map_or("", |h| h.as_str())
+            .to_string();
+        let kind = status.roadmap_kind.map_or("", |k| k.as_str()).to_string();
+        let restore = RestoreLabels {
+            namespace: labels.namespace.clone(),
+            release: labels.release.clone(),
+            roadmap_item: labels.roadmap_item.clone(),
+            horizon: horizon.clone(),
+            kind: kind.clone(),
+        };
+        let counted = finished.entry(key).or_default();
+        counted.restore(&restore);
+        for outcome in OUTCOMES {
+            let outcome_labels = OutcomeLabels {
+                namespace: labels.namespace.clone(),
+                release: labels.release.clone(),
+                roadmap_item: labels.roadmap_item.clone(),
+                horizon: horizon.clone(),
+                kind: kind.clone(),
+                outcome: outcome.metric_label().into(),
+            };
+            counted.outcome(&outcome_labels);
+            // The guards only create the series; nothing is counted or observed.
+            drop(self.releases_finished.get_or_create(&outcome_labels));
+            drop(self.release_duration.get_or_create(&outcome_labels));
+        }
+        drop(self.time_to_restore.get_or_create(&restore));
+    }
+
+    fn remove_release_gauges(&self, labels: &ReleaseLabels) {
+        self.canary_weight.remove(labels);
+        self.analysis_consecutive_errors.remove(labels);
+        for phase in PHASES {
+            self.phase.remove(&phase_labels(labels, phase));
+        }
+    }
+
+    /// Remove every series of a Release that no longer exists (or that this replica no longer
+    /// reconciles), so that dashboards and alerts stop seeing its last phase; its delivery
+    /// history lives on in the Release-independent sums Prometheus already scraped.
+    pub fn forget_release(&self, namespace: &str, release: &str) {
+        let key = (namespace.to_string(), release.to_string());
+        let labels = self
+            .current
+            .lock()
+            .ok()
+            .and_then(|mut current| current.remove(&key));
+        if let Some(labels) = labels {
+            self.remove_release_gauges(&labels);
+        }
+        let burn_series = self
+            .burn_series
+            .lock()
+            .ok()
+            .and_then(|mut current| current.remove(&key));
+        for stale in burn_series.unwrap_or_default() {
+            self.burn_rate.remove(&stale);
+            self.burn_rate_limit.remove(&stale);
+        }
+        let finished = self
+            .finished
+            .lock()
+            .ok()
+            .and_then(|mut all| all.remove(&key));
+        if let Some(finished) = finished {
+            for labels in finished.outcomes {
+                self.releases_finished.remove(&labels);
+                self.release_duration.remove(&labels);
+            }
+            for labels in finished.restores {
+                self.time_to_restore.remove(&labels);
+            }
+        }
+    }
+
+    /// Remove the gauges of every Release: a replica that stops reconciling (it lost the leader
+    /// Lease) must not keep reporting phases that the new leader now owns.
+    pub fn forget_releases(&self) {
+        let mut keys: Vec<(String, String)> = Vec::new();
+        if let Ok(current) = self.current.lock() {
+            keys.extend(current.keys().cloned());
+        }
+        if let Ok(current) = self.burn_series.lock() {
+            keys.extend(current.keys().cloned());
+        }
+        if let Ok(finished) = self.finished.lock() {
+            keys.extend(finished.keys().cloned());
+        }
+        keys.sort();
+        keys.dedup();
+        for (namespace, release) in keys {
+            self.forget_release(&namespace, &release);
         }
     }
 
     /// Count a finished revision and observe its delivery times (the DORA figures per item).
-    fn record_finished(&self, namespace: &str, release: &str, finished: &HistoryEntry) {
+    fn record_finished(
+        &self,
+        namespace: &str,
+        release: &str,
+        finished: &HistoryEntry,
+        counted: &mut Finished,
+    ) {
         let horizon = finished.horizon.map_or("", |h| h.as_str()).to_string();
         let kind = finished.kind.map_or("", |k| k.as_str()).to_string();
         let labels = OutcomeLabels {
@@ -299,6 +500,7 @@ impl Metrics {
             kind: kind.clone(),
             outcome: finished.outcome.metric_label().into(),
         };
+        counted.outcome(&labels);
         self.releases_finished.get_or_create(&labels).inc();
         let seconds_until_finished = |from: &Time| {
             finished
@@ -316,14 +518,16 @@ impl Metrics {
         if let Some(detected_at) = &finished.failure_detected_at
             && matches!(finished.outcome, Outcome::RolledBack | Outcome::Aborted)
         {
+            let restore = RestoreLabels {
+                namespace: namespace.into(),
+                release: release.into(),
+                roadmap_item: finished.roadmap_item.clone(),
+                horizon,
+                kind,
+            };
+            counted.restore(&restore);
             self.time_to_restore
-                .get_or_create(&RestoreLabels {
-                    namespace: namespace.into(),
-                    release: release.into(),
-                    roadmap_item: finished.roadmap_item.clone(),
-                    horizon,
-                    kind,
-                })
+                .get_or_create(&restore)
                 .observe(seconds_until_finished(detected_at));
         }
     }
@@ -333,6 +537,16 @@ impl Metrics {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
         Ok(text)
+    }
+}
+
+/// Forgets every Release's gauges when dropped: held by the running controller, so that the
+/// gauges go when it stops (losing the leader Lease drops the controller future).
+pub struct ForgetReleasesOnDrop(pub Arc<Metrics>);
+
+impl Drop for ForgetReleasesOnDrop {
+    fn drop(&mut self) {
+        self.0.forget_releases();
     }
 }
 
@@ -423,7 +637,10 @@ mod tests {
             "{text}"
         );
         assert!(
-            !text.contains(r#"window="1m""#),
+            !text
+                .lines()
+                .any(|line| line.starts_with("waymark_release_burn_rate{")
+                    && line.contains(r#"window="1m""#)),
             "no figure, no series: {text}"
         );
 
@@ -497,5 +714,263 @@ mod tests {
         let text = metrics.encode().unwrap();
         assert!(!text.contains("PAY-1"), "{text}");
         assert!(text.contains("PAY-2"));
+    }
+
+    fn analysed_canary(
+        consecutive_errors: i32,
+        windows: Vec<crate::api::WindowResult>,
+    ) -> ReleaseStatus {
+        use crate::api::{AnalysisStatus, RoleAnalysis, Verdict};
+        ReleaseStatus {
+            phase: Some(Phase::Progressing),
+            roadmap_item: Some("PAY-142".into()),
+            canary_revision: Some("6f9c7d".into()),
+            canary_weight: Some(10),
+            analysis: Some(AnalysisStatus {
+                verdict: if consecutive_errors > 0 {
+                    Verdict::Error
+                } else {
+                    Verdict::Passing
+                },
+                last_run_at: None,
+                revision: Some("6f9c7d".into()),
+                summary: None,
+                burn: None,
+                canary: Some(RoleAnalysis {
+                    verdict: Verdict::Passing,
+                    service: "checkout-canary".into(),
+                    windows,
+                }),
+                stable: None,
+                comparison: vec![],
+                checks: vec![],
+                consecutive_failures: 0,
+                consecutive_inconclusive: 0,
+                consecutive_errors,
+                failing_since: None,
+                error_budget_remaining: None,
+            }),
+            ..ReleaseStatus::default()
+        }
+    }
+
+    fn window(name: &str, burn_rate: Option<f64>, max: f64) -> crate::api::WindowResult {
+        crate::api::WindowResult {
+            window: name.into(),
+            error_ratio: None,
+            requests: None,
+            burn_rate,
+            max,
+            note: None,
+            error_query: String::new(),
+            total_query: String::new(),
+        }
+    }
+
+    const LABELS: &str = r#"namespace="shop",release="checkout",roadmap_item="PAY-142""#;
+    /// The delivery series' labels: [`LABELS`] with the item's horizon and kind (unset here).
+    const DELIVERY: &str =
+        r#"namespace="shop",release="checkout",roadmap_item="PAY-142",horizon="",kind="""#;
+
+    #[test]
+    fn the_burn_rate_limit_is_exported_per_window_even_before_a_figure_exists() {
+        let metrics = Metrics::default();
+        let status = analysed_canary(
+            0,
+            vec![window("5m", Some(0.8), 14.4), window("1m", None, 14.4)],
+        );
+        metrics.observe_release("shop", "checkout", None, &status);
+        let text = metrics.encode().unwrap();
+        for expected in [
+            format!(
+                r#"waymark_release_burn_rate_limit{{{LABELS},role="canary",window="5m"}} 14.4"#
+            ),
+            format!(
+                r#"waymark_release_burn_rate_limit{{{LABELS},role="canary",window="1m"}} 14.4"#
+            ),
+            format!(r#"waymark_release_burn_rate{{{LABELS},role="canary",window="5m"}} 0.8"#),
+        ] {
+            assert!(text.contains(&expected), "{expected} missing from {text}");
+        }
+
+        let status = analysed_canary(0, vec![window("30m", Some(2.0), 6.0)]);
+        metrics.observe_release("shop", "checkout", None, &status);
+        let text = metrics.encode().unwrap();
+        assert!(
+            !text.contains(r#"window="5m""#),
+            "stale limit removed: {text}"
+        );
+        assert!(text.contains(&format!(
+            r#"waymark_release_burn_rate_limit{{{LABELS},role="canary",window="30m"}} 6.0"#
+        )));
+    }
+
+    #[test]
+    fn consecutive_analysis_errors_are_exported_only_while_the_canary_is_judged() {
+        let metrics = Metrics::default();
+        let mut status = analysed_canary(3, vec![]);
+        metrics.observe_release("shop", "checkout", None, &status);
+        let text = metrics.encode().unwrap();
+        assert!(
+            text.contains(&format!(
+                "waymark_release_analysis_consecutive_errors{{{LABELS}}} 3"
+            )),
+            "{text}"
+        );
+
+        // Rolled back: the analysis stays in the status, but no canary is judged any more.
+        status.phase = Some(Phase::RolledBack);
+        status.canary_revision = None;
+        metrics.observe_release("shop", "checkout", None, &status);
+        let text = metrics.encode().unwrap();
+        assert!(
+            !text.contains("waymark_release_analysis_consecutive_errors{"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_canary_in_progress_starts_its_delivery_series_at_zero() {
+        let metrics = Metrics::default();
+        metrics.observe_release("shop", "checkout", None, &analysed_canary(0, vec![]));
+        let text = metrics.encode().unwrap();
+        for outcome in ["promoted", "rolled_back", "aborted", "superseded"] {
+            let counter =
+                format!(r#"waymark_releases_finished_total{{{DELIVERY},outcome="{outcome}"}} 0"#);
+            assert!(text.contains(&counter), "{counter} missing from {text}");
+            let duration = format!(
+                r#"waymark_release_duration_seconds_count{{{DELIVERY},outcome="{outcome}"}} 0"#
+            );
+            assert!(text.contains(&duration), "{duration} missing from {text}");
+        }
+        assert!(text.contains(&format!(
+            "waymark_time_to_restore_seconds_count{{{DELIVERY}}} 0"
+        )));
+
+        // With a horizon and kind the zeros carry them, as the outcome's entry will.
+        let metrics = Metrics::default();
+        let mut status = analysed_canary(0, vec![]);
+        status.roadmap_horizon = Some(crate::api::Horizon::Next);
+        status.roadmap_kind = Some(crate::api::RoadmapKind::Security);
+        metrics.observe_release("shop", "checkout", None, &status);
+        let text = metrics.encode().unwrap();
+        assert!(
+            text.contains(r#"waymark_releases_finished_total{namespace="shop",release="checkout",roadmap_item="PAY-142",horizon="next",kind="security",outcome="promoted"} 0"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_forgotten_release_loses_every_series_and_the_others_keep_theirs() {
+        let metrics = Arc::new(Metrics::default());
+        let mut status = analysed_canary(1, vec![window("5m", Some(0.8), 14.4)]);
+        status.history = vec![HistoryEntry {
+            revision: "5d8b9c".into(),
+            roadmap_item: "PAY-139".into(),
+            outcome: Outcome::Promoted,
+            started_at: None,
+            finished_at: Time("2026-11-21T12:00:00Z".parse().unwrap()),
+            failure_detected_at: None,
+            reason: "Promoted".into(),
+            message: None,
+            horizon: None,
+            kind: None,
+            timeline: Vec::new(),
+        }];
+        metrics.observe_release("shop", "checkout", None, &status);
+        metrics.observe_release("shop", "cart", None, &status);
+
+        metrics.forget_release("shop", "checkout");
+        let text = metrics.encode().unwrap();
+        let gauges = [
+            "waymark_release_phase{",
+            "waymark_release_canary_weight{",
+            "waymark_release_burn_rate{",
+            "waymark_release_burn_rate_limit{",
+            "waymark_release_analysis_consecutive_errors{",
+        ];
+        for gauge in gauges {
+            assert!(
+                !text
+                    .lines()
+                    .any(|line| line.starts_with(gauge) && line.contains(r#"release="checkout""#)),
+                "{gauge} of the forgotten release is gone: {text}"
+            );
+            assert!(
+                text.lines()
+                    .any(|line| line.starts_with(gauge) && line.contains(r#"release="cart""#)),
+                "{gauge} of the other release stays: {text}"
+            );
+        }
+        // Its delivery series go too (Prometheus keeps what it scraped); the other's stay.
+        assert!(
+            !text
+                .contains(r#"waymark_releases_finished_total{namespace="shop",release="checkout""#),
+            "{text}"
+        );
+        assert!(text.contains(
+            r#"waymark_releases_finished_total{namespace="shop",release="cart",roadmap_item="PAY-139",horizon="",kind="",outcome="promoted"} 1"#
+        ));
+
+        drop(ForgetReleasesOnDrop(metrics.clone()));
+        let text = metrics.encode().unwrap();
+        for gauge in gauges {
+            assert!(
+                !text.contains(gauge),
+                "{gauge} left after forgetting all: {text}"
+            );
+        }
+    }
+
+    fn finished(revision: &str, at: &str) -> crate::api::HistoryEntry {
+        crate::api::HistoryEntry {
+            revision: revision.into(),
+            roadmap_item: "PAY-142".into(),
+            outcome: Outcome::Promoted,
+            started_at: None,
+            finished_at: Time(at.parse().unwrap()),
+            failure_detected_at: None,
+            reason: "Promoted".into(),
+            message: None,
+            horizon: None,
+            kind: None,
+            timeline: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_revision_is_counted_once_even_when_a_reconcile_sees_a_stale_status() {
+        let metrics = Metrics::default();
+        let before = ReleaseStatus::default();
+        let after = ReleaseStatus {
+            roadmap_item: Some("PAY-142".into()),
+            history: vec![finished("6f9c7d", "2026-11-21T12:10:00Z")],
+            ..ReleaseStatus::default()
+        };
+        metrics.observe_release("shop", "checkout", Some(&before), &after);
+        // A later reconcile whose cached Release still predates that write.
+        metrics.observe_release("shop", "checkout", Some(&before), &after);
+        let text = metrics.encode().unwrap();
+        assert!(
+            text.contains(r#"waymark_releases_finished_total{namespace="shop",release="checkout",roadmap_item="PAY-142",horizon="",kind="",outcome="promoted"} 1"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_deleted_releases_series_disappear() {
+        let metrics = Metrics::default();
+        let status = ReleaseStatus {
+            roadmap_item: Some("PAY-142".into()),
+            phase: Some(Phase::Healthy),
+            history: vec![finished("6f9c7d", "2026-11-21T12:10:00Z")],
+            ..ReleaseStatus::default()
+        };
+        metrics.observe_release("shop", "checkout", None, &status);
+        metrics.observe_release("shop", "payments", None, &status);
+        metrics.forget_release("shop", "checkout");
+        let text = metrics.encode().unwrap();
+        assert!(!text.contains(r#"release="checkout""#), "{text}");
+        assert!(text.contains(r#"release="payments""#), "{text}");
     }
 }

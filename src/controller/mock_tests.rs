@@ -1,71 +1,121 @@
-//! Mock-API tests of the shell: every API call the controller makes for a hand-made
-//! [`Decision`], asserted by method, path, query and body.
+//! Mock-API tests of the shell: every API call a reconcile makes, asserted by method, path,
+//! query and body, in order. The world is read from watch caches the tests fill by hand, so
+//! the only calls are writes (and the GET of a name someone else holds).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use gateway_api::apis::experimental::httproutes::HttpRoute;
 use http::{Method, Request, Response};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::jiff::Timestamp;
 use kube::client::Body;
+use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::{Client, ResourceExt};
+use kube::runtime::reflector::{self, ObjectRef, store::Writer};
+use kube::runtime::watcher;
+use kube::{Client, Resource};
 use serde_json::{Value, json};
 
-use super::fixtures::ReleaseBuilder;
+use super::children;
+use super::context::{Context, Stores};
+use super::error::Error;
 use super::metrics::Metrics;
-use super::reconcile::{Context, apply_actions, reconcile_release, write_status};
-use crate::api::{ManualAction, ManualRequest, Phase, ReleaseStatus};
-use crate::rollout::{Action, Decision, EventNote, Severity};
-use crate::traffic::Router;
+use super::reconcile::{reconcile, reconcile_release};
+use crate::api::{Release, ReleaseStatus, Role, template_revision};
+use crate::fixtures::{ReleaseBuilder, V1, V2, at, set_weight, template};
+use crate::rollout::{self, Observed, RouteState};
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 type Responder = tower_test::mock::SendResponse<Response<Body>>;
 
 const SSA: &str = "&force=true&fieldManager=waymark";
+const CREATE: &str = "?&fieldManager=waymark";
 const ROUTE_PATH: &str = "/apis/gateway.networking.k8s.io/v1/namespaces/shop/httproutes/checkout";
 const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/shop/deployments";
 const SERVICES: &str = "/api/v1/namespaces/shop/services";
 const STATUS_PATH: &str = "/apis/waymark.dev/v1alpha1/namespaces/shop/releases/checkout/status";
 const EVENTS_PATH: &str = "/apis/events.k8s.io/v1/namespaces/shop/events";
 
-/// What the API server should see, in order.
-enum Scenario {
-    /// Services stable and canary, then the stable Deployment, an event, the status.
-    FirstRelease,
-    /// The canary Deployment at the new revision, then the status.
-    CanaryCreated,
-    /// Read the route, write it with stable 90 / canary 10, then the status.
-    SetWeight,
-    /// Read the route, write canary weight 0, then scale the canary to 0, event, status.
-    RollbackWeightFirst,
-    /// The route write gets a 409; read again and write again, then the status.
-    RouteConflictRetried,
-    /// An invalid spec: a Warning event naming the field, then the status.
-    InvalidSpecReported,
-    /// A reconcile of a new Release: reads the world (nothing there yet), then does what
-    /// [`Scenario::FirstRelease`] does for the template's real revision.
-    FirstReleaseReconciled(String),
-    /// A reconcile of a settled Release: reads the world and writes nothing.
-    SettledReadsOnly(Value, Value, Value),
-    /// No call at all.
-    RadioSilence,
+/// The watch caches, filled by hand.
+struct World {
+    deployments: Writer<Deployment>,
+    services: Writer<Service>,
+    routes: Writer<HttpRoute>,
+}
+
+impl World {
+    fn deployment(&mut self, deployment: Deployment) {
+        self.deployments
+            .apply_watcher_event(&watcher::Event::Apply(deployment));
+    }
+
+    fn service(&mut self, service: Service) {
+        self.services
+            .apply_watcher_event(&watcher::Event::Apply(service));
+    }
+
+    fn route(&mut self, route: Value) {
+        let route: HttpRoute = serde_json::from_value(route).unwrap();
+        self.routes
+            .apply_watcher_event(&watcher::Event::Apply(route));
+    }
+
+    /// The children a settled `release` has: both Services, and the stable Deployment of
+    /// `image` with every pod available.
+    fn settled(&mut self, release: &Release, image: &str) {
+        for service in children::services(release).unwrap() {
+            self.service(service);
+        }
+        self.deployment(available(release, Role::Stable, image, 4));
+    }
+}
+
+/// A child Deployment as the API server would return it, every pod available.
+fn available(release: &Release, role: Role, image: &str, replicas: i32) -> Deployment {
+    let revision = template_revision(&template(image));
+    let mut deployment = children::deployment(release, role, &revision, replicas).unwrap();
+    deployment.metadata.generation = Some(1);
+    deployment.status = Some(DeploymentStatus {
+        observed_generation: Some(1),
+        replicas: Some(replicas),
+        updated_replicas: Some(replicas),
+        ready_replicas: Some(replicas),
+        available_replicas: Some(replicas),
+        ..Default::default()
+    });
+    deployment
 }
 
 struct ApiServerVerifier(Handle);
 
-fn test_context() -> (Arc<Context>, ApiServerVerifier) {
+fn test_context() -> (Arc<Context>, World, ApiServerVerifier) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
     let reporter = Reporter {
         controller: "waymark".into(),
         instance: None,
     };
-    let ctx = Context {
-        client: client.clone(),
-        recorder: Recorder::new(client, reporter),
-        metrics: Arc::new(Metrics::default()),
+    let (deployments, deployment_writer) = reflector::store();
+    let (services, service_writer) = reflector::store();
+    let (routes, route_writer) = reflector::store();
+    let ctx = Context::new(
+        client.clone(),
+        Recorder::new(client, reporter),
+        Arc::new(Metrics::default()),
+        Stores {
+            deployments,
+            services,
+            routes,
+        },
+    );
+    let world = World {
+        deployments: deployment_writer,
+        services: service_writer,
+        routes: route_writer,
     };
-    (Arc::new(ctx), ApiServerVerifier(handle))
+    (Arc::new(ctx), world, ApiServerVerifier(handle))
 }
 
 fn respond(send: Responder, code: u16, body: &Value) {
@@ -78,25 +128,18 @@ fn respond(send: Responder, code: u16, body: &Value) {
     );
 }
 
-fn conflict() -> Value {
+fn failure(code: u16, reason: &str, message: &str) -> Value {
     json!({
         "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-        "message": "the object has been modified", "reason": "Conflict", "code": 409
+        "message": message, "reason": reason, "code": code
     })
 }
 
-fn not_found() -> Value {
-    json!({
-        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-        "message": "not found", "reason": "NotFound", "code": 404
-    })
-}
-
-fn route(resource_version: &str, backend_refs: Value) -> Value {
+fn route(backend_refs: Value) -> Value {
     json!({
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "HTTPRoute",
-        "metadata": {"name": "checkout", "namespace": "shop", "resourceVersion": resource_version},
+        "metadata": {"name": "checkout", "namespace": "shop", "resourceVersion": "7"},
         "spec": {
             "parentRefs": [{"name": "public"}],
             "rules": [
@@ -130,8 +173,11 @@ impl ApiServerVerifier {
             .next_request()
             .await
             .unwrap_or_else(|| panic!("expected {method} {uri}, but no further API call came"));
-        assert_eq!(request.method(), method, "method of the call to {uri}");
-        assert_eq!(request.uri().to_string(), uri);
+        assert_eq!(
+            (request.method(), request.uri().to_string()),
+            (&method, uri.to_string()),
+            "expected {method} {uri}"
+        );
         let bytes = request.into_body().collect_bytes().await.unwrap();
         let body = if bytes.is_empty() {
             Value::Null
@@ -141,19 +187,7 @@ impl ApiServerVerifier {
         (body, send)
     }
 
-    /// The next request must be a GET of `path`, answered 404 Not Found.
-    async fn expect_missing(&mut self, path: &str) {
-        let (_, send) = self.expect(Method::GET, path).await;
-        respond(send, 404, &not_found());
-    }
-
-    /// The next request must be a GET of `path`, answered with `object`.
-    async fn expect_get(&mut self, path: &str, object: Value) {
-        let (_, send) = self.expect(Method::GET, path).await;
-        respond(send, 200, &object);
-    }
-
-    /// The next request must be an apply/patch/put that we answer by echoing its body.
+    /// The next request must be `method uri`; answered by echoing its body.
     async fn expect_echo(&mut self, method: Method, uri: &str) -> Value {
         let (body, send) = self.expect(method, uri).await;
         respond(send, 200, &body);
@@ -162,8 +196,11 @@ impl ApiServerVerifier {
 
     async fn expect_event(&mut self, reason: &str, kind: &str) -> Value {
         let (body, send) = self.expect(Method::POST, &format!("{EVENTS_PATH}?")).await;
-        assert_eq!(body["reason"], reason);
-        assert_eq!(body["type"], kind);
+        assert_eq!(
+            (body["reason"].as_str(), body["type"].as_str()),
+            (Some(reason), Some(kind)),
+            "{body}"
+        );
         assert!(
             body["note"].as_str().unwrap().contains("PAY-142"),
             "every event names the roadmap item: {body}"
@@ -173,151 +210,223 @@ impl ApiServerVerifier {
         body
     }
 
-    async fn expect_status(&mut self) -> Value {
+    /// The status write: server-side apply with the resourceVersion the decision was made on,
+    /// never `status.request` (the CLI's). Answered with a new resourceVersion.
+    async fn expect_status(&mut self, based_on: &str) -> Value {
         let (body, send) = self
             .expect(Method::PATCH, &format!("{STATUS_PATH}?{SSA}"))
             .await;
         assert_eq!(body["apiVersion"], "waymark.dev/v1alpha1");
         assert_eq!(body["kind"], "Release");
+        assert_eq!(
+            body["metadata"]["resourceVersion"], based_on,
+            "a precondition: never written over a newer Release"
+        );
         assert!(
             body["status"].get("request").is_none(),
             "the CLI owns status.request: {body}"
         );
-        let mut release = serde_json::to_value(ReleaseBuilder::new("checkout").build()).unwrap();
+        let mut release = serde_json::to_value(ReleaseBuilder::gateway().build()).unwrap();
+        release["metadata"]["resourceVersion"] = json!(format!("{based_on}1"));
         release["status"] = body["status"].clone();
         respond(send, 200, &release);
         body["status"].clone()
     }
 
-    async fn expect_route_get(&mut self, resource_version: &str, backend_refs: Value) {
-        let (_, send) = self.expect(Method::GET, ROUTE_PATH).await;
-        respond(send, 200, &route(resource_version, backend_refs));
+    /// Nothing may follow: once every client is dropped, the channel ends.
+    async fn expect_nothing_more(&mut self) {
+        if let Some((request, _)) = self.0.next_request().await {
+            panic!(
+                "unexpected API call: {} {}",
+                request.method(),
+                request.uri()
+            );
+        }
     }
+}
 
-    async fn expect_route_put(&mut self) -> (Value, Responder) {
-        self.expect(Method::PUT, &format!("{ROUTE_PATH}?&fieldManager=waymark"))
-            .await
-    }
+/// Run `script` as the API server while `reconcile` runs, then check nothing else was asked.
+async fn scenario<F, Fut>(verifier: ApiServerVerifier, script: F) -> tokio::task::JoinHandle<()>
+where
+    F: FnOnce(ApiServerVerifier) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ApiServerVerifier> + Send,
+{
+    tokio::spawn(async move {
+        let mut verifier = script(verifier).await;
+        verifier.expect_nothing_more().await;
+    })
+}
 
-    fn run(mut self, scenario: Scenario) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
-            match scenario {
-                Scenario::FirstRelease => self.first_release("5d8b9c0000").await,
-                Scenario::FirstReleaseReconciled(revision) => {
-                    self.expect_missing(&format!("{DEPLOYMENTS}/checkout-stable"))
-                        .await;
-                    self.expect_missing(&format!("{DEPLOYMENTS}/checkout-canary"))
-                        .await;
-                    // The first missing Service settles `services_ready`.
-                    self.expect_missing(&format!("{SERVICES}/checkout-stable"))
-                        .await;
-                    self.expect_route_get(
-                        "1",
-                        json!([{"name": "checkout-stable", "port": 80, "weight": 1}]),
-                    )
-                    .await;
-                    self.first_release(&revision).await;
-                }
-                Scenario::SettledReadsOnly(stable, stable_service, canary_service) => {
-                    self.expect_get(&format!("{DEPLOYMENTS}/checkout-stable"), stable)
-                        .await;
-                    self.expect_missing(&format!("{DEPLOYMENTS}/checkout-canary"))
-                        .await;
-                    self.expect_get(&format!("{SERVICES}/checkout-stable"), stable_service)
-                        .await;
-                    self.expect_get(&format!("{SERVICES}/checkout-canary"), canary_service)
-                        .await;
-                    self.expect_route_get(
-                        "1",
-                        json!([{"name": "checkout-stable", "port": 80, "weight": 1}]),
-                    )
-                    .await;
-                }
-                Scenario::CanaryCreated => self.canary_created().await,
-                Scenario::SetWeight => self.set_weight().await,
-                Scenario::RollbackWeightFirst => self.rollback_weight_first().await,
-                Scenario::RouteConflictRetried => self.route_conflict_retried().await,
-                Scenario::InvalidSpecReported => self.invalid_spec_reported().await,
-                Scenario::RadioSilence => {}
-            }
-            // Nothing may follow the scenario: once the client is dropped, the channel ends.
-            if let Some((request, _)) = self.0.next_request().await {
-                panic!(
-                    "unexpected API call after the scenario: {} {}",
-                    request.method(),
-                    request.uri()
-                );
-            }
-        })
-    }
+/// Wait for the scenario to finish (it ends when every client is gone: drop ours first).
+async fn finish(server: tokio::task::JoinHandle<()>, ctx: Arc<Context>) {
+    drop(ctx);
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("the scenario finished in time")
+        .expect("the scenario's assertions held");
+}
 
-    async fn first_release(&mut self, revision: &str) {
+/// A Release on V1 whose stored status is what the core decides for its settled world.
+fn settled_release(world: &mut World, now: Timestamp) -> Release {
+    let release = ReleaseBuilder::gateway().build();
+    world.settled(&release, V1);
+    world.route(route(json!([{"name": "checkout-stable", "port": 8080}])));
+    let observed = Observed {
+        stable: Some(super::reconcile::workload_state(&available(
+            &release,
+            Role::Stable,
+            V1,
+            4,
+        ))),
+        canary: None,
+        services_ready: true,
+        route: Some(RouteState::Ready { canary_weight: 0 }),
+        analysis: None,
+    };
+    let settled = rollout::decide(&release, &observed, now);
+    assert!(
+        settled
+            .actions
+            .iter()
+            .all(|a| matches!(a, rollout::Action::Event(_))),
+        "{:?}",
+        settled.actions
+    );
+    ReleaseBuilder::gateway().status(settled.status).build()
+}
+
+#[tokio::test]
+async fn a_first_release_writes_its_intent_then_creates_services_and_the_stable() {
+    let (ctx, mut world, verifier) = test_context();
+    world.route(route(json!([{"name": "checkout-stable", "port": 8080}])));
+    let release = ReleaseBuilder::gateway().build();
+    let revision = template_revision(&release.spec.template);
+    let server = scenario(verifier, move |mut api| async move {
+        let status = api.expect_status("100").await;
+        assert_eq!(status["phase"], "Progressing", "nothing is available yet");
+        assert_eq!(status["stableRevision"], revision.as_str());
         for role in ["stable", "canary"] {
-            let service = self
-                .expect_echo(Method::PATCH, &format!("{SERVICES}/checkout-{role}?{SSA}"))
+            let service = api
+                .expect_echo(Method::POST, &format!("{SERVICES}{CREATE}"))
                 .await;
-            assert_eq!(service["kind"], "Service");
+            assert_eq!(service["metadata"]["name"], format!("checkout-{role}"));
             assert_eq!(
                 service["spec"]["selector"],
                 json!({"waymark.dev/release": "checkout", "waymark.dev/role": role})
             );
-            assert_eq!(service["spec"]["ports"][0]["port"], 8080);
             assert_eq!(
                 service["metadata"]["ownerReferences"][0]["controller"],
                 true
             );
         }
-        let deployment = self
-            .expect_echo(
-                Method::PATCH,
-                &format!("{DEPLOYMENTS}/checkout-stable?{SSA}"),
-            )
+        let deployment = api
+            .expect_echo(Method::POST, &format!("{DEPLOYMENTS}{CREATE}"))
             .await;
-        assert_eq!(deployment["kind"], "Deployment");
+        assert_eq!(deployment["metadata"]["name"], "checkout-stable");
         assert_eq!(deployment["spec"]["replicas"], 4);
         assert_eq!(
             deployment["metadata"]["labels"]["waymark.dev/revision"],
-            revision
+            revision.as_str()
         );
-        assert_eq!(
-            deployment["spec"]["template"]["metadata"]["labels"]["waymark.dev/role"],
-            "stable"
-        );
-        assert_eq!(
-            deployment["metadata"]["ownerReferences"][0]["kind"],
-            "Release"
-        );
-        self.expect_event("StableCreated", "Normal").await;
-        let status = self.expect_status().await;
-        assert_eq!(status["phase"], "Healthy");
-        assert_eq!(status["stableRevision"], revision);
-    }
+        assert!(deployment["metadata"]["annotations"]["waymark.dev/spec-hash"].is_string());
+        api.expect_event("StableCreated", "Normal").await;
+        api
+    })
+    .await;
+    let requeue = reconcile_release(&release, &ctx, at(0)).await.unwrap();
+    assert_ne!(
+        requeue,
+        Requeue::await_change(),
+        "it looks again while acting"
+    );
+    drop(world);
+    finish(server, ctx).await;
+}
 
-    async fn canary_created(&mut self) {
-        let deployment = self
-            .expect_echo(
-                Method::PATCH,
-                &format!("{DEPLOYMENTS}/checkout-canary?{SSA}"),
-            )
+#[tokio::test]
+async fn a_settled_release_makes_no_api_call_at_all() {
+    let (ctx, mut world, verifier) = test_context();
+    let release = settled_release(&mut world, at(0));
+    let server = scenario(verifier, |api| async move { api }).await;
+    let requeue = reconcile_release(&release, &ctx, at(3_600)).await.unwrap();
+    assert_eq!(requeue, Requeue::await_change());
+    finish(server, ctx).await;
+}
+
+#[tokio::test]
+async fn a_new_template_writes_the_canary_intent_then_creates_the_canary() {
+    let (ctx, mut world, verifier) = test_context();
+    let settled = settled_release(&mut world, at(0));
+    let mut release = ReleaseBuilder::gateway()
+        .image(V2)
+        .status(settled.status.clone().unwrap())
+        .build();
+    release.spec.steps = vec![set_weight(10)];
+    let canary = template_revision(&template(V2));
+    let server = scenario(verifier, move |mut api| async move {
+        let status = api.expect_status("100").await;
+        assert_eq!(status["canaryRevision"], canary.as_str());
+        let deployment = api
+            .expect_echo(Method::POST, &format!("{DEPLOYMENTS}{CREATE}"))
             .await;
+        assert_eq!(deployment["metadata"]["name"], "checkout-canary");
         assert_eq!(deployment["spec"]["replicas"], 1);
         assert_eq!(
             deployment["spec"]["template"]["spec"]["containers"][0]["image"],
-            "shop/checkout:2.0.0"
+            V2
         );
         assert_eq!(
             deployment["spec"]["selector"]["matchLabels"]["waymark.dev/role"],
             "canary"
         );
-        let status = self.expect_status().await;
-        assert_eq!(status["canaryRevision"], "6f9c7d0000");
-    }
+        api.expect_event("CanaryStarted", "Normal").await;
+        api
+    })
+    .await;
+    reconcile_release(&release, &ctx, at(10)).await.unwrap();
+    finish(server, ctx).await;
+}
 
-    async fn set_weight(&mut self) {
-        self.expect_route_get("7", json!([{"name": "checkout-stable", "port": 80}]))
+#[tokio::test]
+async fn a_set_weight_step_applies_only_the_routes_rules_under_waymarks_field_manager() {
+    let (ctx, mut world, verifier) = test_context();
+    let settled = settled_release(&mut world, at(0));
+    let mut release = ReleaseBuilder::gateway()
+        .image(V2)
+        .status(settled.status.clone().unwrap())
+        .build();
+    release.spec.steps = vec![set_weight(10)];
+    // The canary is up and available: the step moves traffic.
+    world.deployment(available(&release, Role::Canary, V2, 1));
+    let start = rollout::decide(
+        &release,
+        &Observed {
+            stable: Some(super::reconcile::workload_state(&available(
+                &release,
+                Role::Stable,
+                V1,
+                4,
+            ))),
+            canary: None,
+            services_ready: true,
+            route: Some(RouteState::Ready { canary_weight: 0 }),
+            analysis: None,
+        },
+        at(10),
+    );
+    release.status = Some(start.status);
+    let server = scenario(verifier, |mut api| async move {
+        let status = api.expect_status("100").await;
+        assert_eq!(status["reason"], "StepSetWeight");
+        let body = api
+            .expect_echo(Method::PATCH, &format!("{ROUTE_PATH}?{SSA}"))
             .await;
-        let (body, send) = self.expect_route_put().await;
-        assert_eq!(body["metadata"]["resourceVersion"], "7", "optimistic write");
+        assert_eq!(
+            body["spec"].as_object().unwrap().keys().collect::<Vec<_>>(),
+            ["rules"],
+            "only the rules are Waymark's: parentRefs stay the owner's"
+        );
+        assert!(body["metadata"].get("resourceVersion").is_none());
         assert_eq!(
             weights(&body),
             [
@@ -325,28 +434,53 @@ impl ApiServerVerifier {
                 ("checkout-canary".to_string(), Some(10)),
             ]
         );
-        assert_eq!(body["spec"]["rules"][0]["backendRefs"][1]["port"], 80);
         assert_eq!(
-            body["spec"]["rules"][1],
-            route("7", json!(null))["spec"]["rules"][1],
-            "the other rule is untouched"
+            body["spec"]["rules"][1]["backendRefs"][0]["name"], "assets",
+            "the other rule is kept"
         );
-        assert_eq!(body["spec"]["parentRefs"], json!([{"name": "public"}]));
-        respond(send, 200, &body);
-        let status = self.expect_status().await;
-        assert_eq!(status["canaryWeight"], 10);
-    }
+        api
+    })
+    .await;
+    reconcile_release(&release, &ctx, at(20)).await.unwrap();
+    finish(server, ctx).await;
+}
 
-    async fn rollback_weight_first(&mut self) {
-        self.expect_route_get(
-            "8",
-            json!([
-                {"name": "checkout-stable", "port": 80, "weight": 50},
-                {"name": "checkout-canary", "port": 80, "weight": 50}
-            ]),
-        )
-        .await;
-        let (body, send) = self.expect_route_put().await;
+#[tokio::test]
+async fn an_abort_is_recorded_first_then_weight_zero_then_the_canary_scaled_down() {
+    let (ctx, mut world, verifier) = test_context();
+    let settled = settled_release(&mut world, at(0));
+    let mut release = ReleaseBuilder::gateway()
+        .image(V2)
+        .status(settled.status.clone().unwrap())
+        .build();
+    release.spec.steps = vec![set_weight(50), crate::fixtures::pause_until_promoted()];
+    let mut status = release.status.clone().unwrap();
+    status.canary_revision = Some(template_revision(&template(V2)));
+    status.current_step = Some(1);
+    status.steps_started_at = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(5)));
+    status.request = Some(crate::api::ManualRequest {
+        id: "stop-1".into(),
+        action: crate::api::ManualAction::Abort,
+        revision: None,
+        requested_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(30)),
+        requested_by: Some("sre@example.com".into()),
+    });
+    release.status = Some(status);
+    world.deployment(available(&release, Role::Canary, V2, 2));
+    world.route(route(json!([
+        {"name": "checkout-stable", "port": 8080, "weight": 50},
+        {"name": "checkout-canary", "port": 8080, "weight": 50}
+    ])));
+    let server = scenario(verifier, |mut api| async move {
+        let status = api.expect_status("100").await;
+        assert_eq!(
+            status["phase"], "RolledBack",
+            "the intent is written before any action"
+        );
+        assert_eq!(status["handledRequest"], "stop-1");
+        let body = api
+            .expect_echo(Method::PATCH, &format!("{ROUTE_PATH}?{SSA}"))
+            .await;
         assert_eq!(
             weights(&body),
             [
@@ -354,355 +488,162 @@ impl ApiServerVerifier {
                 ("checkout-canary".to_string(), Some(0)),
             ]
         );
-        respond(send, 200, &body);
-        let scale = self
+        let scale = api
             .expect_echo(
                 Method::PATCH,
                 &format!("{DEPLOYMENTS}/checkout-canary?&fieldManager=waymark"),
             )
             .await;
         assert_eq!(scale, json!({"spec": {"replicas": 0}}), "replicas only");
-        self.expect_event("CanaryRolledBack", "Warning").await;
-        let status = self.expect_status().await;
-        assert_eq!(status["phase"], "RolledBack");
-    }
-
-    async fn route_conflict_retried(&mut self) {
-        self.expect_route_get("1", json!([{"name": "checkout-stable", "port": 80}]))
-            .await;
-        let (_, send) = self.expect_route_put().await;
-        respond(send, 409, &conflict());
-        self.expect_route_get(
-            "2",
-            json!([{"name": "checkout-stable", "port": 80, "weight": 3}]),
-        )
-        .await;
-        let (body, send) = self.expect_route_put().await;
-        assert_eq!(
-            body["metadata"]["resourceVersion"], "2",
-            "the retry writes over the fresh copy"
-        );
-        assert_eq!(
-            weights(&body),
-            [
-                ("checkout-stable".to_string(), Some(50)),
-                ("checkout-canary".to_string(), Some(50)),
-            ]
-        );
-        respond(send, 200, &body);
-    }
-
-    async fn invalid_spec_reported(&mut self) {
-        let event = self.expect_event("InvalidSpec", "Warning").await;
-        assert!(event["note"].as_str().unwrap().contains("spec.selector"));
-        let status = self.expect_status().await;
-        assert_eq!(status["phase"], "Degraded");
-        assert_eq!(status["conditions"][0]["type"], "SpecValid");
-        assert_eq!(status["conditions"][0]["status"], "False");
-    }
-}
-
-/// Run the shell half against the verifier and wait for the scenario to finish.
-async fn finish(server: tokio::task::JoinHandle<()>, ctx: Arc<Context>) {
-    // The scenario ends when every client is gone: drop ours.
-    drop(ctx);
-    tokio::time::timeout(Duration::from_secs(2), server)
-        .await
-        .expect("the scenario finished in time")
-        .expect("the scenario's assertions held");
-}
-
-fn note(severity: Severity, reason: &str) -> Action {
-    Action::Event(EventNote {
-        severity,
-        reason: reason.into(),
-        note: format!("PAY-142: {reason}"),
+        api.expect_event("CanaryAborted", "Warning").await;
+        api
     })
-}
-
-fn decision(actions: Vec<Action>, status: ReleaseStatus) -> Decision {
-    Decision {
-        actions,
-        status,
-        requeue_after: None,
-    }
-}
-
-async fn apply(ctx: &Context, release: &crate::api::Release, decision: &Decision) {
-    let router = Router::for_release(ctx.client.clone(), release);
-    apply_actions(ctx, release, &router, &decision.actions)
-        .await
-        .unwrap();
-    write_status(ctx, release, decision.status.clone(), false)
-        .await
-        .unwrap();
-}
-
-#[tokio::test]
-async fn first_release_applies_services_then_the_stable_deployment() {
-    let (ctx, verifier) = test_context();
-    let server = verifier.run(Scenario::FirstRelease);
-    let release = ReleaseBuilder::new("checkout").build();
-    let decision = decision(
-        vec![
-            Action::ApplyServices,
-            Action::ApplyStable {
-                revision: "5d8b9c0000".into(),
-                replicas: 4,
-            },
-            note(Severity::Normal, "StableCreated"),
-        ],
-        ReleaseStatus {
-            phase: Some(Phase::Healthy),
-            stable_revision: Some("5d8b9c0000".into()),
-            ..ReleaseStatus::default()
-        },
-    );
-    apply(&ctx, &release, &decision).await;
+    .await;
+    reconcile_release(&release, &ctx, at(31)).await.unwrap();
     finish(server, ctx).await;
 }
 
 #[tokio::test]
-async fn a_new_template_applies_the_canary_with_the_new_image() {
-    let (ctx, verifier) = test_context();
-    let server = verifier.run(Scenario::CanaryCreated);
-    let old = ReleaseStatus {
-        phase: Some(Phase::Healthy),
-        stable_revision: Some("5d8b9c0000".into()),
-        ..ReleaseStatus::default()
-    };
-    let release = ReleaseBuilder::new("checkout")
-        .image("shop/checkout:2.0.0")
-        .status(old.clone())
-        .build();
-    let new = ReleaseStatus {
-        phase: Some(Phase::Progressing),
-        canary_revision: Some("6f9c7d0000".into()),
-        ..old
-    };
-    let decision = decision(
-        vec![Action::ApplyCanary {
-            revision: "6f9c7d0000".into(),
-            replicas: 1,
-        }],
-        new,
-    );
-    apply(&ctx, &release, &decision).await;
+async fn a_stale_release_is_not_acted_on_when_its_status_write_is_refused() {
+    let (ctx, world, verifier) = test_context();
+    let release = ReleaseBuilder::gateway().build();
+    let server = scenario(verifier, |mut api| async move {
+        let (_, send) = api
+            .expect(Method::PATCH, &format!("{STATUS_PATH}?{SSA}"))
+            .await;
+        respond(
+            send,
+            409,
+            &failure(409, "Conflict", "the object has been modified"),
+        );
+        api
+    })
+    .await;
+    let requeue = reconcile_release(&release, &ctx, at(0)).await.unwrap();
+    assert_eq!(requeue, Requeue::requeue(super::reconcile::STALE_RETRY));
+    drop(world);
     finish(server, ctx).await;
 }
 
 #[tokio::test]
-async fn a_set_weight_step_writes_exactly_the_stable_and_canary_weights() {
-    let (ctx, verifier) = test_context();
-    let server = verifier.run(Scenario::SetWeight);
-    let release = ReleaseBuilder::new("checkout").build();
-    let decision = decision(
-        vec![Action::SetWeight { canary_weight: 10 }],
-        ReleaseStatus {
-            phase: Some(Phase::Progressing),
-            canary_weight: Some(10),
-            ..ReleaseStatus::default()
-        },
+async fn a_cached_release_older_than_our_own_write_waits_for_the_cache() {
+    let (ctx, world, verifier) = test_context();
+    let release = Arc::new(ReleaseBuilder::gateway().build());
+    ctx.wrote_status(
+        &ObjectRef::from_obj(release.as_ref()),
+        release.meta().resource_version.clone(),
     );
-    apply(&ctx, &release, &decision).await;
+    let server = scenario(verifier, |api| async move { api }).await;
+    let requeue = reconcile(release, ctx.clone()).await.unwrap();
+    assert_eq!(requeue, Requeue::requeue(super::reconcile::STALE_RETRY));
+    drop(world);
     finish(server, ctx).await;
 }
 
 #[tokio::test]
-async fn a_rollback_sets_weight_zero_before_scaling_the_canary_down() {
-    let (ctx, verifier) = test_context();
-    let server = verifier.run(Scenario::RollbackWeightFirst);
-    let release = ReleaseBuilder::new("checkout").build();
-    let decision = decision(
-        vec![
-            Action::SetWeight { canary_weight: 0 },
-            Action::ScaleCanary { replicas: 0 },
-            note(Severity::Warning, "CanaryRolledBack"),
-        ],
-        ReleaseStatus {
-            phase: Some(Phase::RolledBack),
-            canary_weight: Some(0),
-            ..ReleaseStatus::default()
-        },
-    );
-    apply(&ctx, &release, &decision).await;
-    finish(server, ctx).await;
-}
-
-#[tokio::test]
-async fn a_conflicting_route_write_is_retried_on_a_fresh_copy() {
-    let (ctx, verifier) = test_context();
-    let server = verifier.run(Scenario::RouteConflictRetried);
-    let release = ReleaseBuilder::new("checkout").build();
-    let router = Router::for_release(ctx.client.clone(), &release);
-    apply_actions(
-        &ctx,
-        &release,
-        &router,
-        &[Action::SetWeight { canary_weight: 50 }],
-    )
-    .await
-    .unwrap();
-    drop(router);
-    finish(server, ctx).await;
-}
-
-#[tokio::test]
-async fn a_no_op_reconcile_makes_no_write() {
-    let (ctx, verifier) = test_context();
-    let server = verifier.run(Scenario::RadioSilence);
-    let mut status = ReleaseStatus {
-        phase: Some(Phase::Healthy),
-        stable_revision: Some("5d8b9c0000".into()),
-        ..ReleaseStatus::default()
-    };
-    super::status::set_condition(
-        &mut status.conditions,
-        "Available",
-        super::status::Truth::True,
-        "StableAvailable",
-        String::new(),
-        Some(1),
-        Timestamp::from_second(100).unwrap(),
-    );
-    // The CLI's request sits in the stored status; the core's status leaves it out.
-    let mut stored = status.clone();
-    stored.request = Some(ManualRequest {
-        id: "r1".into(),
-        action: ManualAction::Promote,
-        revision: None,
-        requested_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-            Timestamp::from_second(50).unwrap(),
+async fn a_service_someone_else_owns_is_left_alone_and_named_in_the_status() {
+    let (ctx, world, verifier) = test_context();
+    let release = ReleaseBuilder::gateway().build();
+    let server = scenario(verifier, |mut api| async move {
+        api.expect_status("100").await;
+        let (_, send) = api.expect(Method::POST, &format!("{SERVICES}{CREATE}")).await;
+        respond(send, 409, &failure(409, "AlreadyExists", "services \"checkout-stable\" already exists"));
+        let (_, send) = api.expect(Method::GET, &format!("{SERVICES}/checkout-stable")).await;
+        // Helm's Service, not Waymark's: no owner, no adopt annotation.
+        respond(send, 200, &json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "checkout-stable", "namespace": "shop", "labels": {"app.kubernetes.io/managed-by": "Helm"}},
+            "spec": {"selector": {"app": "checkout"}, "ports": [{"port": 80}]}
+        }));
+        let event = api.expect_event("NotOwned", "Warning").await;
+        assert!(event["note"].as_str().unwrap().contains("Service shop/checkout-stable"), "{event}");
+        let status = api.expect_status("1001").await;
+        assert_eq!(status["phase"], "Degraded");
+        assert_eq!(status["reason"], "NotOwned");
+        let applied = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Applied").unwrap().clone();
+        assert_eq!(applied["status"], "False");
+        assert!(applied["message"].as_str().unwrap().contains("waymark.dev/adopt"), "{applied}");
+        api
+    })
+    .await;
+    let error = reconcile_release(&release, &ctx, at(0)).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::Refused {
+                reason: "NotOwned",
+                ..
+            }
         ),
-        requested_by: None,
-    });
-    let release = ReleaseBuilder::new("checkout").status(stored).build();
-    // The core restamps the condition; only the timestamp differs.
-    let mut new = status;
-    new.conditions[0].last_transition_time =
-        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::from_second(900).unwrap());
-    let router = Router::for_release(ctx.client.clone(), &release);
-    apply_actions(&ctx, &release, &router, &[]).await.unwrap();
-    let wrote = write_status(&ctx, &release, new, false).await.unwrap();
-    assert!(!wrote);
-    drop(router);
+        "{error}"
+    );
+    drop(world);
+    finish(server, ctx).await;
+}
+
+#[tokio::test]
+async fn a_quota_refusal_is_in_the_status_and_an_event_quoting_the_api_server() {
+    let (ctx, mut world, verifier) = test_context();
+    let release = ReleaseBuilder::gateway().build();
+    for service in children::services(&release).unwrap() {
+        world.service(service);
+    }
+    let quota = "deployments.apps \"checkout-stable\" is forbidden: exceeded quota: compute, requested: pods=4, used: pods=8, limited: pods=10";
+    let server = scenario(verifier, move |mut api| async move {
+        api.expect_status("100").await;
+        let (_, send) = api
+            .expect(Method::POST, &format!("{DEPLOYMENTS}{CREATE}"))
+            .await;
+        respond(send, 403, &failure(403, "Forbidden", quota));
+        let event = api.expect_event("QuotaExceeded", "Warning").await;
+        assert!(event["note"].as_str().unwrap().contains("exceeded quota"));
+        let status = api.expect_status("1001").await;
+        assert_eq!(status["reason"], "QuotaExceeded");
+        let message = status["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("Deployment shop/checkout-stable: deployments.apps"),
+            "{message}"
+        );
+        api
+    })
+    .await;
+    let error = reconcile_release(&release, &ctx, at(0)).await.unwrap_err();
+    assert_eq!(error.metric_label(), "refused_quota");
     finish(server, ctx).await;
 }
 
 #[tokio::test]
 async fn an_invalid_selector_degrades_the_release_without_failing_the_reconcile() {
-    let (ctx, verifier) = test_context();
-    let server = verifier.run(Scenario::InvalidSpecReported);
-    let release = ReleaseBuilder::new("checkout")
+    let (ctx, world, verifier) = test_context();
+    let release = ReleaseBuilder::gateway()
         .selector_label("app", "payments")
         .build();
-    let requeue = reconcile_release(&release, &ctx, Timestamp::from_second(1_000).unwrap())
-        .await
-        .unwrap();
-    assert_eq!(requeue, kube::runtime::controller::Action::await_change());
-    assert_eq!(release.name_any(), "checkout");
-    finish(server, ctx).await;
-}
-
-#[tokio::test]
-async fn an_invalid_spec_already_reported_is_not_reported_again() {
-    let (ctx, verifier) = test_context();
-    let server = verifier.run(Scenario::RadioSilence);
-    let release = ReleaseBuilder::new("checkout")
-        .selector_label("app", "payments")
-        .build();
-    let error = super::status::validate_spec(&release).unwrap_err();
-    let reported =
-        super::status::invalid_spec_status(&release, &error, Timestamp::from_second(1).unwrap());
-    let release = ReleaseBuilder::new("checkout")
-        .selector_label("app", "payments")
-        .status(reported)
-        .build();
-    reconcile_release(&release, &ctx, Timestamp::from_second(2_000).unwrap())
-        .await
-        .unwrap();
-    finish(server, ctx).await;
-}
-
-// ----- through `reconcile_release`, with the real rollout core -----
-
-fn at(seconds: i64) -> Timestamp {
-    Timestamp::from_second(seconds).unwrap()
-}
-
-#[tokio::test]
-async fn reconciling_a_new_release_reads_the_world_then_creates_the_stable() {
-    let (ctx, verifier) = test_context();
-    let release = ReleaseBuilder::new("checkout").build();
-    let revision = crate::api::template_revision(&release.spec.template);
-    let server = verifier.run(Scenario::FirstReleaseReconciled(revision));
-    reconcile_release(&release, &ctx, at(1_000)).await.unwrap();
-    finish(server, ctx).await;
-}
-
-#[tokio::test]
-async fn reconciling_a_settled_release_writes_nothing() {
-    use super::children;
-    use crate::api::Role;
-    use crate::rollout::{Observed, RouteState};
-
-    let (ctx, verifier) = test_context();
-    let release = ReleaseBuilder::new("checkout").build();
-    let revision = crate::api::template_revision(&release.spec.template);
-    let mut stable = children::deployment(&release, Role::Stable, &revision, 4).unwrap();
-    stable.metadata.generation = Some(1);
-    stable.status = Some(k8s_openapi::api::apps::v1::DeploymentStatus {
-        observed_generation: Some(1),
-        replicas: Some(4),
-        updated_replicas: Some(4),
-        ready_replicas: Some(4),
-        available_replicas: Some(4),
-        ..Default::default()
-    });
-    let now = at(2_000);
-
-    // What the core concludes from this world; stored, it must lead to no write at all.
-    let observed = Observed {
-        stable: Some(super::reconcile::workload_state(&stable)),
-        canary: None,
-        services_ready: true,
-        route: Some(RouteState::Ready { canary_weight: 0 }),
-        analysis: None,
-    };
-    let settled = crate::rollout::decide(&release, &observed, now);
-    assert!(
-        !settled
-            .actions
+    let server = scenario(verifier, |mut api| async move {
+        let status = api.expect_status("100").await;
+        assert_eq!(status["phase"], "Degraded");
+        let condition = status["conditions"]
+            .as_array()
+            .unwrap()
             .iter()
-            .any(|a| matches!(a, Action::ApplyStable { .. })),
-        "the world already matches: {:?}",
-        settled.actions
-    );
-    let mut stored = settled.status.clone();
-    super::status::set_condition(
-        &mut stored.conditions,
-        super::status::CONDITION_SPEC_VALID,
-        super::status::Truth::True,
-        "SpecValid",
-        String::new(),
-        Some(1),
-        now,
-    );
-    let release = ReleaseBuilder::new("checkout").status(stored).build();
-
-    let server = verifier.run(Scenario::SettledReadsOnly(
-        serde_json::to_value(&stable).unwrap(),
-        serde_json::to_value(children::service(&release, Some(Role::Stable)).unwrap()).unwrap(),
-        serde_json::to_value(children::service(&release, Some(Role::Canary)).unwrap()).unwrap(),
-    ));
-    reconcile_release(&release, &ctx, now).await.unwrap();
+            .find(|c| c["type"] == "SpecValid")
+            .unwrap()
+            .clone();
+        assert_eq!(condition["status"], "False");
+        let event = api.expect_event("InvalidSpec", "Warning").await;
+        assert!(event["note"].as_str().unwrap().contains("spec.selector"));
+        api
+    })
+    .await;
+    let requeue = reconcile_release(&release, &ctx, at(0)).await.unwrap();
+    assert_eq!(requeue, Requeue::await_change());
+    drop(world);
     finish(server, ctx).await;
 }
 
 #[tokio::test]
 async fn a_missing_token_secret_is_an_error_run_naming_the_field() {
-    let (ctx, mut server) = test_context();
-    let mut release = ReleaseBuilder::new("checkout")
+    let (ctx, world, mut verifier) = test_context();
+    let mut release = ReleaseBuilder::gateway()
         .status(ReleaseStatus {
             canary_revision: Some("6f9c7d0000".into()),
             ..ReleaseStatus::default()
@@ -720,10 +661,14 @@ async fn a_missing_token_secret_is_an_error_run_naming_the_field() {
         .unwrap(),
     );
     let api = tokio::spawn(async move {
-        server
-            .expect_missing("/api/v1/namespaces/shop/secrets/prometheus-token")
+        let (_, send) = verifier
+            .expect(
+                Method::GET,
+                "/api/v1/namespaces/shop/secrets/prometheus-token",
+            )
             .await;
-        server
+        respond(send, 404, &failure(404, "NotFound", "not found"));
+        verifier
     });
     let run = super::reconcile::run_analysis(&ctx, &release, "shop")
         .await
@@ -737,10 +682,64 @@ async fn a_missing_token_secret_is_an_error_run_naming_the_field() {
     ] {
         assert!(run.summary.contains(named), "{named} in {:?}", run.summary);
     }
-    let mut server = api.await.unwrap();
+    let mut verifier = api.await.unwrap();
     drop(ctx);
+    drop(world);
     assert!(
-        server.0.next_request().await.is_none(),
+        verifier.0.next_request().await.is_none(),
         "no query is sent without the token"
     );
+}
+
+#[tokio::test]
+async fn a_forbidden_token_secret_is_an_error_run_saying_which_role_to_bind() {
+    let (ctx, world, mut server) = test_context();
+    let mut release = ReleaseBuilder::gateway()
+        .status(ReleaseStatus {
+            canary_revision: Some("6f9c7d0000".into()),
+            ..ReleaseStatus::default()
+        })
+        .build();
+    release.spec.analysis = Some(
+        serde_json::from_value(json!({
+            "prometheus": {
+                "address": "http://127.0.0.1:9",
+                "bearerTokenSecret": {"name": "prometheus-token", "key": "token"}
+            },
+            "slo": {"objective": 99.9, "errorQuery": "e", "totalQuery": "t",
+                    "burnRates": [{"long": "5m", "short": "1m", "max": 14.4}]}
+        }))
+        .unwrap(),
+    );
+    let api = tokio::spawn(async move {
+        let (_, send) = server
+            .expect(
+                Method::GET,
+                "/api/v1/namespaces/shop/secrets/prometheus-token",
+            )
+            .await;
+        let forbidden = json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": "secrets \"prometheus-token\" is forbidden: User \"system:serviceaccount:waymark-system:waymark-controller\" cannot get resource \"secrets\" in API group \"\" in the namespace \"shop\"",
+            "reason": "Forbidden", "code": 403
+        });
+        respond(send, 403, &forbidden);
+        server
+    });
+    let run = super::reconcile::run_analysis(&ctx, &release, "shop")
+        .await
+        .expect("a refused Secret is the user's to fix, not a failed reconcile");
+    assert_eq!(run.verdict, crate::api::Verdict::Error);
+    for named in [
+        "spec.analysis.prometheus.bearerTokenSecret",
+        "shop/prometheus-token",
+        "waymark-secret-reader",
+        "cannot get resource",
+    ] {
+        assert!(run.summary.contains(named), "{named} in {:?}", run.summary);
+    }
+    let mut server = api.await.unwrap();
+    drop(ctx);
+    drop(world);
+    assert!(server.0.next_request().await.is_none());
 }

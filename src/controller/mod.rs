@@ -1,7 +1,10 @@
-//! The imperative shell: watches Releases and their children, reads the world, calls
-//! [`crate::rollout::decide`], applies the actions and patches the status.
+//! The imperative shell: watches Releases, their children and the HTTPRoutes they name into
+//! caches, reads the world from them, calls [`crate::rollout::decide`], writes the status and
+//! applies the actions.
 
+mod apply;
 pub mod children;
+mod context;
 mod error;
 pub mod http;
 mod leader;
@@ -10,28 +13,29 @@ pub mod reconcile;
 pub mod status;
 
 #[cfg(test)]
-pub(crate) mod fixtures;
-#[cfg(test)]
 mod mock_tests;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
+use gateway_api::apis::experimental::httproutes::HttpRoute;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
-use kube::runtime::Controller;
+use kube::runtime::controller::Config;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::watcher;
-use kube::{Api, Client};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::api::{LABEL_RELEASE, Release};
 
+pub use context::{Context, Stores};
 pub use error::Error;
 pub use http::Health;
 pub use metrics::Metrics;
-pub use reconcile::Context;
 
 /// Name of the Lease the replicas compete for with `--leader-elect`.
 pub const LEASE_NAME: &str = "waymark-controller";
@@ -107,12 +111,11 @@ pub async fn run_with_client(
 
     // One Recorder for the process: it remembers the events it published, so a repeated
     // event bumps a series instead of creating a new Event object.
-    let recorder = Recorder::new(client.clone(), reporter());
-    let ctx = Arc::new(Context {
+    let shared = Shared {
         client: client.clone(),
-        recorder,
+        recorder: Recorder::new(client.clone(), reporter()),
         metrics,
-    });
+    };
 
     tokio::spawn(async move {
         shutdown.await;
@@ -120,13 +123,10 @@ pub async fn run_with_client(
     });
 
     let result = if args.leader_elect {
-        leader::run_while_leading(client, &args, ctx, health, stop_rx).await
+        leader::run_while_leading(client, &args, shared, health, stop_rx).await
     } else {
         health.set_leading(true);
-        tokio::select! {
-            () = run_controller(&args, ctx, health) => {}
-            () = stopped(stop_rx) => {}
-        }
+        run_controller(&args, shared, health, stop_rx).await;
         Ok(())
     };
     match server.await {
@@ -137,34 +137,135 @@ pub async fn run_with_client(
     result
 }
 
-/// Run the Release controller until its watches end (they do not, unless the future is
-/// dropped: that is how shutdown and losing the Lease stop it at once).
-pub(crate) async fn run_controller(args: &ControllerArgs, ctx: Arc<Context>, health: Arc<Health>) {
-    let client = ctx.client.clone();
-    let (releases, deployments, services) = match &args.namespace {
-        Some(namespace) => (
-            Api::<Release>::namespaced(client.clone(), namespace),
-            Api::<Deployment>::namespaced(client.clone(), namespace),
-            Api::<Service>::namespaced(client, namespace),
-        ),
-        None => (
-            Api::<Release>::all(client.clone()),
-            Api::<Deployment>::all(client.clone()),
-            Api::<Service>::all(client),
-        ),
+/// What outlives one term as leader: the client, the event recorder and the metrics.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    client: Client,
+    recorder: Recorder,
+    metrics: Arc<Metrics>,
+}
+
+/// How many Releases are reconciled at once. Reconciles read from caches and mostly wait on
+/// the API server's answers to writes, so more than the cores.
+pub const CONCURRENCY: u16 = 32;
+/// How long a trigger waits for more triggers of the same Release before the reconcile runs:
+/// the burst of watch events one step causes (Deployment spec, then its status, the route)
+/// becomes one reconcile.
+pub const DEBOUNCE: Duration = Duration::from_millis(250);
+/// How long a stopping controller lets the reconciles in flight finish their writes.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Run the Release controller until `stop` resolves; then let the reconciles in flight finish
+/// (a stopped reconcile is restart-safe, but finishing its writes saves the next leader work).
+pub(crate) async fn run_controller(
+    args: &ControllerArgs,
+    shared: Shared,
+    health: Arc<Health>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    // Declared first, dropped last: once this controller stops (shutdown, a lost Lease), its
+    // per-release gauges go, so a standby does not export a leader's stale figures.
+    let _forget_gauges = metrics::ForgetReleasesOnDrop(shared.metrics.clone());
+    let client = shared.client.clone();
+    let api = |client: Client| -> (Api<Release>, Api<Deployment>, Api<Service>, Api<HttpRoute>) {
+        match &args.namespace {
+            Some(namespace) => (
+                Api::namespaced(client.clone(), namespace),
+                Api::namespaced(client.clone(), namespace),
+                Api::namespaced(client.clone(), namespace),
+                Api::namespaced(client, namespace),
+            ),
+            None => (
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+                Api::all(client),
+            ),
+        }
     };
-    // Only Waymark's children: the cache stays small in clusters with many Deployments.
+    let (releases, deployments, services, routes) = api(client.clone());
+
+    // Only Waymark's children: the caches stay small in clusters with many Deployments.
     let children = watcher::Config::default().labels(LABEL_RELEASE);
-    let controller = Controller::new(releases, watcher::Config::default())
-        .owns(deployments, children.clone())
-        .owns(services, children);
-    let store = controller.store();
+    let (release_store, release_writer) = reflector::store();
+    let (deployment_store, deployment_writer) = reflector::store();
+    let (service_store, service_writer) = reflector::store();
+    let (route_store, route_writer) = reflector::store();
+
+    let metrics = shared.metrics.clone();
+    let release_events = watcher(releases, watcher::Config::default())
+        .default_backoff()
+        .modify(slim)
+        .reflect(release_writer)
+        .inspect_ok(move |event| {
+            if let watcher::Event::Delete(release) = event {
+                metrics.forget_release(
+                    &release.namespace().unwrap_or_default(),
+                    &release.name_any(),
+                );
+            }
+        })
+        .applied_objects()
+        // A status write of our own is no reason to look again; a spec change or a manual
+        // request (written to the status by the CLI) is.
+        .predicate_filter(release_trigger, Default::default());
+    let deployment_events = watcher(deployments, children.clone())
+        .default_backoff()
+        .modify(slim_deployment)
+        .reflect(deployment_writer)
+        .touched_objects();
+    let service_events = watcher(services, children)
+        .default_backoff()
+        .modify(slim)
+        .reflect(service_writer)
+        .touched_objects();
+    let route_events = watcher(routes, watcher::Config::default())
+        .default_backoff()
+        .modify(slim)
+        .reflect(route_writer)
+        .touched_objects();
+
+    let ctx = Arc::new(Context::new(
+        shared.client.clone(),
+        shared.recorder.clone(),
+        shared.metrics.clone(),
+        Stores {
+            deployments: deployment_store.clone(),
+            services: service_store.clone(),
+            routes: route_store.clone(),
+        },
+    ));
+    let routed = release_store.clone();
+    let controller = Controller::for_stream(release_events, release_store.clone())
+        .owns_stream(deployment_events)
+        .owns_stream(service_events)
+        .watches_stream(route_events, move |route: HttpRoute| {
+            releases_routed_by(&routed.state(), &route)
+        })
+        .with_config(
+            Config::default()
+                .concurrency(CONCURRENCY)
+                .debounce(DEBOUNCE),
+        )
+        .graceful_shutdown_on(stopped(stop.clone()));
+    let grace_over = async move {
+        stopped(stop).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+
     health.set_caches_synced(false);
     let synced = {
         let health = health.clone();
         async move {
-            if store.wait_until_ready().await.is_ok() {
-                tracing::info!("Release cache synced");
+            let ready = futures::future::join4(
+                release_store.wait_until_ready(),
+                deployment_store.wait_until_ready(),
+                service_store.wait_until_ready(),
+                route_store.wait_until_ready(),
+            )
+            .await;
+            if ready.0.is_ok() && ready.1.is_ok() && ready.2.is_ok() && ready.3.is_ok() {
+                tracing::info!("caches synced: Releases, Deployments, Services, HTTPRoutes");
                 health.set_caches_synced(true);
             }
         }
@@ -177,8 +278,74 @@ pub(crate) async fn run_controller(args: &ControllerArgs, ctx: Arc<Context>, hea
                 Err(error) => tracing::debug!(%error, "reconcile or watch failed"),
             }
         });
-    futures::future::join(synced, reconciles).await;
+    tokio::select! {
+        () = reconciles => {}
+        () = async { synced.await; std::future::pending::<()>().await } => {}
+        () = grace_over => tracing::warn!(
+            grace = ?SHUTDOWN_GRACE,
+            "reconciles still running after the shutdown grace period: dropped (restart-safe)"
+        ),
+    }
     health.set_caches_synced(false);
+}
+
+/// What makes a Release worth reconciling when it changes: its generation (the spec), a new
+/// manual request id (the CLI writes it to the status), and its deletion. Not the controller's
+/// own status writes.
+fn release_trigger(release: &Release) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    release.metadata.generation.hash(&mut hasher);
+    release
+        .metadata
+        .deletion_timestamp
+        .is_some()
+        .hash(&mut hasher);
+    release
+        .status
+        .as_ref()
+        .and_then(|status| status.request.as_ref())
+        .map(|request| request.id.as_str())
+        .hash(&mut hasher);
+    // `predicates::generation` alone would drop manual requests; the hash covers both.
+    Some(hasher.finish())
+}
+
+/// The Releases in `route`'s namespace that route their traffic through it.
+fn releases_routed_by(releases: &[Arc<Release>], route: &HttpRoute) -> Vec<ObjectRef<Release>> {
+    let namespace = route.namespace();
+    let name = route.name_any();
+    releases
+        .iter()
+        .filter(|release| release.namespace() == namespace)
+        .filter(|release| {
+            release
+                .spec
+                .traffic
+                .gateway_api
+                .as_ref()
+                .is_some_and(|gateway| gateway.http_route == name)
+        })
+        .map(|release| ObjectRef::from_obj(release.as_ref()))
+        .collect()
+}
+
+/// Drop what no reconcile reads before an object enters a cache: its managed fields.
+fn slim<K: Resource>(object: &mut K) {
+    object.meta_mut().managed_fields = None;
+}
+
+/// Drop a child Deployment's pod template too: the controller compares Deployments by the
+/// `waymark.dev/spec-hash` annotation, and the template is most of a Deployment's size.
+fn slim_deployment(deployment: &mut Deployment) {
+    slim(deployment);
+    if let Some(spec) = deployment.spec.as_mut() {
+        spec.template = Default::default();
+    }
+    if let Some(annotations) = deployment.metadata.annotations.as_mut() {
+        // kubectl's last-applied copy would hold the whole object again.
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
 }
 
 /// Resolves once `stop` turns true (or its sender is gone).

@@ -1,111 +1,146 @@
-//! Status bookkeeping of the shell: spec checks the schema cannot make, conditions the shell
-//! owns (`SpecValid`, `TrafficRouted` when the route is unusable), and the comparison that
-//! skips a status write when nothing changed.
+//! Writing the Release status: only when it says something new, never over a newer Release,
+//! and the `Applied` condition the shell owns (the API server refused one of its writes).
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, ResourceExt};
 
-use crate::api::{Phase, Release, ReleaseStatus};
-pub use crate::rollout::conditions::{Truth, set_condition};
+use crate::api::{FIELD_MANAGER, Phase, Release, ReleaseStatus};
+use crate::rollout::conditions::{self, APPLIED, Truth};
+use crate::rollout::holding;
 
-use super::children;
+use super::context::Context;
 use super::error::Error;
 
-/// Condition type: the spec passed the checks the schema cannot make.
-pub const CONDITION_SPEC_VALID: &str = "SpecValid";
-/// Condition type: the router can carry the split (the rollout core's name for it).
-pub use crate::rollout::conditions::TRAFFIC_ROUTED as CONDITION_TRAFFIC_ROUTED;
-/// Reason of `SpecValid=False` and of the Degraded phase it causes.
-pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
-/// Reason of `TrafficRouted=False`.
-pub const REASON_ROUTE_UNUSABLE: &str = "TrafficRouteUnusable";
-
-/// Check what the schema cannot: the selector matches the template's labels, the Service
-/// ports can be resolved and the analysis query templates resolve. The error names the field.
-pub fn validate_spec(release: &Release) -> Result<(), Error> {
-    let template_labels = release
-        .spec
-        .template
-        .metadata
-        .as_ref()
-        .and_then(|meta| meta.labels.clone())
-        .unwrap_or_default();
-    if !selector_matches(&release.spec.selector, &template_labels) {
-        return Err(Error::InvalidSpec {
-            field: "spec.selector".into(),
-            message: "spec.selector does not match the labels of spec.template.metadata.labels"
-                .into(),
-        });
-    }
-    children::service_ports(release)?;
-    if let Some(analysis) = &release.spec.analysis {
-        crate::analysis::validate_queries(analysis).map_err(|error| Error::InvalidSpec {
-            field: error.field.clone(),
-            message: error.error.to_string(),
-        })?;
-    }
-    Ok(())
+/// What a status write did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Written {
+    /// Nothing new to say: no request was made.
+    Unchanged,
+    /// Written; the Release's new resourceVersion.
+    Yes {
+        /// `metadata.resourceVersion` after the write.
+        resource_version: Option<String>,
+    },
 }
 
-/// Whether `selector` selects an object with `labels` (matchLabels and matchExpressions).
-pub fn selector_matches(selector: &LabelSelector, labels: &children::Labels) -> bool {
-    let labels_match = selector
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(key, value)| labels.get(key) == Some(value));
-    let expressions_match = selector.match_expressions.iter().flatten().all(|expr| {
-        let value = labels.get(&expr.key);
-        let values = expr.values.as_deref().unwrap_or_default();
-        match expr.operator.as_str() {
-            "In" => value.is_some_and(|value| values.contains(value)),
-            "NotIn" => value.is_none_or(|value| !values.contains(value)),
-            "Exists" => value.is_some(),
-            "DoesNotExist" => value.is_none(),
-            _ => false,
-        }
+/// Why a status write did not happen.
+#[derive(Debug)]
+pub enum WriteError {
+    /// The Release changed since the copy the decision was made on: decide again.
+    Conflict,
+    /// Any other failure.
+    Failed(Error),
+}
+
+/// Write `new` as `release`'s status by server-side apply, unless it says nothing new.
+///
+/// The write carries the Release's resourceVersion, so the API server refuses it (409) when the
+/// copy the decision was made on is stale: a decision never lands over a newer status, a
+/// manual request written meanwhile or a changed spec. `analysis_ran` forces the write even
+/// if only `analysis.lastRunAt` moved: the core decides when the next run is due from it.
+pub async fn write(
+    ctx: &Context,
+    release: &Release,
+    new: &ReleaseStatus,
+    analysis_ran: bool,
+) -> Result<Written, WriteError> {
+    let old = release.status.as_ref();
+    if !analysis_ran && !status_changed(old, new) {
+        return Ok(Written::Unchanged);
+    }
+    let mut new = new.clone();
+    // `request` belongs to the CLI (field manager `waymark-cli`): never send it.
+    new.request = None;
+    let namespace = release.namespace().unwrap_or_default();
+    let name = release.name_any();
+    let patch = serde_json::json!({
+        "apiVersion": "waymark.dev/v1alpha1",
+        "kind": "Release",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "resourceVersion": release.metadata.resource_version,
+        },
+        "status": new,
     });
-    labels_match && expressions_match
+    let api: Api<Release> = Api::namespaced(ctx.client.clone(), &namespace);
+    match api
+        .patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+    {
+        Ok(written) => {
+            ctx.wrote_status(
+                &ObjectRef::from_obj(release),
+                release.metadata.resource_version.clone(),
+            );
+            ctx.metrics.observe_release(&namespace, &name, old, &new);
+            Ok(Written::Yes {
+                resource_version: written.metadata.resource_version,
+            })
+        }
+        Err(kube::Error::Api(status)) if status.code == 409 => Err(WriteError::Conflict),
+        Err(kube::Error::Api(status)) if status.code == 404 => Err(WriteError::Conflict),
+        Err(error) => Err(WriteError::Failed(error.into())),
+    }
 }
 
-/// The status for a spec the shell rejected: the old status, phase Degraded, and
-/// `SpecValid=False` naming the field.
-pub fn invalid_spec_status(release: &Release, error: &Error, now: Timestamp) -> ReleaseStatus {
-    let mut status = release.status.clone().unwrap_or_default();
-    let generation = release.metadata.generation;
-    let message = error.to_string();
-    status.observed_generation = generation;
-    status.phase = Some(Phase::Degraded);
-    status.reason = Some(REASON_INVALID_SPEC.into());
-    status.message = Some(message.clone());
-    status.roadmap_item = Some(release.spec.roadmap.item.clone());
-    set_condition(
-        &mut status.conditions,
-        CONDITION_SPEC_VALID,
-        Truth::False,
-        REASON_INVALID_SPEC,
-        message,
-        generation,
-        now,
-    );
-    status
-}
-
-/// Keep `lastTransitionTime` of every condition whose status did not change since `old`, so
-/// the time says when the condition last flipped even if the core stamps every condition.
-pub fn carry_transition_times(old: Option<&ReleaseStatus>, new: &mut ReleaseStatus) {
-    let Some(old) = old else {
-        return;
-    };
-    for condition in &mut new.conditions {
-        if let Some(previous) = old
-            .conditions
-            .iter()
-            .find(|c| c.type_ == condition.type_ && c.status == condition.status)
-        {
-            condition.last_transition_time = previous.last_transition_time.clone();
+/// Record in `status` whether the API server accepted Waymark's writes: `refusal` sets
+/// `Applied=False` and turns the phase Degraded with the refusal in the message; `None` sets
+/// `Applied=True` where it was False. Returns whether anything changed.
+pub fn set_applied(
+    status: &mut ReleaseStatus,
+    refusal: Option<&Error>,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> bool {
+    let before = status.clone();
+    match refusal {
+        Some(Error::Refused {
+            object,
+            reason,
+            message,
+        }) => {
+            let text = format!("{object}: {message}");
+            conditions::set_condition(
+                &mut status.conditions,
+                APPLIED,
+                Truth::False,
+                reason,
+                text.clone(),
+                generation,
+                now,
+            );
+            let underlying = status.message.clone().unwrap_or_default();
+            status.phase = Some(Phase::Degraded);
+            status.reason = Some((*reason).to_string());
+            status.message = Some(holding(&text, &underlying));
+        }
+        _ => {
+            let was_refused = status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == APPLIED && c.status == "False");
+            if was_refused {
+                conditions::set_condition(
+                    &mut status.conditions,
+                    APPLIED,
+                    Truth::True,
+                    "Applied",
+                    "the API server accepts Waymark's writes again".into(),
+                    generation,
+                    now,
+                );
+            }
         }
     }
+    status_changed(Some(&before), status)
 }
 
 /// The status with what does not count as a change blanked out: bookkeeping timestamps
@@ -133,8 +168,6 @@ pub fn status_changed(old: Option<&ReleaseStatus>, new: &ReleaseStatus) -> bool 
 mod tests {
     use super::*;
     use crate::api::{AnalysisStatus, ManualAction, ManualRequest, Verdict};
-    use crate::controller::fixtures::ReleaseBuilder;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
     fn at(seconds: i64) -> Timestamp {
         Timestamp::from_second(seconds).unwrap()
@@ -143,6 +176,7 @@ mod tests {
     fn healthy() -> ReleaseStatus {
         let mut status = ReleaseStatus {
             phase: Some(Phase::Healthy),
+            message: Some("stable abc serves 100%".into()),
             observed_generation: Some(1),
             analysis: Some(AnalysisStatus {
                 verdict: Verdict::Passing,
@@ -162,7 +196,7 @@ mod tests {
             }),
             ..ReleaseStatus::default()
         };
-        set_condition(
+        conditions::set_condition(
             &mut status.conditions,
             "Available",
             Truth::True,
@@ -212,87 +246,53 @@ mod tests {
     }
 
     #[test]
-    fn carry_transition_times_keeps_old_times_for_unchanged_conditions() {
-        let old = healthy();
-        let mut new = old.clone();
-        new.conditions[0].last_transition_time = Time(at(500));
-        carry_transition_times(Some(&old), &mut new);
-        assert_eq!(new.conditions[0].last_transition_time, Time(at(100)));
-    }
-
-    #[test]
-    fn a_selector_not_matching_the_template_is_invalid_and_names_the_field() {
-        let release = ReleaseBuilder::new("checkout")
-            .selector_label("app", "payments")
-            .build();
-        let error = validate_spec(&release).unwrap_err();
-        assert!(error.to_string().starts_with("spec.selector:"), "{error}");
-
-        let status = invalid_spec_status(&release, &error, at(5));
+    fn a_refused_write_degrades_the_release_and_names_object_and_reason() {
+        let mut status = healthy();
+        let refusal = Error::Refused {
+            object: "Deployment shop/checkout-canary".into(),
+            reason: "QuotaExceeded",
+            message: "exceeded quota: pods".into(),
+        };
+        assert!(set_applied(&mut status, Some(&refusal), Some(2), at(300)));
         assert_eq!(status.phase, Some(Phase::Degraded));
-        let condition = &status.conditions[0];
-        assert_eq!(condition.type_, CONDITION_SPEC_VALID);
-        assert_eq!(condition.status, "False");
-        assert!(condition.message.contains("spec.selector"));
-    }
-
-    #[test]
-    fn an_unknown_query_placeholder_is_invalid_and_names_the_query_field() {
-        use crate::api::{Analysis, BurnRate, Duration, PrometheusSource, Slo};
-        let mut release = ReleaseBuilder::new("checkout").build();
-        release.spec.analysis = Some(Analysis {
-            interval: Duration::from_secs(30),
-            prometheus: PrometheusSource {
-                address: "http://prometheus:9090".into(),
-                timeout: Duration::from_secs(10),
-                bearer_token_secret: None,
-                ca_secret: None,
-            },
-            slo: Slo {
-                objective: 99.9,
-                error_query: "sum(rate(errors{ns=\"{{namespace}}\"}[{{window}}]))".into(),
-                total_query: "sum(rate(requests{svc=\"{{servce}}\"}[{{window}}]))".into(),
-                burn_rates: vec![BurnRate {
-                    long: Duration::from_secs(300),
-                    short: Duration::from_secs(60),
-                    max: 14.4,
-                }],
-                min_requests: 100,
-                budget: None,
-            },
-            checks: vec![],
-            failure_limit: 2,
-            inconclusive_limit: 6,
-            error_limit: 4,
-        });
-        let error = validate_spec(&release).unwrap_err();
-        let message = error.to_string();
+        assert_eq!(status.reason.as_deref(), Some("QuotaExceeded"));
+        let message = status.message.clone().unwrap();
         assert!(
-            message.starts_with("spec.analysis.slo.totalQuery:"),
+            message.starts_with("Deployment shop/checkout-canary: exceeded quota"),
             "{message}"
         );
-        assert!(message.contains("servce"), "{message}");
-    }
+        assert!(
+            message.ends_with("stable abc serves 100%"),
+            "what it was doing: {message}"
+        );
+        let applied = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == APPLIED)
+            .unwrap();
+        assert_eq!(
+            (applied.status.as_str(), applied.reason.as_str()),
+            ("False", "QuotaExceeded")
+        );
 
-    #[test]
-    fn a_valid_spec_passes() {
-        assert!(validate_spec(&ReleaseBuilder::new("checkout").build()).is_ok());
-    }
+        // The same refusal again changes nothing (no write, no new event).
+        let mut again = status.clone();
+        again.message = Some("stable abc serves 100%".into());
+        again.phase = Some(Phase::Healthy);
+        set_applied(&mut again, Some(&refusal), Some(2), at(400));
+        assert!(!status_changed(Some(&status), &again));
 
-    #[test]
-    fn selector_expressions_are_evaluated() {
-        let labels = children::Labels::from([("tier".to_string(), "web".to_string())]);
-        let selector = |operator: &str, values: &[&str]| LabelSelector {
-            match_labels: None,
-            match_expressions: Some(vec![LabelSelectorRequirement {
-                key: "tier".into(),
-                operator: operator.into(),
-                values: Some(values.iter().map(|v| v.to_string()).collect()),
-            }]),
-        };
-        assert!(selector_matches(&selector("In", &["web", "api"]), &labels));
-        assert!(!selector_matches(&selector("NotIn", &["web"]), &labels));
-        assert!(selector_matches(&selector("Exists", &[]), &labels));
-        assert!(!selector_matches(&selector("DoesNotExist", &[]), &labels));
+        // Accepted again: Applied=True.
+        assert!(set_applied(&mut status, None, Some(2), at(500)));
+        let applied = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == APPLIED)
+            .unwrap();
+        assert_eq!(applied.status, "True");
+        assert!(
+            !set_applied(&mut healthy(), None, Some(2), at(500)),
+            "nothing to recover from"
+        );
     }
 }

@@ -9,6 +9,11 @@ pub const AVAILABLE: &str = "Available";
 pub const PROGRESSING: &str = "Progressing";
 /// Condition type: the latest analysis of the canary passes.
 pub const ANALYSIS_HEALTHY: &str = "AnalysisHealthy";
+/// Condition type: the spec passed the checks the schema cannot make.
+pub const SPEC_VALID: &str = "SpecValid";
+/// Condition type: the API server accepted the controller's last writes (set by the shell; it
+/// names the object and quotes the API server when a write was refused).
+pub const APPLIED: &str = "Applied";
 /// Condition type: the router can carry the split (Gateway API mode only).
 pub const TRAFFIC_ROUTED: &str = "TrafficRouted";
 

@@ -1,193 +1,16 @@
 //! Builders for rollout tests: releases, observed worlds, analysis runs, and a small simulator
 //! that applies a decision's actions to the world the way the controller and Kubernetes would.
 
-use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use super::{Action, Decision, Observed, RouteState, WorkloadState, decide};
 use crate::analysis::AnalysisRun;
 use crate::api::{
-    Analysis, BudgetPolicy, BurnRate, Duration, GatewayApiTraffic, ManualAction, ManualRequest,
-    Pause, PrometheusSource, Release, ReleaseSpec, ReleaseStatus, ReplicaTraffic, Roadmap,
-    RoleAnalysis, Slo, Step, Traffic, Verdict, WindowResult, template_revision,
+    ManualAction, ManualRequest, Release, ReleaseStatus, RoleAnalysis, Verdict, WindowResult,
+    template_revision,
 };
-
-/// A fixed instant plus `secs` seconds.
-pub fn at(secs: i64) -> Timestamp {
-    let base: Timestamp = "2026-03-01T12:00:00Z".parse().unwrap();
-    base.checked_add(k8s_openapi::jiff::SignedDuration::from_secs(secs))
-        .unwrap()
-}
-
-pub fn set_weight(weight: i32) -> Step {
-    Step {
-        set_weight: Some(weight),
-        pause: None,
-    }
-}
-
-pub fn pause_for(secs: u64) -> Step {
-    Step {
-        set_weight: None,
-        pause: Some(Pause {
-            duration: Some(Duration::from_secs(secs)),
-        }),
-    }
-}
-
-pub fn pause_until_promoted() -> Step {
-    Step {
-        set_weight: None,
-        pause: Some(Pause { duration: None }),
-    }
-}
-
-pub fn template(image: &str) -> PodTemplateSpec {
-    PodTemplateSpec {
-        metadata: None,
-        spec: Some(PodSpec {
-            containers: vec![Container {
-                name: "app".into(),
-                image: Some(image.into()),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }),
-    }
-}
-
-pub fn revision_of(image: &str) -> String {
-    template_revision(&template(image))
-}
-
-pub const V1: &str = "shop/checkout:1.0";
-pub const V2: &str = "shop/checkout:2.0";
-pub const V3: &str = "shop/checkout:3.0";
-
-pub struct ReleaseBuilder {
-    release: Release,
-}
-
-impl ReleaseBuilder {
-    fn new(traffic: Traffic) -> Self {
-        let spec = ReleaseSpec {
-            roadmap: Roadmap {
-                item: "PAY-142".into(),
-                ..Default::default()
-            },
-            replicas: 4,
-            selector: LabelSelector::default(),
-            template: template(V1),
-            service: None,
-            traffic,
-            steps: vec![
-                set_weight(10),
-                pause_for(120),
-                set_weight(50),
-                pause_until_promoted(),
-            ],
-            analysis: None,
-            progress_deadline: Duration::from_secs(600),
-            scale_down_delay: Duration::from_secs(30),
-        };
-        let mut release = Release::new("checkout", spec);
-        release.metadata = ObjectMeta {
-            name: Some("checkout".into()),
-            namespace: Some("shop".into()),
-            generation: Some(7),
-            ..Default::default()
-        };
-        Self { release }
-    }
-
-    pub fn gateway() -> Self {
-        Self::new(Traffic {
-            gateway_api: Some(GatewayApiTraffic {
-                http_route: "checkout".into(),
-            }),
-            replicas: None,
-        })
-    }
-
-    pub fn replica_split() -> Self {
-        Self::new(Traffic {
-            gateway_api: None,
-            replicas: Some(ReplicaTraffic {}),
-        })
-    }
-
-    pub fn steps(mut self, steps: Vec<Step>) -> Self {
-        self.release.spec.steps = steps;
-        self
-    }
-
-    pub fn replicas(mut self, replicas: i32) -> Self {
-        self.release.spec.replicas = replicas;
-        self
-    }
-
-    pub fn image(mut self, image: &str) -> Self {
-        self.release.spec.template = template(image);
-        self
-    }
-
-    pub fn analysis(mut self) -> Self {
-        self.release.spec.analysis = Some(Analysis {
-            interval: Duration::from_secs(30),
-            prometheus: PrometheusSource {
-                address: "http://prometheus.monitoring:9090".into(),
-                timeout: Duration::from_secs(10),
-                bearer_token_secret: None,
-                ca_secret: None,
-            },
-            slo: Slo {
-                objective: 99.9,
-                error_query: "errors".into(),
-                total_query: "total".into(),
-                burn_rates: vec![BurnRate {
-                    long: Duration::from_secs(300),
-                    short: Duration::from_secs(60),
-                    max: 14.4,
-                }],
-                min_requests: 100,
-                budget: None,
-            },
-            checks: vec![],
-            failure_limit: 2,
-            inconclusive_limit: 3,
-            error_limit: 4,
-        });
-        self
-    }
-
-    pub fn budget(mut self, freeze_below: f64) -> Self {
-        if self.release.spec.analysis.is_none() {
-            self = self.analysis();
-        }
-        if let Some(analysis) = self.release.spec.analysis.as_mut() {
-            analysis.slo.budget = Some(BudgetPolicy {
-                period: Duration::from_secs(30 * 86_400),
-                freeze_below,
-            });
-        }
-        self
-    }
-
-    pub fn progress_deadline(mut self, secs: u64) -> Self {
-        self.release.spec.progress_deadline = Duration::from_secs(secs);
-        self
-    }
-
-    pub fn status(mut self, status: ReleaseStatus) -> Self {
-        self.release.status = Some(status);
-        self
-    }
-
-    pub fn build(self) -> Release {
-        self.release
-    }
-}
+pub use crate::fixtures::*;
 
 pub fn workload(image: &str, replicas: i32, available: bool) -> WorkloadState {
     WorkloadState {
@@ -299,6 +122,9 @@ pub struct Sim {
     pub now: Timestamp,
     pub slow_pods: bool,
     pub last: Option<Decision>,
+    /// The canary's traffic after every action that changed it: the route's canary weight
+    /// (Gateway API) or the canary's pod count (replica split), with the canary's revision.
+    pub traffic: Vec<(Option<String>, i32)>,
 }
 
 impl Sim {
@@ -322,6 +148,7 @@ impl Sim {
             now: at(0),
             slow_pods: false,
             last: None,
+            traffic: Vec::new(),
         }
     }
 
@@ -354,10 +181,18 @@ impl Sim {
         decision
     }
 
+    /// Write the decision's status (the controller does so first), then apply its actions.
     pub fn apply(&mut self, decision: &Decision) {
+        self.apply_prefix(decision, decision.actions.len());
+    }
+
+    /// Write the decision's status, then apply only its first `keep` actions: a controller
+    /// stopped in the middle of a transition.
+    pub fn apply_prefix(&mut self, decision: &Decision, keep: usize) {
+        self.release.status = Some(decision.status.clone());
         let spec_revision = template_revision(&self.release.spec.template);
         let available = !self.slow_pods;
-        for action in &decision.actions {
+        for action in decision.actions.iter().take(keep) {
             match action {
                 Action::ApplyServices => self.observed.services_ready = true,
                 Action::ApplyStable { revision, replicas } => {
@@ -365,21 +200,29 @@ impl Sim {
                         revision, &spec_revision,
                         "ApplyStable uses the spec template"
                     );
-                    self.observed.stable = Some(pods(revision, *replicas, available));
+                    self.observed.stable = Some(applied(
+                        self.observed.stable.as_ref(),
+                        revision,
+                        *replicas,
+                        available,
+                    ));
                 }
                 Action::ScaleStable { replicas } => {
                     if let Some(stable) = self.observed.stable.as_mut() {
-                        let revision = stable.revision.clone().unwrap_or_default();
-                        *stable = pods(&revision, *replicas, available);
+                        *stable = scaled(stable, *replicas, available);
                     }
                 }
                 Action::ApplyCanary { revision, replicas } => {
-                    self.observed.canary = Some(pods(revision, *replicas, available));
+                    self.observed.canary = Some(applied(
+                        self.observed.canary.as_ref(),
+                        revision,
+                        *replicas,
+                        available,
+                    ));
                 }
                 Action::ScaleCanary { replicas } => {
                     if let Some(canary) = self.observed.canary.as_mut() {
-                        let revision = canary.revision.clone().unwrap_or_default();
-                        *canary = pods(&revision, *replicas, available || *replicas == 0);
+                        *canary = scaled(canary, *replicas, available);
                     }
                 }
                 Action::DeleteCanary => self.observed.canary = None,
@@ -392,8 +235,20 @@ impl Sim {
                 }
                 Action::Event(_) => {}
             }
+            self.note_traffic();
         }
-        self.release.status = Some(decision.status.clone());
+    }
+
+    fn note_traffic(&mut self) {
+        let canary = self.observed.canary.as_ref();
+        let revision = canary.and_then(|c| c.revision.clone());
+        let amount = match &self.observed.route {
+            Some(RouteState::Ready { canary_weight }) => *canary_weight,
+            _ => canary.map_or(0, |c| c.replicas),
+        };
+        if self.traffic.last().map(|(_, a)| *a) != Some(amount) {
+            self.traffic.push((revision, amount));
+        }
     }
 
     /// Pods that were slow become available.
@@ -416,6 +271,31 @@ impl Sim {
         let status = self.release.status.get_or_insert_with(Default::default);
         status.request = Some(request(id, action, at_secs));
     }
+}
+
+/// A Deployment applied with `revision`: the same template only scales it, a new one replaces
+/// its pods.
+fn applied(
+    existing: Option<&WorkloadState>,
+    revision: &str,
+    replicas: i32,
+    available: bool,
+) -> WorkloadState {
+    match existing.filter(|w| w.revision.as_deref() == Some(revision)) {
+        Some(same) => scaled(same, replicas, available),
+        None => pods(revision, replicas, available || replicas == 0),
+    }
+}
+
+/// `workload` scaled to `replicas`: pods it keeps stay available; new ones are available at
+/// once unless pods are slow.
+fn scaled(workload: &WorkloadState, replicas: i32, available: bool) -> WorkloadState {
+    let revision = workload.revision.clone().unwrap_or_default();
+    let mut next = pods(&revision, replicas, available || replicas == 0);
+    if !next.available {
+        next.available_replicas = workload.available_replicas.min(replicas);
+    }
+    next
 }
 
 fn pods(revision: &str, replicas: i32, available: bool) -> WorkloadState {

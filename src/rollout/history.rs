@@ -2,7 +2,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::api::{HistoryEntry, Roadmap};
+use crate::api::{HistoryEntry, ReleaseStatus, Roadmap};
 
 /// How many finished revisions the status keeps; older ones are in Events and metrics.
 pub const HISTORY_LIMIT: usize = 10;
@@ -61,6 +61,22 @@ pub fn stamp_roadmap(before: &[HistoryEntry], history: &mut [HistoryEntry], road
     }
 }
 
+/// Sets `status.roadmapHorizon` and `roadmapKind` for `status.roadmapItem`: the spec's when the
+/// item is the spec's, else those its newest history entry recorded.
+pub fn stamp_status_roadmap(status: &mut ReleaseStatus, roadmap: &Roadmap) {
+    let (horizon, kind) = match status.roadmap_item.as_deref() {
+        Some(item) if item == roadmap.item => (roadmap.horizon, roadmap.kind),
+        Some(item) => status
+            .history
+            .iter()
+            .find(|entry| entry.roadmap_item == item)
+            .map_or((None, None), |entry| (entry.horizon, entry.kind)),
+        None => (None, None),
+    };
+    status.roadmap_horizon = horizon;
+    status.roadmap_kind = kind;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,6 +130,20 @@ mod tests {
         };
         stamp_roadmap(&[old], &mut history, &roadmap);
         let tags: Vec<_> = history.iter().map(|e| (e.horizon, e.kind)).collect();
+        let mut status = ReleaseStatus {
+            roadmap_item: Some("PAY-142".into()),
+            history: history.clone(),
+            ..ReleaseStatus::default()
+        };
+        stamp_status_roadmap(&mut status, &roadmap);
+        assert_eq!(
+            (status.roadmap_horizon, status.roadmap_kind),
+            (Some(Horizon::Now), Some(RoadmapKind::Feature))
+        );
+        // The live item of an earlier revision keeps what its history entry recorded.
+        status.roadmap_item = Some("PAY-99".into());
+        stamp_status_roadmap(&mut status, &roadmap);
+        assert_eq!((status.roadmap_horizon, status.roadmap_kind), (None, None));
         assert_eq!(
             tags,
             [

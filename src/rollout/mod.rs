@@ -20,8 +20,12 @@ pub mod split;
 #[cfg(test)]
 mod tests;
 pub mod timeline;
+pub mod validate;
 
 pub use decide::CONVERGE_POLL;
+pub use decide::report::{
+    REASON_INVALID_SPEC, REASON_PROGRESS_DEADLINE, REASON_ROUTE_UNUSABLE, holding,
+};
 
 /// What the controller saw in the cluster for one Release, this reconcile.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -133,7 +137,13 @@ pub fn analysis_due(release: &Release, now: Timestamp) -> bool {
     let default_status = ReleaseStatus::default();
     let status = release.status.as_ref().unwrap_or(&default_status);
     let revision = template_revision(&release.spec.template);
-    decide::next_analysis_at(&release.spec, &revision, status).is_some_and(|due| due <= now)
+    decide::next_analysis_at(
+        &release.spec,
+        &revision,
+        status,
+        decide::analysis_offset(release),
+    )
+    .is_some_and(|due| due <= now)
 }
 
 /// Make every canary decision for one Release.
@@ -141,8 +151,14 @@ pub fn analysis_due(release: &Release, now: Timestamp) -> bool {
 /// Depends only on its arguments: the place in the rollout lives in `release.status`, so a
 /// restarted controller continues where the last one stopped, and feeding the returned status
 /// back with the same world changes nothing.
+///
+/// A spec that fails [`validate::spec`] gets no actions, only a status naming the field.
 pub fn decide(release: &Release, observed: &Observed, now: Timestamp) -> Decision {
-    let mut decision = decide::Decider::new(release, observed, now).decide();
+    let decider = decide::Decider::new(release, observed, now);
+    let mut decision = match validate::spec(release) {
+        Ok(()) => decider.decide(),
+        Err(error) => decider.invalid_spec(&error),
+    };
     let roadmap = &release.spec.roadmap;
     let before = release
         .status
@@ -150,6 +166,7 @@ pub fn decide(release: &Release, observed: &Observed, now: Timestamp) -> Decisio
         .map(|status| status.history.as_slice())
         .unwrap_or_default();
     history::stamp_roadmap(before, &mut decision.status.history, roadmap);
+    history::stamp_status_roadmap(&mut decision.status, roadmap);
     tag_event_notes(&mut decision.actions, roadmap);
     decision
 }
@@ -186,6 +203,13 @@ mod roadmap_tag_tests {
         let entry = &decision.status.history[0];
         assert_eq!(
             (entry.horizon, entry.kind),
+            (Some(Horizon::Next), Some(RoadmapKind::Debt))
+        );
+        assert_eq!(
+            (
+                decision.status.roadmap_horizon,
+                decision.status.roadmap_kind
+            ),
             (Some(Horizon::Next), Some(RoadmapKind::Debt))
         );
         let notes = notes(&decision);

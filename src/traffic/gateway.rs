@@ -2,20 +2,15 @@
 //!
 //! Waymark edits only the backendRefs to `<name>-stable` and `<name>-canary` in the rules that
 //! already send traffic to `<name>-stable`; every other rule and backendRef is the route
-//! owner's. The edit is a pure function over the route ([`set_route_weights`]); the router
-//! wraps it in a read-modify-write with optimistic concurrency.
+//! owner's. The edit is a pure function over the route ([`set_route_weights`]); the controller
+//! reads the route from its watch cache and writes the result by server-side apply
+//! ([`weight_apply`]) under its own field manager.
 
 use gateway_api::apis::experimental::httproutes::{HttpRoute, HttpRouteRulesBackendRefs};
-use kube::api::PostParams;
-use kube::{Api, Client, ResourceExt};
+use kube::ResourceExt;
 
-use crate::api::{FIELD_MANAGER, Release, Role};
+use crate::api::Role;
 use crate::rollout::RouteState;
-
-use super::{TrafficError, TrafficRouter};
-
-/// Writes tried before giving up when other writers keep changing the route.
-pub const MAX_WRITE_ATTEMPTS: u32 = 5;
 
 /// The Services a route edit concerns.
 #[derive(Clone, Debug, PartialEq)]
@@ -165,95 +160,49 @@ pub fn set_route_weights(
     }
 }
 
-/// The Gateway API router for one HTTPRoute.
-#[derive(Clone)]
-pub struct GatewayRouter {
-    client: Client,
-    route: String,
-}
-
-impl GatewayRouter {
-    /// A router editing HTTPRoute `route` in the Release's namespace.
-    pub fn new(client: Client, route: &str) -> GatewayRouter {
-        GatewayRouter {
-            client,
-            route: route.to_string(),
-        }
-    }
-
-    fn api(&self, namespace: &str) -> Api<HttpRoute> {
-        Api::namespaced(self.client.clone(), namespace)
-    }
-
-    fn kube_error(&self, namespace: &str, source: kube::Error) -> TrafficError {
-        TrafficError::Kube {
-            namespace: namespace.to_string(),
-            name: self.route.clone(),
-            source: Box::new(source),
-        }
+/// The route as the rollout core sees it: its canary weight, or why it cannot be used.
+pub fn route_state(
+    route: Option<&HttpRoute>,
+    namespace: &str,
+    route_name: &str,
+    backends: &Backends,
+) -> RouteState {
+    match route {
+        None => RouteState::Unusable {
+            message: missing_route_message(namespace, route_name, backends),
+        },
+        Some(route) => match canary_weight(route, backends) {
+            Ok(canary_weight) => RouteState::Ready { canary_weight },
+            Err(message) => RouteState::Unusable { message },
+        },
     }
 }
 
-impl TrafficRouter for GatewayRouter {
-    async fn observe(&self, release: &Release) -> Result<Option<RouteState>, TrafficError> {
-        let namespace = release.namespace().unwrap_or_default();
-        let backends = Backends::of(&release.name_any());
-        let route = self
-            .api(&namespace)
-            .get_opt(&self.route)
-            .await
-            .map_err(|source| self.kube_error(&namespace, source))?;
-        let state = match route {
-            None => RouteState::Unusable {
-                message: missing_route_message(&namespace, &self.route, &backends),
-            },
-            Some(route) => match canary_weight(&route, &backends) {
-                Ok(canary_weight) => RouteState::Ready { canary_weight },
-                Err(message) => RouteState::Unusable { message },
-            },
-        };
-        Ok(Some(state))
+/// The server-side apply body that gives `route` a canary weight of `canary_weight`, or `None`
+/// when it already has it.
+///
+/// It holds the route's identity and its whole `spec.rules` (an atomic list: whoever applies it
+/// owns all of it) with Waymark's weights, and nothing else, so Waymark's field manager owns
+/// exactly the rules and another manager's apply of the route's Git version is seen and undone
+/// instead of silently winning. The error names the route and the stable Service.
+pub fn weight_apply(
+    route: &HttpRoute,
+    backends: &Backends,
+    canary_weight: i32,
+) -> Result<Option<serde_json::Value>, String> {
+    let mut edited = route.clone();
+    if !set_route_weights(&mut edited, backends, canary_weight)? {
+        return Ok(None);
     }
-
-    async fn set_weight(&self, release: &Release, canary_weight: i32) -> Result<(), TrafficError> {
-        let namespace = release.namespace().unwrap_or_default();
-        let backends = Backends::of(&release.name_any());
-        let api = self.api(&namespace);
-        let params = PostParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..PostParams::default()
-        };
-        for attempt in 1..=MAX_WRITE_ATTEMPTS {
-            let Some(mut route) = api
-                .get_opt(&self.route)
-                .await
-                .map_err(|source| self.kube_error(&namespace, source))?
-            else {
-                return Err(TrafficError::Unusable {
-                    message: missing_route_message(&namespace, &self.route, &backends),
-                });
-            };
-            let changed = set_route_weights(&mut route, &backends, canary_weight)
-                .map_err(|message| TrafficError::Unusable { message })?;
-            if !changed {
-                return Ok(());
-            }
-            // `route` carries the resourceVersion we read: the API server refuses the write
-            // with 409 if anyone changed the route since, and we start over from a fresh copy.
-            match api.replace(&self.route, &params, &route).await {
-                Ok(_) => return Ok(()),
-                Err(kube::Error::Api(status)) if status.is_conflict() => {
-                    tracing::debug!(route = %self.route, %namespace, attempt, "HTTPRoute changed under us; retrying");
-                }
-                Err(source) => return Err(self.kube_error(&namespace, source)),
-            }
-        }
-        Err(TrafficError::Conflict {
-            namespace,
-            name: self.route.clone(),
-            attempts: MAX_WRITE_ATTEMPTS,
-        })
-    }
+    Ok(Some(serde_json::json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {
+            "name": route.name_any(),
+            "namespace": route.namespace(),
+        },
+        "spec": {"rules": edited.spec.rules},
+    })))
 }
 
 #[cfg(test)]
@@ -481,5 +430,53 @@ mod tests {
             let route = route(vec![refs]);
             assert_eq!(canary_weight(&route, &backends()), Ok(expected));
         }
+    }
+
+    #[test]
+    fn the_apply_body_carries_only_identity_and_the_whole_rules() {
+        let route = route(vec![
+            vec![backend("checkout-stable", Some(100))],
+            vec![backend("static-assets", Some(3))],
+        ]);
+        let body = weight_apply(&route, &backends(), 30).unwrap().unwrap();
+        assert_eq!(body["metadata"]["name"], "checkout");
+        assert_eq!(body["metadata"]["namespace"], "shop");
+        assert_eq!(
+            body["spec"].as_object().unwrap().keys().collect::<Vec<_>>(),
+            ["rules"],
+            "only the rules: parentRefs and hostnames stay the route owner's"
+        );
+        let rules = body["spec"]["rules"].as_array().unwrap();
+        assert_eq!(
+            rules.len(),
+            2,
+            "the whole atomic list, other rules included"
+        );
+        assert_eq!(rules[0]["backendRefs"][0]["weight"], 70);
+        assert_eq!(rules[0]["backendRefs"][1]["name"], "checkout-canary");
+        assert_eq!(rules[0]["backendRefs"][1]["weight"], 30);
+        assert_eq!(rules[1]["backendRefs"][0]["weight"], 3);
+    }
+
+    #[test]
+    fn no_apply_when_the_route_already_has_the_weight() {
+        let route = route(vec![vec![
+            backend("checkout-stable", Some(70)),
+            backend("checkout-canary", Some(30)),
+        ]]);
+        assert_eq!(weight_apply(&route, &backends(), 30), Ok(None));
+    }
+
+    #[test]
+    fn a_missing_route_is_unusable_and_names_the_field() {
+        let state = route_state(None, "shop", "checkout", &backends());
+        let RouteState::Unusable { message } = state else {
+            panic!("{state:?}");
+        };
+        assert!(
+            message.contains("spec.traffic.gatewayAPI.httpRoute"),
+            "{message}"
+        );
+        assert!(message.contains("shop/checkout"), "{message}");
     }
 }

@@ -1,7 +1,26 @@
+{{/*
+The chart uses a small set of template constructs on purpose: tests/support/chart.rs renders
+it without a helm binary and fails on anything else (see that file for the list).
+*/}}
+
+{{/* Name prefix: the release name when it already says "waymark", else "<release>-waymark". */}}
+{{- define "waymark.fullname" -}}
+{{- if contains "waymark" .Release.Name -}}
+{{ .Release.Name }}
+{{- else -}}
+{{ .Release.Name }}-waymark
+{{- end -}}
+{{- end -}}
+
+{{- define "waymark.serviceAccountName" -}}
+{{ .Values.serviceAccount.name | default (printf "%s-controller" (include "waymark.fullname" .)) }}
+{{- end -}}
+
 {{- define "waymark.labels" -}}
 app.kubernetes.io/name: waymark
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: controller
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
@@ -10,4 +29,46 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 app.kubernetes.io/name: waymark
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: controller
+{{- end -}}
+
+{{/*
+What the controller does with the API, and no more; config/rbac/role.yaml holds the same rules
+(tests/controller_manifests.rs compares them). Secrets are not here: see waymark.secretRules.
+*/}}
+{{- define "waymark.controllerRules" -}}
+# Watch Releases; write only their status (never spec: Argo CD owns it).
+- apiGroups: ["waymark.dev"]
+  resources: ["releases"]
+  verbs: ["list", "watch"]
+- apiGroups: ["waymark.dev"]
+  resources: ["releases/status"]
+  verbs: ["patch"]
+# Child Deployments: watched; created, then server-side applied and scaled (patch); the
+# canary removed. `get` only to see whose an existing object of a child's name is.
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Child Services: watched; created, then server-side applied. `get` as for Deployments.
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+# HTTPRoutes: watched (a hand edit of a route is seen at once); weights written by
+# server-side apply under the field manager `waymark`.
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["httproutes"]
+  verbs: ["list", "watch", "patch"]
+# Events on Releases (a repeated event patches its series).
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end -}}
+
+{{/*
+The Prometheus bearer token and CA named in spec.analysis.prometheus: read one by name, and only
+in the namespaces where Releases live. config/rbac/secret_reader_role.yaml holds the same rule.
+*/}}
+{{- define "waymark.secretRules" -}}
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
 {{- end -}}

@@ -1,0 +1,336 @@
+//! The canary's life on a real API server: first release, every step to promotion, abort,
+//! a missing route, and a rollback decided by a real Prometheus.
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+use crate::fixtures::*;
+use crate::prometheus_support;
+use crate::support::{Env, eventually};
+use waymark::api::{
+    CLI_FIELD_MANAGER, LABEL_REVISION, LABEL_ROADMAP_ITEM, LABEL_ROLE, ManualAction, ManualRequest,
+    Outcome, Phase, Release,
+};
+
+pub async fn first_release_becomes_healthy_with_labelled_children(env: Env) {
+    let name = "checkout";
+    healthy_first_release(&env, name, json!([{"setWeight": 50}])).await;
+
+    let status = env.status(name).await;
+    let stable_revision = status.stable_revision.clone().expect("a stable revision");
+    assert_eq!(status.canary_revision, None);
+    let stable = env.deployments().get("checkout-stable").await.unwrap();
+    assert_eq!(stable.labels()[LABEL_ROLE], "stable");
+    assert_eq!(stable.labels()[LABEL_REVISION], stable_revision);
+    assert_eq!(stable.labels()[LABEL_ROADMAP_ITEM], "E2E-1");
+    assert_eq!(stable.owner_references()[0].kind, "Release");
+    assert_eq!(stable.spec.as_ref().and_then(|s| s.replicas), Some(2));
+    assert!(
+        env.deployments()
+            .get_opt("checkout-canary")
+            .await
+            .unwrap()
+            .is_none(),
+        "no canary on a first release"
+    );
+    let services: Api<Service> = Api::namespaced(env.client.clone(), &env.namespace);
+    for role in ["stable", "canary"] {
+        let service = services.get(&format!("checkout-{role}")).await.unwrap();
+        let selector = service.spec.unwrap().selector.unwrap();
+        assert_eq!(selector[LABEL_ROLE], role);
+    }
+    let (stable_weight, canary_weight) = route_weights(&env, name, name).await.unwrap();
+    assert_eq!(
+        canary_weight.unwrap_or(0),
+        0,
+        "all traffic on stable ({stable_weight})"
+    );
+}
+
+pub async fn a_new_image_walks_every_step_to_promotion(env: Env) {
+    let name = "checkout";
+    let steps = json!([
+        {"setWeight": 20},
+        {"pause": {"duration": "3s"}},
+        {"setWeight": 50},
+        {"pause": {"duration": "3s"}}
+    ]);
+    healthy_first_release(&env, name, steps).await;
+    let first_revision = env
+        .status(name)
+        .await
+        .stable_revision
+        .expect("stable revision");
+
+    ship(&env, name, &image(2), "E2E-2").await;
+    let canary_revision = eventually("a canary revision in the status", || async {
+        let status = env.status(name).await;
+        status
+            .canary_revision
+            .filter(|revision| *revision != first_revision)
+            .ok_or_else(|| format!("phase {:?}, message {:?}", status.phase, status.message))
+    })
+    .await;
+    let canary = eventually("the canary Deployment", || async {
+        env.deployments()
+            .get_opt("checkout-canary")
+            .await
+            .map_err(|error| error.to_string())?
+            .ok_or_else(|| "not created yet".to_string())
+    })
+    .await;
+    assert_eq!(canary.labels()[LABEL_REVISION], canary_revision);
+    assert_eq!(canary.labels()[LABEL_ROADMAP_ITEM], "E2E-2");
+
+    for weight in [20, 50] {
+        wait_for_weight(&env, name, name, weight).await;
+    }
+
+    eventually(
+        "promotion: the stable runs the canary's revision",
+        || async {
+            let status = env.status(name).await;
+            if status.stable_revision.as_deref() == Some(canary_revision.as_str())
+                && status.phase == Some(Phase::Healthy)
+            {
+                Ok(())
+            } else {
+                Err(format!(
+                    "stable {:?}, phase {:?}, message {:?}",
+                    status.stable_revision, status.phase, status.message
+                ))
+            }
+        },
+    )
+    .await;
+    wait_for_weight(&env, name, name, 0).await;
+    eventually(
+        "the old canary to be removed after scaleDownDelay",
+        || async {
+            match env.deployments().get_opt("checkout-canary").await {
+                Ok(None) => Ok(()),
+                Ok(Some(_)) => Err("checkout-canary still exists".to_string()),
+                Err(error) => Err(error.to_string()),
+            }
+        },
+    )
+    .await;
+
+    let stable = env.deployments().get("checkout-stable").await.unwrap();
+    assert_eq!(stable.labels()[LABEL_REVISION], canary_revision);
+    let image_now = stable
+        .spec
+        .and_then(|spec| spec.template.spec)
+        .and_then(|pod| pod.containers[0].image.clone());
+    assert_eq!(image_now, Some(image(2)));
+    let status = env.status(name).await;
+    let newest = status.history.first().expect("a history entry");
+    assert_eq!(newest.revision, canary_revision);
+    assert_eq!(newest.outcome, Outcome::Promoted);
+    assert_eq!(newest.roadmap_item, "E2E-2");
+}
+
+pub async fn abort_sends_traffic_back_to_stable_before_the_canary_goes(env: Env) {
+    let name = "checkout";
+    healthy_first_release(&env, name, json!([{"setWeight": 30}, {"pause": {}}])).await;
+
+    ship(&env, name, &image(2), "E2E-2").await;
+    wait_for_weight(&env, name, name, 30).await;
+    wait_for_phase(&env, name, Phase::Paused, None).await;
+    let canary_revision = env.status(name).await.canary_revision.expect("a canary");
+
+    // What `waymark abort` writes: a request on the status subresource, as the CLI.
+    let request = ManualRequest {
+        id: "e2e-abort-1".into(),
+        action: ManualAction::Abort,
+        revision: Some(canary_revision.clone()),
+        requested_at: Time(Timestamp::now()),
+        requested_by: Some("e2e".into()),
+    };
+    let patch = json!({
+        "apiVersion": "waymark.dev/v1alpha1",
+        "kind": "Release",
+        "status": {"request": request}
+    });
+    env.releases()
+        .patch_status(
+            name,
+            &PatchParams::apply(CLI_FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .unwrap_or_else(|error| panic!("cannot write the abort request: {error}"));
+
+    // Read the canary first, then the route: once the canary is scaled down or gone,
+    // its traffic must already be 0.
+    eventually("the canary to be scaled down or removed", || async {
+        let canary = env
+            .deployments()
+            .get_opt("checkout-canary")
+            .await
+            .map_err(|error| error.to_string())?;
+        let canary_replicas = canary
+            .as_ref()
+            .and_then(|deployment| deployment.spec.as_ref())
+            .and_then(|spec| spec.replicas);
+        let (stable, canary_weight) = route_weights(&env, name, name).await?;
+        match canary_replicas {
+            None | Some(0) => {
+                assert_eq!(
+                    (stable, canary_weight.unwrap_or(0)),
+                    (100, 0),
+                    "the canary lost its pods while still receiving traffic"
+                );
+                Ok(())
+            }
+            Some(replicas) => Err(format!(
+                "canary has {replicas} replicas, route stable {stable} canary {canary_weight:?}"
+            )),
+        }
+    })
+    .await;
+
+    wait_for_phase(&env, name, Phase::RolledBack, None).await;
+    let status = env.status(name).await;
+    assert_eq!(status.handled_request.as_deref(), Some("e2e-abort-1"));
+    let newest = status.history.first().expect("a history entry");
+    assert_eq!(newest.revision, canary_revision);
+    assert_eq!(newest.outcome, Outcome::Aborted);
+    let stable = env.deployments().get("checkout-stable").await.unwrap();
+    assert_ne!(
+        stable.labels()[LABEL_REVISION],
+        canary_revision,
+        "stable keeps serving the old revision"
+    );
+}
+
+pub async fn a_missing_http_route_is_named_in_a_condition(env: Env) {
+    let name = "checkout";
+    create_release(
+        &env,
+        &release(name, "no-such-route", json!([{"setWeight": 10}])),
+    )
+    .await;
+    let condition = eventually("condition TrafficRouted=False", || async {
+        let status = env.status(name).await;
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "TrafficRouted" && c.status == "False")
+            .cloned()
+            .ok_or_else(|| format!("conditions {:?}", status.conditions))
+    })
+    .await;
+    assert!(
+        condition.message.contains("no-such-route"),
+        "the condition names the route: {}",
+        condition.message
+    );
+    assert!(
+        condition.message.contains("checkout-stable"),
+        "the condition names the Service: {}",
+        condition.message
+    );
+    assert_eq!(env.status(name).await.phase, Some(Phase::Degraded));
+}
+
+/// Analysis settings that judge the canary by a real Prometheus at `address`, with windows
+/// short enough for a test: a 20s/10s burn pair, a run every 5 seconds, two failures to roll back.
+pub fn judged_by(mut release: Release, address: &str) -> Release {
+    let analysis = json!({
+        "interval": "5s",
+        "prometheus": {"address": address, "timeout": "2s"},
+        "slo": {
+            "objective": 99.9,
+            "errorQuery": "sum(rate(http_requests_total{namespace=\"{{namespace}}\",service=\"{{service}}\",code=~\"5..\"}[{{window}}]))",
+            "totalQuery": "sum(rate(http_requests_total{namespace=\"{{namespace}}\",service=\"{{service}}\"}[{{window}}]))",
+            "burnRates": [{"long": "20s", "short": "10s", "max": 14.4}],
+            "minRequests": 100
+        },
+        "failureLimit": 2,
+        "inconclusiveLimit": 6,
+        "errorLimit": 4
+    });
+    release.spec.analysis = Some(
+        serde_json::from_value(analysis)
+            .unwrap_or_else(|error| panic!("the test analysis does not deserialize: {error}")),
+    );
+    release
+}
+
+pub async fn a_canary_burning_its_error_budget_is_rolled_back_by_analysis(env: Env) {
+    let metrics = prometheus_support::MetricsServer::start()
+        .await
+        .expect("the test metrics server starts");
+    let Some(prometheus) = prometheus_support::Prometheus::start(&[metrics.address()]).await else {
+        return;
+    };
+    let name = "checkout";
+    // 50 requests/s each; the stable answers them all, the canary fails 5%: a burn rate of
+    // 50 against a 99.9% objective, far over the limit of 14.4.
+    metrics.set_traffic(&env.namespace, "checkout-stable", 50.0, 0.0);
+    metrics.set_traffic(&env.namespace, "checkout-canary", 50.0, 0.05);
+    prometheus
+        .wait_for_window(
+            &format!(r#"http_requests_total{{namespace="{}"}}"#, env.namespace),
+            std::time::Duration::from_secs(20),
+            std::time::Duration::from_secs(60),
+        )
+        .await
+        .unwrap_or_else(|error| panic!("Prometheus collects a full window: {error}"));
+
+    let steps = json!([{"setWeight": 20}, {"pause": {"duration": "10m"}}]);
+    create_route(&env, name, name).await;
+    create_release(
+        &env,
+        &judged_by(release(name, name, steps), prometheus.address()),
+    )
+    .await;
+    wait_for_phase(&env, name, Phase::Healthy, Some("StableAvailable")).await;
+
+    ship(&env, name, &image(2), "E2E-2").await;
+    wait_for_weight(&env, name, name, 20).await;
+    let canary_revision = env.status(name).await.canary_revision.expect("a canary");
+
+    wait_for_phase(&env, name, Phase::RolledBack, None).await;
+    wait_for_weight(&env, name, name, 0).await;
+
+    let status = env.status(name).await;
+    let analysis = status.analysis.clone().expect("the analysis in the status");
+    assert_eq!(
+        analysis.verdict,
+        waymark::api::Verdict::Failing,
+        "{analysis:?}"
+    );
+    assert!(analysis.consecutive_failures >= 2, "{analysis:?}");
+    let canary = analysis.canary.as_ref().expect("the canary's windows");
+    let long = canary
+        .windows
+        .iter()
+        .find(|window| window.window == "20s")
+        .expect("the 20s window");
+    let burn = long.burn_rate.expect("a burn rate over 20s");
+    assert!(
+        (35.0..65.0).contains(&burn),
+        "canary burn {burn}, expected about 50"
+    );
+    let message = status.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("14.4"),
+        "the message names the limit: {message}"
+    );
+    let newest = status.history.first().expect("a history entry");
+    assert_eq!(newest.revision, canary_revision);
+    assert_eq!(newest.outcome, Outcome::RolledBack);
+    assert_eq!(newest.roadmap_item, "E2E-2");
+    let stable = env.deployments().get("checkout-stable").await.unwrap();
+    assert_ne!(
+        stable.labels()[LABEL_REVISION],
+        canary_revision,
+        "stable keeps serving"
+    );
+}

@@ -1,0 +1,295 @@
+//! What the walks share: the Release and HTTPRoute a platform team writes, shipping a new
+//! version, and waits on phases and route weights.
+
+use kube::ResourceExt;
+use kube::api::{Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+use crate::support::{E2E_MANAGER, Env, eventually};
+use waymark::api::{Phase, Release};
+
+pub fn image(version: u8) -> String {
+    let (variable, default) = match version {
+        1 => ("WAYMARK_E2E_IMAGE_V1", "nginx:1.27-alpine"),
+        _ => ("WAYMARK_E2E_IMAGE_V2", "nginx:1.28-alpine"),
+    };
+    std::env::var(variable).unwrap_or_else(|_| default.to_string())
+}
+
+pub fn container(image: &str) -> Value {
+    json!({"name": "app", "image": image, "ports": [{"containerPort": 80}]})
+}
+
+/// A Release as a platform team writes it, routed by HTTPRoute `route`.
+pub fn release(name: &str, route: &str, steps: Value) -> Release {
+    serde_json::from_value(json!({
+        "apiVersion": "waymark.dev/v1alpha1",
+        "kind": "Release",
+        "metadata": {"name": name},
+        "spec": {
+            "roadmap": {"item": "E2E-1", "title": "End-to-end first release"},
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [container(&image(1))]}
+            },
+            "service": {"port": 80},
+            "traffic": {"gatewayAPI": {"httpRoute": route}},
+            "steps": steps,
+            "progressDeadline": "3m",
+            "scaleDownDelay": "2s"
+        }
+    }))
+    .unwrap_or_else(|error| panic!("the test Release does not deserialize: {error}"))
+}
+
+pub async fn create_release(env: &Env, release: &Release) {
+    env.releases()
+        .create(&PostParams::default(), release)
+        .await
+        .unwrap_or_else(|error| panic!("cannot create Release {}: {error}", release.name_any()));
+}
+
+/// An HTTPRoute sending everything to `<release>-stable:80`, as the service owner wrote it.
+pub async fn create_route(env: &Env, name: &str, release: &str) {
+    let route = serde_json::from_value(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": name},
+        "spec": {
+            "parentRefs": [{"name": "e2e-gateway"}],
+            "rules": [
+                {"backendRefs": [{"name": format!("{release}-stable"), "port": 80}]},
+                {"matches": [{"path": {"type": "PathPrefix", "value": "/static"}}],
+                 "backendRefs": [{"name": "static-assets", "port": 8080, "weight": 7}]}
+            ]
+        }
+    }))
+    .unwrap_or_else(|error| panic!("the test HTTPRoute does not deserialize: {error}"));
+    env.routes()
+        .create(&PostParams::default(), &route)
+        .await
+        .unwrap_or_else(|error| panic!("cannot create HTTPRoute {name}: {error}"));
+}
+
+/// The user ships a new version: a new image and the roadmap item it delivers.
+pub async fn ship(env: &Env, name: &str, image: &str, item: &str) {
+    let patch = json!({"spec": {
+        "roadmap": {"item": item},
+        "template": {"spec": {"containers": [container(image)]}}
+    }});
+    env.releases()
+        .patch(
+            name,
+            &PatchParams {
+                field_manager: Some(E2E_MANAGER.into()),
+                ..PatchParams::default()
+            },
+            &Patch::Merge(&patch),
+        )
+        .await
+        .unwrap_or_else(|error| panic!("cannot change Release {name}: {error}"));
+}
+
+/// `(stable, canary)` weights of the first rule; a missing canary backendRef is `None`.
+/// Also checks that the second rule, not Waymark's, is untouched.
+pub async fn route_weights(
+    env: &Env,
+    route: &str,
+    release: &str,
+) -> Result<(i32, Option<i32>), String> {
+    let route = env
+        .routes()
+        .get(route)
+        .await
+        .map_err(|error| format!("cannot read HTTPRoute: {error}"))?;
+    let rules = route.spec.rules.unwrap_or_default();
+    let refs = rules
+        .first()
+        .and_then(|rule| rule.backend_refs.clone())
+        .unwrap_or_default();
+    let weight = |name: String| {
+        refs.iter()
+            .find(|backend| backend.name == name)
+            .map(|backend| backend.weight.unwrap_or(1))
+    };
+    let stable = weight(format!("{release}-stable"))
+        .ok_or_else(|| format!("no stable backendRef in {refs:?}"))?;
+    let canary = weight(format!("{release}-canary"));
+    let other = rules
+        .get(1)
+        .and_then(|rule| rule.backend_refs.clone())
+        .unwrap_or_default();
+    assert!(
+        other.len() == 1 && other[0].name == "static-assets" && other[0].weight == Some(7),
+        "the route's other rule was changed: {other:?}"
+    );
+    Ok((stable, canary))
+}
+
+pub async fn wait_for_weight(env: &Env, route: &str, release: &str, canary_weight: i32) {
+    eventually(
+        &format!("HTTPRoute {route} to send {canary_weight}% to the canary"),
+        || async {
+            let (stable, canary) = route_weights(env, route, release).await?;
+            let canary = canary.unwrap_or(0);
+            if stable == 100 - canary_weight && canary == canary_weight {
+                Ok(())
+            } else {
+                Err(format!("stable weight {stable}, canary weight {canary}"))
+            }
+        },
+    )
+    .await;
+}
+
+pub async fn wait_for_phase(env: &Env, name: &str, phase: Phase, reason: Option<&str>) {
+    eventually(
+        &format!(
+            "Release {name} to be {phase}{}",
+            reason.map(|r| format!(" ({r})")).unwrap_or_default()
+        ),
+        || async {
+            let status = env.status(name).await;
+            let reason_ok = reason.is_none_or(|reason| status.reason.as_deref() == Some(reason));
+            if status.phase == Some(phase) && reason_ok {
+                Ok(())
+            } else {
+                Err(format!(
+                    "phase {:?}, reason {:?}, message {:?}",
+                    status.phase, status.reason, status.message
+                ))
+            }
+        },
+    )
+    .await;
+}
+
+pub async fn healthy_first_release(env: &Env, name: &str, steps: Value) {
+    create_route(env, name, name).await;
+    create_release(env, &release(name, name, steps)).await;
+    wait_for_phase(env, name, Phase::Healthy, Some("StableAvailable")).await;
+}
+
+/// What `waymark promote|abort|retry` writes: a request on the status subresource, as the CLI.
+pub async fn request(env: &Env, name: &str, action: waymark::api::ManualAction, id: &str) {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    let revision = env.status(name).await.canary_revision;
+    let request = waymark::api::ManualRequest {
+        id: id.into(),
+        action,
+        revision,
+        requested_at: Time(k8s_openapi::jiff::Timestamp::now()),
+        requested_by: Some("e2e".into()),
+    };
+    let patch = json!({
+        "apiVersion": "waymark.dev/v1alpha1",
+        "kind": "Release",
+        "status": {"request": request}
+    });
+    env.releases()
+        .patch_status(
+            name,
+            &PatchParams::apply(waymark::api::CLI_FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .unwrap_or_else(|error| panic!("cannot write the {id} request: {error}"));
+}
+
+/// Wait until the status satisfies `check`, which says what it saw otherwise.
+pub async fn wait_for_status<F>(
+    env: &Env,
+    name: &str,
+    what: &str,
+    check: F,
+) -> waymark::api::ReleaseStatus
+where
+    F: Fn(&waymark::api::ReleaseStatus) -> bool,
+{
+    eventually(what, || async {
+        let status = env.status(name).await;
+        if check(&status) {
+            Ok(status)
+        } else {
+            Err(format!(
+                "phase {:?}, reason {:?}, step {:?}, weight {:?}, message {:?}",
+                status.phase,
+                status.reason,
+                status.current_step,
+                status.canary_weight,
+                status.message
+            ))
+        }
+    })
+    .await
+}
+
+/// The canary's percent of traffic in the first rule of a recorded HTTPRoute version.
+pub fn canary_percent(
+    route: &gateway_api::apis::experimental::httproutes::HttpRoute,
+    release: &str,
+) -> i32 {
+    waymark::traffic::gateway::canary_weight(
+        route,
+        &waymark::traffic::gateway::Backends::of(release),
+    )
+    .unwrap_or(0)
+}
+
+/// Assert that a sequence of canary weights never goes back: it rises (or holds) step by
+/// step and drops to 0 at most once, at the end (promotion or rollback), without a flap.
+pub fn assert_no_flap(weights: &[i32], what: &str) {
+    let mut deduplicated: Vec<i32> = Vec::new();
+    for weight in weights {
+        if deduplicated.last() != Some(weight) {
+            deduplicated.push(*weight);
+        }
+    }
+    // The end: the first 0 after the canary had traffic.
+    let end = deduplicated
+        .iter()
+        .position(|w| *w > 0)
+        .and_then(|start| {
+            deduplicated[start..]
+                .iter()
+                .position(|w| *w == 0)
+                .map(|offset| start + offset)
+        })
+        .unwrap_or(deduplicated.len());
+    let (rising, after) = deduplicated.split_at(end);
+    assert!(
+        rising.windows(2).all(|pair| pair[0] <= pair[1]),
+        "{what}: canary weights went back before the end: {deduplicated:?}"
+    );
+    assert!(
+        after.iter().all(|w| *w == 0),
+        "{what}: canary weights rose again after dropping to 0: {deduplicated:?}"
+    );
+}
+
+/// Argo CD's health of `release` as `config/argocd/health.lua` computes it: `(status, message)`.
+pub fn argo_health(release: &Release) -> (String, String) {
+    use mlua::LuaSerdeExt;
+    let script = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/argocd/health.lua"),
+    )
+    .expect("config/argocd/health.lua");
+    let lua = mlua::Lua::new();
+    let object = serde_json::to_value(release).expect("a Release serializes");
+    lua.globals()
+        .set(
+            "obj",
+            lua.to_value(&object).expect("the Release as a Lua table"),
+        )
+        .expect("obj");
+    let result: mlua::Table = lua
+        .load(&script)
+        .eval()
+        .unwrap_or_else(|error| panic!("health.lua failed on {object}: {error}"));
+    (
+        result.get("status").expect("hs.status"),
+        result.get("message").expect("hs.message"),
+    )
+}

@@ -1,0 +1,102 @@
+//! `waymark status|promote|abort|retry` as a person runs them: the binary, the admin
+//! kubeconfig, against the real API server.
+
+use std::process::Command;
+
+use serde_json::json;
+
+use crate::fixtures::*;
+use crate::support::{Env, kubeconfig_path};
+use waymark::api::{Outcome, Phase};
+
+/// What one run of the `waymark` binary printed, and whether it succeeded.
+struct Run {
+    success: bool,
+    stdout: String,
+    stderr: String,
+}
+
+/// Run `waymark ARGS` with the suite's kubeconfig, as a person would in a shell.
+async fn waymark(args: &[&str]) -> Run {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_waymark"));
+    command.args(args);
+    if let Some(path) = kubeconfig_path() {
+        command.env("KUBECONFIG", path);
+    }
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("the command ran")
+        .expect("the waymark binary starts");
+    Run {
+        success: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Status, a refused promote, promote, abort and retry, each checked against the API server.
+pub async fn the_command_line_promotes_aborts_and_retries(env: Env) {
+    let name = "checkout";
+    let ns = env.namespace.clone();
+    healthy_first_release(&env, name, json!([{"setWeight": 30}, {"pause": {}}])).await;
+
+    let status = waymark(&["status", name, "-n", &ns]).await;
+    assert!(status.success, "{}", status.stderr);
+    assert!(status.stdout.contains("Healthy"), "{}", status.stdout);
+    assert!(
+        status.stdout.contains("E2E-1"),
+        "names the roadmap item: {}",
+        status.stdout
+    );
+
+    let refused = waymark(&["promote", name, "-n", &ns]).await;
+    assert!(!refused.success, "promote of a Healthy release is refused");
+    assert!(
+        refused.stderr.contains("Progressing or Paused"),
+        "{}",
+        refused.stderr
+    );
+
+    let missing = waymark(&["status", "no-such-release", "-n", &ns]).await;
+    assert!(!missing.success);
+    assert!(
+        missing.stderr.contains(&ns),
+        "says where it looked: {}",
+        missing.stderr
+    );
+
+    ship(&env, name, &image(2), "E2E-2").await;
+    wait_for_phase(&env, name, Phase::Paused, Some("CanaryPauseStep")).await;
+    let paused = waymark(&["status", name, "-n", &ns]).await;
+    assert!(paused.stdout.contains("Paused"), "{}", paused.stdout);
+    assert!(paused.stdout.contains("30%"), "{}", paused.stdout);
+
+    let promote = waymark(&["promote", name, "-n", &ns]).await;
+    assert!(promote.success, "{}", promote.stderr);
+    wait_for_status(&env, name, "the promotion of E2E-2", |s| {
+        s.phase == Some(Phase::Healthy) && s.roadmap_item.as_deref() == Some("E2E-2")
+    })
+    .await;
+
+    ship(&env, name, "nginx:1.29-alpine", "E2E-3").await;
+    wait_for_phase(&env, name, Phase::Paused, Some("CanaryPauseStep")).await;
+    let abort = waymark(&["abort", name, "-n", &ns]).await;
+    assert!(abort.success, "{}", abort.stderr);
+    let rolled_back = wait_for_phase_status(&env, name, Phase::RolledBack).await;
+    assert_eq!(rolled_back.history[0].outcome, Outcome::Aborted);
+    wait_for_weight(&env, name, name, 0).await;
+
+    let retry = waymark(&["retry", name, "-n", &ns]).await;
+    assert!(retry.success, "{}", retry.stderr);
+    wait_for_phase(&env, name, Phase::Paused, Some("CanaryPauseStep")).await;
+    wait_for_weight(&env, name, name, 30).await;
+    let after = waymark(&["status", name, "-n", &ns]).await;
+    assert!(after.stdout.contains("E2E-3"), "{}", after.stdout);
+}
+
+async fn wait_for_phase_status(env: &Env, name: &str, phase: Phase) -> waymark::api::ReleaseStatus {
+    wait_for_status(env, name, &format!("phase {phase}"), |s| {
+        s.phase == Some(phase)
+    })
+    .await
+}

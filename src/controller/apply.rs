@@ -1,0 +1,419 @@
+//! Carrying out the rollout core's actions, in order, with no write where the watch cache shows
+//! the object already as wanted, and never on an object this Release does not own.
+
+use std::fmt::Debug;
+
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::api::{ANNOTATION_ADOPT, FIELD_MANAGER, Release, Role};
+use crate::rollout::{Action, EventNote, Severity};
+use crate::traffic::gateway::{Backends, weight_apply};
+
+use super::children;
+use super::context::Context;
+use super::error::Error;
+
+/// Whether `meta` names `release` as its controller (by uid).
+pub fn owned_by(meta: &ObjectMeta, release: &Release) -> bool {
+    let uid = release.metadata.uid.as_deref();
+    meta.owner_references.iter().flatten().any(|owner| {
+        owner.controller == Some(true) && owner.kind == "Release" && Some(owner.uid.as_str()) == uid
+    })
+}
+
+/// Whether the object's owner allows Waymark to take it over (`waymark.dev/adopt: "true"`).
+pub fn adoptable(meta: &ObjectMeta) -> bool {
+    meta.annotations
+        .as_ref()
+        .and_then(|annotations| annotations.get(ANNOTATION_ADOPT))
+        .is_some_and(|value| value == "true")
+}
+
+fn not_owned(object: String, release: &Release) -> Error {
+    Error::Refused {
+        message: format!(
+            "exists and is not owned by Release {}; Waymark leaves it alone. Delete or rename \
+             it, or annotate it {ANNOTATION_ADOPT}=\"true\" to let Waymark take it over",
+            release.name_any()
+        ),
+        object,
+        reason: "NotOwned",
+    }
+}
+
+/// Apply `actions` in order, stopping at the first that fails: a later action may rely on an
+/// earlier one (a rollback scales the canary down only after its weight is 0).
+pub async fn apply_actions(
+    ctx: &Context,
+    release: &Release,
+    actions: &[Action],
+) -> Result<(), Error> {
+    let namespace = release
+        .namespace()
+        .ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+    let name = release.name_any();
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace);
+    for action in actions {
+        match action {
+            Action::ApplyServices => {
+                for service in children::services(release)? {
+                    let cached = ctx.stores.service(&namespace, &service.name_any());
+                    apply_child(release, &services, &service, cached.as_deref(), |live| {
+                        children::service_up_to_date(live, &service)
+                    })
+                    .await?;
+                }
+            }
+            Action::ApplyStable { revision, replicas }
+            | Action::ApplyCanary { revision, replicas } => {
+                let role = match action {
+                    Action::ApplyStable { .. } => Role::Stable,
+                    _ => Role::Canary,
+                };
+                let deployment = children::deployment(release, role, revision, *replicas)?;
+                let cached = ctx.stores.deployment(&namespace, &deployment.name_any());
+                apply_child(
+                    release,
+                    &deployments,
+                    &deployment,
+                    cached.as_deref(),
+                    |live| children::deployment_up_to_date(live, &deployment),
+                )
+                .await?;
+            }
+            Action::ScaleStable { replicas } => {
+                scale(
+                    ctx,
+                    release,
+                    &deployments,
+                    &Role::Stable.child_name(&name),
+                    *replicas,
+                )
+                .await?;
+            }
+            Action::ScaleCanary { replicas } => {
+                scale(
+                    ctx,
+                    release,
+                    &deployments,
+                    &Role::Canary.child_name(&name),
+                    *replicas,
+                )
+                .await?;
+            }
+            Action::DeleteCanary => delete_canary(ctx, release, &deployments).await?,
+            Action::SetWeight { canary_weight } => {
+                set_weight(ctx, release, &namespace, *canary_weight).await?;
+            }
+            Action::Event(note) => publish(ctx, release, note).await,
+        }
+    }
+    Ok(())
+}
+
+/// Apply `desired` unless the cache shows it as wanted already; create it when the cache has
+/// nothing by that name, and refuse to touch an object someone else owns.
+async fn apply_child<K>(
+    release: &Release,
+    api: &Api<K>,
+    desired: &K,
+    cached: Option<&K>,
+    up_to_date: impl Fn(&K) -> bool,
+) -> Result<(), Error>
+where
+    K: Resource<Scope = NamespaceResourceScope> + Clone + Debug + Serialize + DeserializeOwned,
+    K::DynamicType: Default,
+{
+    let name = desired.name_any();
+    let object = describe::<K>(release, &name);
+    let refused =
+        |error: kube::Error| Error::refusal(object.clone(), &error).unwrap_or_else(|| error.into());
+    match cached {
+        Some(live) if owned_by(live.meta(), release) && up_to_date(live) => return Ok(()),
+        Some(live) if !owned_by(live.meta(), release) && !adoptable(live.meta()) => {
+            return Err(not_owned(object, release));
+        }
+        Some(_) => {}
+        None => {
+            // Not in the cache: new, or someone else's (the cache holds only objects with
+            // Waymark's label). A create cannot take over an existing object; an apply could.
+            let params = PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..PostParams::default()
+            };
+            match api.create(&params, desired).await {
+                Ok(_) => return Ok(()),
+                Err(kube::Error::Api(status)) if status.code == 409 => {
+                    let live = api.get(&name).await.map_err(refused)?;
+                    if !owned_by(live.meta(), release) && !adoptable(live.meta()) {
+                        return Err(not_owned(object, release));
+                    }
+                }
+                Err(error) => return Err(refused(error)),
+            }
+        }
+    }
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(desired),
+    )
+    .await
+    .map_err(refused)?;
+    Ok(())
+}
+
+async fn scale(
+    ctx: &Context,
+    release: &Release,
+    deployments: &Api<Deployment>,
+    name: &str,
+    replicas: i32,
+) -> Result<(), Error> {
+    let namespace = release.namespace().unwrap_or_default();
+    let cached = ctx.stores.deployment(&namespace, name);
+    if let Some(live) = cached.as_deref() {
+        if !owned_by(live.meta(), release) {
+            return Err(not_owned(describe::<Deployment>(release, name), release));
+        }
+        if live.spec.as_ref().and_then(|spec| spec.replicas) == Some(replicas) {
+            return Ok(());
+        }
+    }
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    deployments
+        .patch(
+            name,
+            &params,
+            &Patch::Merge(&children::scale_patch(replicas)),
+        )
+        .await
+        .map_err(|error| {
+            Error::refusal(describe::<Deployment>(release, name), &error)
+                .unwrap_or_else(|| error.into())
+        })?;
+    Ok(())
+}
+
+async fn delete_canary(
+    ctx: &Context,
+    release: &Release,
+    deployments: &Api<Deployment>,
+) -> Result<(), Error> {
+    let namespace = release.namespace().unwrap_or_default();
+    let name = Role::Canary.child_name(&release.name_any());
+    let Some(live) = ctx.stores.deployment(&namespace, &name) else {
+        return Ok(());
+    };
+    if !owned_by(live.meta(), release) {
+        return Err(not_owned(describe::<Deployment>(release, &name), release));
+    }
+    match deployments.delete(&name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(error) => Err(
+            Error::refusal(describe::<Deployment>(release, &name), &error)
+                .unwrap_or_else(|| error.into()),
+        ),
+    }
+}
+
+/// Give the route `canary_weight` by server-side apply of its rules under Waymark's field
+/// manager (forced: the rules are an atomic list, and another manager applying the route's
+/// Git version must not keep the canary's traffic away; the Argo CD `ignoreDifferences` in
+/// `config/argocd/` keeps Argo CD from fighting back).
+async fn set_weight(
+    ctx: &Context,
+    release: &Release,
+    namespace: &str,
+    canary_weight: i32,
+) -> Result<(), Error> {
+    let Some(route_name) = release
+        .spec
+        .traffic
+        .gateway_api
+        .as_ref()
+        .map(|gateway| gateway.http_route.clone())
+    else {
+        return Ok(());
+    };
+    let object = format!("HTTPRoute {namespace}/{route_name}");
+    let Some(route) = ctx.stores.route(namespace, &route_name) else {
+        // Gone since the decision: the next reconcile (the watch sees the deletion) reports it.
+        return Ok(());
+    };
+    let backends = Backends::of(&release.name_any());
+    let body =
+        weight_apply(&route, &backends, canary_weight).map_err(|message| Error::Refused {
+            object: object.clone(),
+            reason: "Rejected",
+            message,
+        })?;
+    let Some(body) = body else {
+        return Ok(());
+    };
+    let routes: Api<gateway_api::apis::experimental::httproutes::HttpRoute> =
+        Api::namespaced(ctx.client.clone(), namespace);
+    routes
+        .patch(
+            &route_name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .map_err(|error| Error::refusal(object.clone(), &error).unwrap_or_else(|| error.into()))?;
+    Ok(())
+}
+
+/// `Deployment shop/checkout-canary`.
+fn describe<K: Resource<DynamicType = impl Default>>(release: &Release, name: &str) -> String {
+    format!(
+        "{} {}/{name}",
+        K::kind(&Default::default()),
+        release.namespace().unwrap_or_default()
+    )
+}
+
+/// Publish an Event on the Release. A failed publish is logged, not fatal: events are for
+/// people, and retrying the whole reconcile for one would repeat the actions' API calls.
+pub async fn publish(ctx: &Context, release: &Release, note: &EventNote) {
+    let event = Event {
+        type_: match note.severity {
+            Severity::Normal => EventType::Normal,
+            Severity::Warning => EventType::Warning,
+        },
+        reason: note.reason.clone(),
+        note: Some(truncate(&note.note, 1024)),
+        action: note.reason.clone(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &release.object_ref(&())).await {
+        tracing::warn!(release = release.name_any(), reason = %note.reason, %error, "cannot publish event");
+    }
+}
+
+fn truncate(text: &str, max_bytes: usize) -> String {
+    if text.len() <= max_bytes {
+        return text.to_string();
+    }
+    let mut end = max_bytes;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::ReleaseBuilder;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+    fn meta(owner_uid: Option<&str>, adopt: Option<&str>) -> ObjectMeta {
+        ObjectMeta {
+            owner_references: owner_uid.map(|uid| {
+                vec![OwnerReference {
+                    api_version: "waymark.dev/v1alpha1".into(),
+                    kind: "Release".into(),
+                    name: "checkout".into(),
+                    uid: uid.into(),
+                    controller: Some(true),
+                    block_owner_deletion: Some(true),
+                }]
+            }),
+            annotations: adopt
+                .map(|value| [(ANNOTATION_ADOPT.to_string(), value.to_string())].into()),
+            ..ObjectMeta::default()
+        }
+    }
+
+    #[test]
+    fn an_object_is_ours_only_with_a_controller_reference_to_this_releases_uid() {
+        let release = ReleaseBuilder::gateway().build();
+        let uid = release.metadata.uid.clone().unwrap();
+        assert!(owned_by(&meta(Some(&uid), None), &release));
+        assert!(
+            !owned_by(&meta(Some("another-uid"), None), &release),
+            "a namesake Release"
+        );
+        assert!(!owned_by(&meta(None, None), &release));
+    }
+
+    #[test]
+    fn only_the_explicit_annotation_allows_adoption() {
+        assert!(adoptable(&meta(None, Some("true"))));
+        assert!(!adoptable(&meta(None, Some("yes"))));
+        assert!(!adoptable(&meta(None, None)));
+    }
+
+    #[test]
+    fn a_refusal_names_the_object_and_quotes_the_api_server() {
+        let refusal = |code: u16, message: &str| {
+            let error = kube::Error::Api(
+                kube::core::Status::failure(message, "Forbidden")
+                    .with_code(code)
+                    .boxed(),
+            );
+            Error::refusal("Deployment shop/checkout-canary".into(), &error)
+        };
+        let quota = refusal(
+            403,
+            "deployments.apps \"checkout-canary\" is forbidden: exceeded quota: pods, requested: pods=2, used: pods=10, limited: pods=10",
+        )
+        .unwrap();
+        assert!(matches!(
+            quota,
+            Error::Refused {
+                reason: "QuotaExceeded",
+                ..
+            }
+        ));
+        assert!(
+            quota
+                .to_string()
+                .starts_with("Deployment shop/checkout-canary: ")
+        );
+        assert!(quota.to_string().contains("exceeded quota"));
+        let webhook = refusal(
+            400,
+            "admission webhook \"policy.example.com\" denied the request: no latest tags",
+        )
+        .unwrap();
+        assert!(matches!(
+            webhook,
+            Error::Refused {
+                reason: "AdmissionDenied",
+                ..
+            }
+        ));
+        assert!(matches!(
+            refusal(422, "spec.template: Invalid value").unwrap(),
+            Error::Refused {
+                reason: "Invalid",
+                ..
+            }
+        ));
+        assert!(matches!(
+            refusal(403, "cannot patch deployments").unwrap(),
+            Error::Refused {
+                reason: "Forbidden",
+                ..
+            }
+        ));
+        assert!(
+            refusal(503, "etcd leader changed").is_none(),
+            "a server hiccup is retried, not the user's to fix"
+        );
+    }
+}

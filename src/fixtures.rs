@@ -1,0 +1,249 @@
+//! Test fixtures shared by the crate's unit tests: one builder for Releases as users write
+//! them (`shop/checkout`, roadmap item PAY-142), and builders for steps and instants.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Container, ContainerPort, PodSpec, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::jiff::Timestamp;
+
+use crate::api::{
+    Analysis, BudgetPolicy, BurnRate, Duration, GatewayApiTraffic, Pause, PrometheusSource,
+    Release, ReleaseSpec, ReleaseStatus, ReplicaTraffic, Roadmap, ServicePorts, Slo, Step, Traffic,
+    template_revision,
+};
+
+/// A fixed instant plus `secs` seconds.
+pub fn at(secs: i64) -> Timestamp {
+    let base: Timestamp = "2026-03-01T12:00:00Z".parse().unwrap();
+    base.checked_add(k8s_openapi::jiff::SignedDuration::from_secs(secs))
+        .unwrap()
+}
+
+pub fn set_weight(weight: i32) -> Step {
+    Step {
+        set_weight: Some(weight),
+        pause: None,
+    }
+}
+
+pub fn pause_for(secs: u64) -> Step {
+    Step {
+        set_weight: None,
+        pause: Some(Pause {
+            duration: Some(Duration::from_secs(secs)),
+        }),
+    }
+}
+
+pub fn pause_until_promoted() -> Step {
+    Step {
+        set_weight: None,
+        pause: Some(Pause { duration: None }),
+    }
+}
+
+/// The pod template of `checkout` running `image`: label `app=checkout`, port 8080.
+pub fn template(image: &str) -> PodTemplateSpec {
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(BTreeMap::from([(
+                "app".to_string(),
+                "checkout".to_string(),
+            )])),
+            ..Default::default()
+        }),
+        spec: Some(PodSpec {
+            containers: vec![Container {
+                name: "app".into(),
+                image: Some(image.into()),
+                ports: Some(vec![ContainerPort {
+                    container_port: 8080,
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+    }
+}
+
+pub fn revision_of(image: &str) -> String {
+    template_revision(&template(image))
+}
+
+pub const V1: &str = "shop/checkout:1.0";
+pub const V2: &str = "shop/checkout:2.0";
+pub const V3: &str = "shop/checkout:3.0";
+
+pub struct ReleaseBuilder {
+    release: Release,
+}
+
+impl ReleaseBuilder {
+    fn new(traffic: Traffic) -> Self {
+        let spec = ReleaseSpec {
+            roadmap: Roadmap {
+                item: "PAY-142".into(),
+                ..Default::default()
+            },
+            replicas: 4,
+            selector: LabelSelector {
+                match_labels: Some(BTreeMap::from([(
+                    "app".to_string(),
+                    "checkout".to_string(),
+                )])),
+                match_expressions: None,
+            },
+            template: template(V1),
+            service: None,
+            traffic,
+            steps: vec![
+                set_weight(10),
+                pause_for(120),
+                set_weight(50),
+                pause_until_promoted(),
+            ],
+            analysis: None,
+            progress_deadline: Duration::from_secs(600),
+            scale_down_delay: Duration::from_secs(30),
+        };
+        let mut release = Release::new("checkout", spec);
+        release.metadata = ObjectMeta {
+            name: Some("checkout".into()),
+            namespace: Some("shop".into()),
+            generation: Some(7),
+            uid: Some("0b3f1c2e-0000-4000-8000-000000000001".into()),
+            resource_version: Some("100".into()),
+            ..Default::default()
+        };
+        Self { release }
+    }
+
+    pub fn gateway() -> Self {
+        Self::new(Traffic {
+            gateway_api: Some(GatewayApiTraffic {
+                http_route: "checkout".into(),
+            }),
+            replicas: None,
+        })
+    }
+
+    pub fn replica_split() -> Self {
+        Self::new(Traffic {
+            gateway_api: None,
+            replicas: Some(ReplicaTraffic {}),
+        })
+    }
+
+    pub fn steps(mut self, steps: Vec<Step>) -> Self {
+        self.release.spec.steps = steps;
+        self
+    }
+
+    pub fn replicas(mut self, replicas: i32) -> Self {
+        self.release.spec.replicas = replicas;
+        self
+    }
+
+    pub fn image(mut self, image: &str) -> Self {
+        self.release.spec.template = template(image);
+        self
+    }
+
+    pub fn analysis(mut self) -> Self {
+        self.release.spec.analysis = Some(Analysis {
+            interval: Duration::from_secs(30),
+            prometheus: PrometheusSource {
+                address: "http://prometheus.monitoring:9090".into(),
+                timeout: Duration::from_secs(10),
+                bearer_token_secret: None,
+                ca_secret: None,
+            },
+            slo: Slo {
+                objective: 99.9,
+                error_query: "errors".into(),
+                total_query: "total".into(),
+                burn_rates: vec![BurnRate {
+                    long: Duration::from_secs(300),
+                    short: Duration::from_secs(60),
+                    max: 14.4,
+                }],
+                min_requests: 100,
+                budget: None,
+            },
+            checks: vec![],
+            failure_limit: 2,
+            inconclusive_limit: 3,
+            error_limit: 4,
+        });
+        self
+    }
+
+    pub fn budget(mut self, freeze_below: f64) -> Self {
+        if self.release.spec.analysis.is_none() {
+            self = self.analysis();
+        }
+        if let Some(analysis) = self.release.spec.analysis.as_mut() {
+            analysis.slo.budget = Some(BudgetPolicy {
+                period: Duration::from_secs(30 * 86_400),
+                freeze_below,
+            });
+        }
+        self
+    }
+
+    pub fn progress_deadline(mut self, secs: u64) -> Self {
+        self.release.spec.progress_deadline = Duration::from_secs(secs);
+        self
+    }
+
+    pub fn roadmap_title(mut self, title: &str) -> Self {
+        self.release.spec.roadmap.title = Some(title.into());
+        self
+    }
+
+    pub fn service_port(mut self, port: i32, target_port: Option<IntOrString>) -> Self {
+        self.release.spec.service = Some(ServicePorts { port, target_port });
+        self
+    }
+
+    /// No `spec.service` and no container port: nothing says which port to expose.
+    pub fn no_ports(mut self) -> Self {
+        self.release.spec.service = None;
+        if let Some(pod) = self.release.spec.template.spec.as_mut() {
+            pod.containers[0].ports = None;
+        }
+        self
+    }
+
+    pub fn container_port(mut self, port: i32) -> Self {
+        if let Some(pod) = self.release.spec.template.spec.as_mut() {
+            pod.containers[0].ports = Some(vec![ContainerPort {
+                container_port: port,
+                ..ContainerPort::default()
+            }]);
+        }
+        self
+    }
+
+    pub fn selector_label(mut self, key: &str, value: &str) -> Self {
+        self.release
+            .spec
+            .selector
+            .match_labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(key.into(), value.into());
+        self
+    }
+
+    pub fn status(mut self, status: ReleaseStatus) -> Self {
+        self.release.status = Some(status);
+        self
+    }
+
+    pub fn build(self) -> Release {
+        self.release
+    }
+}

@@ -1,0 +1,193 @@
+//! The analysis gate: runs folded into the status, the limits that roll a canary back or hold
+//! it, and the verdicts that keep its traffic from rising.
+
+use std::time::Duration as StdDuration;
+
+use k8s_openapi::jiff::Timestamp;
+
+use super::{Decider, Stage, plus, stage};
+use crate::api::{Outcome, Release, ReleaseSpec, ReleaseStatus, Verdict};
+use crate::rollout::fold;
+
+/// How far after `steps_started + interval` a Release's first analysis run comes: a fixed
+/// share of a quarter of the interval, from a hash of the Release's namespace and name. Many
+/// Releases shipped at once then query Prometheus spread over the interval instead of all at
+/// the same second, and each keeps its own phase run after run.
+pub(in crate::rollout) fn analysis_offset(release: &Release) -> StdDuration {
+    let Some(analysis) = release.spec.analysis.as_ref() else {
+        return StdDuration::ZERO;
+    };
+    let key = format!(
+        "{}/{}",
+        release.metadata.namespace.as_deref().unwrap_or_default(),
+        release.metadata.name.as_deref().unwrap_or_default()
+    );
+    // FNV-1a: stable across processes and versions (std's hasher is not).
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    let quarter_ms = u64::try_from(analysis.interval.as_std().as_millis() / 4).unwrap_or(u64::MAX);
+    StdDuration::from_millis(hash % quarter_ms.max(1))
+}
+
+/// When the next analysis run is due, if one is wanted at all: every `interval` from the
+/// canary's first step (plus the Release's [`analysis_offset`]) until promotion, and for a
+/// pending revision under a budget policy whenever the budget figure is older than one interval.
+pub(in crate::rollout) fn next_analysis_at(
+    spec: &ReleaseSpec,
+    spec_revision: &str,
+    status: &ReleaseStatus,
+    offset: StdDuration,
+) -> Option<Timestamp> {
+    let analysis = spec.analysis.as_ref()?;
+    match stage(spec_revision, status) {
+        Stage::Canary => {
+            let canary = status.canary_revision.as_deref()?;
+            if canary != spec_revision {
+                return None;
+            }
+            let started = status.steps_started_at.as_ref()?.0;
+            let last = status
+                .analysis
+                .as_ref()
+                .filter(|a| a.revision.as_deref() == Some(canary))
+                .and_then(|a| a.last_run_at.as_ref())
+                .map(|t| t.0)
+                .filter(|last| *last >= started);
+            match last {
+                Some(last) => Some(plus(last, analysis.interval)),
+                None => Some(
+                    plus(started, analysis.interval)
+                        .checked_add(
+                            k8s_openapi::jiff::SignedDuration::try_from(offset).unwrap_or_default(),
+                        )
+                        .unwrap_or(Timestamp::MAX),
+                ),
+            }
+        }
+        Stage::Pending if analysis.slo.budget.is_some() => {
+            match status
+                .analysis
+                .as_ref()
+                .and_then(|a| a.last_run_at.as_ref())
+            {
+                Some(last) => Some(plus(last.0, analysis.interval)),
+                None => Some(Timestamp::MIN),
+            }
+        }
+        _ => None,
+    }
+}
+
+impl Decider<'_> {
+    /// Fold this reconcile's analysis run into the status. A run of another revision than the
+    /// one under judgement, an old run, and runs after promotion began are ignored.
+    pub(super) fn fold_analysis(&mut self) {
+        let Some(run) = self.observed.analysis.as_ref() else {
+            return;
+        };
+        if self.spec.analysis.is_none() {
+            return;
+        }
+        let stage = stage(&self.spec_revision, &self.status);
+        // Runs judge a canary in its steps or a pending revision's budget; once promotion has
+        // begun, or with nothing to judge, a late run changes nothing.
+        if !matches!(stage, Stage::Canary | Stage::Pending) {
+            return;
+        }
+        let current = self
+            .status
+            .canary_revision
+            .clone()
+            .unwrap_or_else(|| self.spec_revision.clone());
+        if run.revision.as_deref().is_some_and(|r| r != current) {
+            return;
+        }
+        let already_folded = self.status.analysis.as_ref().is_some_and(|p| {
+            p.revision == run.revision && p.last_run_at.as_ref().is_some_and(|t| t.0 >= run.ran_at)
+        });
+        if already_folded {
+            return;
+        }
+        let judging_canary = stage == Stage::Canary && self.status.steps_started_at.is_some();
+        if run.revision.is_none() {
+            // A budget-only run: while a canary is judged it must not reset its counters.
+            if let Some(existing) = self.status.analysis.as_mut().filter(|_| judging_canary) {
+                if run.error_budget_remaining.is_some() {
+                    existing.error_budget_remaining = run.error_budget_remaining;
+                }
+                return;
+            }
+        }
+        let counting = judging_canary && run.revision.as_deref() == Some(current.as_str());
+        self.status.analysis = Some(fold::fold(self.status.analysis.as_ref(), run, counting));
+    }
+
+    /// Roll the canary back when `failureLimit` failing or `errorLimit` erroring runs came in a
+    /// row; true when it did.
+    pub(super) fn rolled_back_by_analysis(&mut self, revision: &str) -> bool {
+        let Some(limits) = self.spec.analysis.as_ref() else {
+            return false;
+        };
+        let (failure_limit, error_limit) = (limits.failure_limit.max(1), limits.error_limit.max(1));
+        let Some(analysis) = self.analysis_of(revision) else {
+            return false;
+        };
+        let (reason, message) = if analysis.consecutive_failures >= failure_limit {
+            (
+                "AnalysisFailing",
+                format!(
+                    "{} failing analyses in a row (failureLimit {failure_limit}): {}",
+                    analysis.consecutive_failures,
+                    fold::failure_detail(analysis)
+                ),
+            )
+        } else if analysis.consecutive_errors >= error_limit {
+            (
+                "AnalysisError",
+                format!(
+                    "{} analysis errors in a row (errorLimit {error_limit}): {}",
+                    analysis.consecutive_errors,
+                    fold::failure_detail(analysis)
+                ),
+            )
+        } else {
+            return false;
+        };
+        self.rollback(Outcome::RolledBack, reason, message);
+        true
+    }
+
+    /// Whether `inconclusiveLimit` inconclusive runs in a row hold the canary.
+    pub(super) fn inconclusive_hold(&self, canary: &str) -> bool {
+        let Some(limit) = self.spec.analysis.as_ref().map(|a| a.inconclusive_limit) else {
+            return false;
+        };
+        self.analysis_of(canary)
+            .is_some_and(|a| a.consecutive_inconclusive >= limit.max(1))
+    }
+
+    /// The latest verdict on `revision` when it forbids raising the canary's traffic.
+    pub(super) fn blocking_verdict(&self, revision: &str) -> Option<Verdict> {
+        self.analysis_of(revision)
+            .map(|analysis| analysis.verdict)
+            .filter(|verdict| matches!(verdict, Verdict::Failing | Verdict::Error))
+    }
+
+    /// Whether a passing run came after the canary's steps began (the gate to promotion).
+    pub(super) fn passed_since_steps_began(&self, revision: &str) -> bool {
+        let started = self.status.steps_started_at.as_ref().map(|t| t.0);
+        self.analysis_of(revision).is_some_and(|a| {
+            a.verdict == Verdict::Passing && a.last_run_at.as_ref().map(|t| t.0) >= started
+        })
+    }
+
+    /// `; <summary of the latest run>` for messages, or nothing.
+    pub(super) fn analysis_summary(&self, revision: &str) -> String {
+        self.analysis_of(revision)
+            .and_then(|a| a.summary.as_deref())
+            .filter(|s| !s.is_empty())
+            .map(|s| format!("; {s}"))
+            .unwrap_or_default()
+    }
+}

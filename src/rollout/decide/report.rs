@@ -1,0 +1,308 @@
+//! The end of a decision: phase, reason and message, the standard conditions, the Events on
+//! entering a hold or a degraded state, and when to look again.
+
+use std::time::Duration as StdDuration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::{CONVERGE_POLL, Decider, Mode, Report, Stage, next_analysis_at, plus, stage};
+use crate::api::{Phase, Role, Verdict};
+use crate::rollout::conditions::{self, Truth};
+use crate::rollout::validate::SpecError;
+use crate::rollout::{Action, Decision, RouteState, Severity};
+
+/// Reason of `SpecValid=False` and of the Degraded phase it causes.
+pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
+/// Reason of `TrafficRouted=False` and of the Degraded phase it causes.
+pub const REASON_ROUTE_UNUSABLE: &str = "TrafficRouteUnusable";
+/// Reason of a Degraded phase when a workload is not available within `progressDeadline`.
+pub const REASON_PROGRESS_DEADLINE: &str = "ProgressDeadlineExceeded";
+
+/// A problem in front of what the release was doing: `"<problem>; holding: <doing>"`.
+pub fn holding(problem: &str, doing: &str) -> String {
+    format!("{problem}; holding: {doing}")
+}
+
+impl Decider<'_> {
+    /// The decision for a spec that fails the checks the schema cannot make: nothing is done,
+    /// the status says which field is wrong, and only a spec change is worth a new look.
+    pub(in crate::rollout) fn invalid_spec(mut self, error: &SpecError) -> Decision {
+        let message = error.to_string();
+        let report = Report {
+            phase: Phase::Degraded,
+            reason: REASON_INVALID_SPEC.into(),
+            message: message.clone(),
+        };
+        self.announce(&report);
+        conditions::set_condition(
+            &mut self.status.conditions,
+            conditions::SPEC_VALID,
+            Truth::False,
+            REASON_INVALID_SPEC,
+            message,
+            self.generation,
+            self.now,
+        );
+        self.status.roadmap_item = Some(self.item.to_string());
+        self.status.phase = Some(report.phase);
+        self.status.reason = Some(report.reason);
+        self.status.message = Some(report.message);
+        Decision {
+            actions: self.actions,
+            status: self.status,
+            requeue_after: None,
+        }
+    }
+
+    pub(super) fn finish(mut self) -> Decision {
+        let canary_revision = self.status.canary_revision.clone();
+
+        // Weight as it is, not as wished.
+        self.status.canary_weight = Some(self.shown_weight());
+        self.status.step_progress = canary_revision
+            .as_ref()
+            .filter(|_| self.status.current_step.is_some())
+            .map(|_| self.step_label());
+        let in_progress =
+            canary_revision.is_some() || stage(&self.spec_revision, &self.status) == Stage::Pending;
+        self.status.roadmap_item = if in_progress {
+            Some(self.item.to_string())
+        } else {
+            self.status
+                .stable_roadmap_item
+                .clone()
+                .or_else(|| Some(self.item.to_string()))
+        };
+
+        let mut report = self.report.take().unwrap_or(Report {
+            phase: Phase::Healthy,
+            reason: "StableAvailable".into(),
+            message: String::new(),
+        });
+
+        // The stable has not been available for longer than progressDeadline: Degraded.
+        let stable_available = self.observed.stable.as_ref().is_some_and(|s| s.available);
+        if stable_available {
+            self.status.stable_unavailable_since = None;
+        } else {
+            let since = self
+                .status
+                .stable_unavailable_since
+                .get_or_insert(Time(self.now))
+                .0;
+            let limit = plus(since, self.spec.progress_deadline);
+            if self.now >= limit {
+                let (ready, wanted) = self
+                    .observed
+                    .stable
+                    .as_ref()
+                    .map_or((0, 0), |s| (s.available_replicas, s.replicas));
+                report = Report {
+                    phase: Phase::Degraded,
+                    reason: REASON_PROGRESS_DEADLINE.into(),
+                    message: format!(
+                        "stable {} not available within progressDeadline {} ({ready}/{wanted} pods available); {}",
+                        self.status.stable_revision.as_deref().unwrap_or("none"),
+                        self.spec.progress_deadline,
+                        report.message
+                    ),
+                };
+            } else {
+                self.due_at(limit);
+            }
+        }
+
+        // An unusable route: no traffic actions, since nobody knows where they would land.
+        let unusable = match (&self.mode, &self.observed.route) {
+            (Mode::Gateway, Some(RouteState::Unusable { message })) => Some(message.clone()),
+            _ => None,
+        };
+        if let Some(route_message) = &unusable {
+            // The route is watched: a fixed route brings the next reconcile.
+            self.actions
+                .retain(|a| !matches!(a, Action::SetWeight { .. }));
+            report = Report {
+                phase: Phase::Degraded,
+                reason: REASON_ROUTE_UNUSABLE.into(),
+                message: holding(route_message, &report.message),
+            };
+        }
+
+        // The API server refused one of the shell's writes last time (the shell keeps the
+        // `Applied` condition): Degraded with its words until a write goes through again.
+        if let Some(refused) = self
+            .old
+            .conditions
+            .iter()
+            .find(|c| c.type_ == conditions::APPLIED && c.status == "False")
+        {
+            report = Report {
+                phase: Phase::Degraded,
+                reason: refused.reason.clone(),
+                message: holding(&refused.message, &report.message),
+            };
+        }
+
+        self.announce(&report);
+        self.set_conditions(&report, unusable.as_deref());
+        self.status.phase = Some(report.phase);
+        self.status.reason = Some(report.reason);
+        self.status.message = Some(report.message);
+
+        if let Some(next) = next_analysis_at(
+            self.spec,
+            &self.spec_revision,
+            &self.status,
+            self.analysis_offset,
+        ) {
+            self.due_at(next);
+        }
+        let mut requeue = self.due.map(|due| {
+            StdDuration::try_from(due.duration_since(self.now))
+                .unwrap_or_default()
+                .max(StdDuration::from_secs(1))
+        });
+        let acting = self.actions.iter().any(|a| !matches!(a, Action::Event(_)));
+        if acting || self.poll {
+            requeue = Some(requeue.map_or(CONVERGE_POLL, |r| r.min(CONVERGE_POLL)));
+        }
+        Decision {
+            actions: self.actions,
+            status: self.status,
+            requeue_after: requeue,
+        }
+    }
+
+    /// An Event on entering a hold or a degraded state, once.
+    fn announce(&mut self, report: &Report) {
+        let entered = self.old.phase != Some(report.phase)
+            || self.old.reason.as_deref() != Some(report.reason.as_str());
+        if !entered || !matches!(report.phase, Phase::Paused | Phase::Degraded) {
+            return;
+        }
+        let severity = if report.phase == Phase::Degraded
+            || report.reason == "ErrorBudgetExhausted"
+            || report.reason == "AnalysisInconclusive"
+        {
+            Severity::Warning
+        } else {
+            Severity::Normal
+        };
+        self.event(severity, &report.reason, report.message.clone());
+    }
+
+    fn set_conditions(&mut self, report: &Report, unusable: Option<&str>) {
+        let (now, generation) = (self.now, self.generation);
+        let conditions = &mut self.status.conditions;
+        conditions::set_condition(
+            conditions,
+            conditions::SPEC_VALID,
+            Truth::True,
+            "SpecValid",
+            String::new(),
+            generation,
+            now,
+        );
+        let stable_revision = self.status.stable_revision.as_deref().unwrap_or("none");
+        let (available, ready, wanted) = self.observed.stable.as_ref().map_or((false, 0, 0), |s| {
+            (s.available, s.available_replicas, s.replicas)
+        });
+        conditions::set_condition(
+            conditions,
+            conditions::AVAILABLE,
+            if available { Truth::True } else { Truth::False },
+            if available {
+                "StableAvailable"
+            } else {
+                "StableUnavailable"
+            },
+            format!("stable {stable_revision}: {ready}/{wanted} pods available"),
+            generation,
+            now,
+        );
+        conditions::set_condition(
+            conditions,
+            conditions::PROGRESSING,
+            if report.phase == Phase::Progressing {
+                Truth::True
+            } else {
+                Truth::False
+            },
+            &report.reason,
+            report.message.clone(),
+            generation,
+            now,
+        );
+        if self.spec.analysis.is_some() {
+            let (truth, reason, message) = match self.status.analysis.as_ref() {
+                Some(a) => (
+                    match a.verdict {
+                        Verdict::Passing => Truth::True,
+                        Verdict::Failing | Verdict::Error => Truth::False,
+                        Verdict::Inconclusive => Truth::Unknown,
+                    },
+                    format!("Analysis{}", a.verdict),
+                    format!(
+                        "revision {}: {}",
+                        a.revision.as_deref().unwrap_or("none"),
+                        a.summary.as_deref().unwrap_or("")
+                    ),
+                ),
+                None => (
+                    Truth::Unknown,
+                    "AnalysisNotRun".to_string(),
+                    "no analysis has run yet".to_string(),
+                ),
+            };
+            conditions::set_condition(
+                conditions,
+                conditions::ANALYSIS_HEALTHY,
+                truth,
+                &reason,
+                message,
+                generation,
+                now,
+            );
+        } else {
+            conditions::remove_condition(conditions, conditions::ANALYSIS_HEALTHY);
+        }
+        match (self.mode, unusable, &self.observed.route) {
+            (Mode::Replicas, _, _) => {
+                conditions::remove_condition(conditions, conditions::TRAFFIC_ROUTED)
+            }
+            (Mode::Gateway, Some(message), _) => conditions::set_condition(
+                conditions,
+                conditions::TRAFFIC_ROUTED,
+                Truth::False,
+                REASON_ROUTE_UNUSABLE,
+                message.to_string(),
+                generation,
+                now,
+            ),
+            (Mode::Gateway, None, Some(RouteState::Ready { canary_weight })) => {
+                conditions::set_condition(
+                    conditions,
+                    conditions::TRAFFIC_ROUTED,
+                    Truth::True,
+                    "RouteReady",
+                    format!(
+                        "{canary_weight}% to {} and the rest to {}",
+                        Role::Canary.child_name(self.name),
+                        Role::Stable.child_name(self.name)
+                    ),
+                    generation,
+                    now,
+                )
+            }
+            (Mode::Gateway, None, _) => conditions::set_condition(
+                conditions,
+                conditions::TRAFFIC_ROUTED,
+                Truth::Unknown,
+                "RouteNotObserved",
+                "the HTTPRoute has not been read yet".into(),
+                generation,
+                now,
+            ),
+        }
+    }
+}

@@ -1,0 +1,370 @@
+//! The canary in its steps: waiting for it to be available, `setWeight` and `pause` steps, and
+//! the analysis gate before promotion.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::{Decider, Mode, plus};
+use crate::api::{Outcome, Phase};
+use crate::rollout::split::{canary_size, effective_weight, replica_split};
+use crate::rollout::{Action, Severity, WorkloadState};
+
+impl<'a> Decider<'a> {
+    pub(super) fn steps_len(&self) -> usize {
+        self.spec.steps.len()
+    }
+
+    pub(super) fn current_step(&self) -> usize {
+        usize::try_from(self.status.current_step.unwrap_or(0).max(0))
+            .unwrap_or(0)
+            .min(self.steps_len())
+    }
+
+    pub(super) fn set_current_step(&mut self, index: usize) {
+        self.status.current_step = Some(i32::try_from(index).unwrap_or(i32::MAX));
+    }
+
+    /// `n/total`, 1-based, as the Step column shows it.
+    pub(super) fn step_label(&self) -> String {
+        let total = self.steps_len();
+        format!("{}/{total}", (self.current_step() + 1).min(total))
+    }
+
+    /// Weight of the last `setWeight` step before `index` (what traffic holds at while step
+    /// `index` runs), 0 when none.
+    pub(super) fn weight_before(&self, index: usize) -> i32 {
+        self.spec.steps[..index.min(self.steps_len())]
+            .iter()
+            .rev()
+            .find_map(|step| step.set_weight)
+            .unwrap_or(0)
+            .clamp(0, 100)
+    }
+
+    /// Weight step `index` aims at: its own `setWeight` or the one before it.
+    pub(super) fn weight_target(&self, index: usize) -> i32 {
+        self.spec
+            .steps
+            .get(index)
+            .and_then(|step| step.set_weight)
+            .map_or_else(|| self.weight_before(index), |w| w.clamp(0, 100))
+    }
+
+    /// The canary's share of traffic as it is: the route's weight, or in replica mode the
+    /// canary's share of ready pods.
+    pub(super) fn shown_weight(&self) -> i32 {
+        match self.mode {
+            Mode::Gateway => self
+                .route_weight()
+                .or(self.status.canary_weight)
+                .unwrap_or(0)
+                .clamp(0, 100),
+            Mode::Replicas => self
+                .status
+                .canary_revision
+                .as_deref()
+                .and_then(|r| self.canary_of(r))
+                .map_or(0, |c| {
+                    effective_weight(self.total(), c.available_replicas.min(c.replicas))
+                }),
+        }
+    }
+
+    /// Move the canary through its steps; true when it left the stage (rollback, promotion).
+    pub(super) fn canary(&mut self) -> bool {
+        let revision = self.status.canary_revision.clone().unwrap_or_default();
+        if self
+            .observed
+            .stable
+            .as_ref()
+            .is_some_and(|stable| stable.revision.as_deref() == Some(revision.as_str()))
+        {
+            // The stable already runs this revision (a status restored from before the
+            // promotion was recorded): finish the promotion, never roll the stable's own
+            // template back.
+            self.begin_promotion();
+            return true;
+        }
+        if self.rolled_back_by_analysis(&revision) {
+            return true;
+        }
+        let canary = match self.canary_of(&revision) {
+            None => return self.canary_not_ready(&revision, None),
+            Some(canary) if canary.replicas < 1 && self.mode == Mode::Gateway => {
+                // Scaled to zero (an earlier rollback, or a person): "available" with no pods
+                // means nothing.
+                return self.canary_not_ready(&revision, Some(canary));
+            }
+            Some(canary) if !canary.available => {
+                return self.canary_not_ready(&revision, Some(canary));
+            }
+            Some(canary) => canary,
+        };
+        self.status.canary_waiting_since = None;
+        if self.status.steps_started_at.is_none() {
+            self.status.steps_started_at = Some(Time(self.now));
+            self.status.step_started_at = Some(Time(self.now));
+        }
+
+        if self.inconclusive_hold(&revision) {
+            let (count, limit) = (
+                self.analysis_of(&revision)
+                    .map_or(0, |a| a.consecutive_inconclusive),
+                self.spec
+                    .analysis
+                    .as_ref()
+                    .map_or(0, |a| a.inconclusive_limit),
+            );
+            let message = format!(
+                "step {}: held at {}% on canary {revision}: {count} inconclusive analyses in a row (inconclusiveLimit {limit}){}; `waymark promote {}` releases the hold",
+                self.step_label(),
+                self.shown_weight(),
+                self.analysis_summary(&revision),
+                self.name
+            );
+            self.set_report(Phase::Paused, "AnalysisInconclusive", message);
+            return false;
+        }
+
+        while self.current_step() < self.steps_len() {
+            if !self.run_step(&revision, canary) {
+                return false;
+            }
+            let index = self.current_step();
+            self.set_current_step(index + 1);
+            self.status.step_started_at = Some(Time(self.now));
+            self.status.pause_until = None;
+        }
+
+        // Every step done: the analysis gate, then promotion. Traffic holds at the last weight
+        // while the gate waits; a promotion goes on from the traffic as it is (a step skipped
+        // by `waymark promote` is not taken on the way out).
+        if self.spec.analysis.is_some() && !self.passed_since_steps_began(&revision) {
+            let held = self.weight_before(self.steps_len());
+            self.ensure_traffic(canary, held);
+            let latest = self
+                .analysis_of(&revision)
+                .map_or_else(|| "none yet".to_string(), |a| a.verdict.to_string());
+            let message = format!(
+                "step {}: {}% on canary {revision}; all steps done, waiting for a passing analysis (latest: {latest}){}",
+                self.step_label(),
+                self.shown_weight(),
+                self.analysis_summary(&revision)
+            );
+            self.set_report(Phase::Progressing, "WaitingForAnalysis", message);
+            return false;
+        }
+        self.begin_promotion();
+        true
+    }
+
+    /// Run the current step; true once it is done.
+    fn run_step(&mut self, revision: &str, canary: &WorkloadState) -> bool {
+        let index = self.current_step();
+        let step = self.spec.steps[index].clone();
+        let held = self.weight_before(index);
+        if let Some(weight) = step.set_weight {
+            let weight = weight.clamp(0, 100);
+            if weight > held
+                && let Some(verdict) = self.blocking_verdict(revision)
+            {
+                // More traffic on a canary whose latest analysis fails would widen the damage
+                // before `failureLimit` is reached; hold until it passes again.
+                self.ensure_traffic(canary, held);
+                let message = format!(
+                    "step {}: held at {held}% on canary {revision}, not moving to {weight}% while the latest analysis is {verdict}{}",
+                    self.step_label(),
+                    self.analysis_summary(revision)
+                );
+                self.set_report(Phase::Progressing, &format!("Analysis{verdict}"), message);
+                return false;
+            }
+            if !self.ensure_traffic(canary, weight) {
+                let message = format!(
+                    "step {}: moving to {weight}% on canary {revision} (now {}%){}",
+                    self.step_label(),
+                    self.shown_weight(),
+                    self.analysis_summary(revision)
+                );
+                self.set_report(Phase::Progressing, "StepSetWeight", message);
+                return false;
+            }
+            self.event(
+                Severity::Normal,
+                "StepCompleted",
+                format!(
+                    "step {}: {weight}% of traffic on canary {revision}",
+                    self.step_label()
+                ),
+            );
+            return true;
+        }
+        let Some(pause) = step.pause else {
+            return true;
+        };
+        self.ensure_traffic(canary, held);
+        let Some(duration) = pause.duration else {
+            let message = format!(
+                "step {}: {}% on canary {revision}, paused until `waymark promote {}`{}",
+                self.step_label(),
+                self.shown_weight(),
+                self.name,
+                self.analysis_summary(revision)
+            );
+            self.set_report(Phase::Paused, "CanaryPauseStep", message);
+            return false;
+        };
+        let started = self
+            .status
+            .step_started_at
+            .as_ref()
+            .map_or(self.now, |t| t.0);
+        let end = plus(started, duration);
+        if self.now >= end {
+            return true;
+        }
+        // An instant, not a countdown: the status must not change while the pause runs.
+        self.status.pause_until = Some(Time(end));
+        self.due_at(end);
+        let message = format!(
+            "step {}: {}% on canary {revision}, pause {duration} until {end}{}",
+            self.step_label(),
+            self.shown_weight(),
+            self.analysis_summary(revision)
+        );
+        // With analysis, the latest verdict is what an SRE wants to see.
+        let reason = self.analysis_of(revision).map_or_else(
+            || "StepPause".to_string(),
+            |a| format!("Analysis{}", a.verdict),
+        );
+        self.set_report(Phase::Progressing, &reason, message);
+        false
+    }
+
+    /// Canary pods for where the steps stand now (used when the Deployment must be applied).
+    fn canary_replicas_now(&self) -> i32 {
+        let index = self.current_step();
+        match self.mode {
+            Mode::Gateway => canary_size(self.total(), self.weight_target(index)),
+            Mode::Replicas if self.status.steps_started_at.is_none() => 0,
+            Mode::Replicas => replica_split(self.total(), self.weight_before(index)).1,
+        }
+    }
+
+    /// The canary is missing, scaled to zero or not available: no traffic while it has no
+    /// available pod, create or scale it, and wait up to `progressDeadline` (then roll back).
+    /// True when it rolled back.
+    fn canary_not_ready(&mut self, revision: &str, canary: Option<&WorkloadState>) -> bool {
+        let since = self
+            .status
+            .canary_waiting_since
+            .get_or_insert(Time(self.now))
+            .0;
+        let deadline = plus(since, self.spec.progress_deadline);
+        let (ready, wanted) = canary.map_or((0, 0), |c| (c.available_replicas, c.replicas));
+        if self.now >= deadline {
+            let message = format!(
+                "canary {revision} not available within progressDeadline {} ({ready}/{wanted} pods available)",
+                self.spec.progress_deadline
+            );
+            self.rollback(Outcome::RolledBack, "ProgressDeadlineExceeded", message);
+            return true;
+        }
+        if ready == 0 {
+            // Deleted, recreated or replaced: no canary pod could answer. With a router none
+            // of the traffic goes there until one is available again; with a replica split the
+            // stable carries everything meanwhile.
+            match self.mode {
+                Mode::Gateway => self.canary_traffic_off(),
+                Mode::Replicas => self.restore_stable_size(),
+            }
+        }
+        let replicas = self.canary_replicas_now();
+        match canary {
+            None => self.push(Action::ApplyCanary {
+                revision: revision.to_string(),
+                replicas,
+            }),
+            Some(canary) if canary.replicas < 1 && replicas > 0 => {
+                self.push(Action::ScaleCanary { replicas });
+            }
+            Some(_) => {}
+        }
+        self.due_at(deadline);
+        let (reason, what) = if self.status.steps_started_at.is_none() {
+            ("CanaryStarting", "starting")
+        } else {
+            ("WaitingForCanary", "not available")
+        };
+        let message = format!(
+            "step {}: canary {revision} {what} ({ready}/{wanted} pods available); rolled back if not available by {deadline}",
+            self.step_label()
+        );
+        self.set_report(Phase::Progressing, reason, message);
+        false
+    }
+
+    /// Make traffic carry `weight` percent to the available canary; true once it does.
+    pub(super) fn ensure_traffic(&mut self, canary: &WorkloadState, weight: i32) -> bool {
+        let total = self.total();
+        match self.mode {
+            Mode::Gateway => {
+                self.restore_stable_size();
+                let needed = canary_size(total, weight);
+                if canary.replicas < needed {
+                    // Capacity first: the canary must carry its share before it gets it.
+                    self.push(Action::ScaleCanary { replicas: needed });
+                    return false;
+                }
+                if self.route_weight() != Some(weight) {
+                    self.push(Action::SetWeight {
+                        canary_weight: weight,
+                    });
+                    return false;
+                }
+                if canary.replicas > needed {
+                    // Traffic already lowered: the spare pods can go.
+                    self.push(Action::ScaleCanary { replicas: needed });
+                }
+                true
+            }
+            Mode::Replicas => {
+                // Make before break: the side that grows grows first and must be available
+                // before the other shrinks, so capacity never drops below spec.replicas and a
+                // decision cut short by a restart is finished the same way.
+                let (stable_target, canary_target) = replica_split(total, weight);
+                let Some(stable) = self.observed.stable.as_ref() else {
+                    return false;
+                };
+                if canary.replicas < canary_target {
+                    self.push(Action::ScaleCanary {
+                        replicas: canary_target,
+                    });
+                    return false;
+                }
+                if stable.replicas < stable_target {
+                    self.push(Action::ScaleStable {
+                        replicas: stable_target,
+                    });
+                    return false;
+                }
+                if stable.replicas > stable_target {
+                    if canary.available {
+                        self.push(Action::ScaleStable {
+                            replicas: stable_target,
+                        });
+                    }
+                    return false;
+                }
+                if canary.replicas > canary_target {
+                    if stable.available {
+                        self.push(Action::ScaleCanary {
+                            replicas: canary_target,
+                        });
+                    }
+                    return false;
+                }
+                true
+            }
+        }
+    }
+}

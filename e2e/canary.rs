@@ -132,6 +132,57 @@ pub async fn a_new_image_walks_every_step_to_promotion(env: Env) {
     assert_eq!(newest.revision, canary_revision);
     assert_eq!(newest.outcome, Outcome::Promoted);
     assert_eq!(newest.roadmap_item, "E2E-2");
+
+    // `kubectl describe release` tells the story: one Event per step and stage, each naming
+    // the roadmap item, none repeated by later reconciles.
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(env.client.clone(), &env.namespace);
+    let story: Vec<(String, String)> = events
+        .list(&Default::default())
+        .await
+        .expect("the Release's events")
+        .items
+        .into_iter()
+        .filter(|event| event.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .map(|event| {
+            (
+                event.reason.unwrap_or_default(),
+                event.note.unwrap_or_default(),
+            )
+        })
+        .collect();
+    for reason in [
+        "StableCreated",
+        "CanaryStarted",
+        "StepCompleted",
+        "PromotionStarted",
+        "CanaryPromoted",
+    ] {
+        assert!(
+            story.iter().any(|(r, _)| r == reason),
+            "{reason} in {story:#?}"
+        );
+    }
+    let steps: Vec<_> = story.iter().filter(|(r, _)| r == "StepCompleted").collect();
+    assert_eq!(steps.len(), 2, "one per setWeight step: {steps:#?}");
+    assert!(
+        steps.iter().any(|(_, note)| note.contains("20%")),
+        "{steps:#?}"
+    );
+    for (reason, note) in &story {
+        assert!(
+            note.starts_with("E2E-"),
+            "{reason} names the roadmap item: {note}"
+        );
+    }
+    let mut distinct = story.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        story.len(),
+        "no Event object repeated: {story:#?}"
+    );
 }
 
 pub async fn abort_sends_traffic_back_to_stable_before_the_canary_goes(env: Env) {

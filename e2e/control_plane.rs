@@ -8,9 +8,10 @@
 //! the directory; the processes also die with the test process if it is killed
 //! (`PR_SET_PDEATHSIG`), so a crashed run leaves no orphans.
 //!
-//! The kube-controller-manager, when present, runs only the garbage collector, namespace and
-//! service-account controllers: owned objects are garbage-collected and namespaces deleted as in
-//! a real cluster, but nothing creates pods.
+//! The kube-controller-manager, when present, runs only the garbage collector, namespace,
+//! service-account and cluster-role aggregation controllers: owned objects are
+//! garbage-collected, namespaces deleted and aggregated roles filled as in a real cluster, but
+//! nothing creates pods.
 
 use std::fs;
 use std::net::TcpListener;
@@ -122,7 +123,10 @@ impl ControlPlane {
                 "--bind-address=127.0.0.1".into(),
                 // No serving port: nothing here scrapes the controller manager.
                 "--secure-port=0".into(),
-                "--controllers=garbagecollector,namespace,serviceaccount,serviceaccount-token"
+                // clusterrole-aggregation fills the built-in view/edit/admin roles from the
+                // roles that aggregate to them (Waymark's viewer and operator roles).
+                "--controllers=garbagecollector,namespace,serviceaccount,serviceaccount-token,\
+                 clusterrole-aggregation"
                     .into(),
                 "--use-service-account-credentials=true".into(),
                 flag("service-account-private-key-file", &pki.sa_key),

@@ -20,6 +20,7 @@ mod canary;
 mod children;
 mod control_plane;
 mod fixtures;
+mod install;
 mod operate;
 mod quiet;
 mod restart;
@@ -27,6 +28,9 @@ mod support;
 
 #[path = "../tests/support/prometheus.rs"]
 mod prometheus_support;
+
+#[path = "../tests/support/chart.rs"]
+mod chart_support;
 
 use std::process::ExitCode;
 
@@ -57,6 +61,8 @@ fn main() -> ExitCode {
         children::an_object_waymark_did_not_create_is_not_taken_over,
         children::a_write_refused_by_a_quota_is_shown_in_the_status,
         operate::the_command_line_promotes_aborts_and_retries,
+        operate::a_user_with_edit_promotes_in_their_namespace_only,
+        install::the_helm_chart_applies_to_the_api_server,
     ];
     let conclusion = libtest_mimic::run(&args, trials);
     // Stop the control plane before exiting: `exit` would skip its destructor.

@@ -100,3 +100,102 @@ async fn wait_for_phase_status(env: &Env, name: &str, phase: Phase) -> waymark::
     })
     .await
 }
+
+/// Run `waymark ARGS` as a person with the kubeconfig `kubeconfig`.
+async fn waymark_as(kubeconfig: &std::path::Path, args: &[&str]) -> Run {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_waymark"));
+    command.args(args).env("KUBECONFIG", kubeconfig);
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("the command ran")
+        .expect("the waymark binary starts");
+    Run {
+        success: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// A developer bound only to the built-in `edit` role in one namespace can `waymark promote`
+/// there (Waymark's operator role aggregates into `edit`), and is refused in another namespace
+/// with a message naming the missing permission.
+pub async fn a_user_with_edit_promotes_in_their_namespace_only(env: Env) {
+    use k8s_openapi::api::core::v1::Namespace;
+    use k8s_openapi::api::rbac::v1::RoleBinding;
+    use kube::api::{DeleteParams, PostParams};
+
+    let name = "checkout";
+    let ns = env.namespace.clone();
+    healthy_first_release(&env, name, json!([{"setWeight": 30}, {"pause": {}}])).await;
+    ship(&env, name, &image(2), "E2E-2").await;
+    wait_for_phase(&env, name, Phase::Paused, Some("CanaryPauseStep")).await;
+
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "alice-edit"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}]
+    }))
+    .expect("a RoleBinding");
+    kube::Api::<RoleBinding>::namespaced(env.client.clone(), &ns)
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("bind alice to edit");
+    let elsewhere = format!("{ns}-other");
+    let namespaces: kube::Api<Namespace> = kube::Api::all(env.client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": elsewhere}}),
+            )
+            .expect("a Namespace"),
+        )
+        .await
+        .expect("another namespace");
+
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let alice = crate::support::kubeconfig_as("alice", dir.path()).await;
+    // The operator role reaches `edit` through aggregation: wait for it.
+    let promoted = crate::support::eventually("alice's promote to be allowed", || {
+        let alice = alice.clone();
+        let ns = ns.clone();
+        async move {
+            let run = waymark_as(&alice, &["promote", name, "-n", &ns]).await;
+            if run.success {
+                Ok(run)
+            } else {
+                Err(run.stderr)
+            }
+        }
+    })
+    .await;
+    assert!(promoted.stdout.contains(name), "{}", promoted.stdout);
+    wait_for_status(&env, name, "the promotion of E2E-2", |s| {
+        s.phase == Some(Phase::Healthy) && s.roadmap_item.as_deref() == Some("E2E-2")
+    })
+    .await;
+
+    let refused = waymark_as(&alice, &["promote", name, "-n", &elsewhere]).await;
+    assert!(!refused.success, "no binding there");
+    let message = refused.stderr.to_lowercase();
+    assert!(
+        message.contains("forbidden") || message.contains("not allowed"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        message.contains("releases"),
+        "names the resource: {}",
+        refused.stderr
+    );
+    assert!(
+        message.contains(&elsewhere),
+        "names the namespace: {}",
+        refused.stderr
+    );
+    let _ = namespaces
+        .delete(&elsewhere, &DeleteParams::background())
+        .await;
+}

@@ -269,6 +269,13 @@ async fn install_controller_rbac(client: &Client) -> Result<(), String> {
             .await
             .map_err(|error| format!("cannot apply ClusterRole {}: {error}", role.name_any()))?;
     }
+    // The roles for people (viewer, operator), aggregated into the built-in view/edit/admin.
+    for role in yaml_documents::<ClusterRole>(&manifest("config/rbac/user_roles.yaml"))? {
+        let api: Api<ClusterRole> = Api::all(client.clone());
+        api.patch(&role.name_any(), &apply, &Patch::Apply(&role))
+            .await
+            .map_err(|error| format!("cannot apply ClusterRole {}: {error}", role.name_any()))?;
+    }
     for binding in yaml_documents::<ClusterRoleBinding>(&manifest("config/rbac/role_binding.yaml"))?
     {
         let api: Api<ClusterRoleBinding> = Api::all(client.clone());
@@ -335,6 +342,35 @@ fn cluster() -> &'static Cluster {
         Some(Target::Cluster(cluster)) => cluster,
         _ => panic!("the e2e cluster is not set up"),
     }
+}
+
+/// A kubeconfig file (in `dir`) that acts as `user` by impersonation from the admin
+/// kubeconfig: a person with only that user's permissions, for commands run as they would.
+pub async fn kubeconfig_as(user: &str, dir: &Path) -> PathBuf {
+    let mut config = match kubeconfig_path() {
+        Some(path) => kube::config::Kubeconfig::read_from(path),
+        None => kube::config::Kubeconfig::read(),
+    }
+    .unwrap_or_else(|error| panic!("cannot read the admin kubeconfig: {error}"));
+    let current = config
+        .contexts
+        .iter()
+        .find(|context| Some(&context.name) == config.current_context.as_ref())
+        .and_then(|context| context.context.as_ref())
+        .map(|context| context.user.clone())
+        .unwrap_or_default();
+    for named in &mut config.auth_infos {
+        if named.name == current.as_deref().unwrap_or(named.name.as_str())
+            && let Some(auth) = named.auth_info.as_mut()
+        {
+            auth.impersonate = Some(user.to_string());
+            auth.impersonate_groups = Some(vec!["system:authenticated".to_string()]);
+        }
+    }
+    let path = dir.join(format!("{user}.kubeconfig"));
+    let text = serde_yaml::to_string(&config).expect("a kubeconfig serializes");
+    std::fs::write(&path, text).expect("write the kubeconfig");
+    path
 }
 
 /// The admin kubeconfig path, for commands run as a user would (`waymark status`, kubectl).

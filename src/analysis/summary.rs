@@ -243,7 +243,7 @@ fn format_percent_whole(fraction: f64) -> String {
 /// A budget period in days when it is whole days (`30d`), as people say it.
 pub fn format_period(period: Duration) -> String {
     let seconds = period.as_secs();
-    if seconds >= 86_400 && seconds % 86_400 == 0 && period.as_std().subsec_nanos() == 0 {
+    if seconds >= 86_400 && seconds.is_multiple_of(86_400) && period.as_std().subsec_nanos() == 0 {
         format!("{}d", seconds / 86_400)
     } else {
         period.to_string()

@@ -287,20 +287,33 @@ fn describe<K: Resource<DynamicType = impl Default>>(release: &Release, name: &s
 
 /// Publish an Event on the Release. A failed publish is logged, not fatal: events are for
 /// people, and retrying the whole reconcile for one would repeat the actions' API calls.
+///
+/// The recorder folds an event into an earlier one with the same reason and action (it bumps
+/// the series count and keeps the first note). The action carries a hash of the note, so the
+/// same thing said again (a refusal retried) is counted on one Event, while each step, each
+/// canary and each outcome gets an Event of its own with its own words.
 pub async fn publish(ctx: &Context, release: &Release, note: &EventNote) {
+    let text = truncate(&note.note, 1024);
     let event = Event {
         type_: match note.severity {
             Severity::Normal => EventType::Normal,
             Severity::Warning => EventType::Warning,
         },
         reason: note.reason.clone(),
-        note: Some(truncate(&note.note, 1024)),
-        action: note.reason.clone(),
+        action: format!("{}-{:08x}", note.reason, fnv32(&text)),
+        note: Some(text),
         secondary: None,
     };
     if let Err(error) = ctx.recorder.publish(&event, &release.object_ref(&())).await {
         tracing::warn!(release = release.name_any(), reason = %note.reason, %error, "cannot publish event");
     }
+}
+
+/// FNV-1a, 32 bits: a short, stable tag for an event's words.
+fn fnv32(text: &str) -> u32 {
+    text.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    })
 }
 
 fn truncate(text: &str, max_bytes: usize) -> String {

@@ -73,10 +73,7 @@ pub(crate) async fn run_while_leading(
             stopping
         });
         run_controller(args, shared.clone(), health.clone(), term_stop).await;
-        let stopping = match watcher.await {
-            Ok(stopping) => stopping,
-            Err(_) => true,
-        } || *stop.borrow();
+        let stopping = watcher.await.unwrap_or(true) || *stop.borrow();
         health.set_leading(false);
         health.set_caches_synced(false);
         if stopping {

@@ -277,12 +277,11 @@ impl Metrics {
             roadmap_item: new.roadmap_item.clone().unwrap_or_default(),
         };
         let key = (namespace.to_string(), release.to_string());
-        if let Ok(mut current) = self.current.lock() {
-            if let Some(previous) = current.insert(key.clone(), labels.clone())
-                && previous != labels
-            {
-                self.remove_release_gauges(&previous);
-            }
+        if let Ok(mut current) = self.current.lock()
+            && let Some(previous) = current.insert(key.clone(), labels.clone())
+            && previous != labels
+        {
+            self.remove_release_gauges(&previous);
         }
         self.canary_weight
             .get_or_create(&labels)

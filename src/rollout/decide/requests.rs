@@ -25,15 +25,15 @@ impl Decider<'_> {
             Stage::Pending => Some(self.spec_revision.clone()),
             Stage::Steady | Stage::FirstRelease => None,
         };
-        if let Some(asked) = request.revision.as_deref() {
-            if target.as_deref() != Some(asked) {
-                let actual = target.map_or_else(
-                    || "no canary is in progress".to_string(),
-                    |t| format!("the canary is {t}"),
-                );
-                self.ignore(&request, format!("it names revision {asked} but {actual}"));
-                return;
-            }
+        if let Some(asked) = request.revision.as_deref()
+            && target.as_deref() != Some(asked)
+        {
+            let actual = target.map_or_else(
+                || "no canary is in progress".to_string(),
+                |t| format!("the canary is {t}"),
+            );
+            self.ignore(&request, format!("it names revision {asked} but {actual}"));
+            return;
         }
         let phase = self.old.phase.map_or("unset", |p| p.as_str());
         match (request.action, stage) {

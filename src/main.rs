@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Waymark: canary releases judged by SLO error-budget burn rate, tied to roadmap items.
 #[derive(Parser, Debug)]
@@ -24,7 +24,11 @@ enum Command {
 async fn main() -> ExitCode {
     // kube and reqwest both use rustls; pick ring once for the process before any client exists.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let cli = Cli::parse();
+    // Installed as `kubectl-waymark`, it is run by `kubectl waymark ...`: say so in usage.
+    let argv0 = std::env::args().next().unwrap_or_default();
+    let name = waymark::cli::program_name(&argv0);
+    let matches = Cli::command().name(name).bin_name(name).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
     match cli.command {
         Command::Controller(args) => match waymark::controller::run(args).await {
             Ok(()) => ExitCode::SUCCESS,
@@ -43,6 +47,6 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Person(command) => waymark::cli::run(command).await,
+        Command::Person(command) => waymark::cli::main(command).await,
     }
 }

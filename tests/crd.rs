@@ -283,6 +283,30 @@ fn without(pointer: &str) -> Value {
 }
 
 #[test]
+fn every_roadmap_horizon_and_kind_is_accepted() {
+    for horizon in ["now", "next", "later"] {
+        for kind in ["feature", "debt", "platform", "security", "experiment"] {
+            let manifest = with("/spec/roadmap/horizon", json!(horizon));
+            let manifest = {
+                let mut manifest = manifest;
+                manifest["spec"]["roadmap"]["kind"] = json!(kind);
+                manifest
+            };
+            assert_eq!(
+                validation_errors(&manifest),
+                Vec::<String>::new(),
+                "{horizon}/{kind}"
+            );
+            let typed: Release = serde_json::from_value(manifest).unwrap();
+            assert_eq!(
+                typed.spec.roadmap.tagged(),
+                format!("PAY-142 ({horizon}, {kind})")
+            );
+        }
+    }
+}
+
+#[test]
 fn invalid_manifests_are_rejected_with_the_field_named() {
     let cases: Vec<(&str, Value, &str)> = vec![
         (
@@ -361,6 +385,26 @@ fn invalid_manifests_are_rejected_with_the_field_named() {
             "roadmap.item",
         ),
         ("no roadmap item", without("/spec/roadmap/item"), "item"),
+        (
+            "a horizon outside now, next, later",
+            with("/spec/roadmap/horizon", json!("someday")),
+            "horizon",
+        ),
+        (
+            "a capitalised horizon",
+            with("/spec/roadmap/horizon", json!("Now")),
+            "horizon",
+        ),
+        (
+            "a kind outside the five",
+            with("/spec/roadmap/kind", json!("bugfix")),
+            "kind",
+        ),
+        (
+            "a kind that is not a string",
+            with("/spec/roadmap/kind", json!(3)),
+            "kind",
+        ),
         (
             "objective of 100",
             with("/spec/analysis/slo/objective", json!(100)),

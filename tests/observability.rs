@@ -610,6 +610,9 @@ fn checkout() -> ReleaseStatus {
             failure_detected_at: Some(time("2026-11-21T11:18:00Z")),
             reason: "AnalysisFailing".into(),
             message: None,
+            horizon: None,
+            kind: None,
+            timeline: Vec::new(),
         }],
         ..ReleaseStatus::default()
     }
@@ -631,6 +634,9 @@ fn cart() -> ReleaseStatus {
             failure_detected_at: None,
             reason: "Promoted".into(),
             message: None,
+            horizon: None,
+            kind: None,
+            timeline: Vec::new(),
         }],
         ..ReleaseStatus::default()
     }

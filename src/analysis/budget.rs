@@ -2,7 +2,7 @@
 //! while it is spent.
 
 use super::burn::allowed_error_ratio;
-use super::client::QueryOutcome;
+use super::outcome::QueryOutcome;
 use super::summary::format_number;
 
 /// The fraction of the error budget left: `1 − error ratio / allowed error ratio`.
@@ -48,7 +48,7 @@ pub fn budget_from(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::client::QueryFailure;
+    use crate::analysis::outcome::QueryFailure;
 
     #[test]
     fn budget_left_is_one_minus_spent_fraction() {

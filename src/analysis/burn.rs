@@ -6,7 +6,7 @@
 //! significant, the short one that it is still going on, so a canary that has recovered is not
 //! rolled back for an old spike.
 
-use super::client::{QueryFailure, QueryOutcome};
+use super::outcome::{QueryFailure, QueryOutcome};
 use super::summary::{format_count, format_number};
 use crate::api::{Duration, Verdict};
 

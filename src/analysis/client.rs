@@ -5,81 +5,8 @@ use prometheus_http_query::response::Data;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 
 use super::Credentials;
+use super::outcome::{QueryFailure, QueryOutcome, SampledSeries};
 use crate::api::{Duration, PrometheusSource};
-
-/// What one instant query gave.
-#[derive(Clone, Debug, PartialEq)]
-pub enum QueryOutcome {
-    /// The value: a scalar, or the sum of the vector's samples (may be NaN or infinite).
-    Value(f64),
-    /// An empty vector: no series matched.
-    NoData,
-    /// Prometheus could not answer.
-    Failed(QueryFailure),
-}
-
-/// Why Prometheus gave no answer, worded so an SRE knows where to look.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum QueryFailure {
-    /// No connection: refused, DNS, TLS handshake.
-    #[error("Prometheus at {address} unreachable: {reason}")]
-    Unreachable {
-        /// `spec.analysis.prometheus.address`.
-        address: String,
-        /// The innermost cause, e.g. `connection refused`.
-        reason: String,
-    },
-    /// No answer within `spec.analysis.prometheus.timeout`.
-    #[error("Prometheus at {address} did not answer within {timeout}")]
-    TimedOut {
-        /// `spec.analysis.prometheus.address`.
-        address: String,
-        /// `spec.analysis.prometheus.timeout`.
-        timeout: Duration,
-    },
-    /// Prometheus answered with an error of its own (syntax error, execution error).
-    #[error("Prometheus at {address} rejected the query: {message}")]
-    Rejected {
-        /// `spec.analysis.prometheus.address`.
-        address: String,
-        /// Prometheus's error type and text, e.g. `bad_data: 1:5: parse error: ...`.
-        message: String,
-    },
-    /// Something answered, but not with a usable Prometheus response (a proxy's 401 or 404,
-    /// a range vector).
-    #[error("Prometheus at {address} gave an unusable answer: {reason}")]
-    BadResponse {
-        /// `spec.analysis.prometheus.address`.
-        address: String,
-        /// What was wrong with it.
-        reason: String,
-    },
-    /// The connection settings themselves are unusable (bad address, token, CA bundle).
-    #[error("cannot query Prometheus at {address}: {reason}")]
-    Setup {
-        /// `spec.analysis.prometheus.address`.
-        address: String,
-        /// What to fix.
-        reason: String,
-    },
-}
-
-impl QueryFailure {
-    /// The failure as one line naming the query that met it (`what`, e.g. `canary error query
-    /// over 5m`) where that helps: a rejected query. Connection failures are the same for every
-    /// query, so they are worded alone.
-    pub fn in_context(&self, what: &str) -> String {
-        match self {
-            QueryFailure::Rejected { address, message } => {
-                format!("Prometheus at {address} rejected the {what}: {message}")
-            }
-            QueryFailure::BadResponse { address, reason } => {
-                format!("Prometheus at {address} gave an unusable answer to the {what}: {reason}")
-            }
-            other => other.to_string(),
-        }
-    }
-}
 
 /// A client for one Release's Prometheus, built per analysis run.
 ///
@@ -192,6 +119,45 @@ impl PrometheusClient {
                 }),
             },
             Err(error) => QueryOutcome::Failed(self.classify(error)),
+        }
+    }
+
+    /// Runs one range query from `start` to `end` (Unix seconds, inclusive) every
+    /// `step_seconds`, and sums the series per instant, as [`PrometheusClient::instant`] sums
+    /// a vector.
+    ///
+    /// Used by replay: one range query per query template instead of one instant query per
+    /// template and instant. Prometheus answers at most 11,000 instants per series; the caller
+    /// checks the span first.
+    pub async fn range(
+        &self,
+        query: &str,
+        start: i64,
+        end: i64,
+        step_seconds: f64,
+    ) -> Result<SampledSeries, QueryFailure> {
+        let timeout_millis = i64::try_from(self.timeout.as_std().as_millis()).unwrap_or(i64::MAX);
+        let answer = self
+            .client
+            .query_range(query, start, end, step_seconds)
+            .timeout(timeout_millis)
+            .post()
+            .await
+            .map_err(|error| self.classify(error))?;
+        match answer.data() {
+            Data::Matrix(series) => {
+                let mut sampled = SampledSeries::default();
+                for one in series {
+                    for sample in one.samples() {
+                        sampled.add(sample.timestamp().round() as i64, sample.value());
+                    }
+                }
+                Ok(sampled)
+            }
+            _ => Err(QueryFailure::BadResponse {
+                address: self.address.clone(),
+                reason: "a range query did not return a matrix".into(),
+            }),
         }
     }
 
@@ -392,6 +358,35 @@ mod tests {
         let client = PrometheusClient::new(&source(&address), &credentials).unwrap();
         assert_eq!(client.instant("up").await, QueryOutcome::Value(3.0));
         assert_eq!(seen.lock().unwrap().as_slice(), ["Bearer s3cret"]);
+    }
+
+    #[tokio::test]
+    async fn a_range_query_sums_series_per_instant() {
+        let app = axum::Router::new().route(
+            "/api/v1/query_range",
+            axum::routing::post(|body: String| async move {
+                assert!(body.contains("start=1700000000"), "{body}");
+                assert!(body.contains("end=1700000060"), "{body}");
+                assert!(body.contains("step=30"), "{body}");
+                (
+                    [("content-type", "application/json")],
+                    r#"{"status":"success","data":{"resultType":"matrix","result":[
+                        {"metric":{"code":"500"},"values":[[1700000000,"1"],[1700000030,"2"]]},
+                        {"metric":{"code":"503"},"values":[[1700000030,"0.5"]]}]}}"#,
+                )
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let client = PrometheusClient::new(&source(&address), &Credentials::default()).unwrap();
+        let series = client
+            .range("up", 1_700_000_000, 1_700_000_060, 30.0)
+            .await
+            .unwrap();
+        assert_eq!(series.at(1_700_000_000), QueryOutcome::Value(1.0));
+        assert_eq!(series.at(1_700_000_030), QueryOutcome::Value(2.5));
+        assert_eq!(series.at(1_700_000_060), QueryOutcome::NoData);
     }
 
     #[tokio::test]

@@ -7,7 +7,8 @@ use std::sync::Mutex;
 use crate::api::PrometheusSource;
 
 use super::Credentials;
-use super::client::{PrometheusClient, QueryFailure};
+use super::client::PrometheusClient;
+use super::outcome::QueryFailure;
 
 /// What makes two clients interchangeable: the address, the timeout and the credentials.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -7,7 +7,7 @@ use super::AnalysisRun;
 use super::baseline::compare;
 use super::budget::budget_from;
 use super::burn::{WindowOutcome, measure_window, pair_burn, pair_verdict};
-use super::client::QueryOutcome;
+use super::outcome::QueryOutcome;
 use super::summary::{format_burn, format_number, summarize};
 use super::verdict::worst;
 use crate::api::{
@@ -395,7 +395,7 @@ pub fn judge_check(measurement: &CheckMeasurement) -> CheckResult {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::client::QueryFailure;
+    use crate::analysis::outcome::QueryFailure;
     use crate::api::BurnRate;
 
     const LONG: Duration = Duration::from_secs(300);

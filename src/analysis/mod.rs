@@ -1,16 +1,27 @@
 //! Prometheus analysis: PromQL templating and escaping, the Prometheus client, burn-rate and
 //! error-budget math.
 //!
-//! The pure parts (templating, burn rates, the baseline comparison, the budget, verdicts and
-//! the summary line) are synchronous functions of plain values; only [`client`] and
-//! [`mod@run`] talk to Prometheus. A run never fails: what goes wrong becomes an `Error` verdict with a message.
+//! The pure parts (templating, burn rates, the baseline comparison, the budget, verdicts, the
+//! summary line, the limits and the replay fold) are synchronous functions of plain values
+//! and import nothing from the HTTP client; only [`client`] and [`mod@run`] talk to Prometheus,
+//! and replay's range queries go through the same client. A run never fails: what goes wrong
+//! becomes an `Error` verdict with a message.
 //!
+//! One function decides a verdict from numbers: [`judge::judge`]. The controller feeds it the
+//! answers of instant queries ([`run::measure`]); replay feeds it one instant of range queries
+//! ([`outcome::SampledSeries::at`]); both pair answers with queries through
+//! [`run::Plan::assemble`].
+//!
+//! - [`outcome`]: what a query answered (value, no data, failure), as plain values.
 //! - [`template`]: the one templating function and [`validate_queries`] for `SpecValid`.
 //! - [`burn`]: error ratio, burn rate, the multi-window rule, `minRequests`.
 //! - [`baseline`]: canary against stable, and why that rule.
 //! - [`budget`]: the error budget left over `slo.budget.period`.
 //! - [`judge`]: all of the above into an [`AnalysisRun`].
-//! - [`client`], [`mod@run`]: the Prometheus client and the I/O shell.
+//! - [`limits`]: when `failureLimit`, `errorLimit` or `inconclusiveLimit` is reached.
+//! - [`replay`]: judged runs folded into a replayed canary: when it would have rolled back.
+//! - [`client`], [`clients`], [`mod@run`]: the Prometheus client, one per address, and the I/O
+//!   shell.
 
 pub mod baseline;
 pub mod budget;
@@ -18,6 +29,9 @@ pub mod burn;
 pub mod client;
 pub mod clients;
 pub mod judge;
+pub mod limits;
+pub mod outcome;
+pub mod replay;
 pub mod run;
 pub mod summary;
 pub mod template;
@@ -27,8 +41,8 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::api::{BaselineComparison, CheckResult, RoleAnalysis, Verdict};
 
-pub use client::{QueryFailure, QueryOutcome};
 pub use clients::Clients;
+pub use outcome::{QueryFailure, QueryOutcome, SampledSeries};
 pub use template::{QueryError, TemplateError, validate_queries};
 
 /// The result of one analysis run, before the rollout core folds it into the status.

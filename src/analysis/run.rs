@@ -4,11 +4,12 @@
 use futures::future::join_all;
 use k8s_openapi::jiff::Timestamp;
 
-use super::client::{PrometheusClient, QueryOutcome};
+use super::client::PrometheusClient;
 use super::judge::{
     BudgetMeasurement, CheckMeasurement, Measurements, RoleMeasurement, WindowMeasurement,
     WindowQueries, error_run, judge,
 };
+use super::outcome::{QueryFailure, QueryOutcome};
 use super::template::{QueryError, TemplateValues, render};
 use super::{AnalysisRun, Clients, Credentials};
 use crate::api::{Analysis, Check, Duration, Release, Role};
@@ -37,6 +38,15 @@ pub struct Plan {
     pub budget: Option<(Duration, WindowQueries)>,
 }
 
+/// Who plays one role in the queries: the values of `{{revision}}` and `{{service}}`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RoleTarget {
+    /// The revision (template hash) the role runs; empty when unknown.
+    pub revision: String,
+    /// The Service, when it is not `<release>-<role>`.
+    pub service: Option<String>,
+}
+
 /// Resolves every query of `analysis` for `release`.
 ///
 /// There is a canary when the status names a canary revision. Checks use the window of the
@@ -46,17 +56,43 @@ pub fn plan(release: &Release, analysis: &Analysis) -> Result<Plan, QueryError> 
     let namespace = release.metadata.namespace.clone().unwrap_or_default();
     let name = release.metadata.name.clone().unwrap_or_default();
     let status = release.status.as_ref();
-    let canary_revision = status.and_then(|status| status.canary_revision.clone());
-    let stable_revision = status
-        .and_then(|status| status.stable_revision.clone())
-        .unwrap_or_default();
-    let slo = &analysis.slo;
+    let canary = status
+        .and_then(|status| status.canary_revision.clone())
+        .map(|revision| RoleTarget {
+            revision,
+            service: None,
+        });
+    let stable = RoleTarget {
+        revision: status
+            .and_then(|status| status.stable_revision.clone())
+            .unwrap_or_default(),
+        service: None,
+    };
+    plan_for(&namespace, &name, analysis, canary.as_ref(), &stable, true)
+}
 
-    let values = |role: Role, revision: &str, window: Duration| TemplateValues {
-        namespace: namespace.clone(),
-        release: name.clone(),
+/// Resolves every query of `analysis` for the Release `name` in `namespace`, with `canary`
+/// (when there is one) and `stable` playing the roles; the budget queries only when
+/// `with_budget`.
+///
+/// [`plan`] is this for a Release as the controller sees it; replay calls it with the roles a
+/// person names and without the budget, which gates the start of a canary rather than judging
+/// one.
+pub fn plan_for(
+    namespace: &str,
+    name: &str,
+    analysis: &Analysis,
+    canary: Option<&RoleTarget>,
+    stable: &RoleTarget,
+    with_budget: bool,
+) -> Result<Plan, QueryError> {
+    let slo = &analysis.slo;
+    let values = |role: Role, target: &RoleTarget, window: Duration| TemplateValues {
+        namespace: namespace.to_string(),
+        release: name.to_string(),
         role,
-        revision: revision.to_string(),
+        service: target.service.clone(),
+        revision: target.revision.clone(),
         window,
     };
     let resolve = |field: &str, template: &str, values: &TemplateValues| {
@@ -81,30 +117,32 @@ pub fn plan(release: &Release, analysis: &Analysis) -> Result<Plan, QueryError> 
             }
         }
     }
-    let role_plan = |role: Role, revision: &str| -> Result<RolePlan, QueryError> {
+    let role_plan = |role: Role, target: &RoleTarget| -> Result<RolePlan, QueryError> {
         Ok(RolePlan {
             role,
-            service: role.child_name(&name),
+            service: target
+                .service
+                .clone()
+                .unwrap_or_else(|| role.child_name(name)),
             windows: windows
                 .iter()
-                .map(|window| window_queries(values(role, revision, *window)))
+                .map(|window| window_queries(values(role, target, *window)))
                 .collect::<Result<_, _>>()?,
         })
     };
 
-    let canary = canary_revision
-        .as_deref()
-        .map(|revision| role_plan(Role::Canary, revision))
+    let canary_plan = canary
+        .map(|target| role_plan(Role::Canary, target))
         .transpose()?;
-    let stable = role_plan(Role::Stable, &stable_revision)?;
+    let stable_plan = role_plan(Role::Stable, stable)?;
 
     let check_window = slo
         .burn_rates
         .first()
         .map(|pair| pair.long)
         .unwrap_or(Duration::from_secs(300));
-    let checks = match &canary_revision {
-        Some(revision) => analysis
+    let checks = match canary {
+        Some(target) => analysis
             .checks
             .iter()
             .enumerate()
@@ -112,7 +150,7 @@ pub fn plan(release: &Release, analysis: &Analysis) -> Result<Plan, QueryError> 
                 let query = resolve(
                     &format!("spec.analysis.checks[{index}].query"),
                     &check.query,
-                    &values(Role::Canary, revision, check_window),
+                    &values(Role::Canary, target, check_window),
                 )?;
                 Ok((check.clone(), query))
             })
@@ -123,18 +161,85 @@ pub fn plan(release: &Release, analysis: &Analysis) -> Result<Plan, QueryError> 
     let budget = slo
         .budget
         .as_ref()
+        .filter(|_| with_budget)
         .map(|budget| {
-            window_queries(values(Role::Stable, &stable_revision, budget.period))
+            window_queries(values(Role::Stable, stable, budget.period))
                 .map(|queries| (budget.period, queries))
         })
         .transpose()?;
 
     Ok(Plan {
-        canary,
-        stable,
+        canary: canary_plan,
+        stable: stable_plan,
         checks,
         budget,
     })
+}
+
+impl Plan {
+    /// Every query of the plan, in the order [`Plan::assemble`] expects their answers.
+    pub fn queries(&self) -> Vec<&str> {
+        let mut queries: Vec<&str> = Vec::new();
+        for role in self.canary.iter().chain(std::iter::once(&self.stable)) {
+            for window in &role.windows {
+                queries.push(&window.error_query);
+                queries.push(&window.total_query);
+            }
+        }
+        for (_, query) in &self.checks {
+            queries.push(query);
+        }
+        if let Some((_, window)) = &self.budget {
+            queries.push(&window.error_query);
+            queries.push(&window.total_query);
+        }
+        queries
+    }
+
+    /// Pairs each query of [`Plan::queries`] with its answer, in that order, whether the
+    /// answers came from instant queries (a run) or from one instant of range queries (replay).
+    ///
+    /// A missing answer cannot happen when the caller answered every query; if it does it is
+    /// `NoData`, judged as missing data and never as a pass.
+    pub fn assemble(&self, answers: impl IntoIterator<Item = QueryOutcome>) -> Measurements {
+        let mut answers = answers.into_iter();
+        let mut next = || answers.next().unwrap_or(QueryOutcome::NoData);
+        let mut role_measurement = |role: &RolePlan| RoleMeasurement {
+            role: role.role,
+            service: role.service.clone(),
+            windows: role
+                .windows
+                .iter()
+                .map(|queries| WindowMeasurement {
+                    queries: queries.clone(),
+                    error: next(),
+                    total: next(),
+                })
+                .collect(),
+        };
+        let canary = self.canary.as_ref().map(&mut role_measurement);
+        let stable = role_measurement(&self.stable);
+        let checks = self
+            .checks
+            .iter()
+            .map(|(check, query)| CheckMeasurement {
+                check: check.clone(),
+                query: query.clone(),
+                value: next(),
+            })
+            .collect();
+        let budget = self.budget.as_ref().map(|(period, _)| BudgetMeasurement {
+            period: *period,
+            error: next(),
+            total: next(),
+        });
+        Measurements {
+            canary,
+            stable,
+            checks,
+            budget,
+        }
+    }
 }
 
 /// Asks Prometheus every query of `plan` concurrently and pairs each answer with its query.
@@ -143,67 +248,14 @@ pub fn plan(release: &Release, analysis: &Analysis) -> Result<Plan, QueryError> 
 /// failure, so the judgement and its summary take one path for all failures.
 pub async fn measure(
     plan: &Plan,
-    client: Result<&PrometheusClient, &super::client::QueryFailure>,
+    client: Result<&PrometheusClient, &QueryFailure>,
 ) -> Measurements {
-    let mut queries: Vec<&str> = Vec::new();
-    for role in plan.canary.iter().chain(std::iter::once(&plan.stable)) {
-        for window in &role.windows {
-            queries.push(&window.error_query);
-            queries.push(&window.total_query);
-        }
-    }
-    for (_, query) in &plan.checks {
-        queries.push(query);
-    }
-    if let Some((_, window)) = &plan.budget {
-        queries.push(&window.error_query);
-        queries.push(&window.total_query);
-    }
-
+    let queries = plan.queries();
     let answers: Vec<QueryOutcome> = match client {
         Ok(client) => join_all(queries.iter().map(|query| client.instant(query))).await,
         Err(failure) => vec![QueryOutcome::Failed(failure.clone()); queries.len()],
     };
-    let mut answers = answers.into_iter();
-    // The answers come back in the order the queries were listed above; `NoData` for a missing
-    // one cannot happen, and would be judged as missing data, never as a pass.
-    let mut next = || answers.next().unwrap_or(QueryOutcome::NoData);
-
-    let mut role_measurement = |role: &RolePlan| RoleMeasurement {
-        role: role.role,
-        service: role.service.clone(),
-        windows: role
-            .windows
-            .iter()
-            .map(|queries| WindowMeasurement {
-                queries: queries.clone(),
-                error: next(),
-                total: next(),
-            })
-            .collect(),
-    };
-    let canary = plan.canary.as_ref().map(&mut role_measurement);
-    let stable = role_measurement(&plan.stable);
-    let checks = plan
-        .checks
-        .iter()
-        .map(|(check, query)| CheckMeasurement {
-            check: check.clone(),
-            query: query.clone(),
-            value: next(),
-        })
-        .collect();
-    let budget = plan.budget.as_ref().map(|(period, _)| BudgetMeasurement {
-        period: *period,
-        error: next(),
-        total: next(),
-    });
-    Measurements {
-        canary,
-        stable,
-        checks,
-        budget,
-    }
+    plan.assemble(answers)
 }
 
 /// One analysis run of `release`; see [`fn@super::run`].

@@ -212,6 +212,17 @@ pub fn format_number(value: f64) -> String {
     }
 }
 
+/// The time from `from` to `to` as people say it: `14m30s`, `-30s` when `to` is earlier.
+pub fn format_span(from: k8s_openapi::jiff::Timestamp, to: k8s_openapi::jiff::Timestamp) -> String {
+    let seconds = to.as_second() - from.as_second();
+    let text = Duration::from_secs(seconds.unsigned_abs()).to_string();
+    if seconds < 0 {
+        format!("-{text}")
+    } else {
+        text
+    }
+}
+
 /// An error ratio as a percentage, precise enough for SLOs of several nines: `5.00%`, `0.100%`.
 pub fn format_percent(ratio: f64) -> String {
     let percent = ratio * 100.0;
@@ -230,7 +241,7 @@ fn format_percent_whole(fraction: f64) -> String {
 }
 
 /// A budget period in days when it is whole days (`30d`), as people say it.
-fn format_period(period: Duration) -> String {
+pub fn format_period(period: Duration) -> String {
     let seconds = period.as_secs();
     if seconds >= 86_400 && seconds.is_multiple_of(86_400) && period.as_std().subsec_nanos() == 0 {
         format!("{}d", seconds / 86_400)
@@ -274,5 +285,8 @@ mod tests {
         assert_eq!(format_percent_whole(0.734), "73%");
         assert_eq!(format_period(Duration::from_secs(30 * 86_400)), "30d");
         assert_eq!(format_period(Duration::from_secs(90)), "1m30s");
+        let at = |s: i64| k8s_openapi::jiff::Timestamp::from_second(s).unwrap();
+        assert_eq!(format_span(at(0), at(870)), "14m30s");
+        assert_eq!(format_span(at(30), at(0)), "-30s");
     }
 }

@@ -23,8 +23,12 @@ pub struct TemplateValues {
     pub namespace: String,
     /// The Release's name.
     pub release: String,
-    /// The role judged; `{{service}}` is its Service, `<release>-<role>`.
+    /// The role judged; `{{service}}` is its Service, `<release>-<role>` unless `service` says
+    /// otherwise.
     pub role: Role,
+    /// The Service playing the role when it is not `<release>-<role>` (replaying an incident
+    /// whose canary ran under another name).
+    pub service: Option<String>,
     /// The revision (template hash) that role runs; empty when unknown.
     pub revision: String,
     /// The range of `rate()` and friends, written as Prometheus reads it (`5m`, `1h30m`).
@@ -36,7 +40,11 @@ impl TemplateValues {
         match name {
             "namespace" => Some(self.namespace.clone()),
             "release" => Some(self.release.clone()),
-            "service" => Some(self.role.child_name(&self.release)),
+            "service" => Some(
+                self.service
+                    .clone()
+                    .unwrap_or_else(|| self.role.child_name(&self.release)),
+            ),
             "role" => Some(self.role.as_str().to_string()),
             "revision" => Some(self.revision.clone()),
             "window" => Some(self.window.to_string()),
@@ -88,6 +96,7 @@ pub fn validate_queries(analysis: &Analysis) -> Result<(), QueryError> {
         namespace: "namespace".into(),
         release: "release".into(),
         role: Role::Canary,
+        service: None,
         revision: "revision".into(),
         window: Duration::from_secs(60),
     };
@@ -103,6 +112,24 @@ pub fn validate_queries(analysis: &Analysis) -> Result<(), QueryError> {
         render(template, &probe).map_err(|error| QueryError { field, error })?;
     }
     Ok(())
+}
+
+/// The names of the placeholders `template` uses, in order of first use (`{{ window }}` counts
+/// as `window`); an unclosed `{{` ends the scan.
+pub fn placeholders(template: &str) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        let Some(end) = rest[start..].find("}}") else {
+            break;
+        };
+        let name = rest[start + 2..start + end].trim().to_string();
+        if !names.contains(&name) {
+            names.push(name);
+        }
+        rest = &rest[start + end + 2..];
+    }
+    names
 }
 
 /// Resolves the placeholders of `template` with `values`, each escaped for where it stands.
@@ -191,6 +218,7 @@ mod tests {
             namespace: "shop".into(),
             release: "checkout".into(),
             role: Role::Canary,
+            service: None,
             revision: "6f9c7d".into(),
             window: Duration::from_secs(300),
         }
@@ -223,6 +251,14 @@ mod tests {
         assert_eq!(
             render("{{ service }}/{{role}}[{{window}}]", &stable).unwrap(),
             "checkout-stable/stable[1h30m]"
+        );
+        let renamed = TemplateValues {
+            service: Some("checkout-v2".into()),
+            ..values()
+        };
+        assert_eq!(
+            render("{{service}}/{{role}}", &renamed).unwrap(),
+            "checkout-v2/canary"
         );
     }
 
@@ -263,6 +299,16 @@ mod tests {
             render("x{a=`{{namespace}}`}", &backtick),
             Err(TemplateError::RawStringValue { .. })
         ));
+    }
+
+    #[test]
+    fn lists_the_placeholders_a_template_uses() {
+        assert_eq!(
+            placeholders("x{a=\"{{ service }}\",r=\"{{revision}}\"}[{{window}}] / y[{{window}}]"),
+            ["service", "revision", "window"]
+        );
+        assert!(placeholders("up").is_empty());
+        assert_eq!(placeholders("{{role}} {{unclosed"), ["role"]);
     }
 
     #[test]

@@ -14,11 +14,14 @@ pub use analysis_status::{
 pub use duration::{Duration, DurationError};
 pub use revision::template_revision;
 pub use spec::{
-    Analysis, BudgetPolicy, BurnRate, Check, GatewayApiTraffic, Pause, PrometheusSource, Release,
-    ReleaseSpec, ReplicaTraffic, ResolvedPorts, Roadmap, SecretKeyRef, ServicePorts, Slo, Step,
-    Traffic,
+    Analysis, BudgetPolicy, BurnRate, Check, GatewayApiTraffic, Horizon, Pause, PrometheusSource,
+    Release, ReleaseSpec, ReplicaTraffic, ResolvedPorts, Roadmap, RoadmapKind, SecretKeyRef,
+    ServicePorts, Slo, Step, Traffic,
 };
-pub use status::{HistoryEntry, ManualAction, ManualRequest, Outcome, Phase, ReleaseStatus};
+pub use status::{
+    HistoryEntry, ManualAction, ManualRequest, Outcome, Phase, ReleaseStatus, TimelineCheck,
+    TimelineEntry, TimelineKind, TimelineWindow,
+};
 
 /// Label naming the Release a child object belongs to.
 pub const LABEL_RELEASE: &str = "waymark.dev/release";
@@ -28,6 +31,10 @@ pub const LABEL_ROLE: &str = "waymark.dev/role";
 pub const LABEL_REVISION: &str = "waymark.dev/revision";
 /// Label naming the roadmap item a child object delivers.
 pub const LABEL_ROADMAP_ITEM: &str = "waymark.dev/roadmap-item";
+/// Label naming the roadmap horizon (`now`, `next`, `later`) of the item a child delivers.
+pub const LABEL_ROADMAP_HORIZON: &str = "waymark.dev/roadmap-horizon";
+/// Label naming the kind of work (`feature`, `debt`, ...) of the item a child delivers.
+pub const LABEL_ROADMAP_KIND: &str = "waymark.dev/roadmap-kind";
 /// Annotation with the roadmap item's title.
 pub const ANNOTATION_ROADMAP_TITLE: &str = "waymark.dev/roadmap-title";
 /// Annotation with the roadmap item's URL.

@@ -8,7 +8,8 @@ use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::analysis_status::AnalysisStatus;
+use super::analysis_status::{AnalysisStatus, Verdict};
+use super::spec::{Horizon, RoadmapKind};
 
 /// Observed state of a Release.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
@@ -33,6 +34,14 @@ pub struct ReleaseStatus {
     /// The roadmap item of the revision in progress, or of the live one when none is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub roadmap_item: Option<String>,
+
+    /// The roadmap horizon of `roadmapItem`, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roadmap_horizon: Option<Horizon>,
+
+    /// The kind of work of `roadmapItem`, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roadmap_kind: Option<RoadmapKind>,
 
     /// Revision (template hash) serving as stable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -113,6 +122,12 @@ pub struct ReleaseStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+
+    /// The timeline of the canary in progress (bounded, oldest routine entries merged); it
+    /// moves into the revision's history entry when the canary ends.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Atomic)]
+    pub timeline: Vec<TimelineEntry>,
 
     /// Outcome of earlier revisions, newest first, at most ten.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -246,4 +261,138 @@ pub struct HistoryEntry {
     /// Why it ended, in words and numbers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The roadmap horizon of the item, when the spec set one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub horizon: Option<Horizon>,
+    /// The kind of work of the item, when the spec set one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<RoadmapKind>,
+    /// What happened during the revision's canary, oldest first: at most 50 entries, the
+    /// oldest routine ones (steps, analysis runs) merged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<TimelineEntry>,
+}
+
+/// One moment of a canary, kept for its post-mortem. Compact on purpose: a Release holds up
+/// to ten histories of fifty of these.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TimelineEntry {
+    /// When it happened; for merged entries, when the first of them happened.
+    pub at: Time,
+    /// What happened.
+    pub kind: TimelineKind,
+    /// For merged entries: when the last of them happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<Time>,
+    /// For merged entries: how many entries this one stands for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<i32>,
+    /// The step (1-based) that started; for merged steps, the last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<i32>,
+    /// Percent of traffic on the canary from then on; for merged steps, after the last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<i32>,
+    /// For merged steps: the first step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_step: Option<i32>,
+    /// For merged steps: the weight after the first step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_weight: Option<i32>,
+    /// An analysis run's verdict; for merged runs, the worst.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
+    /// The canary's window nearest to (or furthest past) its limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<TimelineWindow>,
+    /// The stable's window nearest to (or furthest past) its limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable: Option<TimelineWindow>,
+    /// The check that failed (or errored) the run, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<TimelineCheck>,
+    /// Runs in a row with this verdict, counted against `limit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive: Option<i32>,
+    /// The limit the verdict counts against (`failureLimit`, `errorLimit`,
+    /// `inconclusiveLimit`); absent for a passing run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<i32>,
+    /// A manual request's action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<ManualAction>,
+    /// Who made a manual request, as the API server authenticated them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// One line: the run's summary, the reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// What a timeline entry records.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TimelineKind {
+    /// The canary Deployment was created.
+    CanaryCreated,
+    /// The canary's pods became available; its steps began.
+    CanaryAvailable,
+    /// A step began (`step`, with the canary's `weight`).
+    Step,
+    /// An analysis run (verdict, worst windows, limit).
+    Analysis,
+    /// The first failing (or erroring) run of the streak that ended the canary, with its
+    /// queries.
+    FirstFailure,
+    /// A person's request (`action`, `by`).
+    Request,
+    /// All traffic back on the stable.
+    TrafficOnStable,
+    /// The canary scaled down to zero.
+    CanaryScaledDown,
+}
+
+/// One window of one role, compact.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TimelineWindow {
+    /// The window, e.g. `5m`.
+    pub window: String,
+    /// Error-budget burn rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burn_rate: Option<f64>,
+    /// Bad requests / all requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_ratio: Option<f64>,
+    /// Requests in the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<f64>,
+    /// The burn-rate limit of the window's pair.
+    pub max: f64,
+    /// The resolved error query (first failure only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_query: Option<String>,
+    /// The resolved total query (first failure only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_query: Option<String>,
+}
+
+/// A check that decided a run, compact.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TimelineCheck {
+    /// The check's name.
+    pub name: String,
+    /// Its value, when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// Upper limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// Lower limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// The resolved query (first failure only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
 }

@@ -1,99 +1,216 @@
-//! The person-facing commands: status, promote, abort, retry, roadmap.
+//! The person-facing commands: status, promote, abort, retry, roadmap, postmortem, replay.
 //!
 //! Manual actions are written to the Release's status subresource (`status.request`), never
-//! to `spec`, so a Git-synced Release never drifts from Git.
+//! to `spec`, so a Git-synced Release never drifts from Git. The binary also works as the
+//! kubectl plugin `kubectl-waymark`.
+//!
+//! In-process callers (the e2e suite) use [`run`] with a client of their own; the binary's
+//! `main` uses [`main`], which builds the client from `--kubeconfig` and `--context`.
 
+pub mod connect;
+pub mod errors;
+#[cfg(test)]
+mod golden;
+pub mod identity;
+pub mod postmortem;
 pub mod render;
+pub mod replay;
 pub mod request;
+pub mod roadmap;
 
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, Patch, PatchParams};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Api, Client};
 
-use crate::api::{CLI_FIELD_MANAGER, ManualAction, Release};
+use crate::api::{CLI_FIELD_MANAGER, Duration, ManualAction, Release};
+pub use connect::{KubeArgs, Session};
+pub use errors::CliError;
+use errors::{Call, NamespaceFrom, classify};
 
 /// A command for people (the operator itself runs with `waymark controller`).
 #[derive(clap::Subcommand, Debug, Clone)]
 pub enum Command {
     /// Show a release as a person reads it: phase, steps, weights, analysis, history.
-    Status {
-        /// Name of the Release.
-        name: String,
-        /// Namespace (default: the kubeconfig context's).
-        #[arg(short, long)]
-        namespace: Option<String>,
-        /// Print again every time the release changes.
-        #[arg(short, long)]
-        watch: bool,
-    },
+    Status(StatusArgs),
     /// Finish the current step (or a hold) and go on; with --full, promote now.
-    Promote {
-        /// Name of the Release.
-        name: String,
-        /// Namespace (default: the kubeconfig context's).
-        #[arg(short, long)]
-        namespace: Option<String>,
-        /// Skip the remaining steps and analysis gates.
-        #[arg(long)]
-        full: bool,
-    },
+    Promote(PromoteArgs),
     /// Roll the canary back now.
-    Abort {
-        /// Name of the Release.
-        name: String,
-        /// Namespace (default: the kubeconfig context's).
-        #[arg(short, long)]
-        namespace: Option<String>,
-    },
+    Abort(ActionArgs),
     /// Start a rolled-back revision again from the first step.
-    Retry {
-        /// Name of the Release.
-        name: String,
-        /// Namespace (default: the kubeconfig context's).
-        #[arg(short, long)]
-        namespace: Option<String>,
-    },
-    /// List which roadmap items are live, rolling out or rolled back.
-    Roadmap {
-        /// Namespace (default: the kubeconfig context's).
-        #[arg(short, long, conflicts_with = "all_namespaces")]
-        namespace: Option<String>,
-        /// All namespaces.
-        #[arg(short = 'A', long)]
-        all_namespaces: bool,
-    },
+    Retry(ActionArgs),
+    /// Which roadmap items are live, rolling out or rolled back, and delivery per horizon and
+    /// kind of work.
+    Roadmap(RoadmapArgs),
+    /// A blameless post-mortem draft of a rolled-back or aborted revision.
+    Postmortem(PostmortemArgs),
+    /// Replay a Release's analysis over Prometheus history: each verdict with its numbers, and
+    /// when the canary would have rolled back or been promoted.
+    Replay(replay::ReplayArgs),
 }
 
-/// Errors of the person-facing commands.
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    /// No usable kubeconfig or in-cluster account.
-    #[error("cannot reach Kubernetes: {0}")]
-    Connect(#[source] kube::Error),
-    /// The Release does not exist.
-    #[error("release {namespace}/{name} not found")]
-    NotFound { namespace: String, name: String },
-    /// The action is not allowed in the release's phase.
-    #[error(transparent)]
-    Refused(#[from] request::Refusal),
-    /// The API server refused or failed a call.
-    #[error("{what}: {source}")]
-    Api {
-        what: String,
-        #[source]
-        source: kube::Error,
-    },
+/// `waymark status`.
+#[derive(clap::Args, Debug, Clone, PartialEq)]
+pub struct StatusArgs {
+    /// Name of the Release.
+    pub name: String,
+    /// Namespace (default: the kubeconfig context's).
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    /// Redraw every time the release changes (a watch on that one object).
+    #[arg(short, long)]
+    pub watch: bool,
+    /// Output format: the text view, or the Release object.
+    #[arg(short, long, value_enum, default_value_t = StatusFormat::Text)]
+    pub output: StatusFormat,
+    #[command(flatten)]
+    pub kube: KubeArgs,
 }
 
-/// Run one command; the exit code says whether it succeeded.
-pub async fn run(command: Command) -> ExitCode {
+/// How `waymark status` prints.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusFormat {
+    /// The release as a person reads it.
+    Text,
+    /// The Release object as JSON.
+    Json,
+    /// The Release object as YAML.
+    Yaml,
+}
+
+/// `waymark promote`.
+#[derive(clap::Args, Debug, Clone, PartialEq)]
+pub struct PromoteArgs {
+    /// Name of the Release.
+    pub name: String,
+    /// Namespace (default: the kubeconfig context's).
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    /// Skip the remaining steps and analysis gates.
+    #[arg(long)]
+    pub full: bool,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+/// `waymark abort` and `waymark retry`.
+#[derive(clap::Args, Debug, Clone, PartialEq)]
+pub struct ActionArgs {
+    /// Name of the Release.
+    pub name: String,
+    /// Namespace (default: the kubeconfig context's).
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+/// `waymark roadmap`.
+#[derive(clap::Args, Debug, Clone, PartialEq)]
+pub struct RoadmapArgs {
+    /// Namespace (default: the kubeconfig context's).
+    #[arg(short, long, conflicts_with = "all_namespaces")]
+    pub namespace: Option<String>,
+    /// All namespaces.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// Count the history entries finished within this span (e.g. 30d, 12w).
+    #[arg(long, default_value = "30d")]
+    pub since: Duration,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = RoadmapFormat::Table)]
+    pub output: RoadmapFormat,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+/// How `waymark roadmap` prints.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoadmapFormat {
+    /// Aligned tables.
+    Table,
+    /// Markdown, to paste into a review.
+    Markdown,
+    /// JSON.
+    Json,
+    /// YAML.
+    Yaml,
+}
+
+/// `waymark postmortem`.
+#[derive(clap::Args, Debug, Clone, PartialEq)]
+pub struct PostmortemArgs {
+    /// Name of the Release.
+    pub name: String,
+    /// Namespace (default: the kubeconfig context's).
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    /// The revision (template hash) to write about (default: the newest rolled back or
+    /// aborted).
+    #[arg(long)]
+    pub revision: Option<String>,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = PostmortemFormat::Markdown)]
+    pub output: PostmortemFormat,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+/// How `waymark postmortem` prints.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PostmortemFormat {
+    /// The draft, to paste into the team's post-mortem document.
+    Markdown,
+    /// The facts, for tools.
+    Json,
+}
+
+impl Command {
+    /// The connection flags of the command (`None` for replay, which needs no cluster).
+    pub fn kube_args(&self) -> Option<&KubeArgs> {
+        match self {
+            Command::Status(args) => Some(&args.kube),
+            Command::Promote(args) => Some(&args.kube),
+            Command::Abort(args) | Command::Retry(args) => Some(&args.kube),
+            Command::Roadmap(args) => Some(&args.kube),
+            Command::Postmortem(args) => Some(&args.kube),
+            Command::Replay(_) => None,
+        }
+    }
+}
+
+/// The name to show in usage: `kubectl waymark` when run as the kubectl plugin
+/// `kubectl-waymark`, else `waymark`.
+pub fn program_name(argv0: &str) -> &'static str {
+    let file = std::path::Path::new(argv0)
+        .file_stem()
+        .and_then(|stem| stem.to_str())
+        .unwrap_or_default();
+    if file.starts_with("kubectl-") {
+        "kubectl waymark"
+    } else {
+        "waymark"
+    }
+}
+
+/// Runs one command for the binary: builds the client from the command's `--kubeconfig` and
+/// `--context`, prints to stdout, prints an error to stderr; the exit code says whether it
+/// succeeded.
+pub async fn main(command: Command) -> ExitCode {
+    let mut stdout = std::io::stdout();
     let result = async {
-        let client = Client::try_default().await.map_err(CliError::Connect)?;
-        execute(client, command).await
+        match command.kube_args() {
+            None => run_without_cluster(&command, &mut stdout).await,
+            Some(kube) => {
+                let mut session = connect::connect(kube).await?;
+                session.terminal = std::io::stdout().is_terminal();
+                run_in(&session, command, &mut stdout).await
+            }
+        }
     }
     .await;
     match result {
@@ -105,145 +222,260 @@ pub async fn run(command: Command) -> ExitCode {
     }
 }
 
-async fn execute(client: Client, command: Command) -> Result<(), CliError> {
-    let default_namespace = client.default_namespace().to_string();
-    let namespace_or_default =
-        |namespace: Option<String>| namespace.unwrap_or_else(|| default_namespace.clone());
+/// Runs one command against `client`, writing what a person reads to `out`. For in-process
+/// callers; the requester of a manual action is whoever the API server says `client` is.
+pub async fn run(
+    command: Command,
+    client: Client,
+    out: &mut (dyn Write + Send),
+) -> Result<(), CliError> {
+    if command.kube_args().is_none() {
+        return run_without_cluster(&command, out).await;
+    }
+    run_in(&Session::from_client(client), command, out).await
+}
+
+async fn run_without_cluster(
+    command: &Command,
+    out: &mut (dyn Write + Send),
+) -> Result<(), CliError> {
+    if let Command::Replay(args) = command {
+        let text = replay_command(args).await?;
+        out.write_all(text.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// `waymark replay`: reads the file, asks Prometheus, returns what to print.
+pub async fn replay_command(args: &replay::ReplayArgs) -> Result<String, replay::ReplayError> {
+    let text = std::fs::read_to_string(&args.file).map_err(|error| replay::ReplayError::Read {
+        path: args.file.display().to_string(),
+        reason: error.to_string(),
+    })?;
+    let prepared = replay::prepare(args, &text, Timestamp::now())?;
+    let report = replay::fetch(prepared).await?;
+    Ok(match args.output {
+        replay::ReplayFormat::Text => replay::render_text(&report, args.changes),
+        replay::ReplayFormat::Json => format!(
+            "{}\n",
+            serde_json::to_string_pretty(&replay::render_json(&report)).unwrap_or_default()
+        ),
+    })
+}
+
+/// The namespace a command works in and how it was chosen.
+fn namespace_of(session: &Session, flag: &Option<String>) -> (String, NamespaceFrom) {
+    match flag {
+        Some(namespace) => (namespace.clone(), NamespaceFrom::Flag),
+        None => (
+            session.client.default_namespace().to_string(),
+            NamespaceFrom::Context,
+        ),
+    }
+}
+
+/// Runs one command in `session`.
+pub async fn run_in(
+    session: &Session,
+    command: Command,
+    out: &mut (dyn Write + Send),
+) -> Result<(), CliError> {
     match command {
-        Command::Status {
-            name,
-            namespace,
-            watch,
-        } => {
-            let namespace = namespace_or_default(namespace);
-            if watch {
-                watch_status(client, &namespace, &name).await
-            } else {
-                let release = get_release(&client, &namespace, &name).await?;
-                print!("{}", render::status_text(&release));
-                Ok(())
+        Command::Status(args) => {
+            let (namespace, from) = namespace_of(session, &args.namespace);
+            if args.watch {
+                return watch_status(session, &namespace, from, &args.name, args.output, out).await;
             }
+            let release = get_release(session, &namespace, from, &args.name).await?;
+            out.write_all(status_output(&release, args.output).as_bytes())?;
+            Ok(())
         }
-        Command::Promote {
-            name,
-            namespace,
-            full,
-        } => {
-            let action = if full {
+        Command::Promote(args) => {
+            let action = if args.full {
                 ManualAction::PromoteFull
             } else {
                 ManualAction::Promote
             };
+            let (namespace, from) = namespace_of(session, &args.namespace);
+            let message = request_action(session, &namespace, from, &args.name, action).await?;
+            writeln!(out, "{message}")?;
+            Ok(())
+        }
+        Command::Abort(args) => {
+            let (namespace, from) = namespace_of(session, &args.namespace);
             let message =
-                request_action(&client, &namespace_or_default(namespace), &name, action).await?;
-            println!("{message}");
+                request_action(session, &namespace, from, &args.name, ManualAction::Abort).await?;
+            writeln!(out, "{message}")?;
             Ok(())
         }
-        Command::Abort { name, namespace } => {
-            let message = request_action(
-                &client,
-                &namespace_or_default(namespace),
-                &name,
-                ManualAction::Abort,
-            )
-            .await?;
-            println!("{message}");
+        Command::Retry(args) => {
+            let (namespace, from) = namespace_of(session, &args.namespace);
+            let message =
+                request_action(session, &namespace, from, &args.name, ManualAction::Retry).await?;
+            writeln!(out, "{message}")?;
             Ok(())
         }
-        Command::Retry { name, namespace } => {
-            let message = request_action(
-                &client,
-                &namespace_or_default(namespace),
-                &name,
-                ManualAction::Retry,
-            )
-            .await?;
-            println!("{message}");
-            Ok(())
-        }
-        Command::Roadmap {
-            namespace,
-            all_namespaces,
-        } => {
-            let api: Api<Release> = if all_namespaces {
-                Api::all(client)
+        Command::Roadmap(args) => {
+            let (namespace, from) = namespace_of(session, &args.namespace);
+            let (api, call_namespace): (Api<Release>, Option<String>) = if args.all_namespaces {
+                (Api::all(session.client.clone()), None)
             } else {
-                Api::namespaced(client, &namespace_or_default(namespace))
+                (
+                    Api::namespaced(session.client.clone(), &namespace),
+                    Some(namespace.clone()),
+                )
             };
-            let releases =
-                api.list(&ListParams::default())
-                    .await
-                    .map_err(|source| CliError::Api {
-                        what: "listing releases".into(),
-                        source,
-                    })?;
-            print!(
-                "{}",
-                render::roadmap_table(&render::roadmap_rows(&releases.items))
-            );
+            let call = Call {
+                verb: "list",
+                resource: "releases",
+                namespace: call_namespace,
+                name: None,
+                namespace_from: from,
+            };
+            let releases = api
+                .list(&ListParams::default())
+                .await
+                .map_err(|error| classify(error, &call, &session.tried))?;
+            let since = Some(args.since);
+            let (rows, summary) = roadmap::view(&releases.items, Timestamp::now(), since);
+            let text = match args.output {
+                RoadmapFormat::Table => roadmap::table(&rows, &summary, since),
+                RoadmapFormat::Markdown => roadmap::markdown(&rows, &summary, since),
+                RoadmapFormat::Json => to_json(&roadmap::document(&rows, &summary)),
+                RoadmapFormat::Yaml => to_yaml(&roadmap::document(&rows, &summary)),
+            };
+            out.write_all(text.as_bytes())?;
+            Ok(())
+        }
+        Command::Postmortem(args) => {
+            let (namespace, from) = namespace_of(session, &args.namespace);
+            let release = get_release(session, &namespace, from, &args.name).await?;
+            let entry = postmortem::pick(&release, args.revision.as_deref())?;
+            let findings = postmortem::findings(&release, entry);
+            let text = match args.output {
+                PostmortemFormat::Markdown => postmortem::markdown(&findings),
+                PostmortemFormat::Json => to_json(&postmortem::json(&findings)),
+            };
+            out.write_all(text.as_bytes())?;
+            Ok(())
+        }
+        Command::Replay(args) => {
+            let text = replay_command(&args).await?;
+            out.write_all(text.as_bytes())?;
             Ok(())
         }
     }
 }
 
-async fn get_release(client: &Client, namespace: &str, name: &str) -> Result<Release, CliError> {
-    let api: Api<Release> = Api::namespaced(client.clone(), namespace);
-    api.get_opt(name)
-        .await
-        .map_err(|source| CliError::Api {
-            what: format!("reading release {namespace}/{name}"),
-            source,
-        })?
-        .ok_or_else(|| CliError::NotFound {
-            namespace: namespace.into(),
-            name: name.into(),
-        })
+fn to_json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_default() + "\n"
 }
 
-/// Check that `action` makes sense for the release now, then write it to the status
-/// subresource. Returns the confirmation to print.
-pub async fn request_action(
-    client: &Client,
+fn to_yaml(value: &impl serde::Serialize) -> String {
+    serde_yaml::to_string(value).unwrap_or_default()
+}
+
+/// What `waymark status` prints for `release` in `format`.
+pub fn status_output(release: &Release, format: StatusFormat) -> String {
+    match format {
+        StatusFormat::Text => render::status_text(release),
+        StatusFormat::Json => to_json(release),
+        StatusFormat::Yaml => to_yaml(release),
+    }
+}
+
+async fn get_release(
+    session: &Session,
     namespace: &str,
+    from: NamespaceFrom,
+    name: &str,
+) -> Result<Release, CliError> {
+    let api: Api<Release> = Api::namespaced(session.client.clone(), namespace);
+    let call = Call::on_release("get", "releases", namespace, name, from);
+    api.get(name)
+        .await
+        .map_err(|error| classify(error, &call, &session.tried))
+}
+
+/// Checks that `action` makes sense for the release now, asks the API server who is asking,
+/// then writes the request to the status subresource. Returns the confirmation to print.
+pub async fn request_action(
+    session: &Session,
+    namespace: &str,
+    from: NamespaceFrom,
     name: &str,
     action: ManualAction,
 ) -> Result<String, CliError> {
-    let release = get_release(client, namespace, name).await?;
-    let requested_by = std::env::var("USER").ok().filter(|user| !user.is_empty());
-    let request = request::build_request(&release, action, Timestamp::now(), requested_by)?;
-    let api: Api<Release> = Api::namespaced(client.clone(), namespace);
+    let release = get_release(session, namespace, from, name).await?;
+    // Refuse before asking anything else: a refused request writes nothing.
+    request::build_request(&release, action, Timestamp::now(), None)?;
+    let identity = identity::whoami(session).await;
+    let request = request::build_request(&release, action, Timestamp::now(), identity.name)?;
+    let api: Api<Release> = Api::namespaced(session.client.clone(), namespace);
     let params = PatchParams {
         field_manager: Some(CLI_FIELD_MANAGER.into()),
         ..Default::default()
     };
+    let call = Call::on_release("patch", "releases/status", namespace, name, from);
     api.patch_status(
         name,
         &params,
         &Patch::Merge(request::request_patch(&request)),
     )
     .await
-    .map_err(|source| CliError::Api {
-        what: format!(
-            "writing the {} request to {namespace}/{name}",
-            request::verb(action)
-        ),
-        source,
-    })?;
-    Ok(request::confirmation(&release, &request))
+    .map_err(|error| classify(error, &call, &session.tried))?;
+    let mut message = request::confirmation(&release, &request);
+    if let Some(note) = identity.note {
+        message.push_str(&format!("\nnote: {note}"));
+    }
+    Ok(message)
 }
 
-async fn watch_status(client: Client, namespace: &str, name: &str) -> Result<(), CliError> {
+/// Prints the release, then again on every change, from a watch on that one object; a
+/// terminal is redrawn in place. Ends when the Release is deleted.
+async fn watch_status(
+    session: &Session,
+    namespace: &str,
+    from: NamespaceFrom,
+    name: &str,
+    format: StatusFormat,
+    out: &mut (dyn Write + Send),
+) -> Result<(), CliError> {
     // Fail fast with "not found" instead of waiting forever on a name with a typo.
-    get_release(&client, namespace, name).await?;
-    let api: Api<Release> = Api::namespaced(client, namespace);
+    get_release(session, namespace, from, name).await?;
+    let api: Api<Release> = Api::namespaced(session.client.clone(), namespace);
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut stream = watcher(api, config).applied_objects().boxed();
-    while let Some(release) = stream.try_next().await.map_err(|error| CliError::Api {
-        what: format!("watching release {namespace}/{name}"),
-        source: kube::Error::Service(Box::new(error)),
+    let call = Call::on_release("watch", "releases", namespace, name, from);
+    let mut stream = watcher(api, config).boxed();
+    while let Some(event) = stream.try_next().await.map_err(|error| {
+        let error = match error {
+            watcher::Error::InitialListFailed(error)
+            | watcher::Error::WatchStartFailed(error)
+            | watcher::Error::WatchFailed(error) => error,
+            watcher::Error::WatchError(status) => kube::Error::Api(status),
+            watcher::Error::NoResourceVersion => {
+                kube::Error::Service("the API server gave no resourceVersion to watch from".into())
+            }
+        };
+        classify(error, &call, &session.tried)
     })? {
-        println!("--- {} ---", Timestamp::now());
-        print!("{}", render::status_text(&release));
+        match event {
+            watcher::Event::Apply(release) | watcher::Event::InitApply(release) => {
+                if session.terminal {
+                    // Home and clear: the new view replaces the old one.
+                    write!(out, "\x1b[H\x1b[2J")?;
+                } else {
+                    writeln!(out, "--- {} ---", Timestamp::now())?;
+                }
+                out.write_all(status_output(&release, format).as_bytes())?;
+                out.flush()?;
+            }
+            watcher::Event::Delete(_) => {
+                writeln!(out, "release {namespace}/{name} was deleted")?;
+                return Ok(());
+            }
+            watcher::Event::Init | watcher::Event::InitDone => {}
+        }
     }
     Ok(())
 }
@@ -275,65 +507,167 @@ mod tests {
     use crate::api::Phase;
     use http::{Method, Request, Response};
     use kube::client::Body;
+    use serde_json::{Value, json};
 
     type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+    type Responder = tower_test::mock::SendResponse<Response<Body>>;
+
+    const RELEASE_PATH: &str = "/apis/waymark.dev/v1alpha1/namespaces/shop/releases/checkout";
+    const REVIEWS_PATH: &str = "/apis/authentication.k8s.io/v1/selfsubjectreviews";
 
     fn mock_client() -> (Client, Handle) {
         let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         (Client::new(service, "shop"), handle)
     }
 
+    fn respond(send: Responder, code: u16, body: &Value) {
+        send.send_response(
+            Response::builder()
+                .status(code)
+                .body(Body::from(serde_json::to_vec(body).unwrap()))
+                .unwrap(),
+        );
+    }
+
+    fn status_body(code: u16, reason: &str, message: &str, name: Option<&str>) -> Value {
+        let mut status = json!({
+            "kind": "Status", "apiVersion": "v1", "status": "Failure",
+            "message": message, "reason": reason, "code": code
+        });
+        if let Some(name) = name {
+            status["details"] = json!({"name": name, "group": "waymark.dev", "kind": "releases"});
+        }
+        status
+    }
+
     async fn answer_get(handle: &mut Handle, release: &Release) {
         let (request, send) = handle.next_request().await.expect("a GET");
         assert_eq!(request.method(), Method::GET);
+        assert_eq!(request.uri().path(), RELEASE_PATH);
+        respond(send, 200, &serde_json::to_value(release).unwrap());
+    }
+
+    /// Answers the SelfSubjectReview POST with `answer` (a review naming a user, or a Status).
+    async fn answer_review(handle: &mut Handle, code: u16, answer: Value) {
+        let (request, send) = handle.next_request().await.expect("a SelfSubjectReview");
+        assert_eq!(request.method(), Method::POST);
+        assert_eq!(request.uri().path(), REVIEWS_PATH);
+        let body = request.into_body().collect_bytes().await.unwrap();
+        let review: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(review["apiVersion"], "authentication.k8s.io/v1");
+        assert_eq!(review["kind"], "SelfSubjectReview");
+        respond(send, code, &answer);
+    }
+
+    fn review_of(user: &str) -> Value {
+        json!({
+            "apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview",
+            "metadata": {"creationTimestamp": null},
+            "status": {"userInfo": {"username": user, "groups": ["system:authenticated"]}}
+        })
+    }
+
+    /// Takes the status PATCH, checks where it goes and how, and returns its body.
+    async fn take_status_patch(handle: &mut Handle, release: &Release) -> Value {
+        let (request, send) = handle.next_request().await.expect("a PATCH");
+        assert_eq!(request.method(), Method::PATCH);
+        assert_eq!(request.uri().path(), format!("{RELEASE_PATH}/status"));
+        assert_eq!(request.uri().query(), Some("&fieldManager=waymark-cli"));
         assert_eq!(
-            request.uri().path(),
-            "/apis/waymark.dev/v1alpha1/namespaces/shop/releases/checkout"
+            request.headers().get("content-type").unwrap(),
+            "application/merge-patch+json"
         );
-        let body = serde_json::to_vec(release).unwrap();
-        send.send_response(Response::builder().body(Body::from(body)).unwrap());
+        let body = request.into_body().collect_bytes().await.unwrap();
+        let patch: Value = serde_json::from_slice(&body).unwrap();
+        let mut updated = release.clone();
+        updated.status.as_mut().unwrap().request =
+            serde_json::from_value(patch["status"]["request"].clone()).unwrap();
+        respond(send, 200, &serde_json::to_value(&updated).unwrap());
+        patch
+    }
+
+    fn action(name: &str, namespace: Option<&str>) -> ActionArgs {
+        ActionArgs {
+            name: name.into(),
+            namespace: namespace.map(Into::into),
+            kube: KubeArgs::default(),
+        }
+    }
+
+    async fn run_to_string(command: Command, client: Client) -> Result<String, CliError> {
+        let mut out = Vec::new();
+        run(command, client, &mut out).await?;
+        Ok(String::from_utf8(out).unwrap())
     }
 
     #[tokio::test]
-    async fn promote_writes_only_the_request_to_the_status_subresource() {
+    async fn promote_records_the_user_the_api_server_authenticates_in_the_status_request() {
         let (client, mut handle) = mock_client();
         let release = fixtures::release_in(Phase::Paused, Some("6f9c7d"));
         let server = tokio::spawn(async move {
             answer_get(&mut handle, &release).await;
-            let (request, send) = handle.next_request().await.expect("a PATCH");
-            assert_eq!(request.method(), Method::PATCH);
-            assert_eq!(
-                request.uri().path(),
-                "/apis/waymark.dev/v1alpha1/namespaces/shop/releases/checkout/status"
-            );
-            assert_eq!(request.uri().query(), Some("&fieldManager=waymark-cli"));
-            assert_eq!(
-                request.headers().get("content-type").unwrap(),
-                "application/merge-patch+json"
-            );
-            let body = request.into_body().collect_bytes().await.unwrap();
-            let patch: serde_json::Value = serde_json::from_slice(&body).unwrap();
-            assert_eq!(patch["status"]["request"]["action"], "Promote");
-            assert_eq!(patch["status"]["request"]["revision"], "6f9c7d");
-            assert_eq!(patch["status"].as_object().unwrap().len(), 1);
-            let mut updated = release.clone();
-            updated.status.as_mut().unwrap().request =
-                serde_json::from_value(patch["status"]["request"].clone()).unwrap();
-            send.send_response(
-                Response::builder()
-                    .body(Body::from(serde_json::to_vec(&updated).unwrap()))
-                    .unwrap(),
-            );
+            answer_review(&mut handle, 201, review_of("alice@example.com")).await;
+            take_status_patch(&mut handle, &release).await
         });
-        let message = request_action(&client, "shop", "checkout", ManualAction::Promote)
-            .await
-            .unwrap();
-        assert!(
-            message.contains("promote requested for release checkout (revision 6f9c7d)"),
-            "{message}"
+        let command = Command::Promote(PromoteArgs {
+            name: "checkout".into(),
+            namespace: None,
+            full: false,
+            kube: KubeArgs::default(),
+        });
+        let output = run_to_string(command, client).await.unwrap();
+        let patch = server.await.unwrap();
+        let status = patch["status"].as_object().unwrap();
+        assert_eq!(
+            status.keys().collect::<Vec<_>>(),
+            ["request"],
+            "only the request"
         );
-        assert!(message.contains("PAY-142"), "{message}");
-        server.await.unwrap();
+        assert_eq!(status["request"]["action"], "Promote");
+        assert_eq!(status["request"]["revision"], "6f9c7d");
+        assert_eq!(status["request"]["requestedBy"], "alice@example.com");
+        assert!(
+            output.starts_with(
+                "promote requested for release checkout (revision 6f9c7d), roadmap item PAY-142"
+            ),
+            "{output}"
+        );
+        assert!(!output.contains("note:"), "{output}");
+    }
+
+    #[tokio::test]
+    async fn without_self_subject_review_the_kubeconfig_user_is_recorded_with_a_note() {
+        let (client, mut handle) = mock_client();
+        let release = fixtures::release_in(Phase::Progressing, Some("6f9c7d"));
+        let server = tokio::spawn(async move {
+            answer_get(&mut handle, &release).await;
+            let missing = status_body(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+                None,
+            );
+            answer_review(&mut handle, 404, missing).await;
+            take_status_patch(&mut handle, &release).await
+        });
+        let mut session = Session::from_client(client);
+        session.kubeconfig_user = Some("dev-admin".into());
+        let mut out = Vec::new();
+        run_in(
+            &session,
+            Command::Abort(action("checkout", Some("shop"))),
+            &mut out,
+        )
+        .await
+        .unwrap();
+        let patch = server.await.unwrap();
+        assert_eq!(patch["status"]["request"]["action"], "Abort");
+        assert_eq!(patch["status"]["request"]["requestedBy"], "dev-admin");
+        let output = String::from_utf8(out).unwrap();
+        assert!(
+            output.contains("note: the API server has no SelfSubjectReview API (Kubernetes before 1.28), so it cannot say who you are; recording the kubeconfig user \"dev-admin\" as the requester"),
+            "{output}"
+        );
     }
 
     #[tokio::test]
@@ -344,7 +678,7 @@ mod tests {
             answer_get(&mut handle, &release).await;
             handle
         });
-        let error = request_action(&client, "shop", "checkout", ManualAction::Retry)
+        let error = run_to_string(Command::Retry(action("checkout", None)), client)
             .await
             .unwrap_err();
         assert!(matches!(error, CliError::Refused(_)), "{error}");
@@ -353,33 +687,198 @@ mod tests {
             "{error}"
         );
         let mut handle = server.await.unwrap();
-        drop(client);
         assert!(
             handle.next_request().await.is_none(),
-            "no write after a refusal"
+            "no review and no write after a refusal"
         );
     }
 
     #[tokio::test]
-    async fn a_missing_release_is_reported_by_name() {
+    async fn a_missing_release_names_the_namespace_searched() {
         let (client, mut handle) = mock_client();
         let server = tokio::spawn(async move {
             let (_, send) = handle.next_request().await.expect("a GET");
-            let status = serde_json::json!({
-                "kind": "Status", "apiVersion": "v1", "status": "Failure",
-                "message": "releases.waymark.dev \"checkout\" not found", "reason": "NotFound", "code": 404
-            });
+            let body = status_body(
+                404,
+                "NotFound",
+                "releases.waymark.dev \"checkout\" not found",
+                Some("checkout"),
+            );
+            respond(send, 404, &body);
+        });
+        let error = run_to_string(Command::Abort(action("checkout", None)), client)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "release checkout not found in namespace shop (the kubeconfig context's default namespace; pass -n to search another); list Releases with `kubectl get releases -A`"
+        );
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_refused_status_write_names_the_permission() {
+        let (client, mut handle) = mock_client();
+        let release = fixtures::release_in(Phase::Paused, Some("6f9c7d"));
+        let server = tokio::spawn(async move {
+            answer_get(&mut handle, &release).await;
+            answer_review(&mut handle, 201, review_of("bob")).await;
+            let (_, send) = handle.next_request().await.expect("a PATCH");
+            let message = "releases.waymark.dev \"checkout\" is forbidden: User \"bob\" cannot patch resource \"releases/status\" in API group \"waymark.dev\" in the namespace \"shop\"";
+            respond(
+                send,
+                403,
+                &status_body(403, "Forbidden", message, Some("checkout")),
+            );
+        });
+        let error = run_to_string(Command::Abort(action("checkout", Some("shop"))), client)
+            .await
+            .unwrap_err();
+        assert!(
+            error.to_string().starts_with(
+                "forbidden: bob may not patch releases/status (waymark.dev) in namespace shop"
+            ),
+            "{error}"
+        );
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn roadmap_without_the_crd_says_how_to_install_it() {
+        let (client, mut handle) = mock_client();
+        let server = tokio::spawn(async move {
+            let (request, send) = handle.next_request().await.expect("a LIST");
+            assert_eq!(request.uri().path(), "/apis/waymark.dev/v1alpha1/releases");
             send.send_response(
                 Response::builder()
                     .status(404)
-                    .body(Body::from(serde_json::to_vec(&status).unwrap()))
+                    .body(Body::from(b"404 page not found".to_vec()))
                     .unwrap(),
             );
         });
-        let error = request_action(&client, "shop", "checkout", ManualAction::Abort)
-            .await
-            .unwrap_err();
-        assert_eq!(error.to_string(), "release shop/checkout not found");
+        let command = Command::Roadmap(RoadmapArgs {
+            namespace: None,
+            all_namespaces: true,
+            since: Duration::from_secs(30 * 86_400),
+            output: RoadmapFormat::Json,
+            kube: KubeArgs::default(),
+        });
+        let error = run_to_string(command, client).await.unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("install it with `kubectl apply --server-side -f crds/`"),
+            "{error}"
+        );
         server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn status_prints_the_release_as_json_or_yaml() {
+        let release = fixtures::release_in(Phase::Paused, Some("6f9c7d"));
+        for (format, parse) in [
+            (
+                StatusFormat::Json,
+                (|text: &str| serde_json::from_str::<Release>(text).unwrap())
+                    as fn(&str) -> Release,
+            ),
+            (StatusFormat::Yaml, |text: &str| {
+                serde_yaml::from_str::<Release>(text).unwrap()
+            }),
+        ] {
+            let (client, mut handle) = mock_client();
+            let served = release.clone();
+            let server = tokio::spawn(async move { answer_get(&mut handle, &served).await });
+            let command = Command::Status(StatusArgs {
+                name: "checkout".into(),
+                namespace: None,
+                watch: false,
+                output: format,
+                kube: KubeArgs::default(),
+            });
+            let text = run_to_string(command, client).await.unwrap();
+            assert_eq!(parse(&text), release, "{format:?}");
+            server.await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn status_watch_redraws_on_each_watch_event_and_ends_when_the_release_is_deleted() {
+        let (client, mut handle) = mock_client();
+        let paused = fixtures::release_in(Phase::Paused, Some("6f9c7d"));
+        let mut progressing = paused.clone();
+        progressing.status.as_mut().unwrap().phase = Some(Phase::Progressing);
+        let server = tokio::spawn(async move {
+            answer_get(&mut handle, &paused).await;
+            let mut seen = Vec::new();
+            loop {
+                let (request, send) = handle.next_request().await.expect("a list or watch");
+                let query = request.uri().query().unwrap_or_default().to_string();
+                assert_eq!(request.method(), Method::GET);
+                assert_eq!(
+                    request.uri().path(),
+                    "/apis/waymark.dev/v1alpha1/namespaces/shop/releases"
+                );
+                assert!(
+                    query.contains("fieldSelector=metadata.name%3Dcheckout"),
+                    "{query}"
+                );
+                if query.contains("watch=true") {
+                    seen.push("watch");
+                    let mut moved = progressing.clone();
+                    moved.metadata.resource_version = Some("3".into());
+                    let lines = format!(
+                        "{}\n{}\n",
+                        json!({"type": "MODIFIED", "object": moved}),
+                        json!({"type": "DELETED", "object": moved})
+                    );
+                    send.send_response(
+                        Response::builder()
+                            .body(Body::from(lines.into_bytes()))
+                            .unwrap(),
+                    );
+                    return seen;
+                }
+                seen.push("list");
+                let mut listed = paused.clone();
+                listed.metadata.resource_version = Some("2".into());
+                let list = json!({
+                    "apiVersion": "waymark.dev/v1alpha1", "kind": "ReleaseList",
+                    "metadata": {"resourceVersion": "2"}, "items": [listed]
+                });
+                respond(send, 200, &list);
+            }
+        });
+        let command = Command::Status(StatusArgs {
+            name: "checkout".into(),
+            namespace: None,
+            watch: true,
+            output: StatusFormat::Text,
+            kube: KubeArgs::default(),
+        });
+        let output = run_to_string(command, client).await.unwrap();
+        assert_eq!(
+            server.await.unwrap(),
+            ["list", "watch"],
+            "one list, then a watch: no polling"
+        );
+        let draws: Vec<&str> = output.split("--- ").skip(1).collect();
+        assert_eq!(draws.len(), 2, "{output}");
+        assert!(draws[0].contains("Phase:     Paused"), "{output}");
+        assert!(draws[1].contains("Phase:     Progressing"), "{output}");
+        assert!(
+            output.ends_with("release shop/checkout was deleted\n"),
+            "{output}"
+        );
+    }
+
+    #[test]
+    fn as_a_kubectl_plugin_the_usage_says_kubectl_waymark() {
+        assert_eq!(
+            program_name("/usr/local/bin/kubectl-waymark"),
+            "kubectl waymark"
+        );
+        assert_eq!(program_name("kubectl-waymark.exe"), "kubectl waymark");
+        assert_eq!(program_name("./target/debug/waymark"), "waymark");
     }
 }

@@ -13,7 +13,7 @@ pub fn status_text(release: &Release) -> String {
     let status = release.status.clone().unwrap_or_default();
 
     let _ = writeln!(out, "Release:   {namespace}/{name}");
-    let mut roadmap = spec.roadmap.item.clone();
+    let mut roadmap = spec.roadmap.tagged();
     if let Some(title) = &spec.roadmap.title {
         let _ = write!(roadmap, " — {title}");
     }
@@ -247,7 +247,8 @@ fn aside(note: Option<&str>, gap: &str) -> String {
 }
 
 /// One line of `waymark roadmap`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RoadmapRow {
     /// Namespace of the Release.
     pub namespace: String,
@@ -393,6 +394,17 @@ mod tests {
         assert!(text.contains("     1. setWeight 10%"), "{text}");
         assert!(text.contains("4. pause until `waymark promote`"), "{text}");
         assert!(text.contains("2. pause 2m"), "{text}");
+        assert!(
+            text.contains("Roadmap:   PAY-142 — One-click checkout"),
+            "{text}"
+        );
+        release.spec.roadmap.horizon = Some(crate::api::Horizon::Now);
+        release.spec.roadmap.kind = Some(crate::api::RoadmapKind::Feature);
+        let text = status_text(&release);
+        assert!(
+            text.contains("Roadmap:   PAY-142 (now, feature) — One-click checkout"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -460,6 +472,9 @@ mod tests {
             failure_detected_at: None,
             reason: "AnalysisFailing".into(),
             message: Some("burn 21x of 14.4x".into()),
+            horizon: None,
+            kind: None,
+            timeline: Vec::new(),
         }];
         let text = status_text(&release);
         let line = text.lines().find(|line| line.contains("5d8b9c")).unwrap();

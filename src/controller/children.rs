@@ -13,7 +13,8 @@ use kube::{Resource, ResourceExt};
 
 use crate::api::{
     ANNOTATION_ROADMAP_TITLE, ANNOTATION_ROADMAP_URL, ANNOTATION_SPEC_HASH, LABEL_RELEASE,
-    LABEL_REVISION, LABEL_ROADMAP_ITEM, LABEL_ROLE, Release, ResolvedPorts, Role,
+    LABEL_REVISION, LABEL_ROADMAP_HORIZON, LABEL_ROADMAP_ITEM, LABEL_ROADMAP_KIND, LABEL_ROLE,
+    Release, ResolvedPorts, Role,
 };
 
 use super::error::Error;
@@ -63,10 +64,17 @@ pub fn child_labels(release: &Release, role: Option<Role>, revision: Option<&str
     if let Some(revision) = revision {
         labels.insert(LABEL_REVISION.into(), revision.into());
     }
+    let roadmap = &release.spec.roadmap;
     labels.insert(
         LABEL_ROADMAP_ITEM.into(),
-        roadmap_label_value(&release.spec.roadmap.item),
+        roadmap_label_value(&roadmap.item),
     );
+    if let Some(horizon) = roadmap.horizon {
+        labels.insert(LABEL_ROADMAP_HORIZON.into(), horizon.as_str().into());
+    }
+    if let Some(kind) = roadmap.kind {
+        labels.insert(LABEL_ROADMAP_KIND.into(), kind.as_str().into());
+    }
     labels
 }
 
@@ -303,6 +311,36 @@ mod tests {
         assert_eq!(pod_labels[LABEL_ROLE], "canary");
         assert_eq!(pod_labels[LABEL_REVISION], "6f9c7d0000");
         assert_eq!(pod_labels[LABEL_ROADMAP_ITEM], "PAY-142");
+    }
+
+    #[test]
+    fn children_and_pods_carry_the_roadmap_horizon_and_kind_when_set() {
+        let mut release = ReleaseBuilder::gateway().build();
+        let deployment_without = deployment(&release, Role::Canary, "6f9c7d0000", 2).unwrap();
+        let labels = deployment_without.metadata.labels.unwrap();
+        assert!(!labels.contains_key(LABEL_ROADMAP_HORIZON));
+        assert!(!labels.contains_key(LABEL_ROADMAP_KIND));
+
+        release.spec.roadmap.horizon = Some(crate::api::Horizon::Later);
+        release.spec.roadmap.kind = Some(crate::api::RoadmapKind::Experiment);
+        let deployment = deployment(&release, Role::Canary, "6f9c7d0000", 2).unwrap();
+        let labels = deployment.metadata.labels.clone().unwrap();
+        assert_eq!(labels[LABEL_ROADMAP_HORIZON], "later");
+        assert_eq!(labels[LABEL_ROADMAP_KIND], "experiment");
+        let pod_labels = deployment
+            .spec
+            .unwrap()
+            .template
+            .metadata
+            .unwrap()
+            .labels
+            .unwrap();
+        assert_eq!(pod_labels[LABEL_ROADMAP_HORIZON], "later");
+        let service = service(&release, Some(Role::Stable)).unwrap();
+        assert_eq!(
+            service.metadata.labels.unwrap()[LABEL_ROADMAP_KIND],
+            "experiment"
+        );
     }
 
     #[test]

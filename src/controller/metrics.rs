@@ -41,7 +41,8 @@ pub struct PhaseLabels {
     pub phase: String,
 }
 
-/// [`ReleaseLabels`] plus how a revision's release ended.
+/// [`ReleaseLabels`] plus the item's roadmap horizon and kind and how a revision's release
+/// ended.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     /// The Release's namespace.
@@ -50,6 +51,11 @@ pub struct OutcomeLabels {
     pub release: String,
     /// The roadmap item the finished revision delivered.
     pub roadmap_item: String,
+    /// `now`, `next`, `later`, or empty when the spec set none.
+    pub horizon: String,
+    /// `feature`, `debt`, `platform`, `security`, `experiment`, or empty when the spec set
+    /// none.
+    pub kind: String,
     /// `promoted`, `rolled_back`, `aborted` or `superseded`.
     pub outcome: String,
 }
@@ -69,8 +75,20 @@ pub struct BurnLabels {
     pub window: String,
 }
 
-/// [`ReleaseLabels`] without the outcome, for the time-to-restore histogram.
-type RestoreLabels = ReleaseLabels;
+/// [`OutcomeLabels`] without the outcome, for the time-to-restore histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RestoreLabels {
+    /// The Release's namespace.
+    pub namespace: String,
+    /// The Release's name.
+    pub release: String,
+    /// The roadmap item the finished revision delivered.
+    pub roadmap_item: String,
+    /// `now`, `next`, `later`, or empty.
+    pub horizon: String,
+    /// `feature`, `debt`, `platform`, `security`, `experiment`, or empty.
+    pub kind: String,
+}
 
 /// Label of the reconcile error counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -278,7 +296,7 @@ impl Metrics {
         self.observe_burn_rates(&labels, new);
         self.observe_analysis_errors(&labels, new);
         if new.canary_revision.is_some() {
-            self.start_delivery_series(&labels);
+            self.start_delivery_series(&labels, new);
         }
 
         // Counted once per revision, keyed by revision and finish time: not by comparing with
@@ -359,18 +377,34 @@ impl Metrics {
     /// Prometheus's `increase()` cannot see the first increment of a series that appears with
     /// value 1, and most roadmap items finish exactly once: without the zero the dashboard's
     /// deployment frequency and change failure rate would miss them.
-    fn start_delivery_series(&self, labels: &ReleaseLabels) {
+    /// The series carry the horizon and kind the status gives for the item (empty when unset),
+    /// as the history entry of its outcome will.
+    fn start_delivery_series(&self, labels: &ReleaseLabels, status: &ReleaseStatus) {
         let key = (labels.namespace.clone(), labels.release.clone());
         let Ok(mut finished) = self.finished.lock() else {
             return;
         };
+        let horizon = status
+            .roadmap_horizon
+            .map_or("", |h| h.as_str())
+            .to_string();
+        let kind = status.roadmap_kind.map_or("", |k| k.as_str()).to_string();
+        let restore = RestoreLabels {
+            namespace: labels.namespace.clone(),
+            release: labels.release.clone(),
+            roadmap_item: labels.roadmap_item.clone(),
+            horizon: horizon.clone(),
+            kind: kind.clone(),
+        };
         let counted = finished.entry(key).or_default();
-        counted.restore(labels);
+        counted.restore(&restore);
         for outcome in OUTCOMES {
             let outcome_labels = OutcomeLabels {
                 namespace: labels.namespace.clone(),
                 release: labels.release.clone(),
                 roadmap_item: labels.roadmap_item.clone(),
+                horizon: horizon.clone(),
+                kind: kind.clone(),
                 outcome: outcome.metric_label().into(),
             };
             counted.outcome(&outcome_labels);
@@ -378,7 +412,7 @@ impl Metrics {
             drop(self.releases_finished.get_or_create(&outcome_labels));
             drop(self.release_duration.get_or_create(&outcome_labels));
         }
-        drop(self.time_to_restore.get_or_create(labels));
+        drop(self.time_to_restore.get_or_create(&restore));
     }
 
     fn remove_release_gauges(&self, labels: &ReleaseLabels) {
@@ -455,10 +489,14 @@ impl Metrics {
         finished: &HistoryEntry,
         counted: &mut Finished,
     ) {
+        let horizon = finished.horizon.map_or("", |h| h.as_str()).to_string();
+        let kind = finished.kind.map_or("", |k| k.as_str()).to_string();
         let labels = OutcomeLabels {
             namespace: namespace.into(),
             release: release.into(),
             roadmap_item: finished.roadmap_item.clone(),
+            horizon: horizon.clone(),
+            kind: kind.clone(),
             outcome: finished.outcome.metric_label().into(),
         };
         counted.outcome(&labels);
@@ -483,6 +521,8 @@ impl Metrics {
                 namespace: namespace.into(),
                 release: release.into(),
                 roadmap_item: finished.roadmap_item.clone(),
+                horizon,
+                kind,
             };
             counted.restore(&restore);
             self.time_to_restore
@@ -629,6 +669,9 @@ mod tests {
             failure_detected_at: Some(time("2026-11-21T12:09:00Z")),
             reason: "AnalysisFailing".into(),
             message: None,
+            horizon: Some(crate::api::Horizon::Now),
+            kind: None,
+            timeline: Vec::new(),
         };
         let status = ReleaseStatus {
             roadmap_item: Some("PAY-142".into()),
@@ -640,7 +683,8 @@ mod tests {
         // The same status again (a later reconcile) must not count the revision twice.
         metrics.observe_release("shop", "checkout", Some(&status), &status);
         let text = metrics.encode().unwrap();
-        let labels = r#"namespace="shop",release="checkout",roadmap_item="PAY-142""#;
+        let labels =
+            r#"namespace="shop",release="checkout",roadmap_item="PAY-142",horizon="now",kind="""#;
         for expected in [
             format!(r#"waymark_releases_finished_total{{{labels},outcome="rolled_back"}} 1"#),
             format!(
@@ -723,6 +767,9 @@ mod tests {
     }
 
     const LABELS: &str = r#"namespace="shop",release="checkout",roadmap_item="PAY-142""#;
+    /// The delivery series' labels: [`LABELS`] with the item's horizon and kind (unset here).
+    const DELIVERY: &str =
+        r#"namespace="shop",release="checkout",roadmap_item="PAY-142",horizon="",kind="""#;
 
     #[test]
     fn the_burn_rate_limit_is_exported_per_window_even_before_a_figure_exists() {
@@ -788,16 +835,28 @@ mod tests {
         let text = metrics.encode().unwrap();
         for outcome in ["promoted", "rolled_back", "aborted", "superseded"] {
             let counter =
-                format!(r#"waymark_releases_finished_total{{{LABELS},outcome="{outcome}"}} 0"#);
+                format!(r#"waymark_releases_finished_total{{{DELIVERY},outcome="{outcome}"}} 0"#);
             assert!(text.contains(&counter), "{counter} missing from {text}");
             let duration = format!(
-                r#"waymark_release_duration_seconds_count{{{LABELS},outcome="{outcome}"}} 0"#
+                r#"waymark_release_duration_seconds_count{{{DELIVERY},outcome="{outcome}"}} 0"#
             );
             assert!(text.contains(&duration), "{duration} missing from {text}");
         }
         assert!(text.contains(&format!(
-            "waymark_time_to_restore_seconds_count{{{LABELS}}} 0"
+            "waymark_time_to_restore_seconds_count{{{DELIVERY}}} 0"
         )));
+
+        // With a horizon and kind the zeros carry them, as the outcome's entry will.
+        let metrics = Metrics::default();
+        let mut status = analysed_canary(0, vec![]);
+        status.roadmap_horizon = Some(crate::api::Horizon::Next);
+        status.roadmap_kind = Some(crate::api::RoadmapKind::Security);
+        metrics.observe_release("shop", "checkout", None, &status);
+        let text = metrics.encode().unwrap();
+        assert!(
+            text.contains(r#"waymark_releases_finished_total{namespace="shop",release="checkout",roadmap_item="PAY-142",horizon="next",kind="security",outcome="promoted"} 0"#),
+            "{text}"
+        );
     }
 
     #[test]
@@ -813,6 +872,9 @@ mod tests {
             failure_detected_at: None,
             reason: "Promoted".into(),
             message: None,
+            horizon: None,
+            kind: None,
+            timeline: Vec::new(),
         }];
         metrics.observe_release("shop", "checkout", None, &status);
         metrics.observe_release("shop", "cart", None, &status);
@@ -846,7 +908,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(
-            r#"waymark_releases_finished_total{namespace="shop",release="cart",roadmap_item="PAY-139",outcome="promoted"} 1"#
+            r#"waymark_releases_finished_total{namespace="shop",release="cart",roadmap_item="PAY-139",horizon="",kind="",outcome="promoted"} 1"#
         ));
 
         drop(ForgetReleasesOnDrop(metrics.clone()));
@@ -869,6 +931,9 @@ mod tests {
             failure_detected_at: None,
             reason: "Promoted".into(),
             message: None,
+            horizon: None,
+            kind: None,
+            timeline: Vec::new(),
         }
     }
 
@@ -886,7 +951,7 @@ mod tests {
         metrics.observe_release("shop", "checkout", Some(&before), &after);
         let text = metrics.encode().unwrap();
         assert!(
-            text.contains(r#"waymark_releases_finished_total{namespace="shop",release="checkout",roadmap_item="PAY-142",outcome="promoted"} 1"#),
+            text.contains(r#"waymark_releases_finished_total{namespace="shop",release="checkout",roadmap_item="PAY-142",horizon="",kind="",outcome="promoted"} 1"#),
             "{text}"
         );
     }

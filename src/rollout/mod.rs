@@ -12,13 +12,14 @@ pub mod conditions;
 mod decide;
 #[cfg(test)]
 mod fixtures;
-mod fold;
+pub mod fold;
 pub mod history;
 #[cfg(test)]
 mod props;
 pub mod split;
 #[cfg(test)]
 mod tests;
+pub mod timeline;
 pub mod validate;
 
 pub use decide::CONVERGE_POLL;
@@ -154,8 +155,81 @@ pub fn analysis_due(release: &Release, now: Timestamp) -> bool {
 /// A spec that fails [`validate::spec`] gets no actions, only a status naming the field.
 pub fn decide(release: &Release, observed: &Observed, now: Timestamp) -> Decision {
     let decider = decide::Decider::new(release, observed, now);
-    match validate::spec(release) {
+    let mut decision = match validate::spec(release) {
         Ok(()) => decider.decide(),
         Err(error) => decider.invalid_spec(&error),
+    };
+    let roadmap = &release.spec.roadmap;
+    let before = release
+        .status
+        .as_ref()
+        .map(|status| status.history.as_slice())
+        .unwrap_or_default();
+    history::stamp_roadmap(before, &mut decision.status.history, roadmap);
+    history::stamp_status_roadmap(&mut decision.status, roadmap);
+    tag_event_notes(&mut decision.actions, roadmap);
+    decision
+}
+
+/// Names the roadmap item's horizon and kind where an event note names the item: notes begin
+/// with `<item>: `, which becomes `<item> (now, feature): `.
+fn tag_event_notes(actions: &mut [Action], roadmap: &crate::api::Roadmap) {
+    let tagged = roadmap.tagged();
+    if tagged == roadmap.item {
+        return;
+    }
+    let prefix = format!("{}: ", roadmap.item);
+    for action in actions {
+        if let Action::Event(note) = action
+            && let Some(rest) = note.note.strip_prefix(&prefix)
+        {
+            note.note = format!("{tagged}: {rest}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod roadmap_tag_tests {
+    use super::fixtures::{ReleaseBuilder, at, notes, observed};
+    use super::*;
+    use crate::api::{Horizon, RoadmapKind};
+
+    #[test]
+    fn history_entries_and_event_notes_carry_the_horizon_and_kind() {
+        let mut release = ReleaseBuilder::gateway().build();
+        release.spec.roadmap.horizon = Some(Horizon::Next);
+        release.spec.roadmap.kind = Some(RoadmapKind::Debt);
+        let decision = decide(&release, &observed().route(0).build(), at(0));
+        let entry = &decision.status.history[0];
+        assert_eq!(
+            (entry.horizon, entry.kind),
+            (Some(Horizon::Next), Some(RoadmapKind::Debt))
+        );
+        assert_eq!(
+            (
+                decision.status.roadmap_horizon,
+                decision.status.roadmap_kind
+            ),
+            (Some(Horizon::Next), Some(RoadmapKind::Debt))
+        );
+        let notes = notes(&decision);
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("PAY-142 (next, debt): first release")),
+            "{notes:?}"
+        );
+    }
+
+    #[test]
+    fn without_horizon_and_kind_notes_name_the_item_alone() {
+        let release = ReleaseBuilder::gateway().build();
+        let decision = decide(&release, &observed().route(0).build(), at(0));
+        assert_eq!(decision.status.history[0].horizon, None);
+        assert!(
+            notes(&decision)
+                .iter()
+                .any(|n| n.contains("PAY-142: first release"))
+        );
     }
 }

@@ -12,6 +12,10 @@
 //!   `WAYMARK_PROMETHEUS` environment variable) on a free 127.0.0.1 port with a temporary data
 //!   directory and `scrape_interval: 1s`, scraping the given targets, and waits until it is
 //!   ready. The process is killed when the value is dropped.
+//! - [`Prometheus::start_with_history`] first backfills an OpenMetrics text into the data
+//!   directory with `promtool tsdb create-blocks-from openmetrics` (`promtool` on `PATH`, or
+//!   named by `WAYMARK_PROMTOOL`), then starts Prometheus on it without scraping anything, so a
+//!   test can query a past it wrote itself.
 //! - Waits are on conditions with deadlines ([`Prometheus::wait_for_window`]), never on sleeps
 //!   that hope the data has arrived.
 //!
@@ -160,6 +164,33 @@ fn label_value(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// Says why a test is skipped and returns `None`, or panics with `CI=true`, where a missing
+/// Prometheus is a broken CI image.
+fn skip<T>(message: &str) -> Option<T> {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{message}: CI must run the Prometheus tests; install Prometheus");
+    }
+    // Written to stderr directly: the test harness captures `eprintln!` of passing tests, and
+    // a skip must be seen.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: {message}; install Prometheus to run this test"
+    );
+    None
+}
+
+/// The program `name`: the path in environment variable `variable` if set, else the first on
+/// `PATH`.
+fn find_binary(variable: &str, name: &str) -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os(variable) {
+        return Some(PathBuf::from(path));
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
 /// A `prometheus` child process on a free loopback port, killed on drop.
 pub struct Prometheus {
     child: Option<Child>,
@@ -171,13 +202,51 @@ pub struct Prometheus {
 impl Prometheus {
     /// The `prometheus` binary: `WAYMARK_PROMETHEUS` if set, else the first on `PATH`.
     pub fn binary() -> Option<PathBuf> {
-        if let Some(path) = std::env::var_os("WAYMARK_PROMETHEUS") {
-            return Some(PathBuf::from(path));
+        find_binary("WAYMARK_PROMETHEUS", "prometheus")
+    }
+
+    /// `promtool`: `WAYMARK_PROMTOOL` if set, else the first on `PATH`.
+    pub fn promtool() -> Option<PathBuf> {
+        find_binary("WAYMARK_PROMTOOL", "promtool")
+    }
+
+    /// Backfills `openmetrics` (an OpenMetrics text ending in `# EOF`) into a new data
+    /// directory with promtool, starts Prometheus on it (scraping nothing) and waits until it
+    /// is ready.
+    ///
+    /// Returns `None` (after printing `SKIPPED` and why) when `prometheus` or `promtool` is
+    /// missing outside CI; panics when one is missing with `CI=true`, or when promtool rejects
+    /// the text.
+    pub async fn start_with_history(openmetrics: &str) -> Option<Self> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let (Some(binary), Some(promtool)) = (Self::binary(), Self::promtool()) else {
+            return skip(
+                "no `prometheus` and `promtool` binaries on PATH (or in WAYMARK_PROMETHEUS and WAYMARK_PROMTOOL)",
+            );
+        };
+        let mut last_error = String::new();
+        for _ in 0..3 {
+            let data = tempfile::tempdir().expect("temp dir");
+            let input = data.path().join("history.om");
+            std::fs::write(&input, openmetrics).expect("write the OpenMetrics file");
+            let output = Command::new(&promtool)
+                .args(["tsdb", "create-blocks-from", "openmetrics"])
+                .arg(&input)
+                .arg(data.path().join("tsdb"))
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run {}: {e}", promtool.display()));
+            assert!(
+                output.status.success(),
+                "promtool rejected the history: {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            match Self::try_start_in(&binary, &[], data).await {
+                Ok(prometheus) => return Some(prometheus),
+                Err(error) => last_error = error,
+            }
         }
-        let path = std::env::var_os("PATH")?;
-        std::env::split_paths(&path)
-            .map(|dir| dir.join("prometheus"))
-            .find(|candidate| candidate.is_file())
+        panic!("Prometheus did not start: {last_error}");
     }
 
     /// Starts Prometheus scraping `targets` every second and waits until it is ready.
@@ -188,17 +257,7 @@ impl Prometheus {
     pub async fn start(targets: &[SocketAddr]) -> Option<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let Some(binary) = Self::binary() else {
-            let message = "no `prometheus` binary on PATH (or in WAYMARK_PROMETHEUS)";
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("{message}: CI must run the Prometheus tests; install Prometheus");
-            }
-            // Written to stderr directly: the test harness captures `eprintln!` of passing
-            // tests, and a skip must be seen.
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED: {message}; install Prometheus to run this test"
-            );
-            return None;
+            return skip("no `prometheus` binary on PATH (or in WAYMARK_PROMETHEUS)");
         };
         // The port is chosen by binding and releasing it; another process may take it in
         // between, so a Prometheus that exits at once is retried on a new port.
@@ -214,16 +273,30 @@ impl Prometheus {
 
     async fn try_start(binary: &PathBuf, targets: &[SocketAddr]) -> Result<Self, String> {
         let data = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+        Self::try_start_in(binary, targets, data).await
+    }
+
+    /// Starts Prometheus with its TSDB in `data/tsdb`, scraping `targets` (none: scrape
+    /// nothing).
+    async fn try_start_in(
+        binary: &PathBuf,
+        targets: &[SocketAddr],
+        data: tempfile::TempDir,
+    ) -> Result<Self, String> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .map_err(|e| format!("free port: {e}"))?
             .port();
         let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
-        let config = format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-             scrape_configs:\n- job_name: waymark-test\n  honor_labels: true\n  static_configs:\n  - targets: [{}]\n",
-            targets.join(", ")
+        let mut config = String::from(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n",
         );
+        if !targets.is_empty() {
+            config.push_str(&format!(
+                "scrape_configs:\n- job_name: waymark-test\n  honor_labels: true\n  static_configs:\n  - targets: [{}]\n",
+                targets.join(", ")
+            ));
+        }
         let config_path = data.path().join("prometheus.yml");
         std::fs::write(&config_path, config).map_err(|e| format!("config: {e}"))?;
         let log = std::fs::File::create(data.path().join("prometheus.log"))

@@ -370,4 +370,89 @@ pub async fn a_canary_burning_its_error_budget_is_rolled_back_by_analysis(env: E
         canary_revision,
         "stable keeps serving"
     );
+
+    // The post-mortem's timeline, as it happened: in order, the first failure with its numbers
+    // and PromQL, traffic back on the stable after it.
+    let status = wait_for_status(&env, name, "traffic back on stable in the timeline", |s| {
+        s.history.first().is_some_and(|entry| {
+            entry
+                .timeline
+                .iter()
+                .any(|e| e.kind == waymark::api::TimelineKind::TrafficOnStable)
+        })
+    })
+    .await;
+    let timeline = &status.history[0].timeline;
+    let kinds: Vec<_> = timeline.iter().map(|e| e.kind).collect();
+    let position = |kind| {
+        kinds
+            .iter()
+            .position(|k| *k == kind)
+            .unwrap_or_else(|| panic!("{kind:?} in {kinds:?}"))
+    };
+    use waymark::api::TimelineKind as Kind;
+    assert!(
+        position(Kind::CanaryCreated) < position(Kind::CanaryAvailable),
+        "{kinds:?}"
+    );
+    assert!(
+        position(Kind::CanaryAvailable) < position(Kind::FirstFailure),
+        "{kinds:?}"
+    );
+    assert!(
+        position(Kind::FirstFailure) < position(Kind::TrafficOnStable),
+        "{kinds:?}"
+    );
+    assert!(
+        timeline.windows(2).all(|pair| pair[0].at.0 <= pair[1].at.0),
+        "in time order: {timeline:#?}"
+    );
+    let first_failure = &timeline[position(Kind::FirstFailure)];
+    let worst = first_failure
+        .canary
+        .as_ref()
+        .expect("the canary's worst window");
+    let first_burn = worst.burn_rate.expect("a burn rate");
+    assert!(
+        (35.0..65.0).contains(&first_burn),
+        "first failing burn {first_burn}, expected about 50"
+    );
+    assert_eq!(worst.max, 14.4);
+    assert_eq!(first_failure.limit, Some(2));
+    assert!(
+        worst
+            .error_query
+            .as_deref()
+            .unwrap_or_default()
+            .contains(&env.namespace),
+        "the resolved PromQL: {worst:?}"
+    );
+    let history = &status.history[0];
+    assert_eq!(
+        history.failure_detected_at.as_ref().map(|t| t.0),
+        Some(first_failure.at.0),
+        "time to restore counts from the first failing run"
+    );
+
+    // `waymark postmortem` drafts it from the real object.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_waymark"))
+        .args(["postmortem", name, "-n", &env.namespace, "-o", "json"])
+        .envs(crate::support::kubeconfig_path().map(|path| ("KUBECONFIG", path)))
+        .output()
+        .expect("waymark postmortem runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let draft: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(draft["outcome"], "RolledBack");
+    assert_eq!(draft["revision"], canary_revision.as_str());
+    assert_eq!(draft["roadmap"]["item"], "E2E-2");
+    assert_eq!(draft["impact"]["maxCanaryWeight"], 20);
+    assert!(
+        draft["detection"]["firstFailingRunAt"].is_string(),
+        "detection times: {}",
+        draft["detection"]
+    );
 }

@@ -19,9 +19,8 @@ pub fn latest_of<'a>(history: &'a [HistoryEntry], revision: &str) -> Option<&'a 
     history.iter().find(|entry| entry.revision == revision)
 }
 
-/// A history entry, for readability at the call sites. Its horizon and kind are set from the
-/// spec by [`stamp_roadmap`] once the decision is made, and its timeline by whoever ends the
-/// canary (`std::mem::take(&mut status.timeline)`).
+/// A history entry, for readability at the call sites; the rollout core adds the horizon, kind
+/// and timeline when it ends a canary.
 pub fn entry(
     revision: &str,
     roadmap_item: &str,
@@ -43,21 +42,6 @@ pub fn entry(
         horizon: None,
         kind: None,
         timeline: Vec::new(),
-    }
-}
-
-/// Sets the horizon and kind of `roadmap` on the entries of `history` that are not in
-/// `before` and deliver `roadmap`'s item, leaving entries of other items alone (a revision
-/// superseded by a new item keeps no tag rather than a wrong one).
-pub fn stamp_roadmap(before: &[HistoryEntry], history: &mut [HistoryEntry], roadmap: &Roadmap) {
-    for entry in history.iter_mut() {
-        let new = !before
-            .iter()
-            .any(|old| old.revision == entry.revision && old.finished_at == entry.finished_at);
-        if new && entry.roadmap_item == roadmap.item {
-            entry.horizon = entry.horizon.or(roadmap.horizon);
-            entry.kind = entry.kind.or(roadmap.kind);
-        }
     }
 }
 
@@ -87,52 +71,26 @@ mod tests {
     }
 
     #[test]
-    fn new_entries_of_the_spec_item_get_its_horizon_and_kind() {
-        let old = entry(
-            "5d8b9c",
-            "PAY-142",
+    fn the_status_carries_the_horizon_and_kind_of_the_item_it_names() {
+        let mut older = entry(
+            "7a0b1c",
+            "PAY-99",
             Outcome::Promoted,
             None,
-            time("2026-11-20T09:00:00Z"),
+            time("2026-11-21T10:00:00Z"),
             "Promoted",
             None,
         );
-        let mut history = vec![old.clone()];
-        record(
-            &mut history,
-            entry(
-                "6f9c7d",
-                "PAY-142",
-                Outcome::RolledBack,
-                None,
-                time("2026-11-21T09:00:00Z"),
-                "AnalysisFailing",
-                None,
-            ),
-        );
-        record(
-            &mut history,
-            entry(
-                "7a0b1c",
-                "PAY-99",
-                Outcome::Superseded,
-                None,
-                time("2026-11-21T10:00:00Z"),
-                "Superseded",
-                None,
-            ),
-        );
+        older.horizon = Some(Horizon::Later);
         let roadmap = Roadmap {
             item: "PAY-142".into(),
             horizon: Some(Horizon::Now),
             kind: Some(RoadmapKind::Feature),
             ..Roadmap::default()
         };
-        stamp_roadmap(&[old], &mut history, &roadmap);
-        let tags: Vec<_> = history.iter().map(|e| (e.horizon, e.kind)).collect();
         let mut status = ReleaseStatus {
             roadmap_item: Some("PAY-142".into()),
-            history: history.clone(),
+            history: vec![older],
             ..ReleaseStatus::default()
         };
         stamp_status_roadmap(&mut status, &roadmap);
@@ -143,14 +101,9 @@ mod tests {
         // The live item of an earlier revision keeps what its history entry recorded.
         status.roadmap_item = Some("PAY-99".into());
         stamp_status_roadmap(&mut status, &roadmap);
-        assert_eq!((status.roadmap_horizon, status.roadmap_kind), (None, None));
         assert_eq!(
-            tags,
-            [
-                (None, None),
-                (Some(Horizon::Now), Some(RoadmapKind::Feature)),
-                (None, None)
-            ]
+            (status.roadmap_horizon, status.roadmap_kind),
+            (Some(Horizon::Later), None)
         );
     }
 }

@@ -159,33 +159,8 @@ pub fn decide(release: &Release, observed: &Observed, now: Timestamp) -> Decisio
         Ok(()) => decider.decide(),
         Err(error) => decider.invalid_spec(&error),
     };
-    let roadmap = &release.spec.roadmap;
-    let before = release
-        .status
-        .as_ref()
-        .map(|status| status.history.as_slice())
-        .unwrap_or_default();
-    history::stamp_roadmap(before, &mut decision.status.history, roadmap);
-    history::stamp_status_roadmap(&mut decision.status, roadmap);
-    tag_event_notes(&mut decision.actions, roadmap);
+    history::stamp_status_roadmap(&mut decision.status, &release.spec.roadmap);
     decision
-}
-
-/// Names the roadmap item's horizon and kind where an event note names the item: notes begin
-/// with `<item>: `, which becomes `<item> (now, feature): `.
-fn tag_event_notes(actions: &mut [Action], roadmap: &crate::api::Roadmap) {
-    let tagged = roadmap.tagged();
-    if tagged == roadmap.item {
-        return;
-    }
-    let prefix = format!("{}: ", roadmap.item);
-    for action in actions {
-        if let Action::Event(note) = action
-            && let Some(rest) = note.note.strip_prefix(&prefix)
-        {
-            note.note = format!("{tagged}: {rest}");
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1318,3 +1318,73 @@ fn a_revision_shipped_again_after_being_superseded_is_judged_afresh() {
         "one failure is below failureLimit: not rolled back"
     );
 }
+
+#[test]
+fn a_rollback_keeps_the_canarys_timeline_for_its_post_mortem() {
+    use crate::api::TimelineKind;
+    let mut sim = Sim::canary_of(ReleaseBuilder::gateway().analysis());
+    sim.settle();
+    sim.observed.analysis = Some(run(V2, Verdict::Passing, at(30)));
+    sim.tick(30);
+    sim.observed.analysis = Some(run(V2, Verdict::Failing, at(60)));
+    sim.tick(30);
+    assert!(
+        !sim.status().timeline.is_empty(),
+        "the running canary has its timeline in the status"
+    );
+    sim.observed.analysis = Some(run(V2, Verdict::Failing, at(90)));
+    sim.tick(30);
+    // The rollback's actions applied; the next look sees traffic back and the pods gone.
+    sim.settle();
+    let status = sim.status();
+    assert!(status.timeline.is_empty(), "moved to the history entry");
+    let kinds: Vec<TimelineKind> = status.history[0].timeline.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            TimelineKind::CanaryCreated,
+            TimelineKind::CanaryAvailable,
+            TimelineKind::Step,
+            TimelineKind::Step,
+            TimelineKind::Analysis,
+            TimelineKind::FirstFailure,
+            TimelineKind::Analysis,
+            TimelineKind::TrafficOnStable,
+            TimelineKind::CanaryScaledDown,
+        ],
+        "{:#?}",
+        status.history[0].timeline
+    );
+    let first_failure = &status.history[0].timeline[5];
+    assert_eq!(first_failure.at, Time(at(60)));
+    assert_eq!(
+        (first_failure.consecutive, first_failure.limit),
+        (Some(1), Some(2))
+    );
+    let worst = first_failure
+        .canary
+        .as_ref()
+        .expect("the canary's worst window");
+    assert!(
+        worst.error_query.is_some(),
+        "the first failure keeps its PromQL"
+    );
+    // Deciding again changes nothing: the after-the-end entries are noted once.
+    let again = decide(&sim.release, &sim.observed, sim.now);
+    assert_eq!(&again.status, sim.status());
+}
+
+#[test]
+fn an_abort_records_who_asked_in_the_timeline() {
+    use crate::api::TimelineKind;
+    let mut sim = gateway_canary_at_indefinite_pause();
+    sim.request("stop", ManualAction::Abort);
+    sim.tick(5);
+    let timeline = &sim.status().history[0].timeline;
+    let request = timeline
+        .iter()
+        .find(|e| e.kind == TimelineKind::Request)
+        .expect("the abort request");
+    assert_eq!(request.action, Some(ManualAction::Abort));
+    assert_eq!(request.by.as_deref(), Some("sre@example.com"));
+}

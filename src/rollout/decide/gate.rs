@@ -7,7 +7,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::{Decider, Stage, plus, stage};
 use crate::api::{Outcome, Release, ReleaseSpec, ReleaseStatus, Verdict};
-use crate::rollout::fold;
+use crate::rollout::{fold, timeline};
 
 /// How far after `steps_started + interval` a Release's first analysis run comes: a fixed
 /// share of a quarter of the interval, from a hash of the Release's namespace and name. Many
@@ -120,7 +120,20 @@ impl Decider<'_> {
             }
         }
         let counting = judging_canary && run.revision.as_deref() == Some(current.as_str());
-        self.status.analysis = Some(fold::fold(self.status.analysis.as_ref(), run, counting));
+        let folded = fold::fold(self.status.analysis.as_ref(), run, counting);
+        if counting {
+            // The first run of a failing (or erroring) streak keeps its queries for the
+            // post-mortem; the others are compact.
+            let streak_starts =
+                folded.failing_since.is_some() && folded.failing_since == folded.last_run_at;
+            let entry = if streak_starts {
+                timeline::first_failure(&folded, self.spec.analysis.as_ref())
+            } else {
+                timeline::analysis_run(&folded, self.spec.analysis.as_ref())
+            };
+            self.note(entry);
+        }
+        self.status.analysis = Some(folded);
     }
 
     /// Roll the canary back when `failureLimit` failing or `errorLimit` erroring runs came in a

@@ -29,9 +29,13 @@ use std::time::Duration as StdDuration;
 
 use k8s_openapi::jiff::Timestamp;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
 use super::{Action, Decision, EventNote, Observed, RouteState, Severity, WorkloadState};
+use super::{history, timeline};
 use crate::api::{
-    AnalysisStatus, Duration, Phase, Release, ReleaseSpec, ReleaseStatus, template_revision,
+    AnalysisStatus, Duration, HistoryEntry, Outcome, Phase, Release, ReleaseSpec, ReleaseStatus,
+    TimelineEntry, TimelineKind, template_revision,
 };
 
 /// How soon to look again while waiting for the world to catch up with actions just taken, in
@@ -191,12 +195,60 @@ impl<'a> Decider<'a> {
         }
     }
 
+    /// An Event whose note starts with the roadmap item (and its horizon and kind).
     fn event(&mut self, severity: Severity, reason: &str, note: String) {
         self.push(Action::Event(EventNote {
             severity,
             reason: reason.to_string(),
-            note: format!("{}: {note}", self.item),
+            note: format!("{}: {note}", self.spec.roadmap.tagged()),
         }));
+    }
+
+    /// Record how the canary of `revision` ended: a history entry (with the spec's horizon and
+    /// kind when it delivered the spec's item) that takes the canary's timeline with it.
+    fn finish_revision(
+        &mut self,
+        revision: &str,
+        roadmap_item: &str,
+        outcome: Outcome,
+        reason: &str,
+        message: String,
+    ) -> &mut HistoryEntry {
+        let mut entry = history::entry(
+            revision,
+            roadmap_item,
+            outcome,
+            self.status.canary_started_at.clone(),
+            Time(self.now),
+            reason,
+            Some(message),
+        );
+        if roadmap_item == self.item {
+            entry.horizon = self.spec.roadmap.horizon;
+            entry.kind = self.spec.roadmap.kind;
+        } else {
+            entry.horizon = self.old.roadmap_horizon;
+            entry.kind = self.old.roadmap_kind;
+        }
+        entry.timeline = std::mem::take(&mut self.status.timeline);
+        history::record(&mut self.status.history, entry);
+        &mut self.status.history[0]
+    }
+
+    /// Add `entry` to the running canary's timeline.
+    fn note(&mut self, entry: TimelineEntry) {
+        timeline::push(&mut self.status.timeline, entry);
+    }
+
+    /// Add an entry of `kind` to the newest finished revision's timeline, once: what happens
+    /// after a canary ended (traffic back on the stable, its pods gone) as it is observed.
+    fn note_after(&mut self, kind: TimelineKind, make: fn(Time) -> TimelineEntry) {
+        let now = self.now;
+        if let Some(newest) = self.status.history.first_mut()
+            && !newest.timeline.iter().any(|entry| entry.kind == kind)
+        {
+            timeline::push(&mut newest.timeline, make(Time(now)));
+        }
     }
 
     fn due_at(&mut self, at: Timestamp) {
@@ -301,6 +353,7 @@ impl<'a> Decider<'a> {
     }
 
     fn clear_canary(&mut self) {
+        self.status.timeline.clear();
         self.status.canary_revision = None;
         self.status.current_step = None;
         self.status.step_progress = None;

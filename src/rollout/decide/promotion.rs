@@ -6,7 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::{Decider, Mode};
 use crate::api::{Outcome, Phase};
-use crate::rollout::{Action, Severity, history};
+use crate::rollout::{Action, Severity};
 
 impl Decider<'_> {
     /// Record the promotion as begun (the stable's revision is the canary's): from here a
@@ -120,18 +120,8 @@ impl Decider<'_> {
 
     fn complete_promotion(&mut self, revision: &str) {
         let message = format!("canary {revision} promoted; stable serves 100%");
-        history::record(
-            &mut self.status.history,
-            history::entry(
-                revision,
-                self.item,
-                Outcome::Promoted,
-                self.status.canary_started_at.clone(),
-                Time(self.now),
-                "Promoted",
-                Some(message),
-            ),
-        );
+        let item = self.item;
+        self.finish_revision(revision, item, Outcome::Promoted, "Promoted", message);
         self.event(
             Severity::Normal,
             "CanaryPromoted",

@@ -5,7 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::{Decider, Stage, stage};
 use crate::api::{ManualAction, ManualRequest, Outcome};
-use crate::rollout::Severity;
+use crate::rollout::{Severity, timeline};
 
 impl Decider<'_> {
     /// Act on a new manual request, or ignore it with an Event saying why. Either way its id is
@@ -48,6 +48,11 @@ impl Decider<'_> {
                 format!("promote works only while Progressing or Paused; phase is {phase}"),
             ),
             (ManualAction::Abort, Stage::Canary) => {
+                self.note(timeline::request(
+                    Time(self.now),
+                    request.action,
+                    request.requested_by.clone(),
+                ));
                 let who = request.requested_by.as_deref().unwrap_or("a person");
                 let message = format!(
                     "aborted by {who} at step {} with {}% on canary",
@@ -103,6 +108,11 @@ impl Decider<'_> {
 
     fn promote(&mut self, request: &ManualRequest, stage: Stage) {
         let action = request.action.verb();
+        self.note(timeline::request(
+            Time(self.now),
+            request.action,
+            request.requested_by.clone(),
+        ));
         match (request.action, stage) {
             (ManualAction::PromoteFull, Stage::Pending) => {
                 self.event(
@@ -162,6 +172,7 @@ impl Decider<'_> {
                     self.status.pause_until = None;
                     if self.status.steps_started_at.is_some() {
                         self.status.step_started_at = Some(Time(self.now));
+                        self.note_step_begins();
                     }
                     self.event(
                         Severity::Normal,

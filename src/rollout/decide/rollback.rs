@@ -1,11 +1,9 @@
 //! Taking a canary away: a rollback (analysis, progress deadline, abort), a rolled-back
 //! revision waiting for a new template or a retry, and a canary superseded by a newer one.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-
 use super::Decider;
-use crate::api::{Outcome, Phase};
-use crate::rollout::{Severity, history};
+use crate::api::{Outcome, Phase, TimelineKind};
+use crate::rollout::{Severity, history, timeline};
 
 impl Decider<'_> {
     /// A new template while a canary runs: the old canary's release ends as Superseded and the
@@ -27,17 +25,12 @@ impl Decider<'_> {
             self.spec_revision,
             self.step_label()
         );
-        history::record(
-            &mut self.status.history,
-            history::entry(
-                &canary,
-                &old_item,
-                Outcome::Superseded,
-                self.status.canary_started_at.clone(),
-                Time(self.now),
-                "Superseded",
-                Some(message.clone()),
-            ),
+        self.finish_revision(
+            &canary,
+            &old_item,
+            Outcome::Superseded,
+            "Superseded",
+            message.clone(),
         );
         self.retire_canary();
         self.event(
@@ -53,20 +46,13 @@ impl Decider<'_> {
     pub(super) fn rollback(&mut self, outcome: Outcome, reason: &str, message: String) {
         let revision = self.status.canary_revision.clone().unwrap_or_default();
         self.retire_canary();
-        let mut entry = history::entry(
-            &revision,
-            self.item,
-            outcome,
-            self.status.canary_started_at.clone(),
-            Time(self.now),
-            reason,
-            Some(message.clone()),
-        );
         // The traffic leaves the canary in this decision's first action: time to restore ends now.
-        entry.failure_detected_at = self
+        let failure_detected_at = self
             .analysis_of(&revision)
             .and_then(|analysis| analysis.failing_since.clone());
-        history::record(&mut self.status.history, entry);
+        let item = self.item;
+        let entry = self.finish_revision(&revision, item, outcome, reason, message.clone());
+        entry.failure_detected_at = failure_detected_at;
         let (event_reason, verb) = match outcome {
             Outcome::Aborted => ("CanaryAborted", "aborted"),
             _ => ("CanaryRolledBack", "rolled back"),
@@ -84,6 +70,27 @@ impl Decider<'_> {
     /// stable at full size (also finishing a rollback a restart cut short).
     pub(super) fn rolled_back(&mut self) -> bool {
         self.retire_canary();
+        // For the post-mortem: when the traffic was seen back on the stable, and the canary's
+        // pods gone.
+        let traffic_off = match self.mode {
+            super::Mode::Gateway => self.route_weight() == Some(0),
+            super::Mode::Replicas => self
+                .observed
+                .canary
+                .as_ref()
+                .is_none_or(|c| c.replicas == 0),
+        };
+        if traffic_off {
+            self.note_after(TimelineKind::TrafficOnStable, timeline::traffic_on_stable);
+        }
+        if self
+            .observed
+            .canary
+            .as_ref()
+            .is_none_or(|c| c.replicas == 0)
+        {
+            self.note_after(TimelineKind::CanaryScaledDown, timeline::canary_scaled_down);
+        }
         let revision = self.status.rolled_back_revision.clone().unwrap_or_default();
         let (reason, message) = history::latest_of(&self.status.history, &revision)
             .map(|entry| {

@@ -6,7 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use super::{Decider, Mode, plus};
 use crate::api::{Outcome, Phase};
 use crate::rollout::split::canary_size;
-use crate::rollout::{Action, Severity, history};
+use crate::rollout::{Action, Severity, timeline};
 
 impl Decider<'_> {
     /// No stable yet: the template becomes the stable directly.
@@ -19,17 +19,13 @@ impl Decider<'_> {
         });
         self.status.stable_revision = Some(revision.clone());
         self.status.stable_roadmap_item = Some(self.item.to_string());
-        history::record(
-            &mut self.status.history,
-            history::entry(
-                &revision,
-                self.item,
-                Outcome::Promoted,
-                None,
-                Time(self.now),
-                "FirstRelease",
-                Some(format!("first release: stable {revision} created directly")),
-            ),
+        let item = self.item;
+        self.finish_revision(
+            &revision,
+            item,
+            Outcome::Promoted,
+            "FirstRelease",
+            format!("first release: stable {revision} created directly"),
         );
         self.event(
             Severity::Normal,
@@ -175,6 +171,8 @@ impl Decider<'_> {
             self.status.analysis = None;
         }
         self.set_current_step(0);
+        self.status.timeline.clear();
+        self.note(timeline::canary_created(Time(self.now), &revision));
         let stable = self.status.stable_revision.clone().unwrap_or_default();
         self.event(
             Severity::Normal,

@@ -6,7 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use super::{Decider, Mode, plus};
 use crate::api::{Outcome, Phase};
 use crate::rollout::split::{canary_size, effective_weight, replica_split};
-use crate::rollout::{Action, Severity, WorkloadState};
+use crate::rollout::{Action, Severity, WorkloadState, timeline};
 
 impl<'a> Decider<'a> {
     pub(super) fn steps_len(&self) -> usize {
@@ -21,6 +21,16 @@ impl<'a> Decider<'a> {
 
     pub(super) fn set_current_step(&mut self, index: usize) {
         self.status.current_step = Some(i32::try_from(index).unwrap_or(i32::MAX));
+    }
+
+    /// Note in the timeline that the current step begins, with the weight it aims at.
+    pub(super) fn note_step_begins(&mut self) {
+        let index = self.current_step();
+        if index < self.steps_len() {
+            let step = i32::try_from(index + 1).unwrap_or(i32::MAX);
+            let weight = self.weight_target(index);
+            self.note(timeline::step(Time(self.now), step, weight));
+        }
     }
 
     /// `n/total`, 1-based, as the Step column shows it.
@@ -103,6 +113,8 @@ impl<'a> Decider<'a> {
         if self.status.steps_started_at.is_none() {
             self.status.steps_started_at = Some(Time(self.now));
             self.status.step_started_at = Some(Time(self.now));
+            self.note(timeline::canary_available(Time(self.now)));
+            self.note_step_begins();
         }
 
         if self.inconclusive_hold(&revision) {
@@ -133,6 +145,7 @@ impl<'a> Decider<'a> {
             self.set_current_step(index + 1);
             self.status.step_started_at = Some(Time(self.now));
             self.status.pause_until = None;
+            self.note_step_begins();
         }
 
         // Every step done: the analysis gate, then promotion. Traffic holds at the last weight

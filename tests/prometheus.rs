@@ -309,3 +309,59 @@ async fn an_exhausted_budget_is_below_the_freeze_threshold() {
     );
     eprintln!("budget: {} (remaining {remaining:.3})", run.summary);
 }
+
+/// Prometheus's own count of instant queries it answered, from its `/metrics`.
+async fn queries_answered(prometheus: &Prometheus) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", prometheus.address()))
+        .await
+        .expect("Prometheus serves its own metrics")
+        .text()
+        .await
+        .expect("its metrics as text");
+    text.lines()
+        .filter(|line| line.starts_with("prometheus_http_requests_total{"))
+        .filter(|line| line.contains(r#"handler="/api/v1/query""#))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn the_budget_queries_are_not_asked_again_every_interval() {
+    let Some((metrics, prometheus)) = start().await else {
+        return;
+    };
+    metrics.set_traffic("cached", "checkout-stable", 40.0, 0.0);
+    prometheus
+        .wait_for_window(
+            r#"http_requests_total{namespace="cached"}"#,
+            LONG_WINDOW,
+            DATA_DEADLINE,
+        )
+        .await
+        .expect("Prometheus collects a full window");
+    // A 30-day budget: its answer is good for an hour.
+    let release = release("cached", prometheus.address(), false)
+        .budget("30d", 0.0)
+        .build();
+    let clients = analysis::Clients::default();
+    let count = |from: f64, to: f64| (to - from).round() as i64;
+
+    let before = queries_answered(&prometheus).await;
+    let first = analysis::run(&release, &Credentials::default(), &clients).await;
+    let after_first = queries_answered(&prometheus).await;
+    let second = analysis::run(&release, &Credentials::default(), &clients).await;
+    let after_second = queries_answered(&prometheus).await;
+
+    let first_run = count(before, after_first);
+    let second_run = count(after_first, after_second);
+    assert_eq!(
+        first_run - second_run,
+        2,
+        "the two budget queries are asked once: {first_run} then {second_run} queries"
+    );
+    assert_eq!(
+        first.error_budget_remaining, second.error_budget_remaining,
+        "the same figure, from the kept answers"
+    );
+    assert!(second.error_budget_remaining.is_some());
+}

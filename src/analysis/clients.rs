@@ -1,8 +1,13 @@
 //! One Prometheus client per address, shared by every Release that queries it: connections are
-//! reused across runs and Releases instead of being set up again each interval.
+//! reused across runs and Releases instead of being set up again each interval. Beside them, the
+//! answers to error-budget queries, which look back over days and change slowly: asked again
+//! only after a fraction of their period, not every interval.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::outcome::QueryOutcome;
 
 use crate::api::PrometheusSource;
 
@@ -19,10 +24,18 @@ struct Key {
     ca_pem: Option<Vec<u8>>,
 }
 
-/// The clients built so far, by address, timeout and credentials.
+/// The clients built so far, by address, timeout and credentials, and the budget answers.
 #[derive(Default)]
 pub struct Clients {
     clients: Mutex<HashMap<Key, PrometheusClient>>,
+    /// `(address, query)` to its answer and when it was given.
+    budget_answers: Mutex<HashMap<(String, String), (QueryOutcome, Instant)>>,
+}
+
+/// How long an answer over a budget `period` stays good: 1/720 of the period (an hour for
+/// 30 days), at least 30 s and at most an hour.
+pub fn budget_answer_ttl(period: Duration) -> Duration {
+    (period / 720).clamp(Duration::from_secs(30), Duration::from_secs(3600))
 }
 
 impl Clients {
@@ -53,6 +66,36 @@ impl Clients {
         Ok(client)
     }
 
+    /// The answer to budget `query` at `address` given less than `ttl` ago.
+    pub fn budget_answer(&self, address: &str, query: &str, ttl: Duration) -> Option<QueryOutcome> {
+        let answers = self.budget_answers.lock().ok()?;
+        answers
+            .get(&(address.to_string(), query.to_string()))
+            .filter(|(_, at)| at.elapsed() < ttl)
+            .map(|(answer, _)| answer.clone())
+    }
+
+    /// Keep a budget answer (a failure is not kept: it is asked again next time), and drop the
+    /// answers older than `ttl`.
+    pub fn remember_budget_answer(
+        &self,
+        address: &str,
+        query: &str,
+        answer: &QueryOutcome,
+        ttl: Duration,
+    ) {
+        if let QueryOutcome::Failed(_) = answer {
+            return;
+        }
+        if let Ok(mut answers) = self.budget_answers.lock() {
+            answers.retain(|_, (_, at)| at.elapsed() < ttl);
+            answers.insert(
+                (address.to_string(), query.to_string()),
+                (answer.clone(), Instant::now()),
+            );
+        }
+    }
+
     /// How many distinct clients exist.
     pub fn len(&self) -> usize {
         self.clients.lock().map_or(0, |clients| clients.len())
@@ -67,12 +110,11 @@ impl Clients {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::Duration;
 
     fn source(address: &str) -> PrometheusSource {
         PrometheusSource {
             address: address.into(),
-            timeout: Duration::from_secs(10),
+            timeout: crate::api::Duration::from_secs(10),
             bearer_token_secret: None,
             ca_secret: None,
         }
@@ -102,5 +144,40 @@ mod tests {
             3,
             "another address or token is another client"
         );
+    }
+
+    #[test]
+    fn a_budget_answer_is_reused_for_a_fraction_of_its_period_and_a_failure_never() {
+        assert_eq!(
+            budget_answer_ttl(Duration::from_secs(30 * 86_400)),
+            Duration::from_secs(3600)
+        );
+        assert_eq!(
+            budget_answer_ttl(Duration::from_secs(3600)),
+            Duration::from_secs(30)
+        );
+        let clients = Clients::default();
+        let ttl = Duration::from_secs(60);
+        clients.remember_budget_answer("http://p:9090", "errors", &QueryOutcome::Value(3.0), ttl);
+        assert_eq!(
+            clients.budget_answer("http://p:9090", "errors", ttl),
+            Some(QueryOutcome::Value(3.0))
+        );
+        assert_eq!(
+            clients.budget_answer("http://p:9090", "errors", Duration::ZERO),
+            None,
+            "expired"
+        );
+        assert_eq!(
+            clients.budget_answer("http://thanos:9090", "errors", ttl),
+            None,
+            "per address"
+        );
+        let failed = QueryOutcome::Failed(QueryFailure::Setup {
+            address: "http://p:9090".into(),
+            reason: "down".into(),
+        });
+        clients.remember_budget_answer("http://p:9090", "total", &failed, ttl);
+        assert_eq!(clients.budget_answer("http://p:9090", "total", ttl), None);
     }
 }

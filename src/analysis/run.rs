@@ -276,8 +276,40 @@ pub async fn run(release: &Release, credentials: &Credentials, clients: &Clients
         Err(error) => return error_run(error.to_string(), revision, Timestamp::now()),
     };
     let client = clients.get(&analysis.prometheus, credentials);
-    let measurements = measure(&plan, client.as_ref()).await;
+    let measurements = match &client {
+        Ok(client) => measure_reusing_budget(&plan, client, clients).await,
+        Err(failure) => measure(&plan, Err(failure)).await,
+    };
     judge(&analysis.slo, revision, &measurements, Timestamp::now())
+}
+
+/// [`measure`], with the budget queries answered from `clients`' cache while their answer is
+/// younger than a fraction of the budget period ([`super::clients::budget_answer_ttl`]).
+async fn measure_reusing_budget(
+    plan: &Plan,
+    client: &PrometheusClient,
+    clients: &Clients,
+) -> Measurements {
+    let budget = plan.budget.as_ref().map(|(period, window)| {
+        (
+            super::clients::budget_answer_ttl(period.as_std()),
+            [window.error_query.as_str(), window.total_query.as_str()],
+        )
+    });
+    let address = client.address();
+    let answers = join_all(plan.queries().into_iter().map(|query| async move {
+        let Some((ttl, _)) = budget.filter(|(_, queries)| queries.contains(&query)) else {
+            return client.instant(query).await;
+        };
+        if let Some(answer) = clients.budget_answer(address, query, ttl) {
+            return answer;
+        }
+        let answer = client.instant(query).await;
+        clients.remember_budget_answer(address, query, &answer, ttl);
+        answer
+    }))
+    .await;
+    plan.assemble(answers)
 }
 
 #[cfg(test)]

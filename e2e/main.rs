@@ -19,6 +19,7 @@
 mod canary;
 mod control_plane;
 mod fixtures;
+mod hostile;
 mod support;
 
 #[path = "../tests/support/prometheus.rs"]
@@ -43,6 +44,8 @@ fn main() -> ExitCode {
         canary::abort_sends_traffic_back_to_stable_before_the_canary_goes,
         canary::a_missing_http_route_is_named_in_a_condition,
         canary::a_canary_burning_its_error_budget_is_rolled_back_by_analysis,
+        hostile::a_selector_change_is_refused_naming_spec_selector,
+        hostile::every_hostile_release_is_refused_or_gets_spec_valid,
     ];
     let conclusion = libtest_mimic::run(&args, trials);
     // Stop the control plane before exiting: `exit` would skip its destructor.

@@ -20,6 +20,7 @@ mod canary;
 mod children;
 mod control_plane;
 mod fixtures;
+mod hostile;
 mod install;
 mod operate;
 mod quiet;
@@ -63,6 +64,8 @@ fn main() -> ExitCode {
         operate::the_command_line_promotes_aborts_and_retries,
         operate::a_user_with_edit_promotes_in_their_namespace_only,
         install::the_helm_chart_applies_to_the_api_server,
+        hostile::a_selector_change_is_refused_naming_spec_selector,
+        hostile::every_hostile_release_is_refused_or_gets_spec_valid,
     ];
     let conclusion = libtest_mimic::run(&args, trials);
     // Stop the control plane before exiting: `exit` would skip its destructor.

@@ -12,6 +12,11 @@ use super::Release;
 /// it) but loses its nested descriptions: they are Kubernetes' own PodSpec documentation and
 /// would push the CRD past the 256 KiB that client-side `kubectl apply` (and Argo CD's default
 /// sync) can store in its last-applied annotation.
+///
+/// Every integer gets bounds that fit its Rust type, and every quantity the pattern Kubernetes
+/// reads quantities with (see [`bound_integers`]): the API server does not enforce
+/// `format: int32`, and one stored Release the controller cannot decode would stop the list of
+/// every Release it watches; a quantity the Deployment cannot hold would be refused only then.
 pub fn release_crd() -> CustomResourceDefinition {
     let crd = Release::crd();
     let Ok(mut json) = serde_json::to_value(&crd) else {
@@ -22,13 +27,82 @@ pub fn release_crd() -> CustomResourceDefinition {
         .into_iter()
         .flatten()
     {
-        let template = &mut version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
-            ["template"];
+        let schema = &mut version["schema"]["openAPIV3Schema"];
+        bound_integers(schema, "");
+        let template = &mut schema["properties"]["spec"]["properties"]["template"];
         if let Some(properties) = template.get_mut("properties") {
             strip_descriptions(properties);
         }
     }
     serde_json::from_value(json).unwrap_or(crd)
+}
+
+/// Properties of the pod template (and of Waymark's own types) whose int-or-string schema is a
+/// Kubernetes `IntOrString`, whose number is an `i32`. Every other int-or-string node of the
+/// schema is a `Quantity`, which reads any JSON number.
+pub const INT_OR_STRING_PORTS: [&str; 2] = ["port", "targetPort"];
+
+/// What Kubernetes accepts as a quantity written as a string (`500m`, `1Gi`, `1e3`).
+pub const QUANTITY_PATTERN: &str = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$";
+
+/// The largest `int64` a schema bound can say: bounds are JSON floats, `i64::MAX` rounds up to
+/// 2^63, and the API server turns a bound of 2^63 into `-2^63` (every number is then too
+/// large). This is the largest float below 2^63.
+pub const INT64_MAXIMUM: i64 = i64::MAX - 1023;
+
+/// Give every `integer` the bounds of its `format` (keeping tighter ones already there), every
+/// `IntOrString` ([`INT_OR_STRING_PORTS`]) the bounds of an `i32`, and every `Quantity` the
+/// [`QUANTITY_PATTERN`] (on an int-or-string, a pattern applies to strings only).
+///
+/// `name` is the property name of `schema` in its parent object.
+fn bound_integers(schema: &mut Value, name: &str) {
+    let Value::Object(map) = schema else { return };
+    let int_or_string = map.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true));
+    let range = if map.get("type").and_then(Value::as_str) == Some("integer") {
+        match map.get("format").and_then(Value::as_str) {
+            Some("int32") => Some((i64::from(i32::MIN), i64::from(i32::MAX))),
+            _ => Some((i64::MIN, INT64_MAXIMUM)),
+        }
+    } else if int_or_string && INT_OR_STRING_PORTS.contains(&name) {
+        Some((i64::from(i32::MIN), i64::from(i32::MAX)))
+    } else {
+        None
+    };
+    if int_or_string && !INT_OR_STRING_PORTS.contains(&name) && !map.contains_key("pattern") {
+        map.insert("pattern".into(), Value::from(QUANTITY_PATTERN));
+    }
+    if let Some((floor, ceiling)) = range {
+        let minimum = map
+            .get("minimum")
+            .and_then(Value::as_f64)
+            .map_or(floor, |min| (min.ceil() as i64).max(floor));
+        let maximum = map
+            .get("maximum")
+            .and_then(Value::as_f64)
+            .map_or(ceiling, |max| (max.floor() as i64).min(ceiling));
+        map.insert("minimum".into(), Value::from(minimum));
+        map.insert("maximum".into(), Value::from(maximum));
+    }
+    for (key, child) in map.iter_mut() {
+        match key.as_str() {
+            "properties" => {
+                if let Value::Object(fields) = child {
+                    for (field, schema) in fields.iter_mut() {
+                        bound_integers(schema, field);
+                    }
+                }
+            }
+            "items" | "additionalProperties" => bound_integers(child, name),
+            "allOf" | "anyOf" | "oneOf" => {
+                if let Value::Array(branches) = child {
+                    for branch in branches {
+                        bound_integers(branch, name);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 fn strip_descriptions(schema: &mut Value) {

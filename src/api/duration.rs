@@ -7,11 +7,22 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The pattern the API server enforces for every duration field except budget periods.
 ///
-/// Only Go units are allowed so that CEL's `duration()` can compare them (burn windows).
+/// Only Go units are allowed so that CEL's `duration()` can read them: every duration field
+/// carries a CEL rule bounding it with `duration(self)`, which also rejects a value too large
+/// for Go's durations (about 290 years), so nothing the API server stores overflows
+/// [`Duration`]'s parser.
 pub const DURATION_PATTERN: &str = r"^([0-9]+(ms|s|m|h))+$";
 
-/// The pattern for error-budget periods, which are usually counted in days.
-pub const PERIOD_PATTERN: &str = r"^([0-9]+(ms|s|m|h|d|w))+$";
+/// The pattern for error-budget periods, which are counted in days or weeks: one whole number of
+/// hours, days or weeks (`720h`, `30d`, `4w`).
+///
+/// CEL's `duration()` knows no days, so a period is not a Go duration; a single part keeps it
+/// simple enough for [`PERIOD_BOUNDS_RULE`] to read.
+pub const PERIOD_PATTERN: &str = r"^[0-9]{1,4}[hdw]$";
+
+/// CEL rule bounding a budget period (of [`PERIOD_PATTERN`]) to 1h-90d: its number times the
+/// hours in its unit.
+pub const PERIOD_BOUNDS_RULE: &str = "[int(self.substring(0, size(self) - 1)) * (self.endsWith('w') ? 168 : self.endsWith('d') ? 24 : 1)].all(hours, hours >= 1 && hours <= 2160)";
 
 /// A non-negative span of time, parsed from a string of `<number><unit>` parts.
 ///
@@ -173,13 +184,13 @@ impl JsonSchema for Duration {
     }
 }
 
-/// Schema for a budget period: like [`Duration`] but days and weeks are allowed.
+/// Schema for a budget period: whole hours, days or weeks ([`PERIOD_PATTERN`]).
 pub fn period_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": "string",
         "pattern": PERIOD_PATTERN,
-        "maxLength": 32,
-        "description": "Length of the rolling error-budget period, e.g. 30d or 4w.",
+        "maxLength": 5,
+        "description": "Length of the rolling error-budget period, 1h to 90d: a whole number of hours, days or weeks, e.g. 30d or 4w.",
     })
 }
 

@@ -8,10 +8,10 @@ use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, KubeSchema};
-use schemars::JsonSchema;
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
-use super::duration::{Duration, period_schema};
+use super::duration::{Duration, PERIOD_BOUNDS_RULE, period_schema};
 use super::status::ReleaseStatus;
 
 /// A service's progressive delivery: its pod template, canary steps, SLO and the roadmap item
@@ -27,6 +27,10 @@ use super::status::ReleaseStatus;
     status = "ReleaseStatus",
     derive = "PartialEq",
     doc = "A service released progressively: canary steps judged by SLO burn rate, tied to a roadmap item.",
+    // The children are named `<name>-stable` and `<name>-canary`, and a Service name is a
+    // DNS-1035 label of at most 63 characters. CEL at the root sees `metadata.name`; the API
+    // server reports a root rule without a field path, so the message names the field.
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]{0,54}[a-z0-9])?$')").message("metadata.name must be at most 56 characters of a-z, 0-9 and '-', start with a letter and end with a letter or digit, so that the Services <name>-stable and <name>-canary are valid names"),
     printcolumn(
         name = "Roadmap",
         type_ = "string",
@@ -72,14 +76,20 @@ pub struct ReleaseSpec {
     /// Total number of pods. During a replica-split canary the stable and canary pods add up to
     /// this number; with a router the stable keeps all of them until promotion.
     #[serde(default = "default_replicas")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 10000))]
     pub replicas: i32,
 
     /// Label selector of the service's pods. It must match the template's labels; Waymark adds
-    /// its own role label so that stable and canary pods never mix.
+    /// its own role label so that stable and canary pods never mix. Immutable: it becomes the
+    /// selector of the child Deployments, which Kubernetes does not let change.
+    #[x_kube(
+        validation = Rule::new("self == oldSelf").message("spec.selector is immutable: it is the selector of the child Deployments, which cannot change; to select other pods, create a new Release"),
+        validation = Rule::new("(has(self.matchLabels) && size(self.matchLabels) > 0) || (has(self.matchExpressions) && size(self.matchExpressions) > 0)").message("spec.selector must not be empty: it would select every pod in the namespace")
+    )]
     pub selector: LabelSelector,
 
     /// The pod template. Changing it starts a new release (a canary of the new revision).
+    #[x_kube(validation = Rule::new("has(self.spec) && size(self.spec.containers) > 0").message("spec.template.spec.containers must list at least one container"))]
     pub template: PodTemplateSpec,
 
     /// Ports of the Services Waymark creates. Default: the template's first container port.
@@ -99,12 +109,15 @@ pub struct ReleaseSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<Analysis>,
 
-    /// Longest time a canary may take to become available before it is rolled back.
+    /// Longest time a canary may take to become available before it is rolled back: 10s to 24h.
     #[serde(default = "default_progress_deadline")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('10s') && duration(self) <= duration('24h')").message("spec.progressDeadline must be between 10s and 24h"))]
     pub progress_deadline: Duration,
 
-    /// How long the old canary pods keep running after promotion, so in-flight requests drain.
+    /// How long the old canary pods keep running after promotion, so in-flight requests drain:
+    /// 0s to 24h.
     #[serde(default = "default_scale_down_delay")]
+    #[x_kube(validation = Rule::new("duration(self) <= duration('24h')").message("spec.scaleDownDelay must be between 0s and 24h"))]
     pub scale_down_delay: Duration,
 }
 
@@ -158,9 +171,11 @@ pub struct Roadmap {
     #[schemars(length(max = 256))]
     pub title: Option<String>,
 
-    /// Link to the item in the tracker.
+    /// Link to the item in the tracker: an `http://` or `https://` URL (it becomes a link in
+    /// Argo CD and in the annotations of every child).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new(HTTP_URL_RULE).message("spec.roadmap.url must be an http:// or https:// URL with a host and no spaces"))]
     pub url: Option<String>,
 
     /// The objective or OKR the item serves.
@@ -285,9 +300,25 @@ pub struct ServicePorts {
     #[schemars(range(min = 1, max = 65535))]
     pub port: i32,
 
-    /// Container port (number or name) the Services send to. Default: `port`.
+    /// Container port (number 1-65535 or port name) the Services send to. Default: `port`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "target_port_schema")]
     pub target_port: Option<IntOrString>,
+}
+
+/// Schema of `service.targetPort`. On an int-or-string the API server applies the range to a
+/// number and the length and pattern to a name: an IANA service name, with a letter and no '-'
+/// at either end or twice in a row.
+fn target_port_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "nullable": true,
+        "x-kubernetes-int-or-string": true,
+        "minimum": 1,
+        "maximum": 65535,
+        "minLength": 1,
+        "maxLength": 15,
+        "pattern": "^([a-z0-9]+-)*[a-z0-9]*[a-z][a-z0-9]*(-[a-z0-9]+)*$",
+    })
 }
 
 /// Traffic routing mode.
@@ -313,7 +344,10 @@ pub struct Traffic {
 #[serde(rename_all = "camelCase")]
 pub struct GatewayApiTraffic {
     /// Name of an HTTPRoute in the Release's namespace with a backendRef to `<name>-stable`.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(
+        length(min = 1, max = 253),
+        pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub http_route: String,
 }
 
@@ -328,7 +362,7 @@ pub struct ReplicaTraffic {}
 pub struct Step {
     /// Percent of traffic to send to the canary, 0-100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self >= 0 && self <= 100").message("spec.steps[].setWeight must be between 0 and 100"))]
+    #[schemars(range(min = 0, max = 100))]
     pub set_weight: Option<i32>,
 
     /// Wait: for `duration`, or without one until `waymark promote`.
@@ -337,20 +371,24 @@ pub struct Step {
 }
 
 /// A pause step.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Pause {
-    /// How long to wait. Without it the canary waits for `waymark promote` (phase Paused).
+    /// How long to wait, 0s to 30 days (`720h`). Without it the canary waits for
+    /// `waymark promote` (phase Paused).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("duration(self) <= duration('720h')").message("spec.steps[].pause.duration must be between 0s and 720h (30 days); leave it out to wait for waymark promote"))]
     pub duration: Option<Duration>,
 }
 
 /// Prometheus analysis settings.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("duration(self.prometheus.timeout) <= duration(self.interval)").message("spec.analysis.prometheus.timeout must not be longer than spec.analysis.interval: a run must end before the next one starts"))]
 pub struct Analysis {
-    /// Time between analysis runs, from the first step to promotion.
+    /// Time between analysis runs, from the first step to promotion: 5s to 1h.
     #[serde(default = "default_interval")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('5s') && duration(self) <= duration('1h')").message("spec.analysis.interval must be between 5s and 1h"))]
     pub interval: Duration,
 
     /// Where the metrics are.
@@ -365,32 +403,34 @@ pub struct Analysis {
     #[schemars(length(max = 32))]
     pub checks: Vec<Check>,
 
-    /// Consecutive failing runs before the canary is rolled back.
+    /// Consecutive failing runs before the canary is rolled back: 1-1000.
     #[serde(default = "default_failure_limit")]
-    #[x_kube(validation = Rule::new("self >= 1").message("spec.analysis.failureLimit must be at least 1"))]
+    #[schemars(range(min = 1, max = 1000))]
     pub failure_limit: i32,
 
-    /// Consecutive inconclusive runs (too little data) before the canary is paused.
+    /// Consecutive inconclusive runs (too little data) before the canary is paused: 1-1000.
     #[serde(default = "default_inconclusive_limit")]
-    #[x_kube(validation = Rule::new("self >= 1").message("spec.analysis.inconclusiveLimit must be at least 1"))]
+    #[schemars(range(min = 1, max = 1000))]
     pub inconclusive_limit: i32,
 
-    /// Consecutive query errors (Prometheus unreachable, invalid query) before rollback.
+    /// Consecutive query errors (Prometheus unreachable, invalid query) before rollback: 1-1000.
     #[serde(default = "default_error_limit")]
-    #[x_kube(validation = Rule::new("self >= 1").message("spec.analysis.errorLimit must be at least 1"))]
+    #[schemars(range(min = 1, max = 1000))]
     pub error_limit: i32,
 }
 
 /// How to reach Prometheus.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct PrometheusSource {
     /// Base URL of the Prometheus HTTP API, e.g. `http://prometheus.monitoring:9090`.
-    #[schemars(length(min = 1, max = 2048), pattern(r"^https?://"))]
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new(HTTP_URL_RULE).message("spec.analysis.prometheus.address must be an http:// or https:// URL with a host and no spaces"))]
     pub address: String,
 
-    /// Timeout of one query.
+    /// Timeout of one query: 1s to 5m, and not longer than `interval`.
     #[serde(default = "default_query_timeout")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s') && duration(self) <= duration('5m')").message("spec.analysis.prometheus.timeout must be between 1s and 5m"))]
     pub timeout: Duration,
 
     /// Secret key (in the Release's namespace) holding a bearer token for Prometheus.
@@ -407,16 +447,20 @@ pub struct PrometheusSource {
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
     /// Secret name.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(
+        length(min = 1, max = 253),
+        pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub name: String,
     /// Key inside the Secret's data.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), pattern(r"^[-._a-zA-Z0-9]+$"))]
     pub key: String,
 }
 
 /// A service-level objective on the ratio of good requests, judged by error-budget burn rate.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.burnRates.all(pair, pair.max < 100.0 / (100.0 - double(self.objective)))").message("spec.analysis.slo.burnRates[].max must be below 100 / (100 - objective), the burn rate of a canary failing every request (1000 for 99.9): a higher max can never fail"))]
 pub struct Slo {
     /// Percent of requests that must be good, strictly between 0 and 100 (e.g. 99.9).
     #[x_kube(validation = Rule::new("self > 0.0 && self < 100.0").message("spec.analysis.slo.objective must be strictly between 0 and 100"))]
@@ -436,9 +480,10 @@ pub struct Slo {
     #[schemars(length(min = 1, max = 8))]
     pub burn_rates: Vec<BurnRate>,
 
-    /// Fewer requests than this in a window make the run Inconclusive, never Passing.
+    /// Fewer requests than this in a window make the run Inconclusive, never Passing:
+    /// 0 to 1,000,000,000.
     #[serde(default = "default_min_requests")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = 1_000_000_000))]
     pub min_requests: i64,
 
     /// Error-budget policy for the whole service.
@@ -451,9 +496,11 @@ pub struct Slo {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("duration(self.short) < duration(self.long)").message("spec.analysis.slo.burnRates[]: short must be a shorter window than long"))]
 pub struct BurnRate {
-    /// The long window, e.g. `5m`.
+    /// The long window, e.g. `5m`: 10s to 7 days (`168h`).
+    #[x_kube(validation = Rule::new("duration(self) >= duration('10s') && duration(self) <= duration('168h')").message("spec.analysis.slo.burnRates[].long must be between 10s and 168h (7 days)"))]
     pub long: Duration,
-    /// The short window, e.g. `1m`; must be shorter than `long`.
+    /// The short window, e.g. `1m`; must be shorter than `long`, and at least 10s.
+    #[x_kube(validation = Rule::new("duration(self) >= duration('10s') && duration(self) <= duration('168h')").message("spec.analysis.slo.burnRates[].short must be between 10s and 168h (7 days)"))]
     pub short: Duration,
     /// Highest allowed burn rate (multiples of the sustainable error rate), greater than 0.
     #[x_kube(validation = Rule::new("self > 0.0").message("spec.analysis.slo.burnRates[].max must be greater than 0"))]
@@ -464,8 +511,10 @@ pub struct BurnRate {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct BudgetPolicy {
-    /// Rolling period the budget is counted over, e.g. `30d`.
+    /// Rolling period the budget is counted over, e.g. `30d` or `4w`: a whole number of hours,
+    /// days or weeks, from 1h to 90d.
     #[schemars(schema_with = "period_schema")]
+    #[x_kube(validation = Rule::new(PERIOD_BOUNDS_RULE).message("spec.analysis.slo.budget.period must be between 1h and 90d (2160h, or 12w)"))]
     pub period: Duration,
 
     /// Hold new revisions while the remaining budget (a fraction, 1 = untouched) is below this.
@@ -478,6 +527,7 @@ pub struct BudgetPolicy {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.max) || has(self.min)").message("each entry of spec.analysis.checks must set max, min or both"))]
+#[x_kube(validation = Rule::new("!has(self.max) || !has(self.min) || self.min <= self.max").message("spec.analysis.checks[]: min must not be above max, or the check could never pass"))]
 pub struct Check {
     /// Name shown in the status, e.g. `p99-latency`.
     #[schemars(length(min = 1, max = 63))]
@@ -495,6 +545,10 @@ pub struct Check {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min: Option<f64>,
 }
+
+/// CEL rule for a link: `http://` or `https://`, a host, no whitespace. Not `javascript:` nor
+/// any other scheme a browser would run or a controller could not fetch.
+const HTTP_URL_RULE: &str = r"self.matches('^https?://[^\\s/?#]+([/?#]\\S*)?$')";
 
 fn default_replicas() -> i32 {
     1

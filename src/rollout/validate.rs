@@ -31,7 +31,8 @@ impl SpecError {
     }
 }
 
-/// Check what the schema cannot: the name fits the children's names, the selector matches the
+/// Check what the schema cannot: the name fits the children's names (the schema checks it too,
+/// for Releases stored before it did), the selector is one a Deployment accepts and matches the
 /// template's labels, the Service ports can be resolved and the analysis query templates
 /// resolve.
 pub fn spec(release: &Release) -> Result<(), SpecError> {
@@ -46,6 +47,7 @@ pub fn spec(release: &Release) -> Result<(), SpecError> {
             ),
         ));
     }
+    selector(&release.spec.selector)?;
     let template_labels = release
         .spec
         .template
@@ -53,6 +55,11 @@ pub fn spec(release: &Release) -> Result<(), SpecError> {
         .as_ref()
         .and_then(|meta| meta.labels.clone())
         .unwrap_or_default();
+    for (key, value) in &template_labels {
+        label(key, value).map_err(|problem| {
+            SpecError::new("spec.template.metadata.labels", format!("{key}: {problem}"))
+        })?;
+    }
     if !selector_matches(&release.spec.selector, &template_labels) {
         return Err(SpecError::new(
             "spec.selector",
@@ -70,6 +77,127 @@ pub fn spec(release: &Release) -> Result<(), SpecError> {
             .map_err(|error| SpecError::new(&error.field, error.error.to_string()))?;
     }
     Ok(())
+}
+
+/// Check what the API server would refuse in the child Deployments' selector, which can never
+/// change afterwards: label syntax, operators and their values, and Waymark's own keys.
+fn selector(selector: &LabelSelector) -> Result<(), SpecError> {
+    const FIELD: &str = "spec.selector";
+    for (key, value) in selector.match_labels.iter().flatten() {
+        label(key, value).map_err(|problem| {
+            SpecError::new(&format!("{FIELD}.matchLabels"), format!("{key}: {problem}"))
+        })?;
+        reserved(key, &format!("{FIELD}.matchLabels"))?;
+    }
+    for (index, expression) in selector.match_expressions.iter().flatten().enumerate() {
+        let field = format!("{FIELD}.matchExpressions[{index}]");
+        let values = expression.values.as_deref().unwrap_or_default();
+        label_key(&expression.key)
+            .map_err(|problem| SpecError::new(&format!("{field}.key"), problem))?;
+        reserved(&expression.key, &format!("{field}.key"))?;
+        match expression.operator.as_str() {
+            "In" | "NotIn" if values.is_empty() => {
+                return Err(SpecError::new(
+                    &format!("{field}.values"),
+                    format!("operator {} needs at least one value", expression.operator),
+                ));
+            }
+            "Exists" | "DoesNotExist" if !values.is_empty() => {
+                return Err(SpecError::new(
+                    &format!("{field}.values"),
+                    format!("operator {} takes no values", expression.operator),
+                ));
+            }
+            "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+            other => {
+                return Err(SpecError::new(
+                    &format!("{field}.operator"),
+                    format!("{other:?} is not one of In, NotIn, Exists, DoesNotExist"),
+                ));
+            }
+        }
+        for value in values {
+            label_value(value)
+                .map_err(|problem| SpecError::new(&format!("{field}.values"), problem))?;
+        }
+    }
+    Ok(())
+}
+
+/// Waymark selects its children by its own labels; a selector on them would fight it.
+fn reserved(key: &str, field: &str) -> Result<(), SpecError> {
+    if key.starts_with("waymark.dev/") {
+        return Err(SpecError::new(
+            field,
+            format!(
+                "{key}: labels under waymark.dev/ are set by Waymark; select your pods by your own labels"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A label as Kubernetes accepts it: a qualified-name key and a value of at most 63 characters.
+fn label(key: &str, value: &str) -> Result<(), String> {
+    label_key(key)?;
+    label_value(value)
+}
+
+/// `[prefix/]name`: a DNS subdomain prefix of at most 253 characters, and a name of 1-63
+/// alphanumerics, '-', '_' and '.', starting and ending with an alphanumeric.
+fn label_key(key: &str) -> Result<(), String> {
+    let (prefix, name) = match key.split_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    if let Some(prefix) = prefix {
+        let subdomain = !prefix.is_empty()
+            && prefix.len() <= 253
+            && prefix.split('.').all(|part| {
+                let bytes = part.as_bytes();
+                !part.is_empty()
+                    && bytes[0].is_ascii_alphanumeric()
+                    && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+                    && bytes
+                        .iter()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+            });
+        if !subdomain {
+            return Err(format!(
+                "label key {key:?}: the prefix before '/' must be a lowercase DNS subdomain"
+            ));
+        }
+    }
+    if name.is_empty() || !label_name(name) {
+        return Err(format!(
+            "label key {key:?}: the name must be 1-63 characters of a-z, A-Z, 0-9, '-', '_' and \
+             '.', starting and ending with a letter or digit"
+        ));
+    }
+    Ok(())
+}
+
+/// Empty, or 1-63 alphanumerics, '-', '_' and '.', starting and ending with an alphanumeric.
+fn label_value(value: &str) -> Result<(), String> {
+    if value.is_empty() || label_name(value) {
+        Ok(())
+    } else {
+        Err(format!(
+            "label value {value:?} must be at most 63 characters of a-z, A-Z, 0-9, '-', '_' and \
+             '.', starting and ending with a letter or digit"
+        ))
+    }
+}
+
+fn label_name(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    !text.is_empty()
+        && text.len() <= 63
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// Whether `name-canary` and `name-stable` are valid Service names (RFC 1035 labels).
@@ -148,6 +276,148 @@ mod tests {
         let mut release = ReleaseBuilder::gateway().build();
         release.metadata.name = Some("a".repeat(MAX_NAME_LENGTH));
         assert_eq!(spec(&release), Ok(()), "the longest name that fits");
+    }
+
+    fn with_selector(selector: LabelSelector, labels: &[(&str, &str)]) -> Release {
+        let mut release = ReleaseBuilder::gateway().build();
+        release.spec.selector = selector;
+        release
+            .spec
+            .template
+            .metadata
+            .get_or_insert_with(Default::default)
+            .labels = Some(
+            labels
+                .iter()
+                .map(|(key, value)| (key.to_string(), value.to_string()))
+                .collect(),
+        );
+        release
+    }
+
+    fn expression(key: &str, operator: &str, values: &[&str]) -> LabelSelector {
+        LabelSelector {
+            match_labels: None,
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: key.into(),
+                operator: operator.into(),
+                values: Some(values.iter().map(|v| v.to_string()).collect()),
+            }]),
+        }
+    }
+
+    fn match_labels(labels: &[(&str, &str)]) -> LabelSelector {
+        LabelSelector {
+            match_labels: Some(
+                labels
+                    .iter()
+                    .map(|(key, value)| (key.to_string(), value.to_string()))
+                    .collect(),
+            ),
+            match_expressions: None,
+        }
+    }
+
+    #[test]
+    fn a_selector_a_deployment_would_refuse_names_the_field() {
+        let cases = [
+            (
+                with_selector(
+                    match_labels(&[("app", "check out")]),
+                    &[("app", "check out")],
+                ),
+                "spec.selector.matchLabels",
+                "label value",
+            ),
+            (
+                with_selector(
+                    match_labels(&[("-app", "checkout")]),
+                    &[("-app", "checkout")],
+                ),
+                "spec.selector.matchLabels",
+                "label key",
+            ),
+            (
+                with_selector(
+                    match_labels(&[("Example.com/app", "checkout")]),
+                    &[("Example.com/app", "checkout")],
+                ),
+                "spec.selector.matchLabels",
+                "prefix",
+            ),
+            (
+                with_selector(
+                    match_labels(&[("app", "checkout"), ("waymark.dev/role", "stable")]),
+                    &[("app", "checkout"), ("waymark.dev/role", "stable")],
+                ),
+                "spec.selector.matchLabels",
+                "set by Waymark",
+            ),
+            (
+                with_selector(
+                    expression("app", "Bogus", &["checkout"]),
+                    &[("app", "checkout")],
+                ),
+                "spec.selector.matchExpressions[0].operator",
+                "In, NotIn, Exists, DoesNotExist",
+            ),
+            (
+                with_selector(expression("app", "In", &[]), &[("app", "checkout")]),
+                "spec.selector.matchExpressions[0].values",
+                "at least one value",
+            ),
+            (
+                with_selector(expression("app", "Exists", &["x"]), &[("app", "checkout")]),
+                "spec.selector.matchExpressions[0].values",
+                "takes no values",
+            ),
+            (
+                with_selector(
+                    expression("waymark.dev/release", "Exists", &[]),
+                    &[("app", "checkout")],
+                ),
+                "spec.selector.matchExpressions[0].key",
+                "set by Waymark",
+            ),
+            (
+                with_selector(
+                    match_labels(&[("app", "checkout")]),
+                    &[("app", "checkout"), ("tier", "front end")],
+                ),
+                "spec.template.metadata.labels",
+                "tier",
+            ),
+        ];
+        for (release, field, words) in cases {
+            let error = spec(&release).unwrap_err();
+            assert_eq!(error.field, field, "{error}");
+            assert!(error.message.contains(words), "{error}");
+        }
+    }
+
+    #[test]
+    fn selectors_a_deployment_accepts_pass() {
+        for (selector, labels) in [
+            (
+                match_labels(&[("example.com/app", "checkout"), ("tier", "")]),
+                vec![("example.com/app", "checkout"), ("tier", "")],
+            ),
+            (
+                expression("app", "In", &["checkout", "shop"]),
+                vec![("app", "checkout")],
+            ),
+            (
+                expression("canary", "DoesNotExist", &[]),
+                vec![("app", "x")],
+            ),
+            (
+                match_labels(&[("a.b_c-D", &"v".repeat(63))]),
+                vec![("a.b_c-D", &*"v".repeat(63))],
+            ),
+        ] {
+            let release = with_selector(selector, &labels);
+            assert_eq!(spec(&release), Ok(()), "{:?}", release.spec.selector);
+        }
     }
 
     #[test]

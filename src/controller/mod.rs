@@ -24,6 +24,7 @@ use futures::{StreamExt, TryStreamExt};
 use gateway_api::apis::experimental::httproutes::HttpRoute;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
+use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::controller::Config;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
@@ -167,23 +168,31 @@ pub(crate) async fn run_controller(
     // per-release gauges go, so a standby does not export a leader's stale figures.
     let _forget_gauges = metrics::ForgetReleasesOnDrop(shared.metrics.clone());
     let client = shared.client.clone();
-    let api = |client: Client| -> (Api<Release>, Api<Deployment>, Api<Service>, Api<HttpRoute>) {
+    let (deployments, services, routes): (Api<Deployment>, Api<Service>, Api<HttpRoute>) =
         match &args.namespace {
             Some(namespace) => (
                 Api::namespaced(client.clone(), namespace),
                 Api::namespaced(client.clone(), namespace),
                 Api::namespaced(client.clone(), namespace),
-                Api::namespaced(client, namespace),
             ),
             None => (
                 Api::all(client.clone()),
                 Api::all(client.clone()),
                 Api::all(client.clone()),
-                Api::all(client),
             ),
-        }
+        };
+    // Releases are read untyped and decoded one by one: a stored Release this controller cannot
+    // decode (written under an older, looser schema) must not fail the list of every Release.
+    let release_resource = ApiResource::erase::<Release>(&());
+    let releases: Api<DynamicObject> = match &args.namespace {
+        Some(namespace) => Api::namespaced_with(client.clone(), namespace, &release_resource),
+        None => Api::all_with(client.clone(), &release_resource),
     };
-    let (releases, deployments, services, routes) = api(client.clone());
+    let undecodable = Undecodable {
+        recorder: shared.recorder.clone(),
+        metrics: shared.metrics.clone(),
+        reported: Arc::default(),
+    };
 
     // Only Waymark's children: the caches stay small in clusters with many Deployments.
     let children = watcher::Config::default().labels(LABEL_RELEASE);
@@ -195,6 +204,7 @@ pub(crate) async fn run_controller(
     let metrics = shared.metrics.clone();
     let release_events = watcher(releases, watcher::Config::default())
         .default_backoff()
+        .try_filter_map(move |event| futures::future::ready(Ok(undecodable.decode(event))))
         .modify(slim)
         .reflect(release_writer)
         .inspect_ok(move |event| {
@@ -287,6 +297,85 @@ pub(crate) async fn run_controller(
         ),
     }
     health.set_caches_synced(false);
+}
+
+/// Decodes watched Releases, and reports the ones it cannot decode instead of failing the watch.
+#[derive(Clone)]
+struct Undecodable {
+    recorder: Recorder,
+    metrics: Arc<Metrics>,
+    /// `(uid, resourceVersion)` already reported, so a relist does not report them again.
+    reported: Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
+}
+
+impl Undecodable {
+    /// The event with its object decoded as a Release, or `None` (the object left out of the
+    /// cache, with a log line, an error count and a Warning event on it) when it cannot be.
+    fn decode(&self, event: watcher::Event<DynamicObject>) -> Option<watcher::Event<Release>> {
+        use watcher::Event;
+        match event {
+            Event::Apply(object) => self.release(object).map(Event::Apply),
+            Event::InitApply(object) => self.release(object).map(Event::InitApply),
+            Event::Delete(object) => self.release(object).map(Event::Delete),
+            Event::Init => Some(Event::Init),
+            Event::InitDone => Some(Event::InitDone),
+        }
+    }
+
+    fn release(&self, object: DynamicObject) -> Option<Release> {
+        // The error names the field (`spec.replicas: invalid value ...`).
+        let decoded = serde_json::to_value(&object)
+            .map_err(|error| error.to_string())
+            .and_then(|value| {
+                serde_path_to_error::deserialize::<_, Release>(value)
+                    .map_err(|error| format!("{}: {}", error.path(), error.inner()))
+            });
+        let error = match decoded {
+            Ok(release) => return Some(release),
+            Err(error) => error,
+        };
+        let namespace = object.namespace().unwrap_or_default();
+        let name = object.name_any();
+        let key = (
+            object.metadata.uid.clone().unwrap_or_default(),
+            object.metadata.resource_version.clone().unwrap_or_default(),
+        );
+        let first_time = self
+            .reported
+            .lock()
+            .map(|mut reported| reported.insert(key))
+            .unwrap_or(true);
+        if first_time {
+            tracing::error!(%namespace, release = %name, %error, "cannot decode Release: it is left alone until fixed");
+            self.metrics.count_error("undecodable_release");
+            let recorder = self.recorder.clone();
+            let reference = k8s_openapi::api::core::v1::ObjectReference {
+                api_version: Some("waymark.dev/v1alpha1".into()),
+                kind: Some("Release".into()),
+                name: Some(name),
+                namespace: Some(namespace),
+                uid: object.metadata.uid.clone(),
+                ..Default::default()
+            };
+            let note = format!(
+                "this Release cannot be read by the controller ({error}); it is left alone until \
+                 the field is fixed (kubectl edit)"
+            );
+            tokio::spawn(async move {
+                let event = kube::runtime::events::Event {
+                    type_: kube::runtime::events::EventType::Warning,
+                    reason: "UndecodableRelease".into(),
+                    note: Some(note.chars().take(1024).collect()),
+                    action: "Decode".into(),
+                    secondary: None,
+                };
+                if let Err(error) = recorder.publish(&event, &reference).await {
+                    tracing::warn!(%error, "cannot publish the UndecodableRelease event");
+                }
+            });
+        }
+        None
+    }
 }
 
 /// What makes a Release worth reconciling when it changes: its generation (the spec), a new
@@ -394,4 +483,74 @@ async fn shutdown_signal() {
         () = terminate => {}
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ::http::{Method, Request, Response};
+    use kube::client::Body;
+
+    #[tokio::test]
+    async fn an_undecodable_release_is_left_out_and_reported_once_and_the_others_go_on() {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(service, "default");
+        let undecodable = Undecodable {
+            recorder: Recorder::new(client, reporter()),
+            metrics: Arc::new(Metrics::default()),
+            reported: Arc::default(),
+        };
+        let good = crate::fixtures::ReleaseBuilder::gateway().build();
+        let mut bad = serde_json::to_value(&good).unwrap();
+        bad["metadata"]["name"] = "legacy".into();
+        bad["metadata"]["uid"] = "0b3f1c2e-0000-4000-8000-0000000000ff".into();
+        // Stored under a looser, older schema: past int32.
+        bad["spec"]["replicas"] = 3_000_000_000_i64.into();
+        let object = |value: &serde_json::Value| -> DynamicObject {
+            serde_json::from_value(value.clone()).unwrap()
+        };
+
+        let decoded = undecodable.decode(watcher::Event::InitApply(object(
+            &serde_json::to_value(&good).unwrap(),
+        )));
+        assert!(matches!(decoded, Some(watcher::Event::InitApply(release)) if release == good));
+        assert!(
+            undecodable
+                .decode(watcher::Event::InitApply(object(&bad)))
+                .is_none()
+        );
+        // A relist meets it again: not reported twice.
+        assert!(
+            undecodable
+                .decode(watcher::Event::InitApply(object(&bad)))
+                .is_none()
+        );
+        assert!(matches!(
+            undecodable.decode(watcher::Event::InitDone),
+            Some(watcher::Event::InitDone)
+        ));
+
+        let (request, send) = handle.next_request().await.expect("one Warning event");
+        assert_eq!(request.method(), Method::POST);
+        let body: serde_json::Value =
+            serde_json::from_slice(&request.into_body().collect_bytes().await.unwrap()).unwrap();
+        assert_eq!(body["reason"], "UndecodableRelease");
+        assert_eq!(body["type"], "Warning");
+        assert_eq!(body["regarding"]["name"], "legacy");
+        assert!(
+            body["note"].as_str().unwrap().contains("replicas"),
+            "{body}"
+        );
+        send.send_response(
+            Response::builder()
+                .status(201)
+                .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                .unwrap(),
+        );
+        let text = undecodable.metrics.encode().unwrap();
+        assert!(
+            text.contains(r#"waymark_reconcile_errors_total{kind="undecodable_release"} 1"#),
+            "{text}"
+        );
+    }
 }

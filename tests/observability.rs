@@ -164,6 +164,8 @@ fn the_dashboard_has_the_promised_panels_each_querying_the_chosen_prometheus() {
         "Change failure rate",
         "Time to restore (mean)",
         "Per roadmap item",
+        "Deliveries per horizon",
+        "Deliveries per kind",
         "Reconcile errors by kind",
     ] {
         assert!(

@@ -68,6 +68,13 @@ impl Assets {
     }
 }
 
+/// What a caller may add to the defaults of [`ControlPlane::start`].
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Extra `kube-apiserver` flags, after the harness's own (say an audit policy and log).
+    pub apiserver_args: Vec<String>,
+}
+
 /// A running control plane; stopped when dropped.
 pub struct ControlPlane {
     dir: tempfile::TempDir,
@@ -86,6 +93,11 @@ impl ControlPlane {
     /// Start etcd, kube-apiserver and (when present) kube-controller-manager and wait until
     /// the API server answers `/readyz`. Blocks for ~5-20 s.
     pub fn start(assets: &Assets) -> Result<ControlPlane, String> {
+        ControlPlane::start_with(assets, &Options::default())
+    }
+
+    /// [`ControlPlane::start`] with `options` added to the defaults.
+    pub fn start_with(assets: &Assets, options: &Options) -> Result<ControlPlane, String> {
         let dir = tempfile::Builder::new()
             .prefix("waymark-control-plane-")
             .tempdir()
@@ -98,7 +110,7 @@ impl ControlPlane {
             dir,
             with_controller_manager: false,
         };
-        plane.start_etcd_and_apiserver(assets, &pki)?;
+        plane.start_etcd_and_apiserver(assets, &pki, options)?;
         write_kubeconfig(
             &plane.kubeconfig,
             &plane.server,
@@ -140,7 +152,12 @@ impl ControlPlane {
         Ok(plane)
     }
 
-    fn start_etcd_and_apiserver(&mut self, assets: &Assets, pki: &Pki) -> Result<(), String> {
+    fn start_etcd_and_apiserver(
+        &mut self,
+        assets: &Assets,
+        pki: &Pki,
+        options: &Options,
+    ) -> Result<(), String> {
         let mut last_error = String::new();
         for _ in 0..START_ATTEMPTS {
             let (client_port, peer_port, api_port) = (free_port()?, free_port()?, free_port()?);
@@ -171,7 +188,7 @@ impl ControlPlane {
                 self.stop_all();
                 continue;
             }
-            let api_args = vec![
+            let mut api_args = vec![
                 format!("--etcd-servers={client_url}"),
                 "--bind-address=127.0.0.1".into(),
                 "--advertise-address=127.0.0.1".into(),
@@ -189,6 +206,7 @@ impl ControlPlane {
                 "--profiling=false".into(),
                 "--v=1".into(),
             ];
+            api_args.extend(options.apiserver_args.iter().cloned());
             self.spawn("kube-apiserver", &assets.kube_apiserver, &api_args)?;
             self.server = format!("https://127.0.0.1:{api_port}");
             match self.wait_for_readyz(pki, api_port) {
@@ -240,20 +258,8 @@ impl ControlPlane {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err_log);
-        // SAFETY: prctl and getppid are async-signal-safe; nothing else runs between fork and
-        // exec. The child gets SIGKILL when the thread that started it ends, so a killed test
-        // process leaves no control plane behind.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if libc::getppid() == 1 {
-                    return Err(std::io::Error::other("the parent already exited"));
-                }
-                Ok(())
-            });
-        }
+        // A killed test process leaves no control plane behind.
+        die_with_parent(&mut command);
         let child = command
             .spawn()
             .map_err(|error| format!("cannot start {}: {error}", binary.display()))?;
@@ -338,25 +344,7 @@ impl ControlPlane {
     /// Stop every process (newest first): SIGTERM, then SIGKILL after 5 s.
     fn stop_all(&mut self) {
         while let Some(mut process) = self.processes.pop() {
-            let Ok(pid) = i32::try_from(process.child.id()) else {
-                continue;
-            };
-            // SAFETY: plain kill(2) on a child we started and have not reaped yet.
-            unsafe {
-                libc::kill(pid, libc::SIGTERM);
-            }
-            let deadline = Instant::now() + Duration::from_secs(5);
-            loop {
-                match process.child.try_wait() {
-                    Ok(Some(_)) | Err(_) => break,
-                    Ok(None) if Instant::now() > deadline => {
-                        let _ = process.child.kill();
-                        let _ = process.child.wait();
-                        break;
-                    }
-                    Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-                }
-            }
+            stop(&mut process.child, Duration::from_secs(5));
         }
     }
 }
@@ -382,11 +370,52 @@ pub async fn config_for(kubeconfig: &Path) -> Result<kube::Config, String> {
         .map_err(|error| format!("cannot use {}: {error}", kubeconfig.display()))
 }
 
+/// Make `command`'s process get SIGKILL when the thread that starts it ends (Linux
+/// `PR_SET_PDEATHSIG`), so that a killed test or bench leaves no process behind.
+pub fn die_with_parent(command: &mut Command) {
+    // SAFETY: prctl and getppid are async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() == 1 {
+                return Err(std::io::Error::other("the parent already exited"));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Stop `child`: SIGTERM, then SIGKILL when it has not exited after `grace`.
+pub fn stop(child: &mut Child, grace: Duration) {
+    let Ok(pid) = i32::try_from(child.id()) else {
+        return;
+    };
+    // SAFETY: plain kill(2) on a child we started and have not reaped yet.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + grace;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) | Err(_) => return,
+            Ok(None) if Instant::now() > deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
 fn flag(name: &str, path: &Path) -> String {
     format!("--{name}={}", path.display())
 }
 
-fn free_port() -> Result<u16, String> {
+/// A loopback port free at the time of asking.
+pub fn free_port() -> Result<u16, String> {
     TcpListener::bind(("127.0.0.1", 0))
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())
@@ -412,7 +441,8 @@ fn write_kubeconfig(
     write_private(path, &text)
 }
 
-fn write_private(path: &Path, text: &str) -> Result<(), String> {
+/// Write `text` to `path`, readable by the owner only (keys, tokens).
+pub fn write_private(path: &Path, text: &str) -> Result<(), String> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = fs::OpenOptions::new()

@@ -23,20 +23,21 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt};
 use gateway_api::apis::experimental::httproutes::HttpRoute;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::runtime::wait::{await_condition, conditions};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use libtest_mimic::{Failed, Trial};
 use serde::de::DeserializeOwned;
-use serde_json::json;
 use tokio::sync::{oneshot, watch};
 
 use crate::control_plane::{self, Assets, ControlPlane};
+use crate::kubelet::{available_patch, reported_available};
+use crate::prepare::{
+    CONTROLLER_NAMESPACE, controller_user, gateway_crds, gateway_crds_dir, install_controller_rbac,
+    install_crd,
+};
 use waymark::api::{LABEL_RELEASE, Release, ReleaseStatus};
 use waymark::controller::{ControllerArgs, run_with_client};
 
@@ -45,11 +46,6 @@ pub const E2E_MANAGER: &str = "waymark-e2e";
 /// How long any single wait may take before the walk fails with what it last saw.
 pub const DEADLINE: Duration = Duration::from_secs(120);
 const POLL: Duration = Duration::from_millis(200);
-const GATEWAY_API_CRD: &str = "httproutes.gateway.networking.k8s.io";
-/// Where the controller's ServiceAccount lives (as in `config/rbac/`).
-pub const CONTROLLER_NAMESPACE: &str = "waymark-system";
-/// The controller's ServiceAccount (as in `config/rbac/`).
-pub const CONTROLLER_ACCOUNT: &str = "waymark-controller";
 
 /// The cluster the run uses, decided once in `main`.
 pub enum Target {
@@ -151,139 +147,14 @@ fn choose_cluster() -> Result<(Cluster, Option<ControlPlane>), String> {
 /// and the controller's ServiceAccount with exactly the RBAC of `config/rbac/`.
 async fn prepare(cluster: &Cluster, own: bool) -> Result<(), String> {
     let client = admin_client_of(cluster).await?;
-    install_crd(&client, &waymark::api::crd::release_crd()).await?;
+    install_crd(&client, &waymark::api::crd::release_crd(), E2E_MANAGER).await?;
     if own {
         let dir = gateway_crds_dir()?;
         for crd in gateway_crds(&dir)? {
-            install_crd(&client, &crd).await?;
+            install_crd(&client, &crd, E2E_MANAGER).await?;
         }
     }
-    install_controller_rbac(&client).await
-}
-
-/// The Gateway API CRDs' directory: `WAYMARK_E2E_GATEWAY_CRDS`, or the shared fixtures.
-fn gateway_crds_dir() -> Result<PathBuf, String> {
-    if let Some(dir) = std::env::var_os("WAYMARK_E2E_GATEWAY_CRDS").filter(|v| !v.is_empty()) {
-        return Ok(PathBuf::from(dir));
-    }
-    let default = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/gateway-api");
-    if default.is_dir() {
-        Ok(default)
-    } else {
-        Err(
-            "the suite's control plane needs the Gateway API CRDs (v1.x, standard channel): \
-             set WAYMARK_E2E_GATEWAY_CRDS to a directory of their YAML files"
-                .into(),
-        )
-    }
-}
-
-fn gateway_crds(dir: &Path) -> Result<Vec<CustomResourceDefinition>, String> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|error| format!("cannot read {}: {error}", dir.display()))?
-        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-        .filter(|path| {
-            path.extension()
-                .is_some_and(|ext| ext == "yaml" || ext == "yml")
-        })
-        .collect();
-    files.sort();
-    let mut crds = Vec::new();
-    for file in files {
-        crds.extend(yaml_documents::<CustomResourceDefinition>(&file)?);
-    }
-    if !crds.iter().any(|crd| crd.name_any() == GATEWAY_API_CRD) {
-        return Err(format!("{} holds no {GATEWAY_API_CRD}", dir.display()));
-    }
-    Ok(crds)
-}
-
-/// Every YAML document of `file` as a `K`.
-pub fn yaml_documents<K: DeserializeOwned>(file: &Path) -> Result<Vec<K>, String> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|error| format!("cannot read {}: {error}", file.display()))?;
-    let mut documents = Vec::new();
-    for document in serde_yaml::Deserializer::from_str(&text) {
-        let value = serde_yaml::Value::deserialize(document)
-            .map_err(|error| format!("{} is not YAML: {error}", file.display()))?;
-        if value.is_null() {
-            continue;
-        }
-        documents.push(
-            serde_yaml::from_value(value)
-                .map_err(|error| format!("{}: {error}", file.display()))?,
-        );
-    }
-    Ok(documents)
-}
-
-use serde::Deserialize as _;
-
-/// Server-side apply `crd` and wait until it is Established.
-async fn install_crd(client: &Client, crd: &CustomResourceDefinition) -> Result<(), String> {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let name = crd.name_any();
-    let mut crd = crd.clone();
-    crd.metadata.managed_fields = None;
-    crd.metadata.resource_version = None;
-    crds.patch(
-        &name,
-        &PatchParams::apply(E2E_MANAGER).force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .map_err(|error| format!("cannot install CRD {name}: {error}"))?;
-    let established = await_condition(crds, &name, conditions::is_crd_established());
-    match tokio::time::timeout(Duration::from_secs(60), established).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(error)) => Err(format!("waiting for CRD {name} to be Established: {error}")),
-        Err(_) => Err(format!("CRD {name} was not Established within 60s")),
-    }
-}
-
-fn manifest(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
-
-async fn install_controller_rbac(client: &Client) -> Result<(), String> {
-    let apply = PatchParams::apply(E2E_MANAGER).force();
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let namespace: Namespace = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": CONTROLLER_NAMESPACE}
-    }))
-    .map_err(|error| error.to_string())?;
-    namespaces
-        .patch(CONTROLLER_NAMESPACE, &apply, &Patch::Apply(&namespace))
-        .await
-        .map_err(|error| format!("cannot create namespace {CONTROLLER_NAMESPACE}: {error}"))?;
-    for account in yaml_documents::<ServiceAccount>(&manifest("config/rbac/service_account.yaml"))?
-    {
-        let api: Api<ServiceAccount> = Api::namespaced(client.clone(), CONTROLLER_NAMESPACE);
-        api.patch(&account.name_any(), &apply, &Patch::Apply(&account))
-            .await
-            .map_err(|error| format!("cannot apply ServiceAccount: {error}"))?;
-    }
-    for role in yaml_documents::<ClusterRole>(&manifest("config/rbac/role.yaml"))? {
-        let api: Api<ClusterRole> = Api::all(client.clone());
-        api.patch(&role.name_any(), &apply, &Patch::Apply(&role))
-            .await
-            .map_err(|error| format!("cannot apply ClusterRole {}: {error}", role.name_any()))?;
-    }
-    // The roles for people (viewer, operator), aggregated into the built-in view/edit/admin.
-    for role in yaml_documents::<ClusterRole>(&manifest("config/rbac/user_roles.yaml"))? {
-        let api: Api<ClusterRole> = Api::all(client.clone());
-        api.patch(&role.name_any(), &apply, &Patch::Apply(&role))
-            .await
-            .map_err(|error| format!("cannot apply ClusterRole {}: {error}", role.name_any()))?;
-    }
-    for binding in yaml_documents::<ClusterRoleBinding>(&manifest("config/rbac/role_binding.yaml"))?
-    {
-        let api: Api<ClusterRoleBinding> = Api::all(client.clone());
-        api.patch(&binding.name_any(), &apply, &Patch::Apply(&binding))
-            .await
-            .map_err(|error| format!("cannot apply ClusterRoleBinding: {error}"))?;
-    }
-    Ok(())
+    install_controller_rbac(&client, E2E_MANAGER).await
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -327,7 +198,7 @@ pub async fn client_as(user: &str, groups: &[&str]) -> Client {
 /// The controller's client: its ServiceAccount, with exactly the ClusterRole of `config/rbac/`.
 pub async fn controller_client() -> Client {
     client_as(
-        &format!("system:serviceaccount:{CONTROLLER_NAMESPACE}:{CONTROLLER_ACCOUNT}"),
+        &controller_user(),
         &[
             "system:serviceaccounts",
             &format!("system:serviceaccounts:{CONTROLLER_NAMESPACE}"),
@@ -569,22 +440,6 @@ async fn create_namespace(client: &Client, test: &str) -> String {
     name
 }
 
-/// Whether a Deployment's status already says all of its replicas are available.
-fn reported_available(deployment: &Deployment) -> bool {
-    let replicas = deployment
-        .spec
-        .as_ref()
-        .and_then(|spec| spec.replicas)
-        .unwrap_or(1);
-    let generation = deployment.metadata.generation.unwrap_or(0);
-    let status = deployment.status.clone().unwrap_or_default();
-    status.observed_generation == Some(generation)
-        && status.replicas.unwrap_or(0) == replicas
-        && status.updated_replicas.unwrap_or(0) == replicas
-        && status.available_replicas.unwrap_or(0) == replicas
-        && status.ready_replicas.unwrap_or(0) == replicas
-}
-
 /// Stand in for kubelets (there are none: nothing runs pods): watch Waymark's Deployments in
 /// the namespace and, while `ready` is true, mark each available by patching its status. The
 /// controller cannot tell the difference.
@@ -616,18 +471,7 @@ async fn simulate_kubelets(env: Env, mut ready: watch::Receiver<bool>) {
             .cloned()
             .collect();
         for deployment in stale {
-            let replicas = deployment
-                .spec
-                .as_ref()
-                .and_then(|spec| spec.replicas)
-                .unwrap_or(1);
-            let patch = json!({"status": {
-                "observedGeneration": deployment.metadata.generation.unwrap_or(0),
-                "replicas": replicas,
-                "updatedReplicas": replicas,
-                "readyReplicas": replicas,
-                "availableReplicas": replicas,
-            }});
+            let patch = available_patch(&deployment);
             let name = deployment.name_any();
             match deployments
                 .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))

@@ -1,0 +1,261 @@
+//! The controller under test: `waymark controller` of the release build as a process of its
+//! own, its resident memory sampled from `/proc`, and its own `/metrics` read for the number
+//! of reconciles.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::control_plane;
+
+/// How often the controller's memory is sampled.
+const SAMPLE_EVERY: Duration = Duration::from_millis(100);
+/// How long the controller may take to sync its caches.
+const READY_DEADLINE: Duration = Duration::from_secs(60);
+/// How long a stopping controller may take before it is killed (its own grace is 10 s).
+const STOP_DEADLINE: Duration = Duration::from_secs(15);
+
+/// The `waymark` binary cargo built for this bench (the `bench` profile, which is `release`).
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_waymark"))
+}
+
+/// A running `waymark controller`; stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Controller {
+    child: Child,
+    metrics_addr: String,
+    log: PathBuf,
+    http: reqwest::Client,
+    memory: Arc<Memory>,
+    sampling: Arc<AtomicBool>,
+}
+
+/// Resident memory of the controller, in bytes.
+#[derive(Default)]
+pub struct Memory {
+    /// The largest VmRSS sampled since [`Memory::take_peak`] was last called.
+    peak_since_mark: AtomicU64,
+    /// The kernel's high-water mark of the resident set (VmHWM).
+    high_water_mark: AtomicU64,
+}
+
+impl Memory {
+    /// The largest resident set sampled since the last call (the phase that just ended).
+    pub fn take_peak(&self) -> u64 {
+        self.peak_since_mark.swap(0, Ordering::Relaxed)
+    }
+
+    /// The kernel's high-water mark for the process's resident set (VmHWM): its peak RSS.
+    pub fn high_water_mark(&self) -> u64 {
+        self.high_water_mark.load(Ordering::Relaxed)
+    }
+}
+
+impl Controller {
+    /// Start `waymark controller` with `kubeconfig`, serving its metrics on a free loopback
+    /// port, its log in `log`, and wait until it reports its caches synced (`/readyz`).
+    pub async fn start(kubeconfig: &Path, log: &Path) -> Result<Controller, String> {
+        let binary = binary();
+        if !binary.is_file() {
+            return Err(format!(
+                "{} does not exist: run the bench with `cargo bench --bench scale`, which builds it",
+                binary.display()
+            ));
+        }
+        let metrics_addr = format!("127.0.0.1:{}", control_plane::free_port()?);
+        let log_file = std::fs::File::create(log)
+            .map_err(|error| format!("cannot create {}: {error}", log.display()))?;
+        let err_file = log_file
+            .try_clone()
+            .map_err(|error| format!("cannot share {}: {error}", log.display()))?;
+        let mut command = Command::new(&binary);
+        command
+            .args(["controller", "--metrics-addr", &metrics_addr])
+            // Nothing of the bench's environment: the kubeconfig and the log level only.
+            .env_clear()
+            .env("KUBECONFIG", kubeconfig)
+            .env(
+                "RUST_LOG",
+                std::env::var("WAYMARK_SCALE_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log_file)
+            .stderr(err_file);
+        // A killed bench leaves no controller behind (it is started from the main thread).
+        control_plane::die_with_parent(&mut command);
+        let child = command
+            .spawn()
+            .map_err(|error| format!("cannot start {}: {error}", binary.display()))?;
+        let memory = Arc::new(Memory::default());
+        let sampling = Arc::new(AtomicBool::new(true));
+        spawn_sampler(child.id(), memory.clone(), sampling.clone());
+        let mut controller = Controller {
+            child,
+            metrics_addr,
+            log: log.to_path_buf(),
+            http: reqwest::Client::new(),
+            memory,
+            sampling,
+        };
+        controller.wait_until_ready().await?;
+        Ok(controller)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its resident memory samples.
+    pub fn memory(&self) -> &Memory {
+        &self.memory
+    }
+
+    async fn wait_until_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + READY_DEADLINE;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!(
+                    "the controller exited ({status}) before it was ready: {}",
+                    self.log_tail(20)
+                ));
+            }
+            let url = format!("http://{}/readyz", self.metrics_addr);
+            if let Ok(response) = self.http.get(&url).send().await
+                && response.status().is_success()
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "the controller did not report ready within {READY_DEADLINE:?}: {}",
+                    self.log_tail(20)
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// CPU time it has used so far (user and system), from `/proc/<pid>/stat`.
+    pub fn cpu_time(&self) -> Duration {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())) else {
+            return Duration::ZERO;
+        };
+        // The command name (field 2) may hold spaces: count fields after its closing paren.
+        let Some((_, after_name)) = stat.rsplit_once(')') else {
+            return Duration::ZERO;
+        };
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+        let ticks: u64 = [11, 12]
+            .iter()
+            .filter_map(|&index| {
+                fields
+                    .get(index)
+                    .and_then(|field| field.parse::<u64>().ok())
+            })
+            .sum();
+        // SAFETY: sysconf only reads a configuration value.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        let per_second = u64::try_from(per_second)
+            .ok()
+            .filter(|&t| t > 0)
+            .unwrap_or(100);
+        Duration::from_secs_f64(ticks as f64 / per_second as f64)
+    }
+
+    /// Its own counters: `(reconciles, reconcile errors)` so far.
+    pub async fn reconciles(&self) -> Result<(u64, u64), String> {
+        let url = format!("http://{}/metrics", self.metrics_addr);
+        let text = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|error| format!("cannot read the controller's metrics: {error}"))?
+            .text()
+            .await
+            .map_err(|error| format!("cannot read the controller's metrics: {error}"))?;
+        let sum = |prefix: &str| -> u64 {
+            text.lines()
+                .filter(|line| line.starts_with(prefix))
+                .filter_map(|line| line.rsplit_once(' '))
+                .filter_map(|(_, value)| value.trim().parse::<f64>().ok())
+                .map(|value| value.max(0.0).round() as u64)
+                .sum()
+        };
+        Ok((
+            sum("waymark_reconcile_duration_seconds_count"),
+            sum("waymark_reconcile_errors_total"),
+        ))
+    }
+
+    /// Whether the process still runs; its log tail if not.
+    pub fn check_running(&mut self) -> Result<(), String> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Err(format!(
+                "the controller exited ({status}): {}",
+                self.log_tail(20)
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The last `lines` lines of its log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Lines of its log at WARN or ERROR level.
+    pub fn warnings(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| line.contains("WARN") || line.contains("ERROR"))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        self.sampling.store(false, Ordering::Relaxed);
+        control_plane::stop(&mut self.child, STOP_DEADLINE);
+    }
+}
+
+/// Sample `/proc/<pid>/status` every [`SAMPLE_EVERY`] until `sampling` turns false or the
+/// process is gone.
+fn spawn_sampler(pid: u32, memory: Arc<Memory>, sampling: Arc<AtomicBool>) {
+    std::thread::spawn(move || {
+        let path = format!("/proc/{pid}/status");
+        while sampling.load(Ordering::Relaxed) {
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                return;
+            };
+            if let Some(rss) = status_bytes(&text, "VmRSS:") {
+                memory.peak_since_mark.fetch_max(rss, Ordering::Relaxed);
+            }
+            if let Some(hwm) = status_bytes(&text, "VmHWM:") {
+                memory.high_water_mark.fetch_max(hwm, Ordering::Relaxed);
+            }
+            std::thread::sleep(SAMPLE_EVERY);
+        }
+    });
+}
+
+/// A `Vm...:   1234 kB` line of `/proc/<pid>/status`, in bytes.
+fn status_bytes(text: &str, field: &str) -> Option<u64> {
+    let line = text.lines().find(|line| line.starts_with(field))?;
+    let kilobytes: u64 = line[field.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kilobytes * 1024)
+}

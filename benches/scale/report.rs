@@ -1,0 +1,436 @@
+//! What the bench prints: one table a reader can compare across runs, and the same as JSON.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use serde_json::{Value, json};
+
+use crate::prepare::controller_user;
+use crate::requests::{Counts, Kind};
+use crate::workload::{Baseline, StatusWrite, Version, changed_fields};
+
+/// The least a phase needs: writes per Release at the baseline rate, plus a wait the spec
+/// imposes (a pause step).
+#[derive(Clone, Copy, Debug)]
+pub struct Floor {
+    /// Writes per Release.
+    pub writes_per_release: f64,
+    /// Time no controller can save.
+    pub wait: Duration,
+}
+
+impl Floor {
+    /// `writes_per_release` writes a Release, and `wait`.
+    pub fn writes(writes_per_release: f64, wait: Duration) -> Floor {
+        Floor {
+            writes_per_release,
+            wait,
+        }
+    }
+
+    /// The floor's time for `releases` Releases at the baseline's rate.
+    pub fn time(&self, releases: usize, baseline: &Baseline) -> Duration {
+        let writes = self.writes_per_release * releases as f64;
+        Duration::from_secs_f64(writes / baseline.rate()) + self.wait
+    }
+}
+
+/// One measured phase.
+pub struct PhaseResult {
+    /// Its name.
+    pub name: &'static str,
+    /// From its start until its end condition held.
+    pub wall: Duration,
+    /// The least it needs, where the bench knows it.
+    pub floor: Option<Floor>,
+    /// When it started.
+    pub from: Timestamp,
+    /// When it ended.
+    pub to: Timestamp,
+    /// The controller's requests (audit log).
+    pub controller: Counts,
+    /// Every client's requests (`apiserver_request_total`).
+    pub all_clients: Counts,
+    /// The controller's reconciles.
+    pub reconciles: u64,
+    /// The controller's failed reconciles.
+    pub reconcile_errors: u64,
+    /// The controller's largest resident set sampled during the phase, in bytes.
+    pub peak_rss: u64,
+    /// CPU time the controller used during the phase.
+    pub cpu: Duration,
+}
+
+/// Everything one run measured.
+pub struct Report {
+    /// N.
+    pub releases: usize,
+    /// The API server's version.
+    pub apiserver_version: String,
+    /// The controller's process id.
+    pub controller_pid: u32,
+    /// Requests the bench kept in flight.
+    pub concurrency: usize,
+    /// The API server's own rate.
+    pub baseline: Baseline,
+    /// The phases in order.
+    pub phases: Vec<PhaseResult>,
+    /// The controller's peak resident set over the run (VmHWM), in bytes.
+    pub peak_rss: u64,
+    /// The idle period.
+    pub idle: Duration,
+    /// The controller's log lines at WARN or ERROR.
+    pub warnings: Vec<String>,
+    /// The Release whose versions were kept.
+    pub traced: String,
+    /// Its versions, as a watch saw them.
+    pub trail: Vec<Version>,
+    /// Every Release's status writes, as a watch saw them.
+    pub status_writes: Vec<StatusWrite>,
+    /// The API server's log lines about watches it closed because their client fell behind.
+    pub slow_watchers: Vec<String>,
+}
+
+/// Phases whose requests are shown per Release; the others (start-up, idle) in total.
+fn per_release(phase: &PhaseResult) -> bool {
+    !matches!(phase.name, "start-up" | "idle")
+}
+
+fn seconds(duration: Duration) -> String {
+    format!("{:.1} s", duration.as_secs_f64())
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+fn rate(count: u64, duration: Duration) -> f64 {
+    count as f64 / duration.as_secs_f64().max(1e-9)
+}
+
+/// The results as Markdown tables.
+pub fn table(report: &Report) -> String {
+    let n = report.releases;
+    let baseline = &report.baseline;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Waymark scale bench: N = {n} Releases (replica split, 2 replicas, setWeight 50 then a \
+         10 s pause), kube-apiserver {}, controller pid {} (release build, as {}), bench \
+         clients {} requests in flight. Every process shares the machine's cores: wall times \
+         are noisy, request counts are not.",
+        report.apiserver_version,
+        report.controller_pid,
+        controller_user(),
+        report.concurrency
+    );
+    let _ = writeln!(
+        out,
+        "\nAPI server baseline: {n} Deployments + {n} Services created directly in {} = {:.0} \
+         creates/s.",
+        seconds(baseline.elapsed),
+        baseline.rate()
+    );
+
+    let _ = writeln!(
+        out,
+        "\n| N | phase | wall | floor at baseline rate | wall / floor | controller's writes at \
+         baseline rate | controller requests | per Release | per s | reconciles per Release | \
+         reconcile errors | controller CPU | peak RSS |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for phase in &report.phases {
+        let floor = phase.floor.map(|floor| floor.time(n, baseline));
+        let floor_text = match (phase.floor, floor) {
+            (Some(spec), Some(time)) if spec.wait > Duration::ZERO => format!(
+                "{} ({:.0} writes/Release + {} pause)",
+                seconds(time),
+                spec.writes_per_release,
+                seconds(spec.wait)
+            ),
+            (Some(spec), Some(time)) => {
+                format!(
+                    "{} ({:.0} writes/Release)",
+                    seconds(time),
+                    spec.writes_per_release
+                )
+            }
+            _ => "-".into(),
+        };
+        let ratio = floor
+            .map(|floor| format!("{:.2}", phase.wall.as_secs_f64() / floor.as_secs_f64()))
+            .unwrap_or_else(|| "-".into());
+        let writes = phase.controller.writes();
+        let writes_time = if writes > 0 {
+            format!(
+                "{} ({writes} writes)",
+                seconds(Duration::from_secs_f64(writes as f64 / baseline.rate()))
+            )
+        } else {
+            "-".into()
+        };
+        let total = phase.controller.total();
+        let _ = writeln!(
+            out,
+            "| {n} | {} | {} | {floor_text} | {ratio} | {writes_time} | {total} | {:.2} | {:.1} | \
+             {:.2} | {} | {:.2} s | {} |",
+            phase.name,
+            seconds(phase.wall),
+            total as f64 / n as f64,
+            rate(total, phase.wall),
+            phase.reconciles as f64 / n as f64,
+            phase.reconcile_errors,
+            phase.cpu.as_secs_f64(),
+            mib(phase.peak_rss)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nController peak RSS over the run (VmHWM): {}.",
+        mib(report.peak_rss)
+    );
+
+    // The controller's requests by kind, phase by phase.
+    let kinds: BTreeSet<&Kind> = report
+        .phases
+        .iter()
+        .flat_map(|phase| phase.controller.by_kind.keys())
+        .collect();
+    let _ = writeln!(
+        out,
+        "\nController requests by verb and resource (audit log, user {}; APPLY = server-side \
+         apply, PATCH = other patches; WATCH counted when it starts). Per Release in the \
+         phases with Releases moving, in total at start-up and idle:",
+        controller_user()
+    );
+    let mut header = String::from("| request |");
+    let mut rule = String::from("|---|");
+    for phase in &report.phases {
+        let unit = if per_release(phase) {
+            "per Release".to_string()
+        } else {
+            format!("total, {}", seconds(phase.wall))
+        };
+        let _ = write!(header, " {} ({unit}) |", phase.name);
+        rule.push_str("---|");
+    }
+    let _ = writeln!(out, "{header}\n{rule}");
+    let cell = |phase: &PhaseResult, count: u64| -> String {
+        if count == 0 {
+            "".into()
+        } else if per_release(phase) {
+            format!("{:.2}", count as f64 / n as f64)
+        } else {
+            count.to_string()
+        }
+    };
+    for kind in &kinds {
+        let mut row = format!("| {kind} |");
+        for phase in &report.phases {
+            let count = phase.controller.by_kind.get(*kind).copied().unwrap_or(0);
+            let _ = write!(row, " {} |", cell(phase, count));
+        }
+        let _ = writeln!(out, "{row}");
+    }
+    let refusals: BTreeSet<&(Kind, u16)> = report
+        .phases
+        .iter()
+        .flat_map(|phase| phase.controller.refused.keys())
+        .collect();
+    for key in refusals {
+        let mut row = format!("| of which {} answered {} |", key.0, key.1);
+        for phase in &report.phases {
+            let count = phase.controller.refused.get(key).copied().unwrap_or(0);
+            let _ = write!(row, " {} |", cell(phase, count));
+        }
+        let _ = writeln!(out, "{row}");
+    }
+    let mut row = String::from("| all |");
+    for phase in &report.phases {
+        let _ = write!(row, " {} |", cell(phase, phase.controller.total()));
+    }
+    let _ = writeln!(out, "{row}");
+
+    let _ = writeln!(
+        out,
+        "\nEvery client's requests other than WATCH (apiserver_request_total: the controller, \
+         the bench's creators, watches and fake kubelet, kube-controller-manager, and the API \
+         server's own IPAddress allocation for each new Service):"
+    );
+    let _ = writeln!(
+        out,
+        "| phase | requests | per s | the controller's | everyone else's |\n|---|---|---|---|---|"
+    );
+    for phase in &report.phases {
+        let all = phase.all_clients.total() - watches(&phase.all_clients);
+        let controller = phase.controller.total() - watches(&phase.controller);
+        let _ = writeln!(
+            out,
+            "| {} | {all} | {:.1} | {controller} | {} |",
+            phase.name,
+            rate(all, phase.wall),
+            all.saturating_sub(controller)
+        );
+    }
+
+    let _ = writeln!(
+        out,
+        "\nStatus writes per Release by the reason written and the fields changed (every \
+         Release, as the bench's watch saw them):"
+    );
+    for phase in report.phases.iter().filter(|phase| per_release(phase)) {
+        let by_what = status_writes_between(&report.status_writes, phase);
+        let total: u64 = by_what.values().sum();
+        let _ = writeln!(
+            out,
+            "  {}: {:.2} per Release",
+            phase.name,
+            total as f64 / n as f64
+        );
+        let mut rows: Vec<(&str, u64)> = by_what.into_iter().collect();
+        rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        for (what, count) in rows {
+            let _ = writeln!(out, "    {:5.2}  {what}", count as f64 / n as f64);
+        }
+    }
+
+    let _ = writeln!(
+        out,
+        "\nEvery version of Release {} as the bench's watch saw it (one line a write; seconds \
+         from the start of the phase; [the status fields that write changed]):",
+        report.traced
+    );
+    for phase in &report.phases {
+        let versions: Vec<(usize, &Version)> = report
+            .trail
+            .iter()
+            .enumerate()
+            .filter(|(_, version)| version.at >= phase.from && version.at < phase.to)
+            .collect();
+        if versions.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "  {}:", phase.name);
+        for (index, version) in versions {
+            let offset = version.at.duration_since(phase.from).as_secs_f64();
+            let changed = match index.checked_sub(1).map(|previous| &report.trail[previous]) {
+                Some(previous) if previous.generation != version.generation => "spec".to_string(),
+                Some(previous) => changed_fields(&previous.raw, &version.raw).join(", "),
+                None => "created".to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "    {offset:6.2}s gen {} [{changed}] {}",
+                version.generation, version.status
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nWatches the API server closed because their client fell behind (any client): {}",
+        report.slow_watchers.len()
+    );
+    for line in report.slow_watchers.iter().take(10) {
+        let _ = writeln!(out, "    {line}");
+    }
+    if !report.warnings.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nThe controller logged {} warnings or errors; the first ones:",
+            report.warnings.len()
+        );
+        for line in report.warnings.iter().take(10) {
+            let _ = writeln!(out, "    {line}");
+        }
+    }
+    out
+}
+
+/// The status writes seen during `phase`, counted by what they wrote.
+fn status_writes_between<'a>(
+    writes: &'a [StatusWrite],
+    phase: &PhaseResult,
+) -> BTreeMap<&'a str, u64> {
+    let mut by_what = BTreeMap::new();
+    for write in writes
+        .iter()
+        .filter(|write| write.at >= phase.from && write.at < phase.to)
+    {
+        *by_what.entry(write.what.as_str()).or_default() += 1;
+    }
+    by_what
+}
+
+/// The WATCH requests among `counts`.
+fn watches(counts: &Counts) -> u64 {
+    counts
+        .by_kind
+        .iter()
+        .filter(|(kind, _)| kind.verb == "WATCH")
+        .map(|(_, count)| count)
+        .sum()
+}
+
+fn counts_json(counts: &Counts) -> Value {
+    let by_kind: serde_json::Map<String, Value> = counts
+        .by_kind
+        .iter()
+        .map(|(kind, count)| (kind.to_string(), json!(count)))
+        .collect();
+    let refused: serde_json::Map<String, Value> = counts
+        .refused
+        .iter()
+        .map(|((kind, code), count)| (format!("{kind} {code}"), json!(count)))
+        .collect();
+    json!({"total": counts.total(), "writes": counts.writes(), "byKind": by_kind, "refused": refused})
+}
+
+/// The results as one JSON document.
+pub fn json(report: &Report) -> Value {
+    let n = report.releases;
+    let phases: Vec<Value> = report
+        .phases
+        .iter()
+        .map(|phase| {
+            json!({
+                "name": phase.name,
+                "wallSeconds": phase.wall.as_secs_f64(),
+                "floorSeconds": phase.floor.map(|floor| floor.time(n, &report.baseline).as_secs_f64()),
+                "floorWritesPerRelease": phase.floor.map(|floor| floor.writes_per_release),
+                "from": phase.from.to_string(),
+                "to": phase.to.to_string(),
+                "controller": counts_json(&phase.controller),
+                "allClients": counts_json(&phase.all_clients),
+                "reconciles": phase.reconciles,
+                "reconcileErrors": phase.reconcile_errors,
+                "peakRssBytes": phase.peak_rss,
+                "controllerCpuSeconds": phase.cpu.as_secs_f64(),
+                "statusWrites": status_writes_between(&report.status_writes, phase),
+            })
+        })
+        .collect();
+    json!({
+        "releases": n,
+        "apiserverVersion": report.apiserver_version,
+        "controllerUser": controller_user(),
+        "concurrency": report.concurrency,
+        "baseline": {
+            "creates": report.baseline.creates,
+            "seconds": report.baseline.elapsed.as_secs_f64(),
+            "createsPerSecond": report.baseline.rate(),
+        },
+        "idleSeconds": report.idle.as_secs_f64(),
+        "peakRssBytes": report.peak_rss,
+        "phases": phases,
+        "controllerWarnings": report.warnings.len(),
+        "slowWatchersClosed": report.slow_watchers.len(),
+        "traced": report.traced,
+        "trail": report.trail.iter().map(|version| json!({
+            "at": version.at.to_string(),
+            "generation": version.generation,
+            "status": version.status,
+        })).collect::<Vec<_>>(),
+    })
+}

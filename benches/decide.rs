@@ -32,6 +32,7 @@ fn workload(revision: &str, replicas: i32) -> WorkloadState {
         available_replicas: replicas,
         updated_replicas: replicas,
         available: true,
+        settled: true,
     }
 }
 

@@ -111,7 +111,7 @@ pub async fn a_first_release_is_not_healthy_before_its_stable_is_available(env: 
             .message
             .as_deref()
             .unwrap_or_default()
-            .contains("0/2 pods available"),
+            .contains("waiting for 2 pods to be available"),
         "{:?}",
         status.message
     );

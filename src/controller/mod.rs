@@ -421,8 +421,16 @@ fn releases_routed_by(releases: &[Arc<Release>], route: &HttpRoute) -> Vec<Objec
 
 /// Drop what no reconcile reads before an object enters a cache: its managed fields.
 fn slim<K: Resource>(object: &mut K) {
-    object.meta_mut().managed_fields = None;
+    let meta = object.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        // `kubectl apply`'s last-applied copy would hold the whole object again.
+        annotations.remove(LAST_APPLIED);
+    }
 }
+
+/// The annotation in which a client-side `kubectl apply` keeps a copy of what it applied.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Drop a child Deployment's pod template too: the controller compares Deployments by the
 /// `waymark.dev/spec-hash` annotation, and the template is most of a Deployment's size.
@@ -430,10 +438,6 @@ fn slim_deployment(deployment: &mut Deployment) {
     slim(deployment);
     if let Some(spec) = deployment.spec.as_mut() {
         spec.template = Default::default();
-    }
-    if let Some(annotations) = deployment.metadata.annotations.as_mut() {
-        // kubectl's last-applied copy would hold the whole object again.
-        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
 }
 

@@ -231,6 +231,7 @@ pub fn workload_state(deployment: &Deployment) -> WorkloadState {
         available: observed_generation >= generation
             && updated_replicas == replicas
             && available_replicas == replicas,
+        settled: observed_generation >= generation,
     }
 }
 

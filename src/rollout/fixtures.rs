@@ -19,6 +19,7 @@ pub fn workload(image: &str, replicas: i32, available: bool) -> WorkloadState {
         available_replicas: if available { replicas } else { 0 },
         updated_replicas: replicas,
         available,
+        settled: true,
     }
 }
 
@@ -294,6 +295,7 @@ fn scaled(workload: &WorkloadState, replicas: i32, available: bool) -> WorkloadS
     let mut next = pods(&revision, replicas, available || replicas == 0);
     if !next.available {
         next.available_replicas = workload.available_replicas.min(replicas);
+        next.available = next.available_replicas == replicas;
     }
     next
 }
@@ -305,6 +307,7 @@ fn pods(revision: &str, replicas: i32, available: bool) -> WorkloadState {
         available_replicas: if available { replicas } else { 0 },
         updated_replicas: replicas,
         available,
+        settled: true,
     }
 }
 

@@ -16,6 +16,8 @@ pub mod fold;
 pub mod history;
 #[cfg(test)]
 mod props;
+#[cfg(test)]
+mod quiet_tests;
 pub mod split;
 #[cfg(test)]
 mod tests;
@@ -58,6 +60,10 @@ pub struct WorkloadState {
     /// True when the Deployment controller has observed the latest spec and every desired
     /// replica is updated and available (what `kubectl rollout status` waits for).
     pub available: bool,
+    /// True when the Deployment controller has observed the latest spec
+    /// (`status.observedGeneration` ≥ `metadata.generation`): until then the counts describe
+    /// an older spec, and a change of availability seen in them is not reported.
+    pub settled: bool,
 }
 
 /// The HTTPRoute as observed.

@@ -86,8 +86,17 @@ pub(super) fn stage(spec_revision: &str, status: &ReleaseStatus) -> Stage {
 
 /// `at + duration`, saturating at the end of time.
 pub(super) fn plus(at: Timestamp, duration: Duration) -> Timestamp {
-    at.checked_add(duration.as_signed())
-        .unwrap_or(Timestamp::MAX)
+    whole_second(
+        at.checked_add(duration.as_signed())
+            .unwrap_or(Timestamp::MAX),
+    )
+}
+
+/// `at` cut to the whole second. The API server keeps status times to the second: an instant
+/// with a fraction would read back different from what was written, and a message built from
+/// it would change on the next reconcile with nothing else changed.
+pub(super) fn whole_second(at: Timestamp) -> Timestamp {
+    Timestamp::from_second(at.as_second()).unwrap_or(at)
 }
 
 pub(super) use gate::{analysis_offset, next_analysis_at};
@@ -134,7 +143,7 @@ impl<'a> Decider<'a> {
         Self {
             spec,
             observed,
-            now,
+            now: whole_second(now),
             name: release.metadata.name.as_deref().unwrap_or("release"),
             item: &spec.roadmap.item,
             generation: release.metadata.generation,
@@ -190,6 +199,36 @@ impl<'a> Decider<'a> {
     // ----- helpers shared by the stages -----
 
     fn push(&mut self, action: Action) {
+        // A Deployment created or re-templated in this same decision is created at the size
+        // decided after it: one write instead of two.
+        if let Action::ScaleStable { replicas } | Action::ScaleCanary { replicas } = action {
+            let stable = matches!(action, Action::ScaleStable { .. });
+            let applied = self
+                .actions
+                .iter_mut()
+                .rev()
+                .take_while(|a| !matches!(a, Action::DeleteCanary))
+                .find_map(|a| match a {
+                    Action::ApplyStable { replicas, .. } if stable => Some(replicas),
+                    Action::ApplyCanary { replicas, .. } if !stable => Some(replicas),
+                    _ => None,
+                });
+            if let Some(applied) = applied {
+                *applied = replicas;
+                return;
+            }
+            // Pods for a canary whose Deployment does not run it yet (missing, or an older
+            // canary's): the Deployment is applied with its template at that size.
+            if !stable
+                && replicas > 0
+                && let Some(revision) = self.status.canary_revision.clone()
+                && self.canary_of(&revision).is_none()
+            {
+                self.actions
+                    .push(Action::ApplyCanary { revision, replicas });
+                return;
+            }
+        }
         if !self.actions.contains(&action) {
             self.actions.push(action);
         }

@@ -47,15 +47,11 @@ impl Decider<'_> {
                 revision: revision.clone(),
                 replicas,
             });
-            self.report_promoting(&revision, "stable taking the new template");
+            self.report_promoting(&revision);
             return false;
         };
         if !stable.available {
-            let what = format!(
-                "stable rolling out the new template ({}/{} pods available)",
-                stable.available_replicas, stable.replicas
-            );
-            self.report_promoting(&revision, &what);
+            self.report_promoting(&revision);
             return false;
         }
         match self.mode {
@@ -65,7 +61,7 @@ impl Decider<'_> {
                 }
                 if self.route_weight() != Some(0) {
                     self.push(Action::SetWeight { canary_weight: 0 });
-                    self.report_promoting(&revision, "moving all traffic to the stable");
+                    self.report_promoting(&revision);
                     return false;
                 }
             }
@@ -79,17 +75,21 @@ impl Decider<'_> {
                         self.push(Action::ScaleStable {
                             replicas: (stable.replicas + batch).min(total),
                         });
-                    } else {
-                        self.push(Action::ScaleCanary {
-                            replicas: (total - stable.replicas).max(0),
-                        });
+                        self.report_promoting(&revision);
+                        return false;
                     }
-                    self.report_promoting(&revision, "handing canary pods over to the stable");
-                    return false;
+                    let left = (total - stable.replicas).max(0);
+                    self.push(Action::ScaleCanary { replicas: left });
+                    if left > 0 || stable.replicas != total {
+                        self.report_promoting(&revision);
+                        return false;
+                    }
+                    // The stable has every pod, available: the canary's last pods going is
+                    // the end of the promotion, decided now.
                 }
                 if stable.replicas != total {
                     self.push(Action::ScaleStable { replicas: total });
-                    self.report_promoting(&revision, "scaling the stable to full size");
+                    self.report_promoting(&revision);
                     return false;
                 }
             }
@@ -98,8 +98,22 @@ impl Decider<'_> {
         true
     }
 
+    /// The stable's replica count once the actions already decided in this call are applied.
+    pub(super) fn planned_stable_replicas(&self) -> i32 {
+        self.actions
+            .iter()
+            .rev()
+            .find_map(|action| match action {
+                Action::ScaleStable { replicas } | Action::ApplyStable { replicas, .. } => {
+                    Some(*replicas)
+                }
+                _ => None,
+            })
+            .unwrap_or_else(|| self.observed.stable.as_ref().map_or(0, |s| s.replicas))
+    }
+
     /// The canary's replica count once the actions already decided in this call are applied.
-    fn planned_canary_replicas(&self) -> i32 {
+    pub(super) fn planned_canary_replicas(&self) -> i32 {
         self.actions
             .iter()
             .rev()
@@ -113,8 +127,17 @@ impl Decider<'_> {
             .unwrap_or_else(|| self.observed.canary.as_ref().map_or(0, |c| c.replicas))
     }
 
-    fn report_promoting(&mut self, revision: &str, what: &str) {
-        let message = format!("promoting canary {revision}: {what}");
+    /// One message for the whole promotion: its sub-steps (the stable's rollout, the hand-over
+    /// of traffic or pods) show in the children and in `waymark status`, not as status writes.
+    fn report_promoting(&mut self, revision: &str) {
+        let message = match self.mode {
+            Mode::Gateway => format!(
+                "promoting canary {revision}: the stable takes its template, then all of the traffic"
+            ),
+            Mode::Replicas => format!(
+                "promoting canary {revision}: the stable takes its template, then the canary's pods"
+            ),
+        };
         self.set_report(Phase::Progressing, "Promoting", message);
     }
 

@@ -57,8 +57,14 @@ impl Decider<'_> {
     pub(super) fn finish(mut self) -> Decision {
         let canary_revision = self.status.canary_revision.clone();
 
-        // Weight as it is, not as wished.
-        self.status.canary_weight = Some(self.shown_weight());
+        // Weight as it is, not as wished. While promoting, the stable already runs the
+        // canary's revision: the share between the two Deployments says nothing about which
+        // revision serves, and the pods handed over batch by batch would rewrite it each time.
+        if stage(&self.spec_revision, &self.status) != Stage::Promoting
+            || self.status.canary_weight.is_none()
+        {
+            self.status.canary_weight = Some(self.shown_weight());
+        }
         self.status.step_progress = canary_revision
             .as_ref()
             .filter(|_| self.status.current_step.is_some())
@@ -80,9 +86,44 @@ impl Decider<'_> {
             message: String::new(),
         });
 
-        // The stable has not been available for longer than progressDeadline: Degraded.
-        let stable_available = self.observed.stable.as_ref().is_some_and(|s| s.available);
-        if stable_available {
+        // The stable has not been available for longer than progressDeadline: Degraded. A
+        // stable whose newest spec the Deployment controller has not seen yet (the controller
+        // has just scaled it) keeps what the status says of it until its counts are current.
+        // During a promotion the stable's rollout is the promotion itself (the canary's pods
+        // serve meanwhile): it is held to progressDeadline from the promotion's start and is
+        // not reported as the stable going down.
+        let stable = self.observed.stable.as_ref();
+        let promoting = stage(&self.spec_revision, &self.status) == Stage::Promoting;
+        let stable_down = match stable {
+            Some(s) if !s.settled || promoting => self.status.stable_unavailable_since.is_some(),
+            Some(s) => !s.available,
+            None => true,
+        };
+        if promoting && !stable.is_some_and(|s| s.available) {
+            let since = self
+                .status
+                .step_started_at
+                .as_ref()
+                .or(self.status.canary_started_at.as_ref())
+                .map_or(self.now, |t| t.0);
+            let limit = plus(since, self.spec.progress_deadline);
+            if self.now >= limit {
+                let (ready, wanted) = stable.map_or((0, 0), |s| (s.available_replicas, s.replicas));
+                report = Report {
+                    phase: Phase::Degraded,
+                    reason: REASON_PROGRESS_DEADLINE.into(),
+                    message: format!(
+                        "stable {} not available within progressDeadline {} of the promotion's start ({ready}/{wanted} pods available); {}",
+                        self.status.stable_revision.as_deref().unwrap_or("none"),
+                        self.spec.progress_deadline,
+                        report.message
+                    ),
+                };
+            } else {
+                self.due_at(limit);
+            }
+        }
+        if !stable_down {
             self.status.stable_unavailable_since = None;
         } else {
             let since = self
@@ -204,22 +245,38 @@ impl Decider<'_> {
             now,
         );
         let stable_revision = self.status.stable_revision.as_deref().unwrap_or("none");
-        let (available, ready, wanted) = self.observed.stable.as_ref().map_or((false, 0, 0), |s| {
-            (s.available, s.available_replicas, s.replicas)
-        });
-        conditions::set_condition(
-            conditions,
-            conditions::AVAILABLE,
-            if available { Truth::True } else { Truth::False },
-            if available {
-                "StableAvailable"
+        let stable = self.observed.stable.as_ref();
+        let available = stable.is_some_and(|s| s.available);
+        let promoting = stage(&self.spec_revision, &self.status) == Stage::Promoting;
+        let unsettled = stable.is_some_and(|s| !s.settled) || (promoting && !available);
+        let conditions = &mut self.status.conditions;
+        let known = conditions.iter().any(|c| c.type_ == conditions::AVAILABLE);
+        // No pod counts here: they move on their own while pods start (`waymark status`
+        // shows them live from the Deployments).
+        if !(unsettled && known) {
+            let (truth, reason, message) = if available {
+                (
+                    Truth::True,
+                    "StableAvailable",
+                    format!("stable {stable_revision}: every pod available"),
+                )
             } else {
-                "StableUnavailable"
-            },
-            format!("stable {stable_revision}: {ready}/{wanted} pods available"),
-            generation,
-            now,
-        );
+                (
+                    Truth::False,
+                    "StableUnavailable",
+                    format!("stable {stable_revision}: not every pod available"),
+                )
+            };
+            conditions::set_condition(
+                conditions,
+                conditions::AVAILABLE,
+                truth,
+                reason,
+                message,
+                generation,
+                now,
+            );
+        }
         conditions::set_condition(
             conditions,
             conditions::PROGRESSING,

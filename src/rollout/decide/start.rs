@@ -65,17 +65,19 @@ impl Decider<'_> {
                 _ => self.push(Action::DeleteCanary),
             }
         }
-        let (available, ready) = self
+        let available = self
             .observed
             .stable
             .as_ref()
             .filter(|s| s.revision.as_deref() == Some(revision.as_str()))
-            .map_or((false, 0), |s| (s.available, s.available_replicas));
+            .is_some_and(|s| s.available);
+        // The wanted pod count, not the count available: a figure that moves while pods
+        // start would rewrite the status for every pod (`waymark status` shows them live).
         if available {
             self.set_report(
                 Phase::Healthy,
                 "StableAvailable",
-                format!("stable {revision} serves 100% ({ready}/{total} pods available)"),
+                format!("stable {revision} serves 100% ({total} pods available)"),
             );
         } else {
             // Until every pod is available nothing is Healthy (Argo CD would show it green);
@@ -83,7 +85,7 @@ impl Decider<'_> {
             self.set_report(
                 Phase::Progressing,
                 "StableRollingOut",
-                format!("stable {revision} rolling out ({ready}/{total} pods available)"),
+                format!("stable {revision} rolling out, waiting for {total} pods to be available"),
             );
         }
         false
@@ -142,16 +144,16 @@ impl Decider<'_> {
 
     fn start_canary(&mut self) {
         let revision = self.spec_revision.clone();
-        let replicas = match self.mode {
-            Mode::Gateway => canary_size(self.total(), self.weight_target(0)),
-            // In replica mode every ready canary pod takes traffic: none before the first step.
-            Mode::Replicas => 0,
-        };
         self.canary_traffic_off();
-        self.push(Action::ApplyCanary {
-            revision: revision.clone(),
-            replicas,
-        });
+        match self.mode {
+            Mode::Gateway => self.push(Action::ApplyCanary {
+                revision: revision.clone(),
+                replicas: canary_size(self.total(), self.weight_target(0)),
+            }),
+            // In replica mode every ready canary pod takes traffic: the Deployment is made by
+            // the first step that gives the canary pods.
+            Mode::Replicas => {}
+        }
         self.status.canary_revision = Some(revision.clone());
         self.status.canary_started_at = Some(Time(self.now));
         self.status.canary_waiting_since = Some(Time(self.now));

@@ -7,6 +7,7 @@ use super::{Decider, Mode, plus};
 use crate::api::{Outcome, Phase};
 use crate::rollout::split::{canary_size, effective_weight, replica_split};
 use crate::rollout::{Action, Severity, WorkloadState, timeline};
+use k8s_openapi::jiff::Timestamp;
 
 impl<'a> Decider<'a> {
     pub(super) fn steps_len(&self) -> usize {
@@ -97,16 +98,42 @@ impl<'a> Decider<'a> {
         if self.rolled_back_by_analysis(&revision) {
             return true;
         }
+        // With a replica split, a canary that holds no traffic yet has no pods to wait for:
+        // it is created (or takes over the Deployment of an older canary) when a step gives
+        // it its first pods.
+        let no_pods;
         let canary = match self.canary_of(&revision) {
-            None => return self.canary_not_ready(&revision, None),
+            None if self.mode == Mode::Replicas && self.canary_pods_held() == 0 => {
+                // What runs under the canary's name now (an older canary being replaced)
+                // loses its pods: the stable carries everything first.
+                self.restore_stable_size();
+                if self.planned_canary_replicas() > 0 {
+                    self.push(Action::ScaleCanary { replicas: 0 });
+                }
+                no_pods = WorkloadState {
+                    revision: Some(revision.clone()),
+                    available: true,
+                    settled: true,
+                    ..WorkloadState::default()
+                };
+                &no_pods
+            }
+            None => return self.canary_not_ready(&revision, None, self.now),
             Some(canary) if canary.replicas < 1 && self.mode == Mode::Gateway => {
                 // Scaled to zero (an earlier rollback, or a person): "available" with no pods
                 // means nothing.
-                return self.canary_not_ready(&revision, Some(canary));
+                return self.canary_not_ready(&revision, Some(canary), self.now);
             }
-            Some(canary) if !canary.available => {
-                return self.canary_not_ready(&revision, Some(canary));
-            }
+            Some(canary) if !canary.available => match self.growing_since(canary) {
+                // Pods added for the step that runs: what traffic holds at is served; the
+                // step waits for the new pods before it moves traffic.
+                Some(since) if self.now < plus(since, self.spec.progress_deadline) => {
+                    self.due_at(plus(since, self.spec.progress_deadline));
+                    canary
+                }
+                Some(since) => return self.canary_not_ready(&revision, Some(canary), since),
+                None => return self.canary_not_ready(&revision, Some(canary), self.now),
+            },
             Some(canary) => canary,
         };
         self.status.canary_waiting_since = None;
@@ -191,7 +218,13 @@ impl<'a> Decider<'a> {
                 self.set_report(Phase::Progressing, &format!("Analysis{verdict}"), message);
                 return false;
             }
-            if !self.ensure_traffic(canary, weight) {
+            // With a replica split, a step whose last actions only shrink one side is done
+            // once they are decided, when the next step holds that weight (a pause): that step
+            // begins in the same status write. Otherwise the shrink is seen through first, so
+            // one decision never shrinks a side that the next step grows again.
+            let done = self.ensure_traffic(canary, weight)
+                && (!self.scale_pending(canary) || self.next_step_holds(index));
+            if !done {
                 let message = format!(
                     "step {}: moving to {weight}% on canary {revision} (now {}%){}",
                     self.step_label(),
@@ -263,14 +296,55 @@ impl<'a> Decider<'a> {
         }
     }
 
+    /// Whether this decision scales a side of a replica split (an action not yet observed).
+    fn scale_pending(&self, canary: &WorkloadState) -> bool {
+        let stable = self.observed.stable.as_ref().map_or(0, |s| s.replicas);
+        self.mode == Mode::Replicas
+            && (self.planned_stable_replicas() != stable
+                || self.planned_canary_replicas() != canary.replicas)
+    }
+
+    /// Whether the step after `index` is a pause (it holds the weight step `index` set).
+    fn next_step_holds(&self, index: usize) -> bool {
+        self.spec
+            .steps
+            .get(index + 1)
+            .is_some_and(|step| step.set_weight.is_none())
+    }
+
+    /// Canary pods the traffic of the running step's start needs.
+    fn canary_pods_held(&self) -> i32 {
+        let held = self.weight_before(self.current_step());
+        match self.mode {
+            Mode::Gateway => canary_size(self.total(), held),
+            Mode::Replicas => replica_split(self.total(), held).1,
+        }
+    }
+
+    /// When the canary is not available only because the running step added pods to it (every
+    /// pod the traffic so far needs is still available): since when the step has run.
+    fn growing_since(&self, canary: &WorkloadState) -> Option<Timestamp> {
+        let started = self.status.step_started_at.as_ref()?.0;
+        self.status.steps_started_at.as_ref()?;
+        let growing = canary.replicas >= 1
+            && canary.replicas > self.canary_pods_held()
+            && canary.available_replicas >= self.canary_pods_held();
+        growing.then_some(started)
+    }
+
     /// The canary is missing, scaled to zero or not available: no traffic while it has no
     /// available pod, create or scale it, and wait up to `progressDeadline` (then roll back).
     /// True when it rolled back.
-    fn canary_not_ready(&mut self, revision: &str, canary: Option<&WorkloadState>) -> bool {
+    fn canary_not_ready(
+        &mut self,
+        revision: &str,
+        canary: Option<&WorkloadState>,
+        waiting_from: Timestamp,
+    ) -> bool {
         let since = self
             .status
             .canary_waiting_since
-            .get_or_insert(Time(self.now))
+            .get_or_insert(Time(waiting_from))
             .0;
         let deadline = plus(since, self.spec.progress_deadline);
         let (ready, wanted) = canary.map_or((0, 0), |c| (c.available_replicas, c.replicas));
@@ -308,8 +382,9 @@ impl<'a> Decider<'a> {
         } else {
             ("WaitingForCanary", "not available")
         };
+        // The wanted pods, not the count available: that moves on its own while pods start.
         let message = format!(
-            "step {}: canary {revision} {what} ({ready}/{wanted} pods available); rolled back if not available by {deadline}",
+            "step {}: canary {revision} {what}, waiting for {replicas} pods to be available; rolled back if not available by {deadline}",
             self.step_label()
         );
         self.set_report(Phase::Progressing, reason, message);
@@ -329,6 +404,10 @@ impl<'a> Decider<'a> {
                     return false;
                 }
                 if self.route_weight() != Some(weight) {
+                    if self.route_weight().is_none_or(|now| weight > now) && !canary.available {
+                        // More traffic only once every canary pod is available.
+                        return false;
+                    }
                     self.push(Action::SetWeight {
                         canary_weight: weight,
                     });
@@ -343,38 +422,41 @@ impl<'a> Decider<'a> {
             Mode::Replicas => {
                 // Make before break: the side that grows grows first and must be available
                 // before the other shrinks, so capacity never drops below spec.replicas and a
-                // decision cut short by a restart is finished the same way.
+                // decision cut short by a restart is finished the same way. Once only shrinking
+                // is left, it is decided and the step is done: scaling down takes effect at once.
                 let (stable_target, canary_target) = replica_split(total, weight);
                 let Some(stable) = self.observed.stable.as_ref() else {
                     return false;
                 };
-                if canary.replicas < canary_target {
+                let canary_replicas = self.planned_canary_replicas();
+                let stable_replicas = self.planned_stable_replicas();
+                if canary_replicas < canary_target {
                     self.push(Action::ScaleCanary {
                         replicas: canary_target,
                     });
                     return false;
                 }
-                if stable.replicas < stable_target {
+                if stable_replicas < stable_target {
                     self.push(Action::ScaleStable {
                         replicas: stable_target,
                     });
                     return false;
                 }
-                if stable.replicas > stable_target {
-                    if canary.available {
-                        self.push(Action::ScaleStable {
-                            replicas: stable_target,
-                        });
+                if stable_replicas > stable_target {
+                    if !canary.available {
+                        return false;
                     }
-                    return false;
+                    self.push(Action::ScaleStable {
+                        replicas: stable_target,
+                    });
                 }
-                if canary.replicas > canary_target {
-                    if stable.available {
-                        self.push(Action::ScaleCanary {
-                            replicas: canary_target,
-                        });
+                if canary_replicas > canary_target {
+                    if !stable.available {
+                        return false;
                     }
-                    return false;
+                    self.push(Action::ScaleCanary {
+                        replicas: canary_target,
+                    });
                 }
                 true
             }

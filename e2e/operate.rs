@@ -75,6 +75,27 @@ pub async fn the_command_line_promotes_aborts_and_retries(env: Env) {
     let paused = waymark(&["status", name, "-n", &ns]).await;
     assert!(paused.stdout.contains("Paused"), "{}", paused.stdout);
     assert!(paused.stdout.contains("30%"), "{}", paused.stdout);
+    // Pod counts are not in the status (they move while pods start): read live.
+    let mut counts = Vec::new();
+    for role in ["stable", "canary"] {
+        let deployment = env
+            .deployments()
+            .get(&format!("{name}-{role}"))
+            .await
+            .expect("the child Deployment");
+        let wanted = deployment.spec.and_then(|s| s.replicas).unwrap_or(1);
+        let available = deployment
+            .status
+            .and_then(|s| s.available_replicas)
+            .unwrap_or(0);
+        counts.push(format!("{role} {available}/{wanted} available"));
+    }
+    let pods = format!("Pods:      {}", counts.join(", "));
+    assert!(
+        paused.stdout.contains(&pods),
+        "{pods:?} in {}",
+        paused.stdout
+    );
 
     let promote = waymark(&["promote", name, "-n", &ns]).await;
     assert!(promote.success, "{}", promote.stderr);

@@ -27,7 +27,9 @@ use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::watcher;
 use kube::{Api, Client};
 
-use crate::api::{CLI_FIELD_MANAGER, Duration, ManualAction, Release};
+use k8s_openapi::api::apps::v1::Deployment;
+
+use crate::api::{CLI_FIELD_MANAGER, Duration, ManualAction, Release, Role};
 pub use connect::{KubeArgs, Session};
 pub use errors::CliError;
 use errors::{Call, NamespaceFrom, classify};
@@ -287,7 +289,8 @@ pub async fn run_in(
                 return watch_status(session, &namespace, from, &args.name, args.output, out).await;
             }
             let release = get_release(session, &namespace, from, &args.name).await?;
-            out.write_all(status_output(&release, args.output).as_bytes())?;
+            let live = live_of(session, &namespace, &args.name, args.output).await;
+            out.write_all(status_output(&release, args.output, &live).as_bytes())?;
             Ok(())
         }
         Command::Promote(args) => {
@@ -375,12 +378,62 @@ fn to_yaml(value: &impl serde::Serialize) -> String {
     serde_yaml::to_string(value).unwrap_or_default()
 }
 
-/// What `waymark status` prints for `release` in `format`.
-pub fn status_output(release: &Release, format: StatusFormat) -> String {
+/// What `waymark status` prints for `release` in `format` (the text shows `live` too).
+pub fn status_output(release: &Release, format: StatusFormat, live: &render::Live) -> String {
     match format {
-        StatusFormat::Text => render::status_text(release),
+        StatusFormat::Text => render::status_text(release, live),
         StatusFormat::Json => to_json(release),
         StatusFormat::Yaml => to_yaml(release),
+    }
+}
+
+/// The clock and the child Deployments' pods, for the text view (JSON and YAML print the
+/// Release alone). A Deployment that cannot be read is said so, not an error: the Release is
+/// what was asked for.
+async fn live_of(
+    session: &Session,
+    namespace: &str,
+    name: &str,
+    format: StatusFormat,
+) -> render::Live {
+    if format != StatusFormat::Text {
+        return render::Live::default();
+    }
+    let api: Api<Deployment> = Api::namespaced(session.client.clone(), namespace);
+    let mut pods = Vec::new();
+    for role in [Role::Stable, Role::Canary] {
+        match api.get_opt(&format!("{name}-{}", role.as_str())).await {
+            Ok(Some(deployment)) => pods.push(render::PodCount {
+                role: role.as_str(),
+                available: deployment
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.available_replicas)
+                    .unwrap_or(0),
+                wanted: deployment
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.replicas)
+                    .unwrap_or(1),
+            }),
+            Ok(None) => {}
+            Err(kube::Error::Api(status)) => {
+                return render::Live {
+                    now: Some(Timestamp::now()),
+                    pods: Err(format!("{} ({})", status.message, status.reason)),
+                };
+            }
+            Err(error) => {
+                return render::Live {
+                    now: Some(Timestamp::now()),
+                    pods: Err(error.to_string()),
+                };
+            }
+        }
+    }
+    render::Live {
+        now: Some(Timestamp::now()),
+        pods: Ok(pods),
     }
 }
 
@@ -467,7 +520,8 @@ async fn watch_status(
                 } else {
                     writeln!(out, "--- {} ---", Timestamp::now())?;
                 }
-                out.write_all(status_output(&release, format).as_bytes())?;
+                let live = live_of(session, namespace, name, format).await;
+                out.write_all(status_output(&release, format, &live).as_bytes())?;
                 out.flush()?;
             }
             watcher::Event::Delete(_) => {
@@ -811,10 +865,30 @@ mod tests {
         let server = tokio::spawn(async move {
             answer_get(&mut handle, &paused).await;
             let mut seen = Vec::new();
-            loop {
-                let (request, send) = handle.next_request().await.expect("a list or watch");
+            while let Some((request, send)) = handle.next_request().await {
                 let query = request.uri().query().unwrap_or_default().to_string();
                 assert_eq!(request.method(), Method::GET);
+                // Each text view reads the child Deployments' pods live.
+                let deployments = "/apis/apps/v1/namespaces/shop/deployments/";
+                if let Some(child) = request.uri().path().strip_prefix(deployments) {
+                    seen.push("pods");
+                    if child == "checkout-stable" {
+                        let stable = json!({
+                            "apiVersion": "apps/v1", "kind": "Deployment",
+                            "metadata": {"name": child, "namespace": "shop"},
+                            "spec": {"replicas": 4, "selector": {}, "template": {}},
+                            "status": {"availableReplicas": 3}
+                        });
+                        respond(send, 200, &stable);
+                    } else {
+                        respond(
+                            send,
+                            404,
+                            &status_body(404, "NotFound", "not found", Some(child)),
+                        );
+                    }
+                    continue;
+                }
                 assert_eq!(
                     request.uri().path(),
                     "/apis/waymark.dev/v1alpha1/namespaces/shop/releases"
@@ -837,7 +911,7 @@ mod tests {
                             .body(Body::from(lines.into_bytes()))
                             .unwrap(),
                     );
-                    return seen;
+                    continue;
                 }
                 seen.push("list");
                 let mut listed = paused.clone();
@@ -848,6 +922,7 @@ mod tests {
                 });
                 respond(send, 200, &list);
             }
+            seen
         });
         let command = Command::Status(StatusArgs {
             name: "checkout".into(),
@@ -859,12 +934,16 @@ mod tests {
         let output = run_to_string(command, client).await.unwrap();
         assert_eq!(
             server.await.unwrap(),
-            ["list", "watch"],
-            "one list, then a watch: no polling"
+            ["list", "pods", "pods", "watch", "pods", "pods"],
+            "one list, then a watch (no polling); the pods of both children for each view"
         );
         let draws: Vec<&str> = output.split("--- ").skip(1).collect();
         assert_eq!(draws.len(), 2, "{output}");
         assert!(draws[0].contains("Phase:     Paused"), "{output}");
+        assert!(
+            draws[0].contains("Pods:      stable 3/4 available\n"),
+            "{output}"
+        );
         assert!(draws[1].contains("Phase:     Progressing"), "{output}");
         assert!(
             output.ends_with("release shop/checkout was deleted\n"),

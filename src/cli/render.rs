@@ -2,10 +2,42 @@
 
 use std::fmt::Write;
 
+use k8s_openapi::jiff::Timestamp;
+
 use crate::api::{AnalysisStatus, Phase, Release, RoleAnalysis, Step};
 
-/// Render one Release for `waymark status`.
-pub fn status_text(release: &Release) -> String {
+/// What `waymark status` reads beside the Release: the clock, and the pods of the child
+/// Deployments (counts that move while pods start, so the status does not hold them).
+#[derive(Clone, Debug)]
+pub struct Live {
+    /// Now, for the time left in a pause.
+    pub now: Option<Timestamp>,
+    /// `role available/wanted` of each child Deployment found, or why they could not be read.
+    pub pods: Result<Vec<PodCount>, String>,
+}
+
+impl Default for Live {
+    fn default() -> Self {
+        Self {
+            now: None,
+            pods: Ok(Vec::new()),
+        }
+    }
+}
+
+/// Pods of one child Deployment as its status reports them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PodCount {
+    /// `stable` or `canary`.
+    pub role: &'static str,
+    /// `status.availableReplicas`.
+    pub available: i32,
+    /// `spec.replicas`.
+    pub wanted: i32,
+}
+
+/// Render one Release for `waymark status`, with what was read live.
+pub fn status_text(release: &Release, live: &Live) -> String {
     let mut out = String::new();
     let namespace = release.metadata.namespace.as_deref().unwrap_or_default();
     let name = release.metadata.name.as_deref().unwrap_or_default();
@@ -52,6 +84,38 @@ pub fn status_text(release: &Release) -> String {
             out,
             "Canary:    {canary} ({}), {weight}% of traffic",
             spec.roadmap.item
+        );
+    }
+    match &live.pods {
+        Ok(pods) if !pods.is_empty() => {
+            let counts: Vec<String> = pods
+                .iter()
+                .map(|p| format!("{} {}/{} available", p.role, p.available, p.wanted))
+                .collect();
+            let _ = writeln!(out, "Pods:      {}", counts.join(", "));
+        }
+        Ok(_) => {}
+        Err(why) => {
+            let _ = writeln!(out, "Pods:      not read: {why}");
+        }
+    }
+    if let Some(until) = status
+        .pause_until
+        .as_ref()
+        .filter(|_| status.canary_revision.is_some())
+    {
+        let left = live.now.map(|now| {
+            let seconds = (until.0.as_second() - now.as_second()).max(0);
+            format!(
+                " ({} left)",
+                crate::api::Duration::from_secs(seconds.unsigned_abs())
+            )
+        });
+        let _ = writeln!(
+            out,
+            "Pause:     until {}{}",
+            until.0,
+            left.unwrap_or_default()
         );
     }
     if let Some(request) = &status.request
@@ -380,7 +444,7 @@ mod tests {
         status.stable_revision = Some("5d8b9c".into());
         status.stable_roadmap_item = Some("PAY-139".into());
         status.reason = Some("AnalysisPassing".into());
-        let text = status_text(&release);
+        let text = status_text(&release, &Live::default());
         assert!(
             text.contains("Phase:     Progressing (AnalysisPassing)"),
             "{text}"
@@ -400,11 +464,59 @@ mod tests {
         );
         release.spec.roadmap.horizon = Some(crate::api::Horizon::Now);
         release.spec.roadmap.kind = Some(crate::api::RoadmapKind::Feature);
-        let text = status_text(&release);
+        let text = status_text(&release, &Live::default());
         assert!(
             text.contains("Roadmap:   PAY-142 (now, feature) — One-click checkout"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn status_shows_live_pods_and_the_time_left_in_a_pause() {
+        let mut release = release_in(Phase::Progressing, Some("6f9c7d"));
+        let until: k8s_openapi::jiff::Timestamp = "2026-03-01T12:02:00Z".parse().unwrap();
+        release.status.as_mut().unwrap().pause_until = Some(Time(until));
+        let live = Live {
+            now: Some("2026-03-01T12:00:30Z".parse().unwrap()),
+            pods: Ok(vec![
+                PodCount {
+                    role: "stable",
+                    available: 4,
+                    wanted: 4,
+                },
+                PodCount {
+                    role: "canary",
+                    available: 1,
+                    wanted: 2,
+                },
+            ]),
+        };
+        let text = status_text(&release, &live);
+        assert!(
+            text.contains("Pods:      stable 4/4 available, canary 1/2 available"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Pause:     until 2026-03-01T12:02:00Z (1m30s left)"),
+            "{text}"
+        );
+
+        // Past its end (the controller has not moved on yet): nothing left, never negative.
+        let late = Live {
+            now: Some("2026-03-01T12:05:00Z".parse().unwrap()),
+            pods: Err("deployments is forbidden (Forbidden)".into()),
+        };
+        let text = status_text(&release, &late);
+        assert!(text.contains("(0s left)"), "{text}");
+        assert!(
+            text.contains("Pods:      not read: deployments is forbidden (Forbidden)"),
+            "{text}"
+        );
+
+        // No canary: a stale pauseUntil is not shown.
+        let mut settled = release_in(Phase::Healthy, None);
+        settled.status.as_mut().unwrap().pause_until = Some(Time(until));
+        assert!(!status_text(&settled, &live).contains("Pause:"));
     }
 
     #[test]
@@ -439,7 +551,7 @@ mod tests {
             failing_since: None,
             error_budget_remaining: Some(0.73),
         });
-        let text = status_text(&release);
+        let text = status_text(&release, &Live::default());
         assert!(
             text.contains("Analysis:  Failing at 2026-11-21T12:00:00Z"),
             "{text}"
@@ -476,7 +588,7 @@ mod tests {
             kind: None,
             timeline: Vec::new(),
         }];
-        let text = status_text(&release);
+        let text = status_text(&release, &Live::default());
         let line = text.lines().find(|line| line.contains("5d8b9c")).unwrap();
         assert!(
             line.contains("PAY-139") && line.contains("RolledBack") && line.contains("burn 21x"),

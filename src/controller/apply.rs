@@ -64,13 +64,19 @@ pub async fn apply_actions(
     for action in actions {
         match action {
             Action::ApplyServices => {
-                for service in children::services(release)? {
-                    let cached = ctx.stores.service(&namespace, &service.name_any());
-                    apply_child(release, &services, &service, cached.as_deref(), |live| {
-                        children::service_up_to_date(live, &service)
+                // The Services do not depend on one another: written together, one round trip
+                // instead of three; every write is seen through before the first error counts.
+                let wanted = children::services(release)?;
+                let (services, namespace) = (&services, &namespace);
+                let written = futures::future::join_all(wanted.iter().map(|service| async move {
+                    let cached = ctx.stores.service(namespace, &service.name_any());
+                    apply_child(release, services, service, cached.as_deref(), |live| {
+                        children::service_up_to_date(live, service)
                     })
-                    .await?;
-                }
+                    .await
+                }))
+                .await;
+                written.into_iter().collect::<Result<Vec<()>, _>>()?;
             }
             Action::ApplyStable { revision, replicas }
             | Action::ApplyCanary { revision, replicas } => {

@@ -546,8 +546,15 @@ async fn a_service_someone_else_owns_is_left_alone_and_named_in_the_status() {
     let release = ReleaseBuilder::gateway().build();
     let server = scenario(verifier, |mut api| async move {
         api.expect_status("100").await;
-        let (_, send) = api.expect(Method::POST, &format!("{SERVICES}{CREATE}")).await;
-        respond(send, 409, &failure(409, "AlreadyExists", "services \"checkout-stable\" already exists"));
+        // The Services are created together: both creates come before the ownership check.
+        for _ in 0..2 {
+            let (body, send) = api.expect(Method::POST, &format!("{SERVICES}{CREATE}")).await;
+            if body["metadata"]["name"] == "checkout-stable" {
+                respond(send, 409, &failure(409, "AlreadyExists", "services \"checkout-stable\" already exists"));
+            } else {
+                respond(send, 201, &body);
+            }
+        }
         let (_, send) = api.expect(Method::GET, &format!("{SERVICES}/checkout-stable")).await;
         // Helm's Service, not Waymark's: no owner, no adopt annotation.
         respond(send, 200, &json!({

@@ -401,8 +401,9 @@ async fn live_of(
     }
     let api: Api<Deployment> = Api::namespaced(session.client.clone(), namespace);
     let mut pods = Vec::new();
+    let mut unread = None;
     for role in [Role::Stable, Role::Canary] {
-        match api.get_opt(&format!("{name}-{}", role.as_str())).await {
+        match api.get_opt(&role.child_name(name)).await {
             Ok(Some(deployment)) => pods.push(render::PodCount {
                 role: role.as_str(),
                 available: deployment
@@ -417,23 +418,18 @@ async fn live_of(
                     .unwrap_or(1),
             }),
             Ok(None) => {}
-            Err(kube::Error::Api(status)) => {
-                return render::Live {
-                    now: Some(Timestamp::now()),
-                    pods: Err(format!("{} ({})", status.message, status.reason)),
-                };
-            }
             Err(error) => {
-                return render::Live {
-                    now: Some(Timestamp::now()),
-                    pods: Err(error.to_string()),
-                };
+                unread = Some(match error {
+                    kube::Error::Api(status) => format!("{} ({})", status.message, status.reason),
+                    error => error.to_string(),
+                });
+                break;
             }
         }
     }
     render::Live {
         now: Some(Timestamp::now()),
-        pods: Ok(pods),
+        pods: unread.map_or(Ok(pods), Err),
     }
 }
 

@@ -14,21 +14,30 @@ fn read_back(status: &ReleaseStatus) -> ReleaseStatus {
     serde_json::from_value(json).expect("a stored status deserializes")
 }
 
-/// Tick `sim` every `step_ms` until Healthy or `limit` decisions, keeping the status as the
-/// API server would (read back), and return every status that differs from the one before:
-/// the status writes.
+/// One reconcile `step_ms` later: decide, apply the actions (`then` changes the world after
+/// them), and keep the status as the API server would (read back). The status, when it was
+/// written (differs from the one before).
+fn reconcile(sim: &mut Sim, step_ms: i64, then: impl FnOnce(&mut Sim)) -> Option<ReleaseStatus> {
+    sim.now += SignedDuration::from_millis(step_ms);
+    let before = sim.release.status.clone();
+    let decision = decide(&sim.release, &sim.observed, sim.now);
+    sim.apply(&decision);
+    then(sim);
+    sim.release.status = Some(read_back(sim.status()));
+    (sim.release.status != before).then(|| sim.status().clone())
+}
+
+/// Healthy with the canary gone.
+fn done(sim: &Sim) -> bool {
+    sim.status().phase == Some(Phase::Healthy) && sim.status().canary_revision.is_none()
+}
+
+/// Reconcile `sim` every `step_ms` until done or `limit` decisions; the status writes.
 fn writes(sim: &mut Sim, step_ms: i64, limit: usize) -> Vec<ReleaseStatus> {
     let mut written = Vec::new();
     for _ in 0..limit {
-        sim.now += SignedDuration::from_millis(step_ms);
-        let before = sim.release.status.clone();
-        let decision = decide(&sim.release, &sim.observed, sim.now);
-        sim.apply(&decision);
-        sim.release.status = Some(read_back(sim.status()));
-        if sim.release.status != before {
-            written.push(sim.status().clone());
-        }
-        if sim.status().phase == Some(Phase::Healthy) && sim.status().canary_revision.is_none() {
+        written.extend(reconcile(sim, step_ms, |_| {}));
+        if done(sim) {
             break;
         }
     }
@@ -120,41 +129,28 @@ fn pods_that_start_slowly_add_no_status_write() {
     let mut sim =
         Sim::canary_of(ReleaseBuilder::replica_split().steps(vec![set_weight(50), pause_for(10)]));
     let mut written = Vec::new();
+    sim.slow_pods = true;
     for _ in 0..200 {
-        sim.now += SignedDuration::from_millis(500);
-        let before = sim.release.status.clone();
-        let decision = decide(&sim.release, &sim.observed, sim.now);
-        sim.slow_pods = true;
-        sim.apply(&decision);
-        let changed: Vec<_> = [sim.observed.stable.as_mut(), sim.observed.canary.as_mut()]
-            .into_iter()
-            .flatten()
-            .filter(|w| !w.available)
-            .collect();
-        for workload in changed {
-            workload.settled = false;
-        }
-        sim.release.status = Some(read_back(sim.status()));
-        if sim.release.status != before {
-            written.push(sim.status().clone());
-        }
+        // Changed Deployments are seen before their controller has looked at them.
+        written.extend(reconcile(&mut sim, 500, |sim| {
+            for workload in [sim.observed.stable.as_mut(), sim.observed.canary.as_mut()]
+                .into_iter()
+                .flatten()
+                .filter(|w| !w.available)
+            {
+                workload.settled = false;
+            }
+        }));
         // The Deployment controller catches up, then the pods start.
-        sim.now += SignedDuration::from_millis(500);
         for workload in [sim.observed.stable.as_mut(), sim.observed.canary.as_mut()]
             .into_iter()
             .flatten()
         {
             workload.settled = true;
         }
-        let before = sim.release.status.clone();
-        let decision = decide(&sim.release, &sim.observed, sim.now);
-        sim.apply(&decision);
-        sim.release.status = Some(read_back(sim.status()));
-        if sim.release.status != before {
-            written.push(sim.status().clone());
-        }
+        written.extend(reconcile(&mut sim, 500, |_| {}));
         sim.pods_ready();
-        if sim.status().phase == Some(Phase::Healthy) && sim.status().canary_revision.is_none() {
+        if done(&sim) {
             break;
         }
     }

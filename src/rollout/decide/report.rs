@@ -4,6 +4,7 @@
 use std::time::Duration as StdDuration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 
 use super::{CONVERGE_POLL, Decider, Mode, Report, Stage, next_analysis_at, plus, stage};
 use crate::api::{Phase, Role, Verdict};
@@ -56,21 +57,20 @@ impl Decider<'_> {
 
     pub(super) fn finish(mut self) -> Decision {
         let canary_revision = self.status.canary_revision.clone();
+        let stage_now = stage(&self.spec_revision, &self.status);
+        let promoting = stage_now == Stage::Promoting;
 
         // Weight as it is, not as wished. While promoting, the stable already runs the
         // canary's revision: the share between the two Deployments says nothing about which
         // revision serves, and the pods handed over batch by batch would rewrite it each time.
-        if stage(&self.spec_revision, &self.status) != Stage::Promoting
-            || self.status.canary_weight.is_none()
-        {
+        if !promoting || self.status.canary_weight.is_none() {
             self.status.canary_weight = Some(self.shown_weight());
         }
         self.status.step_progress = canary_revision
             .as_ref()
             .filter(|_| self.status.current_step.is_some())
             .map(|_| self.step_label());
-        let in_progress =
-            canary_revision.is_some() || stage(&self.spec_revision, &self.status) == Stage::Pending;
+        let in_progress = canary_revision.is_some() || stage_now == Stage::Pending;
         self.status.roadmap_item = if in_progress {
             Some(self.item.to_string())
         } else {
@@ -93,7 +93,6 @@ impl Decider<'_> {
         // serve meanwhile): it is held to progressDeadline from the promotion's start and is
         // not reported as the stable going down.
         let stable = self.observed.stable.as_ref();
-        let promoting = stage(&self.spec_revision, &self.status) == Stage::Promoting;
         let stable_down = match stable {
             Some(s) if !s.settled || promoting => self.status.stable_unavailable_since.is_some(),
             Some(s) => !s.available,
@@ -106,51 +105,17 @@ impl Decider<'_> {
                 .as_ref()
                 .or(self.status.canary_started_at.as_ref())
                 .map_or(self.now, |t| t.0);
-            let limit = plus(since, self.spec.progress_deadline);
-            if self.now >= limit {
-                let (ready, wanted) = stable.map_or((0, 0), |s| (s.available_replicas, s.replicas));
-                report = Report {
-                    phase: Phase::Degraded,
-                    reason: REASON_PROGRESS_DEADLINE.into(),
-                    message: format!(
-                        "stable {} not available within progressDeadline {} of the promotion's start ({ready}/{wanted} pods available); {}",
-                        self.status.stable_revision.as_deref().unwrap_or("none"),
-                        self.spec.progress_deadline,
-                        report.message
-                    ),
-                };
-            } else {
-                self.due_at(limit);
-            }
+            report = self.stable_deadline(since, " of the promotion's start", report);
         }
-        if !stable_down {
-            self.status.stable_unavailable_since = None;
-        } else {
+        if stable_down {
             let since = self
                 .status
                 .stable_unavailable_since
                 .get_or_insert(Time(self.now))
                 .0;
-            let limit = plus(since, self.spec.progress_deadline);
-            if self.now >= limit {
-                let (ready, wanted) = self
-                    .observed
-                    .stable
-                    .as_ref()
-                    .map_or((0, 0), |s| (s.available_replicas, s.replicas));
-                report = Report {
-                    phase: Phase::Degraded,
-                    reason: REASON_PROGRESS_DEADLINE.into(),
-                    message: format!(
-                        "stable {} not available within progressDeadline {} ({ready}/{wanted} pods available); {}",
-                        self.status.stable_revision.as_deref().unwrap_or("none"),
-                        self.spec.progress_deadline,
-                        report.message
-                    ),
-                };
-            } else {
-                self.due_at(limit);
-            }
+            report = self.stable_deadline(since, "", report);
+        } else {
+            self.status.stable_unavailable_since = None;
         }
 
         // An unusable route: no traffic actions, since nobody knows where they would land.
@@ -185,7 +150,7 @@ impl Decider<'_> {
         }
 
         self.announce(&report);
-        self.set_conditions(&report, unusable.as_deref());
+        self.set_conditions(&report, unusable.as_deref(), promoting);
         self.status.phase = Some(report.phase);
         self.status.reason = Some(report.reason);
         self.status.message = Some(report.message);
@@ -214,6 +179,32 @@ impl Decider<'_> {
         }
     }
 
+    /// `report`, or Degraded with `ProgressDeadlineExceeded` once the stable has not been
+    /// available for `progressDeadline` since `since` (`from` says since what); until then the
+    /// deadline is when to look again.
+    fn stable_deadline(&mut self, since: Timestamp, from: &str, report: Report) -> Report {
+        let limit = plus(since, self.spec.progress_deadline);
+        if self.now < limit {
+            self.due_at(limit);
+            return report;
+        }
+        let (ready, wanted) = self
+            .observed
+            .stable
+            .as_ref()
+            .map_or((0, 0), |s| (s.available_replicas, s.replicas));
+        Report {
+            phase: Phase::Degraded,
+            reason: REASON_PROGRESS_DEADLINE.into(),
+            message: format!(
+                "stable {} not available within progressDeadline {}{from} ({ready}/{wanted} pods available); {}",
+                self.status.stable_revision.as_deref().unwrap_or("none"),
+                self.spec.progress_deadline,
+                report.message
+            ),
+        }
+    }
+
     /// An Event on entering a hold or a degraded state, once.
     fn announce(&mut self, report: &Report) {
         let entered = self.old.phase != Some(report.phase)
@@ -232,7 +223,7 @@ impl Decider<'_> {
         self.event(severity, &report.reason, report.message.clone());
     }
 
-    fn set_conditions(&mut self, report: &Report, unusable: Option<&str>) {
+    fn set_conditions(&mut self, report: &Report, unusable: Option<&str>, promoting: bool) {
         let (now, generation) = (self.now, self.generation);
         let conditions = &mut self.status.conditions;
         conditions::set_condition(
@@ -247,7 +238,6 @@ impl Decider<'_> {
         let stable_revision = self.status.stable_revision.as_deref().unwrap_or("none");
         let stable = self.observed.stable.as_ref();
         let available = stable.is_some_and(|s| s.available);
-        let promoting = stage(&self.spec_revision, &self.status) == Stage::Promoting;
         let unsettled = stable.is_some_and(|s| !s.settled) || (promoting && !available);
         let conditions = &mut self.status.conditions;
         let known = conditions.iter().any(|c| c.type_ == conditions::AVAILABLE);

@@ -2,12 +2,12 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -75,9 +75,10 @@ pub struct BurnLabels {
     pub window: String,
 }
 
-/// [`OutcomeLabels`] without the outcome, for the time-to-restore histogram.
+/// [`OutcomeLabels`] without the outcome, for the promotion-time and time-to-restore
+/// histograms.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RestoreLabels {
+pub struct ItemLabels {
     /// The Release's namespace.
     pub namespace: String,
     /// The Release's name.
@@ -124,8 +125,8 @@ pub struct Metrics {
     burn_rate: Family<BurnLabels, Gauge<f64, AtomicU64>>,
     burn_rate_limit: Family<BurnLabels, Gauge<f64, AtomicU64>>,
     analysis_consecutive_errors: Family<ReleaseLabels, Gauge>,
-    release_duration: Family<OutcomeLabels, Histogram, fn() -> Histogram>,
-    time_to_restore: Family<RestoreLabels, Histogram, fn() -> Histogram>,
+    release_duration: Family<ItemLabels, Histogram, fn() -> Histogram>,
+    time_to_restore: Family<ItemLabels, Histogram, fn() -> Histogram>,
     /// The burn-rate (and burn-rate limit) series last set per (namespace, name), removed before
     /// the next update so a window that is gone (or a new roadmap item) leaves no stale series.
     burn_series: Mutex<HashMap<(String, String), Vec<BurnLabels>>>,
@@ -136,30 +137,88 @@ pub struct Metrics {
     /// delivery families created for it, so each revision counts once and a deleted Release's
     /// series go with it.
     finished: Mutex<HashMap<(String, String), Finished>>,
+    /// Length of the last scrape's text.
+    encoded_len: AtomicUsize,
 }
+
+/// How long the delivery series of a roadmap item stay after its canary ended (or after they
+/// were last touched) when no canary of that item runs: long enough for every scraper to read
+/// their final values many times over. Prometheus keeps what it scraped, so `increase()` over
+/// any range still sees the outcome; without the sweep every item a Release ever delivered
+/// would stay in each scrape.
+pub const DELIVERY_SERIES_KEPT: Duration = Duration::from_secs(15 * 60);
 
 /// What was counted of one Release's finished revisions.
 #[derive(Debug, Default)]
 struct Finished {
     /// `(revision, finishedAt)` of the newest history entry counted.
     newest: Option<(String, Time)>,
-    /// Label sets created in the outcome families.
+    /// The roadmap item whose canary runs, per the status last observed.
+    in_flight: Option<String>,
+    /// The delivery series created, per roadmap item.
+    items: Vec<ItemSeries>,
+}
+
+/// The delivery series of one roadmap item of one Release.
+#[derive(Debug)]
+struct ItemSeries {
+    roadmap_item: String,
+    /// Label sets created in the outcome counter family.
     outcomes: Vec<OutcomeLabels>,
-    /// Label sets created in the time-to-restore family.
-    restores: Vec<RestoreLabels>,
+    /// Label sets created in the promotion-time and time-to-restore families.
+    histograms: Vec<ItemLabels>,
+    /// When a series was last created or changed.
+    touched: Instant,
 }
 
 impl Finished {
+    fn item(&mut self, roadmap_item: &str) -> &mut ItemSeries {
+        let index = match self
+            .items
+            .iter()
+            .position(|item| item.roadmap_item == roadmap_item)
+        {
+            Some(index) => index,
+            None => {
+                self.items.push(ItemSeries {
+                    roadmap_item: roadmap_item.to_string(),
+                    outcomes: Vec::new(),
+                    histograms: Vec::new(),
+                    touched: Instant::now(),
+                });
+                self.items.len() - 1
+            }
+        };
+        let item = &mut self.items[index];
+        item.touched = Instant::now();
+        item
+    }
+
     fn outcome(&mut self, labels: &OutcomeLabels) {
-        if !self.outcomes.contains(labels) {
-            self.outcomes.push(labels.clone());
+        let item = self.item(&labels.roadmap_item);
+        if !item.outcomes.contains(labels) {
+            item.outcomes.push(labels.clone());
         }
     }
 
-    fn restore(&mut self, labels: &RestoreLabels) {
-        if !self.restores.contains(labels) {
-            self.restores.push(labels.clone());
+    fn histograms(&mut self, labels: &ItemLabels) {
+        let item = self.item(&labels.roadmap_item);
+        if !item.histograms.contains(labels) {
+            item.histograms.push(labels.clone());
         }
+    }
+
+    /// Take out the items whose series may go at `now`: no canary of theirs runs and they were
+    /// last touched [`DELIVERY_SERIES_KEPT`] ago or more.
+    fn expired(&mut self, now: Instant) -> Vec<ItemSeries> {
+        let (expired, kept) = std::mem::take(&mut self.items)
+            .into_iter()
+            .partition(|item| {
+                self.in_flight.as_deref() != Some(item.roadmap_item.as_str())
+                    && now.saturating_duration_since(item.touched) >= DELIVERY_SERIES_KEPT
+            });
+        self.items = kept;
+        expired
     }
 }
 
@@ -174,12 +233,15 @@ impl Default for Metrics {
         let burn_rate = Family::<BurnLabels, Gauge<f64, AtomicU64>>::default();
         let burn_rate_limit = Family::<BurnLabels, Gauge<f64, AtomicU64>>::default();
         let analysis_consecutive_errors = Family::<ReleaseLabels, Gauge>::default();
-        // From one minute to about two days: how long a revision took from canary to outcome.
-        let release_duration: Family<OutcomeLabels, Histogram, fn() -> Histogram> =
-            Family::new_with_constructor(|| Histogram::new(exponential_buckets(60.0, 2.0, 12)));
-        // From five seconds to about three hours: first failing analysis to traffic on stable.
-        let time_to_restore: Family<RestoreLabels, Histogram, fn() -> Histogram> =
-            Family::new_with_constructor(|| Histogram::new(exponential_buckets(5.0, 2.0, 12)));
+        // Six buckets each: these series exist per Release and roadmap item, so every bucket
+        // costs a line per Release in each scrape.
+        // 1 min, 4 min, 16 min, about 1 h, 4 h and 17 h: a revision's canary start to promotion.
+        let release_duration: Family<ItemLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(60.0, 4.0, 6)));
+        // 10 s, 40 s, about 3 min, 11 min, 43 min and 3 h: first failing analysis to traffic
+        // back on the stable.
+        let time_to_restore: Family<ItemLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(10.0, 4.0, 6)));
         registry.register(
             "reconcile_duration_seconds",
             "Time one reconcile of a Release takes",
@@ -222,7 +284,7 @@ impl Default for Metrics {
         );
         registry.register(
             "release_duration_seconds",
-            "Time from a revision's canary start to its outcome, by outcome and roadmap item",
+            "Time from a revision's canary start to its promotion, by roadmap item",
             release_duration.clone(),
         );
         registry.register(
@@ -245,6 +307,7 @@ impl Default for Metrics {
             burn_series: Mutex::new(HashMap::new()),
             current: Mutex::new(HashMap::new()),
             finished: Mutex::new(HashMap::new()),
+            encoded_len: AtomicUsize::new(0),
         }
     }
 }
@@ -297,6 +360,12 @@ impl Metrics {
         self.observe_analysis_errors(&labels, new);
         if new.canary_revision.is_some() {
             self.start_delivery_series(&labels, new);
+        }
+        if let Ok(mut finished) = self.finished.lock() {
+            finished.entry(key.clone()).or_default().in_flight = new
+                .canary_revision
+                .as_ref()
+                .map(|_| labels.roadmap_item.clone());
         }
 
         // Counted once per revision, keyed by revision and finish time: not by comparing with
@@ -376,7 +445,8 @@ impl Metrics {
     /// Create the delivery series of the roadmap item in progress at zero, before its outcome.
     /// Prometheus's `increase()` cannot see the first increment of a series that appears with
     /// value 1, and most roadmap items finish exactly once: without the zero the dashboard's
-    /// deployment frequency and change failure rate would miss them.
+    /// deployment frequency, change failure rate, promotion time and time to restore would miss
+    /// them.
     /// The series carry the horizon and kind the status gives for the item (empty when unset),
     /// as the history entry of its outcome will.
     fn start_delivery_series(&self, labels: &ReleaseLabels, status: &ReleaseStatus) {
@@ -389,7 +459,7 @@ impl Metrics {
             .map_or("", |h| h.as_str())
             .to_string();
         let kind = status.roadmap_kind.map_or("", |k| k.as_str()).to_string();
-        let restore = RestoreLabels {
+        let item = ItemLabels {
             namespace: labels.namespace.clone(),
             release: labels.release.clone(),
             roadmap_item: labels.roadmap_item.clone(),
@@ -397,7 +467,7 @@ impl Metrics {
             kind: kind.clone(),
         };
         let counted = finished.entry(key).or_default();
-        counted.restore(&restore);
+        counted.histograms(&item);
         for outcome in OUTCOMES {
             let outcome_labels = OutcomeLabels {
                 namespace: labels.namespace.clone(),
@@ -410,9 +480,9 @@ impl Metrics {
             counted.outcome(&outcome_labels);
             // The guards only create the series; nothing is counted or observed.
             drop(self.releases_finished.get_or_create(&outcome_labels));
-            drop(self.release_duration.get_or_create(&outcome_labels));
         }
-        drop(self.time_to_restore.get_or_create(&restore));
+        drop(self.release_duration.get_or_create(&item));
+        drop(self.time_to_restore.get_or_create(&item));
     }
 
     fn remove_release_gauges(&self, labels: &ReleaseLabels) {
@@ -450,14 +520,33 @@ impl Metrics {
             .lock()
             .ok()
             .and_then(|mut all| all.remove(&key));
-        if let Some(finished) = finished {
-            for labels in finished.outcomes {
-                self.releases_finished.remove(&labels);
-                self.release_duration.remove(&labels);
-            }
-            for labels in finished.restores {
-                self.time_to_restore.remove(&labels);
-            }
+        for item in finished.into_iter().flat_map(|finished| finished.items) {
+            self.remove_delivery_series(item);
+        }
+    }
+
+    fn remove_delivery_series(&self, item: ItemSeries) {
+        for labels in item.outcomes {
+            self.releases_finished.remove(&labels);
+        }
+        for labels in item.histograms {
+            self.release_duration.remove(&labels);
+            self.time_to_restore.remove(&labels);
+        }
+    }
+
+    /// Remove the delivery series of roadmap items that no canary runs for and that nothing
+    /// touched for [`DELIVERY_SERIES_KEPT`] before `now`. Called before each scrape.
+    pub fn sweep_delivery_series(&self, now: Instant) {
+        let expired: Vec<ItemSeries> = match self.finished.lock() {
+            Ok(mut finished) => finished
+                .values_mut()
+                .flat_map(|finished| finished.expired(now))
+                .collect(),
+            Err(_) => return,
+        };
+        for item in expired {
+            self.remove_delivery_series(item);
         }
     }
 
@@ -501,6 +590,13 @@ impl Metrics {
         };
         counted.outcome(&labels);
         self.releases_finished.get_or_create(&labels).inc();
+        let item = ItemLabels {
+            namespace: namespace.into(),
+            release: release.into(),
+            roadmap_item: finished.roadmap_item.clone(),
+            horizon,
+            kind,
+        };
         let seconds_until_finished = |from: &Time| {
             finished
                 .finished_at
@@ -509,32 +605,34 @@ impl Metrics {
                 .as_secs_f64()
                 .max(0.0)
         };
-        if let Some(started_at) = &finished.started_at {
+        if let Some(started_at) = &finished.started_at
+            && finished.outcome == Outcome::Promoted
+        {
+            counted.histograms(&item);
             self.release_duration
-                .get_or_create(&labels)
+                .get_or_create(&item)
                 .observe(seconds_until_finished(started_at));
         }
         if let Some(detected_at) = &finished.failure_detected_at
             && matches!(finished.outcome, Outcome::RolledBack | Outcome::Aborted)
         {
-            let restore = RestoreLabels {
-                namespace: namespace.into(),
-                release: release.into(),
-                roadmap_item: finished.roadmap_item.clone(),
-                horizon,
-                kind,
-            };
-            counted.restore(&restore);
+            counted.histograms(&item);
             self.time_to_restore
-                .get_or_create(&restore)
+                .get_or_create(&item)
                 .observe(seconds_until_finished(detected_at));
         }
     }
 
-    /// The metrics in the Prometheus text exposition format.
+    /// The metrics in the Prometheus text exposition format, after sweeping the delivery series
+    /// that are done with.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
-        let mut text = String::new();
+        self.sweep_delivery_series(Instant::now());
+        // Sized from the previous scrape: one allocation instead of a string that doubles its
+        // way up (and leaves each smaller copy behind in the allocator).
+        let previous = self.encoded_len.load(Ordering::Relaxed);
+        let mut text = String::with_capacity(previous + previous / 8);
         prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        self.encoded_len.store(text.len(), Ordering::Relaxed);
         Ok(text)
     }
 }
@@ -657,7 +755,7 @@ mod tests {
     }
 
     #[test]
-    fn a_finished_rollback_records_duration_and_time_to_restore_once() {
+    fn a_finished_rollback_records_its_time_to_restore_once_and_no_promotion_time() {
         use crate::api::HistoryEntry;
         let time = |text: &str| Time(text.parse().unwrap());
         let rolled_back = HistoryEntry {
@@ -687,17 +785,42 @@ mod tests {
             r#"namespace="shop",release="checkout",roadmap_item="PAY-142",horizon="now",kind="""#;
         for expected in [
             format!(r#"waymark_releases_finished_total{{{labels},outcome="rolled_back"}} 1"#),
-            format!(
-                r#"waymark_release_duration_seconds_sum{{{labels},outcome="rolled_back"}} 600.0"#
-            ),
-            format!(
-                r#"waymark_release_duration_seconds_count{{{labels},outcome="rolled_back"}} 1"#
-            ),
             format!(r#"waymark_time_to_restore_seconds_sum{{{labels}}} 60.0"#),
             format!(r#"waymark_time_to_restore_seconds_count{{{labels}}} 1"#),
         ] {
             assert!(text.contains(&expected), "{expected} missing from {text}");
         }
+        assert!(
+            !text.contains("waymark_release_duration_seconds_count{"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_promotion_records_its_time_from_canary_start() {
+        let status = ReleaseStatus {
+            roadmap_item: Some("PAY-142".into()),
+            history: vec![HistoryEntry {
+                started_at: Some(Time("2026-11-21T11:50:00Z".parse().unwrap())),
+                ..finished("6f9c7d", "2026-11-21T12:10:00Z")
+            }],
+            ..ReleaseStatus::default()
+        };
+        let metrics = Metrics::default();
+        metrics.observe_release("shop", "checkout", None, &status);
+        let text = metrics.encode().unwrap();
+        for expected in [
+            format!("waymark_release_duration_seconds_sum{{{DELIVERY}}} 1200.0"),
+            format!("waymark_release_duration_seconds_count{{{DELIVERY}}} 1"),
+            format!(r#"waymark_release_duration_seconds_bucket{{le="3840.0",{DELIVERY}}} 1"#),
+            format!(r#"waymark_release_duration_seconds_bucket{{le="960.0",{DELIVERY}}} 0"#),
+        ] {
+            assert!(text.contains(&expected), "{expected} missing from {text}");
+        }
+        assert!(
+            !text.contains("waymark_time_to_restore_seconds_count{"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -837,14 +960,21 @@ mod tests {
             let counter =
                 format!(r#"waymark_releases_finished_total{{{DELIVERY},outcome="{outcome}"}} 0"#);
             assert!(text.contains(&counter), "{counter} missing from {text}");
-            let duration = format!(
-                r#"waymark_release_duration_seconds_count{{{DELIVERY},outcome="{outcome}"}} 0"#
-            );
-            assert!(text.contains(&duration), "{duration} missing from {text}");
         }
-        assert!(text.contains(&format!(
-            "waymark_time_to_restore_seconds_count{{{DELIVERY}}} 0"
-        )));
+        for histogram in [
+            "waymark_release_duration_seconds_count",
+            "waymark_time_to_restore_seconds_count",
+        ] {
+            let zero = format!("{histogram}{{{DELIVERY}}} 0");
+            assert!(text.contains(&zero), "{zero} missing from {text}");
+        }
+        // Per histogram six buckets, +Inf, sum and count; besides them only the one-hot phase,
+        // the weight and the analysis errors: the lines each Release costs a scrape.
+        let lines = text
+            .lines()
+            .filter(|line| !line.starts_with('#') && line.contains(r#"release="checkout""#))
+            .count();
+        assert_eq!(lines, 5 + 1 + 1 + 4 + 2 * (6 + 1 + 2), "{text}");
 
         // With a horizon and kind the zeros carry them, as the outcome's entry will.
         let metrics = Metrics::default();
@@ -953,6 +1083,66 @@ mod tests {
         assert!(
             text.contains(r#"waymark_releases_finished_total{namespace="shop",release="checkout",roadmap_item="PAY-142",horizon="",kind="",outcome="promoted"} 1"#),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn a_finished_items_delivery_series_go_once_kept_long_enough_and_are_not_counted_again() {
+        let metrics = Metrics::default();
+        let mut status = analysed_canary(0, vec![]);
+        metrics.observe_release("shop", "checkout", None, &status);
+        let promoted_at = Instant::now();
+        status.canary_revision = None;
+        status.phase = Some(Phase::Healthy);
+        status.history = vec![finished("6f9c7d", "2026-11-21T12:10:00Z")];
+        metrics.observe_release("shop", "checkout", None, &status);
+        let counted =
+            format!(r#"waymark_releases_finished_total{{{DELIVERY},outcome="promoted"}} 1"#);
+
+        metrics.sweep_delivery_series(promoted_at);
+        let text = metrics.encode().unwrap();
+        assert!(text.contains(&counted), "{counted} missing from {text}");
+
+        metrics.sweep_delivery_series(promoted_at + DELIVERY_SERIES_KEPT + Duration::from_secs(1));
+        // Another reconcile of the same status: the revision was counted, nothing comes back.
+        metrics.observe_release("shop", "checkout", None, &status);
+        metrics.sweep_delivery_series(promoted_at + DELIVERY_SERIES_KEPT + Duration::from_secs(1));
+        let text = metrics.encode().unwrap();
+        for family in [
+            "waymark_releases_finished_total{",
+            "waymark_release_duration_seconds_count{",
+            "waymark_time_to_restore_seconds_count{",
+        ] {
+            assert!(!text.contains(family), "{family} left in {text}");
+        }
+        assert!(
+            text.contains(&format!(
+                r#"waymark_release_phase{{{LABELS},phase="Healthy"}} 1"#
+            )),
+            "the Release's own gauges stay: {text}"
+        );
+    }
+
+    #[test]
+    fn a_running_canarys_delivery_series_stay_however_long_it_runs() {
+        let metrics = Metrics::default();
+        let mut status = analysed_canary(0, vec![]);
+        status.history = vec![HistoryEntry {
+            roadmap_item: "PAY-139".into(),
+            ..finished("5d8b9c", "2026-11-21T12:00:00Z")
+        }];
+        metrics.observe_release("shop", "checkout", None, &status);
+        metrics.sweep_delivery_series(Instant::now() + 2 * DELIVERY_SERIES_KEPT);
+        let text = metrics.encode().unwrap();
+        assert!(
+            text.contains(&format!(
+                r#"waymark_releases_finished_total{{{DELIVERY},outcome="promoted"}} 0"#
+            )),
+            "the running item's zero stays: {text}"
+        );
+        assert!(
+            !text.contains("PAY-139"),
+            "the item finished before it goes: {text}"
         );
     }
 

@@ -808,6 +808,25 @@ fn replica_mode_rollback_first_takes_canary_pods_out() {
 }
 
 #[test]
+fn replica_mode_healthy_release_takes_a_leftover_canarys_pods_out_at_once() {
+    // A controller stopped after writing the promotion's outcome and before scaling the canary
+    // down: the Healthy status says nothing about a canary, the canary's pod still serves.
+    let mut sim = Sim::canary_of(ReleaseBuilder::replica_split().steps(vec![set_weight(50)]));
+    sim.settle();
+    assert_eq!(sim.status().phase, Some(Phase::Healthy));
+    let canary = sim
+        .observed
+        .canary
+        .as_mut()
+        .expect("the canary waits for scaleDownDelay");
+    canary.replicas = 2;
+    canary.available_replicas = 2;
+    let decision = sim.tick(0);
+    assert_eq!(moves(&decision), vec![Action::ScaleCanary { replicas: 0 }]);
+    assert_eq!(sim.status().phase, Some(Phase::Healthy));
+}
+
+#[test]
 fn gateway_canary_is_sized_to_its_weight_while_the_stable_keeps_full_size() {
     let mut sim = Sim::canary_of(ReleaseBuilder::gateway().replicas(10).steps(vec![
         set_weight(33),

@@ -51,9 +51,10 @@ impl Decider<'_> {
                 replicas: total,
             }),
         }
-        if self.mode == Mode::Gateway {
-            self.canary_traffic_off();
-        }
+        // In replica split a leftover canary's pods take traffic through the shared Service:
+        // they go at once, not after `scaleDownDelay` (a controller stopped after writing the
+        // promotion's outcome, and before scaling the canary down, leaves such pods behind).
+        self.canary_traffic_off();
         if self.observed.canary.is_some() {
             match self
                 .status

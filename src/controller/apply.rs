@@ -74,6 +74,7 @@ pub async fn apply_actions(
                         children::service_up_to_date(live, service)
                     })
                     .await
+                    .map(drop)
                 }))
                 .await;
                 written.into_iter().collect::<Result<Vec<()>, _>>()?;
@@ -86,7 +87,7 @@ pub async fn apply_actions(
                 };
                 let deployment = children::deployment(release, role, revision, *replicas)?;
                 let cached = ctx.stores.deployment(&namespace, &deployment.name_any());
-                apply_child(
+                let written = apply_child(
                     release,
                     &deployments,
                     &deployment,
@@ -94,6 +95,10 @@ pub async fn apply_actions(
                     |live| children::deployment_up_to_date(live, &deployment),
                 )
                 .await?;
+                if let Some(written) = written {
+                    let name = deployment.name_any();
+                    ctx.stores.wrote_deployment(&namespace, &name, written);
+                }
             }
             Action::ScaleStable { replicas } => {
                 scale(
@@ -126,14 +131,15 @@ pub async fn apply_actions(
 }
 
 /// Apply `desired` unless the cache shows it as wanted already; create it when the cache has
-/// nothing by that name, and refuse to touch an object someone else owns.
+/// nothing by that name, and refuse to touch an object someone else owns. Returns the object
+/// as the API server answered a write, `None` when nothing was written.
 async fn apply_child<K>(
     release: &Release,
     api: &Api<K>,
     desired: &K,
     cached: Option<&K>,
     up_to_date: impl Fn(&K) -> bool,
-) -> Result<(), Error>
+) -> Result<Option<K>, Error>
 where
     K: Resource<Scope = NamespaceResourceScope> + Clone + Debug + Serialize + DeserializeOwned,
     K::DynamicType: Default,
@@ -143,7 +149,7 @@ where
     let refused =
         |error: kube::Error| Error::refusal(object.clone(), &error).unwrap_or_else(|| error.into());
     match cached {
-        Some(live) if owned_by(live.meta(), release) && up_to_date(live) => return Ok(()),
+        Some(live) if owned_by(live.meta(), release) && up_to_date(live) => return Ok(None),
         Some(live) if !owned_by(live.meta(), release) && !adoptable(live.meta()) => {
             return Err(not_owned(object, release));
         }
@@ -156,7 +162,7 @@ where
                 ..PostParams::default()
             };
             match api.create(&params, desired).await {
-                Ok(_) => return Ok(()),
+                Ok(created) => return Ok(Some(created)),
                 Err(kube::Error::Api(status)) if status.code == 409 => {
                     let live = api.get(&name).await.map_err(refused)?;
                     if !owned_by(live.meta(), release) && !adoptable(live.meta()) {
@@ -167,14 +173,15 @@ where
             }
         }
     }
-    api.patch(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(desired),
-    )
-    .await
-    .map_err(refused)?;
-    Ok(())
+    let applied = api
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(desired),
+        )
+        .await
+        .map_err(refused)?;
+    Ok(Some(applied))
 }
 
 async fn scale(
@@ -198,7 +205,7 @@ async fn scale(
         field_manager: Some(FIELD_MANAGER.into()),
         ..PatchParams::default()
     };
-    deployments
+    let scaled = deployments
         .patch(
             name,
             &params,
@@ -209,6 +216,7 @@ async fn scale(
             Error::refusal(describe::<Deployment>(release, name), &error)
                 .unwrap_or_else(|| error.into())
         })?;
+    ctx.stores.wrote_deployment(&namespace, name, scaled);
     Ok(())
 }
 
@@ -226,13 +234,17 @@ async fn delete_canary(
         return Err(not_owned(describe::<Deployment>(release, &name), release));
     }
     match deployments.delete(&name, &DeleteParams::background()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(error) => Err(
-            Error::refusal(describe::<Deployment>(release, &name), &error)
-                .unwrap_or_else(|| error.into()),
-        ),
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 404 => {}
+        Err(error) => {
+            return Err(
+                Error::refusal(describe::<Deployment>(release, &name), &error)
+                    .unwrap_or_else(|| error.into()),
+            );
+        }
     }
+    ctx.stores.deleted_deployment(&namespace, &name);
+    Ok(())
 }
 
 /// Give the route `canary_weight` by server-side apply of its rules under Waymark's field

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gateway_api::apis::experimental::httproutes::HttpRoute;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::Service;
 use kube::Client;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 
 use crate::analysis::Clients;
 use crate::api::Release;
@@ -26,6 +27,10 @@ pub const ERROR_BACKOFF_START: Duration = Duration::from_secs(5);
 /// Longest wait between retries of a failing Release.
 pub const ERROR_BACKOFF_CAP: Duration = Duration::from_secs(300);
 
+/// How long a Deployment the controller wrote is read from what the write returned, at most,
+/// when the watch cache has not caught up with it yet.
+pub const WRITTEN_KEPT: Duration = Duration::from_secs(60);
+
 /// The watch caches a reconcile reads from: Waymark's own Deployments and Services (selected by
 /// the `waymark.dev/release` label) and the HTTPRoutes in the watched namespaces. No reconcile
 /// GETs what a cache holds.
@@ -37,13 +42,116 @@ pub struct Stores {
     pub services: Store<Service>,
     /// HTTPRoutes, read for their weights.
     pub routes: Store<HttpRoute>,
+    /// The Deployments this process wrote, as the API server returned them, until the cache
+    /// shows that write: a reconcile that runs before the watch delivers it (a loaded API
+    /// server's watches lag by seconds) reads its own write instead of creating the canary a
+    /// second time or scaling it again.
+    written: Arc<Mutex<HashMap<ObjectRef<Deployment>, Written>>>,
+}
+
+/// A Deployment as a write of ours returned it, and when.
+struct Written {
+    deployment: Arc<Deployment>,
+    at: Instant,
 }
 
 impl Stores {
-    /// The cached Deployment `namespace/name`.
+    /// Stores over these caches, with nothing written yet.
+    pub fn new(
+        deployments: Store<Deployment>,
+        services: Store<Service>,
+        routes: Store<HttpRoute>,
+    ) -> Stores {
+        Stores {
+            deployments,
+            services,
+            routes,
+            written: Arc::default(),
+        }
+    }
+
+    /// The Deployment `namespace/name`: from the cache, or from our newer write of it.
     pub fn deployment(&self, namespace: &str, name: &str) -> Option<Arc<Deployment>> {
-        self.deployments
-            .get(&ObjectRef::new(name).within(namespace))
+        self.deployment_at(namespace, name, Instant::now())
+    }
+
+    fn deployment_at(&self, namespace: &str, name: &str, now: Instant) -> Option<Arc<Deployment>> {
+        let key = ObjectRef::new(name).within(namespace);
+        let cached = self.deployments.get(&key);
+        let Ok(mut written) = self.written.lock() else {
+            return cached;
+        };
+        let Some(ours) = written.get(&key) else {
+            return cached;
+        };
+        let caught_up = cached
+            .as_deref()
+            .is_some_and(|cached| caught_up(cached, &ours.deployment));
+        if caught_up || now.saturating_duration_since(ours.at) >= WRITTEN_KEPT {
+            written.remove(&key);
+            return cached;
+        }
+        Some(ours.deployment.clone())
+    }
+
+    /// Remember the Deployment `namespace/name` as our write returned it (slimmed like the
+    /// cache's).
+    pub fn wrote_deployment(&self, namespace: &str, name: &str, deployment: Deployment) {
+        self.wrote_deployment_at(namespace, name, deployment, Instant::now());
+    }
+
+    fn wrote_deployment_at(
+        &self,
+        namespace: &str,
+        name: &str,
+        mut deployment: Deployment,
+        now: Instant,
+    ) {
+        super::slim_deployment(&mut deployment);
+        let key = ObjectRef::new(name).within(namespace);
+        if let Ok(mut written) = self.written.lock() {
+            // Entries nobody read again (a Release that went) do not outlive their use.
+            written.retain(|_, ours| now.saturating_duration_since(ours.at) < WRITTEN_KEPT);
+            written.insert(
+                key,
+                Written {
+                    deployment: Arc::new(deployment),
+                    at: now,
+                },
+            );
+        }
+    }
+
+    /// Forget our write of the Deployment `namespace/name`: we deleted it.
+    pub fn deleted_deployment(&self, namespace: &str, name: &str) {
+        if let Ok(mut written) = self.written.lock() {
+            written.remove(&ObjectRef::new(name).within(namespace));
+        }
+    }
+
+    /// The watch delivered `event` (and the cache holds it): forget our write of that
+    /// Deployment once the cache shows it, or once the object we wrote is gone.
+    pub fn seen_deployment(&self, event: &watcher::Event<Deployment>) {
+        let (deployment, deleted) = match event {
+            watcher::Event::Apply(deployment) | watcher::Event::InitApply(deployment) => {
+                (deployment, false)
+            }
+            watcher::Event::Delete(deployment) => (deployment, true),
+            watcher::Event::Init | watcher::Event::InitDone => return,
+        };
+        let (Some(namespace), Some(name)) =
+            (&deployment.metadata.namespace, &deployment.metadata.name)
+        else {
+            return;
+        };
+        let key = ObjectRef::new(name).within(namespace);
+        if let Ok(mut written) = self.written.lock()
+            && let Some(ours) = written.get(&key)
+            && (caught_up(deployment, &ours.deployment)
+                || deleted && deployment.metadata.uid == ours.deployment.metadata.uid)
+        {
+            written.remove(&key);
+        }
     }
 
     /// The cached Service `namespace/name`.
@@ -55,6 +163,14 @@ impl Stores {
     pub fn route(&self, namespace: &str, name: &str) -> Option<Arc<HttpRoute>> {
         self.routes.get(&ObjectRef::new(name).within(namespace))
     }
+}
+
+/// Whether `cached` shows the write that returned `ours`: the same object (uid) at that
+/// generation or a later one, so with our write and whatever came after it. A write that left
+/// the generation alone (metadata only) counts as seen at once, as without this bookkeeping.
+fn caught_up(cached: &Deployment, ours: &Deployment) -> bool {
+    cached.metadata.uid == ours.metadata.uid
+        && cached.metadata.generation >= ours.metadata.generation
 }
 
 /// What every reconcile shares.
@@ -166,6 +282,100 @@ pub fn backoff(failures: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kube::runtime::reflector::{self, store::Writer};
+
+    fn stores() -> (Stores, Writer<Deployment>) {
+        let (deployments, writer) = reflector::store();
+        let (services, _) = reflector::store();
+        let (routes, _) = reflector::store();
+        (Stores::new(deployments, services, routes), writer)
+    }
+
+    /// The canary Deployment `shop/checkout-canary` at `generation` of object `uid`, with
+    /// `replicas`.
+    fn canary(uid: &str, generation: i64, replicas: i32) -> Deployment {
+        let mut deployment = Deployment::default();
+        deployment.metadata.name = Some("checkout-canary".into());
+        deployment.metadata.namespace = Some("shop".into());
+        deployment.metadata.uid = Some(uid.into());
+        deployment.metadata.generation = Some(generation);
+        deployment.spec = Some(Default::default());
+        deployment.spec.as_mut().unwrap().replicas = Some(replicas);
+        deployment
+    }
+
+    fn replicas(stores: &Stores, now: Instant) -> Option<i32> {
+        stores
+            .deployment_at("shop", "checkout-canary", now)
+            .map(|deployment| deployment.spec.as_ref().unwrap().replicas.unwrap())
+    }
+
+    #[test]
+    fn our_write_is_read_until_the_cache_shows_that_generation_of_that_object() {
+        let (stores, mut cache) = stores();
+        let now = Instant::now();
+        // Created: the cache has nothing yet.
+        stores.wrote_deployment_at("shop", "checkout-canary", canary("a", 1, 1), now);
+        assert_eq!(replicas(&stores, now), Some(1));
+        // Scaled to 3 (generation 2); the cache still shows generation 1.
+        cache.apply_watcher_event(&watcher::Event::Apply(canary("a", 1, 1)));
+        stores.wrote_deployment_at("shop", "checkout-canary", canary("a", 2, 3), now);
+        assert_eq!(replicas(&stores, now), Some(3));
+        // A Deployment of the same name that is another object (uid) is not our write.
+        cache.apply_watcher_event(&watcher::Event::Apply(canary("b", 5, 7)));
+        assert_eq!(replicas(&stores, now), Some(3));
+        // The cache caught up (and someone scaled it to 4 since): the cache wins from then on.
+        cache.apply_watcher_event(&watcher::Event::Apply(canary("a", 3, 4)));
+        assert_eq!(replicas(&stores, now), Some(4));
+        cache.apply_watcher_event(&watcher::Event::Delete(canary("a", 3, 4)));
+        assert_eq!(replicas(&stores, now), None, "nothing of ours left to read");
+    }
+
+    #[test]
+    fn a_write_the_cache_never_shows_is_read_for_a_minute_at_most() {
+        let (stores, _cache) = stores();
+        let now = Instant::now();
+        stores.wrote_deployment_at("shop", "checkout-canary", canary("a", 1, 1), now);
+        assert_eq!(
+            replicas(&stores, now + WRITTEN_KEPT - Duration::from_secs(1)),
+            Some(1)
+        );
+        assert_eq!(replicas(&stores, now + WRITTEN_KEPT), None);
+    }
+
+    #[test]
+    fn the_watch_seeing_our_object_deleted_forgets_our_write_of_it() {
+        // We created the canary; someone deleted it before anything read the cache again. The
+        // next reconcile must see it gone (and create it again), not our old write.
+        let (stores, mut cache) = stores();
+        let now = Instant::now();
+        stores.wrote_deployment_at("shop", "checkout-canary", canary("a", 1, 1), now);
+        let deleted = watcher::Event::Delete(canary("a", 1, 1));
+        cache.apply_watcher_event(&deleted);
+        stores.seen_deployment(&deleted);
+        assert_eq!(replicas(&stores, now), None);
+
+        // The delivery of another object of that name does not forget our write.
+        stores.wrote_deployment_at("shop", "checkout-canary", canary("c", 1, 2), now);
+        stores.seen_deployment(&watcher::Event::Delete(canary("a", 1, 1)));
+        assert_eq!(replicas(&stores, now), Some(2));
+        // Nor does an older generation of ours; ours or a later one does.
+        stores.wrote_deployment_at("shop", "checkout-canary", canary("c", 2, 3), now);
+        stores.seen_deployment(&watcher::Event::Apply(canary("c", 1, 2)));
+        assert_eq!(replicas(&stores, now), Some(3));
+        cache.apply_watcher_event(&watcher::Event::Apply(canary("c", 2, 3)));
+        stores.seen_deployment(&watcher::Event::Apply(canary("c", 2, 3)));
+        assert!(stores.written.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn we_deleted_it_so_our_write_of_it_is_forgotten() {
+        let (stores, _cache) = stores();
+        let now = Instant::now();
+        stores.wrote_deployment_at("shop", "checkout-canary", canary("a", 1, 1), now);
+        stores.deleted_deployment("shop", "checkout-canary");
+        assert_eq!(replicas(&stores, now), None);
+    }
 
     #[test]
     fn backoff_doubles_from_five_seconds_up_to_five_minutes() {

@@ -104,11 +104,7 @@ fn test_context() -> (Arc<Context>, World, ApiServerVerifier) {
         client.clone(),
         Recorder::new(client, reporter),
         Arc::new(Metrics::default()),
-        Stores {
-            deployments,
-            services,
-            routes,
-        },
+        Stores::new(deployments, services, routes),
     );
     let world = World {
         deployments: deployment_writer,
@@ -384,6 +380,42 @@ async fn a_new_template_writes_the_canary_intent_then_creates_the_canary() {
     })
     .await;
     reconcile_release(&release, &ctx, at(10)).await.unwrap();
+    finish(server, ctx).await;
+}
+
+#[tokio::test]
+async fn a_canary_the_watch_has_not_delivered_yet_is_read_from_its_create_not_created_again() {
+    let (ctx, mut world, verifier) = test_context();
+    let settled = settled_release(&mut world, at(0));
+    let mut release = ReleaseBuilder::gateway()
+        .image(V2)
+        .status(settled.status.clone().unwrap())
+        .build();
+    release.spec.steps = vec![set_weight(10)];
+    let (written, status) = tokio::sync::oneshot::channel();
+    let server = scenario(verifier, move |mut api| async move {
+        let _ = written.send(api.expect_status("100").await);
+        let deployment = api
+            .expect_echo(Method::POST, &format!("{DEPLOYMENTS}{CREATE}"))
+            .await;
+        assert_eq!(deployment["metadata"]["name"], "checkout-canary");
+        api.expect_event("CanaryStarted", "Normal").await;
+        // The second reconcile: no create (it would answer 409), no status write (nothing
+        // changed: the canary's pod is not available yet), nothing at all.
+        api
+    })
+    .await;
+    reconcile_release(&release, &ctx, at(10)).await.unwrap();
+    release.status = Some(serde_json::from_value(status.await.unwrap()).unwrap());
+    assert!(
+        ctx.stores
+            .deployments
+            .get(&ObjectRef::new("checkout-canary").within("shop"))
+            .is_none(),
+        "the watch cache has not seen the canary"
+    );
+    reconcile_release(&release, &ctx, at(11)).await.unwrap();
+    drop(world);
     finish(server, ctx).await;
 }
 

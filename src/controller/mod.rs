@@ -219,10 +219,17 @@ pub(crate) async fn run_controller(
         // A status write of our own is no reason to look again; a spec change or a manual
         // request (written to the status by the CLI) is.
         .predicate_filter(release_trigger, Default::default());
+    let stores = Stores::new(
+        deployment_store.clone(),
+        service_store.clone(),
+        route_store.clone(),
+    );
+    let seen = stores.clone();
     let deployment_events = watcher(deployments, children.clone())
         .default_backoff()
         .modify(slim_deployment)
         .reflect(deployment_writer)
+        .inspect_ok(move |event| seen.seen_deployment(event))
         .touched_objects();
     let service_events = watcher(services, children)
         .default_backoff()
@@ -239,11 +246,7 @@ pub(crate) async fn run_controller(
         shared.client.clone(),
         shared.recorder.clone(),
         shared.metrics.clone(),
-        Stores {
-            deployments: deployment_store.clone(),
-            services: service_store.clone(),
-            routes: route_store.clone(),
-        },
+        stores,
     ));
     let routed = release_store.clone();
     let controller = Controller::for_stream(release_events, release_store.clone())
@@ -434,7 +437,7 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Drop a child Deployment's pod template too: the controller compares Deployments by the
 /// `waymark.dev/spec-hash` annotation, and the template is most of a Deployment's size.
-fn slim_deployment(deployment: &mut Deployment) {
+pub(crate) fn slim_deployment(deployment: &mut Deployment) {
     slim(deployment);
     if let Some(spec) = deployment.spec.as_mut() {
         spec.template = Default::default();

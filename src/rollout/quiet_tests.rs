@@ -265,3 +265,35 @@ fn a_canary_whose_new_pods_never_start_is_rolled_back_at_its_progress_deadline()
     assert_eq!(last.reason, "ProgressDeadlineExceeded", "{last:?}");
     assert_eq!(route_weight(&sim), Some(0));
 }
+
+#[test]
+fn a_promotion_that_begins_while_the_stable_settles_takes_no_extra_status_write() {
+    // Under load the Deployment controller (or the kubelet) is late: when the pause ends the
+    // stable's scale-down of the step is not seen yet, and the promotion begins without
+    // knowing whether the stable is available.
+    let mut sim =
+        Sim::canary_of(ReleaseBuilder::replica_split().steps(vec![set_weight(50), pause_for(10)]));
+    for _ in 0..20 {
+        reconcile(&mut sim, 500, |_| {});
+        if sim.status().reason.as_deref() == Some("StepPause") {
+            break;
+        }
+    }
+    assert_eq!(sim.status().reason.as_deref(), Some("StepPause"));
+    sim.observed.stable.as_mut().unwrap().settled = false;
+    let mut written = Vec::new();
+    written.extend(reconcile(&mut sim, 10_500, |_| {}));
+    assert_eq!(sim.status().reason.as_deref(), Some("Promoting"));
+    for _ in 0..100 {
+        written.extend(reconcile(&mut sim, 500, |_| {}));
+        if done(&sim) {
+            break;
+        }
+    }
+    let lines = reasons(&written);
+    let names: Vec<&str> = lines
+        .iter()
+        .map(|line| line.split(' ').next().unwrap_or_default())
+        .collect();
+    assert_eq!(names, ["Promoting", "StableAvailable"], "{lines:#?}");
+}

@@ -235,26 +235,27 @@ impl Decider<'_> {
             generation,
             now,
         );
-        let stable_revision = self.status.stable_revision.as_deref().unwrap_or("none");
         let stable = self.observed.stable.as_ref();
         let available = stable.is_some_and(|s| s.available);
         let unsettled = stable.is_some_and(|s| !s.settled) || (promoting && !available);
         let conditions = &mut self.status.conditions;
         let known = conditions.iter().any(|c| c.type_ == conditions::AVAILABLE);
         // No pod counts here: they move on their own while pods start (`waymark status`
-        // shows them live from the Deployments).
+        // shows them live from the Deployments). No revision either: `stableRevision` has it,
+        // and a promotion that began before the stable was seen settled would write the
+        // condition again only to rename it.
         if !(unsettled && known) {
             let (truth, reason, message) = if available {
                 (
                     Truth::True,
                     "StableAvailable",
-                    format!("stable {stable_revision}: every pod available"),
+                    "every pod of the stable available".to_string(),
                 )
             } else {
                 (
                     Truth::False,
                     "StableUnavailable",
-                    format!("stable {stable_revision}: not every pod available"),
+                    "not every pod of the stable available".to_string(),
                 )
             };
             conditions::set_condition(

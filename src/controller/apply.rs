@@ -243,7 +243,7 @@ async fn delete_canary(
             );
         }
     }
-    ctx.stores.deleted_deployment(&namespace, &name);
+    ctx.stores.deleted_deployment(live);
     Ok(())
 }
 

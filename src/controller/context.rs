@@ -49,9 +49,10 @@ pub struct Stores {
     written: Arc<Mutex<HashMap<ObjectRef<Deployment>, Written>>>,
 }
 
-/// A Deployment as a write of ours returned it, and when.
+/// A Deployment as a write of ours returned it (or the one we deleted), and when.
 struct Written {
     deployment: Arc<Deployment>,
+    deleted: bool,
     at: Instant,
 }
 
@@ -84,10 +85,22 @@ impl Stores {
         let Some(ours) = written.get(&key) else {
             return cached;
         };
+        let expired = now.saturating_duration_since(ours.at) >= WRITTEN_KEPT;
+        if ours.deleted {
+            // Gone, though the cache may still show the object we deleted.
+            let still_shown = cached
+                .as_deref()
+                .is_some_and(|cached| cached.metadata.uid == ours.deployment.metadata.uid);
+            if still_shown && !expired {
+                return None;
+            }
+            written.remove(&key);
+            return cached;
+        }
         let caught_up = cached
             .as_deref()
             .is_some_and(|cached| caught_up(cached, &ours.deployment));
-        if caught_up || now.saturating_duration_since(ours.at) >= WRITTEN_KEPT {
+        if caught_up || expired {
             written.remove(&key);
             return cached;
         }
@@ -116,16 +129,35 @@ impl Stores {
                 key,
                 Written {
                     deployment: Arc::new(deployment),
+                    deleted: false,
                     at: now,
                 },
             );
         }
     }
 
-    /// Forget our write of the Deployment `namespace/name`: we deleted it.
-    pub fn deleted_deployment(&self, namespace: &str, name: &str) {
+    /// Remember that we deleted `deployment` (as last read): until the watch reports it gone,
+    /// it is read as gone, and not deleted a second time.
+    pub fn deleted_deployment(&self, deployment: Arc<Deployment>) {
+        self.deleted_deployment_at(deployment, Instant::now());
+    }
+
+    fn deleted_deployment_at(&self, deployment: Arc<Deployment>, now: Instant) {
+        let (Some(namespace), Some(name)) =
+            (&deployment.metadata.namespace, &deployment.metadata.name)
+        else {
+            return;
+        };
+        let key = ObjectRef::new(name).within(namespace);
         if let Ok(mut written) = self.written.lock() {
-            written.remove(&ObjectRef::new(name).within(namespace));
+            written.insert(
+                key,
+                Written {
+                    deployment,
+                    deleted: true,
+                    at: now,
+                },
+            );
         }
     }
 
@@ -147,7 +179,7 @@ impl Stores {
         let key = ObjectRef::new(name).within(namespace);
         if let Ok(mut written) = self.written.lock()
             && let Some(ours) = written.get(&key)
-            && (caught_up(deployment, &ours.deployment)
+            && (!ours.deleted && caught_up(deployment, &ours.deployment)
                 || deleted && deployment.metadata.uid == ours.deployment.metadata.uid)
         {
             written.remove(&key);
@@ -369,12 +401,32 @@ mod tests {
     }
 
     #[test]
-    fn we_deleted_it_so_our_write_of_it_is_forgotten() {
-        let (stores, _cache) = stores();
+    fn what_we_deleted_is_gone_though_the_cache_still_shows_it() {
+        let (stores, mut cache) = stores();
         let now = Instant::now();
-        stores.wrote_deployment_at("shop", "checkout-canary", canary("a", 1, 1), now);
-        stores.deleted_deployment("shop", "checkout-canary");
-        assert_eq!(replicas(&stores, now), None);
+        cache.apply_watcher_event(&watcher::Event::Apply(canary("a", 2, 0)));
+        stores.wrote_deployment_at("shop", "checkout-canary", canary("a", 2, 0), now);
+        stores.deleted_deployment_at(Arc::new(canary("a", 2, 0)), now);
+        assert_eq!(replicas(&stores, now), None, "not deleted a second time");
+        assert_eq!(
+            replicas(&stores, now + WRITTEN_KEPT),
+            Some(0),
+            "a minute at most"
+        );
+
+        // Deleted, then reported gone by the watch: the cache is the truth again, and a new
+        // canary of that name is seen.
+        stores.deleted_deployment_at(Arc::new(canary("a", 2, 0)), now);
+        let gone = watcher::Event::Delete(canary("a", 2, 0));
+        cache.apply_watcher_event(&gone);
+        stores.seen_deployment(&gone);
+        assert!(stores.written.lock().unwrap().is_empty());
+        cache.apply_watcher_event(&watcher::Event::Apply(canary("b", 1, 1)));
+        assert_eq!(replicas(&stores, now), Some(1));
+
+        // A newer object of that name in the cache is not the one we deleted.
+        stores.deleted_deployment_at(Arc::new(canary("a", 2, 0)), now);
+        assert_eq!(replicas(&stores, now), Some(1));
     }
 
     #[test]

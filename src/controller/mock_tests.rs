@@ -291,6 +291,18 @@ fn settled_release(world: &mut World, now: Timestamp) -> Release {
     ReleaseBuilder::gateway().status(settled.status).build()
 }
 
+/// The settled Release of [`settled_release`] given the template of `V2` and one
+/// `setWeight 10` step: the next reconcile starts a canary.
+fn new_template_release(world: &mut World) -> Release {
+    let settled = settled_release(world, at(0));
+    let mut release = ReleaseBuilder::gateway()
+        .image(V2)
+        .status(settled.status.clone().unwrap())
+        .build();
+    release.spec.steps = vec![set_weight(10)];
+    release
+}
+
 #[tokio::test]
 async fn a_first_release_writes_its_intent_then_creates_services_and_the_stable() {
     let (ctx, mut world, verifier) = test_context();
@@ -352,12 +364,7 @@ async fn a_settled_release_makes_no_api_call_at_all() {
 #[tokio::test]
 async fn a_new_template_writes_the_canary_intent_then_creates_the_canary() {
     let (ctx, mut world, verifier) = test_context();
-    let settled = settled_release(&mut world, at(0));
-    let mut release = ReleaseBuilder::gateway()
-        .image(V2)
-        .status(settled.status.clone().unwrap())
-        .build();
-    release.spec.steps = vec![set_weight(10)];
+    let release = new_template_release(&mut world);
     let canary = template_revision(&template(V2));
     let server = scenario(verifier, move |mut api| async move {
         let status = api.expect_status("100").await;
@@ -386,12 +393,7 @@ async fn a_new_template_writes_the_canary_intent_then_creates_the_canary() {
 #[tokio::test]
 async fn a_canary_the_watch_has_not_delivered_yet_is_read_from_its_create_not_created_again() {
     let (ctx, mut world, verifier) = test_context();
-    let settled = settled_release(&mut world, at(0));
-    let mut release = ReleaseBuilder::gateway()
-        .image(V2)
-        .status(settled.status.clone().unwrap())
-        .build();
-    release.spec.steps = vec![set_weight(10)];
+    let mut release = new_template_release(&mut world);
     let (written, status) = tokio::sync::oneshot::channel();
     let server = scenario(verifier, move |mut api| async move {
         let _ = written.send(api.expect_status("100").await);
@@ -422,12 +424,7 @@ async fn a_canary_the_watch_has_not_delivered_yet_is_read_from_its_create_not_cr
 #[tokio::test]
 async fn a_set_weight_step_applies_only_the_routes_rules_under_waymarks_field_manager() {
     let (ctx, mut world, verifier) = test_context();
-    let settled = settled_release(&mut world, at(0));
-    let mut release = ReleaseBuilder::gateway()
-        .image(V2)
-        .status(settled.status.clone().unwrap())
-        .build();
-    release.spec.steps = vec![set_weight(10)];
+    let mut release = new_template_release(&mut world);
     // The canary is up and available: the step moves traffic.
     world.deployment(available(&release, Role::Canary, V2, 1));
     let start = rollout::decide(

@@ -82,6 +82,8 @@ pub struct ControlPlane {
     kubeconfig: PathBuf,
     server: String,
     with_controller_manager: bool,
+    /// How kube-apiserver was started (binary, flags, port), to start it again the same way.
+    apiserver: Option<(PathBuf, Vec<String>, u16)>,
 }
 
 struct Process {
@@ -109,6 +111,7 @@ impl ControlPlane {
             processes: Vec::new(),
             dir,
             with_controller_manager: false,
+            apiserver: None,
         };
         plane.start_etcd_and_apiserver(assets, &pki, options)?;
         write_kubeconfig(
@@ -209,7 +212,15 @@ impl ControlPlane {
             api_args.extend(options.apiserver_args.iter().cloned());
             self.spawn("kube-apiserver", &assets.kube_apiserver, &api_args)?;
             self.server = format!("https://127.0.0.1:{api_port}");
-            match self.wait_for_readyz(pki, api_port) {
+            self.apiserver = Some((assets.kube_apiserver.clone(), api_args, api_port));
+            write_kubeconfig(
+                &self.probe_kubeconfig(),
+                &self.server,
+                &pki.ca_cert,
+                &pki.admin_cert,
+                &pki.admin_key,
+            )?;
+            match self.wait_for_readyz(api_port) {
                 Ok(()) => return Ok(()),
                 Err(error) => {
                     last_error = error;
@@ -297,19 +308,43 @@ impl ControlPlane {
         }
     }
 
-    fn wait_for_readyz(&mut self, pki: &Pki, port: u16) -> Result<(), String> {
+    /// Stop kube-apiserver (SIGTERM, as an upgrade does), leaving etcd and the rest running.
+    /// Blocking: call it from a blocking thread in async code.
+    pub fn stop_apiserver(&mut self) {
+        if let Some(index) = self
+            .processes
+            .iter()
+            .position(|process| process.name == "kube-apiserver")
+        {
+            let mut process = self.processes.remove(index);
+            stop(&mut process.child, Duration::from_secs(5));
+        }
+    }
+
+    /// Start kube-apiserver again with the same flags, port and etcd, and wait until it
+    /// answers `/readyz`. Blocking, like [`ControlPlane::stop_apiserver`].
+    pub fn start_apiserver(&mut self) -> Result<(), String> {
+        let (binary, args, port) = self
+            .apiserver
+            .clone()
+            .ok_or("kube-apiserver was never started")?;
+        // The old log is kept beside the new one.
+        let log = self.dir.path().join("kube-apiserver.log");
+        let _ = fs::rename(&log, self.dir.path().join("kube-apiserver.previous.log"));
+        self.spawn("kube-apiserver", &binary, &args)?;
+        self.wait_for_readyz(port)
+    }
+
+    fn probe_kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("probe.kubeconfig")
+    }
+
+    fn wait_for_readyz(&mut self, port: u16) -> Result<(), String> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|error| format!("cannot build a runtime: {error}"))?;
-        let kubeconfig = self.dir.path().join("probe.kubeconfig");
-        write_kubeconfig(
-            &kubeconfig,
-            &self.server,
-            &pki.ca_cert,
-            &pki.admin_cert,
-            &pki.admin_key,
-        )?;
+        let kubeconfig = self.probe_kubeconfig();
         let client = runtime.block_on(client_for(&kubeconfig))?;
         let deadline = Instant::now() + START_DEADLINE;
         let mut last;

@@ -19,6 +19,7 @@
 mod canary;
 mod children;
 mod control_plane;
+mod faults;
 mod fixtures;
 mod hostile;
 mod install;
@@ -37,7 +38,7 @@ mod chart_support;
 
 use std::process::ExitCode;
 
-use support::trial;
+use support::{private_trial, trial};
 
 macro_rules! walks {
     ($($module:ident :: $walk:ident),* $(,)?) => {
@@ -48,7 +49,7 @@ macro_rules! walks {
 fn main() -> ExitCode {
     let args = libtest_mimic::Arguments::from_args();
     let plane = support::setup();
-    let trials = walks![
+    let mut trials = walks![
         canary::first_release_becomes_healthy_with_labelled_children,
         canary::a_new_image_walks_every_step_to_promotion,
         canary::abort_sends_traffic_back_to_stable_before_the_canary_goes,
@@ -69,6 +70,23 @@ fn main() -> ExitCode {
         hostile::a_selector_change_is_refused_naming_spec_selector,
         hostile::every_hostile_release_is_refused_or_gets_spec_valid,
     ];
+    // Walks that stop or break their control plane get one of their own.
+    trials.extend([
+        private_trial(
+            "an_api_server_restart_mid_canary_is_acted_on_within_seconds",
+            |env| Box::pin(faults::an_api_server_restart_mid_canary_is_acted_on_within_seconds(env)),
+        ),
+        private_trial(
+            "a_removed_release_crd_is_named_and_its_return_brings_the_controller_back",
+            |env| {
+                Box::pin(
+                    faults::a_removed_release_crd_is_named_and_its_return_brings_the_controller_back(
+                        env,
+                    ),
+                )
+            },
+        ),
+    ]);
     let conclusion = libtest_mimic::run(&args, trials);
     // Stop the control plane before exiting: `exit` would skip its destructor.
     drop(plane);

@@ -56,6 +56,7 @@ pub enum Target {
 }
 
 /// A reachable cluster.
+#[derive(Clone)]
 pub struct Cluster {
     /// The admin kubeconfig (`None`: the default one, from `KUBECONFIG` or `~/.kube/config`).
     pub kubeconfig: Option<PathBuf>,
@@ -183,10 +184,9 @@ async fn config_of(cluster: &Cluster) -> Result<kube::Config, String> {
     }
 }
 
-/// A client acting as `user` (in `groups`), by impersonation from the admin kubeconfig: the
-/// API server authorizes every call as that user.
-pub async fn client_as(user: &str, groups: &[&str]) -> Client {
-    let cluster = cluster();
+/// A client on `cluster` acting as `user` (in `groups`), by impersonation from the admin
+/// kubeconfig: the API server authorizes every call as that user.
+async fn client_as_on(cluster: &Cluster, user: &str, groups: &[&str]) -> Client {
     let mut config = config_of(cluster)
         .await
         .unwrap_or_else(|error| panic!("{error}"));
@@ -195,9 +195,11 @@ pub async fn client_as(user: &str, groups: &[&str]) -> Client {
     Client::try_from(config).unwrap_or_else(|error| panic!("cannot build a client: {error}"))
 }
 
-/// The controller's client: its ServiceAccount, with exactly the ClusterRole of `config/rbac/`.
-pub async fn controller_client() -> Client {
-    client_as(
+/// The controller's client on `cluster`: its ServiceAccount, with exactly the ClusterRole of
+/// `config/rbac/`.
+async fn controller_client_on(cluster: &Cluster) -> Client {
+    client_as_on(
+        cluster,
         &controller_user(),
         &[
             "system:serviceaccounts",
@@ -275,6 +277,56 @@ pub fn trial(name: &'static str, walk: Walk) -> Trial {
     })
 }
 
+/// A walk that stops or breaks its control plane (an API-server restart, a CRD deleted): it
+/// gets a control plane of its own, started from `KUBEBUILDER_ASSETS` and prepared like the
+/// suite's, so that the other walks running meanwhile are not disturbed.
+pub fn private_trial(name: &'static str, walk: Walk) -> Trial {
+    Trial::test(name, move || match TARGET.get() {
+        Some(Target::Cluster(shared)) if shared.own_control_plane => {
+            let assets = std::env::var_os("KUBEBUILDER_ASSETS")
+                .ok_or_else(|| Failed::from("KUBEBUILDER_ASSETS is not set"))?;
+            let assets = Assets::find(Path::new(&assets)).map_err(Failed::from)?;
+            // Blocking (it probes with a runtime of its own): before entering the walk's.
+            let plane = ControlPlane::start(&assets).map_err(Failed::from)?;
+            let cluster = Cluster {
+                kubeconfig: Some(plane.kubeconfig().to_path_buf()),
+                own_control_plane: true,
+            };
+            let plane = Arc::new(Mutex::new(plane));
+            let runtime = runtime();
+            runtime
+                .block_on(prepare(&cluster, true))
+                .map_err(Failed::from)?;
+            runtime.block_on(run_on(cluster, Some(plane.clone()), name, walk));
+            drop(runtime);
+            // The walk may have left it stopped or broken: it goes with the walk.
+            drop(plane);
+            Ok(())
+        }
+        Some(Target::Cluster(_)) => {
+            let reason = "it needs a control plane of its own (KUBEBUILDER_ASSETS), not the \
+                          cluster in KUBECONFIG";
+            if std::env::var("CI").is_ok_and(|value| value == "true") {
+                Err(Failed::from(format!("{name}: {reason}")))
+            } else {
+                eprintln!("SKIPPED {name}: {reason}");
+                Ok(())
+            }
+        }
+        Some(Target::Unavailable { reason, fail: true }) => Err(Failed::from(format!(
+            "{name}: {reason} (CI=true: the e2e suite must run)"
+        ))),
+        Some(Target::Unavailable {
+            reason,
+            fail: false,
+        }) => {
+            eprintln!("SKIPPED {name}: {reason}");
+            Ok(())
+        }
+        None => Err(Failed::from("the e2e harness was not set up")),
+    })
+}
+
 /// One walk's world: an admin client, its namespace, the controller and simulated kubelets.
 #[derive(Clone)]
 pub struct Env {
@@ -282,11 +334,15 @@ pub struct Env {
     pub client: Client,
     /// The walk's own namespace, deleted at the end.
     pub namespace: String,
+    cluster: Arc<Cluster>,
+    /// The walk's own control plane, for walks that stop parts of it.
+    plane: Option<Arc<Mutex<ControlPlane>>>,
     controller: Arc<Mutex<Option<RunningController>>>,
     readiness: watch::Sender<bool>,
 }
 
 struct RunningController {
+    metrics_addr: SocketAddr,
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Result<(), waymark::controller::Error>>,
 }
@@ -320,23 +376,30 @@ impl Env {
 
     /// Start the controller (as its ServiceAccount, watching this namespace only).
     pub async fn start_controller(&self) {
-        let client = controller_client().await;
+        let client = controller_client_on(&self.cluster).await;
         let (stop, stopped) = oneshot::channel::<()>();
+        // Walks run in parallel, each with its own metrics server.
+        let port = control_plane::free_port().unwrap_or_else(|error| panic!("{error}"));
+        let metrics_addr = SocketAddr::from(([127, 0, 0, 1], port));
         let args = ControllerArgs {
-            // Port 0: walks run in parallel, each with its own metrics server.
-            metrics_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics_addr,
             namespace: Some(self.namespace.clone()),
             leader_elect: false,
             lease_namespace: None,
+            kube: Default::default(),
         };
         let task = tokio::spawn(run_with_client(client, args, async move {
             let _ = stopped.await;
         }));
-        let previous = self
-            .controller
-            .lock()
-            .expect("controller lock")
-            .replace(RunningController { stop, task });
+        let previous =
+            self.controller
+                .lock()
+                .expect("controller lock")
+                .replace(RunningController {
+                    metrics_addr,
+                    stop,
+                    task,
+                });
         assert!(previous.is_none(), "the controller was already running");
     }
 
@@ -365,12 +428,72 @@ impl Env {
     pub fn set_pods_become_ready(&self, ready: bool) {
         self.readiness.send_replace(ready);
     }
+
+    /// The running controller's `/readyz`: its status code and text (0 and the error when it
+    /// does not answer).
+    pub async fn readyz(&self) -> (u16, String) {
+        self.controller_http("/readyz").await
+    }
+
+    /// A GET of `path` on the running controller's metrics server: the status code and text
+    /// (0 and the error when it does not answer).
+    pub async fn controller_http(&self, path: &str) -> (u16, String) {
+        let addr = self
+            .controller
+            .lock()
+            .expect("controller lock")
+            .as_ref()
+            .map(|running| running.metrics_addr)
+            .expect("the controller is running");
+        let url = format!("http://{addr}{path}");
+        let answer = async {
+            let response = reqwest::get(&url).await?;
+            let code = response.status().as_u16();
+            Ok::<_, reqwest::Error>((code, response.text().await?))
+        };
+        match tokio::time::timeout(Duration::from_secs(5), answer).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(error)) => (0, error.to_string()),
+            Err(_) => (0, format!("{url} did not answer within 5s")),
+        }
+    }
+
+    fn plane(&self) -> Arc<Mutex<ControlPlane>> {
+        self.plane
+            .clone()
+            .expect("this walk has no control plane of its own: register it with private_trial")
+    }
+
+    /// Stop the walk's own kube-apiserver (etcd and everything else keep running).
+    pub async fn stop_api_server(&self) {
+        let plane = self.plane();
+        tokio::task::spawn_blocking(move || plane.lock().expect("plane lock").stop_apiserver())
+            .await
+            .expect("stopping kube-apiserver");
+    }
+
+    /// Start the walk's own kube-apiserver again on the same port and etcd; returns once it
+    /// answers `/readyz`, with the moments its process started and it answered `/readyz`.
+    pub async fn start_api_server(&self) -> (std::time::SystemTime, std::time::SystemTime) {
+        let plane = self.plane();
+        let started = std::time::SystemTime::now();
+        tokio::task::spawn_blocking(move || plane.lock().expect("plane lock").start_apiserver())
+            .await
+            .expect("starting kube-apiserver")
+            .unwrap_or_else(|error| panic!("{error}"));
+        (started, std::time::SystemTime::now())
+    }
 }
 
 /// Run `walk` in a fresh namespace with the controller and simulated kubelets running, then
 /// stop both and delete the namespace, whether the walk passed or panicked.
 async fn run(test: &str, walk: Walk) {
-    let client = admin_client_of(cluster())
+    run_on(cluster().clone(), None, test, walk).await;
+}
+
+/// [`run`] on `cluster`, which is `plane` when the walk has a control plane of its own.
+async fn run_on(cluster: Cluster, plane: Option<Arc<Mutex<ControlPlane>>>, test: &str, walk: Walk) {
+    let client = admin_client_of(&cluster)
         .await
         .unwrap_or_else(|error| panic!("{error}"));
     let namespace = create_namespace(&client, test).await;
@@ -378,11 +501,13 @@ async fn run(test: &str, walk: Walk) {
     let env = Env {
         client: client.clone(),
         namespace: namespace.clone(),
+        cluster: Arc::new(cluster),
+        plane,
         controller: Arc::new(Mutex::new(None)),
         readiness,
     };
     env.start_controller().await;
-    let simulate = cluster().own_control_plane
+    let simulate = env.cluster.own_control_plane
         || std::env::var("WAYMARK_E2E_SIMULATE_READINESS").is_ok_and(|value| value == "1");
     let kubelets = simulate.then(|| tokio::spawn(simulate_kubelets(env.clone(), ready)));
 
@@ -446,8 +571,10 @@ async fn create_namespace(client: &Client, test: &str) -> String {
 async fn simulate_kubelets(env: Env, mut ready: watch::Receiver<bool>) {
     let deployments = env.deployments();
     let config = watcher::Config::default().labels(LABEL_RELEASE);
+    // Back within a second of an API-server restart (a walk restarts one): the controller's
+    // timing is measured, not the simulated kubelet's.
     let mut events = watcher(deployments.clone(), config)
-        .default_backoff()
+        .backoff(QuickRetry)
         .applied_objects()
         .boxed();
     let mut known: BTreeMap<String, Deployment> = BTreeMap::new();
@@ -487,6 +614,21 @@ async fn simulate_kubelets(env: Env, mut ready: watch::Receiver<bool>) {
             }
         }
     }
+}
+
+/// Retry a failed watch of the harness after half a second, always.
+struct QuickRetry;
+
+impl Iterator for QuickRetry {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        Some(Duration::from_millis(500))
+    }
+}
+
+impl kube::runtime::utils::Backoff for QuickRetry {
+    fn reset(&mut self) {}
 }
 
 /// Poll `probe` until it returns `Ok`, or fail after [`DEADLINE`] naming what was awaited

@@ -91,6 +91,13 @@ pub struct ItemLabels {
     pub kind: String,
 }
 
+/// Label of the watch restart counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchLabels {
+    /// The watched resource, plural: `releases`, `deployments`, `services`, `httproutes`.
+    pub resource: String,
+}
+
 /// Label of the reconcile error counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
@@ -119,6 +126,7 @@ pub struct Metrics {
     registry: Registry,
     reconcile_duration: Histogram,
     reconcile_errors: Family<ErrorLabels, Counter>,
+    watch_restarts: Family<WatchLabels, Counter>,
     phase: Family<PhaseLabels, Gauge>,
     canary_weight: Family<ReleaseLabels, Gauge>,
     releases_finished: Family<OutcomeLabels, Counter>,
@@ -227,6 +235,7 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("waymark");
         let reconcile_duration = Histogram::new(exponential_buckets(0.01, 2.0, 12));
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
+        let watch_restarts = Family::<WatchLabels, Counter>::default();
         let phase = Family::<PhaseLabels, Gauge>::default();
         let canary_weight = Family::<ReleaseLabels, Gauge>::default();
         let releases_finished = Family::<OutcomeLabels, Counter>::default();
@@ -251,6 +260,11 @@ impl Default for Metrics {
             "reconcile_errors",
             "Failed reconciles by error kind",
             reconcile_errors.clone(),
+        );
+        registry.register(
+            "watch_restarts",
+            "Watches started again after a failure (API server unreachable, 410 Gone, CRD missing), by resource",
+            watch_restarts.clone(),
         );
         registry.register(
             "release_phase",
@@ -296,6 +310,7 @@ impl Default for Metrics {
             registry,
             reconcile_duration,
             reconcile_errors,
+            watch_restarts,
             phase,
             canary_weight,
             releases_finished,
@@ -322,6 +337,15 @@ impl Metrics {
     pub fn count_error(&self, kind: &str) {
         self.reconcile_errors
             .get_or_create(&ErrorLabels { kind: kind.into() })
+            .inc();
+    }
+
+    /// Count a watch started again after a failure.
+    pub fn count_watch_restart(&self, resource: &str) {
+        self.watch_restarts
+            .get_or_create(&WatchLabels {
+                resource: resource.into(),
+            })
             .inc();
     }
 

@@ -11,6 +11,7 @@ mod leader;
 pub mod metrics;
 pub mod reconcile;
 pub mod status;
+pub mod watch;
 
 #[cfg(test)]
 mod mock_tests;
@@ -30,6 +31,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
+use watch::Watched;
 
 use crate::api::{LABEL_RELEASE, Release};
 
@@ -57,6 +59,9 @@ pub struct ControllerArgs {
     /// `default`).
     #[arg(long, env = "WAYMARK_LEASE_NAMESPACE")]
     pub lease_namespace: Option<String>,
+    /// The cluster to run against, as every command takes it.
+    #[command(flatten)]
+    pub kube: crate::cli::KubeArgs,
 }
 
 impl ControllerArgs {
@@ -77,8 +82,16 @@ impl ControllerArgs {
 /// Run the operator until interrupted (Ctrl-C or SIGTERM).
 pub async fn run(args: ControllerArgs) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     init_tracing();
-    let client = Client::try_default().await?;
-    run_with_client(client, args, shutdown_signal()).await?;
+    // The same rules as every other command: --kubeconfig, --context, $KUBECONFIG,
+    // ~/.kube/config, then the in-cluster service account.
+    let session = crate::cli::connect::connect(&args.kube).await?;
+    tracing::info!(
+        kubeconfig = %session.tried.kubeconfig,
+        context = session.tried.context.as_deref().unwrap_or("-"),
+        server = %session.tried.server,
+        "connecting to the Kubernetes API server"
+    );
+    run_with_client(session.client, args, shutdown_signal()).await?;
     Ok(())
 }
 
@@ -200,47 +213,69 @@ pub(crate) async fn run_controller(
     let (deployment_store, deployment_writer) = reflector::store();
     let (service_store, service_writer) = reflector::store();
     let (route_store, route_writer) = reflector::store();
+    let recovered = Arc::new(tokio::sync::Notify::new());
+    let monitor = watch::Monitor {
+        health: health.clone(),
+        metrics: shared.metrics.clone(),
+        recovered: recovered.clone(),
+    };
+    health.set_releases(Some(release_store.clone()));
 
     let metrics = shared.metrics.clone();
-    let release_events = watcher(releases, watcher::Config::default())
-        .default_backoff()
-        .try_filter_map(move |event| futures::future::ready(Ok(undecodable.decode(event))))
-        .modify(slim)
-        .reflect(release_writer)
-        .inspect_ok(move |event| {
-            if let watcher::Event::Delete(release) = event {
-                metrics.forget_release(
-                    &release.namespace().unwrap_or_default(),
-                    &release.name_any(),
-                );
-            }
-        })
-        .applied_objects()
-        // A status write of our own is no reason to look again; a spec change or a manual
-        // request (written to the status by the CLI) is.
-        .predicate_filter(release_trigger, Default::default());
+    let release_events = watch::resilient(
+        Watched::Releases,
+        move || watcher(releases.clone(), watcher::Config::default()),
+        monitor.clone(),
+    )
+    .try_filter_map(move |event| futures::future::ready(Ok(undecodable.decode(event))))
+    .modify(slim)
+    .reflect(release_writer)
+    .inspect_ok(move |event| {
+        if let watcher::Event::Delete(release) = event {
+            metrics.forget_release(
+                &release.namespace().unwrap_or_default(),
+                &release.name_any(),
+            );
+        }
+    })
+    .applied_objects()
+    // A status write of our own is no reason to look again; a spec change or a manual
+    // request (written to the status by the CLI) is.
+    .predicate_filter(release_trigger, Default::default());
     let stores = Stores::new(
         deployment_store.clone(),
         service_store.clone(),
         route_store.clone(),
     );
     let seen = stores.clone();
-    let deployment_events = watcher(deployments, children.clone())
-        .default_backoff()
-        .modify(slim_deployment)
-        .reflect(deployment_writer)
-        .inspect_ok(move |event| seen.seen_deployment(event))
-        .touched_objects();
-    let service_events = watcher(services, children)
-        .default_backoff()
-        .modify(slim)
-        .reflect(service_writer)
-        .touched_objects();
-    let route_events = watcher(routes, watcher::Config::default())
-        .default_backoff()
-        .modify(slim)
-        .reflect(route_writer)
-        .touched_objects();
+    let deployment_events = {
+        let children = children.clone();
+        watch::resilient(
+            Watched::Deployments,
+            move || watcher(deployments.clone(), children.clone()),
+            monitor.clone(),
+        )
+    }
+    .modify(slim_deployment)
+    .reflect(deployment_writer)
+    .inspect_ok(move |event| seen.seen_deployment(event))
+    .touched_objects();
+    let service_events = watch::resilient(
+        Watched::Services,
+        move || watcher(services.clone(), children.clone()),
+        monitor.clone(),
+    )
+    .modify(slim)
+    .reflect(service_writer)
+    .touched_objects();
+    let route_events = watch::resilient(
+        Watched::HttpRoutes,
+        move || watcher(routes.clone(), watcher::Config::default()),
+        monitor,
+    )
+    .modify(slim)
+    .reflect(route_writer)
+    .touched_objects();
 
     let ctx = Arc::new(Context::new(
         shared.client.clone(),
@@ -255,6 +290,9 @@ pub(crate) async fn run_controller(
         .watches_stream(route_events, move |route: HttpRoute| {
             releases_routed_by(&routed.state(), &route)
         })
+        // After an outage the reconciles that were due failed, and a relist of unchanged
+        // Releases triggers nothing: look at every Release again once the watches are back.
+        .reconcile_all_on(watch::recoveries(recovered))
         .with_config(
             Config::default()
                 .concurrency(CONCURRENCY)
@@ -270,15 +308,17 @@ pub(crate) async fn run_controller(
     let synced = {
         let health = health.clone();
         async move {
-            let ready = futures::future::join4(
+            // HTTPRoutes are not waited for: without the Gateway API CRDs that cache never
+            // fills, and replica-split Releases do not need it (`/readyz` names the missing
+            // CRD while a Release needs it).
+            let ready = futures::future::join3(
                 release_store.wait_until_ready(),
                 deployment_store.wait_until_ready(),
                 service_store.wait_until_ready(),
-                route_store.wait_until_ready(),
             )
             .await;
-            if ready.0.is_ok() && ready.1.is_ok() && ready.2.is_ok() && ready.3.is_ok() {
-                tracing::info!("caches synced: Releases, Deployments, Services, HTTPRoutes");
+            if ready.0.is_ok() && ready.1.is_ok() && ready.2.is_ok() {
+                tracing::info!("caches synced: Releases, Deployments, Services");
                 health.set_caches_synced(true);
             }
         }
@@ -300,6 +340,7 @@ pub(crate) async fn run_controller(
         ),
     }
     health.set_caches_synced(false);
+    health.set_releases(None);
 }
 
 /// Decodes watched Releases, and reports the ones it cannot decode instead of failing the watch.
@@ -458,7 +499,11 @@ fn reporter() -> Reporter {
 
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // kube's own warnings on every failed watch attempt (a 404 body it cannot parse, a 403)
+    // would repeat every few seconds: the watch wrapper says once what is wrong and what to do.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("info,kube_client::client=error,kube_runtime::watcher=error")
+    });
     let json = std::env::var("WAYMARK_LOG_FORMAT").is_ok_and(|format| format == "json");
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     // try_init: a second initialisation (tests) must not panic.

@@ -70,6 +70,13 @@ static TARGET: OnceLock<Target> = OnceLock::new();
 /// (if any) must live until the walks have run, and be dropped before the process exits.
 pub fn setup() -> Option<ControlPlane> {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // `WAYMARK_E2E_LOG=waymark=debug` prints the in-process controllers' logs (an EnvFilter).
+    if let Ok(filter) = std::env::var("WAYMARK_E2E_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
     let in_ci = std::env::var("CI").is_ok_and(|value| value == "true");
     let (target, plane) = match choose_cluster() {
         Ok((cluster, plane)) => (Target::Cluster(cluster), plane),

@@ -158,6 +158,9 @@ fn a_controller_whose_api_server_does_not_answer_is_not_ready_and_says_why() {
     let _ = controller.wait();
     let (_, body) = answer.unwrap_or_else(|| panic!("/readyz never said why: {last:?}"));
     assert!(body.starts_with("not ready: "), "{body}");
-    assert!(body.contains("the releases watch has been down for"), "{body}");
+    assert!(
+        body.contains("the releases watch has been down for"),
+        "{body}"
+    );
     assert!(body.contains("Connection refused"), "{body}");
 }

@@ -23,8 +23,9 @@ use super::{ControllerArgs, LEASE_NAME, Shared, run_controller, stopped};
 const LEASE_DURATION_SECONDS: u64 = 15;
 /// How long before expiry the holder renews.
 const LEASE_GRACE_SECONDS: u64 = 5;
-/// Longest wait between attempts after a Lease error.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Longest wait between attempts after a Lease error: after an API-server outage the Lease is
+/// taken again (once it expired) within seconds, not half a minute (see `super::watch`).
+const MAX_BACKOFF: Duration = super::watch::WATCH_RETRY_CAP;
 
 /// Reconcile while holding the Lease, stand by otherwise, until `stop` turns true.
 pub(crate) async fn run_while_leading(

@@ -93,8 +93,14 @@ pub enum Failure {
     Desync,
     /// `404`: the API server does not serve the resource; its CRD is missing.
     Missing,
-    /// Anything else (the API server unreachable, a 5xx, RBAC): retried with a capped backoff.
-    Other(String),
+    /// Anything else: retried with a capped backoff.
+    Other {
+        /// What happened, with the API server's or the connection's words.
+        error: String,
+        /// Whether the API server answered (a 403 or 5xx while it starts, say) rather than
+        /// not being reached at all.
+        answered: bool,
+    },
 }
 
 impl Failure {
@@ -110,7 +116,18 @@ impl Failure {
         match status.map(|status| status.code) {
             Some(410) => Failure::Desync,
             Some(404) => Failure::Missing,
-            _ => Failure::Other(with_sources(error)),
+            code => Failure::Other {
+                error: with_sources(error),
+                answered: code.is_some(),
+            },
+        }
+    }
+
+    /// Whether the API server answered this failure (anything but a connection failure).
+    fn answered(&self) -> bool {
+        match self {
+            Failure::Desync | Failure::Missing => true,
+            Failure::Other { answered, .. } => *answered,
         }
     }
 
@@ -122,7 +139,9 @@ impl Failure {
                 resource.as_str()
             ),
             Failure::Missing => resource.missing_hint(),
-            Failure::Other(error) => format!("the {} watch failed: {error}", resource.as_str()),
+            Failure::Other { error, .. } => {
+                format!("the {} watch failed: {error}", resource.as_str())
+            }
         }
     }
 }
@@ -260,7 +279,14 @@ impl Streak {
 
     /// Report one failure; the wait before the watch starts again.
     fn failed(&mut self, resource: Watched, failure: &Failure, monitor: &Monitor) -> Duration {
-        self.failures = self.failures.saturating_add(1);
+        // The first answer after connection failures: the API server is back (and starting:
+        // its authorizer may refuse for a second). Retry soon, as after a first failure.
+        let back = failure.answered() && self.last.as_ref().is_some_and(|last| !last.answered());
+        self.failures = if back {
+            1
+        } else {
+            self.failures.saturating_add(1)
+        };
         monitor.metrics.count_watch_restart(resource.as_str());
         let reason = failure.describe(resource);
         monitor
@@ -371,11 +397,20 @@ mod tests {
         );
         assert!(matches!(
             Failure::of(&watcher::Error::InitialListFailed(api(503))),
-            Failure::Other(text) if text.contains("boom")
+            Failure::Other { error, answered: true } if error.contains("boom")
+        ));
+        assert!(matches!(
+            Failure::of(&watcher::Error::InitialListFailed(kube::Error::Service(
+                "connection refused".into()
+            ))),
+            Failure::Other {
+                answered: false,
+                ..
+            }
         ));
         assert!(matches!(
             Failure::of(&watcher::Error::NoResourceVersion),
-            Failure::Other(_)
+            Failure::Other { .. }
         ));
     }
 
@@ -536,6 +571,44 @@ mod tests {
             text.contains(r#"waymark_watch_restarts_total{resource="deployments"} 11"#),
             "{text}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_answer_after_an_outage_is_retried_at_once_again() {
+        let refused = || {
+            Err(watcher::Error::InitialListFailed(kube::Error::Service(
+                "connection refused".into(),
+            )))
+        };
+        // Long refused: the waits reach the cap. Then the API server answers 403 while its
+        // authorizer starts, and lists the next time.
+        let mut scripts: Vec<Vec<Item>> = (0..8).map(|_| vec![refused()]).collect();
+        scripts.push(vec![Err(watcher::Error::InitialListFailed(api(403)))]);
+        scripts.push(relist(&[1]));
+        let starts = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (start, _) = scripted(scripts);
+        let timed = {
+            let starts = starts.clone();
+            move || {
+                starts
+                    .lock()
+                    .expect("starts")
+                    .push(tokio::time::Instant::now());
+                start()
+            }
+        };
+        let mut stream = Box::pin(resilient(Watched::Releases, timed, monitor()));
+        assert!(matches!(
+            stream.next().await,
+            Some(Ok(watcher::Event::Init))
+        ));
+        let starts = starts.lock().expect("starts").clone();
+        assert_eq!(starts.len(), 10);
+        let gaps: Vec<Duration> = starts.windows(2).map(|w| w[1] - w[0]).collect();
+        // Before the answer: at the cap's level (at least half of it).
+        assert!(gaps[7] >= WATCH_RETRY_CAP / 2, "{gaps:?}");
+        // After the 403: the first delay again.
+        assert!(gaps[8] <= retry_delay(1, 1.0), "{gaps:?}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -110,6 +110,8 @@ pub fn request(id: &str, action: ManualAction, at_secs: i64) -> ManualRequest {
         id: id.into(),
         action,
         revision: None,
+        stage: None,
+        step: None,
         requested_at: Time(at(at_secs)),
         requested_by: Some("sre@example.com".into()),
     }

@@ -640,7 +640,7 @@ fn a_new_revision_mid_canary_supersedes_it_and_restarts_the_steps() {
 }
 
 #[test]
-fn stale_requests_are_ignored_with_an_event_and_recorded() {
+fn refused_and_stale_requests_are_ignored_with_an_event_and_recorded() {
     let healthy = || {
         let mut sim = Sim::new(ReleaseBuilder::gateway().build());
         sim.settle();
@@ -652,35 +652,35 @@ fn stale_requests_are_ignored_with_an_event_and_recorded() {
             healthy(),
             ManualAction::Promote,
             None,
-            "only while Progressing or Paused",
+            "the first release: its template becomes the stable directly",
         ),
         (
             "abort while Healthy",
             healthy(),
             ManualAction::Abort,
             None,
-            "only while a canary exists",
+            "there is no canary to abort",
         ),
         (
             "retry while Healthy",
             healthy(),
             ManualAction::Retry,
             None,
-            "only after RolledBack",
+            "and nothing was rolled back",
         ),
         (
             "retry while Paused",
             gateway_canary_at_indefinite_pause(),
             ManualAction::Retry,
             None,
-            "only after RolledBack",
+            "nothing was rolled back",
         ),
         (
             "promote of another revision",
             gateway_canary_at_indefinite_pause(),
             ManualAction::Promote,
             Some("0000000000"),
-            "names revision 0000000000",
+            "stale: it was written for revision 0000000000",
         ),
     ];
     for (name, mut sim, action, revision, why) in cases {

@@ -439,7 +439,7 @@ impl Rule<'_> {
     /// The stable is taking the canary's template.
     fn promoting(&self, action: ManualAction) -> Answer {
         let (name, revision) = (self.name, self.revision());
-        let go_back = "to go back, apply the previous template as a new revision (for example revert the template change in Git): it runs as a canary like any new revision";
+        let go_back = "to go back, apply the previous template as a new revision (put it back in spec.template, for example by reverting the change in Git): it runs as a canary like any new revision";
         match action {
             ManualAction::Promote | ManualAction::PromoteFull => refuse(
                 format!(
@@ -502,5 +502,654 @@ impl Rule<'_> {
                 format!("revision {revision} starts again from step 1 as a new canary"),
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    use super::*;
+    use crate::api::{Phase, Verdict};
+    use crate::rollout::fixtures::*;
+    use crate::rollout::fold;
+
+    /// What the rule answers for one action.
+    #[derive(Debug)]
+    enum Expect {
+        Acts(Effect),
+        /// Refused: words of the reason, and of what to do instead.
+        Refused(&'static str, &'static str),
+    }
+    use Expect::{Acts, Refused};
+
+    fn entry(image: &str, outcome: Outcome, reason: &str) -> crate::api::HistoryEntry {
+        history::entry(
+            &revision_of(image),
+            "PAY-142",
+            outcome,
+            None,
+            Time(at(0)),
+            reason,
+            None,
+        )
+    }
+
+    /// A release of `image` whose controller wrote `status`.
+    fn release(builder: ReleaseBuilder, image: &str, status: ReleaseStatus) -> Release {
+        builder.image(image).status(status).build()
+    }
+
+    fn stable_on_v1(phase: Phase) -> ReleaseStatus {
+        ReleaseStatus {
+            phase: Some(phase),
+            stable_revision: Some(revision_of(V1)),
+            history: vec![entry(V1, Outcome::Promoted, "Promoted")],
+            ..ReleaseStatus::default()
+        }
+    }
+
+    fn canary_of_v2(phase: Phase, step: i32) -> ReleaseStatus {
+        ReleaseStatus {
+            canary_revision: Some(revision_of(V2)),
+            current_step: Some(step),
+            ..stable_on_v1(phase)
+        }
+    }
+
+    fn analysis_of_v2(verdict: Verdict, inconclusive_in_a_row: i32) -> ReleaseStatus {
+        let mut folded = fold::fold(None, &run(V2, verdict, at(30)), true);
+        folded.consecutive_inconclusive = inconclusive_in_a_row;
+        ReleaseStatus {
+            analysis: Some(folded),
+            ..ReleaseStatus::default()
+        }
+    }
+
+    /// Every stage a release can be in when someone types a command, with what each action
+    /// gets: promote, promote --full, abort, retry.
+    fn table() -> Vec<(&'static str, Release, [Expect; 4])> {
+        let gateway = ReleaseBuilder::gateway;
+        let mut never_reconciled = gateway().image(V2).build();
+        never_reconciled.status = None;
+        let mut first_release = stable_on_v1(Phase::Progressing);
+        first_release.history = vec![entry(V1, Outcome::Promoted, "FirstRelease")];
+        let steady_after_rollback = ReleaseStatus {
+            rolled_back_revision: Some(revision_of(V2)),
+            ..stable_on_v1(Phase::Healthy)
+        };
+        let frozen = ReleaseStatus {
+            reason: Some("ErrorBudgetExhausted".into()),
+            ..stable_on_v1(Phase::Paused)
+        };
+        let held = ReleaseStatus {
+            analysis: analysis_of_v2(Verdict::Inconclusive, 3).analysis,
+            ..canary_of_v2(Phase::Paused, 1)
+        };
+        let waiting_for_analysis = ReleaseStatus {
+            analysis: analysis_of_v2(Verdict::Inconclusive, 1).analysis,
+            ..canary_of_v2(Phase::Progressing, 4)
+        };
+        let promoting = ReleaseStatus {
+            stable_revision: Some(revision_of(V2)),
+            ..canary_of_v2(Phase::Progressing, 4)
+        };
+        let mut rolled_back = ReleaseStatus {
+            rolled_back_revision: Some(revision_of(V2)),
+            ..stable_on_v1(Phase::RolledBack)
+        };
+        rolled_back
+            .history
+            .insert(0, entry(V2, Outcome::RolledBack, "AnalysisFailing"));
+        let mut invalid = release(gateway(), V2, canary_of_v2(Phase::Paused, 3));
+        invalid.metadata.name = Some("Checkout_v2".into());
+
+        let go_back = "apply the previous template as a new revision";
+        vec![
+            (
+                "never reconciled",
+                never_reconciled,
+                [
+                    Refused("has not reconciled it yet", "`waymark status checkout`"),
+                    Refused("has not reconciled it yet", "`waymark status checkout`"),
+                    Refused("has not reconciled it yet", "`waymark status checkout`"),
+                    Refused("has not reconciled it yet", "`waymark status checkout`"),
+                ],
+            ),
+            (
+                "first release rolling out",
+                release(gateway(), V1, first_release),
+                [
+                    Refused("first release", "`waymark status checkout --watch`"),
+                    Refused("first release", "`waymark status checkout --watch`"),
+                    Refused("no canary to abort", "change spec.template"),
+                    Refused("nothing was rolled back", "nothing to do"),
+                ],
+            ),
+            (
+                "steady",
+                release(gateway(), V1, stable_on_v1(Phase::Healthy)),
+                [
+                    Refused("no canary is in progress", "change spec.template"),
+                    Refused("no canary is in progress", "change spec.template"),
+                    Refused("no canary to abort", "change spec.template"),
+                    Refused("nothing was rolled back", "change spec.template"),
+                ],
+            ),
+            (
+                "steady, an older revision rolled back",
+                release(gateway(), V1, steady_after_rollback),
+                [
+                    Refused("no canary is in progress", "change spec.template"),
+                    Refused("no canary is in progress", "change spec.template"),
+                    Refused("no canary to abort", "change spec.template"),
+                    Refused(
+                        "was rolled back, but the spec's template is no longer it",
+                        "put its template back in spec.template, then run `waymark retry checkout`",
+                    ),
+                ],
+            ),
+            (
+                "pending, not reconciled yet",
+                release(gateway(), V2, stable_on_v1(Phase::Healthy)),
+                [
+                    Refused("has no canary yet", "`waymark promote checkout --full`"),
+                    Acts(Effect::PromoteWithoutCanary),
+                    Refused("no canary to abort yet", "put the previous template back"),
+                    Refused("nothing was rolled back", "nothing to do"),
+                ],
+            ),
+            (
+                "pending under an error-budget freeze",
+                release(gateway().budget(0.1), V2, frozen),
+                [
+                    Acts(Effect::StartDespiteBudget),
+                    Acts(Effect::PromoteWithoutCanary),
+                    Refused(
+                        "no canary to abort yet (the error-budget policy",
+                        "put the previous template back",
+                    ),
+                    Refused("nothing was rolled back", "nothing to do"),
+                ],
+            ),
+            (
+                "canary of an older template, about to be replaced",
+                release(gateway(), V3, canary_of_v2(Phase::Paused, 3)),
+                [
+                    Refused("has no canary yet", "`waymark promote checkout --full`"),
+                    Acts(Effect::PromoteWithoutCanary),
+                    Refused("no canary to abort yet", "put the previous template back"),
+                    Refused("nothing was rolled back", "nothing to do"),
+                ],
+            ),
+            (
+                "canary at a pause",
+                release(gateway(), V2, canary_of_v2(Phase::Paused, 3)),
+                [
+                    Acts(Effect::FinishStep),
+                    Acts(Effect::SkipToPromotion),
+                    Acts(Effect::RollBack),
+                    Refused("is in progress (step 4/4)", "`waymark abort checkout`"),
+                ],
+            ),
+            (
+                "canary held by inconclusive analysis",
+                release(gateway().analysis(), V2, held),
+                [
+                    Acts(Effect::ReleaseHold),
+                    Acts(Effect::SkipToPromotion),
+                    Acts(Effect::RollBack),
+                    Refused("is in progress (step 2/4)", "`waymark abort checkout`"),
+                ],
+            ),
+            (
+                "canary done with its steps, waiting for analysis",
+                release(gateway().analysis(), V2, waiting_for_analysis),
+                [
+                    Refused(
+                        "has done all 4 steps and waits for a passing analysis (latest: Inconclusive)",
+                        "`waymark promote checkout --full` promotes it without a passing analysis",
+                    ),
+                    Acts(Effect::SkipToPromotion),
+                    Acts(Effect::RollBack),
+                    Refused("is in progress", "`waymark abort checkout`"),
+                ],
+            ),
+            (
+                "promoting",
+                release(gateway(), V2, promoting),
+                [
+                    Refused(
+                        "already being promoted",
+                        "`waymark status checkout --watch`",
+                    ),
+                    Refused(
+                        "already being promoted",
+                        "`waymark status checkout --watch`",
+                    ),
+                    Refused(
+                        "is being promoted: the stable Deployment already runs its template, and the previous template (revision",
+                        go_back,
+                    ),
+                    Refused("nothing was rolled back", go_back),
+                ],
+            ),
+            (
+                "rolled back",
+                release(gateway(), V2, rolled_back),
+                [
+                    Refused(
+                        "was rolled back (AnalysisFailing) and has no canary to promote",
+                        "`waymark retry checkout` starts it again from step 1",
+                    ),
+                    Refused(
+                        "was rolled back (AnalysisFailing) and has no canary to promote",
+                        "`waymark retry checkout` starts it again from step 1 (then `waymark promote checkout --full` skips its steps)",
+                    ),
+                    Refused("already rolled back", "`waymark retry checkout`"),
+                    Acts(Effect::Retry),
+                ],
+            ),
+            (
+                "invalid spec",
+                invalid,
+                [
+                    Refused("spec is invalid", "fix that field"),
+                    Refused("spec is invalid", "fix that field"),
+                    Refused("spec is invalid", "fix that field"),
+                    Refused("spec is invalid", "fix that field"),
+                ],
+            ),
+        ]
+    }
+
+    const ACTIONS: [ManualAction; 4] = [
+        ManualAction::Promote,
+        ManualAction::PromoteFull,
+        ManualAction::Abort,
+        ManualAction::Retry,
+    ];
+
+    #[test]
+    fn every_stage_and_action_is_accepted_with_an_effect_or_refused_with_what_to_do() {
+        for (stage, release, expected) in table() {
+            for (action, expect) in ACTIONS.into_iter().zip(expected) {
+                let answer = judge(&release, action);
+                match (&expect, &answer) {
+                    (Acts(effect), Ok(accepted)) => {
+                        assert_eq!(accepted.effect, *effect, "{stage}, {action:?}");
+                        assert_eq!(accepted.action, action);
+                        assert!(!accepted.what.is_empty(), "{stage}, {action:?}");
+                    }
+                    (Refused(why, instead), Err(refused)) => {
+                        assert!(
+                            refused.why.contains(why),
+                            "{stage}, {action:?}: {:?} lacks {why:?}",
+                            refused.why
+                        );
+                        assert!(
+                            refused.instead.contains(instead),
+                            "{stage}, {action:?}: {:?} lacks {instead:?}",
+                            refused.instead
+                        );
+                    }
+                    _ => panic!("{stage}, {action:?}: expected {expect:?}, got {answer:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_accepted_request_records_where_the_release_stood() {
+        let release = release(
+            ReleaseBuilder::gateway(),
+            V2,
+            canary_of_v2(Phase::Paused, 3),
+        );
+        let accepted = judge(&release, ManualAction::Promote).unwrap();
+        let request = accepted.request("r1".into(), Time(at(5)), Some("sre".into()));
+        assert_eq!(request.revision, Some(revision_of(V2)));
+        assert_eq!(request.stage, Some(ReleaseStage::Canary));
+        assert_eq!(request.step, Some(3));
+        assert_eq!(stale(&request, &accepted.position), None);
+    }
+
+    #[test]
+    fn a_request_is_stale_once_the_release_moved_past_what_it_recorded() {
+        let canary_at = |step| Position {
+            stage: ReleaseStage::Canary,
+            revision: Some(revision_of(V2)),
+            step: Some(step),
+            steps: 4,
+        };
+        let promoting = Position {
+            stage: ReleaseStage::Promoting,
+            step: None,
+            ..canary_at(0)
+        };
+        let written = |action, position: &Position| ManualRequest {
+            id: "r".into(),
+            action,
+            revision: position.revision.clone(),
+            stage: Some(position.stage),
+            step: position.step,
+            requested_at: Time(at(0)),
+            requested_by: None,
+        };
+        let legacy = |action, revision: &str| ManualRequest {
+            stage: None,
+            step: None,
+            revision: Some(revision.into()),
+            ..written(action, &canary_at(0))
+        };
+        let v3 = Position {
+            revision: Some(revision_of(V3)),
+            ..canary_at(0)
+        };
+        let cases = [
+            (
+                "promote, same step",
+                written(ManualAction::Promote, &canary_at(1)),
+                canary_at(1),
+                None,
+            ),
+            (
+                "promote, the pause it ends is over",
+                written(ManualAction::Promote, &canary_at(1)),
+                canary_at(3),
+                Some(
+                    "written for canary ".to_string()
+                        + &revision_of(V2)
+                        + " at step 2/4, and now it is canary "
+                        + &revision_of(V2)
+                        + " at step 4/4",
+                ),
+            ),
+            (
+                "abort, another step",
+                written(ManualAction::Abort, &canary_at(1)),
+                canary_at(3),
+                None,
+            ),
+            (
+                "promote --full, another step",
+                written(ManualAction::PromoteFull, &canary_at(1)),
+                canary_at(3),
+                None,
+            ),
+            (
+                "abort, the promotion began",
+                written(ManualAction::Abort, &canary_at(3)),
+                promoting.clone(),
+                Some(format!(
+                    "and now it is canary {} being promoted",
+                    revision_of(V2)
+                )),
+            ),
+            (
+                "abort, a new template",
+                written(ManualAction::Abort, &canary_at(3)),
+                v3.clone(),
+                Some(format!(
+                    "and now it is canary {} at step 1/4",
+                    revision_of(V3)
+                )),
+            ),
+            (
+                "a request from before stage and step, same revision",
+                legacy(ManualAction::Promote, &revision_of(V2)),
+                canary_at(2),
+                None,
+            ),
+            (
+                "a request from before stage and step, another revision",
+                legacy(ManualAction::Abort, &revision_of(V2)),
+                v3,
+                Some(format!("written for revision {}", revision_of(V2))),
+            ),
+        ];
+        for (name, request, now, expected) in cases {
+            let answer = stale(&request, &now);
+            match expected {
+                None => assert_eq!(answer, None, "{name}"),
+                Some(words) => {
+                    let answer = answer.unwrap_or_else(|| panic!("{name}: not stale"));
+                    assert!(answer.starts_with("it is stale: "), "{name}: {answer}");
+                    assert!(
+                        answer.contains(&words),
+                        "{name}: {answer:?} lacks {words:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Releases in every stage, reached by the controller's own decisions (not written by
+    /// hand), in both traffic modes.
+    fn reached() -> Vec<(&'static str, Sim)> {
+        let paused_at_the_end = |builder: ReleaseBuilder| {
+            let mut sim = Sim::canary_of(builder);
+            sim.settle();
+            sim.tick(120);
+            sim.settle();
+            assert_eq!(sim.status().reason.as_deref(), Some("CanaryPauseStep"));
+            sim
+        };
+        let mut first_rolling_out = Sim::new(ReleaseBuilder::gateway().build());
+        first_rolling_out.slow_pods = true;
+        first_rolling_out.tick(0);
+        let mut first_healthy = Sim::new(ReleaseBuilder::gateway().build());
+        first_healthy.settle();
+        let mut frozen = Sim::canary_of(ReleaseBuilder::gateway().budget(0.1));
+        let mut budget_run = run(V2, Verdict::Passing, at(0));
+        budget_run.error_budget_remaining = Some(0.0);
+        frozen.observed.analysis = Some(budget_run);
+        frozen.tick(0);
+        let mut starting = Sim::canary_of(ReleaseBuilder::gateway());
+        starting.slow_pods = true;
+        starting.tick(0);
+        let mut timed_pause = Sim::canary_of(ReleaseBuilder::gateway());
+        timed_pause.settle();
+        let mut held = Sim::canary_of(ReleaseBuilder::gateway().analysis());
+        held.settle();
+        for n in 1..=3 {
+            held.observed.analysis = Some(run(V2, Verdict::Inconclusive, at(30 * n)));
+            held.tick(30);
+        }
+        let mut waiting_for_analysis = Sim::canary_of(
+            ReleaseBuilder::gateway()
+                .analysis()
+                .steps(vec![set_weight(20)]),
+        );
+        waiting_for_analysis.settle();
+        let mut promoting = paused_at_the_end(ReleaseBuilder::gateway());
+        promoting.slow_pods = true;
+        promoting.request("go", ManualAction::PromoteFull);
+        promoting.tick(0);
+        let mut rolled_back = paused_at_the_end(ReleaseBuilder::gateway());
+        rolled_back.request("stop", ManualAction::Abort);
+        rolled_back.settle();
+        let mut promoted = paused_at_the_end(ReleaseBuilder::gateway());
+        promoted.request("go", ManualAction::Promote);
+        promoted.settle();
+        promoted.tick(60);
+        promoted.settle();
+        let mut superseded = paused_at_the_end(ReleaseBuilder::gateway());
+        superseded.release.spec.template = template(V3);
+        let states = vec![
+            ("first release rolling out", first_rolling_out),
+            ("first release healthy", first_healthy),
+            ("pending under an error-budget freeze", frozen),
+            ("canary starting", starting),
+            ("canary in a timed pause", timed_pause),
+            (
+                "canary at an indefinite pause",
+                paused_at_the_end(ReleaseBuilder::gateway()),
+            ),
+            (
+                "replica split canary at an indefinite pause",
+                paused_at_the_end(ReleaseBuilder::replica_split()),
+            ),
+            ("canary held by inconclusive analysis", held),
+            (
+                "canary waiting for a passing analysis",
+                waiting_for_analysis,
+            ),
+            ("promoting", promoting),
+            ("rolled back", rolled_back),
+            ("steady after a promotion", promoted),
+            ("canary replaced by a new template", superseded),
+        ];
+        for (name, sim) in &states {
+            assert!(
+                sim.status().request.is_none()
+                    || sim.status().handled_request
+                        == sim.status().request.as_ref().map(|r| r.id.clone()),
+                "{name}: no request left to handle"
+            );
+        }
+        states
+    }
+
+    fn ignored(decision: &crate::rollout::Decision) -> Vec<String> {
+        notes(decision)
+            .into_iter()
+            .filter(|note| note.starts_with("RequestIgnored"))
+            .collect()
+    }
+
+    /// The status that matters for what a request did: without the request fields and the
+    /// timeline (where an accepted request is noted).
+    fn outcome_of(status: &ReleaseStatus) -> ReleaseStatus {
+        ReleaseStatus {
+            request: None,
+            handled_request: None,
+            timeline: vec![],
+            ..status.clone()
+        }
+    }
+
+    /// What the controller did shows `effect`.
+    fn shows(
+        effect: Effect,
+        before: &ReleaseStatus,
+        after: &ReleaseStatus,
+        spec_revision: &str,
+    ) -> bool {
+        match effect {
+            Effect::RollBack => {
+                after.phase == Some(Phase::RolledBack)
+                    && after.history.first().map(|e| e.outcome) == Some(Outcome::Aborted)
+            }
+            Effect::Retry => {
+                after.rolled_back_revision.is_none()
+                    && after.canary_revision.as_deref() == Some(spec_revision)
+            }
+            Effect::PromoteWithoutCanary | Effect::SkipToPromotion => {
+                after.stable_revision.as_deref() == Some(spec_revision)
+                    && before.stable_revision.as_deref() != Some(spec_revision)
+            }
+            Effect::StartDespiteBudget => after.canary_revision.as_deref() == Some(spec_revision),
+            Effect::ReleaseHold => after
+                .analysis
+                .as_ref()
+                .is_some_and(|a| a.consecutive_inconclusive == 0),
+            Effect::FinishStep => {
+                after.current_step > before.current_step
+                    || after.stable_revision.as_deref() == Some(spec_revision)
+            }
+        }
+    }
+
+    #[test]
+    fn the_controller_acts_on_what_the_cli_accepts_and_ignores_what_it_refuses() {
+        let mut effects_seen = std::collections::BTreeSet::new();
+        let mut refusals = 0;
+        for (state, sim) in reached() {
+            let spec_revision = template_revision(&sim.release.spec.template);
+            for action in ACTIONS {
+                let case = format!("{state}, {}", action.verb());
+                let before = sim.status().clone();
+                let mut without = sim.clone();
+                let untouched = without.tick(0);
+                let mut with = sim.clone();
+                match crate::cli::request::build_request(
+                    &with.release,
+                    action,
+                    with.now,
+                    Some("sre@example.com".into()),
+                ) {
+                    Ok(mut request) => {
+                        request.id = "cli".into();
+                        with.release.status.as_mut().unwrap().request = Some(request);
+                        let decision = with.tick(0);
+                        assert_eq!(ignored(&decision), Vec::<String>::new(), "{case}");
+                        assert_eq!(
+                            with.status().handled_request.as_deref(),
+                            Some("cli"),
+                            "{case}"
+                        );
+                        let effect = judge(&sim.release, action).unwrap().effect;
+                        assert!(
+                            shows(effect, &before, with.status(), &spec_revision),
+                            "{case}: {effect:?} not done: {:?} {:?}",
+                            with.status().phase,
+                            with.status().message
+                        );
+                        assert_ne!(
+                            outcome_of(with.status()),
+                            outcome_of(&untouched.status),
+                            "{case}: the request changed nothing"
+                        );
+                        effects_seen.insert(format!("{effect:?}"));
+                    }
+                    Err(refusal) => {
+                        refusals += 1;
+                        let text = refusal.to_string();
+                        assert!(
+                            text.starts_with(&format!("cannot {} shop/checkout: ", action.verb())),
+                            "{case}: {text}"
+                        );
+                        let instead = &refusal.instead;
+                        assert!(
+                            ["`waymark ", "spec.template", "nothing to do"]
+                                .iter()
+                                .any(|what| instead.contains(what)),
+                            "{case}: says what to do instead: {text}"
+                        );
+                        // The same request written by other means (kubectl, an older CLI):
+                        // the controller ignores it, says why, and nothing moves.
+                        let position = position(&sim.release.spec, sim.status());
+                        with.release.status.as_mut().unwrap().request = Some(ManualRequest {
+                            id: "by-hand".into(),
+                            action,
+                            revision: position.revision,
+                            stage: None,
+                            step: None,
+                            requested_at: Time(with.now),
+                            requested_by: None,
+                        });
+                        let decision = with.tick(0);
+                        let ignored = ignored(&decision);
+                        assert_eq!(ignored.len(), 1, "{case}: {:?}", notes(&decision));
+                        assert!(
+                            ignored[0].contains(&refusal.why),
+                            "{case}: {ignored:?} vs {text}"
+                        );
+                        assert_eq!(
+                            outcome_of(with.status()),
+                            outcome_of(without.status()),
+                            "{case}: an ignored request changes nothing"
+                        );
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            effects_seen.len(),
+            7,
+            "every effect exercised: {effects_seen:?}"
+        );
+        assert!(refusals > 20, "{refusals}");
     }
 }

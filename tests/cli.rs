@@ -73,15 +73,13 @@ fn an_unreachable_cluster_names_the_kubeconfig_and_context_tried_and_fails() {
     assert!(stderr.contains("--kubeconfig/--context"), "{stderr}");
 }
 
+/// The calls a stand-in API server saw: `METHOD path` and the body.
+type Calls = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
 /// A stand-in API server on a loopback port: answers `GET` of Release shop/checkout with
 /// `release`, a status `PATCH` with it too, and anything else (the SelfSubjectReview) with 404.
 /// Returns its address and the calls it saw, as `METHOD path` and the body.
-fn api_server(
-    release: serde_json::Value,
-) -> (
-    String,
-    std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
-) {
+fn api_server(release: serde_json::Value) -> (String, Calls) {
     use std::io::{BufRead, BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
     let address = format!("http://{}", listener.local_addr().expect("an address"));

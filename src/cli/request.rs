@@ -188,7 +188,8 @@ mod tests {
         let request = build_request(&release, ManualAction::Promote, now(), None).unwrap();
         let text = confirmation(&release, &request);
         assert!(
-            text.contains("step 4/4 of canary") && text.contains("ends and the next step begins"),
+            text.contains("step 4/4 of canary")
+                && text.contains("ends; it is promoted once an analysis passes"),
             "{text}"
         );
     }

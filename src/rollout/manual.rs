@@ -394,9 +394,16 @@ impl Rule<'_> {
                 }
                 let index = usize::try_from(self.at.step.unwrap_or(0).max(0)).unwrap_or(0);
                 if index < self.at.steps {
+                    let next = if index + 1 < self.at.steps {
+                        "the next step begins"
+                    } else if self.spec.analysis.is_some() {
+                        "it is promoted once an analysis passes"
+                    } else {
+                        "it is promoted"
+                    };
                     return Ok((
                         Effect::FinishStep,
-                        format!("{step} of canary {revision} ends and the next step begins"),
+                        format!("{step} of canary {revision} ends; {next}"),
                     ));
                 }
                 let latest = self

@@ -198,6 +198,8 @@ pub async fn abort_sends_traffic_back_to_stable_before_the_canary_goes(env: Env)
         id: "e2e-abort-1".into(),
         action: ManualAction::Abort,
         revision: Some(canary_revision.clone()),
+        stage: None,
+        step: None,
         requested_at: Time(Timestamp::now()),
         requested_by: Some("e2e".into()),
     };

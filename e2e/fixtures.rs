@@ -172,17 +172,18 @@ pub async fn healthy_first_release(env: &Env, name: &str, steps: Value) {
     wait_for_phase(env, name, Phase::Healthy, Some("StableAvailable")).await;
 }
 
-/// What `waymark promote|abort|retry` writes: a request on the status subresource, as the CLI.
+/// What `waymark promote|abort|retry` writes: the request the CLI builds from the Release as it
+/// is (refused ones panic), on the status subresource.
 pub async fn request(env: &Env, name: &str, action: waymark::api::ManualAction, id: &str) {
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-    let revision = env.status(name).await.canary_revision;
-    let request = waymark::api::ManualRequest {
-        id: id.into(),
+    let release = env.releases().get(name).await.expect("the Release");
+    let mut request = waymark::cli::request::build_request(
+        &release,
         action,
-        revision,
-        requested_at: Time(k8s_openapi::jiff::Timestamp::now()),
-        requested_by: Some("e2e".into()),
-    };
+        k8s_openapi::jiff::Timestamp::now(),
+        Some("e2e".into()),
+    )
+    .unwrap_or_else(|refusal| panic!("the CLI refuses the {id} request: {refusal}"));
+    request.id = id.into();
     let patch = json!({
         "apiVersion": "waymark.dev/v1alpha1",
         "kind": "Release",

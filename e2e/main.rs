@@ -66,6 +66,7 @@ fn main() -> ExitCode {
         children::a_write_refused_by_a_quota_is_shown_in_the_status,
         operate::the_command_line_promotes_aborts_and_retries,
         operate::a_user_with_edit_promotes_in_their_namespace_only,
+        operate::abort_during_promotion_the_cli_answer_and_the_outcome_agree,
         install::the_helm_chart_applies_to_the_api_server,
         hostile::a_selector_change_is_refused_naming_spec_selector,
         hostile::every_hostile_release_is_refused_or_gets_spec_valid,

@@ -57,7 +57,7 @@ pub async fn the_command_line_promotes_aborts_and_retries(env: Env) {
     let refused = waymark(&["promote", name, "-n", &ns]).await;
     assert!(!refused.success, "promote of a Healthy release is refused");
     assert!(
-        refused.stderr.contains("Progressing or Paused"),
+        refused.stderr.contains("first release") && refused.stderr.contains("no steps to promote"),
         "{}",
         refused.stderr
     );
@@ -118,6 +118,136 @@ pub async fn the_command_line_promotes_aborts_and_retries(env: Env) {
     wait_for_weight(&env, name, name, 30).await;
     let after = waymark(&["status", name, "-n", &ns]).await;
     assert!(after.stdout.contains("E2E-3"), "{}", after.stdout);
+}
+
+/// The Events on Release `name`, as `(reason, note)`, once one has `reason`: the Events of a
+/// decision are published after its status, so a reason that comes with an outcome proves the
+/// decision's Events are all there.
+async fn events_once(env: &Env, name: &str, reason: &str) -> Vec<(String, String)> {
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> =
+        kube::Api::namespaced(env.client.clone(), &env.namespace);
+    crate::support::eventually(&format!("a {reason} Event on {name}"), || async {
+        let story: Vec<(String, String)> = events
+            .list(&Default::default())
+            .await
+            .map_err(|error| error.to_string())?
+            .items
+            .into_iter()
+            .filter(|event| event.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .map(|event| {
+                (
+                    event.reason.unwrap_or_default(),
+                    event.note.unwrap_or_default(),
+                )
+            })
+            .collect();
+        if story.iter().any(|(r, _)| r == reason) {
+            Ok(story)
+        } else {
+            Err(format!("{story:?}"))
+        }
+    })
+    .await
+}
+
+/// Abort during promotion: the CLI's answer and the outcome agree. The stable's new pods are
+/// kept from becoming available so the promotion is caught in the middle; `waymark abort` is
+/// refused there (the previous template is gone), exits non-zero, writes nothing, and the
+/// promotion finishes. An abort the CLI accepts (at a pause) is acted on: Aborted, no
+/// `RequestIgnored`. After it, `promote --full` points to `waymark retry`.
+pub async fn abort_during_promotion_the_cli_answer_and_the_outcome_agree(env: Env) {
+    let name = "checkout";
+    let ns = env.namespace.clone();
+    healthy_first_release(&env, name, json!([{"setWeight": 50}, {"pause": {}}])).await;
+    ship(&env, name, &image(2), "E2E-2").await;
+    wait_for_phase(&env, name, Phase::Paused, Some("CanaryPauseStep")).await;
+    let canary = env.status(name).await.canary_revision.expect("a canary");
+
+    env.set_pods_become_ready(false);
+    let promote = waymark(&["promote", name, "-n", &ns]).await;
+    assert!(promote.success, "{}", promote.stderr);
+    let promoting = wait_for_status(&env, name, "the promotion in progress", |s| {
+        s.reason.as_deref() == Some("Promoting")
+    })
+    .await;
+    let promote_id = promoting
+        .request
+        .as_ref()
+        .expect("the promote request")
+        .id
+        .clone();
+    assert_eq!(
+        promoting.handled_request.as_deref(),
+        Some(promote_id.as_str())
+    );
+
+    let abort = waymark(&["abort", name, "-n", &ns]).await;
+    assert!(
+        !abort.success,
+        "abort during a promotion is refused: {}",
+        abort.stdout
+    );
+    assert!(
+        abort.stderr.starts_with(&format!(
+            "error: cannot abort {ns}/{name}: canary {canary} is being promoted"
+        )),
+        "{}",
+        abort.stderr
+    );
+    assert!(
+        abort
+            .stderr
+            .contains("apply the previous template as a new revision"),
+        "says what to do instead: {}",
+        abort.stderr
+    );
+    let after_abort = env.status(name).await;
+    assert_eq!(
+        after_abort.request.as_ref().map(|r| r.id.as_str()),
+        Some(promote_id.as_str()),
+        "a refused abort writes nothing"
+    );
+
+    env.set_pods_become_ready(true);
+    let promoted = wait_for_status(&env, name, "the promotion of E2E-2", |s| {
+        s.phase == Some(Phase::Healthy) && s.roadmap_item.as_deref() == Some("E2E-2")
+    })
+    .await;
+    assert_eq!(promoted.history[0].revision, canary);
+    assert_eq!(promoted.history[0].outcome, Outcome::Promoted);
+    let story = events_once(&env, name, "CanaryPromoted").await;
+    assert!(
+        story.iter().any(|(reason, _)| reason == "PromoteRequested"),
+        "{story:#?}"
+    );
+    assert!(
+        !story.iter().any(|(reason, _)| reason == "RequestIgnored"),
+        "{story:#?}"
+    );
+
+    // An abort the CLI accepts is what happens.
+    ship(&env, name, "nginx:1.29-alpine", "E2E-3").await;
+    wait_for_phase(&env, name, Phase::Paused, Some("CanaryPauseStep")).await;
+    let abort = waymark(&["abort", name, "-n", &ns]).await;
+    assert!(abort.success, "{}", abort.stderr);
+    assert!(abort.stdout.contains("is rolled back"), "{}", abort.stdout);
+    let aborted = wait_for_phase_status(&env, name, Phase::RolledBack).await;
+    assert_eq!(aborted.history[0].outcome, Outcome::Aborted);
+    assert_eq!(aborted.handled_request, aborted.request.map(|r| r.id));
+    wait_for_weight(&env, name, name, 0).await;
+    let story = events_once(&env, name, "CanaryAborted").await;
+    assert!(
+        !story.iter().any(|(reason, _)| reason == "RequestIgnored"),
+        "{story:#?}"
+    );
+
+    let full = waymark(&["promote", name, "--full", "-n", &ns]).await;
+    assert!(!full.success, "promote --full after a rollback is refused");
+    assert!(
+        full.stderr.contains(&format!("`waymark retry {name}`")),
+        "points to retry: {}",
+        full.stderr
+    );
 }
 
 async fn wait_for_phase_status(env: &Env, name: &str, phase: Phase) -> waymark::api::ReleaseStatus {

@@ -164,3 +164,171 @@ fn a_controller_whose_api_server_does_not_answer_is_not_ready_and_says_why() {
     );
     assert!(body.contains("Connection refused"), "{body}");
 }
+
+/// The calls a stand-in API server saw: `METHOD path` and the body.
+type Calls = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
+/// A stand-in API server on a loopback port: answers `GET` of Release shop/checkout with
+/// `release`, a status `PATCH` with it too, and anything else (the SelfSubjectReview) with 404.
+/// Returns its address and the calls it saw, as `METHOD path` and the body.
+fn api_server(release: serde_json::Value) -> (String, Calls) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let address = format!("http://{}", listener.local_addr().expect("an address"));
+    let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = calls.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let seen = seen.clone();
+            let release = release.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().expect("a stream"));
+                let mut writer = stream;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut parts = line.split_whitespace();
+                    let method = parts.next().unwrap_or_default().to_string();
+                    let path = parts.next().unwrap_or_default().to_string();
+                    let mut length = 0;
+                    loop {
+                        let mut header = String::new();
+                        reader.read_line(&mut header).unwrap_or(0);
+                        if header.trim().is_empty() {
+                            break;
+                        }
+                        if let Some((name, value)) = header.split_once(':')
+                            && name.eq_ignore_ascii_case("content-length")
+                        {
+                            length = value.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    reader.read_exact(&mut body).expect("the body");
+                    let release_path =
+                        "/apis/waymark.dev/v1alpha1/namespaces/shop/releases/checkout";
+                    let (code, answer) = if path.starts_with(release_path) {
+                        (200, release.to_string())
+                    } else {
+                        (
+                            404,
+                            r#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404,"message":"not found"}"#.to_string(),
+                        )
+                    };
+                    seen.lock().expect("the calls").push((
+                        format!("{method} {}", path.split('?').next().unwrap_or_default()),
+                        String::from_utf8_lossy(&body).into_owned(),
+                    ));
+                    let reply = format!(
+                        "HTTP/1.1 {code} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
+                        answer.len()
+                    );
+                    if writer.write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (address, calls)
+}
+
+/// The example checkout Release with a canary of its template at its last step; with
+/// `promoting`, the stable already runs the canary's template (a promotion in progress).
+fn checkout_with_canary(promoting: bool) -> serde_json::Value {
+    let text = std::fs::read_to_string("examples/checkout.yaml").expect("the example");
+    let document = text.split("\n---\n").next().unwrap_or_default();
+    let mut release: waymark::api::Release =
+        serde_yaml::from_str(document).expect("the example Release");
+    let canary = waymark::api::template_revision(&release.spec.template);
+    release.status = Some(waymark::api::ReleaseStatus {
+        phase: Some(if promoting {
+            waymark::api::Phase::Progressing
+        } else {
+            waymark::api::Phase::Paused
+        }),
+        stable_revision: Some(if promoting {
+            canary.clone()
+        } else {
+            "5d8b9c0a1e".into()
+        }),
+        canary_revision: Some(canary),
+        current_step: Some(3),
+        ..Default::default()
+    });
+    serde_json::to_value(&release).expect("JSON")
+}
+
+fn waymark_against(address: &str, args: &[&str]) -> std::process::Output {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = dir.path().join("config");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: dev\nclusters:\n- name: dev\n  cluster: {{server: \"{address}\"}}\ncontexts:\n- name: dev\n  context: {{cluster: dev, user: me, namespace: shop}}\nusers:\n- name: me\n  user: {{token: t}}\n"
+        ),
+    )
+    .expect("write kubeconfig");
+    Command::new(waymark())
+        .args(args)
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .output()
+        .expect("run waymark")
+}
+
+#[test]
+fn abort_during_a_promotion_exits_non_zero_says_what_to_do_and_writes_nothing() {
+    let (address, calls) = api_server(checkout_with_canary(true));
+    let output = waymark_against(&address, &["abort", "checkout"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.starts_with("error: cannot abort shop/checkout: canary ")
+            && stderr.contains("is being promoted"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("apply the previous template as a new revision"),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty());
+    let calls = calls.lock().expect("the calls");
+    assert_eq!(
+        calls
+            .iter()
+            .map(|(call, _)| call.as_str())
+            .collect::<Vec<_>>(),
+        ["GET /apis/waymark.dev/v1alpha1/namespaces/shop/releases/checkout"],
+        "read, then nothing written"
+    );
+}
+
+#[test]
+fn promote_at_a_pause_exits_zero_and_writes_where_the_release_stood() {
+    let (address, calls) = api_server(checkout_with_canary(false));
+    let output = waymark_against(&address, &["promote", "checkout"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.starts_with("promote requested for release checkout (revision ")
+            && stdout.contains("step 4/4 of canary"),
+        "{stdout}"
+    );
+    let calls = calls.lock().expect("the calls");
+    let (_, patch) = calls
+        .iter()
+        .find(|(call, _)| call.starts_with("PATCH"))
+        .expect("a status PATCH");
+    let patch: serde_json::Value = serde_json::from_str(patch).expect("JSON");
+    assert_eq!(patch["status"]["request"]["action"], "Promote");
+    assert_eq!(patch["status"]["request"]["stage"], "Canary");
+    assert_eq!(patch["status"]["request"]["step"], 3);
+}

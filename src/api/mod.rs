@@ -19,8 +19,8 @@ pub use spec::{
     ServicePorts, Slo, Step, Traffic,
 };
 pub use status::{
-    HistoryEntry, ManualAction, ManualRequest, Outcome, Phase, ReleaseStatus, TimelineCheck,
-    TimelineEntry, TimelineKind, TimelineWindow,
+    HistoryEntry, ManualAction, ManualRequest, Outcome, Phase, ReleaseStage, ReleaseStatus,
+    TimelineCheck, TimelineEntry, TimelineKind, TimelineWindow,
 };
 
 /// Label naming the Release a child object belongs to.

@@ -177,14 +177,62 @@ pub struct ManualRequest {
     pub id: String,
     /// What to do.
     pub action: ManualAction,
-    /// The canary revision the person saw when asking; a request for another revision is stale.
+    /// The revision the request is about, as the person saw it (the canary, the rolled-back or
+    /// the pending revision): once the spec's template is another, the request is stale.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<String>,
+    /// Where the release stood when the request was written; once it stands elsewhere (a
+    /// promotion began, a rollback happened), the request is stale. Absent in requests written
+    /// before this field existed: those are judged on the revision alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<ReleaseStage>,
+    /// The canary's step (0-based, as `currentStep`) when the request was written; a `promote`
+    /// finishes that step, so once the canary is at another step the promote is stale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<i32>,
     /// When it was asked.
     pub requested_at: Time,
     /// Who asked, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_by: Option<String>,
+}
+
+/// Where a release stands, derived from the revisions in the status (never from the phase,
+/// which is a report and may be overridden by Degraded).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReleaseStage {
+    /// No stable revision yet: the first template becomes the stable directly.
+    FirstRelease,
+    /// The stable runs the spec's template; no canary.
+    Steady,
+    /// The spec has a new revision and no canary runs it yet (maybe held by the error budget).
+    Pending,
+    /// The spec's revision was rolled back and waits for a new template or a retry.
+    RolledBack,
+    /// A canary of the spec's revision moves through its steps.
+    Canary,
+    /// The stable is taking the canary's template.
+    Promoting,
+}
+
+impl ReleaseStage {
+    /// The name as written in the status.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ReleaseStage::FirstRelease => "FirstRelease",
+            ReleaseStage::Steady => "Steady",
+            ReleaseStage::Pending => "Pending",
+            ReleaseStage::RolledBack => "RolledBack",
+            ReleaseStage::Canary => "Canary",
+            ReleaseStage::Promoting => "Promoting",
+        }
+    }
+}
+
+impl std::fmt::Display for ReleaseStage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Manual actions.

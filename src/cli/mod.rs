@@ -549,6 +549,27 @@ pub(crate) mod fixtures {
         });
         release
     }
+
+    /// The example Release settled on its template (stable `template_revision`, promoted from
+    /// an earlier revision).
+    pub fn healthy_release() -> Release {
+        let mut release = release_in(Phase::Healthy, None);
+        let revision = crate::api::template_revision(&release.spec.template);
+        release.status.as_mut().unwrap().stable_revision = Some(revision);
+        release
+    }
+
+    /// The example Release with a canary of its template at step `step` (0-based) against
+    /// stable `5d8b9c`.
+    pub fn canary_release(phase: Phase, step: i32) -> Release {
+        let mut release = release_in(phase, None);
+        let revision = crate::api::template_revision(&release.spec.template);
+        let status = release.status.as_mut().unwrap();
+        status.stable_revision = Some("5d8b9c".into());
+        status.canary_revision = Some(revision);
+        status.current_step = Some(step);
+        release
+    }
 }
 
 #[cfg(test)]
@@ -653,7 +674,14 @@ mod tests {
     #[tokio::test]
     async fn promote_records_the_user_the_api_server_authenticates_in_the_status_request() {
         let (client, mut handle) = mock_client();
-        let release = fixtures::release_in(Phase::Paused, Some("6f9c7d"));
+        let release = fixtures::canary_release(Phase::Paused, 3);
+        let canary = release
+            .status
+            .as_ref()
+            .unwrap()
+            .canary_revision
+            .clone()
+            .unwrap();
         let server = tokio::spawn(async move {
             answer_get(&mut handle, &release).await;
             answer_review(&mut handle, 201, review_of("alice@example.com")).await;
@@ -674,12 +702,14 @@ mod tests {
             "only the request"
         );
         assert_eq!(status["request"]["action"], "Promote");
-        assert_eq!(status["request"]["revision"], "6f9c7d");
+        assert_eq!(status["request"]["revision"], canary.as_str());
+        assert_eq!(status["request"]["stage"], "Canary");
+        assert_eq!(status["request"]["step"], 3);
         assert_eq!(status["request"]["requestedBy"], "alice@example.com");
         assert!(
-            output.starts_with(
-                "promote requested for release checkout (revision 6f9c7d), roadmap item PAY-142"
-            ),
+            output.starts_with(&format!(
+                "promote requested for release checkout (revision {canary}), roadmap item PAY-142: step 4/4 of canary {canary} ends"
+            )),
             "{output}"
         );
         assert!(!output.contains("note:"), "{output}");
@@ -688,7 +718,7 @@ mod tests {
     #[tokio::test]
     async fn without_self_subject_review_the_kubeconfig_user_is_recorded_with_a_note() {
         let (client, mut handle) = mock_client();
-        let release = fixtures::release_in(Phase::Progressing, Some("6f9c7d"));
+        let release = fixtures::canary_release(Phase::Progressing, 0);
         let server = tokio::spawn(async move {
             answer_get(&mut handle, &release).await;
             let missing = status_body(
@@ -723,7 +753,7 @@ mod tests {
     #[tokio::test]
     async fn retry_on_a_healthy_release_is_refused_without_a_write() {
         let (client, mut handle) = mock_client();
-        let release = fixtures::release_in(Phase::Healthy, None);
+        let release = fixtures::healthy_release();
         let server = tokio::spawn(async move {
             answer_get(&mut handle, &release).await;
             handle
@@ -733,7 +763,9 @@ mod tests {
             .unwrap_err();
         assert!(matches!(error, CliError::Refused(_)), "{error}");
         assert!(
-            error.to_string().contains("retry works after a rollback"),
+            error
+                .to_string()
+                .contains("nothing was rolled back: stable "),
             "{error}"
         );
         let mut handle = server.await.unwrap();
@@ -769,7 +801,7 @@ mod tests {
     #[tokio::test]
     async fn a_refused_status_write_names_the_permission() {
         let (client, mut handle) = mock_client();
-        let release = fixtures::release_in(Phase::Paused, Some("6f9c7d"));
+        let release = fixtures::canary_release(Phase::Paused, 3);
         let server = tokio::spawn(async move {
             answer_get(&mut handle, &release).await;
             answer_review(&mut handle, 201, review_of("bob")).await;

@@ -1,14 +1,16 @@
-//! Manual actions (`promote`, `abort`, `retry`): which phases allow them, and the request
-//! written to the Release's status subresource for the controller to act on.
+//! Manual actions (`promote`, `abort`, `retry`): whether the release accepts them now (the rule
+//! in [`crate::rollout::manual`], the same one the controller applies), and the request written
+//! to the Release's status subresource for the controller to act on.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
-use crate::api::{ManualAction, ManualRequest, Phase, Release};
+use crate::api::{ManualAction, ManualRequest, Release};
+use crate::rollout::manual;
 
 /// Why a manual action is refused before anything is written.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("cannot {verb} {namespace}/{name}: {why}")]
+#[error("cannot {verb} {namespace}/{name}: {why}; {instead}")]
 pub struct Refusal {
     /// The command, as typed (`promote`, `abort`, `retry`).
     pub verb: &'static str,
@@ -18,85 +20,53 @@ pub struct Refusal {
     pub name: String,
     /// What is in the way, in words.
     pub why: String,
+    /// What to do instead.
+    pub instead: String,
 }
 
 /// The command a person types for `action`.
 pub fn verb(action: ManualAction) -> &'static str {
-    match action {
-        ManualAction::Promote => "promote",
-        ManualAction::PromoteFull => "promote --full",
-        ManualAction::Abort => "abort",
-        ManualAction::Retry => "retry",
-    }
+    action.verb()
 }
 
-/// Build the request for `action` on `release`, or refuse when the phase does not allow it:
-/// promote only while Progressing or Paused, abort only while a canary exists, retry only
-/// after RolledBack.
+/// Build the request for `action` on `release`, or refuse what the controller would not act
+/// on, saying why and what to do instead.
 pub fn build_request(
     release: &Release,
     action: ManualAction,
     now: Timestamp,
     requested_by: Option<String>,
 ) -> Result<ManualRequest, Refusal> {
-    let status = release.status.clone().unwrap_or_default();
-    let phase = status.phase;
-    let refuse = |why: String| Refusal {
+    let accepted = manual::judge(release, action).map_err(|refused| Refusal {
         verb: verb(action),
         namespace: release.metadata.namespace.clone().unwrap_or_default(),
         name: release.metadata.name.clone().unwrap_or_default(),
-        why,
-    };
-    let phase_name = phase.map_or("not yet reconciled".to_string(), |p| format!("phase {p}"));
-    let revision = match action {
-        ManualAction::Promote | ManualAction::PromoteFull => {
-            if !matches!(phase, Some(Phase::Progressing | Phase::Paused)) {
-                return Err(refuse(format!(
-                    "promote works while Progressing or Paused; the release is in {phase_name}"
-                )));
-            }
-            status.canary_revision.clone()
-        }
-        ManualAction::Abort => {
-            let Some(canary) = status.canary_revision.clone() else {
-                return Err(refuse(format!(
-                    "there is no canary to abort ({phase_name})"
-                )));
-            };
-            if matches!(phase, Some(Phase::RolledBack)) {
-                return Err(refuse(format!("canary {canary} is already rolled back")));
-            }
-            Some(canary)
-        }
-        ManualAction::Retry => {
-            if phase != Some(Phase::RolledBack) {
-                return Err(refuse(format!(
-                    "retry works after a rollback; the release is in {phase_name}"
-                )));
-            }
-            status
-                .rolled_back_revision
-                .clone()
-                .or(status.canary_revision.clone())
-        }
-    };
-    Ok(ManualRequest {
-        id: format!("{}-{}", now.as_nanosecond(), std::process::id()),
-        action,
-        revision,
-        requested_at: Time(now),
-        requested_by,
-    })
+        why: refused.why,
+        instead: refused.instead,
+    })?;
+    let id = format!("{}-{}", now.as_nanosecond(), std::process::id());
+    Ok(accepted.request(id, Time(now), requested_by))
 }
 
 /// The merge patch for the status subresource that carries `request`.
 ///
-/// Only `status.request` is sent: the controller owns every other status field.
+/// Only `status.request` is sent: the controller owns every other status field. A merge patch
+/// keeps the fields it does not name, so every field of the request is named (an absent one
+/// as null): an older request's `step` or `revision` must not survive into this one.
 pub fn request_patch(request: &ManualRequest) -> serde_json::Value {
-    serde_json::json!({ "status": { "request": request } })
+    let mut fields = serde_json::json!({
+        "id": null, "action": null, "revision": null, "stage": null, "step": null,
+        "requestedAt": null, "requestedBy": null,
+    });
+    if let (Some(fields), Ok(serde_json::Value::Object(set))) =
+        (fields.as_object_mut(), serde_json::to_value(request))
+    {
+        fields.extend(set);
+    }
+    serde_json::json!({ "status": { "request": fields } })
 }
 
-/// What the person is told once the request is written.
+/// What the person is told once the request is written: what the controller will do.
 pub fn confirmation(release: &Release, request: &ManualRequest) -> String {
     let name = release.metadata.name.as_deref().unwrap_or_default();
     let item = &release.spec.roadmap.item;
@@ -105,8 +75,11 @@ pub fn confirmation(release: &Release, request: &ManualRequest) -> String {
         .as_deref()
         .map(|revision| format!(" (revision {revision})"))
         .unwrap_or_default();
+    let what = manual::judge(release, request.action)
+        .map(|accepted| format!(": {}", accepted.what))
+        .unwrap_or_default();
     format!(
-        "{} requested for release {name}{target}, roadmap item {item}; the controller acts on its next reconcile",
+        "{} requested for release {name}{target}, roadmap item {item}{what}; the controller acts on its next reconcile",
         verb(request.action)
     )
 }
@@ -114,76 +87,52 @@ pub fn confirmation(release: &Release, request: &ManualRequest) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::fixtures::release_in;
+    use crate::api::{Phase, ReleaseStage};
+    use crate::cli::fixtures::{canary_release, healthy_release, release_in};
 
     fn now() -> Timestamp {
         "2026-11-21T12:00:00Z".parse().unwrap()
     }
 
     #[test]
-    fn promote_is_allowed_while_progressing_or_paused_and_targets_the_canary() {
-        for phase in [Phase::Progressing, Phase::Paused] {
-            let release = release_in(phase, Some("6f9c7d"));
-            let request = build_request(&release, ManualAction::Promote, now(), None).unwrap();
-            assert_eq!(request.action, ManualAction::Promote);
-            assert_eq!(request.revision.as_deref(), Some("6f9c7d"));
-            assert_eq!(request.requested_at, Time(now()));
-        }
+    fn promote_at_a_pause_targets_the_canary_and_records_where_it_stood() {
+        let release = canary_release(Phase::Paused, 3);
+        let canary = release.status.as_ref().unwrap().canary_revision.clone();
+        let request = build_request(&release, ManualAction::Promote, now(), None).unwrap();
+        assert_eq!(request.action, ManualAction::Promote);
+        assert_eq!(request.revision, canary);
+        assert_eq!(request.stage, Some(ReleaseStage::Canary));
+        assert_eq!(request.step, Some(3));
+        assert_eq!(request.requested_at, Time(now()));
     }
 
     #[test]
-    fn promote_is_refused_when_healthy_or_rolled_back() {
-        for phase in [Phase::Healthy, Phase::RolledBack, Phase::Degraded] {
-            let release = release_in(phase, None);
-            let refusal =
-                build_request(&release, ManualAction::PromoteFull, now(), None).unwrap_err();
-            assert_eq!(refusal.verb, "promote --full");
-            let text = refusal.to_string();
-            assert!(text.contains("shop/checkout"), "{text}");
-            assert!(text.contains(phase.as_str()), "{text}");
-        }
+    fn a_refusal_names_the_release_says_why_and_what_to_do_instead() {
+        let refusal =
+            build_request(&healthy_release(), ManualAction::PromoteFull, now(), None).unwrap_err();
+        assert_eq!(refusal.verb, "promote --full");
+        assert_eq!(
+            refusal.to_string(),
+            format!(
+                "cannot promote --full shop/checkout: no canary is in progress: stable {} runs the spec's template; to ship a new revision change spec.template; its canary can then be promoted",
+                crate::api::template_revision(&healthy_release().spec.template)
+            )
+        );
     }
 
     #[test]
-    fn abort_needs_a_live_canary() {
-        let refusal = build_request(
-            &release_in(Phase::Healthy, None),
-            ManualAction::Abort,
-            now(),
-            None,
+    fn abort_during_a_promotion_is_refused_with_how_to_go_back() {
+        let mut release = canary_release(Phase::Progressing, 4);
+        let status = release.status.as_mut().unwrap();
+        status.stable_revision = status.canary_revision.clone();
+        let refusal = build_request(&release, ManualAction::Abort, now(), None).unwrap_err();
+        assert!(refusal.why.contains("is being promoted"), "{refusal}");
+        assert!(
+            refusal
+                .instead
+                .contains("apply the previous template as a new revision"),
+            "{refusal}"
         );
-        assert!(refusal.unwrap_err().why.contains("no canary"));
-        let refusal = build_request(
-            &release_in(Phase::RolledBack, Some("6f9c7d")),
-            ManualAction::Abort,
-            now(),
-            None,
-        );
-        assert!(refusal.unwrap_err().why.contains("already rolled back"));
-        let request = build_request(
-            &release_in(Phase::Paused, Some("6f9c7d")),
-            ManualAction::Abort,
-            now(),
-            Some("alice".into()),
-        )
-        .unwrap();
-        assert_eq!(request.revision.as_deref(), Some("6f9c7d"));
-        assert_eq!(request.requested_by.as_deref(), Some("alice"));
-    }
-
-    #[test]
-    fn retry_only_after_a_rollback_and_targets_the_rolled_back_revision() {
-        let refusal = build_request(
-            &release_in(Phase::Progressing, Some("6f9c7d")),
-            ManualAction::Retry,
-            now(),
-            None,
-        );
-        assert!(refusal.unwrap_err().why.contains("Progressing"));
-        let mut release = release_in(Phase::RolledBack, None);
-        release.status.as_mut().unwrap().rolled_back_revision = Some("6f9c7d".into());
-        let request = build_request(&release, ManualAction::Retry, now(), None).unwrap();
-        assert_eq!(request.revision.as_deref(), Some("6f9c7d"));
     }
 
     #[test]
@@ -192,32 +141,62 @@ mod tests {
         release.status = None;
         let refusal = build_request(&release, ManualAction::Promote, now(), None).unwrap_err();
         assert!(
-            refusal.why.contains("not yet reconciled"),
+            refusal.why.contains("has not reconciled it yet"),
             "{}",
             refusal.why
+        );
+        assert!(
+            refusal.instead.contains("`waymark status checkout`"),
+            "{}",
+            refusal.instead
         );
     }
 
     #[test]
-    fn the_patch_carries_only_the_request() {
+    fn the_patch_carries_only_the_request_and_clears_what_it_does_not_set() {
         let request = build_request(
-            &release_in(Phase::Paused, Some("6f9c7d")),
-            ManualAction::Promote,
+            &canary_release(Phase::Paused, 3),
+            ManualAction::Abort,
             now(),
             None,
         )
         .unwrap();
-        let patch = request_patch(&request);
+        let mut bare = request.clone();
+        bare.step = None;
+        bare.stage = None;
+        let patch = request_patch(&bare);
         let status = patch["status"].as_object().unwrap();
         assert_eq!(status.keys().collect::<Vec<_>>(), ["request"]);
-        assert_eq!(status["request"]["action"], "Promote");
-        assert_eq!(status["request"]["revision"], "6f9c7d");
+        assert_eq!(status["request"]["action"], "Abort");
+        assert_eq!(
+            status["request"]["revision"],
+            request.revision.clone().unwrap()
+        );
         assert_eq!(status["request"]["requestedAt"], "2026-11-21T12:00:00Z");
+        // A merge patch keeps what it does not name: an earlier request's step must go.
+        assert_eq!(status["request"]["step"], serde_json::Value::Null);
+        assert_eq!(status["request"]["stage"], serde_json::Value::Null);
+        assert_eq!(status["request"]["requestedBy"], serde_json::Value::Null);
+        let full = request_patch(&request);
+        assert_eq!(full["status"]["request"]["stage"], "Canary");
+        assert_eq!(full["status"]["request"]["step"], 3);
+    }
+
+    #[test]
+    fn the_confirmation_says_what_the_controller_will_do() {
+        let release = canary_release(Phase::Paused, 3);
+        let request = build_request(&release, ManualAction::Promote, now(), None).unwrap();
+        let text = confirmation(&release, &request);
+        assert!(
+            text.contains("step 4/4 of canary")
+                && text.contains("ends; it is promoted once an analysis passes"),
+            "{text}"
+        );
     }
 
     #[test]
     fn two_requests_get_different_ids() {
-        let release = release_in(Phase::Paused, Some("6f9c7d"));
+        let release = canary_release(Phase::Paused, 3);
         let first = build_request(&release, ManualAction::Promote, now(), None).unwrap();
         let later = now()
             .checked_add(k8s_openapi::jiff::SignedDuration::from_nanos(1))

@@ -491,6 +491,8 @@ async fn an_abort_is_recorded_first_then_weight_zero_then_the_canary_scaled_down
         id: "stop-1".into(),
         action: crate::api::ManualAction::Abort,
         revision: None,
+        stage: None,
+        step: None,
         requested_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(30)),
         requested_by: Some("sre@example.com".into()),
     });

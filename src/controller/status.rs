@@ -224,6 +224,8 @@ mod tests {
             id: "r1".into(),
             action: ManualAction::Promote,
             revision: None,
+            stage: None,
+            step: None,
             requested_at: Time(at(1)),
             requested_by: None,
         });

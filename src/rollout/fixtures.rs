@@ -110,6 +110,8 @@ pub fn request(id: &str, action: ManualAction, at_secs: i64) -> ManualRequest {
         id: id.into(),
         action,
         revision: None,
+        stage: None,
+        step: None,
         requested_at: Time(at(at_secs)),
         requested_by: Some("sre@example.com".into()),
     }
@@ -117,6 +119,7 @@ pub fn request(id: &str, action: ManualAction, at_secs: i64) -> ManualRequest {
 
 /// A release and its world, moved on by applying each decision the way the controller and
 /// Kubernetes would (new pods become available at once unless `slow_pods` is set).
+#[derive(Clone)]
 pub struct Sim {
     pub release: Release,
     pub observed: Observed,
@@ -267,6 +270,30 @@ impl Sim {
         self.release.status.as_ref().unwrap()
     }
 
+    /// The request `waymark ACTION` builds from the release as it is now; panics when the CLI
+    /// refuses it.
+    pub fn cli_request(&self, id: &str, action: ManualAction) -> ManualRequest {
+        let mut request = crate::cli::request::build_request(
+            &self.release,
+            action,
+            self.now,
+            Some("sre@example.com".into()),
+        )
+        .unwrap_or_else(|refusal| panic!("the CLI refuses {id}: {refusal}"));
+        request.id = id.into();
+        request
+    }
+
+    /// Write `request` to `status.request`, as the CLI's patch does.
+    pub fn write_request(&mut self, request: ManualRequest) {
+        self.release
+            .status
+            .get_or_insert_with(Default::default)
+            .request = Some(request);
+    }
+
+    /// A request with only an action (as one written by hand, or before requests recorded
+    /// where the release stood).
     pub fn request(&mut self, id: &str, action: ManualAction) {
         let at_secs = self.now.as_second() - at(0).as_second();
         let status = self.release.status.get_or_insert_with(Default::default);

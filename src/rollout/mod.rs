@@ -14,6 +14,7 @@ mod decide;
 mod fixtures;
 pub mod fold;
 pub mod history;
+pub mod manual;
 #[cfg(test)]
 mod props;
 #[cfg(test)]

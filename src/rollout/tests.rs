@@ -640,7 +640,7 @@ fn a_new_revision_mid_canary_supersedes_it_and_restarts_the_steps() {
 }
 
 #[test]
-fn stale_requests_are_ignored_with_an_event_and_recorded() {
+fn refused_and_stale_requests_are_ignored_with_an_event_and_recorded() {
     let healthy = || {
         let mut sim = Sim::new(ReleaseBuilder::gateway().build());
         sim.settle();
@@ -652,35 +652,35 @@ fn stale_requests_are_ignored_with_an_event_and_recorded() {
             healthy(),
             ManualAction::Promote,
             None,
-            "only while Progressing or Paused",
+            "the first release: its template becomes the stable directly",
         ),
         (
             "abort while Healthy",
             healthy(),
             ManualAction::Abort,
             None,
-            "only while a canary exists",
+            "there is no canary to abort",
         ),
         (
             "retry while Healthy",
             healthy(),
             ManualAction::Retry,
             None,
-            "only after RolledBack",
+            "and nothing was rolled back",
         ),
         (
             "retry while Paused",
             gateway_canary_at_indefinite_pause(),
             ManualAction::Retry,
             None,
-            "only after RolledBack",
+            "nothing was rolled back",
         ),
         (
             "promote of another revision",
             gateway_canary_at_indefinite_pause(),
             ManualAction::Promote,
             Some("0000000000"),
-            "names revision 0000000000",
+            "stale: it was written for revision 0000000000",
         ),
     ];
     for (name, mut sim, action, revision, why) in cases {
@@ -710,6 +710,121 @@ fn stale_requests_are_ignored_with_an_event_and_recorded() {
             "{name}"
         );
     }
+}
+
+#[test]
+fn a_promote_written_during_a_timed_pause_is_stale_once_the_pause_is_over() {
+    let mut sim = Sim::canary_of(ReleaseBuilder::gateway());
+    sim.settle();
+    assert_eq!(sim.status().current_step, Some(1), "in the timed pause");
+    let promote = sim.cli_request("end-pause", ManualAction::Promote);
+    // The pause ends, and the canary moves to 50% and its indefinite pause, before the
+    // controller reads the request.
+    sim.tick(120);
+    sim.settle();
+    assert_eq!(sim.status().current_step, Some(3));
+    sim.write_request(promote);
+    let decision = sim.tick(0);
+    let notes = notes(&decision);
+    assert!(
+        notes.iter().any(|n| n.starts_with("RequestIgnored")
+            && n.contains("it is stale: it was written for canary")
+            && n.contains("at step 2/4, and now it is canary")
+            && n.contains("at step 4/4")),
+        "{notes:?}"
+    );
+    assert_eq!(
+        sim.status().current_step,
+        Some(3),
+        "the indefinite pause it never saw is not skipped"
+    );
+    assert_eq!(sim.status().reason.as_deref(), Some("CanaryPauseStep"));
+}
+
+#[test]
+fn an_abort_written_before_the_promotion_began_is_stale_and_the_promotion_finishes() {
+    let mut sim = Sim::canary_of(
+        ReleaseBuilder::gateway()
+            .analysis()
+            .steps(vec![set_weight(20)]),
+    );
+    sim.settle();
+    assert_eq!(sim.status().reason.as_deref(), Some("WaitingForAnalysis"));
+    let abort = sim.cli_request("stop", ManualAction::Abort);
+    sim.slow_pods = true;
+    sim.observed.analysis = Some(run(V2, Verdict::Passing, at(30)));
+    sim.tick(30);
+    assert_eq!(sim.status().reason.as_deref(), Some("Promoting"));
+    sim.write_request(abort);
+    let decision = sim.tick(0);
+    assert!(
+        notes(&decision)
+            .iter()
+            .any(|n| n.starts_with("RequestIgnored") && n.contains("being promoted")),
+        "{:?}",
+        notes(&decision)
+    );
+    sim.slow_pods = false;
+    sim.pods_ready();
+    sim.settle();
+    assert_eq!(sim.status().phase, Some(Phase::Healthy));
+    assert_eq!(sim.status().history[0].outcome, Outcome::Promoted);
+}
+
+#[test]
+fn a_promote_written_while_frozen_is_stale_once_the_canary_started() {
+    let mut sim = Sim::canary_of(ReleaseBuilder::gateway().budget(0.1));
+    let mut budget_run = run(V2, Verdict::Passing, at(0));
+    budget_run.error_budget_remaining = Some(0.0);
+    sim.observed.analysis = Some(budget_run);
+    sim.tick(0);
+    assert_eq!(sim.status().reason.as_deref(), Some("ErrorBudgetExhausted"));
+    let promote = sim.cli_request("go", ManualAction::Promote);
+    let mut recovered = run(V2, Verdict::Passing, at(30));
+    recovered.revision = None;
+    recovered.error_budget_remaining = Some(0.5);
+    sim.observed.analysis = Some(recovered);
+    sim.tick(30);
+    sim.settle();
+    assert_eq!(sim.status().current_step, Some(1), "started on its own");
+    sim.write_request(promote);
+    let decision = sim.tick(0);
+    assert!(
+        notes(&decision)
+            .iter()
+            .any(|n| n.contains("it is stale: it was written for revision")
+                && n.contains("waiting for its canary to start")),
+        "{:?}",
+        notes(&decision)
+    );
+    assert_eq!(sim.status().current_step, Some(1), "no step skipped");
+}
+
+#[test]
+fn a_request_stored_before_requests_recorded_their_stage_is_still_read_and_acted_on() {
+    let mut sim = gateway_canary_at_indefinite_pause();
+    let canary = sim.status().canary_revision.clone().unwrap();
+    // As an older CLI wrote it, and as the API server still holds it.
+    let stored: crate::api::ManualRequest = serde_json::from_value(serde_json::json!({
+        "id": "old-1",
+        "action": "Abort",
+        "revision": canary,
+        "requestedAt": "2026-03-01T12:03:00Z",
+        "requestedBy": "sre@example.com"
+    }))
+    .unwrap();
+    assert_eq!((stored.stage, stored.step), (None, None));
+    sim.write_request(stored);
+    let decision = sim.tick(0);
+    assert!(
+        !notes(&decision)
+            .iter()
+            .any(|n| n.starts_with("RequestIgnored")),
+        "{:?}",
+        notes(&decision)
+    );
+    assert_eq!(sim.status().history[0].outcome, Outcome::Aborted);
+    assert_eq!(sim.status().handled_request.as_deref(), Some("old-1"));
 }
 
 #[test]

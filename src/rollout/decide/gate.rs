@@ -79,6 +79,23 @@ pub(in crate::rollout) fn next_analysis_at(
     }
 }
 
+/// Whether `inconclusiveLimit` inconclusive runs in a row hold the canary of `canary`. A free
+/// function so that the manual-action rule (what `waymark promote` does) reads the same hold.
+pub(in crate::rollout) fn inconclusive_hold(
+    spec: &ReleaseSpec,
+    status: &ReleaseStatus,
+    canary: &str,
+) -> bool {
+    let Some(limit) = spec.analysis.as_ref().map(|a| a.inconclusive_limit) else {
+        return false;
+    };
+    status
+        .analysis
+        .as_ref()
+        .filter(|a| a.revision.as_deref() == Some(canary))
+        .is_some_and(|a| a.consecutive_inconclusive >= limit.max(1))
+}
+
 impl Decider<'_> {
     /// Fold this reconcile's analysis run into the status. A run of another revision than the
     /// one under judgement, an old run, and runs after promotion began are ignored.
@@ -173,11 +190,7 @@ impl Decider<'_> {
 
     /// Whether `inconclusiveLimit` inconclusive runs in a row hold the canary.
     pub(super) fn inconclusive_hold(&self, canary: &str) -> bool {
-        let Some(limit) = self.spec.analysis.as_ref().map(|a| a.inconclusive_limit) else {
-            return false;
-        };
-        self.analysis_of(canary)
-            .is_some_and(|a| a.consecutive_inconclusive >= limit.max(1))
+        inconclusive_hold(self.spec, &self.status, canary)
     }
 
     /// The latest verdict on `revision` when it forbids raising the canary's traffic.

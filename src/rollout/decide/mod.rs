@@ -46,22 +46,8 @@ pub const CONVERGE_POLL: StdDuration = StdDuration::from_secs(5);
 /// its first step; promotion finished then the old canary's removal timer).
 const MAX_PASSES: usize = 6;
 
-/// Where a release stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Stage {
-    /// No stable revision yet.
-    FirstRelease,
-    /// The stable runs the spec's template; no canary.
-    Steady,
-    /// The spec has a new revision and no canary runs it yet (maybe held by the error budget).
-    Pending,
-    /// The spec's revision was rolled back and waits for a new template or a retry.
-    RolledBack,
-    /// A canary of the spec's revision moves through its steps.
-    Canary,
-    /// The stable is taking the canary's template.
-    Promoting,
-}
+/// Where a release stands (the status records it in a manual request, so it is an API type).
+pub(super) use crate::api::ReleaseStage as Stage;
 
 /// The stage of a status whose spec template has revision `spec_revision`.
 pub(super) fn stage(spec_revision: &str, status: &ReleaseStatus) -> Stage {
@@ -99,7 +85,7 @@ pub(super) fn whole_second(at: Timestamp) -> Timestamp {
     Timestamp::from_second(at.as_second()).unwrap_or(at)
 }
 
-pub(super) use gate::{analysis_offset, next_analysis_at};
+pub(super) use gate::{analysis_offset, inconclusive_hold, next_analysis_at};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {

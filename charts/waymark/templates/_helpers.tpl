@@ -36,13 +36,21 @@ What the controller does with the API, and no more; config/rbac/role.yaml holds 
 (tests/controller_manifests.rs compares them). Secrets are not here: see waymark.secretRules.
 */}}
 {{- define "waymark.controllerRules" -}}
-# Watch Releases; write only their status (never spec: Argo CD owns it).
+# Watch Releases; write their status, and of the rest only metadata.finalizers (never spec:
+# Argo CD owns it): `patch` adds and removes the finalizer waymark.dev/route, by a merge patch
+# of that list alone with the resourceVersion as precondition.
 - apiGroups: ["waymark.dev"]
   resources: ["releases"]
-  verbs: ["list", "watch"]
+  verbs: ["list", "watch", "patch"]
 - apiGroups: ["waymark.dev"]
   resources: ["releases/status"]
   verbs: ["patch"]
+# Children carry an owner reference with blockOwnerDeletion (so that a foreground deletion of
+# the Release waits for them); where the OwnerReferencesPermissionEnforcement admission plugin
+# runs (OpenShift, hardened clusters), setting it needs `update` on the owner's finalizers.
+- apiGroups: ["waymark.dev"]
+  resources: ["releases/finalizers"]
+  verbs: ["update"]
 # Child Deployments: watched; created, then server-side applied and scaled (patch); the
 # canary removed. `get` only to see whose an existing object of a child's name is.
 - apiGroups: ["apps"]

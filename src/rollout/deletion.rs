@@ -208,104 +208,59 @@ mod tests {
     const OURS: &[&str] = &[ROUTE_FINALIZER];
     const NONE: &[&str] = &[];
 
+    /// One row: a Release not being deleted with `finalizers` and `route`, a decision with
+    /// `actions`, and the change expected.
+    struct GuardCase {
+        case: &'static str,
+        finalizers: &'static [&'static str],
+        route: Option<RouteState>,
+        actions: Vec<Action>,
+        expected: Option<FinalizerChange>,
+    }
+
+    fn guard(
+        case: &'static str,
+        finalizers: &'static [&'static str],
+        route: Option<RouteState>,
+        actions: Vec<Action>,
+        expected: Option<FinalizerChange>,
+    ) -> GuardCase {
+        GuardCase {
+            case,
+            finalizers,
+            route,
+            actions,
+            expected,
+        }
+    }
+
     #[test]
     fn the_finalizer_guards_exactly_while_the_route_carries_or_is_given_canary_weight() {
         use FinalizerChange::{Add, Remove};
         let weight = |canary_weight| vec![Action::SetWeight { canary_weight }];
-        let no_actions = Vec::new();
-        let cases: Vec<(
-            &str,
-            &[&str],
-            Option<RouteState>,
-            Vec<Action>,
-            Option<FinalizerChange>,
-        )> = vec![
-            (
-                "a settled Release has none and gets none",
-                NONE,
-                ready(0),
-                no_actions.clone(),
-                None,
-            ),
-            (
-                "the first step: added before the weight is written",
-                NONE,
-                ready(0),
-                weight(20),
-                Some(Add),
-            ),
-            (
-                "a canary found mid-way (an upgrade, a hand edit)",
-                NONE,
-                ready(20),
-                no_actions.clone(),
-                Some(Add),
-            ),
-            (
-                "held while the canary has traffic",
-                OURS,
-                ready(20),
-                weight(50),
-                None,
-            ),
-            (
-                "held while the weight goes back to 0 (rollback, promotion)",
-                OURS,
-                ready(20),
-                weight(0),
-                None,
-            ),
-            (
-                "removed once the route carries none",
-                OURS,
-                ready(0),
-                no_actions.clone(),
-                Some(Remove),
-            ),
-            (
-                "a weight of 0 to write is no reason to add it",
-                NONE,
-                ready(0),
-                weight(0),
-                None,
-            ),
-            (
-                "an unreadable route keeps what is there",
-                OURS,
-                unusable(),
-                no_actions.clone(),
-                None,
-            ),
-            (
-                "an unreadable route adds nothing",
-                NONE,
-                unusable(),
-                no_actions.clone(),
-                None,
-            ),
-            (
-                "replica split has no route: removed",
-                OURS,
-                None,
-                no_actions.clone(),
-                Some(Remove),
-            ),
-            (
-                "replica split never adds it",
-                NONE,
-                None,
-                no_actions.clone(),
-                None,
-            ),
-            (
-                "others' finalizers do not count",
-                &["example.com/backup"],
-                ready(20),
-                no_actions.clone(),
-                Some(Add),
-            ),
+        #[rustfmt::skip]
+        let cases = [
+            guard("a settled Release has none and gets none", NONE, ready(0), vec![], None),
+            guard("the first step: added before the weight is written", NONE, ready(0), weight(20), Some(Add)),
+            guard("a canary found mid-way (an upgrade, a hand edit)", NONE, ready(20), vec![], Some(Add)),
+            guard("held while the canary has traffic", OURS, ready(20), weight(50), None),
+            guard("held while the weight goes back to 0 (rollback, promotion)", OURS, ready(20), weight(0), None),
+            guard("removed once the route carries none", OURS, ready(0), vec![], Some(Remove)),
+            guard("a weight of 0 to write is no reason to add it", NONE, ready(0), weight(0), None),
+            guard("an unreadable route keeps what is there", OURS, unusable(), vec![], None),
+            guard("an unreadable route adds nothing", NONE, unusable(), vec![], None),
+            guard("replica split has no route: removed", OURS, None, vec![], Some(Remove)),
+            guard("replica split never adds it", NONE, None, vec![], None),
+            guard("others' finalizers do not count", &["example.com/backup"], ready(20), vec![], Some(Add)),
         ];
-        for (case, finalizers, route, actions, expected) in cases {
+        for GuardCase {
+            case,
+            finalizers,
+            route,
+            actions,
+            expected,
+        } in cases
+        {
             let release = release(finalizers, false, route.is_some());
             assert_eq!(
                 finalizer_change(&release, route.as_ref(), &actions),
@@ -314,7 +269,6 @@ mod tests {
             );
         }
     }
-
     #[test]
     fn nothing_is_added_or_removed_by_the_rollout_while_the_release_is_deleted() {
         for finalizers in [OURS, NONE] {
@@ -339,69 +293,57 @@ mod tests {
             .collect()
     }
 
+    /// One row: a Release with `finalizers`, deleted or not, in Gateway API mode or not, its
+    /// `route`, and the steps expected.
+    struct DeletionCase {
+        case: &'static str,
+        finalizers: &'static [&'static str],
+        deleting: bool,
+        route: Option<RouteState>,
+        expected: &'static [&'static str],
+    }
+
+    fn deletion(
+        case: &'static str,
+        finalizers: &'static [&'static str],
+        deleting: bool,
+        route: Option<RouteState>,
+        expected: &'static [&'static str],
+    ) -> DeletionCase {
+        DeletionCase {
+            case,
+            finalizers,
+            deleting,
+            route,
+            expected,
+        }
+    }
+
     #[test]
     fn deletion_gives_the_route_back_before_the_finalizer_goes_and_never_waits_on_a_broken_route() {
-        let cases: Vec<(&str, &[&str], bool, bool, Option<RouteState>, &[&str])> = vec![
-            (
-                "deleted at 20%",
-                OURS,
-                true,
-                true,
-                ready(20),
-                &["RestoreRoute", "RemoveFinalizer"],
-            ),
-            (
-                "deleted with the weight back at 0 already",
-                OURS,
-                true,
-                true,
-                ready(0),
-                &["RestoreRoute", "RemoveFinalizer"],
-            ),
-            (
-                "orphan and foreground cascades alike",
-                &["orphan", ROUTE_FINALIZER, "foregroundDeletion"],
-                true,
-                true,
-                ready(20),
-                &["RestoreRoute", "RemoveFinalizer"],
-            ),
-            (
-                "the route deleted first: no wait",
-                OURS,
-                true,
-                true,
-                unusable(),
-                &["Event RouteLeftAsIs", "RemoveFinalizer"],
-            ),
-            (
-                "replica split by now: no route to give back",
-                OURS,
-                true,
-                false,
-                None,
-                &["Event RouteLeftAsIs", "RemoveFinalizer"],
-            ),
-            (
-                "a settled Release is not delayed at all",
-                NONE,
-                true,
-                true,
-                ready(0),
-                &[],
-            ),
-            (
-                "nor one held by others' finalizers only",
-                &["orphan"],
-                true,
-                true,
-                ready(20),
-                &[],
-            ),
-            ("not deleted: nothing", OURS, false, true, ready(20), &[]),
+        const BACK: &[&str] = &["RestoreRoute", "RemoveFinalizer"];
+        const LET_GO: &[&str] = &["Event RouteLeftAsIs", "RemoveFinalizer"];
+        const CASCADES: &[&str] = &["orphan", ROUTE_FINALIZER, "foregroundDeletion"];
+        #[rustfmt::skip]
+        let cases = [
+            deletion("deleted at 20%", OURS, true, ready(20), BACK),
+            deletion("deleted with the weight back at 0 already", OURS, true, ready(0), BACK),
+            deletion("orphan and foreground cascades alike", CASCADES, true, ready(20), BACK),
+            deletion("the route deleted first: no wait", OURS, true, unusable(), LET_GO),
+            deletion("replica split by now: no route to give back", OURS, true, None, LET_GO),
+            deletion("a settled Release is not delayed at all", NONE, true, ready(0), &[]),
+            deletion("nor one held by others' finalizers only", &["orphan"], true, ready(20), &[]),
+            deletion("not deleted: nothing", OURS, false, ready(20), &[]),
         ];
-        for (case, finalizers, deleting, gateway, route, expected) in cases {
-            let release = release(finalizers, deleting, gateway);
+        for DeletionCase {
+            case,
+            finalizers,
+            deleting,
+            route,
+            expected,
+        } in cases
+        {
+            let release = release(finalizers, deleting, route.is_some());
             assert_eq!(
                 kinds(&deletion_steps(&release, route.as_ref())),
                 expected,

@@ -108,11 +108,14 @@ pub async fn reconcile_release(
         Ok(()) => {
             // The finalizer after every action: the route carries no canary weight now.
             if guard == Some(FinalizerChange::Remove) {
-                match finalizer::change(ctx, &current, FinalizerChange::Remove).await? {
-                    Patched::Yes { resource_version } => {
+                match finalizer::change(ctx, &current, FinalizerChange::Remove).await {
+                    Ok(Patched::Yes { resource_version }) => {
                         current.metadata.resource_version = resource_version;
                     }
-                    Patched::Conflict | Patched::Gone => {}
+                    Ok(Patched::Conflict | Patched::Gone) => {}
+                    Err(error) => {
+                        return refused(ctx, release, &current, &decision, error, now).await;
+                    }
                 }
             }
             // Writes accepted again after a refusal: say so.

@@ -57,9 +57,11 @@ What the controller does with the API, and no more; config/rbac/role.yaml holds 
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Child Services: watched; created, then server-side applied. `get` as for Deployments.
+# Never deleted by Waymark, but adopting one (`waymark.dev/adopt`) sets its owner reference,
+# which OwnerReferencesPermissionEnforcement allows only to who may delete the object.
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # HTTPRoutes: watched (a hand edit of a route is seen at once); weights written by
 # server-side apply under the field manager `waymark`.
 - apiGroups: ["gateway.networking.k8s.io"]

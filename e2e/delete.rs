@@ -232,6 +232,55 @@ pub async fn deleted_mid_canary_with_cascade_foreground_the_route_is_given_back(
     );
 }
 
+/// The route deleted mid-canary, then the Release: nothing to give back, and the Release is not
+/// held for it. The finalizer goes with a Warning event saying why.
+pub async fn deleted_mid_canary_after_its_route_the_release_is_not_held(env: Env) {
+    canary_at_20_percent(&env).await;
+    env.routes()
+        .delete(NAME, &DeleteParams::default())
+        .await
+        .expect("delete the route");
+    eventually("the route to be gone", || async {
+        match env.routes().get_opt(NAME).await {
+            Ok(None) => Ok(()),
+            Ok(Some(_)) => Err("still there".to_string()),
+            Err(error) => Err(error.to_string()),
+        }
+    })
+    .await;
+    env.releases()
+        .delete(NAME, &DeleteParams::default())
+        .await
+        .expect("delete the Release");
+    eventually("the Release to be gone", || async {
+        match env.releases().get_opt(NAME).await {
+            Ok(None) => Ok(()),
+            Ok(Some(release)) => Err(format!("finalizers {:?}", release.finalizers())),
+            Err(error) => Err(error.to_string()),
+        }
+    })
+    .await;
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(env.client.clone(), &env.namespace);
+    let note = eventually("the RouteLeftAsIs event", || async {
+        let events = events
+            .list(&Default::default())
+            .await
+            .map_err(|error| error.to_string())?;
+        events
+            .items
+            .into_iter()
+            .find(|event| event.reason.as_deref() == Some("RouteLeftAsIs"))
+            .and_then(|event| event.note)
+            .ok_or_else(|| "no RouteLeftAsIs event yet".to_string())
+    })
+    .await;
+    assert!(
+        note.contains("not found") && note.contains(ROUTE_FINALIZER),
+        "says why the route was left and that the finalizer went: {note}"
+    );
+}
+
 /// A settled Release (a canary that went through, promoted) has no finalizer left, and with no
 /// controller running it is deleted at once.
 pub async fn a_settled_release_has_no_finalizer_and_is_deleted_at_once(env: Env) {

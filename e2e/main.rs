@@ -64,6 +64,7 @@ fn main() -> ExitCode {
         delete::deleted_mid_canary_the_route_is_given_back_before_the_release_goes,
         delete::deleted_mid_canary_with_cascade_orphan_the_route_sends_all_to_the_orphaned_stable,
         delete::deleted_mid_canary_with_cascade_foreground_the_route_is_given_back,
+        delete::deleted_mid_canary_after_its_route_the_release_is_not_held,
         delete::a_settled_release_has_no_finalizer_and_is_deleted_at_once,
         children::deleted_children_are_recreated_and_the_canary_waits_for_its_pods,
         children::an_object_waymark_did_not_create_is_not_taken_over,

@@ -205,6 +205,10 @@ impl ControlPlane {
                 flag("service-account-signing-key-file", &pki.sa_key),
                 "--endpoint-reconciler-type=none".into(),
                 "--authorization-mode=RBAC".into(),
+                // As OpenShift and hardened clusters run it: an owner reference with
+                // blockOwnerDeletion needs `update` on the owner's finalizers, so the suite
+                // proves the controller's ClusterRole grants it.
+                "--enable-admission-plugins=OwnerReferencesPermissionEnforcement".into(),
                 "--allow-privileged=true".into(),
                 "--profiling=false".into(),
                 "--v=1".into(),

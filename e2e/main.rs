@@ -19,6 +19,7 @@
 mod canary;
 mod children;
 mod control_plane;
+mod delete;
 mod faults;
 mod fixtures;
 mod hostile;
@@ -61,6 +62,11 @@ fn main() -> ExitCode {
         restart::restarts_during_a_canary_resume_where_it_stood,
         restart::restarts_while_failing_and_during_a_rollback_finish_the_rollback,
         restart::a_route_reapplied_from_git_gets_its_weights_back,
+        delete::deleted_mid_canary_the_route_is_given_back_before_the_release_goes,
+        delete::deleted_mid_canary_with_cascade_orphan_the_route_sends_all_to_the_orphaned_stable,
+        delete::deleted_mid_canary_with_cascade_foreground_the_route_is_given_back,
+        delete::deleted_mid_canary_after_its_route_the_release_is_not_held,
+        delete::a_settled_release_has_no_finalizer_and_is_deleted_at_once,
         children::deleted_children_are_recreated_and_the_canary_waits_for_its_pods,
         children::an_object_waymark_did_not_create_is_not_taken_over,
         children::a_write_refused_by_a_quota_is_shown_in_the_status,

@@ -38,7 +38,7 @@ use crate::prepare::{
     CONTROLLER_NAMESPACE, controller_user, gateway_crds, gateway_crds_dir, install_controller_rbac,
     install_crd,
 };
-use waymark::api::{LABEL_RELEASE, Release, ReleaseStatus};
+use waymark::api::{LABEL_RELEASE, ROUTE_FINALIZER, Release, ReleaseStatus};
 use waymark::controller::{ControllerArgs, run_with_client};
 
 /// Field manager of the suite's own writes (as the user, not as the controller).
@@ -524,6 +524,7 @@ async fn run_on(cluster: Cluster, plane: Option<Arc<Mutex<ControlPlane>>>, test:
         kubelets.abort();
     }
     let stopped = AssertUnwindSafe(env.stop_controller()).catch_unwind().await;
+    let_releases_go(&env).await;
     let namespaces: Api<Namespace> = Api::all(client);
     if let Err(error) = namespaces
         .delete(&namespace, &DeleteParams::background())
@@ -536,6 +537,42 @@ async fn run_on(cluster: Cluster, plane: Option<Arc<Mutex<ControlPlane>>>, test:
     }
     if let Err(panic) = stopped {
         std::panic::resume_unwind(panic);
+    }
+}
+
+/// Remove the finalizer `waymark.dev/route` from the Releases a walk left mid-canary, as the
+/// README tells a person to once the controller is gone: the namespace can then be deleted.
+async fn let_releases_go(env: &Env) {
+    let Ok(releases) = env.releases().list(&Default::default()).await else {
+        return;
+    };
+    for release in releases {
+        let finalizers: Vec<&String> = release
+            .finalizers()
+            .iter()
+            .filter(|finalizer| *finalizer != ROUTE_FINALIZER)
+            .collect();
+        if finalizers.len() == release.finalizers().len() {
+            continue;
+        }
+        let patch = serde_json::json!({"metadata": {
+            "resourceVersion": release.resource_version(),
+            "finalizers": finalizers,
+        }});
+        if let Err(error) = env
+            .releases()
+            .patch(
+                &release.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            eprintln!(
+                "cannot remove the finalizer of {}: {error}",
+                release.name_any()
+            );
+        }
     }
 }
 

@@ -75,8 +75,13 @@ fn cluster_role_has_no_wildcards_and_no_secrets() {
     assert_eq!(grants(&rules, "releases/status"), ["patch"]);
     assert_eq!(
         grants(&rules, "releases"),
-        ["list", "watch"],
-        "the controller never writes a Release's spec"
+        ["list", "watch", "patch"],
+        "the finalizer waymark.dev/route is a patch of the Release (never of its spec)"
+    );
+    assert_eq!(
+        grants(&rules, "releases/finalizers"),
+        ["update"],
+        "children's blockOwnerDeletion under OwnerReferencesPermissionEnforcement"
     );
     assert!(
         grants(&rules, "secrets").is_empty(),

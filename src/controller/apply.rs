@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 
 use crate::api::{ANNOTATION_ADOPT, FIELD_MANAGER, Release, Role};
 use crate::rollout::{Action, EventNote, Severity};
-use crate::traffic::gateway::{Backends, weight_apply};
+use crate::traffic::gateway::{Backends, restore_apply, weight_apply};
 
 use super::children;
 use super::context::Context;
@@ -292,6 +292,71 @@ async fn set_weight(
         .await
         .map_err(|error| Error::refusal(object.clone(), &error).unwrap_or_else(|| error.into()))?;
     Ok(())
+}
+
+/// What giving a deleted Release's route back did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RouteGivenBack {
+    /// The route holds no backendRef of Waymark's now (written, or already so).
+    Done,
+    /// The route, or the Gateway API itself, is gone: nothing to give back. The text says which,
+    /// in the API server's words.
+    Gone(String),
+    /// The cached route is older than the live one: read it again and retry.
+    Stale,
+}
+
+/// Write the route of a deleted Release back as its owner wrote it
+/// ([`crate::traffic::gateway::restore_route`]), by server-side apply under Waymark's field
+/// manager with the cached route's uid and resourceVersion as preconditions.
+pub async fn give_route_back(
+    ctx: &Context,
+    release: &Release,
+    namespace: &str,
+) -> Result<RouteGivenBack, Error> {
+    let Some(route_name) = release
+        .spec
+        .traffic
+        .gateway_api
+        .as_ref()
+        .map(|gateway| gateway.http_route.clone())
+    else {
+        return Ok(RouteGivenBack::Done);
+    };
+    let object = format!("HTTPRoute {namespace}/{route_name}");
+    let Some(route) = ctx.stores.route(namespace, &route_name) else {
+        return Ok(RouteGivenBack::Gone(format!("{object} not found")));
+    };
+    let body = restore_apply(&route, &Backends::of(&release.name_any())).map_err(|message| {
+        Error::Refused {
+            object: object.clone(),
+            reason: "Rejected",
+            message,
+        }
+    })?;
+    let Some(body) = body else {
+        return Ok(RouteGivenBack::Done);
+    };
+    let routes: Api<gateway_api::apis::experimental::httproutes::HttpRoute> =
+        Api::namespaced(ctx.client.clone(), namespace);
+    match routes
+        .patch(
+            &route_name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await
+    {
+        Ok(_) => Ok(RouteGivenBack::Done),
+        // The route is gone, or its API is (the Gateway API CRD deleted).
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(RouteGivenBack::Gone(format!(
+            "{object}: {}",
+            status.message
+        ))),
+        // A newer route than the cache's, or none left of that uid: the watch tells which.
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(RouteGivenBack::Stale),
+        Err(error) => Err(Error::refusal(object, &error).unwrap_or_else(|| error.into())),
+    }
 }
 
 /// `Deployment shop/checkout-canary`.

@@ -36,6 +36,8 @@ const ROUTE_PATH: &str = "/apis/gateway.networking.k8s.io/v1/namespaces/shop/htt
 const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/shop/deployments";
 const SERVICES: &str = "/api/v1/namespaces/shop/services";
 const STATUS_PATH: &str = "/apis/waymark.dev/v1alpha1/namespaces/shop/releases/checkout/status";
+const RELEASE_PATCH: &str =
+    "/apis/waymark.dev/v1alpha1/namespaces/shop/releases/checkout?&fieldManager=waymark";
 const EVENTS_PATH: &str = "/apis/events.k8s.io/v1/namespaces/shop/events";
 
 /// The watch caches, filled by hand.
@@ -227,6 +229,26 @@ impl ApiServerVerifier {
         release["status"] = body["status"].clone();
         respond(send, 200, &release);
         body["status"].clone()
+    }
+
+    /// The finalizer patch: a merge patch of `metadata.finalizers` alone, with the
+    /// resourceVersion it was based on as a precondition. Answered with `answer_version`.
+    async fn expect_finalizers(
+        &mut self,
+        based_on: &str,
+        finalizers: &[&str],
+        answer_version: &str,
+    ) {
+        let (body, send) = self.expect(Method::PATCH, RELEASE_PATCH).await;
+        assert_eq!(
+            body,
+            json!({"metadata": {"resourceVersion": based_on, "finalizers": finalizers}}),
+            "only the finalizers, never over a newer Release"
+        );
+        let mut release = serde_json::to_value(ReleaseBuilder::gateway().build()).unwrap();
+        release["metadata"]["resourceVersion"] = json!(answer_version);
+        release["metadata"]["finalizers"] = json!(finalizers);
+        respond(send, 200, &release);
     }
 
     /// Nothing may follow: once every client is dropped, the channel ends.
@@ -422,7 +444,7 @@ async fn a_canary_the_watch_has_not_delivered_yet_is_read_from_its_create_not_cr
 }
 
 #[tokio::test]
-async fn a_set_weight_step_applies_only_the_routes_rules_under_waymarks_field_manager() {
+async fn a_set_weight_step_adds_the_finalizer_then_applies_only_the_routes_rules() {
     let (ctx, mut world, verifier) = test_context();
     let mut release = new_template_release(&mut world);
     // The canary is up and available: the step moves traffic.
@@ -447,6 +469,9 @@ async fn a_set_weight_step_applies_only_the_routes_rules_under_waymarks_field_ma
     let server = scenario(verifier, |mut api| async move {
         let status = api.expect_status("100").await;
         assert_eq!(status["reason"], "StepSetWeight");
+        // The finalizer after the intent and before the first weight the canary gets.
+        api.expect_finalizers("1001", &[crate::api::ROUTE_FINALIZER], "1002")
+            .await;
         let body = api
             .expect_echo(Method::PATCH, &format!("{ROUTE_PATH}?{SSA}"))
             .await;
@@ -497,6 +522,8 @@ async fn an_abort_is_recorded_first_then_weight_zero_then_the_canary_scaled_down
         requested_by: Some("sre@example.com".into()),
     });
     release.status = Some(status);
+    // A canary with traffic holds the finalizer; taking the traffic away keeps it this time.
+    release.metadata.finalizers = Some(vec![crate::api::ROUTE_FINALIZER.into()]);
     world.deployment(available(&release, Role::Canary, V2, 2));
     world.route(route(json!([
         {"name": "checkout-stable", "port": 8080, "weight": 50},
@@ -780,4 +807,176 @@ async fn a_forbidden_token_secret_is_an_error_run_saying_which_role_to_bind() {
     drop(ctx);
     drop(world);
     assert!(server.0.next_request().await.is_none());
+}
+
+/// The Release of [`settled_release`] mid-canary at 20% (the route says so), deleted with
+/// `finalizers`, the route cached with its uid and resourceVersion.
+fn deleted_at_20_percent(world: &mut World, finalizers: &[&str]) -> Release {
+    let mut release = settled_release(world, at(0));
+    release.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(60)));
+    release.metadata.finalizers = Some(finalizers.iter().map(|f| f.to_string()).collect());
+    let mut cached = route(json!([
+        {"name": "checkout-stable", "port": 8080, "weight": 80},
+        {"name": "checkout-canary", "port": 8080, "weight": 20}
+    ]));
+    cached["metadata"]["uid"] = json!("5e0c-route");
+    world.route(cached);
+    release
+}
+
+#[tokio::test]
+async fn a_release_deleted_at_20_percent_gives_the_route_back_then_removes_only_its_finalizer() {
+    let (ctx, mut world, verifier) = test_context();
+    // `kubectl delete --cascade=orphan`: the garbage collector's finalizer is there too.
+    let release = deleted_at_20_percent(&mut world, &["orphan", crate::api::ROUTE_FINALIZER]);
+    let server = scenario(verifier, |mut api| async move {
+        let body = api
+            .expect_echo(Method::PATCH, &format!("{ROUTE_PATH}?{SSA}"))
+            .await;
+        assert_eq!(
+            (
+                &body["metadata"]["uid"],
+                &body["metadata"]["resourceVersion"]
+            ),
+            (&json!("5e0c-route"), &json!("7")),
+            "preconditions: never re-create a deleted route, never overwrite a newer one"
+        );
+        assert_eq!(
+            weights(&body),
+            [("checkout-stable".to_string(), None)],
+            "the route as its owner wrote it: all traffic on the stable"
+        );
+        assert_eq!(body["spec"]["rules"][1]["backendRefs"][0]["name"], "assets");
+        let event = api.expect_event("RouteRestored", "Normal").await;
+        assert!(
+            event["note"]
+                .as_str()
+                .unwrap()
+                .contains("20% on the canary"),
+            "{event}"
+        );
+        api.expect_finalizers("100", &["orphan"], "101").await;
+        // No status write, no child created or scaled for a Release that goes.
+        api
+    })
+    .await;
+    let requeue = reconcile_release(&release, &ctx, at(61)).await.unwrap();
+    assert_eq!(requeue, Requeue::await_change());
+    drop(world);
+    finish(server, ctx).await;
+}
+
+#[tokio::test]
+async fn a_deleted_release_whose_route_api_is_gone_lets_go_with_a_warning_quoting_the_api_server() {
+    let (ctx, mut world, verifier) = test_context();
+    let release = deleted_at_20_percent(&mut world, &[crate::api::ROUTE_FINALIZER]);
+    let server = scenario(verifier, |mut api| async move {
+        let (_, send) = api
+            .expect(Method::PATCH, &format!("{ROUTE_PATH}?{SSA}"))
+            .await;
+        respond(
+            send,
+            404,
+            &failure(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            ),
+        );
+        let event = api.expect_event("RouteLeftAsIs", "Warning").await;
+        assert!(
+            event["note"]
+                .as_str()
+                .unwrap()
+                .contains("could not find the requested resource"),
+            "{event}"
+        );
+        api.expect_finalizers("100", &[], "101").await;
+        api
+    })
+    .await;
+    reconcile_release(&release, &ctx, at(61)).await.unwrap();
+    drop(world);
+    finish(server, ctx).await;
+}
+
+#[tokio::test]
+async fn a_deleted_release_whose_route_was_deleted_lets_go_at_once() {
+    let (ctx, world, verifier) = test_context();
+    let mut release = ReleaseBuilder::gateway().build();
+    release.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(60)));
+    release.metadata.finalizers = Some(vec![crate::api::ROUTE_FINALIZER.into()]);
+    let server = scenario(verifier, |mut api| async move {
+        let event = api.expect_event("RouteLeftAsIs", "Warning").await;
+        assert!(
+            event["note"].as_str().unwrap().contains("not found"),
+            "{event}"
+        );
+        api.expect_finalizers("100", &[], "101").await;
+        api
+    })
+    .await;
+    reconcile_release(&release, &ctx, at(61)).await.unwrap();
+    drop(world);
+    finish(server, ctx).await;
+}
+
+#[tokio::test]
+async fn a_deleted_release_keeps_its_finalizer_while_the_cached_route_is_older_than_the_live_one() {
+    let (ctx, mut world, verifier) = test_context();
+    let release = deleted_at_20_percent(&mut world, &[crate::api::ROUTE_FINALIZER]);
+    let server = scenario(verifier, |mut api| async move {
+        let (_, send) = api
+            .expect(Method::PATCH, &format!("{ROUTE_PATH}?{SSA}"))
+            .await;
+        respond(
+            send,
+            409,
+            &failure(409, "Conflict", "the object has been modified"),
+        );
+        api
+    })
+    .await;
+    let requeue = reconcile_release(&release, &ctx, at(61)).await.unwrap();
+    assert_eq!(requeue, Requeue::requeue(super::reconcile::STALE_RETRY));
+    drop(world);
+    finish(server, ctx).await;
+}
+
+#[tokio::test]
+async fn a_settled_release_deleted_is_not_touched_at_all() {
+    let (ctx, world, verifier) = test_context();
+    // Settled in a world whose children are gone since: foreground deletion has the garbage
+    // collector delete them first. None is created again.
+    let mut release = settled_release(&mut test_context().1, at(0));
+    release.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(60)));
+    release.metadata.finalizers = Some(vec!["foregroundDeletion".into()]);
+    drop(world);
+    let server = scenario(verifier, |api| async move { api }).await;
+    let requeue = reconcile_release(&release, &ctx, at(61)).await.unwrap();
+    assert_eq!(requeue, Requeue::await_change());
+    finish(server, ctx).await;
+}
+
+#[tokio::test]
+async fn a_settled_release_that_still_holds_the_finalizer_lets_it_go() {
+    let (ctx, mut world, verifier) = test_context();
+    let mut release = settled_release(&mut world, at(0));
+    release.metadata.finalizers = Some(vec![
+        "example.com/backup".into(),
+        crate::api::ROUTE_FINALIZER.into(),
+    ]);
+    let server = scenario(verifier, |mut api| async move {
+        // The status says nothing new: no status write, only the finalizer.
+        api.expect_finalizers("100", &["example.com/backup"], "101")
+            .await;
+        api
+    })
+    .await;
+    reconcile_release(&release, &ctx, at(3_600)).await.unwrap();
+    drop(world);
+    finish(server, ctx).await;
 }

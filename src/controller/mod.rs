@@ -6,6 +6,7 @@ mod apply;
 pub mod children;
 mod context;
 mod error;
+mod finalizer;
 pub mod http;
 mod leader;
 pub mod metrics;

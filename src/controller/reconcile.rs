@@ -17,13 +17,15 @@ use kube::{Api, Resource, ResourceExt};
 
 use crate::analysis::{self, AnalysisRun, Credentials};
 use crate::api::{LABEL_REVISION, Release, ReleaseStatus, Role, SecretKeyRef};
-use crate::rollout::{self, Decision, EventNote, Observed, Severity, WorkloadState};
+use crate::rollout::deletion::{self, FinalizerChange};
+use crate::rollout::{self, Decision, EventNote, Observed, RouteState, Severity, WorkloadState};
 use crate::traffic::gateway::{Backends, route_state};
 
 use super::apply::{self, owned_by};
 use super::children;
 use super::context::Context;
 use super::error::Error;
+use super::finalizer::{self, Patched};
 use super::status::{self, Written};
 
 /// How soon to look again at a Release whose cached copy has not caught up with our own last
@@ -69,9 +71,13 @@ pub async fn reconcile_release(
     ctx: &Context,
     now: Timestamp,
 ) -> Result<Requeue, Error> {
+    if deletion::is_deleting(release) {
+        return finalizer::finish_deletion(ctx, release).await;
+    }
     let observed = observe(ctx, release, now).await?;
     let decision = rollout::decide(release, &observed, now);
-    tracing::debug!(release = release.name_any(), ?decision, "decided");
+    let guard = deletion::finalizer_change(release, observed.route.as_ref(), &decision.actions);
+    tracing::debug!(release = release.name_any(), ?decision, ?guard, "decided");
 
     // The intent first: a stale copy of the Release (someone wrote it since) is refused here,
     // before anything is done on its behalf.
@@ -88,8 +94,30 @@ pub async fn reconcile_release(
         current.status = Some(decision.status.clone());
     }
     let generation = release.metadata.generation;
+    // The finalizer before any action: the route never carries canary weight unguarded.
+    if guard == Some(FinalizerChange::Add) {
+        match finalizer::change(ctx, &current, FinalizerChange::Add).await {
+            Ok(Patched::Yes { resource_version }) => {
+                current.metadata.resource_version = resource_version;
+            }
+            Ok(Patched::Conflict | Patched::Gone) => return Ok(Requeue::requeue(STALE_RETRY)),
+            Err(error) => return refused(ctx, release, &current, &decision, error, now).await,
+        }
+    }
     match apply::apply_actions(ctx, release, &decision.actions).await {
         Ok(()) => {
+            // The finalizer after every action: the route carries no canary weight now.
+            if guard == Some(FinalizerChange::Remove) {
+                match finalizer::change(ctx, &current, FinalizerChange::Remove).await {
+                    Ok(Patched::Yes { resource_version }) => {
+                        current.metadata.resource_version = resource_version;
+                    }
+                    Ok(Patched::Conflict | Patched::Gone) => {}
+                    Err(error) => {
+                        return refused(ctx, release, &current, &decision, error, now).await;
+                    }
+                }
+            }
             // Writes accepted again after a refusal: say so.
             let mut recovered = decision.status.clone();
             if status::set_applied(&mut recovered, None, generation, now) {
@@ -97,23 +125,33 @@ pub async fn reconcile_release(
             }
             Ok(requeue_for(&decision))
         }
-        Err(error @ Error::Refused { .. }) => {
-            let mut refused = decision.status.clone();
-            if status::set_applied(&mut refused, Some(&error), generation, now) {
-                if let Error::Refused { reason, .. } = &error {
-                    let note = EventNote {
-                        severity: Severity::Warning,
-                        reason: (*reason).to_string(),
-                        note: format!("{}: {error}", release.spec.roadmap.item),
-                    };
-                    apply::publish(ctx, release, &note).await;
-                }
-                write_again(ctx, &current, &refused).await?;
-            }
-            Err(error)
-        }
-        Err(error) => Err(error),
+        Err(error) => refused(ctx, release, &current, &decision, error, now).await,
     }
+}
+
+/// A failed write of this reconcile: a refusal (the user's to fix) goes into the status as
+/// `Applied=False` with a Warning event, once; every error fails the reconcile, to be retried.
+async fn refused(
+    ctx: &Context,
+    release: &Release,
+    current: &Release,
+    decision: &Decision,
+    error: Error,
+    now: Timestamp,
+) -> Result<Requeue, Error> {
+    if let Error::Refused { reason, .. } = &error {
+        let mut refused = decision.status.clone();
+        if status::set_applied(&mut refused, Some(&error), release.metadata.generation, now) {
+            let note = EventNote {
+                severity: Severity::Warning,
+                reason: (*reason).to_string(),
+                note: format!("{}: {error}", release.spec.roadmap.item),
+            };
+            apply::publish(ctx, release, &note).await;
+            write_again(ctx, current, &refused).await?;
+        }
+    }
+    Err(error)
 }
 
 /// A second status write in the same reconcile, over `current` (the Release as the first
@@ -163,14 +201,7 @@ pub async fn observe(ctx: &Context, release: &Release, now: Timestamp) -> Result
                 })
         })
     });
-    let route = release.spec.traffic.gateway_api.as_ref().map(|gateway| {
-        route_state(
-            ctx.stores.route(&namespace, &gateway.http_route).as_deref(),
-            &namespace,
-            &gateway.http_route,
-            &Backends::of(&name),
-        )
-    });
+    let route = route_of(ctx, release, &namespace);
     let analysis = if rollout::analysis_due(release, now) {
         Some(run_analysis(ctx, release, &namespace).await?)
     } else {
@@ -182,6 +213,19 @@ pub async fn observe(ctx: &Context, release: &Release, now: Timestamp) -> Result
         services_ready,
         route,
         analysis,
+    })
+}
+
+/// The Release's HTTPRoute as the core sees it, from the watch cache (`None` in replica-split
+/// mode).
+pub fn route_of(ctx: &Context, release: &Release, namespace: &str) -> Option<RouteState> {
+    release.spec.traffic.gateway_api.as_ref().map(|gateway| {
+        route_state(
+            ctx.stores.route(namespace, &gateway.http_route).as_deref(),
+            namespace,
+            &gateway.http_route,
+            &Backends::of(&release.name_any()),
+        )
     })
 }
 

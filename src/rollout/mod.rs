@@ -10,6 +10,7 @@ use crate::api::{Release, ReleaseStatus, template_revision};
 
 pub mod conditions;
 mod decide;
+pub mod deletion;
 #[cfg(test)]
 mod fixtures;
 pub mod fold;

@@ -205,6 +205,74 @@ pub fn weight_apply(
     })))
 }
 
+/// Give `route` back as its owner wrote it before Waymark touched it, for a Release that goes:
+/// in every rule with a backendRef to the stable Service, the backendRef to the canary Service
+/// (the one Waymark adds) is removed and the stable's weight is unset, which Gateway API reads
+/// as its default, 1. So all of the Release's traffic is on the stable backendRef, and the
+/// rules are what a route naming the stable alone holds.
+///
+/// Waymark does not record the weight the owner gave the stable before its first edit: unset is
+/// what a route that names the stable alone (as Waymark asks for) means, whatever number it had.
+/// Other backendRefs and rules are left exactly as they are. Returns whether the route changed,
+/// or the unusable-route message when no rule refers to the stable Service.
+pub fn restore_route(route: &mut HttpRoute, backends: &Backends) -> Result<bool, String> {
+    let namespace = route.namespace().unwrap_or_default();
+    let mut found_stable = false;
+    let mut changed = false;
+    for rule in route.spec.rules.iter_mut().flatten() {
+        let Some(refs) = rule.backend_refs.as_mut() else {
+            continue;
+        };
+        let Some(stable) = refs
+            .iter_mut()
+            .find(|backend| refers_to(backend, &backends.stable, &namespace))
+        else {
+            continue;
+        };
+        found_stable = true;
+        if stable.weight.is_some_and(|weight| weight != 1) {
+            stable.weight = None;
+            changed = true;
+        }
+        let before = refs.len();
+        refs.retain(|backend| !refers_to(backend, &backends.canary, &namespace));
+        changed |= refs.len() != before;
+    }
+    if found_stable {
+        Ok(changed)
+    } else {
+        Err(no_stable_backend_message(route, backends))
+    }
+}
+
+/// The server-side apply body that gives `route` back as its owner wrote it
+/// ([`restore_route`]), or `None` when it already is.
+///
+/// Like [`weight_apply`] it holds the whole `spec.rules`; unlike it, it carries the route's uid
+/// and resourceVersion as preconditions: a route deleted since the cache read it is not created
+/// again by the apply (the API server answers 409), and a route changed since is not overwritten
+/// with rules rebuilt from an older copy.
+pub fn restore_apply(
+    route: &HttpRoute,
+    backends: &Backends,
+) -> Result<Option<serde_json::Value>, String> {
+    let mut edited = route.clone();
+    if !restore_route(&mut edited, backends)? {
+        return Ok(None);
+    }
+    Ok(Some(serde_json::json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {
+            "name": route.name_any(),
+            "namespace": route.namespace(),
+            "uid": route.metadata.uid,
+            "resourceVersion": route.metadata.resource_version,
+        },
+        "spec": {"rules": edited.spec.rules},
+    })))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -478,5 +546,120 @@ mod tests {
             "{message}"
         );
         assert!(message.contains("shop/checkout"), "{message}");
+    }
+
+    #[test]
+    fn restoring_takes_out_waymarks_backend_and_leaves_the_stable_with_all_the_traffic() {
+        // (rule as it is, rule as the owner wrote it, changed)
+        let cases = [
+            (
+                vec![
+                    backend("checkout-stable", Some(80)),
+                    backend("checkout-canary", Some(20)),
+                ],
+                vec![("checkout-stable".to_string(), None)],
+                true,
+            ),
+            (
+                vec![
+                    backend("checkout-stable", Some(100)),
+                    backend("checkout-canary", Some(0)),
+                ],
+                vec![("checkout-stable".to_string(), None)],
+                true,
+            ),
+            (
+                // A canary at 100%: the stable had weight 0.
+                vec![
+                    backend("checkout-stable", Some(0)),
+                    backend("checkout-canary", Some(100)),
+                ],
+                vec![("checkout-stable".to_string(), None)],
+                true,
+            ),
+            (
+                // The owner's own backends in the rule stay as they are, in their place.
+                vec![
+                    backend("legacy", Some(5)),
+                    backend("checkout-stable", Some(70)),
+                    backend("checkout-canary", Some(30)),
+                ],
+                vec![
+                    ("legacy".to_string(), Some(5)),
+                    ("checkout-stable".to_string(), None),
+                ],
+                true,
+            ),
+            (
+                // As the API server stores an unset weight: nothing to write.
+                vec![backend("checkout-stable", Some(1))],
+                vec![("checkout-stable".to_string(), Some(1))],
+                false,
+            ),
+            (
+                vec![backend("checkout-stable", None)],
+                vec![("checkout-stable".to_string(), None)],
+                false,
+            ),
+        ];
+        for (rule, restored, changed) in cases {
+            let mut route = route(vec![rule.clone(), vec![backend("static-assets", Some(7))]]);
+            assert_eq!(
+                restore_route(&mut route, &backends()),
+                Ok(changed),
+                "{rule:?}"
+            );
+            assert_eq!(refs(&route, 0), restored, "{rule:?}");
+            assert_eq!(
+                refs(&route, 1),
+                [("static-assets".into(), Some(7))],
+                "other rules untouched"
+            );
+        }
+    }
+
+    #[test]
+    fn restoring_a_route_without_the_stable_backend_is_refused_naming_route_and_service() {
+        let mut route = route(vec![vec![backend("checkout-canary", Some(20))]]);
+        assert_eq!(
+            restore_route(&mut route, &backends()),
+            Err("HTTPRoute shop/checkout has no backendRef to Service checkout-stable".into())
+        );
+        assert_eq!(refs(&route, 0), [("checkout-canary".into(), Some(20))]);
+    }
+
+    #[test]
+    fn the_restore_body_carries_the_whole_rules_and_the_routes_uid_and_version_as_preconditions() {
+        let mut route = route(vec![
+            vec![
+                backend("checkout-stable", Some(80)),
+                backend("checkout-canary", Some(20)),
+            ],
+            vec![backend("static-assets", Some(7))],
+        ]);
+        route.metadata.uid = Some("5e0c".into());
+        route.metadata.resource_version = Some("42".into());
+        let body = restore_apply(&route, &backends()).unwrap().unwrap();
+        assert_eq!(
+            body["metadata"]["uid"], "5e0c",
+            "never re-creates a deleted route"
+        );
+        assert_eq!(
+            body["metadata"]["resourceVersion"], "42",
+            "never overwrites a newer edit"
+        );
+        assert_eq!(
+            body["spec"].as_object().unwrap().keys().collect::<Vec<_>>(),
+            ["rules"]
+        );
+        let first = body["spec"]["rules"][0]["backendRefs"].as_array().unwrap();
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0]["name"], "checkout-stable");
+        assert!(first[0].get("weight").is_none(), "{first:?}");
+        assert_eq!(body["spec"]["rules"][1]["backendRefs"][0]["weight"], 7);
+
+        let mut restored = route.clone();
+        restore_route(&mut restored, &backends()).unwrap();
+        assert_eq!(restore_apply(&restored, &backends()), Ok(None));
     }
 }

@@ -36,22 +36,32 @@ What the controller does with the API, and no more; config/rbac/role.yaml holds 
 (tests/controller_manifests.rs compares them). Secrets are not here: see waymark.secretRules.
 */}}
 {{- define "waymark.controllerRules" -}}
-# Watch Releases; write only their status (never spec: Argo CD owns it).
+# Watch Releases; write their status, and of the rest only metadata.finalizers (never spec:
+# Argo CD owns it): `patch` adds and removes the finalizer waymark.dev/route, by a merge patch
+# of that list alone with the resourceVersion as precondition.
 - apiGroups: ["waymark.dev"]
   resources: ["releases"]
-  verbs: ["list", "watch"]
+  verbs: ["list", "watch", "patch"]
 - apiGroups: ["waymark.dev"]
   resources: ["releases/status"]
   verbs: ["patch"]
+# Children carry an owner reference with blockOwnerDeletion (so that a foreground deletion of
+# the Release waits for them); where the OwnerReferencesPermissionEnforcement admission plugin
+# runs (OpenShift, hardened clusters), setting it needs `update` on the owner's finalizers.
+- apiGroups: ["waymark.dev"]
+  resources: ["releases/finalizers"]
+  verbs: ["update"]
 # Child Deployments: watched; created, then server-side applied and scaled (patch); the
 # canary removed. `get` only to see whose an existing object of a child's name is.
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Child Services: watched; created, then server-side applied. `get` as for Deployments.
+# Never deleted by Waymark, but adopting one (`waymark.dev/adopt`) sets its owner reference,
+# which OwnerReferencesPermissionEnforcement allows only to who may delete the object.
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # HTTPRoutes: watched (a hand edit of a route is seen at once); weights written by
 # server-side apply under the field manager `waymark`.
 - apiGroups: ["gateway.networking.k8s.io"]

@@ -225,6 +225,8 @@ pub struct Context {
     based_on: Mutex<HashMap<ObjectRef<Release>, String>>,
     /// Per Release, failed reconciles in a row.
     failures: Mutex<HashMap<ObjectRef<Release>, u32>>,
+    /// What the watches know of the API server: whether the HTTPRoute CRD is missing.
+    pub health: Option<Arc<super::Health>>,
 }
 
 impl Context {
@@ -244,7 +246,21 @@ impl Context {
             analysis_slots: tokio::sync::Semaphore::new(ANALYSIS_SLOTS),
             based_on: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
+            health: None,
         }
+    }
+
+    /// The same context, told what the watches know (`/readyz`'s [`super::Health`]).
+    pub fn with_health(mut self, health: Arc<super::Health>) -> Context {
+        self.health = Some(health);
+        self
+    }
+
+    /// Whether the API server does not serve HTTPRoutes at all (the Gateway API CRD is missing).
+    pub fn http_routes_missing(&self) -> bool {
+        self.health
+            .as_ref()
+            .is_some_and(|health| health.is_missing(super::watch::Watched::HttpRoutes))
     }
 
     /// Remember that a status write was based on `resource_version` of `release`.

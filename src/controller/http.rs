@@ -108,6 +108,15 @@ impl Health {
             .and_then(|watches| watches.get(&resource).and_then(|state| state.down.clone()))
     }
 
+    /// Whether the API server answers 404 for a watched resource: its CRD is not installed.
+    pub fn is_missing(&self, resource: Watched) -> bool {
+        self.watches.lock().ok().is_some_and(|watches| {
+            watches
+                .get(&resource)
+                .is_some_and(|state| state.missing && state.down.is_some())
+        })
+    }
+
     /// A Release (`namespace/name`) that names an HTTPRoute, if any: then the HTTPRoute watch
     /// is needed.
     pub fn route_user(&self) -> Option<String> {

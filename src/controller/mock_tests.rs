@@ -980,3 +980,39 @@ async fn a_settled_release_that_still_holds_the_finalizer_lets_it_go() {
     drop(world);
     finish(server, ctx).await;
 }
+
+#[tokio::test]
+async fn a_missing_gateway_api_crd_is_named_instead_of_a_missing_route() {
+    let (ctx, _world, _api) = test_context();
+    let release = ReleaseBuilder::gateway().build();
+    let namespace = release.metadata.namespace.clone().unwrap();
+    let health = Arc::new(crate::controller::Health::new(false));
+    let ctx = Arc::into_inner(ctx)
+        .expect("one context")
+        .with_health(health.clone());
+    let missing_route = super::reconcile::route_of(&ctx, &release, &namespace);
+    let Some(crate::rollout::RouteState::Unusable { message }) = missing_route else {
+        panic!("{missing_route:?}");
+    };
+    assert!(
+        !message.contains("httproutes.gateway.networking.k8s.io"),
+        "{message}"
+    );
+
+    health.watch_failed(
+        crate::controller::watch::Watched::HttpRoutes,
+        std::time::Instant::now(),
+        true,
+        "404",
+    );
+    let no_crd = super::reconcile::route_of(&ctx, &release, &namespace);
+    let Some(crate::rollout::RouteState::Unusable { message }) = no_crd else {
+        panic!("{no_crd:?}");
+    };
+    assert!(
+        message.starts_with(&format!(
+            "HTTPRoute {namespace}/checkout (spec.traffic.gatewayAPI.httpRoute) cannot be read: the Gateway API CustomResourceDefinition httproutes.gateway.networking.k8s.io is not installed"
+        )),
+        "{message}"
+    );
+}

@@ -278,12 +278,15 @@ pub(crate) async fn run_controller(
     .reflect(route_writer)
     .touched_objects();
 
-    let ctx = Arc::new(Context::new(
-        shared.client.clone(),
-        shared.recorder.clone(),
-        shared.metrics.clone(),
-        stores,
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            shared.client.clone(),
+            shared.recorder.clone(),
+            shared.metrics.clone(),
+            stores,
+        )
+        .with_health(health.clone()),
+    );
     let routed = release_store.clone();
     let controller = Controller::for_stream(release_events, release_store.clone())
         .owns_stream(deployment_events)

@@ -220,8 +220,19 @@ pub async fn observe(ctx: &Context, release: &Release, now: Timestamp) -> Result
 /// mode).
 pub fn route_of(ctx: &Context, release: &Release, namespace: &str) -> Option<RouteState> {
     release.spec.traffic.gateway_api.as_ref().map(|gateway| {
+        let cached = ctx.stores.route(namespace, &gateway.http_route);
+        if cached.is_none() && ctx.http_routes_missing() {
+            // Not "no such route": the cluster has no HTTPRoutes at all.
+            return RouteState::Unusable {
+                message: format!(
+                    "HTTPRoute {namespace}/{} (spec.traffic.gatewayAPI.httpRoute) cannot be read: {}",
+                    gateway.http_route,
+                    super::watch::Watched::HttpRoutes.missing_hint()
+                ),
+            };
+        }
         route_state(
-            ctx.stores.route(namespace, &gateway.http_route).as_deref(),
+            cached.as_deref(),
             namespace,
             &gateway.http_route,
             &Backends::of(&release.name_any()),

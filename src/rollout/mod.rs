@@ -11,7 +11,9 @@ use crate::api::{Release, ReleaseStatus, template_revision};
 pub mod conditions;
 mod decide;
 #[cfg(test)]
-mod fixtures;
+mod evidence_tests;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod fold;
 pub mod history;
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::time::Duration as StdDuration;
 
 use k8s_openapi::jiff::Timestamp;
 
-use super::{Decider, Stage, plus, stage};
+use super::{Decider, Stage, plus, stage, whole_second};
 use crate::api::{Outcome, Release, ReleaseSpec, ReleaseStatus, Verdict};
 use crate::rollout::{fold, timeline};
 
@@ -123,10 +123,20 @@ impl Decider<'_> {
         let folded = fold::fold(self.status.analysis.as_ref(), run, counting);
         if counting {
             // The first run of a failing (or erroring) streak keeps its queries for the
-            // post-mortem; the others are compact.
+            // post-mortem, and so does the streak's first failing run when errors began it:
+            // the post-mortem shows the values that went past their limits, not only a query
+            // that could not be answered. The others are compact.
             let streak_starts =
                 folded.failing_since.is_some() && folded.failing_since == folded.last_run_at;
-            let entry = if streak_starts {
+            let first_failing_after_errors = folded.verdict == Verdict::Failing
+                && !self.status.timeline.iter().any(|entry| {
+                    entry.verdict == Some(Verdict::Failing)
+                        && folded
+                            .failing_since
+                            .as_ref()
+                            .is_some_and(|since| entry.at.0 >= since.0)
+                });
+            let entry = if streak_starts || first_failing_after_errors {
                 timeline::first_failure(&folded, self.spec.analysis.as_ref())
             } else {
                 timeline::analysis_run(&folded, self.spec.analysis.as_ref())
@@ -171,7 +181,10 @@ impl Decider<'_> {
         true
     }
 
-    /// Whether `inconclusiveLimit` inconclusive runs in a row hold the canary.
+    /// Whether `inconclusiveLimit` inconclusive runs in a row hold the canary. The hold needs no
+    /// state of its own: a run with another verdict resets the counter and so ends it (a
+    /// passing one lets the canary go on; a failing or erroring one keeps it held by
+    /// [`Self::evidence_missing`] and counts toward `failureLimit` or `errorLimit`).
     pub(super) fn inconclusive_hold(&self, canary: &str) -> bool {
         let Some(limit) = self.spec.analysis.as_ref().map(|a| a.inconclusive_limit) else {
             return false;
@@ -180,11 +193,59 @@ impl Decider<'_> {
             .is_some_and(|a| a.consecutive_inconclusive >= limit.max(1))
     }
 
-    /// The latest verdict on `revision` when it forbids raising the canary's traffic.
-    pub(super) fn blocking_verdict(&self, revision: &str) -> Option<Verdict> {
+    /// Whether step `index` comes before any step has given the canary traffic. Up to and
+    /// including its first `setWeight` above 0, a canary has had no traffic to be judged by, so
+    /// no analysis can have passed: those steps are the only ones that move without evidence.
+    fn before_first_traffic(&self, index: usize) -> bool {
+        self.spec.steps[..index.min(self.steps_len())]
+            .iter()
+            .all(|step| step.set_weight.unwrap_or(0) <= 0)
+    }
+
+    /// Why step `index` may not raise the canary's traffic or pods, or end its timed pause, now;
+    /// `None` when it may. With `spec.analysis`, once a step has given the canary traffic, that
+    /// needs the latest run on the canary since its steps began to be Passing: missing data
+    /// (Inconclusive), a failure and an error all hold the canary where it is. The words name
+    /// the latest verdict and its summary, or that no run has come yet.
+    pub(super) fn evidence_missing(&self, revision: &str, index: usize) -> Option<String> {
+        self.spec.analysis.as_ref()?;
+        if self.before_first_traffic(index) || self.passed_since_steps_began(revision) {
+            return None;
+        }
+        let started = self.status.steps_started_at.as_ref().map(|t| t.0);
+        let latest = self
+            .analysis_of(revision)
+            .filter(|a| a.last_run_at.as_ref().map(|t| t.0) >= started);
+        Some(match latest {
+            Some(analysis) => match analysis.summary.as_deref().filter(|s| !s.is_empty()) {
+                Some(summary) => format!("latest analysis {}: {summary}", analysis.verdict),
+                None => format!("latest analysis {}", analysis.verdict),
+            },
+            None => match next_analysis_at(
+                self.spec,
+                &self.spec_revision,
+                &self.status,
+                self.analysis_offset,
+            ) {
+                Some(due) => format!(
+                    "no analysis has run yet (the first is due at {})",
+                    whole_second(due)
+                ),
+                None => "no analysis has run yet".to_string(),
+            },
+        })
+    }
+
+    /// The reason a canary held by [`Self::evidence_missing`] reports: the latest verdict, or
+    /// `WaitingForAnalysis` before the first run.
+    pub(super) fn evidence_reason(&self, revision: &str) -> String {
+        let started = self.status.steps_started_at.as_ref().map(|t| t.0);
         self.analysis_of(revision)
-            .map(|analysis| analysis.verdict)
-            .filter(|verdict| matches!(verdict, Verdict::Failing | Verdict::Error))
+            .filter(|a| a.last_run_at.as_ref().map(|t| t.0) >= started)
+            .map_or_else(
+                || "WaitingForAnalysis".to_string(),
+                |a| format!("Analysis{}", a.verdict),
+            )
     }
 
     /// Whether a passing run came after the canary's steps began (the gate to promotion).

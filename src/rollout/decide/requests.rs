@@ -153,32 +153,40 @@ impl Decider<'_> {
             }
             _ => {
                 let canary = self.status.canary_revision.clone().unwrap_or_default();
-                if self.inconclusive_hold(&canary) {
-                    if let Some(analysis) = self.status.analysis.as_mut() {
-                        analysis.consecutive_inconclusive = 0;
-                    }
-                    self.event(
-                        Severity::Normal,
-                        "PromoteRequested",
-                        format!(
-                            "{action} request {}: hold on inconclusive analysis of canary {canary} released",
-                            request.id
-                        ),
-                    );
-                } else if self.current_step() < self.steps_len() {
+                // A person's promote ends an `inconclusiveLimit` hold and, like any promote,
+                // finishes the current step: a `setWeight` held for want of a passing analysis
+                // then takes its weight (the next step holds it), a person's override.
+                let released = self.inconclusive_hold(&canary);
+                if released && let Some(analysis) = self.status.analysis.as_mut() {
+                    analysis.consecutive_inconclusive = 0;
+                }
+                let released_note = if released {
+                    "; hold on inconclusive analysis released"
+                } else {
+                    ""
+                };
+                if self.current_step() < self.steps_len() {
                     let finished = self.step_label();
                     let next = self.current_step() + 1;
                     self.set_current_step(next);
                     self.status.pause_until = None;
                     if self.status.steps_started_at.is_some() {
                         self.status.step_started_at = Some(Time(self.now));
-                        self.note_step_begins();
                     }
                     self.event(
                         Severity::Normal,
                         "PromoteRequested",
                         format!(
-                            "{action} request {}: canary {canary} step {finished} finished",
+                            "{action} request {}: canary {canary} step {finished} finished{released_note}",
+                            request.id
+                        ),
+                    );
+                } else if released {
+                    self.event(
+                        Severity::Normal,
+                        "PromoteRequested",
+                        format!(
+                            "{action} request {}: hold on inconclusive analysis of canary {canary} released; promotion still waits for a passing analysis (promote --full skips it)",
                             request.id
                         ),
                     );

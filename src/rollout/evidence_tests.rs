@@ -2,10 +2,8 @@
 //! traffic or pods, and no timed pause ends, while the latest verdict is not Passing; the
 //! `inconclusiveLimit` hold says what ends it; the timeline keeps the weight reached.
 
-use std::time::Duration as StdDuration;
-
+use super::Action;
 use super::fixtures::*;
-use super::{Action, decide};
 use crate::analysis::AnalysisRun;
 use crate::api::{ManualAction, Phase, Step, TimelineKind, Verdict};
 
@@ -429,36 +427,4 @@ fn the_timeline_records_the_weight_the_canary_reached() {
     sim.settle();
     assert_eq!(sim.status().canary_weight, Some(25));
     assert_eq!(reached(&sim), [(1, 25)]);
-}
-
-#[test]
-fn a_held_canary_decided_again_between_runs_changes_nothing() {
-    let mut sim = Sim::canary_of(ReleaseBuilder::gateway().analysis());
-    lenient(&mut sim);
-    sim.settle();
-    for n in 1..=5 {
-        sim.observed.analysis = Some(no_data(30 * n));
-        sim.tick(30);
-        sim.settle();
-    }
-    let held = sim.status().clone();
-    assert!(
-        held.message
-            .as_deref()
-            .unwrap_or_default()
-            .contains("held at 10%"),
-        "{:?}",
-        held.message
-    );
-    for later in [1, 7, 29] {
-        let now = sim.now + k8s_openapi::jiff::SignedDuration::from_secs(later);
-        let decision = decide(&sim.release, &sim.observed, now);
-        assert_eq!(decision.status, held, "{later}s later");
-        assert!(moves(&decision).is_empty());
-        assert_eq!(
-            decision.requeue_after,
-            Some(StdDuration::from_secs(30 - later as u64)),
-            "looks again at the next run"
-        );
-    }
 }

@@ -1406,6 +1406,39 @@ fn a_rollback_keeps_the_canarys_timeline_for_its_post_mortem() {
 }
 
 #[test]
+fn a_streak_begun_by_errors_keeps_the_queries_of_its_first_failing_run() {
+    use crate::api::TimelineKind;
+    let mut sim = Sim::canary_of(ReleaseBuilder::gateway().analysis());
+    sim.settle();
+    for (n, verdict) in [Verdict::Error, Verdict::Failing, Verdict::Failing]
+        .into_iter()
+        .enumerate()
+    {
+        sim.observed.analysis = Some(run(V2, verdict, at(30 * (n as i64 + 1))));
+        sim.tick(30);
+    }
+    sim.settle();
+    assert_eq!(sim.status().phase, Some(Phase::RolledBack));
+    let kept: Vec<_> = sim.status().history[0]
+        .timeline
+        .iter()
+        .filter(|e| e.kind == TimelineKind::FirstFailure)
+        .map(|e| {
+            let queries = e.canary.as_ref().and_then(|w| w.error_query.as_ref());
+            (e.at.clone(), e.verdict, queries.is_some())
+        })
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            (Time(at(30)), Some(Verdict::Error), true),
+            (Time(at(60)), Some(Verdict::Failing), true),
+        ],
+        "the errored run begins the streak; its first failing run keeps the values' PromQL"
+    );
+}
+
+#[test]
 fn an_abort_records_who_asked_in_the_timeline() {
     use crate::api::TimelineKind;
     let mut sim = gateway_canary_at_indefinite_pause();

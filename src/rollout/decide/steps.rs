@@ -4,6 +4,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::{Decider, Mode, plus};
+use crate::analysis::limits::LimitReached;
 use crate::api::{Outcome, Phase, TimelineKind};
 use crate::rollout::split::{canary_size, effective_weight, replica_split};
 use crate::rollout::{Action, Severity, WorkloadState, timeline};
@@ -319,11 +320,16 @@ impl<'a> Decider<'a> {
     /// The status of a canary paused by `inconclusiveLimit`: what reached the limit (without a
     /// count that would climb past it run after run) and exactly what ends the pause.
     fn report_inconclusive_hold(&mut self, revision: &str) {
-        let limit = self
-            .spec
-            .analysis
-            .as_ref()
-            .map_or(1, |a| a.inconclusive_limit.max(1));
+        let reached = LimitReached::Inconclusive {
+            count: self
+                .analysis_of(revision)
+                .map_or(0, |a| a.consecutive_inconclusive),
+            limit: self
+                .spec
+                .analysis
+                .as_ref()
+                .map_or(1, |a| a.inconclusive_limit.max(1)),
+        };
         let by_hand = if self.current_step() < self.steps_len() {
             format!(
                 "`waymark promote {}` finishes step {} without one",
@@ -337,7 +343,7 @@ impl<'a> Decider<'a> {
             )
         };
         let message = format!(
-            "step {}: held at {}% on canary {revision}: inconclusiveLimit {limit} reached (the last {limit} analyses were inconclusive){}; resumes by itself at the next passing analysis, or {by_hand}",
+            "step {}: held at {}% on canary {revision}: {reached}{}; resumes by itself at the next passing analysis, or {by_hand}",
             self.step_label(),
             self.shown_weight(),
             self.analysis_summary(revision)

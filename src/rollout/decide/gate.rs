@@ -6,7 +6,7 @@ use std::time::Duration as StdDuration;
 use k8s_openapi::jiff::Timestamp;
 
 use super::{Decider, Stage, plus, stage, whole_second};
-use crate::api::{Outcome, Release, ReleaseSpec, ReleaseStatus, Verdict};
+use crate::api::{AnalysisStatus, Outcome, Release, ReleaseSpec, ReleaseStatus, Verdict};
 use crate::rollout::{fold, timeline};
 
 /// How far after `steps_started + interval` a Release's first analysis run comes: a fixed
@@ -212,11 +212,7 @@ impl Decider<'_> {
         if self.before_first_traffic(index) || self.passed_since_steps_began(revision) {
             return None;
         }
-        let started = self.status.steps_started_at.as_ref().map(|t| t.0);
-        let latest = self
-            .analysis_of(revision)
-            .filter(|a| a.last_run_at.as_ref().map(|t| t.0) >= started);
-        Some(match latest {
+        Some(match self.latest_since_steps_began(revision) {
             Some(analysis) => match analysis.summary.as_deref().filter(|s| !s.is_empty()) {
                 Some(summary) => format!("latest analysis {}: {summary}", analysis.verdict),
                 None => format!("latest analysis {}", analysis.verdict),
@@ -239,21 +235,24 @@ impl Decider<'_> {
     /// The reason a canary held by [`Self::evidence_missing`] reports: the latest verdict, or
     /// `WaitingForAnalysis` before the first run.
     pub(super) fn evidence_reason(&self, revision: &str) -> String {
+        self.latest_since_steps_began(revision).map_or_else(
+            || "WaitingForAnalysis".to_string(),
+            |a| format!("Analysis{}", a.verdict),
+        )
+    }
+
+    /// The latest run on `revision`, if it came after the canary's steps began.
+    fn latest_since_steps_began(&self, revision: &str) -> Option<&AnalysisStatus> {
         let started = self.status.steps_started_at.as_ref().map(|t| t.0);
         self.analysis_of(revision)
             .filter(|a| a.last_run_at.as_ref().map(|t| t.0) >= started)
-            .map_or_else(
-                || "WaitingForAnalysis".to_string(),
-                |a| format!("Analysis{}", a.verdict),
-            )
     }
 
-    /// Whether a passing run came after the canary's steps began (the gate to promotion).
+    /// Whether the latest run came after the canary's steps began and passed (the gate to
+    /// every raise after the first traffic, and to promotion).
     pub(super) fn passed_since_steps_began(&self, revision: &str) -> bool {
-        let started = self.status.steps_started_at.as_ref().map(|t| t.0);
-        self.analysis_of(revision).is_some_and(|a| {
-            a.verdict == Verdict::Passing && a.last_run_at.as_ref().map(|t| t.0) >= started
-        })
+        self.latest_since_steps_began(revision)
+            .is_some_and(|a| a.verdict == Verdict::Passing)
     }
 
     /// `; <summary of the latest run>` for messages, or nothing.

@@ -295,6 +295,19 @@ pub fn argo_health(release: &Release) -> (String, String) {
     )
 }
 
+/// A real Prometheus scraping a metrics server that serves no series yet (the walk sets them).
+/// `None` when the walk is skipped (no `prometheus` binary, and not in CI).
+pub async fn prometheus_scraping() -> Option<(
+    crate::prometheus_support::MetricsServer,
+    crate::prometheus_support::Prometheus,
+)> {
+    let metrics = crate::prometheus_support::MetricsServer::start()
+        .await
+        .expect("the test metrics server starts");
+    let prometheus = crate::prometheus_support::Prometheus::start(&[metrics.address()]).await?;
+    Some((metrics, prometheus))
+}
+
 /// A real Prometheus scraping request counters for `<release>-stable` (no errors) and
 /// `<release>-canary` (failing `canary_error_ratio` of its requests), 50 requests/s each, with
 /// a full 20 s window collected. `None` when the walk is skipped (no `prometheus` binary, and
@@ -307,10 +320,7 @@ pub async fn prometheus_judging(
     crate::prometheus_support::MetricsServer,
     crate::prometheus_support::Prometheus,
 )> {
-    let metrics = crate::prometheus_support::MetricsServer::start()
-        .await
-        .expect("the test metrics server starts");
-    let prometheus = crate::prometheus_support::Prometheus::start(&[metrics.address()]).await?;
+    let (metrics, prometheus) = prometheus_scraping().await?;
     metrics.set_traffic(&env.namespace, &format!("{release}-stable"), 50.0, 0.0);
     metrics.set_traffic(
         &env.namespace,

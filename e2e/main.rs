@@ -13,13 +13,14 @@
 //! runs pods on the suite's control plane: simulated kubelets mark Deployments available by
 //! patching their status (on another cluster, `WAYMARK_E2E_SIMULATE_READINESS=1` does the same).
 //!
-//! The analysis walk also needs the `prometheus` binary (Debian's package): it starts one on a
+//! The analysis walks also need the `prometheus` binary (Debian's package): it starts one on a
 //! loopback port, scraping request counters the walk serves.
 
 mod canary;
 mod children;
 mod control_plane;
 mod delete;
+mod evidence;
 mod faults;
 mod fixtures;
 mod hostile;
@@ -56,6 +57,7 @@ fn main() -> ExitCode {
         canary::abort_sends_traffic_back_to_stable_before_the_canary_goes,
         canary::a_missing_http_route_is_named_in_a_condition,
         canary::a_canary_burning_its_error_budget_is_rolled_back_by_analysis,
+        evidence::a_canary_without_data_gets_no_more_than_its_first_step,
         quiet::a_timed_pause_leaves_the_release_still,
         quiet::a_settled_release_and_its_children_are_not_written,
         quiet::a_first_release_is_not_healthy_before_its_stable_is_available,

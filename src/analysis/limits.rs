@@ -24,7 +24,7 @@ pub enum LimitReached {
         limit: i32,
     },
     /// `inconclusiveLimit` inconclusive runs in a row: hold the canary where it is (reason
-    /// `AnalysisInconclusive`) until a conclusive run or `waymark promote`.
+    /// `AnalysisInconclusive`) until a run that is not Inconclusive or `waymark promote`.
     Inconclusive {
         /// Inconclusive runs in a row.
         count: i32,
@@ -64,9 +64,10 @@ impl std::fmt::Display for LimitReached {
             LimitReached::Errors { count, limit } => {
                 write!(f, "{count} analysis errors in a row (errorLimit {limit})")
             }
-            LimitReached::Inconclusive { count, limit } => write!(
+            // The counter goes on past the limit while the canary is held: the words do not.
+            LimitReached::Inconclusive { limit, .. } => write!(
                 f,
-                "{count} inconclusive analyses in a row (inconclusiveLimit {limit})"
+                "inconclusiveLimit {limit} reached (the last {limit} analyses were inconclusive)"
             ),
         }
     }
@@ -161,6 +162,12 @@ mod tests {
         let reached = limit_reached(&counters(0, 6, 0), &limits(2, 6, 4)).unwrap();
         assert!(!reached.rolls_back());
         assert_eq!(reached.reason(), "AnalysisInconclusive");
+        // Runs go on while the canary is held: the words never count past the limit.
+        let past = limit_reached(&counters(0, 9, 0), &limits(2, 6, 4)).unwrap();
+        assert_eq!(
+            past.to_string(),
+            "inconclusiveLimit 6 reached (the last 6 analyses were inconclusive)"
+        );
     }
 
     #[test]

@@ -6,11 +6,12 @@
 //! canary's steps to say when a rollback or a promotion would have happened.
 //!
 //! The walk follows the rules the README states for a canary: the canary starts (available)
-//! at the first run; `setWeight` takes effect at once unless it would raise the weight while
-//! the latest run is Failing or Error (held); a timed pause ends `duration` after its step
-//! began, when the controller wakes; a pause without duration waits for `waymark promote`,
-//! which replay never assumes; `inconclusiveLimit` inconclusive runs in a row hold the steps;
-//! after the last step the first Passing run promotes.
+//! at the first run; the steps up to its first `setWeight` above 0 move without evidence;
+//! after that, a `setWeight` that would raise the weight, and the end of a timed pause, wait
+//! for the latest run to be Passing (held); a timed pause ends `duration` after its step began,
+//! when the controller wakes, or at the first passing run after that; a pause without duration
+//! waits for `waymark promote`, which replay never assumes; `inconclusiveLimit` inconclusive
+//! runs in a row hold the steps; after the last step the first Passing run promotes.
 
 use k8s_openapi::jiff::Timestamp;
 
@@ -51,7 +52,8 @@ pub enum ReplayEvent {
         /// The step, 1-based.
         step: usize,
     },
-    /// A step that would raise the weight waits while the latest run fails or errors.
+    /// A step waits at `weight` for a passing run: a `setWeight` that would raise the
+    /// weight, or a timed pause whose time is up, while the latest run is not Passing.
     WeightHeld {
         /// When the hold began.
         at: Timestamp,
@@ -192,6 +194,14 @@ impl Walk<'_> {
         self.step_started.checked_add(duration.as_signed()).ok()
     }
 
+    /// Whether the step in progress comes before any step has given the canary traffic (so
+    /// it needs no passing run to raise the weight or end its pause).
+    fn before_first_traffic(&self) -> bool {
+        self.steps[..self.step.min(self.steps.len())]
+            .iter()
+            .all(|step| step.set_weight.unwrap_or(0) <= 0)
+    }
+
     /// Moves through every step that can finish at `now` with `verdict` the latest.
     fn advance(&mut self, now: Timestamp, verdict: Verdict) {
         while self.outcome.is_none() {
@@ -203,15 +213,16 @@ impl Walk<'_> {
                 return;
             };
             let number = self.step + 1;
+            let evidence = verdict == Verdict::Passing || self.before_first_traffic();
+            let held = ReplayEvent::WeightHeld {
+                at: now,
+                step: number,
+                weight: self.weight,
+                verdict,
+            };
             if let Some(weight) = step.set_weight {
                 let weight = weight.clamp(0, 100);
-                if weight > self.weight && matches!(verdict, Verdict::Failing | Verdict::Error) {
-                    let held = ReplayEvent::WeightHeld {
-                        at: now,
-                        step: number,
-                        weight: self.weight,
-                        verdict,
-                    };
+                if weight > self.weight && !evidence {
                     self.announce("held", held);
                     return;
                 }
@@ -224,6 +235,10 @@ impl Walk<'_> {
             } else if let Some(pause) = &step.pause {
                 match pause.duration {
                     Some(_) => match self.pause_end() {
+                        Some(end) if end <= now && !evidence => {
+                            self.announce("held", held);
+                            return;
+                        }
                         Some(end) if end <= now => {
                             self.events.push(ReplayEvent::PauseEnded {
                                 at: now,
@@ -264,7 +279,12 @@ impl Walk<'_> {
         }
     }
 
-    fn waiting_for(&self, held_by: Option<LimitReached>, latest: Option<Verdict>) -> String {
+    fn waiting_for(
+        &self,
+        held_by: Option<LimitReached>,
+        latest: Option<Verdict>,
+        last_run: Option<Timestamp>,
+    ) -> String {
         if let Some(limit) = held_by {
             return format!("held: {limit}");
         }
@@ -280,6 +300,12 @@ impl Walk<'_> {
                 latest.map_or("none".to_string(), |v| v.to_string())
             ),
             Some(step) => match step.pause.as_ref().and_then(|pause| pause.duration) {
+                Some(duration) if self.pause_end() <= last_run => format!(
+                    "step {}: pause {duration} over, held at {}% while the latest analysis is {}",
+                    self.step + 1,
+                    self.weight,
+                    latest.map_or("none".to_string(), |v| v.to_string())
+                ),
                 Some(duration) => format!("step {}: pause {duration} not over", self.step + 1),
                 None => format!("step {}: waits for `waymark promote`", self.step + 1),
             },
@@ -361,7 +387,14 @@ pub fn replay(analysis: &Analysis, steps: &[Step], runs: Vec<AnalysisRun>) -> Re
         .unwrap_or_else(|| ReplayOutcome::Undecided {
             step: walk.step,
             weight: walk.weight,
-            waiting_for: walk.waiting_for(held_by, status.as_ref().map(|s| s.verdict)),
+            waiting_for: walk.waiting_for(
+                held_by,
+                status.as_ref().map(|s| s.verdict),
+                status
+                    .as_ref()
+                    .and_then(|s| s.last_run_at.as_ref())
+                    .map(|t| t.0),
+            ),
         });
     Replay {
         steps: replayed,
@@ -534,13 +567,14 @@ mod tests {
             &steps("[{setWeight: 10}, {setWeight: 50}]"),
             runs("FFPP"),
         );
-        // +0s: Failing holds the first step at 0%; +30s still failing; +60s passes: both steps,
-        // and promotion needs the next passing run... the same one, as in the rollout core.
+        // +0s: the first step is the canary's first traffic and needs no evidence; Failing
+        // holds the raise to 50%; +30s still failing; +60s passes: the raise, and promotion on
+        // the same passing run, as in the rollout core.
         assert_eq!(
             events(&replay),
             [
-                "+0s step 1 held at 0 (Failing)",
-                "+60s step 1 weight 10",
+                "+0s step 1 weight 10",
+                "+0s step 2 held at 10 (Failing)",
                 "+60s step 2 weight 50",
                 "+60s promoted"
             ]
@@ -590,7 +624,9 @@ mod tests {
             ReplayOutcome::Undecided {
                 step: 1,
                 weight: 10,
-                waiting_for: "held: 2 inconclusive analyses in a row (inconclusiveLimit 2)".into()
+                waiting_for:
+                    "held: inconclusiveLimit 2 reached (the last 2 analyses were inconclusive)"
+                        .into()
             }
         );
     }
@@ -616,5 +652,55 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn without_a_passing_run_no_raise_and_no_timed_pause_ends_after_the_first_traffic() {
+        let steps = steps(
+            "[{pause: {duration: 30s}}, {setWeight: 10}, {pause: {duration: 30s}}, {setWeight: 50}]",
+        );
+        struct Case {
+            runs: &'static str,
+            events: &'static [&'static str],
+        }
+        let cases = [
+            // No data throughout: the pause at 0% and the first traffic go by; the pause at
+            // 10% is over at +60s but never ends.
+            Case {
+                runs: "IIIIII",
+                events: &[
+                    "+30s step 1 pause over",
+                    "+30s step 2 weight 10",
+                    "+60s step 3 held at 10 (Inconclusive)",
+                ],
+            },
+            // Errors, then a pass at +120s: the held pause ends there, and the raise with it.
+            Case {
+                runs: "PEEEPP",
+                events: &[
+                    "+30s step 1 pause over",
+                    "+30s step 2 weight 10",
+                    "+60s step 3 held at 10 (Error)",
+                    "+120s step 3 pause over",
+                    "+120s step 4 weight 50",
+                    "+120s promoted",
+                ],
+            },
+        ];
+        for case in cases {
+            let replay = replay(&analysis(2, 100, 100), &steps, runs(case.runs));
+            assert_eq!(events(&replay), case.events, "{}", case.runs);
+        }
+        let held = replay(&analysis(2, 100, 100), &steps, runs("IIIIII"));
+        assert_eq!(
+            held.outcome,
+            ReplayOutcome::Undecided {
+                step: 2,
+                weight: 10,
+                waiting_for:
+                    "step 3: pause 30s over, held at 10% while the latest analysis is Inconclusive"
+                        .into()
+            }
+        );
     }
 }

@@ -336,16 +336,18 @@ pub struct TimelineEntry {
     /// For merged entries: how many entries this one stands for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<i32>,
-    /// The step (1-based) that started; for merged steps, the last one.
+    /// The step (1-based) during which the canary's traffic reached `weight`; for merged steps,
+    /// the last one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<i32>,
-    /// Percent of traffic on the canary from then on; for merged steps, after the last one.
+    /// Percent of traffic the canary reached then (the route's weight, or the replica split's
+    /// effective share), never a target it was held short of; for merged steps, the last one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<i32>,
     /// For merged steps: the first step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_step: Option<i32>,
-    /// For merged steps: the weight after the first step.
+    /// For merged steps: the weight the first of them reached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_weight: Option<i32>,
     /// An analysis run's verdict; for merged runs, the worst.
@@ -385,12 +387,12 @@ pub enum TimelineKind {
     CanaryCreated,
     /// The canary's pods became available; its steps began.
     CanaryAvailable,
-    /// A step began (`step`, with the canary's `weight`).
+    /// The canary's traffic reached `weight` during `step` (noted once per weight reached).
     Step,
     /// An analysis run (verdict, worst windows, limit).
     Analysis,
-    /// The first failing (or erroring) run of the streak that ended the canary, with its
-    /// queries.
+    /// The first failing (or erroring) run of a streak, and the streak's first failing run
+    /// when errors began it, with their queries.
     FirstFailure,
     /// A person's request (`action`, `by`).
     Request,

@@ -3,14 +3,16 @@
 //! Markdown or JSON; the team fills in the contributing factors and action items.
 //!
 //! Figures and how they are reckoned:
-//! - **impact**: the highest share of traffic the canary had (its step weights), and the share
-//!   of the service's error budget the canary burned: for each analysis run, the canary's
-//!   share of traffic × its worst window's burn rate × the time until the next run, over the
-//!   budget period (`slo.budget.period`, else 30 days). The worst window makes it an upper
-//!   estimate, which is the honest side to err on.
+//! - **impact**: the highest share of traffic the canary had (the weights its steps reached,
+//!   recorded in the timeline when the traffic got there: a step held short of its target
+//!   never counts), and the share of the service's error budget the canary burned: for each
+//!   analysis run, the canary's share of traffic × its worst window's burn rate × the time
+//!   until the next run, over the budget period (`slo.budget.period`, else 30 days). The worst
+//!   window makes it an upper estimate, which is the honest side to err on.
 //! - **detection**: the first bad sample is the first run in which a canary window burned above
-//!   its limit (or that failed); then the first failing run (the start of the streak that
-//!   ended the canary) and the moment traffic was back on the stable.
+//!   its limit (or that failed: a value past a limit); then the first failing run and the
+//!   moment traffic was back on the stable. A run that could not be judged because a query
+//!   errored is no bad sample: it is reported as an error, with what the error was.
 
 use std::fmt::Write as _;
 
@@ -119,12 +121,15 @@ pub struct Findings<'a> {
     pub budget_burned: Option<f64>,
     /// The budget period used.
     pub budget_period: Duration,
-    /// First run with a canary window above its limit (or failing).
+    /// First run with a canary window above its limit (or failing); never an errored run.
     pub first_bad_sample: Option<Timestamp>,
-    /// First failing run of the streak that ended the canary.
+    /// First failing run (a value past its limit).
     pub first_failing_run: Option<Timestamp>,
-    /// The first failure's entry, with its queries.
+    /// The first failing run's entry, with its queries where the timeline kept them.
     pub first_failure: Option<&'a TimelineEntry>,
+    /// The first run whose queries errored (Prometheus unreachable, a query rejected), with
+    /// what the error was in its message.
+    pub first_error: Option<&'a TimelineEntry>,
 }
 
 fn is_run(entry: &TimelineEntry) -> bool {
@@ -193,12 +198,29 @@ pub fn findings<'a>(release: &'a Release, entry: &'a HistoryEntry) -> Findings<'
             run.verdict == Some(Verdict::Failing) || run.canary.as_ref().is_some_and(above_limit)
         })
         .map(|run| run.at.0);
+    let failing = |e: &&TimelineEntry| e.verdict == Some(Verdict::Failing);
+    // The entry that kept its queries, else the first failing run at all.
     let first_failure = timeline
         .iter()
-        .find(|e| e.kind == TimelineKind::FirstFailure);
-    let first_failing_run = first_failure
+        .filter(|e| e.kind == TimelineKind::FirstFailure)
+        .find(failing)
+        .or_else(|| runs.iter().copied().find(failing));
+    let first_error = runs
+        .iter()
+        .copied()
+        .find(|e| e.verdict == Some(Verdict::Error));
+    // Without any run in the timeline (an entry recorded before timelines were kept), the
+    // history's own figure is all there is.
+    let first_failing_run = runs
+        .iter()
+        .copied()
+        .find(failing)
         .map(|e| e.at.0)
-        .or_else(|| entry.failure_detected_at.as_ref().map(|t| t.0));
+        .or_else(|| {
+            runs.is_empty()
+                .then(|| entry.failure_detected_at.as_ref().map(|t| t.0))
+                .flatten()
+        });
     Findings {
         release,
         entry,
@@ -210,6 +232,7 @@ pub fn findings<'a>(release: &'a Release, entry: &'a HistoryEntry) -> Findings<'
         first_bad_sample: first_bad_sample.or(first_failing_run),
         first_failing_run,
         first_failure,
+        first_error,
     }
 }
 
@@ -284,6 +307,25 @@ fn event_words(entry: &TimelineEntry) -> String {
                 entry.weight.unwrap_or_default()
             ),
         },
+        TimelineKind::Analysis | TimelineKind::FirstFailure
+            if entry.verdict == Some(Verdict::Error) =>
+        {
+            // An errored run has no numbers to show: what the error was is the story.
+            let mut text = match (entry.kind, entry.count) {
+                (TimelineKind::FirstFailure, _) => "**First analysis error**".to_string(),
+                (_, Some(count)) => format!("{count} analysis runs, worst Error"),
+                (_, None) => "analysis Error".to_string(),
+            };
+            let _ = write!(
+                text,
+                ": {}",
+                entry.message.as_deref().unwrap_or("no error recorded")
+            );
+            if let (Some(consecutive), Some(limit)) = (entry.consecutive, entry.limit) {
+                let _ = write!(text, " ({consecutive}/{limit} in a row)");
+            }
+            text
+        }
         TimelineKind::Analysis | TimelineKind::FirstFailure => {
             let verdict = entry.verdict.map_or("?".into(), |v| v.to_string());
             let mut text = match entry.count {
@@ -450,6 +492,14 @@ pub fn markdown(findings: &Findings<'_>) -> String {
             origin
         )
     );
+    if let Some(error) = findings.first_error {
+        let _ = writeln!(
+            out,
+            "- {}: {}",
+            line("First analysis error", Some(error.at.0), origin),
+            error.message.as_deref().unwrap_or("no error recorded")
+        );
+    }
     let _ = writeln!(
         out,
         "- {}",
@@ -481,13 +531,27 @@ pub fn markdown(findings: &Findings<'_>) -> String {
     out.push('\n');
 
     let _ = writeln!(out, "## The queries and their values\n");
-    match findings.first_failure {
+    let with_queries = |entry: &&TimelineEntry| entry.kind == TimelineKind::FirstFailure;
+    let shown = findings
+        .first_failure
+        .filter(with_queries)
+        .or_else(|| findings.first_error.filter(with_queries));
+    match shown {
         Some(failure) => {
-            let _ = writeln!(
-                out,
-                "At the first failing analysis ({}):\n",
-                clock(failure.at.0)
-            );
+            if failure.verdict == Some(Verdict::Error) {
+                let _ = writeln!(
+                    out,
+                    "At the first analysis error ({}): {}\n",
+                    clock(failure.at.0),
+                    failure.message.as_deref().unwrap_or("no error recorded")
+                );
+            } else {
+                let _ = writeln!(
+                    out,
+                    "At the first failing analysis ({}):\n",
+                    clock(failure.at.0)
+                );
+            }
             for (role, window) in [("Canary", &failure.canary), ("Stable", &failure.stable)] {
                 let Some(window) = window else { continue };
                 let ratio = window
@@ -575,6 +639,8 @@ pub fn json(findings: &Findings<'_>) -> serde_json::Value {
         },
         "detection": {
             "firstBadSampleAt": findings.first_bad_sample,
+            "firstAnalysisErrorAt": findings.first_error.map(|e| e.at.0),
+            "firstAnalysisError": findings.first_error.and_then(|e| e.message.clone()),
             "firstFailingRunAt": findings.first_failing_run,
             "trafficOnStableAt": findings.restored_at,
             "badSampleToFailingRunSeconds": seconds(findings.first_bad_sample, findings.first_failing_run),
@@ -738,6 +804,86 @@ pub(crate) mod fixtures {
         release
     }
 
+    /// A run at `seconds` whose queries Prometheus did not answer: an error, no numbers.
+    pub fn analysis_error(seconds: i64, errors: i32) -> AnalysisStatus {
+        let mut errored = analysis(seconds, Verdict::Error, 0.0, 0.0, 0);
+        errored.consecutive_errors = errors;
+        errored.failing_since = Some(at(400));
+        errored.summary = Some(
+            "Prometheus at http://prometheus.monitoring:9090 did not answer within 10s".into(),
+        );
+        for role in [errored.canary.as_mut(), errored.stable.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            role.verdict = Verdict::Error;
+            for window in &mut role.windows {
+                window.burn_rate = None;
+                window.error_ratio = None;
+                window.requests = None;
+                window.note = errored.summary.clone();
+            }
+        }
+        errored
+    }
+
+    /// Revision 6f9c7d at 10% whose first bad run did not reach Prometheus (+6m40s, a
+    /// timeout), then burned past its limit twice and was rolled back: recorded the way the
+    /// rollout core records it, the errored run and the first failing one each with queries.
+    pub fn errored_then_failing() -> Release {
+        let mut release = crate::cli::fixtures::release_in(Phase::RolledBack, None);
+        let limits = release.spec.analysis.clone();
+        let mut lines = Vec::new();
+        timeline::push(&mut lines, timeline::canary_created(at(0), "6f9c7d"));
+        timeline::push(&mut lines, timeline::canary_available(at(40)));
+        timeline::push(&mut lines, timeline::step(at(40), 1, 10));
+        for seconds in [70, 100] {
+            timeline::push(
+                &mut lines,
+                analysis_run(
+                    &analysis(seconds, Verdict::Passing, 0.6, 0.5, 0),
+                    limits.as_ref(),
+                ),
+            );
+        }
+        timeline::push(
+            &mut lines,
+            first_failure(&analysis_error(130, 1), limits.as_ref()),
+        );
+        timeline::push(
+            &mut lines,
+            first_failure(
+                &analysis(160, Verdict::Failing, 21.3, 33.2, 1),
+                limits.as_ref(),
+            ),
+        );
+        timeline::push(
+            &mut lines,
+            analysis_run(
+                &analysis(190, Verdict::Failing, 27.9, 34.0, 2),
+                limits.as_ref(),
+            ),
+        );
+        timeline::push(&mut lines, timeline::traffic_on_stable(at(191)));
+        timeline::push(&mut lines, timeline::canary_scaled_down(at(196)));
+        let mut finished = entry(
+            "6f9c7d",
+            "PAY-142",
+            Outcome::RolledBack,
+            Some(at(0)),
+            at(191),
+            "AnalysisFailing",
+            Some("2 failing analyses in a row (failureLimit 2): canary burns 27.9x of 14.4x over 5m and 1m (4,812 requests)".into()),
+        );
+        finished.failure_detected_at = Some(at(130));
+        finished.timeline = lines;
+        let status = release.status.as_mut().unwrap();
+        status.stable_revision = Some("5d8b9c".into());
+        status.rolled_back_revision = Some("6f9c7d".into());
+        status.history = vec![finished];
+        release
+    }
+
     /// A release whose canary a person aborted while analysis was inconclusive, and an older
     /// promoted revision without a timeline.
     pub fn aborted() -> Release {
@@ -795,7 +941,7 @@ pub(crate) mod fixtures {
 
 #[cfg(test)]
 mod tests {
-    use super::fixtures::{aborted, at, rolled_back};
+    use super::fixtures::{aborted, analysis_error, at, errored_then_failing, rolled_back};
     use super::*;
     use crate::cli::golden::assert_golden;
 
@@ -862,5 +1008,100 @@ mod tests {
         let older = markdown(&findings(&release, pick(&release, Some("5d8b9c")).unwrap()));
         assert!(older.contains("No timeline was recorded"), "{older}");
         assert_golden("postmortem_no_timeline.md", &older);
+    }
+
+    #[test]
+    fn an_errored_run_is_reported_as_an_error_and_no_bad_sample() {
+        let release = errored_then_failing();
+        let findings = findings(&release, pick(&release, None).unwrap());
+        assert_eq!(
+            findings.first_bad_sample,
+            Some(at(160).0),
+            "the first value past its limit, not the run that could not be judged"
+        );
+        assert_eq!(findings.first_failing_run, Some(at(160).0));
+        assert_eq!(findings.first_error.map(|e| e.at.0), Some(at(130).0));
+        let draft = markdown(&findings);
+        for line in [
+            "| 2026-11-21 12:02:10 | +2m10s | **First analysis error**: Prometheus at http://prometheus.monitoring:9090 did not answer within 10s (1/4 in a row) |",
+            "- First analysis error: 2026-11-21 12:02:10 (+2m10s): Prometheus at http://prometheus.monitoring:9090 did not answer within 10s",
+            "- First bad sample (a canary window above its limit): 2026-11-21 12:02:40 (+2m40s)",
+            "- First failing analysis: 2026-11-21 12:02:40 (+2m40s)",
+            "At the first failing analysis (2026-11-21 12:02:40):",
+        ] {
+            assert!(draft.contains(line), "{line}\nmissing from\n{draft}");
+        }
+        assert_golden("postmortem_error_then_failing.md", &draft);
+        let json = json(&findings);
+        assert_eq!(
+            json["detection"]["firstAnalysisError"],
+            "Prometheus at http://prometheus.monitoring:9090 did not answer within 10s"
+        );
+        assert_eq!(
+            json["detection"]["firstFailingRunAt"],
+            "2026-11-21T12:02:40Z"
+        );
+    }
+
+    #[test]
+    fn a_canary_rolled_back_on_errors_alone_has_no_bad_sample() {
+        let mut release = errored_then_failing();
+        let entry = &mut release.status.as_mut().unwrap().history[0];
+        let limits = None;
+        entry.timeline.retain(|e| {
+            !matches!(e.kind, TimelineKind::Analysis | TimelineKind::FirstFailure)
+                || e.verdict != Some(Verdict::Failing)
+        });
+        entry.timeline.insert(
+            entry.timeline.len() - 2,
+            crate::rollout::timeline::analysis_run(&analysis_error(160, 2), limits),
+        );
+        let findings = findings(&release, pick(&release, None).unwrap());
+        assert_eq!(findings.first_bad_sample, None);
+        assert_eq!(findings.first_failing_run, None);
+        let draft = markdown(&findings);
+        assert!(
+            draft.contains("- First bad sample (a canary window above its limit): not recorded"),
+            "{draft}"
+        );
+        assert!(
+            draft.contains("At the first analysis error (2026-11-21 12:02:10): Prometheus at http://prometheus.monitoring:9090 did not answer within 10s"),
+            "{draft}"
+        );
+    }
+
+    #[test]
+    fn a_held_canary_s_impact_is_the_weight_it_was_held_at() {
+        use crate::rollout::fixtures::{ReleaseBuilder, Sim, V2, at, run};
+        // 10%, a 2m pause, 50%: every analysis without data for five minutes, so the canary
+        // stays at 10%; then it fails twice and is rolled back.
+        let mut sim = Sim::canary_of(ReleaseBuilder::gateway().analysis());
+        if let Some(analysis) = sim.release.spec.analysis.as_mut() {
+            analysis.inconclusive_limit = 100;
+        }
+        sim.settle();
+        for n in 1..=10 {
+            sim.observed.analysis = Some(run(V2, Verdict::Inconclusive, at(30 * n)));
+            sim.tick(30);
+            sim.settle();
+        }
+        for n in 11..=12 {
+            sim.observed.analysis = Some(run(V2, Verdict::Failing, at(30 * n)));
+            sim.tick(30);
+            sim.settle();
+        }
+        let release = &sim.release;
+        assert_eq!(
+            release.status.as_ref().unwrap().phase,
+            Some(crate::api::Phase::RolledBack)
+        );
+        let findings = findings(release, pick(release, None).unwrap());
+        assert_eq!(findings.max_weight, Some(10));
+        let draft = markdown(&findings);
+        assert!(
+            draft.contains("- **Impact:** at most 10% of the traffic on the canary"),
+            "{draft}"
+        );
+        assert!(!draft.contains("50% of traffic"), "{draft}");
     }
 }

@@ -65,7 +65,8 @@ fn step_label(step: Option<i32>, steps: usize) -> String {
 /// What an accepted action makes the controller do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Effect {
-    /// `promote` on a canary held by `inconclusiveLimit`: the hold ends, the step stays.
+    /// `promote` on a canary held by `inconclusiveLimit`: the hold ends and, while a step is
+    /// left, the current step ends too (a person's override of the missing evidence).
     ReleaseHold,
     /// `promote` on a canary in its steps: the current step ends and the next begins.
     FinishStep,
@@ -384,15 +385,20 @@ impl Rule<'_> {
         let step = self.at.step_label();
         match action {
             ManualAction::Promote => {
+                let index = usize::try_from(self.at.step.unwrap_or(0).max(0)).unwrap_or(0);
                 if inconclusive_hold(self.spec, self.status, revision) {
+                    let and_step = if index < self.at.steps {
+                        format!(" and {step} ends without a passing analysis")
+                    } else {
+                        "; promotion still waits for a passing analysis".to_string()
+                    };
                     return Ok((
                         Effect::ReleaseHold,
                         format!(
-                            "the hold on inconclusive analysis of canary {revision} ends at {step}"
+                            "the hold on inconclusive analysis of canary {revision} ends{and_step}"
                         ),
                     ));
                 }
-                let index = usize::try_from(self.at.step.unwrap_or(0).max(0)).unwrap_or(0);
                 if index < self.at.steps {
                     let next = if index + 1 < self.at.steps {
                         "the next step begins"

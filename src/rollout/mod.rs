@@ -12,7 +12,9 @@ pub mod conditions;
 mod decide;
 pub mod deletion;
 #[cfg(test)]
-mod fixtures;
+mod evidence_tests;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod fold;
 pub mod history;
 pub mod manual;

@@ -113,6 +113,74 @@ fn check(
     Ok(())
 }
 
+/// The most traffic and pods one canary revision has had, for the rule that with analysis
+/// nothing rises without evidence.
+#[derive(Debug, Default)]
+struct Evidence {
+    revision: Option<String>,
+    most_traffic: i32,
+    most_pods: i32,
+    promoted: bool,
+}
+
+impl Evidence {
+    /// After a decision: the canary's traffic (the route's weight, or its pods with a replica
+    /// split) and its pods rise above what they had reached only before it had any traffic,
+    /// on a passing latest run since its steps began, or after a person's promote (an
+    /// override, which may take several decisions to carry out while pods start).
+    fn check(
+        &mut self,
+        sim: &Sim,
+        gateway: bool,
+        promoted: bool,
+        decision: &Decision,
+    ) -> Result<(), TestCaseError> {
+        let status = sim.status();
+        let in_steps =
+            status.canary_revision.is_some() && status.canary_revision != status.stable_revision;
+        if !in_steps {
+            return Ok(());
+        }
+        if self.revision != status.canary_revision {
+            *self = Evidence {
+                revision: status.canary_revision.clone(),
+                ..Evidence::default()
+            };
+        }
+        self.promoted |= promoted;
+        let pods = sim
+            .observed
+            .canary
+            .as_ref()
+            .filter(|c| c.revision == status.canary_revision)
+            .map_or(0, |c| c.replicas);
+        let traffic = match (&sim.observed.route, gateway) {
+            (Some(RouteState::Ready { canary_weight }), true) => *canary_weight,
+            _ => pods,
+        };
+        let passing = status.analysis.as_ref().is_some_and(|a| {
+            a.revision == status.canary_revision
+                && a.verdict == Verdict::Passing
+                && a.last_run_at.as_ref().map(|t| t.0)
+                    >= status.steps_started_at.as_ref().map(|t| t.0)
+        });
+        let rose = traffic > self.most_traffic || pods > self.most_pods;
+        prop_assert!(
+            !rose || self.most_traffic == 0 || passing || self.promoted,
+            "canary rose to {}% / {} pods from {}% / {} pods without a passing analysis: {:?}; {:?}",
+            traffic,
+            pods,
+            self.most_traffic,
+            self.most_pods,
+            decision.actions,
+            status.message
+        );
+        self.most_traffic = self.most_traffic.max(traffic);
+        self.most_pods = self.most_pods.max(pods);
+        Ok(())
+    }
+}
+
 proptest! {
     // Failures are saved beside this file (`props.regressions`), not in a top-level folder.
     #![proptest_config(ProptestConfig {
@@ -134,6 +202,7 @@ proptest! {
         let builder = if analysis { builder.analysis() } else { builder };
         let mut sim = Sim::canary_of(builder);
         let mut clock = 0i64;
+        let mut evidence = Evidence::default();
         for (n, event) in events.into_iter().enumerate() {
             let full_requested = matches!(event, Event::Request(ManualAction::PromoteFull));
             let wait = stage_event(&mut sim, n, &event, &mut clock);
@@ -145,6 +214,10 @@ proptest! {
             let before_canary_replicas = sim.observed.canary.as_ref().map_or(0, |c| c.replicas);
             let decision = sim.tick(wait);
             check(&before, &decision, gateway, analysis, full_requested, before_weight, before_canary_replicas)?;
+            if analysis {
+                let promoted = matches!(event, Event::Request(ManualAction::Promote));
+                evidence.check(&sim, gateway, promoted, &decision)?;
+            }
 
             // Replica mode never drops below spec.replicas pods (make before break) unless a
             // canary is being taken away, and surges by at most the canary's share.

@@ -5,8 +5,8 @@
 use k8s_openapi::jiff::SignedDuration;
 
 use super::fixtures::*;
-use super::{Action, RouteState, decide};
-use crate::api::{Phase, ReleaseStatus};
+use super::{Action, RouteState, analysis_due, decide};
+use crate::api::{Phase, ReleaseStatus, Verdict};
 
 /// The status as the API server stores it: times to the second.
 fn read_back(status: &ReleaseStatus) -> ReleaseStatus {
@@ -296,4 +296,50 @@ fn a_promotion_that_begins_while_the_stable_settles_takes_no_extra_status_write(
         .map(|line| line.split(' ').next().unwrap_or_default())
         .collect();
     assert_eq!(names, ["Promoting", "StableAvailable"], "{lines:#?}");
+}
+
+#[test]
+fn a_canary_held_for_want_of_evidence_writes_only_when_a_run_comes_or_its_pause_ends() {
+    let mut sim = Sim::canary_of(ReleaseBuilder::gateway().analysis());
+    if let Some(analysis) = sim.release.spec.analysis.as_mut() {
+        analysis.inconclusive_limit = 1_000;
+    }
+    for _ in 0..10 {
+        reconcile(&mut sim, 0, |_| {});
+    }
+    assert_eq!(sim.status().current_step, Some(1), "in the 2m pause at 10%");
+    // Reconciles every 0.7s for three and a half minutes, a run without data whenever one is
+    // due: the status is written for each run (its time and verdict are new), and once more
+    // when the pause's time is up and the message turns to what holds the canary.
+    let mut writes_without_run = Vec::new();
+    for _ in 0..300 {
+        let next = sim.now + SignedDuration::from_millis(700);
+        let due = analysis_due(&sim.release, next);
+        if due {
+            sim.observed.analysis = Some(run(V2, Verdict::Inconclusive, next));
+        }
+        let written = reconcile(&mut sim, 700, |sim| sim.observed.analysis = None);
+        if let Some(status) = written.filter(|_| !due) {
+            writes_without_run.push((sim.now, status.message.unwrap_or_default()));
+        }
+    }
+    assert_eq!(writes_without_run.len(), 1, "{writes_without_run:#?}");
+    let (when, message) = &writes_without_run[0];
+    assert!(
+        *when >= at(120) && *when < at(121),
+        "at the pause's end: {when}"
+    );
+    assert!(message.contains("held at 10%"), "{message}");
+    assert_eq!(route_weight(&sim), Some(10));
+    assert!(
+        sim.status()
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains(
+                "pause 2m ended at 2026-03-01T12:02:00Z; the next step needs a passing analysis"
+            ),
+        "{:?}",
+        sim.status().message
+    );
 }

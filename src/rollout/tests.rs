@@ -1258,8 +1258,13 @@ fn promote_during_a_timed_pause_ends_it_and_analysis_stops_at_promotion() {
     sim.request("skip", ManualAction::Promote);
     let decision = sim.tick(10);
     assert_eq!(sim.status().current_step, Some(2));
-    assert_eq!(moves(&decision), vec![Action::ScaleCanary { replicas: 2 }]);
+    // The pause is over; the raise to 50% that follows still needs a passing analysis.
+    assert!(moves(&decision).is_empty(), "{:?}", decision.actions);
+    assert_eq!(sim.status().reason.as_deref(), Some("WaitingForAnalysis"));
     assert!(analysis_due(&sim.release, at(40)));
+    sim.observed.analysis = Some(run(V2, Verdict::Passing, at(40)));
+    let passed = sim.tick(30);
+    assert_eq!(moves(&passed), vec![Action::ScaleCanary { replicas: 2 }]);
     sim.request("full", ManualAction::PromoteFull);
     sim.tick(0);
     assert_eq!(sim.status().reason.as_deref(), Some("Promoting"));
@@ -1295,7 +1300,9 @@ fn traffic_is_not_raised_while_the_latest_analysis_fails() {
     assert_eq!(status.reason.as_deref(), Some("AnalysisFailing"));
     let message = status.message.clone().unwrap();
     assert!(
-        message.contains("held at 10%") && message.contains("not moving to 50%"),
+        message.contains("held at 10%")
+            && message.contains("latest analysis Failing: canary burns 21.3x")
+            && message.contains("the next step needs a passing analysis"),
         "{message}"
     );
     // Passing again: the step goes on.
@@ -1485,7 +1492,6 @@ fn a_rollback_keeps_the_canarys_timeline_for_its_post_mortem() {
             TimelineKind::CanaryCreated,
             TimelineKind::CanaryAvailable,
             TimelineKind::Step,
-            TimelineKind::Step,
             TimelineKind::Analysis,
             TimelineKind::FirstFailure,
             TimelineKind::Analysis,
@@ -1495,7 +1501,7 @@ fn a_rollback_keeps_the_canarys_timeline_for_its_post_mortem() {
         "{:#?}",
         status.history[0].timeline
     );
-    let first_failure = &status.history[0].timeline[5];
+    let first_failure = &status.history[0].timeline[4];
     assert_eq!(first_failure.at, Time(at(60)));
     assert_eq!(
         (first_failure.consecutive, first_failure.limit),
@@ -1512,6 +1518,39 @@ fn a_rollback_keeps_the_canarys_timeline_for_its_post_mortem() {
     // Deciding again changes nothing: the after-the-end entries are noted once.
     let again = decide(&sim.release, &sim.observed, sim.now);
     assert_eq!(&again.status, sim.status());
+}
+
+#[test]
+fn a_streak_begun_by_errors_keeps_the_queries_of_its_first_failing_run() {
+    use crate::api::TimelineKind;
+    let mut sim = Sim::canary_of(ReleaseBuilder::gateway().analysis());
+    sim.settle();
+    for (n, verdict) in [Verdict::Error, Verdict::Failing, Verdict::Failing]
+        .into_iter()
+        .enumerate()
+    {
+        sim.observed.analysis = Some(run(V2, verdict, at(30 * (n as i64 + 1))));
+        sim.tick(30);
+    }
+    sim.settle();
+    assert_eq!(sim.status().phase, Some(Phase::RolledBack));
+    let kept: Vec<_> = sim.status().history[0]
+        .timeline
+        .iter()
+        .filter(|e| e.kind == TimelineKind::FirstFailure)
+        .map(|e| {
+            let queries = e.canary.as_ref().and_then(|w| w.error_query.as_ref());
+            (e.at.clone(), e.verdict, queries.is_some())
+        })
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            (Time(at(30)), Some(Verdict::Error), true),
+            (Time(at(60)), Some(Verdict::Failing), true),
+        ],
+        "the errored run begins the streak; its first failing run keeps the values' PromQL"
+    );
 }
 
 #[test]

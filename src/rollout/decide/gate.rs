@@ -5,8 +5,8 @@ use std::time::Duration as StdDuration;
 
 use k8s_openapi::jiff::Timestamp;
 
-use super::{Decider, Stage, plus, stage};
-use crate::api::{Outcome, Release, ReleaseSpec, ReleaseStatus, Verdict};
+use super::{Decider, Stage, plus, stage, whole_second};
+use crate::api::{AnalysisStatus, Outcome, Release, ReleaseSpec, ReleaseStatus, Verdict};
 use crate::rollout::{fold, timeline};
 
 /// How far after `steps_started + interval` a Release's first analysis run comes: a fixed
@@ -140,10 +140,20 @@ impl Decider<'_> {
         let folded = fold::fold(self.status.analysis.as_ref(), run, counting);
         if counting {
             // The first run of a failing (or erroring) streak keeps its queries for the
-            // post-mortem; the others are compact.
+            // post-mortem, and so does the streak's first failing run when errors began it:
+            // the post-mortem shows the values that went past their limits, not only a query
+            // that could not be answered. The others are compact.
             let streak_starts =
                 folded.failing_since.is_some() && folded.failing_since == folded.last_run_at;
-            let entry = if streak_starts {
+            let first_failing_after_errors = folded.verdict == Verdict::Failing
+                && !self.status.timeline.iter().any(|entry| {
+                    entry.verdict == Some(Verdict::Failing)
+                        && folded
+                            .failing_since
+                            .as_ref()
+                            .is_some_and(|since| entry.at.0 >= since.0)
+                });
+            let entry = if streak_starts || first_failing_after_errors {
                 timeline::first_failure(&folded, self.spec.analysis.as_ref())
             } else {
                 timeline::analysis_run(&folded, self.spec.analysis.as_ref())
@@ -188,24 +198,74 @@ impl Decider<'_> {
         true
     }
 
-    /// Whether `inconclusiveLimit` inconclusive runs in a row hold the canary.
+    /// Whether `inconclusiveLimit` inconclusive runs in a row hold the canary. The hold needs no
+    /// state of its own: a run with another verdict resets the counter and so ends it (a
+    /// passing one lets the canary go on; a failing or erroring one keeps it held by
+    /// [`Self::evidence_missing`] and counts toward `failureLimit` or `errorLimit`).
     pub(super) fn inconclusive_hold(&self, canary: &str) -> bool {
         inconclusive_hold(self.spec, &self.status, canary)
     }
 
-    /// The latest verdict on `revision` when it forbids raising the canary's traffic.
-    pub(super) fn blocking_verdict(&self, revision: &str) -> Option<Verdict> {
-        self.analysis_of(revision)
-            .map(|analysis| analysis.verdict)
-            .filter(|verdict| matches!(verdict, Verdict::Failing | Verdict::Error))
+    /// Whether step `index` comes before any step has given the canary traffic. Up to and
+    /// including its first `setWeight` above 0, a canary has had no traffic to be judged by, so
+    /// no analysis can have passed: those steps are the only ones that move without evidence.
+    fn before_first_traffic(&self, index: usize) -> bool {
+        self.spec.steps[..index.min(self.steps_len())]
+            .iter()
+            .all(|step| step.set_weight.unwrap_or(0) <= 0)
     }
 
-    /// Whether a passing run came after the canary's steps began (the gate to promotion).
-    pub(super) fn passed_since_steps_began(&self, revision: &str) -> bool {
-        let started = self.status.steps_started_at.as_ref().map(|t| t.0);
-        self.analysis_of(revision).is_some_and(|a| {
-            a.verdict == Verdict::Passing && a.last_run_at.as_ref().map(|t| t.0) >= started
+    /// Why step `index` may not raise the canary's traffic or pods, or end its timed pause, now;
+    /// `None` when it may. With `spec.analysis`, once a step has given the canary traffic, that
+    /// needs the latest run on the canary since its steps began to be Passing: missing data
+    /// (Inconclusive), a failure and an error all hold the canary where it is. The words name
+    /// the latest verdict and its summary, or that no run has come yet.
+    pub(super) fn evidence_missing(&self, revision: &str, index: usize) -> Option<String> {
+        self.spec.analysis.as_ref()?;
+        if self.before_first_traffic(index) || self.passed_since_steps_began(revision) {
+            return None;
+        }
+        Some(match self.latest_since_steps_began(revision) {
+            Some(analysis) => match analysis.summary.as_deref().filter(|s| !s.is_empty()) {
+                Some(summary) => format!("latest analysis {}: {summary}", analysis.verdict),
+                None => format!("latest analysis {}", analysis.verdict),
+            },
+            None => match next_analysis_at(
+                self.spec,
+                &self.spec_revision,
+                &self.status,
+                self.analysis_offset,
+            ) {
+                Some(due) => format!(
+                    "no analysis has run yet (the first is due at {})",
+                    whole_second(due)
+                ),
+                None => "no analysis has run yet".to_string(),
+            },
         })
+    }
+
+    /// The reason a canary held by [`Self::evidence_missing`] reports: the latest verdict, or
+    /// `WaitingForAnalysis` before the first run.
+    pub(super) fn evidence_reason(&self, revision: &str) -> String {
+        self.latest_since_steps_began(revision).map_or_else(
+            || "WaitingForAnalysis".to_string(),
+            |a| format!("Analysis{}", a.verdict),
+        )
+    }
+
+    /// The latest run on `revision`, if it came after the canary's steps began.
+    fn latest_since_steps_began(&self, revision: &str) -> Option<&AnalysisStatus> {
+        let started = self.status.steps_started_at.as_ref().map(|t| t.0);
+        self.analysis_of(revision)
+            .filter(|a| a.last_run_at.as_ref().map(|t| t.0) >= started)
+    }
+
+    /// Whether the latest run came after the canary's steps began and passed (the gate to
+    /// every raise after the first traffic, and to promotion).
+    pub(super) fn passed_since_steps_began(&self, revision: &str) -> bool {
+        self.latest_since_steps_began(revision)
+            .is_some_and(|a| a.verdict == Verdict::Passing)
     }
 
     /// `; <summary of the latest run>` for messages, or nothing.

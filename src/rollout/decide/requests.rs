@@ -110,26 +110,33 @@ impl Decider<'_> {
                 );
             }
             Effect::ReleaseHold => {
+                // A person's promote ends an `inconclusiveLimit` hold and, like any promote,
+                // finishes the current step: a `setWeight` held for want of a passing analysis
+                // then takes its weight (the next step holds it), a person's override.
                 if let Some(analysis) = self.status.analysis.as_mut() {
                     analysis.consecutive_inconclusive = 0;
                 }
-                self.event(
-                    Severity::Normal,
-                    "PromoteRequested",
-                    format!(
-                        "{action} request {id}: hold on inconclusive analysis of canary {canary} released"
-                    ),
-                );
+                if self.current_step() < self.steps_len() {
+                    let finished = self.finish_step();
+                    self.event(
+                        Severity::Normal,
+                        "PromoteRequested",
+                        format!(
+                            "{action} request {id}: canary {canary} step {finished} finished; hold on inconclusive analysis released"
+                        ),
+                    );
+                } else {
+                    self.event(
+                        Severity::Normal,
+                        "PromoteRequested",
+                        format!(
+                            "{action} request {id}: hold on inconclusive analysis of canary {canary} released; promotion still waits for a passing analysis (promote --full skips it)"
+                        ),
+                    );
+                }
             }
             Effect::FinishStep => {
-                let finished = self.step_label();
-                let next = self.current_step() + 1;
-                self.set_current_step(next);
-                self.status.pause_until = None;
-                if self.status.steps_started_at.is_some() {
-                    self.status.step_started_at = Some(Time(self.now));
-                    self.note_step_begins();
-                }
+                let finished = self.finish_step();
                 self.event(
                     Severity::Normal,
                     "PromoteRequested",
@@ -137,6 +144,18 @@ impl Decider<'_> {
                 );
             }
         }
+    }
+
+    /// End the current step by a person's word; the label of the step that ended.
+    fn finish_step(&mut self) -> String {
+        let finished = self.step_label();
+        let next = self.current_step() + 1;
+        self.set_current_step(next);
+        self.status.pause_until = None;
+        if self.status.steps_started_at.is_some() {
+            self.status.step_started_at = Some(Time(self.now));
+        }
+        finished
     }
 
     fn ignore(&mut self, request: &ManualRequest, why: String) {

@@ -4,7 +4,8 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::{Decider, Mode, plus};
-use crate::api::{Outcome, Phase};
+use crate::analysis::limits::LimitReached;
+use crate::api::{Outcome, Phase, TimelineKind};
 use crate::rollout::split::{canary_size, effective_weight, replica_split};
 use crate::rollout::{Action, Severity, WorkloadState, timeline};
 use k8s_openapi::jiff::Timestamp;
@@ -24,14 +25,41 @@ impl<'a> Decider<'a> {
         self.status.current_step = Some(i32::try_from(index).unwrap_or(i32::MAX));
     }
 
-    /// Note in the timeline that the current step begins, with the weight it aims at.
-    pub(super) fn note_step_begins(&mut self) {
-        let index = self.current_step();
-        if index < self.steps_len() {
+    /// Note in the timeline that the canary's traffic reached `weight` during step `index`
+    /// (0-based), once per weight reached: called where a step sees its traffic in place, so
+    /// the timeline (and the post-mortem's impact) holds what the canary had, never a step's
+    /// target that a hold kept it from. With a replica split the weight is the split's
+    /// effective share, as the status shows it.
+    fn note_weight_reached(&mut self, index: usize, weight: i32) {
+        let reached = match self.mode {
+            Mode::Gateway => weight,
+            Mode::Replicas => {
+                let total = self.total();
+                effective_weight(total, replica_split(total, weight).1)
+            }
+        };
+        let last = self
+            .status
+            .timeline
+            .iter()
+            .rev()
+            .find(|entry| entry.kind == TimelineKind::Step)
+            .and_then(|entry| entry.weight)
+            .unwrap_or(0);
+        if reached != last {
             let step = i32::try_from(index + 1).unwrap_or(i32::MAX);
-            let weight = self.weight_target(index);
-            self.note(timeline::step(Time(self.now), step, weight));
+            self.note(timeline::step(Time(self.now), step, reached));
         }
+    }
+
+    /// Make traffic carry `weight` for step `index` ([`Self::ensure_traffic`]) and note in the
+    /// timeline when it does; true once it does.
+    fn hold_traffic(&mut self, index: usize, canary: &WorkloadState, weight: i32) -> bool {
+        let in_place = self.ensure_traffic(canary, weight);
+        if in_place {
+            self.note_weight_reached(index, weight);
+        }
+        in_place
     }
 
     /// `n/total`, 1-based, as the Step column shows it.
@@ -141,26 +169,10 @@ impl<'a> Decider<'a> {
             self.status.steps_started_at = Some(Time(self.now));
             self.status.step_started_at = Some(Time(self.now));
             self.note(timeline::canary_available(Time(self.now)));
-            self.note_step_begins();
         }
 
         if self.inconclusive_hold(&revision) {
-            let (count, limit) = (
-                self.analysis_of(&revision)
-                    .map_or(0, |a| a.consecutive_inconclusive),
-                self.spec
-                    .analysis
-                    .as_ref()
-                    .map_or(0, |a| a.inconclusive_limit),
-            );
-            let message = format!(
-                "step {}: held at {}% on canary {revision}: {count} inconclusive analyses in a row (inconclusiveLimit {limit}){}; `waymark promote {}` releases the hold",
-                self.step_label(),
-                self.shown_weight(),
-                self.analysis_summary(&revision),
-                self.name
-            );
-            self.set_report(Phase::Paused, "AnalysisInconclusive", message);
+            self.report_inconclusive_hold(&revision);
             return false;
         }
 
@@ -172,7 +184,6 @@ impl<'a> Decider<'a> {
             self.set_current_step(index + 1);
             self.status.step_started_at = Some(Time(self.now));
             self.status.pause_until = None;
-            self.note_step_begins();
         }
 
         // Every step done: the analysis gate, then promotion. Traffic holds at the last weight
@@ -180,7 +191,7 @@ impl<'a> Decider<'a> {
         // by `waymark promote` is not taken on the way out).
         if self.spec.analysis.is_some() && !self.passed_since_steps_began(&revision) {
             let held = self.weight_before(self.steps_len());
-            self.ensure_traffic(canary, held);
+            self.hold_traffic(self.steps_len(), canary, held);
             let latest = self
                 .analysis_of(&revision)
                 .map_or_else(|| "none yet".to_string(), |a| a.verdict.to_string());
@@ -205,24 +216,19 @@ impl<'a> Decider<'a> {
         if let Some(weight) = step.set_weight {
             let weight = weight.clamp(0, 100);
             if weight > held
-                && let Some(verdict) = self.blocking_verdict(revision)
+                && let Some(cause) = self.evidence_missing(revision, index)
             {
-                // More traffic on a canary whose latest analysis fails would widen the damage
-                // before `failureLimit` is reached; hold until it passes again.
-                self.ensure_traffic(canary, held);
-                let message = format!(
-                    "step {}: held at {held}% on canary {revision}, not moving to {weight}% while the latest analysis is {verdict}{}",
-                    self.step_label(),
-                    self.analysis_summary(revision)
-                );
-                self.set_report(Phase::Progressing, &format!("Analysis{verdict}"), message);
+                // No more traffic, and no pods for it, without evidence that the canary is
+                // good: missing data never counts as passing.
+                self.hold_traffic(index, canary, held);
+                self.report_held(revision, &cause, &format!("moving to {weight}%"));
                 return false;
             }
             // With a replica split, a step whose last actions only shrink one side is done
             // once they are decided, when the next step holds that weight (a pause): that step
             // begins in the same status write. Otherwise the shrink is seen through first, so
             // one decision never shrinks a side that the next step grows again.
-            let done = self.ensure_traffic(canary, weight)
+            let done = self.hold_traffic(index, canary, weight)
                 && (!self.scale_pending(canary) || self.next_step_holds(index));
             if !done {
                 let message = format!(
@@ -247,7 +253,7 @@ impl<'a> Decider<'a> {
         let Some(pause) = step.pause else {
             return true;
         };
-        self.ensure_traffic(canary, held);
+        self.hold_traffic(index, canary, held);
         let Some(duration) = pause.duration else {
             let message = format!(
                 "step {}: {}% on canary {revision}, paused until `waymark promote {}`{}",
@@ -266,7 +272,19 @@ impl<'a> Decider<'a> {
             .map_or(self.now, |t| t.0);
         let end = plus(started, duration);
         if self.now >= end {
-            return true;
+            // A timed pause is a minimum, not a countdown of its own: it ends once its time is
+            // up and the latest analysis passes, so the time without evidence never buys the
+            // canary its next step.
+            let Some(cause) = self.evidence_missing(revision, index) else {
+                return true;
+            };
+            self.status.pause_until = None;
+            self.report_held(
+                revision,
+                &cause,
+                &format!("pause {duration} ended at {end}; the next step"),
+            );
+            return false;
         }
         // An instant, not a countdown: the status must not change while the pause runs.
         self.status.pause_until = Some(Time(end));
@@ -286,13 +304,72 @@ impl<'a> Decider<'a> {
         false
     }
 
+    /// The status of a canary held where it is for want of a passing analysis: `cause` from
+    /// [`Self::evidence_missing`], `next` what waits for it.
+    fn report_held(&mut self, revision: &str, cause: &str, next: &str) {
+        let message = format!(
+            "step {}: held at {}% on canary {revision}: {cause}; {next} needs a passing analysis (or `waymark promote {}`)",
+            self.step_label(),
+            self.shown_weight(),
+            self.name
+        );
+        let reason = self.evidence_reason(revision);
+        self.set_report(Phase::Progressing, &reason, message);
+    }
+
+    /// The status of a canary paused by `inconclusiveLimit`: what reached the limit (without a
+    /// count that would climb past it run after run) and exactly what ends the pause.
+    fn report_inconclusive_hold(&mut self, revision: &str) {
+        let reached = LimitReached::Inconclusive {
+            count: self
+                .analysis_of(revision)
+                .map_or(0, |a| a.consecutive_inconclusive),
+            limit: self
+                .spec
+                .analysis
+                .as_ref()
+                .map_or(1, |a| a.inconclusive_limit.max(1)),
+        };
+        let by_hand = if self.current_step() < self.steps_len() {
+            format!(
+                "`waymark promote {}` finishes step {} without one",
+                self.name,
+                self.step_label()
+            )
+        } else {
+            format!(
+                "`waymark promote --full {}` promotes without one",
+                self.name
+            )
+        };
+        let message = format!(
+            "step {}: held at {}% on canary {revision}: {reached}{}; resumes by itself at the next passing analysis, or {by_hand}",
+            self.step_label(),
+            self.shown_weight(),
+            self.analysis_summary(revision)
+        );
+        self.set_report(Phase::Paused, "AnalysisInconclusive", message);
+    }
+
     /// Canary pods for where the steps stand now (used when the Deployment must be applied).
     fn canary_replicas_now(&self) -> i32 {
         let index = self.current_step();
         match self.mode {
-            Mode::Gateway => canary_size(self.total(), self.weight_target(index)),
+            Mode::Gateway => canary_size(self.total(), self.weight_allowed(index)),
             Mode::Replicas if self.status.steps_started_at.is_none() => 0,
             Mode::Replicas => replica_split(self.total(), self.weight_before(index)).1,
+        }
+    }
+
+    /// Weight step `index` may take the canary to now: its target, or what traffic holds at
+    /// while a raise waits for a passing analysis (so no pods are made for it either).
+    fn weight_allowed(&self, index: usize) -> i32 {
+        let (target, held) = (self.weight_target(index), self.weight_before(index));
+        let revision = self.status.canary_revision.as_deref().unwrap_or_default();
+        if target > held && self.evidence_missing(revision, index).is_some() {
+            held
+        } else {
+            target
         }
     }
 

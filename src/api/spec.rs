@@ -445,6 +445,14 @@ pub struct PrometheusSource {
     pub ca_secret: Option<SecretKeyRef>,
 }
 
+impl PrometheusSource {
+    /// Whether a Secret is named (`bearerTokenSecret` or `caSecret`): the controller then
+    /// checks that it exists before a canary needs it.
+    pub fn names_a_secret(&self) -> bool {
+        self.bearer_token_secret.is_some() || self.ca_secret.is_some()
+    }
+}
+
 /// A key of a Secret in the Release's namespace.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]

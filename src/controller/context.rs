@@ -17,6 +17,7 @@ use kube::runtime::watcher;
 use crate::analysis::Clients;
 use crate::api::Release;
 
+use super::credentials::CredentialChecks;
 use super::metrics::Metrics;
 
 /// Analysis runs in flight at once across all Releases: each is a handful of concurrent
@@ -225,6 +226,8 @@ pub struct Context {
     based_on: Mutex<HashMap<ObjectRef<Release>, String>>,
     /// Per Release, failed reconciles in a row.
     failures: Mutex<HashMap<ObjectRef<Release>, u32>>,
+    /// Per Release, what the last read of its Prometheus Secrets found.
+    pub credential_checks: CredentialChecks,
 }
 
 impl Context {
@@ -244,6 +247,7 @@ impl Context {
             analysis_slots: tokio::sync::Semaphore::new(ANALYSIS_SLOTS),
             based_on: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
+            credential_checks: CredentialChecks::default(),
         }
     }
 
@@ -300,6 +304,7 @@ impl Context {
         if let Ok(mut based_on) = self.based_on.lock() {
             based_on.remove(release);
         }
+        self.credential_checks.forget(release);
     }
 }
 

@@ -192,9 +192,11 @@ pub fn parse_promql(query: &str) -> Result<(), String> {
 /// How many parser answers [`parse_promql`] keeps.
 pub const PARSED_KEPT: usize = 4096;
 
-/// The parser's answers by SHA-256 of the query.
-static PARSED: LazyLock<Mutex<HashMap<[u8; 32], Result<(), String>>>> =
-    LazyLock::new(Mutex::default);
+/// The PromQL parser's answers by the SHA-256 of the query.
+type ParserAnswers = HashMap<[u8; 32], Result<(), String>>;
+
+/// Every answer [`parse_promql`] remembers.
+static PARSED: LazyLock<Mutex<ParserAnswers>> = LazyLock::new(Mutex::default);
 
 /// The names of the placeholders `template` uses, in order of first use (`{{ window }}` counts
 /// as `window`); an unclosed `{{` ends the scan.

@@ -91,7 +91,7 @@ impl Decider<'_> {
 
 #[cfg(test)]
 mod tests {
-    use crate::api::Phase;
+    use crate::api::{ManualAction, Phase};
     use crate::rollout::conditions::PROMETHEUS_CREDENTIALS;
     use crate::rollout::fixtures::*;
     use crate::rollout::{Action, CREDENTIALS_RECHECK, CredentialsCheck, Decision};
@@ -195,6 +195,35 @@ mod tests {
         let decision = sim.tick(30);
         assert!(starts_a_canary(&decision), "{:?}", decision.actions);
         assert_eq!(sim.status().canary_revision, Some(revision_of(V2)));
+    }
+
+    #[test]
+    fn promote_does_not_start_a_canary_waiting_for_its_secret_but_promote_full_skips_it() {
+        let mut sim = Sim::canary_of(with_token_secret());
+        sim.pods_ready();
+        sim.observed.credentials = missing();
+        sim.settle();
+        sim.request("p", ManualAction::Promote);
+        let decision = sim.tick(1);
+        assert!(!starts_a_canary(&decision), "{:?}", decision.actions);
+        assert!(
+            notes(&decision)
+                .iter()
+                .any(|note| note.contains("promote request p ignored: revision")
+                    && note.contains("waymark promote --full")),
+            "{:?}",
+            notes(&decision)
+        );
+        assert_eq!(
+            sim.status().reason.as_deref(),
+            Some("PrometheusSecretMissing")
+        );
+
+        sim.request("f", ManualAction::PromoteFull);
+        sim.tick(1);
+        sim.settle();
+        assert_eq!(sim.status().stable_revision, Some(revision_of(V2)));
+        assert_eq!(sim.status().phase, Some(Phase::Healthy));
     }
 
     #[test]

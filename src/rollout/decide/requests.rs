@@ -140,6 +140,14 @@ impl Decider<'_> {
                 );
                 self.begin_promotion();
             }
+            // A canary its analysis cannot judge does not start, even when asked to.
+            (_, Stage::Pending) if self.credentials_problem().is_some() => self.ignore(
+                request,
+                format!(
+                    "revision {} waits for its Prometheus Secret (see the PrometheusCredentials condition): create it, or `waymark promote --full` to skip the canary and its analysis",
+                    self.spec_revision
+                ),
+            ),
             (_, Stage::Pending) => {
                 self.budget_override = true;
                 self.event(

@@ -861,3 +861,49 @@ async fn a_missing_token_secret_is_read_once_per_generation_and_named_in_a_condi
     drop(world);
     finish(server, ctx).await;
 }
+
+#[tokio::test]
+async fn a_token_secret_without_its_key_names_the_keys_it_has() {
+    let (ctx, world, mut server) = test_context();
+    let release = ReleaseBuilder::gateway()
+        .bearer_token_secret("prometheus-token", "token")
+        .build();
+    let api = tokio::spawn(async move {
+        let (_, send) = server
+            .expect(
+                Method::GET,
+                "/api/v1/namespaces/shop/secrets/prometheus-token",
+            )
+            .await;
+        respond(
+            send,
+            200,
+            &json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "prometheus-token", "namespace": "shop"},
+                "data": {"tokn": "czNjcjN0", "ca.crt": "eA=="}
+            }),
+        );
+        server
+    });
+    let found = super::reconcile::check_credentials(&ctx, &release, "shop").await;
+    assert_eq!(
+        found,
+        rollout::CredentialsCheck::Missing(
+            "Secret shop/prometheus-token, key token (named in \
+             spec.analysis.prometheus.bearerTokenSecret): the Secret has no key token (its keys \
+             are ca.crt, tokn): add it, or name the right key in \
+             spec.analysis.prometheus.bearerTokenSecret.key"
+                .into()
+        )
+    );
+    // Remembered: asked again only after the recheck interval.
+    assert_eq!(
+        super::reconcile::check_credentials(&ctx, &release, "shop").await,
+        found
+    );
+    let mut server = api.await.unwrap();
+    drop(ctx);
+    drop(world);
+    assert!(server.0.next_request().await.is_none(), "one read only");
+}

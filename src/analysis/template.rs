@@ -112,7 +112,41 @@ pub struct QueryError {
 /// Each query is resolved with placeholder values for every window it is run with: each
 /// burn-rate window and, for the SLO queries, the budget period. A query that parses but
 /// matches no series is fine here: that is an Inconclusive run, judged when it runs.
+///
+/// Parsing takes about 100 µs a query and the spec is validated on every decision, while a
+/// Release's queries change only with its spec (and Releases often share them): answers are
+/// remembered by a digest of the templates and windows, at most [`VALIDATED_KEPT`] of them.
+/// Pure from the outside: the answer depends on `analysis` alone.
 pub fn validate_queries(analysis: &Analysis) -> Result<(), QueryError> {
+    let windows = query_windows(analysis);
+    let mut digest = Sha256::new();
+    for template in query_templates(analysis) {
+        digest.update((template.len() as u64).to_le_bytes());
+        digest.update(template.as_bytes());
+    }
+    for window in &windows {
+        digest.update(window.as_std().as_nanos().to_le_bytes());
+    }
+    let key: [u8; 32] = digest.finalize().into();
+    if let Some(answer) = VALIDATED
+        .lock()
+        .ok()
+        .and_then(|validated| validated.get(&key).cloned())
+    {
+        return answer;
+    }
+    let answer = resolve_and_parse(analysis, &windows);
+    if let Ok(mut validated) = VALIDATED.lock() {
+        if validated.len() >= VALIDATED_KEPT {
+            validated.clear();
+        }
+        validated.insert(key, answer.clone());
+    }
+    answer
+}
+
+/// The windows the queries run with: each burn-rate window and the budget period, each once.
+fn query_windows(analysis: &Analysis) -> Vec<Duration> {
     let slo = &analysis.slo;
     let mut windows: Vec<Duration> = Vec::new();
     let budget_period = slo.budget.as_ref().map(|budget| budget.period);
@@ -130,15 +164,30 @@ pub fn validate_queries(analysis: &Analysis) -> Result<(), QueryError> {
         // No burn-rate pair (the schema requires one): still parse with a window.
         windows.push(Duration::from_secs(300));
     }
-    let mut fields = vec![
-        ("spec.analysis.slo.errorQuery".to_string(), &slo.error_query),
-        ("spec.analysis.slo.totalQuery".to_string(), &slo.total_query),
-    ];
-    for (index, check) in analysis.checks.iter().enumerate() {
-        fields.push((format!("spec.analysis.checks[{index}].query"), &check.query));
+    windows
+}
+
+/// Every query template: `slo.errorQuery`, `slo.totalQuery`, then each check's, in the order
+/// of [`query_field`].
+fn query_templates(analysis: &Analysis) -> impl Iterator<Item = &String> {
+    [&analysis.slo.error_query, &analysis.slo.total_query]
+        .into_iter()
+        .chain(analysis.checks.iter().map(|check| &check.query))
+}
+
+/// The field of the `index`-th template of [`query_templates`].
+fn query_field(index: usize) -> String {
+    match index {
+        0 => "spec.analysis.slo.errorQuery".into(),
+        1 => "spec.analysis.slo.totalQuery".into(),
+        check => format!("spec.analysis.checks[{}].query", check - 2),
     }
-    for (field, template) in fields {
-        for window in &windows {
+}
+
+/// [`validate_queries`] without its memory.
+fn resolve_and_parse(analysis: &Analysis, windows: &[Duration]) -> Result<(), QueryError> {
+    for (index, template) in query_templates(analysis).enumerate() {
+        for window in windows {
             let probe = TemplateValues {
                 namespace: "namespace".into(),
                 release: "release".into(),
@@ -148,11 +197,11 @@ pub fn validate_queries(analysis: &Analysis) -> Result<(), QueryError> {
                 window: *window,
             };
             let query = render(template, &probe).map_err(|error| QueryError {
-                field: field.clone(),
+                field: query_field(index),
                 error,
             })?;
             parse_promql(&query).map_err(|reason| QueryError {
-                field: field.clone(),
+                field: query_field(index),
                 error: TemplateError::InvalidPromql {
                     window: *window,
                     reason,
@@ -165,38 +214,18 @@ pub fn validate_queries(analysis: &Analysis) -> Result<(), QueryError> {
 
 /// Whether `query` (resolved: no placeholders left) is PromQL, as a PromQL parser reads it;
 /// the error is the parser's own words.
-///
-/// Parsing takes about 100 µs a query and the spec is validated on every decision, while a
-/// Release's queries change only with its spec (and Releases often share them): answers are
-/// remembered by the query's digest, at most [`PARSED_KEPT`] of them. Pure from the outside:
-/// the answer depends on the query alone.
 pub fn parse_promql(query: &str) -> Result<(), String> {
-    let key: [u8; 32] = Sha256::digest(query.as_bytes()).into();
-    if let Some(answer) = PARSED
-        .lock()
-        .ok()
-        .and_then(|parsed| parsed.get(&key).cloned())
-    {
-        return answer;
-    }
-    let answer = promql_parser::parser::parse(query).map(|_| ());
-    if let Ok(mut parsed) = PARSED.lock() {
-        if parsed.len() >= PARSED_KEPT {
-            parsed.clear();
-        }
-        parsed.insert(key, answer.clone());
-    }
-    answer
+    promql_parser::parser::parse(query).map(|_| ())
 }
 
-/// How many parser answers [`parse_promql`] keeps.
-pub const PARSED_KEPT: usize = 4096;
+/// How many answers [`validate_queries`] keeps.
+pub const VALIDATED_KEPT: usize = 4096;
 
-/// The PromQL parser's answers by the SHA-256 of the query.
-type ParserAnswers = HashMap<[u8; 32], Result<(), String>>;
+/// The answers of [`validate_queries`] by the SHA-256 of the templates and windows.
+type ValidatedAnalyses = HashMap<[u8; 32], Result<(), QueryError>>;
 
-/// Every answer [`parse_promql`] remembers.
-static PARSED: LazyLock<Mutex<ParserAnswers>> = LazyLock::new(Mutex::default);
+/// Every answer [`validate_queries`] remembers.
+static VALIDATED: LazyLock<Mutex<ValidatedAnalyses>> = LazyLock::new(Mutex::default);
 
 /// The names of the placeholders `template` uses, in order of first use (`{{ window }}` counts
 /// as `window`); an unclosed `{{` ends the scan.
@@ -528,14 +557,28 @@ slo:
     }
 
     #[test]
-    fn a_remembered_answer_is_the_parsers() {
-        for _ in 0..2 {
-            assert_eq!(
-                parse_promql("sum(x"),
-                Err("unclosed left parenthesis".to_string())
-            );
-            assert_eq!(parse_promql("sum(x)"), Ok(()));
-        }
+    fn a_remembered_answer_is_the_one_computed() {
+        let bad = analysis_with(GOOD, "sum(x", &[GOOD]);
+        let first = validate_queries(&bad);
+        assert!(first.is_err());
+        assert_eq!(validate_queries(&bad), first);
+        // Another analysis with the same templates but another window is its own entry.
+        let mut other = bad.clone();
+        other.slo.burn_rates[0].long = Duration::from_secs(600);
+        assert_eq!(
+            validate_queries(&other).unwrap_err().field,
+            first.unwrap_err().field
+        );
+        // The same templates in other fields are not the same analysis.
+        let swapped = analysis_with("sum(x", GOOD, &[GOOD]);
+        assert_eq!(
+            validate_queries(&swapped).unwrap_err().field,
+            "spec.analysis.slo.errorQuery"
+        );
+        assert_eq!(
+            validate_queries(&analysis_with(GOOD, GOOD, &[GOOD])),
+            Ok(())
+        );
     }
 
     #[test]

@@ -108,6 +108,7 @@ fn main() {
             summary: "canary burns 0.8x of 14.4x over 5m and 1m (2,140 requests)".into(),
             burn: Some("0.8x/14.4x".into()),
         }),
+        credentials: Default::default(),
     };
 
     // Warm up, then time each call on its own.

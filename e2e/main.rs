@@ -31,6 +31,7 @@ mod prepare;
 mod quiet;
 mod restart;
 mod support;
+mod validation;
 
 #[path = "../tests/support/prometheus.rs"]
 mod prometheus_support;
@@ -78,6 +79,8 @@ fn main() -> ExitCode {
         install::the_helm_chart_applies_to_the_api_server,
         hostile::a_selector_change_is_refused_naming_spec_selector,
         hostile::every_hostile_release_is_refused_or_gets_spec_valid,
+        validation::an_invalid_query_is_spec_valid_false_before_any_canary_deployment,
+        validation::a_missing_prometheus_secret_is_named_until_it_is_created,
     ];
     // Walks that stop or break their control plane get one of their own.
     trials.extend([

@@ -133,18 +133,22 @@ pub async fn install_controller_rbac(client: &Client, manager: &str) -> Result<(
             .await
             .map_err(|error| format!("cannot apply ServiceAccount: {error}"))?;
     }
-    for role in yaml_documents::<ClusterRole>(&manifest("config/rbac/role.yaml"))? {
-        let api: Api<ClusterRole> = Api::all(client.clone());
-        api.patch(&role.name_any(), &apply, &Patch::Apply(&role))
-            .await
-            .map_err(|error| format!("cannot apply ClusterRole {}: {error}", role.name_any()))?;
-    }
-    // The roles for people (viewer, operator), aggregated into the built-in view/edit/admin.
-    for role in yaml_documents::<ClusterRole>(&manifest("config/rbac/user_roles.yaml"))? {
-        let api: Api<ClusterRole> = Api::all(client.clone());
-        api.patch(&role.name_any(), &apply, &Patch::Apply(&role))
-            .await
-            .map_err(|error| format!("cannot apply ClusterRole {}: {error}", role.name_any()))?;
+    // The controller's role; `waymark-secret-reader`, which a walk binds in its namespace as
+    // the file says to; the roles for people (viewer, operator), aggregated into the built-in
+    // view/edit/admin.
+    for file in [
+        "config/rbac/role.yaml",
+        "config/rbac/secret_reader_role.yaml",
+        "config/rbac/user_roles.yaml",
+    ] {
+        for role in yaml_documents::<ClusterRole>(&manifest(file))? {
+            let api: Api<ClusterRole> = Api::all(client.clone());
+            api.patch(&role.name_any(), &apply, &Patch::Apply(&role))
+                .await
+                .map_err(|error| {
+                    format!("cannot apply ClusterRole {}: {error}", role.name_any())
+                })?;
+        }
     }
     for binding in yaml_documents::<ClusterRoleBinding>(&manifest("config/rbac/role_binding.yaml"))?
     {

@@ -194,6 +194,20 @@ impl ReleaseBuilder {
         self
     }
 
+    /// With analysis, reading Prometheus's bearer token from Secret `name`, key `key`.
+    pub fn bearer_token_secret(mut self, name: &str, key: &str) -> Self {
+        if self.release.spec.analysis.is_none() {
+            self = self.analysis();
+        }
+        if let Some(analysis) = self.release.spec.analysis.as_mut() {
+            analysis.prometheus.bearer_token_secret = Some(crate::api::SecretKeyRef {
+                name: name.into(),
+                key: key.into(),
+            });
+        }
+        self
+    }
+
     pub fn progress_deadline(mut self, secs: u64) -> Self {
         self.release.spec.progress_deadline = Duration::from_secs(secs);
         self

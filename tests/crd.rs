@@ -98,7 +98,58 @@ impl ApiServer {
                 errors.push(format!("{}: {}", error.field_path, error.message));
             }
         }
+        duplicate_keys(&self.schema, object, "", &mut errors);
         errors
+    }
+}
+
+/// What the API server checks of a list map (`x-kubernetes-list-type: map`) and a JSON-Schema
+/// validator does not: two items with the same keys, reported as the API server words it
+/// (`spec.analysis.checks[1]: Duplicate value: {"name":"a"}`).
+fn duplicate_keys(schema: &Value, object: &Value, path: &str, errors: &mut Vec<String>) {
+    let child = |key: &str| {
+        if path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match object {
+        Value::Object(map) => {
+            for (key, value) in map {
+                if let Some(property) = schema["properties"].get(key) {
+                    duplicate_keys(property, value, &child(key), errors);
+                }
+            }
+        }
+        Value::Array(items) => {
+            if schema["x-kubernetes-list-type"] == "map" {
+                let keys: Vec<&str> = schema["x-kubernetes-list-map-keys"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                let mut seen = Vec::new();
+                for (index, item) in items.iter().enumerate() {
+                    let key: serde_json::Map<String, Value> = keys
+                        .iter()
+                        .map(|key| (key.to_string(), item[*key].clone()))
+                        .collect();
+                    if seen.contains(&key) {
+                        errors.push(format!(
+                            "{path}[{index}]: Duplicate value: {}",
+                            Value::Object(key.clone())
+                        ));
+                    }
+                    seen.push(key);
+                }
+            }
+            for (index, item) in items.iter().enumerate() {
+                duplicate_keys(&schema["items"], item, &format!("{path}[{index}]"), errors);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -359,6 +410,35 @@ fn without(pointer: &str) -> Value {
         .unwrap()
         .remove(key);
     release
+}
+
+#[test]
+fn no_steps_and_a_check_named_twice_are_refused_naming_the_field() {
+    let api_server = ApiServer::new();
+    let errors = api_server.errors(&with("/spec/steps", json!([])));
+    assert_eq!(
+        errors,
+        [format!("spec.steps: {}", waymark::api::STEPS_EMPTY)],
+        "no steps"
+    );
+    assert!(errors[0].contains("with no canary"), "{errors:?}");
+
+    let checks = json!([
+        {"name": "p99-latency", "query": "a", "max": 1},
+        {"name": "errors", "query": "b", "max": 1},
+        {"name": "p99-latency", "query": "c", "max": 2}
+    ]);
+    let errors = api_server.errors(&with("/spec/analysis/checks", checks));
+    assert_eq!(
+        errors,
+        [r#"spec.analysis.checks[2]: Duplicate value: {"name":"p99-latency"}"#],
+        "a check named twice"
+    );
+    // The API server finds the duplicate because the list is a map keyed by name.
+    let schema =
+        &api_server.schema["properties"]["spec"]["properties"]["analysis"]["properties"]["checks"];
+    assert_eq!(schema["x-kubernetes-list-type"], "map");
+    assert_eq!(schema["x-kubernetes-list-map-keys"], json!(["name"]));
 }
 
 #[test]

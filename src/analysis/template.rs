@@ -1,8 +1,14 @@
-//! PromQL query templates: the one place where `{{placeholders}}` are resolved.
+//! PromQL query templates: the one place where `{{placeholders}}` are resolved, and where a
+//! resolved query is parsed as PromQL when the spec is validated.
 //!
 //! Every value is escaped for the PromQL string literal it lands in, so a value can never end a
 //! label matcher early and smuggle in PromQL of its own. Values are Kubernetes names, revision
 //! hashes and durations today; the escaping keeps that safe if they ever come from elsewhere.
+
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+
+use sha2::{Digest, Sha256};
 
 use crate::api::{Analysis, Duration, Role};
 
@@ -64,6 +70,16 @@ pub enum TemplateError {
     /// `{{` without a matching `}}`.
     #[error("`{{{{` at character {0} has no closing `}}}}`")]
     Unclosed(usize),
+    /// The query, its placeholders filled in, is not PromQL: the parser's own words.
+    #[error(
+        "not valid PromQL: {reason} (read with its placeholders filled in, {{{{window}}}} as {window}); fix the query"
+    )]
+    InvalidPromql {
+        /// The window placed for `{{window}}` when the parser refused it.
+        window: Duration,
+        /// What the PromQL parser said.
+        reason: String,
+    },
     /// A value cannot be written inside a backtick (raw) string, which has no escapes.
     #[error(
         "{{{{{placeholder}}}}} is inside a `raw string` and its value {value:?} contains a backtick; use a \"quoted\" string"
@@ -86,33 +102,130 @@ pub struct QueryError {
     pub error: TemplateError,
 }
 
-/// Checks every query template of `analysis` without talking to Prometheus.
+/// Checks every query template of `analysis` without talking to Prometheus: each resolves,
+/// and each parses as PromQL once resolved.
 ///
 /// The controller calls this to set `SpecValid=False` with the message naming the field, so a
-/// typo in a placeholder is reported once, at apply time, instead of as an Error verdict on
-/// every run.
+/// typo in a placeholder or in the PromQL is reported once, at apply time, before any canary
+/// starts, instead of as an Error verdict on every run of a canary (and its rollback).
+///
+/// Each query is resolved with placeholder values for every window it is run with: each
+/// burn-rate window and, for the SLO queries, the budget period. A query that parses but
+/// matches no series is fine here: that is an Inconclusive run, judged when it runs.
+///
+/// Parsing takes about 100 µs a query and the spec is validated on every decision, while a
+/// Release's queries change only with its spec (and Releases often share them): answers are
+/// remembered by a digest of the templates and windows, at most [`VALIDATED_KEPT`] of them.
+/// Pure from the outside: the answer depends on `analysis` alone.
 pub fn validate_queries(analysis: &Analysis) -> Result<(), QueryError> {
-    let probe = TemplateValues {
-        namespace: "namespace".into(),
-        release: "release".into(),
-        role: Role::Canary,
-        service: None,
-        revision: "revision".into(),
-        window: Duration::from_secs(60),
-    };
-    let slo = &analysis.slo;
-    let mut fields = vec![
-        ("spec.analysis.slo.errorQuery".to_string(), &slo.error_query),
-        ("spec.analysis.slo.totalQuery".to_string(), &slo.total_query),
-    ];
-    for (index, check) in analysis.checks.iter().enumerate() {
-        fields.push((format!("spec.analysis.checks[{index}].query"), &check.query));
+    let windows = query_windows(analysis);
+    let mut digest = Sha256::new();
+    for template in query_templates(analysis) {
+        digest.update((template.len() as u64).to_le_bytes());
+        digest.update(template.as_bytes());
     }
-    for (field, template) in fields {
-        render(template, &probe).map_err(|error| QueryError { field, error })?;
+    for window in &windows {
+        digest.update(window.as_std().as_nanos().to_le_bytes());
+    }
+    let key: [u8; 32] = digest.finalize().into();
+    if let Some(answer) = VALIDATED
+        .lock()
+        .ok()
+        .and_then(|validated| validated.get(&key).cloned())
+    {
+        return answer;
+    }
+    let answer = resolve_and_parse(analysis, &windows);
+    if let Ok(mut validated) = VALIDATED.lock() {
+        if validated.len() >= VALIDATED_KEPT {
+            validated.clear();
+        }
+        validated.insert(key, answer.clone());
+    }
+    answer
+}
+
+/// The windows the queries run with: each burn-rate window and the budget period, each once.
+fn query_windows(analysis: &Analysis) -> Vec<Duration> {
+    let slo = &analysis.slo;
+    let mut windows: Vec<Duration> = Vec::new();
+    let budget_period = slo.budget.as_ref().map(|budget| budget.period);
+    for window in slo
+        .burn_rates
+        .iter()
+        .flat_map(|pair| [pair.long, pair.short])
+        .chain(budget_period)
+    {
+        if !windows.contains(&window) {
+            windows.push(window);
+        }
+    }
+    if windows.is_empty() {
+        // No burn-rate pair (the schema requires one): still parse with a window.
+        windows.push(Duration::from_secs(300));
+    }
+    windows
+}
+
+/// Every query template: `slo.errorQuery`, `slo.totalQuery`, then each check's, in the order
+/// of [`query_field`].
+fn query_templates(analysis: &Analysis) -> impl Iterator<Item = &String> {
+    [&analysis.slo.error_query, &analysis.slo.total_query]
+        .into_iter()
+        .chain(analysis.checks.iter().map(|check| &check.query))
+}
+
+/// The field of the `index`-th template of [`query_templates`].
+fn query_field(index: usize) -> String {
+    match index {
+        0 => "spec.analysis.slo.errorQuery".into(),
+        1 => "spec.analysis.slo.totalQuery".into(),
+        check => format!("spec.analysis.checks[{}].query", check - 2),
+    }
+}
+
+/// [`validate_queries`] without its memory.
+fn resolve_and_parse(analysis: &Analysis, windows: &[Duration]) -> Result<(), QueryError> {
+    for (index, template) in query_templates(analysis).enumerate() {
+        for window in windows {
+            let probe = TemplateValues {
+                namespace: "namespace".into(),
+                release: "release".into(),
+                role: Role::Canary,
+                service: None,
+                revision: "revision".into(),
+                window: *window,
+            };
+            let query = render(template, &probe).map_err(|error| QueryError {
+                field: query_field(index),
+                error,
+            })?;
+            parse_promql(&query).map_err(|reason| QueryError {
+                field: query_field(index),
+                error: TemplateError::InvalidPromql {
+                    window: *window,
+                    reason,
+                },
+            })?;
+        }
     }
     Ok(())
 }
+
+/// Whether `query` (resolved: no placeholders left) is PromQL, as a PromQL parser reads it;
+/// the error is the parser's own words.
+pub fn parse_promql(query: &str) -> Result<(), String> {
+    promql_parser::parser::parse(query).map(|_| ())
+}
+
+/// How many answers [`validate_queries`] keeps.
+pub const VALIDATED_KEPT: usize = 4096;
+
+/// The answers of [`validate_queries`] by the SHA-256 of the templates and windows.
+type ValidatedAnalyses = HashMap<[u8; 32], Result<(), QueryError>>;
+
+/// Every answer [`validate_queries`] remembers.
+static VALIDATED: LazyLock<Mutex<ValidatedAnalyses>> = LazyLock::new(Mutex::default);
 
 /// The names of the placeholders `template` uses, in order of first use (`{{ window }}` counts
 /// as `window`); an unclosed `{{` ends the scan.
@@ -359,5 +472,158 @@ checks:
                 .starts_with("spec.analysis.checks[0].query: unknown placeholder {{node}}"),
             "{error}"
         );
+    }
+
+    fn analysis_with(error_query: &str, total_query: &str, checks: &[&str]) -> Analysis {
+        let mut analysis: Analysis = serde_yaml::from_str(
+            r#"
+prometheus: {address: "http://prometheus:9090"}
+slo:
+  objective: 99.9
+  errorQuery: x
+  totalQuery: x
+  burnRates: [{long: 5m, short: 1m, max: 14.4}]
+"#,
+        )
+        .unwrap();
+        analysis.slo.error_query = error_query.into();
+        analysis.slo.total_query = total_query.into();
+        analysis.checks = checks
+            .iter()
+            .enumerate()
+            .map(|(index, query)| crate::api::Check {
+                name: format!("check-{index}"),
+                query: query.to_string(),
+                max: Some(1.0),
+                min: None,
+            })
+            .collect();
+        analysis
+    }
+
+    const GOOD: &str = r#"sum(rate(http_requests_total{service="{{service}}"}[{{window}}]))"#;
+
+    #[test]
+    fn an_invalid_query_names_its_field_and_the_parsers_words() {
+        let cases = [
+            (
+                analysis_with(
+                    r#"sum(rate(x{service="{{service}}"}[{{window}}])"#,
+                    GOOD,
+                    &[],
+                ),
+                "spec.analysis.slo.errorQuery",
+                "unclosed left parenthesis",
+            ),
+            (
+                analysis_with(GOOD, r#"sum(rat(x[{{window}}]))"#, &[]),
+                "spec.analysis.slo.totalQuery",
+                "unknown function with name 'rat'",
+            ),
+            (
+                analysis_with(GOOD, GOOD, &[GOOD, r#"rate(x{role="{{role}}"})"#]),
+                "spec.analysis.checks[1].query",
+                "expected type matrix in call to function 'rate', got vector",
+            ),
+            (
+                analysis_with(GOOD, GOOD, &[r#"x{service={{service}}}"#]),
+                "spec.analysis.checks[0].query",
+                "unexpected character inside braces",
+            ),
+            (
+                analysis_with(GOOD, GOOD, &["x[{{window}}] - 1"]),
+                "spec.analysis.checks[0].query",
+                "binary expression must contain only scalar and instant vector types",
+            ),
+            (
+                analysis_with(GOOD, GOOD, &["sum(x) +"]),
+                "spec.analysis.checks[0].query",
+                "invalid promql query",
+            ),
+        ];
+        for (analysis, field, words) in cases {
+            let error = validate_queries(&analysis).unwrap_err();
+            assert_eq!(error.field, field, "{error}");
+            let message = error.to_string();
+            assert!(
+                message.starts_with(&format!("{field}: not valid PromQL: {words}")),
+                "{message}"
+            );
+            assert!(
+                message.ends_with("{{window}} as 5m); fix the query"),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_remembered_answer_is_the_one_computed() {
+        let bad = analysis_with(GOOD, "sum(x", &[GOOD]);
+        let first = validate_queries(&bad);
+        assert!(first.is_err());
+        assert_eq!(validate_queries(&bad), first);
+        // Another analysis with the same templates but another window is its own entry.
+        let mut other = bad.clone();
+        other.slo.burn_rates[0].long = Duration::from_secs(600);
+        assert_eq!(
+            validate_queries(&other).unwrap_err().field,
+            first.unwrap_err().field
+        );
+        // The same templates in other fields are not the same analysis.
+        let swapped = analysis_with("sum(x", GOOD, &[GOOD]);
+        assert_eq!(
+            validate_queries(&swapped).unwrap_err().field,
+            "spec.analysis.slo.errorQuery"
+        );
+        assert_eq!(
+            validate_queries(&analysis_with(GOOD, GOOD, &[GOOD])),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_query_that_parses_but_matches_nothing_is_valid() {
+        // No such metric: Prometheus answers no series, an Inconclusive run, not a bad spec.
+        let analysis = analysis_with(
+            r#"sum(rate(no_such_metric_anywhere{service="{{service}}"}[{{window}}]))"#,
+            GOOD,
+            &[],
+        );
+        assert_eq!(validate_queries(&analysis), Ok(()));
+    }
+
+    /// The query forms the README, the example, the tests and PromQL users write: each must
+    /// still pass, or a Release that works today would be refused.
+    #[test]
+    fn the_query_forms_in_use_parse() {
+        let forms = [
+            r#"sum(rate(http_requests_total{namespace="{{namespace}}",service="{{service}}",code=~"5.."}[{{window}}])) or vector(0)"#,
+            r#"sum(rate(http_requests_total{namespace="{{namespace}}",service="{{service}}"}[{{window}}]))"#,
+            r#"histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket{namespace="{{namespace}}",service="{{service}}"}[{{window}}])))"#,
+            r#"sum(rate(http_requests_total{namespace="{{namespace}}",service="{{service}}",revision="{{revision}}"}[{{window}}]))"#,
+            r#"q{role="{{role}}"}[{{window}}]"#,
+            r#"histogram_quantile(0.99, x{service="{{service}}"})"#,
+            r#"sum(rate(x{release='{{ release }}'}[{{ window }}]))"#,
+            r#"x{a=`{{namespace}}`}"#,
+            "q",
+            "errors",
+            r#"{"my.metric", service="{{service}}"}"#,
+            r#"{__name__=~"http_.+"}"#,
+            "sum(x) by (a) / ignoring(b) sum(y) by (a)",
+            "a / on(b) group_left(c) d",
+            "max_over_time(deriv(rate(x[1m])[{{window}}:1m])[5m:])",
+            "x[{{window}}:] offset 1m @ start()",
+            "histogram_quantile(0.9, rate(x[{{window}}])) > bool 0.5",
+            "quantile_over_time(0.99, x[{{window}}])",
+            "histogram_fraction(0, 0.2, rate(x[{{window}}]))",
+            r#"label_replace(x, "dst", "$1", "src", "(.*)")"#,
+            "limitk(2, x)",
+            "clamp(x, 0, 1) # a comment",
+            "1 - (sum(rate(a[{{window}}])) / sum(rate(b[{{window}}])))",
+        ];
+        for form in forms {
+            let analysis = analysis_with(form, form, &[form]);
+            assert_eq!(validate_queries(&analysis), Ok(()), "{form}");
+        }
     }
 }

@@ -15,8 +15,8 @@ pub use duration::{Duration, DurationError};
 pub use revision::template_revision;
 pub use spec::{
     Analysis, BudgetPolicy, BurnRate, Check, GatewayApiTraffic, Horizon, Pause, PrometheusSource,
-    Release, ReleaseSpec, ReplicaTraffic, ResolvedPorts, Roadmap, RoadmapKind, SecretKeyRef,
-    ServicePorts, Slo, Step, Traffic,
+    Release, ReleaseSpec, ReplicaTraffic, ResolvedPorts, Roadmap, RoadmapKind, STEPS_EMPTY,
+    SecretKeyRef, ServicePorts, Slo, Step, Traffic,
 };
 pub use status::{
     HistoryEntry, ManualAction, ManualRequest, Outcome, Phase, ReleaseStage, ReleaseStatus,

@@ -99,9 +99,11 @@ pub struct ReleaseSpec {
     /// How traffic is shifted to the canary: exactly one of `gatewayAPI` or `replicas`.
     pub traffic: Traffic,
 
-    /// Canary steps, run in order. An empty list promotes a new revision once it is available
-    /// (and, with analysis, after one passing run).
-    #[x_kube(merge_strategy = ListMerge::Atomic)]
+    /// Canary steps, run in order: 1 to 64.
+    #[x_kube(
+        merge_strategy = ListMerge::Atomic,
+        validation = Rule::new("size(self) > 0").message(STEPS_EMPTY)
+    )]
     #[schemars(length(max = 64))]
     pub steps: Vec<Step>,
 
@@ -397,9 +399,10 @@ pub struct Analysis {
     /// The service-level objective the canary (and the stable, as baseline) is judged by.
     pub slo: Slo,
 
-    /// Extra guards: any PromQL value against a `max` and/or `min`.
+    /// Extra guards: any PromQL value against a `max` and/or `min`. Keyed by `name`: the API
+    /// server refuses two checks of one name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[x_kube(merge_strategy = ListMerge::Atomic)]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     #[schemars(length(max = 32))]
     pub checks: Vec<Check>,
 
@@ -440,6 +443,14 @@ pub struct PrometheusSource {
     /// Secret key (in the Release's namespace) holding a PEM CA bundle to trust for `https`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_secret: Option<SecretKeyRef>,
+}
+
+impl PrometheusSource {
+    /// Whether a Secret is named (`bearerTokenSecret` or `caSecret`): the controller then
+    /// checks that it exists before a canary needs it.
+    pub fn names_a_secret(&self) -> bool {
+        self.bearer_token_secret.is_some() || self.ca_secret.is_some()
+    }
 }
 
 /// A key of a Secret in the Release's namespace.
@@ -545,6 +556,12 @@ pub struct Check {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min: Option<f64>,
 }
+
+/// Why a Release needs a step, in the schema's rule on `spec.steps` and in the spec check for a
+/// Release stored before the schema had that rule.
+pub const STEPS_EMPTY: &str = "spec.steps must list at least one step: without one a new \
+     template would take all the traffic at once, with no canary; list the weights it goes \
+     through, e.g. [{setWeight: 20}, {pause: {duration: 5m}}, {setWeight: 50}]";
 
 /// CEL rule for a link: `http://` or `https://`, a host, no whitespace. Not `javascript:` nor
 /// any other scheme a browser would run or a controller could not fetch.

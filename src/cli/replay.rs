@@ -345,6 +345,11 @@ pub fn prepare(
     let Some(analysis) = release.spec.analysis.clone() else {
         return Err(ReplayError::NoAnalysis { path });
     };
+    // The controller's own check: a query it would refuse (`SpecValid=False`) is refused here.
+    crate::analysis::validate_queries(&analysis).map_err(|error| ReplayError::Query {
+        path: path.clone(),
+        error,
+    })?;
     let namespace = args
         .namespace
         .clone()
@@ -914,6 +919,10 @@ mod tests {
             (
                 Box::new(|_, f| *f = f.replace("objective: 99.9", "objective: high")),
                 "-f release.yaml: the Release is not valid: spec.analysis.slo.objective",
+            ),
+            (
+                Box::new(|_, f| *f = f.replacen("}[{{window}}])))", "}[{{window}}]))", 1)),
+                "-f release.yaml: spec.analysis.checks[0].query: not valid PromQL: unclosed left parenthesis",
             ),
             (
                 Box::new(|_, f| *f = f.replacen("namespace: shop", "labels: {}", 1)),

@@ -17,6 +17,7 @@ use kube::runtime::watcher;
 use crate::analysis::Clients;
 use crate::api::Release;
 
+use super::credentials::CredentialChecks;
 use super::metrics::Metrics;
 
 /// Analysis runs in flight at once across all Releases: each is a handful of concurrent
@@ -227,6 +228,8 @@ pub struct Context {
     failures: Mutex<HashMap<ObjectRef<Release>, u32>>,
     /// What the watches know of the API server: whether the HTTPRoute CRD is missing.
     pub health: Option<Arc<super::Health>>,
+    /// Per Release, what the last read of its Prometheus Secrets found.
+    pub credential_checks: CredentialChecks,
 }
 
 impl Context {
@@ -247,6 +250,7 @@ impl Context {
             based_on: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
             health: None,
+            credential_checks: CredentialChecks::default(),
         }
     }
 
@@ -316,6 +320,7 @@ impl Context {
         if let Ok(mut based_on) = self.based_on.lock() {
             based_on.remove(release);
         }
+        self.credential_checks.forget(release);
     }
 }
 

@@ -20,16 +20,19 @@ pub enum Error {
         message: String,
     },
 
-    /// A Secret named in `spec.analysis.prometheus` is missing or lacks the key.
-    #[error("Secret {namespace}/{name} (named in {field}): {problem}")]
+    /// A Secret named in `spec.analysis.prometheus` is missing or lacks the key. The same
+    /// words make the analysis run's Error and the `PrometheusCredentials` condition.
+    #[error("Secret {namespace}/{name}, key {key} (named in {field}): {problem}")]
     Secret {
         /// The Release's namespace.
         namespace: String,
         /// The Secret's name.
         name: String,
+        /// The key named.
+        key: String,
         /// The spec field naming it.
         field: &'static str,
-        /// What is wrong: missing, no such key, not UTF-8.
+        /// What is wrong (missing, no such key, not UTF-8) and what to do.
         problem: String,
     },
 

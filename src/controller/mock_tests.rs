@@ -300,6 +300,7 @@ fn settled_release(world: &mut World, now: Timestamp) -> Release {
         services_ready: true,
         route: Some(RouteState::Ready { canary_weight: 0 }),
         analysis: None,
+        credentials: Default::default(),
     };
     let settled = rollout::decide(&release, &observed, now);
     assert!(
@@ -462,6 +463,7 @@ async fn a_set_weight_step_adds_the_finalizer_then_applies_only_the_routes_rules
             services_ready: true,
             route: Some(RouteState::Ready { canary_weight: 0 }),
             analysis: None,
+            credentials: Default::default(),
         },
         at(10),
     );
@@ -1015,4 +1017,130 @@ async fn a_missing_gateway_api_crd_is_named_instead_of_a_missing_route() {
         )),
         "{message}"
     );
+}
+
+#[tokio::test]
+async fn a_missing_token_secret_is_read_once_per_generation_and_named_in_a_condition() {
+    let (ctx, mut world, verifier) = test_context();
+    let settled = settled_release(&mut world, at(0));
+    let mut release = ReleaseBuilder::gateway()
+        .bearer_token_secret("prometheus-token", "token")
+        .status(settled.status.clone().unwrap())
+        .build();
+    const SECRET_PATH: &str = "/api/v1/namespaces/shop/secrets/prometheus-token";
+    let (written, first_status) = tokio::sync::oneshot::channel();
+    let server = scenario(verifier, move |mut api| async move {
+        // Seen for the first time: the Secret is read once, and the condition names it.
+        let (_, send) = api.expect(Method::GET, SECRET_PATH).await;
+        respond(
+            send,
+            404,
+            &failure(404, "NotFound", "secrets \"prometheus-token\" not found"),
+        );
+        let status = api.expect_status("100").await;
+        let _ = written.send(status);
+        // The same generation again, at once: no read, no write, nothing.
+        // A new generation: read again. Created meanwhile, so the condition turns True.
+        let (_, send) = api.expect(Method::GET, SECRET_PATH).await;
+        respond(
+            send,
+            200,
+            &json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "prometheus-token", "namespace": "shop"},
+                "data": {"token": "czNjcjN0"}
+            }),
+        );
+        let status = api.expect_status("1001").await;
+        let condition = status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "PrometheusCredentials")
+            .cloned()
+            .unwrap();
+        assert_eq!(condition["status"], "True", "{condition}");
+        api
+    })
+    .await;
+
+    let requeue = reconcile_release(&release, &ctx, at(10)).await.unwrap();
+    assert_eq!(
+        requeue,
+        Requeue::requeue(rollout::CREDENTIALS_RECHECK),
+        "looked at again while the Secret is missing"
+    );
+    let status = first_status.await.unwrap();
+    let condition = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "PrometheusCredentials")
+        .cloned()
+        .unwrap();
+    assert_eq!(condition["status"], "False", "{condition}");
+    assert_eq!(condition["reason"], "PrometheusSecretMissing");
+    assert_eq!(
+        condition["message"],
+        "Secret shop/prometheus-token, key token (named in \
+         spec.analysis.prometheus.bearerTokenSecret): not found: create it in namespace shop \
+         with the key token, or name an existing Secret in \
+         spec.analysis.prometheus.bearerTokenSecret"
+    );
+    assert_eq!(status["phase"], "Healthy", "the stable still serves");
+
+    release.status = Some(serde_json::from_value(status).unwrap());
+    release.metadata.resource_version = Some("1001".into());
+    reconcile_release(&release, &ctx, at(11)).await.unwrap();
+    release.metadata.generation = Some(8);
+    let requeue = reconcile_release(&release, &ctx, at(12)).await.unwrap();
+    assert_eq!(requeue, Requeue::await_change());
+    drop(world);
+    finish(server, ctx).await;
+}
+
+#[tokio::test]
+async fn a_token_secret_without_its_key_names_the_keys_it_has() {
+    let (ctx, world, mut server) = test_context();
+    let release = ReleaseBuilder::gateway()
+        .bearer_token_secret("prometheus-token", "token")
+        .build();
+    let api = tokio::spawn(async move {
+        let (_, send) = server
+            .expect(
+                Method::GET,
+                "/api/v1/namespaces/shop/secrets/prometheus-token",
+            )
+            .await;
+        respond(
+            send,
+            200,
+            &json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "prometheus-token", "namespace": "shop"},
+                "data": {"tokn": "czNjcjN0", "ca.crt": "eA=="}
+            }),
+        );
+        server
+    });
+    let found = super::reconcile::check_credentials(&ctx, &release, "shop").await;
+    assert_eq!(
+        found,
+        rollout::CredentialsCheck::Missing(
+            "Secret shop/prometheus-token, key token (named in \
+             spec.analysis.prometheus.bearerTokenSecret): the Secret has no key token (its keys \
+             are ca.crt, tokn): add it, or name the right key in \
+             spec.analysis.prometheus.bearerTokenSecret.key"
+                .into()
+        )
+    );
+    // Remembered: asked again only after the recheck interval.
+    assert_eq!(
+        super::reconcile::check_credentials(&ctx, &release, "shop").await,
+        found
+    );
+    let mut server = api.await.unwrap();
+    drop(ctx);
+    drop(world);
+    assert!(server.0.next_request().await.is_none(), "one read only");
 }

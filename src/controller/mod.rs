@@ -5,6 +5,7 @@
 mod apply;
 pub mod children;
 mod context;
+pub mod credentials;
 mod error;
 mod finalizer;
 pub mod http;

@@ -18,12 +18,15 @@ use kube::{Api, Resource, ResourceExt};
 use crate::analysis::{self, AnalysisRun, Credentials};
 use crate::api::{LABEL_REVISION, Release, ReleaseStatus, Role, SecretKeyRef};
 use crate::rollout::deletion::{self, FinalizerChange};
-use crate::rollout::{self, Decision, EventNote, Observed, RouteState, Severity, WorkloadState};
+use crate::rollout::{
+    self, CredentialsCheck, Decision, EventNote, Observed, RouteState, Severity, WorkloadState,
+};
 use crate::traffic::gateway::{Backends, route_state};
 
 use super::apply::{self, owned_by};
 use super::children;
 use super::context::Context;
+use super::credentials;
 use super::error::Error;
 use super::finalizer::{self, Patched};
 use super::status::{self, Written};
@@ -213,6 +216,7 @@ pub async fn observe(ctx: &Context, release: &Release, now: Timestamp) -> Result
         services_ready,
         route,
         analysis,
+        credentials: check_credentials(ctx, release, &namespace).await,
     })
 }
 
@@ -240,6 +244,40 @@ pub fn route_of(ctx: &Context, release: &Release, namespace: &str) -> Option<Rou
     })
 }
 
+/// Whether the Secrets named in `spec.analysis.prometheus` exist with their keys: the last
+/// answer while it holds (see [`super::credentials`]), otherwise read now with the analysis
+/// run's own reads, so that the condition says what a run would.
+pub async fn check_credentials(
+    ctx: &Context,
+    release: &Release,
+    namespace: &str,
+) -> CredentialsCheck {
+    if !credentials::names_a_secret(release) {
+        return CredentialsCheck::Unknown;
+    }
+    if let Some(found) = ctx.credential_checks.fresh(release, Instant::now()) {
+        return found;
+    }
+    let found = match credentials(ctx, release, namespace).await {
+        Ok(_) => CredentialsCheck::Found,
+        Err(error @ Error::Secret { .. }) => CredentialsCheck::Missing(error.to_string()),
+        Err(error) => {
+            // The API server did not answer: the condition keeps what it said, and the next
+            // reconcile asks again.
+            tracing::warn!(
+                namespace,
+                release = release.name_any(),
+                %error,
+                "cannot read the Prometheus Secrets"
+            );
+            CredentialsCheck::Unknown
+        }
+    };
+    ctx.credential_checks
+        .record(release, Instant::now(), found.clone());
+    found
+}
+
 /// One analysis run with the credentials named in the spec.
 ///
 /// A missing Secret or key is the user's to fix: like an unreachable Prometheus it becomes an
@@ -252,7 +290,17 @@ pub async fn run_analysis(
 ) -> Result<AnalysisRun, Error> {
     // A closed semaphore cannot happen (it is never closed); run unbounded if it ever did.
     let _slot = ctx.analysis_slots.acquire().await.ok();
-    match credentials(ctx, release, namespace).await {
+    let read = credentials(ctx, release, namespace).await;
+    // What the run found of the Secrets is the freshest answer for the condition too.
+    let found = match &read {
+        Ok(_) => CredentialsCheck::Found,
+        Err(error @ Error::Secret { .. }) => CredentialsCheck::Missing(error.to_string()),
+        Err(_) => CredentialsCheck::Unknown,
+    };
+    if credentials::names_a_secret(release) {
+        ctx.credential_checks.record(release, Instant::now(), found);
+    }
+    match read {
         Ok(credentials) => Ok(analysis::run(release, &credentials, &ctx.prometheus).await),
         Err(error @ Error::Secret { .. }) => Ok(analysis::judge::error_run(
             error.to_string(),
@@ -308,8 +356,9 @@ async fn credentials(
             let token = String::from_utf8(bytes).map_err(|_| Error::Secret {
                 namespace: namespace.into(),
                 name: key.name.clone(),
+                key: key.key.clone(),
                 field,
-                problem: format!("key {} is not UTF-8 text", key.key),
+                problem: "the token is not UTF-8 text: store the bearer token as text".into(),
             })?;
             Some(token.trim().to_string())
         }
@@ -342,13 +391,18 @@ async fn secret_value(
     let problem = |problem: String| Error::Secret {
         namespace: namespace.into(),
         name: key.name.clone(),
+        key: key.key.clone(),
         field,
         problem,
     };
     let secret = match secrets.get(&key.name).await {
         Ok(secret) => secret,
         Err(kube::Error::Api(status)) if status.is_not_found() => {
-            return Err(problem("not found".into()));
+            return Err(problem(format!(
+                "not found: create it in namespace {namespace} with the key {}, or name an \
+                 existing Secret in {field}",
+                key.key
+            )));
         }
         // Secrets are granted per namespace (config/rbac/secret_reader_role.yaml): a namespace
         // left out is the user's to fix, so say how instead of failing the reconcile unseen.
@@ -361,11 +415,20 @@ async fn secret_value(
         }
         Err(error) => return Err(error.into()),
     };
-    secret
-        .data
-        .and_then(|mut data| data.remove(&key.key))
-        .map(|bytes| bytes.0)
-        .ok_or_else(|| problem(format!("has no key {}", key.key)))
+    let mut data = secret.data.unwrap_or_default();
+    data.remove(&key.key).map(|bytes| bytes.0).ok_or_else(|| {
+        // The names of its keys (never their values) point at a typo.
+        let keys: Vec<&str> = data.keys().map(String::as_str).collect();
+        let has = if keys.is_empty() {
+            "it has no keys".to_string()
+        } else {
+            format!("its keys are {}", keys.join(", "))
+        };
+        problem(format!(
+            "the Secret has no key {} ({has}): add it, or name the right key in {field}.key",
+            key.key
+        ))
+    })
 }
 
 #[cfg(test)]

@@ -16,6 +16,9 @@ pub const SPEC_VALID: &str = "SpecValid";
 pub const APPLIED: &str = "Applied";
 /// Condition type: the router can carry the split (Gateway API mode only).
 pub const TRAFFIC_ROUTED: &str = "TrafficRouted";
+/// Condition type: the Secrets named in `spec.analysis.prometheus` exist with their keys (only
+/// when the spec names one).
+pub const PROMETHEUS_CREDENTIALS: &str = "PrometheusCredentials";
 
 /// Condition status values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

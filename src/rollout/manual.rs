@@ -346,7 +346,20 @@ impl Rule<'_> {
         } else {
             "the controller starts it on its next reconcile"
         };
+        // A canary its analysis cannot judge does not start, even when asked to.
+        let secret_missing = self.status.conditions.iter().any(|condition| {
+            condition.type_ == super::conditions::PROMETHEUS_CREDENTIALS
+                && condition.status == "False"
+        });
         match action {
+            ManualAction::Promote if secret_missing => refuse(
+                format!(
+                    "revision {revision} waits for its Prometheus Secret (see the PrometheusCredentials condition), so its canary cannot start"
+                ),
+                format!(
+                    "create the Secret it names, or run `waymark promote {name} --full` to make it the stable without a canary and its analysis"
+                ),
+            ),
             ManualAction::Promote if budget_policy => Ok((
                 Effect::StartDespiteBudget,
                 format!("revision {revision} starts its canary despite the error-budget policy"),
@@ -595,6 +608,20 @@ mod tests {
             reason: Some("ErrorBudgetExhausted".into()),
             ..stable_on_v1(Phase::Paused)
         };
+        let secret_missing = ReleaseStatus {
+            reason: Some("PrometheusSecretMissing".into()),
+            conditions: vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+                type_: super::super::conditions::PROMETHEUS_CREDENTIALS.into(),
+                status: "False".into(),
+                reason: "PrometheusSecretMissing".into(),
+                message: "Secret shop/prometheus-token, key token: not found".into(),
+                last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+                ),
+                observed_generation: None,
+            }],
+            ..stable_on_v1(Phase::Degraded)
+        };
         let held = ReleaseStatus {
             analysis: analysis_of_v2(Verdict::Inconclusive, 3).analysis,
             ..canary_of_v2(Phase::Paused, 1)
@@ -667,6 +694,19 @@ mod tests {
                 release(gateway(), V2, stable_on_v1(Phase::Healthy)),
                 [
                     Refused("has no canary yet", "`waymark promote checkout --full`"),
+                    Acts(Effect::PromoteWithoutCanary),
+                    Refused("no canary to abort yet", "put the previous template back"),
+                    Refused("nothing was rolled back", "nothing to do"),
+                ],
+            ),
+            (
+                "pending, waiting for its Prometheus Secret",
+                release(gateway().budget(0.1), V2, secret_missing),
+                [
+                    Refused(
+                        "waits for its Prometheus Secret",
+                        "create the Secret it names, or run `waymark promote checkout --full`",
+                    ),
                     Acts(Effect::PromoteWithoutCanary),
                     Refused("no canary to abort yet", "put the previous template back"),
                     Refused("nothing was rolled back", "nothing to do"),

@@ -29,6 +29,7 @@ pub mod timeline;
 pub mod validate;
 
 pub use decide::CONVERGE_POLL;
+pub use decide::credentials::REASON_CREDENTIALS_MISSING;
 pub use decide::report::{
     REASON_INVALID_SPEC, REASON_PROGRESS_DEADLINE, REASON_ROUTE_UNUSABLE, holding,
 };
@@ -48,7 +49,30 @@ pub struct Observed {
     /// An analysis run made during this reconcile (the controller runs one when
     /// [`analysis_due`] says so).
     pub analysis: Option<AnalysisRun>,
+    /// What the controller last found of the Secrets `spec.analysis.prometheus` names.
+    pub credentials: CredentialsCheck,
 }
+
+/// Whether the Secrets named in `spec.analysis.prometheus` (`bearerTokenSecret`, `caSecret`)
+/// exist with their keys, as the controller last found them. It reads them when it first sees a
+/// generation of the Release and again every [`CREDENTIALS_RECHECK`] while one is missing, not
+/// on every reconcile; the core sets the `PrometheusCredentials` condition from it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum CredentialsCheck {
+    /// Not known this time (nothing named, or the API server could not be asked): the condition
+    /// keeps what it said.
+    #[default]
+    Unknown,
+    /// Every Secret named exists and holds its key.
+    Found,
+    /// A Secret named is missing or unusable: the message names the Secret, its key and the
+    /// field, and says what to do (the words of the analysis run that would fail on it).
+    Missing(String),
+}
+
+/// How often a Release whose Prometheus Secret is missing is looked at again (and the Secret
+/// read again), so that creating the Secret clears the condition within this time.
+pub const CREDENTIALS_RECHECK: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A child Deployment as observed.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -194,7 +194,7 @@ proptest! {
         gateway in any::<bool>(),
         analysis in any::<bool>(),
         replicas in 1i32..8,
-        steps in prop::collection::vec(step_strategy(), 0..6),
+        steps in prop::collection::vec(step_strategy(), 1..6),
         events in prop::collection::vec(event_strategy(), 1..40),
     ) {
         let builder = if gateway { ReleaseBuilder::gateway() } else { ReleaseBuilder::replica_split() };
@@ -236,7 +236,7 @@ proptest! {
     fn decide_is_idempotent_for_the_same_world(
         gateway in any::<bool>(),
         analysis in any::<bool>(),
-        steps in prop::collection::vec(step_strategy(), 0..5),
+        steps in prop::collection::vec(step_strategy(), 1..5),
         events in prop::collection::vec(event_strategy(), 0..25),
         final_verdict in prop::option::of(prop_oneof![Just(Verdict::Passing), Just(Verdict::Failing), Just(Verdict::Inconclusive)]),
     ) {
@@ -327,7 +327,7 @@ proptest! {
         gateway in any::<bool>(),
         analysis in any::<bool>(),
         replicas in 1i32..6,
-        steps in prop::collection::vec(step_strategy(), 0..6),
+        steps in prop::collection::vec(step_strategy(), 1..6),
         events in prop::collection::vec(event_strategy(), 1..30),
         cuts in prop::collection::vec(any::<prop::sample::Index>(), 30),
     ) {

@@ -4,7 +4,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::time::Duration as StdDuration;
 
 use super::fixtures::*;
-use super::{Action, CONVERGE_POLL, analysis_due, decide, history::HISTORY_LIMIT};
+use super::{Action, CONVERGE_POLL, analysis_due, conditions, decide, history::HISTORY_LIMIT};
 use crate::api::{ManualAction, Outcome, Phase, Verdict};
 
 fn weight(canary_weight: i32) -> Action {
@@ -980,22 +980,38 @@ fn weight_zero_then_hundred() {
 }
 
 #[test]
-fn zero_steps_promote_once_the_canary_is_available() {
-    let mut sim = Sim::canary_of(ReleaseBuilder::gateway().steps(vec![]));
-    sim.slow_pods = true;
-    sim.tick(0);
-    assert_eq!(sim.status().step_progress.as_deref(), Some("0/0"));
-    assert_eq!(sim.status().stable_revision, Some(revision_of(V1)));
-    sim.slow_pods = false;
-    sim.pods_ready();
-    let decision = sim.tick(0);
-    assert!(decision.actions.contains(&Action::ApplyStable {
-        revision: revision_of(V2),
-        replicas: 4
-    }));
-    sim.settle();
-    assert_eq!(sim.status().phase, Some(Phase::Healthy));
-    assert_eq!(sim.status().history[0].outcome, Outcome::Promoted);
+fn a_release_stored_without_steps_starts_no_canary_and_names_spec_steps() {
+    // Stored before the schema refused `steps: []`: a new template would have gone to 100% at
+    // once. Now nothing moves, and the status says which field to fix.
+    let mut sim = Sim::canary_of(ReleaseBuilder::gateway());
+    sim.release.spec.steps.clear();
+    let decision = sim.settle();
+    assert!(
+        decision
+            .actions
+            .iter()
+            .all(|action| matches!(action, Action::Event(_))),
+        "{:?}",
+        decision.actions
+    );
+    let status = sim.status();
+    assert_eq!(status.canary_revision, None);
+    assert_eq!(status.stable_revision, Some(revision_of(V1)));
+    assert_eq!(status.phase, Some(Phase::Degraded));
+    let spec_valid = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == conditions::SPEC_VALID)
+        .unwrap();
+    assert_eq!(spec_valid.status, "False");
+    assert!(
+        spec_valid
+            .message
+            .starts_with("spec.steps: spec.steps must list at least one step"),
+        "{}",
+        spec_valid.message
+    );
+    assert!(sim.observed.canary.is_none());
 }
 
 #[test]
@@ -1107,7 +1123,11 @@ fn restarted_controller_resumes_at_the_same_step_without_weight_flap() {
 
 #[test]
 fn history_is_bounded_and_newest_first() {
-    let mut sim = Sim::new(ReleaseBuilder::gateway().steps(vec![]).build());
+    let mut sim = Sim::new(
+        ReleaseBuilder::gateway()
+            .steps(vec![set_weight(100)])
+            .build(),
+    );
     sim.settle();
     let images: Vec<String> = (0..12).map(|n| format!("shop/checkout:{n}.9")).collect();
     for image in &images {

@@ -33,8 +33,9 @@ impl SpecError {
 
 /// Check what the schema cannot: the name fits the children's names (the schema checks it too,
 /// for Releases stored before it did), the selector is one a Deployment accepts and matches the
-/// template's labels, the Service ports can be resolved and the analysis query templates
-/// resolve.
+/// template's labels, the Service ports can be resolved, there is a step (the schema checks it
+/// too, for Releases stored before it did), the checks have distinct names (likewise) and the
+/// analysis queries resolve and parse as PromQL.
 pub fn spec(release: &Release) -> Result<(), SpecError> {
     let name = release.metadata.name.as_deref().unwrap_or_default();
     if !is_child_name_prefix(name) {
@@ -72,7 +73,25 @@ pub fn spec(release: &Release) -> Result<(), SpecError> {
             "spec.service must be set when the template's first container declares no port",
         ));
     }
+    if release.spec.steps.is_empty() {
+        return Err(SpecError::new("spec.steps", crate::api::STEPS_EMPTY));
+    }
     if let Some(analysis) = &release.spec.analysis {
+        for (index, check) in analysis.checks.iter().enumerate() {
+            if let Some(first) = analysis.checks[..index]
+                .iter()
+                .position(|earlier| earlier.name == check.name)
+            {
+                return Err(SpecError::new(
+                    &format!("spec.analysis.checks[{index}].name"),
+                    format!(
+                        "{:?} is also the name of spec.analysis.checks[{first}]: each check \
+                         needs its own name, which the status and the CLI show its result under",
+                        check.name
+                    ),
+                ));
+            }
+        }
         crate::analysis::validate_queries(analysis)
             .map_err(|error| SpecError::new(&error.field, error.error.to_string()))?;
     }
@@ -439,6 +458,75 @@ mod tests {
         let error = spec(&release).unwrap_err();
         assert_eq!(error.field, "spec.analysis.slo.totalQuery");
         assert!(error.message.contains("servce"), "{error}");
+    }
+
+    #[test]
+    fn no_steps_names_spec_steps_and_says_what_to_write() {
+        let mut release = ReleaseBuilder::gateway().build();
+        release.spec.steps.clear();
+        let error = spec(&release).unwrap_err();
+        assert_eq!(error.field, "spec.steps");
+        assert!(
+            error
+                .to_string()
+                .starts_with("spec.steps: spec.steps must list at least one step: without one"),
+            "{error}"
+        );
+        assert!(error.message.contains("setWeight"), "{error}");
+    }
+
+    fn check(name: &str, query: &str) -> crate::api::Check {
+        crate::api::Check {
+            name: name.into(),
+            query: query.into(),
+            max: Some(1.0),
+            min: None,
+        }
+    }
+
+    #[test]
+    fn a_check_named_twice_names_the_second_one() {
+        let mut release = ReleaseBuilder::gateway().analysis().build();
+        release.spec.analysis.as_mut().unwrap().checks =
+            vec![check("p99", "a"), check("errors", "b"), check("p99", "c")];
+        let error = spec(&release).unwrap_err();
+        assert_eq!(error.field, "spec.analysis.checks[2].name");
+        assert!(
+            error.message.starts_with(
+                "\"p99\" is also the name of spec.analysis.checks[0]: each check needs its own name"
+            ),
+            "{error}"
+        );
+        release.spec.analysis.as_mut().unwrap().checks[2].name = "p95".into();
+        assert_eq!(spec(&release), Ok(()));
+    }
+
+    #[test]
+    fn a_query_that_is_not_promql_names_its_field_and_the_parsers_words() {
+        let mut release = ReleaseBuilder::gateway().analysis().build();
+        release.spec.analysis.as_mut().unwrap().checks = vec![
+            check("ok", "sum(rate(x[{{window}}]))"),
+            check("typo", r#"sum(rate(x{service="{{service}}"}[{{window}}])"#),
+        ];
+        let error = spec(&release).unwrap_err();
+        assert_eq!(error.field, "spec.analysis.checks[1].query");
+        assert!(
+            error.to_string().starts_with(
+                "spec.analysis.checks[1].query: not valid PromQL: unclosed left parenthesis"
+            ),
+            "{error}"
+        );
+
+        let mut release = ReleaseBuilder::gateway().analysis().build();
+        release.spec.analysis.as_mut().unwrap().slo.error_query = "sum(rate(errors))".into();
+        let error = spec(&release).unwrap_err();
+        assert_eq!(error.field, "spec.analysis.slo.errorQuery");
+        assert!(
+            error
+                .message
+                .contains("expected type matrix in call to function 'rate', got vector"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -192,16 +192,12 @@ pub const STRINGS: [(&str, Expect, Expect); 11] = [
     (
         "spec.analysis.slo.errorQuery",
         Expect::Rejected,
-        Expect::Valid(
-            "PromQL is Prometheus's to judge: an invalid query is an Error verdict naming it",
-        ),
+        Expect::SpecInvalid,
     ),
     (
         "spec.analysis.slo.totalQuery",
         Expect::Rejected,
-        Expect::Valid(
-            "PromQL is Prometheus's to judge: an invalid query is an Error verdict naming it",
-        ),
+        Expect::SpecInvalid,
     ),
     (
         "spec.analysis.checks.name",
@@ -211,9 +207,7 @@ pub const STRINGS: [(&str, Expect, Expect); 11] = [
     (
         "spec.analysis.checks.query",
         Expect::Rejected,
-        Expect::Valid(
-            "PromQL is Prometheus's to judge: an invalid query is an Error verdict naming it",
-        ),
+        Expect::SpecInvalid,
     ),
     (
         "spec.service.targetPort",
@@ -694,12 +688,7 @@ fn table() -> Vec<Mutation> {
             json!(vec![json!({"long": "5m", "short": "1m", "max": 14.4}); 9]),
             Rejected,
         ),
-        one(
-            "no steps",
-            "/spec/steps",
-            json!([]),
-            Valid("a new revision is promoted once available (after a passing analysis run)"),
-        ),
+        one("no steps", "/spec/steps", json!([]), Rejected),
         one(
             "65 steps",
             "/spec/steps",
@@ -747,7 +736,13 @@ fn table() -> Vec<Mutation> {
             "two checks of one name",
             "/spec/analysis/checks",
             json!([{"name": "a", "query": "q", "max": 1}, {"name": "a", "query": "r", "max": 2}]),
-            Valid("results are listed in the order of the checks; a name only labels one"),
+            Rejected,
+        ),
+        one(
+            "two checks whose names differ in case",
+            "/spec/analysis/checks",
+            json!([{"name": "a", "query": "q", "max": 1}, {"name": "A", "query": "r", "max": 2}]),
+            Valid("names are compared as written, as the API server compares list-map keys"),
         ),
         one(
             "33 checks",
@@ -807,7 +802,7 @@ fn table() -> Vec<Mutation> {
             "a CA Secret",
             "/spec/analysis/prometheus/caSecret",
             json!({"name": "prometheus-ca", "key": "ca.crt"}),
-            Valid("a missing Secret is reported by the analysis run that needs it"),
+            Valid("the spec is valid; a missing Secret is the PrometheusCredentials condition"),
         ),
         // The selector and the template.
         one("an empty selector", "/spec/selector", json!({}), Rejected),
@@ -977,6 +972,39 @@ fn table() -> Vec<Mutation> {
             "/spec/analysis/checks/0/query",
             json!("max({{nope}})"),
             SpecInvalid,
+        ),
+        // Queries that are not PromQL once their placeholders are filled in: the API server
+        // stores them (a schema cannot parse PromQL); the controller refuses them before any
+        // canary.
+        one(
+            "an error query with an unclosed parenthesis",
+            "/spec/analysis/slo/errorQuery",
+            json!("sum(rate(errors{service=\"{{service}}\"}[{{window}}])"),
+            SpecInvalid,
+        ),
+        one(
+            "a total query calling a function that does not exist",
+            "/spec/analysis/slo/totalQuery",
+            json!("sum(rat(requests{service=\"{{service}}\"}[{{window}}]))"),
+            SpecInvalid,
+        ),
+        one(
+            "a check query rating an instant vector",
+            "/spec/analysis/checks/0/query",
+            json!("rate(latency{service=\"{{service}}\"})"),
+            SpecInvalid,
+        ),
+        one(
+            "a check query with an unquoted placeholder",
+            "/spec/analysis/checks/0/query",
+            json!("max(latency{service={{service}}})"),
+            SpecInvalid,
+        ),
+        one(
+            "a check query that matches no series",
+            "/spec/analysis/checks/0/query",
+            json!("max(no_such_metric{service=\"{{service}}\"})"),
+            Valid("no data is an Inconclusive run, judged when it runs"),
         ),
         // Traffic and optional parts.
         one(

@@ -6,7 +6,8 @@
 //! - [`promotion`]: the stable taking the canary's template;
 //! - [`rollback`]: traffic off the canary, a rolled-back revision, a superseded canary;
 //! - [`requests`]: `waymark promote|abort|retry`;
-//! - [`report`]: phase, reason, message, conditions and the requeue time.
+//! - [`report`]: phase, reason, message, conditions and the requeue time;
+//! - [`credentials`]: the Prometheus Secrets, checked before a canary starts.
 //!
 //! Where a release stands (its [`Stage`]) is derived from revisions in the status, never from
 //! the phase: the phase is a report and may be overridden (Degraded) without losing the place.
@@ -17,6 +18,7 @@
 //! actions from that status and the observed children, so deciding again after any prefix of
 //! the actions finishes the transition the same way, and traffic never goes backwards.
 
+pub(super) mod credentials;
 mod gate;
 mod promotion;
 pub(super) mod report;

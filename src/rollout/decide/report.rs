@@ -151,6 +151,7 @@ impl Decider<'_> {
 
         self.announce(&report);
         self.set_conditions(&report, unusable.as_deref(), promoting);
+        self.set_credentials_condition();
         self.status.phase = Some(report.phase);
         self.status.reason = Some(report.reason);
         self.status.message = Some(report.message);

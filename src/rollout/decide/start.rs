@@ -92,9 +92,13 @@ impl Decider<'_> {
         false
     }
 
-    /// A new revision without a canary yet: start one, unless the error-budget policy holds it.
+    /// A new revision without a canary yet: start one, unless its analysis cannot read its
+    /// Prometheus Secret or the error-budget policy holds it.
     pub(super) fn pending(&mut self) -> bool {
         let revision = self.spec_revision.clone();
+        if self.wait_for_credentials(&revision) {
+            return false;
+        }
         let budget = self
             .spec
             .analysis

@@ -236,6 +236,12 @@ impl Default for Metrics {
         let reconcile_duration = Histogram::new(exponential_buckets(0.01, 2.0, 12));
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
         let watch_restarts = Family::<WatchLabels, Counter>::default();
+        // At 0 from the start, so that `rate()` and `increase()` see the first restart.
+        for resource in super::watch::Watched::ALL {
+            watch_restarts.get_or_create(&WatchLabels {
+                resource: resource.as_str().into(),
+            });
+        }
         let phase = Family::<PhaseLabels, Gauge>::default();
         let canary_weight = Family::<ReleaseLabels, Gauge>::default();
         let releases_finished = Family::<OutcomeLabels, Counter>::default();

@@ -264,23 +264,11 @@ pub type Walk = fn(Env) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 /// A walk as a test of the harness: run in its own runtime and namespace, or skipped, or
 /// failed when no cluster is there in CI.
 pub fn trial(name: &'static str, walk: Walk) -> Trial {
-    Trial::test(name, move || match TARGET.get() {
-        Some(Target::Cluster(_)) => {
-            let runtime = runtime();
-            runtime.block_on(run(name, walk));
+    Trial::test(name, move || {
+        on_cluster(name, |_| {
+            runtime().block_on(run(name, walk));
             Ok(())
-        }
-        Some(Target::Unavailable { reason, fail: true }) => Err(Failed::from(format!(
-            "{name}: {reason} (CI=true: the e2e suite must run)"
-        ))),
-        Some(Target::Unavailable {
-            reason,
-            fail: false,
-        }) => {
-            eprintln!("SKIPPED {name}: {reason}");
-            Ok(())
-        }
-        None => Err(Failed::from("the e2e harness was not set up")),
+        })
     })
 }
 
@@ -288,8 +276,16 @@ pub fn trial(name: &'static str, walk: Walk) -> Trial {
 /// gets a control plane of its own, started from `KUBEBUILDER_ASSETS` and prepared like the
 /// suite's, so that the other walks running meanwhile are not disturbed.
 pub fn private_trial(name: &'static str, walk: Walk) -> Trial {
-    Trial::test(name, move || match TARGET.get() {
-        Some(Target::Cluster(shared)) if shared.own_control_plane => {
+    Trial::test(name, move || {
+        on_cluster(name, |shared| {
+            if !shared.own_control_plane {
+                return skip_or_fail(
+                    name,
+                    "it needs a control plane of its own (KUBEBUILDER_ASSETS), not the cluster \
+                     in KUBECONFIG",
+                    std::env::var("CI").is_ok_and(|value| value == "true"),
+                );
+            }
             let assets = std::env::var_os("KUBEBUILDER_ASSETS")
                 .ok_or_else(|| Failed::from("KUBEBUILDER_ASSETS is not set"))?;
             let assets = Assets::find(Path::new(&assets)).map_err(Failed::from)?;
@@ -309,29 +305,28 @@ pub fn private_trial(name: &'static str, walk: Walk) -> Trial {
             // The walk may have left it stopped or broken: it goes with the walk.
             drop(plane);
             Ok(())
-        }
-        Some(Target::Cluster(_)) => {
-            let reason = "it needs a control plane of its own (KUBEBUILDER_ASSETS), not the \
-                          cluster in KUBECONFIG";
-            if std::env::var("CI").is_ok_and(|value| value == "true") {
-                Err(Failed::from(format!("{name}: {reason}")))
-            } else {
-                eprintln!("SKIPPED {name}: {reason}");
-                Ok(())
-            }
-        }
-        Some(Target::Unavailable { reason, fail: true }) => Err(Failed::from(format!(
-            "{name}: {reason} (CI=true: the e2e suite must run)"
-        ))),
-        Some(Target::Unavailable {
-            reason,
-            fail: false,
-        }) => {
-            eprintln!("SKIPPED {name}: {reason}");
-            Ok(())
-        }
-        None => Err(Failed::from("the e2e harness was not set up")),
+        })
     })
+}
+
+/// Run `walk` when the suite has a cluster; otherwise skip it, or fail it in CI.
+fn on_cluster(name: &str, walk: impl FnOnce(&Cluster) -> Result<(), Failed>) -> Result<(), Failed> {
+    match TARGET.get() {
+        Some(Target::Cluster(cluster)) => walk(cluster),
+        Some(Target::Unavailable { reason, fail }) => skip_or_fail(name, reason, *fail),
+        None => Err(Failed::from("the e2e harness was not set up")),
+    }
+}
+
+fn skip_or_fail(name: &str, reason: &str, fail: bool) -> Result<(), Failed> {
+    if fail {
+        Err(Failed::from(format!(
+            "{name}: {reason} (CI=true: the e2e suite must run)"
+        )))
+    } else {
+        eprintln!("SKIPPED {name}: {reason}");
+        Ok(())
+    }
 }
 
 /// One walk's world: an admin client, its namespace, the controller and simulated kubelets.

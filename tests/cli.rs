@@ -36,18 +36,9 @@ fn installed_as_kubectl_waymark_its_usage_says_kubectl_waymark() {
 
 #[test]
 fn an_unreachable_cluster_names_the_kubeconfig_and_context_tried_and_fails() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    let port = listener.local_addr().expect("an address").port();
-    drop(listener);
+    let port = free_port();
     let dir = tempfile::tempdir().expect("temp dir");
-    let kubeconfig = dir.path().join("config");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\ncurrent-context: dev\nclusters:\n- name: dev\n  cluster: {{server: \"https://127.0.0.1:{port}\"}}\ncontexts:\n- name: dev\n  context: {{cluster: dev, user: me}}\n- name: other\n  context: {{cluster: dev, user: me}}\nusers:\n- name: me\n  user: {{token: t}}\n"
-        ),
-    )
-    .expect("write kubeconfig");
+    let kubeconfig = kubeconfig_for(dir.path(), port);
     let output = Command::new(waymark())
         .args([
             "abort",

@@ -238,7 +238,7 @@ impl Default for Metrics {
         let watch_restarts = Family::<WatchLabels, Counter>::default();
         // At 0 from the start, so that `rate()` and `increase()` see the first restart.
         for resource in super::watch::Watched::ALL {
-            watch_restarts.get_or_create(&WatchLabels {
+            let _zero = watch_restarts.get_or_create(&WatchLabels {
                 resource: resource.as_str().into(),
             });
         }

@@ -270,29 +270,10 @@ pub fn assert_no_flap(weights: &[i32], what: &str) {
     );
 }
 
-/// Argo CD's health of `release` as `config/argocd/health.lua` computes it: `(status, message)`.
+/// Argo CD's health of `release` as `config/argocd/health.lua` computes it (under Lua 5.1, as
+/// in Argo CD): `(status, message)`.
 pub fn argo_health(release: &Release) -> (String, String) {
-    use mlua::LuaSerdeExt;
-    let script = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/argocd/health.lua"),
-    )
-    .expect("config/argocd/health.lua");
-    let lua = mlua::Lua::new();
-    let object = serde_json::to_value(release).expect("a Release serializes");
-    lua.globals()
-        .set(
-            "obj",
-            lua.to_value(&object).expect("the Release as a Lua table"),
-        )
-        .expect("obj");
-    let result: mlua::Table = lua
-        .load(&script)
-        .eval()
-        .unwrap_or_else(|error| panic!("health.lua failed on {object}: {error}"));
-    (
-        result.get("status").expect("hs.status"),
-        result.get("message").expect("hs.message"),
-    )
+    crate::common::argocd::health(&serde_json::to_value(release).expect("a Release serializes"))
 }
 
 /// A real Prometheus scraping a metrics server that serves no series yet (the walk sets them).

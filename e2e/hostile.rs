@@ -1,4 +1,4 @@
-//! Hostile input on a real API server: the mutations of `tests/support/mutations.rs`, each
+//! Hostile input on a real API server: the mutations of `tests/common/mutations.rs`, each
 //! created as its own Release, are refused naming the field or get a status from the
 //! controller saying whether the spec is valid; and a Release's selector cannot change.
 
@@ -9,14 +9,10 @@ use kube::ResourceExt;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
+use crate::common::mutations::{self, Expect, Mutation, names_field};
 use crate::fixtures::{create_release, release, ship};
 use crate::support::{E2E_MANAGER, Env, eventually_within};
 use waymark::api::Release;
-
-#[path = "../tests/support/mutations.rs"]
-mod mutations;
-
-use mutations::{Expect, Mutation, names_field};
 
 pub async fn a_selector_change_is_refused_naming_spec_selector(env: Env) {
     let name = "pinned";

@@ -33,8 +33,10 @@ mod restart;
 mod support;
 mod validation;
 
-#[path = "../tests/support/prometheus.rs"]
-mod prometheus_support;
+#[path = "../tests/common/mod.rs"]
+mod common;
+// The walks name the Prometheus helpers `crate::prometheus_support`.
+use common::prometheus as prometheus_support;
 
 #[path = "../tests/support/chart.rs"]
 mod chart_support;

@@ -5,6 +5,8 @@
 //! `openAPIV3Schema`; CEL rules with kube's client-side CEL evaluator, after applying the
 //! schema's defaults as the API server would.
 
+mod common;
+
 use std::path::Path;
 
 use jsonschema::error::ValidationErrorKind;
@@ -13,10 +15,7 @@ use serde_json::{Value, json};
 use waymark::api::{Release, crd};
 use waymark::rollout::{self, Observed, conditions};
 
-#[path = "support/mutations.rs"]
-mod mutations;
-
-use mutations::{Expect, names_field};
+use common::mutations::{self, Expect, names_field};
 
 /// Where the generated CRD is checked in: `crds/` for `kubectl apply -f`, `config/crd/` for kustomize.
 const CRD_FILES: [&str; 2] = [

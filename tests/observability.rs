@@ -3,24 +3,34 @@
 //! - `promtool check rules` and `promtool test rules` on `config/prometheus/` (the `prometheus`
 //!   Debian package ships `promtool`; with `CI=true` a missing one fails, otherwise the test
 //!   says it is skipped).
-//! - Every metric name and label in every dashboard and alert expression exists in what a
-//!   running controller's `/metrics` serves, after being fed releases the way the reconcile
-//!   feeds it.
+//! - Every dashboard and alert expression is parsed as PromQL (`promql-parser`, after Grafana's
+//!   variables are given plain values) and walked: every metric it names, every label it
+//!   matches, groups or matches on, and every label a legend or annotation shows exists in what
+//!   a real Prometheus stored from a running controller's `/metrics` (after the controller was
+//!   fed releases the way the reconcile feeds it); and that Prometheus evaluates it without
+//!   error.
 //! - The PrometheusRule manifest carries exactly the rules file; the dashboard has the panels
 //!   it promises, laid out without overlaps.
 
-use std::collections::{BTreeMap, BTreeSet};
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::prometheus::Prometheus;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use promql_parser::parser::value::ValueType;
+use promql_parser::parser::{
+    AggregateExpr, BinaryExpr, Call, Expr, LabelModifier, VectorMatchCardinality, VectorSelector,
+};
 use serde_json::Value as Json;
 use serde_yaml::Value;
 use waymark::api::{
-    AnalysisStatus, HistoryEntry, Outcome, Phase, ReleaseStatus, RoleAnalysis, Verdict,
-    WindowResult,
+    AnalysisStatus, HistoryEntry, Horizon, Outcome, Phase, ReleaseStatus, RoadmapKind,
+    RoleAnalysis, Verdict, WindowResult,
 };
 use waymark::controller::http::{Shared, router};
 use waymark::controller::{Health, Metrics};
@@ -40,27 +50,6 @@ const DASHBOARD: &str = "config/grafana/waymark.json";
 
 // ----- promtool -----
 
-/// `promtool` from `WAYMARK_PROMTOOL` or `PATH`; `None` (after saying so) when missing outside CI.
-fn promtool() -> Option<PathBuf> {
-    let found = std::env::var_os("WAYMARK_PROMTOOL")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("PATH").and_then(|paths| {
-                std::env::split_paths(&paths)
-                    .map(|directory| directory.join("promtool"))
-                    .find(|candidate| candidate.is_file())
-            })
-        });
-    if found.is_none() {
-        let reason = "promtool not found (install Debian's `prometheus` package)";
-        if std::env::var("CI").is_ok_and(|ci| ci == "true") {
-            panic!("{reason}; CI=true needs it");
-        }
-        println!("SKIPPED {reason}");
-    }
-    found
-}
-
 fn run(promtool: &Path, args: &[&str]) {
     let output = Command::new(promtool)
         .args(args)
@@ -78,7 +67,7 @@ fn run(promtool: &Path, args: &[&str]) {
 
 #[test]
 fn alert_rules_pass_promtool_check_and_their_unit_tests() {
-    let Some(promtool) = promtool() else {
+    let Some(promtool) = common::tools::promtool() else {
         return;
     };
     run(&promtool, &["check", "rules", "waymark-rules.yaml"]);
@@ -233,245 +222,288 @@ fn the_grafana_kustomization_labels_the_dashboard_for_the_sidecar() {
 
 // ----- every name in every expression exists in a scrape -----
 
-/// Metric names and the label names each carries, from the Prometheus text format.
+/// Metric names and the label names each carries, as Prometheus stored them from a scrape.
 #[derive(Debug, Default)]
 struct Scrape {
     labels: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl Scrape {
-    fn parse(text: &str) -> Scrape {
+    /// The metric names and labels of `series` (as the Prometheus API returns them), without
+    /// the `job` and `instance` labels Prometheus adds to every target: the dashboard and the
+    /// alerts may rely only on what Waymark exports.
+    fn from_series(series: &[HashMap<String, String>]) -> Scrape {
         let mut scrape = Scrape::default();
-        for line in text.lines() {
-            if line.starts_with('#') || line.trim().is_empty() {
-                continue;
-            }
-            let name_end = line.find(['{', ' ']).unwrap_or(line.len());
-            let name = line[..name_end].to_string();
-            let labels = scrape.labels.entry(name).or_default();
-            if line[name_end..].starts_with('{') {
-                labels.extend(label_names(&line[name_end + 1..]));
-            }
+        for labels in series {
+            let name = labels["__name__"].clone();
+            let names = labels
+                .keys()
+                .filter(|label| !["__name__", "job", "instance"].contains(&label.as_str()));
+            scrape
+                .labels
+                .entry(name)
+                .or_default()
+                .extend(names.cloned());
         }
         scrape
     }
+
+    /// A scrape written out as (metric, labels), for testing the checker.
+    fn of(table: &[(&str, &[&str])]) -> Scrape {
+        let labels = table
+            .iter()
+            .map(|(name, labels)| {
+                let labels = labels.iter().map(|label| label.to_string()).collect();
+                (name.to_string(), labels)
+            })
+            .collect();
+        Scrape { labels }
+    }
 }
 
-/// The label names of `a="x",b="y\"z"}...`.
-fn label_names(text: &str) -> Vec<String> {
-    let mut names = Vec::new();
-    let mut chars = text.chars().peekable();
-    loop {
-        let name: String = chars.by_ref().take_while(|c| *c != '=').collect();
-        if name.is_empty() {
-            break;
-        }
-        names.push(name.trim_start_matches(',').trim().to_string());
-        assert_eq!(chars.next(), Some('"'), "a quoted label value");
-        while let Some(c) = chars.next() {
-            match c {
-                '\\' => {
-                    chars.next();
-                }
-                '"' => break,
-                _ => {}
+/// What an expression gives, as far as labels go.
+#[derive(Debug)]
+enum Shape {
+    /// A number or a string: no labels.
+    Scalar,
+    /// Series carrying these label names.
+    Vector(BTreeSet<String>),
+    /// Not known because a problem below it was already reported.
+    Unknown,
+}
+
+/// Walks a parsed expression, working out the labels of every part from the scrape and
+/// noting every metric or label the scrape lacks.
+struct Checker<'a> {
+    scrape: &'a Scrape,
+    selectors: usize,
+    problems: Vec<String>,
+}
+
+impl Checker<'_> {
+    fn shape(&mut self, expression: &Expr) -> Shape {
+        match expression {
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) => Shape::Scalar,
+            Expr::Paren(inner) => self.shape(&inner.expr),
+            Expr::Unary(inner) => self.shape(&inner.expr),
+            Expr::Subquery(inner) => self.shape(&inner.expr),
+            Expr::VectorSelector(selector) => self.selector(selector),
+            Expr::MatrixSelector(matrix) => self.selector(&matrix.vs),
+            Expr::Aggregate(aggregate) => self.aggregate(aggregate),
+            Expr::Binary(binary) => self.binary(binary),
+            Expr::Call(call) => self.call(call),
+            Expr::Extension(_) => {
+                self.problems
+                    .push("an extension node, which the parser never makes".into());
+                Shape::Unknown
             }
-        }
-        if chars.peek() == Some(&'}') {
-            break;
         }
     }
-    names
-}
 
-/// What one PromQL expression refers to.
-#[derive(Debug, Default)]
-struct References {
-    /// Metric names with the label names of their matchers.
-    selectors: Vec<(String, Vec<String>)>,
-    /// Labels in `by`, `without`, `on`, `ignoring`, `group_left` and `group_right` lists.
-    grouping: BTreeSet<String>,
-}
-
-const KEYWORDS: [&str; 8] = [
-    "and", "or", "unless", "bool", "offset", "inf", "nan", "atan2",
-];
-const GROUPING: [&str; 6] = [
-    "by",
-    "without",
-    "on",
-    "ignoring",
-    "group_left",
-    "group_right",
-];
-
-#[derive(Debug, PartialEq)]
-enum Token {
-    Identifier(String),
-    Text,
-    Punctuation(char),
-    Other,
-}
-
-/// Tokens of a PromQL expression: identifiers, string literals, punctuation; numbers, durations
-/// and operators as `Other`.
-fn tokens(expression: &str) -> Vec<Token> {
-    let chars: Vec<char> = expression.chars().collect();
-    let mut tokens = Vec::new();
-    let mut index = 0;
-    while index < chars.len() {
-        let c = chars[index];
-        if c.is_whitespace() {
-            index += 1;
-        } else if c == '"' || c == '\'' || c == '`' {
-            index += 1;
-            while index < chars.len() && chars[index] != c {
-                index += if chars[index] == '\\' { 2 } else { 1 };
-            }
-            index += 1;
-            tokens.push(Token::Text);
-        } else if c.is_ascii_alphabetic() || c == '_' || c == ':' {
-            let start = index;
-            while index < chars.len()
-                && (chars[index].is_ascii_alphanumeric()
-                    || chars[index] == '_'
-                    || chars[index] == ':')
-            {
-                index += 1;
-            }
-            tokens.push(Token::Identifier(chars[start..index].iter().collect()));
-        } else if c.is_ascii_digit() || c == '.' {
-            // Numbers and durations (5m, 1h30m, 0.9).
-            while index < chars.len()
-                && (chars[index].is_ascii_alphanumeric() || chars[index] == '.')
-            {
-                index += 1;
-            }
-            tokens.push(Token::Other);
-        } else if "{}()[],".contains(c) {
-            tokens.push(Token::Punctuation(c));
-            index += 1;
-        } else {
-            tokens.push(Token::Other);
-            index += 1;
-        }
-    }
-    tokens
-}
-
-/// Metric names, their matchers' labels, and grouping labels of a PromQL expression. Rough, but
-/// it never skips a name: an identifier is a function (before `(`), a keyword, a grouping list,
-/// or a metric name.
-fn references(expression: &str) -> Result<References, String> {
-    let tokens = tokens(expression);
-    let mut references = References::default();
-    let mut index = 0;
-    let punctuation = |index: usize, c: char| tokens.get(index) == Some(&Token::Punctuation(c));
-    while index < tokens.len() {
-        match &tokens[index] {
-            Token::Identifier(word) if GROUPING.contains(&word.as_str()) => {
-                index += 1;
-                if !punctuation(index, '(') {
-                    continue; // group_left without a list
-                }
-                index += 1;
-                while !punctuation(index, ')') {
-                    match tokens.get(index) {
-                        Some(Token::Identifier(label)) => {
-                            references.grouping.insert(label.clone());
-                        }
-                        Some(Token::Punctuation(',')) => {}
-                        other => return Err(format!("unexpected {other:?} in a label list")),
-                    }
-                    index += 1;
-                }
-                index += 1;
-            }
-            Token::Identifier(word) if KEYWORDS.contains(&word.as_str()) => index += 1,
-            // A function or aggregation: `rate(`, `sum(`, or `sum by (...) (`.
-            Token::Identifier(_)
-                if punctuation(index + 1, '(')
-                    || matches!(tokens.get(index + 1), Some(Token::Identifier(next)) if next == "by" || next == "without") =>
-            {
-                index += 1
-            }
-            Token::Identifier(name) => {
-                let mut labels = Vec::new();
-                index += 1;
-                if punctuation(index, '{') {
-                    index += 1;
-                    while !punctuation(index, '}') {
-                        match tokens.get(index) {
-                            Some(Token::Identifier(label)) => labels.push(label.clone()),
-                            Some(Token::Other | Token::Text | Token::Punctuation(',')) => {}
-                            other => return Err(format!("unexpected {other:?} in a selector")),
-                        }
-                        index += 1;
-                    }
-                    index += 1;
-                }
-                references.selectors.push((name.clone(), labels));
-            }
-            Token::Punctuation('{') => {
-                return Err(format!("a selector without a metric name in {expression}"));
-            }
-            Token::Punctuation('[') => {
-                while !punctuation(index, ']') && index < tokens.len() {
-                    index += 1;
-                }
-                index += 1;
-            }
-            _ => index += 1,
-        }
-    }
-    Ok(references)
-}
-
-/// Everything `expression` refers to that `scrape` lacks, one line per problem. `shown` are
-/// labels read from the result (legend `{{label}}`, alert `$labels.label`): each must be a
-/// grouping label or, without grouping, a label of a metric in the expression.
-fn problems(expression: &str, shown: &[String], scrape: &Scrape) -> Vec<String> {
-    let references = match references(expression) {
-        Ok(references) => references,
-        Err(error) => return vec![error],
-    };
-    let mut problems = Vec::new();
-    if references.selectors.is_empty() {
-        problems.push(format!("no metric in {expression}"));
-    }
-    for (name, labels) in &references.selectors {
-        let Some(exported) = scrape.labels.get(name) else {
-            problems.push(format!("{name} is not exported (in {expression})"));
-            continue;
+    fn selector(&mut self, selector: &VectorSelector) -> Shape {
+        self.selectors += 1;
+        let Some(name) = &selector.name else {
+            self.problems.push(format!(
+                "{selector} is a selector without a metric name: name the metric"
+            ));
+            return Shape::Unknown;
         };
-        for label in labels {
-            if !exported.contains(label) {
-                problems.push(format!("{name} has no label {label} (in {expression})"));
+        let Some(exported) = self.scrape.labels.get(name) else {
+            self.problems.push(format!("{name} is not exported"));
+            return Shape::Unknown;
+        };
+        let matchers = &selector.matchers;
+        for matcher in matchers
+            .matchers
+            .iter()
+            .chain(matchers.or_matchers.iter().flatten())
+        {
+            if matcher.name != "__name__" && !exported.contains(&matcher.name) {
+                self.problems
+                    .push(format!("{name} has no label {}", matcher.name));
             }
         }
-        for label in &references.grouping {
-            if !exported.contains(label) {
-                problems.push(format!(
-                    "{name} has no label {label} to group by (in {expression})"
+        Shape::Vector(exported.clone())
+    }
+
+    fn aggregate(&mut self, aggregate: &AggregateExpr) -> Shape {
+        if let Some(parameter) = &aggregate.param {
+            self.shape(parameter);
+        }
+        let Shape::Vector(labels) = self.shape(&aggregate.expr) else {
+            return Shape::Unknown;
+        };
+        let grouped = match &aggregate.modifier {
+            Some(LabelModifier::Include(by)) => {
+                self.require(&by.labels, &labels, "group by", &aggregate.expr);
+                by.labels.iter().cloned().collect()
+            }
+            Some(LabelModifier::Exclude(without)) => {
+                self.require(&without.labels, &labels, "group without", &aggregate.expr);
+                labels
+                    .iter()
+                    .filter(|label| !without.labels.contains(label))
+                    .cloned()
+                    .collect()
+            }
+            None => BTreeSet::new(),
+        };
+        match aggregate.op.to_string().as_str() {
+            // These pick series and keep their labels.
+            "topk" | "bottomk" | "limitk" | "limit_ratio" => Shape::Vector(labels),
+            "count_values" => match aggregate.param.as_deref() {
+                Some(Expr::StringLiteral(label)) => {
+                    Shape::Vector(grouped.into_iter().chain([label.val.clone()]).collect())
+                }
+                _ => Shape::Unknown,
+            },
+            _ => Shape::Vector(grouped),
+        }
+    }
+
+    fn call(&mut self, call: &Call) -> Shape {
+        let arguments: Vec<Shape> = call
+            .args
+            .args
+            .iter()
+            .map(|argument| self.shape(argument))
+            .collect();
+        if call.func.return_type == ValueType::Scalar {
+            return Shape::Scalar;
+        }
+        let labels = match arguments
+            .into_iter()
+            .find(|shape| !matches!(shape, Shape::Scalar))
+        {
+            Some(Shape::Vector(labels)) => labels,
+            Some(_) => return Shape::Unknown,
+            // `vector(1)`: one series without labels.
+            None => return Shape::Vector(BTreeSet::new()),
+        };
+        match call.func.name {
+            "histogram_quantile" => {
+                let le = ["le".to_string()];
+                self.require(&le, &labels, "read buckets by", &call.args.args[1]);
+                Shape::Vector(labels.into_iter().filter(|label| label != "le").collect())
+            }
+            "label_replace" | "label_join" => match call.args.args.get(1).map(|arg| &**arg) {
+                Some(Expr::StringLiteral(target)) => {
+                    Shape::Vector(labels.into_iter().chain([target.val.clone()]).collect())
+                }
+                _ => Shape::Unknown,
+            },
+            _ => Shape::Vector(labels),
+        }
+    }
+
+    /// Labels of a binary operation, by Prometheus' rules of vector matching: without `on` or
+    /// `ignoring` both sides must carry the same labels (or nothing matches); `on` keeps only
+    /// its labels; `group_left`/`group_right` copy labels from the "one" side.
+    fn binary(&mut self, binary: &BinaryExpr) -> Shape {
+        let left = self.shape(&binary.lhs);
+        let right = self.shape(&binary.rhs);
+        let (left, right) = match (left, right) {
+            (Shape::Unknown, _) | (_, Shape::Unknown) => return Shape::Unknown,
+            (Shape::Scalar, other) | (other, Shape::Scalar) => return other,
+            (Shape::Vector(left), Shape::Vector(right)) => (left, right),
+        };
+        let operator = binary.op.to_string();
+        let modifier = binary.modifier.as_ref();
+        let matching = modifier.and_then(|modifier| modifier.matching.as_ref());
+        match matching {
+            Some(LabelModifier::Include(on)) => {
+                self.require(&on.labels, &left, "match on", &binary.lhs);
+                self.require(&on.labels, &right, "match on", &binary.rhs);
+            }
+            Some(LabelModifier::Exclude(ignoring)) => {
+                for label in &ignoring.labels {
+                    if !left.contains(label) && !right.contains(label) {
+                        self.problems.push(format!(
+                            "neither side of {operator} has the label {label} it ignores"
+                        ));
+                    }
+                }
+            }
+            None if !binary.op.is_set_operator() && left != right => {
+                self.problems.push(format!(
+                    "the sides of {operator} carry different labels ({left:?} and {right:?}), so \
+                     no series match: say on(...) or ignoring(...)"
+                ));
+            }
+            None => {}
+        }
+        if binary.op.is_set_operator() {
+            return Shape::Vector(match operator.as_str() {
+                "or" => left.union(&right).cloned().collect(),
+                _ => left,
+            });
+        }
+        match modifier.map(|modifier| &modifier.card) {
+            Some(VectorMatchCardinality::ManyToOne(copied)) => {
+                self.require(&copied.labels, &right, "copy with group_left", &binary.rhs);
+                Shape::Vector(
+                    left.into_iter()
+                        .chain(copied.labels.iter().cloned())
+                        .collect(),
+                )
+            }
+            Some(VectorMatchCardinality::OneToMany(copied)) => {
+                self.require(&copied.labels, &left, "copy with group_right", &binary.lhs);
+                Shape::Vector(
+                    right
+                        .into_iter()
+                        .chain(copied.labels.iter().cloned())
+                        .collect(),
+                )
+            }
+            _ => Shape::Vector(match matching {
+                Some(LabelModifier::Include(on)) => on.labels.iter().cloned().collect(),
+                Some(LabelModifier::Exclude(ignoring)) => left
+                    .into_iter()
+                    .filter(|label| !ignoring.labels.contains(label))
+                    .collect(),
+                None => left,
+            }),
+        }
+    }
+
+    /// Notes each of `wanted` that `available` (the labels of `part`) lacks.
+    fn require(&mut self, wanted: &[String], available: &BTreeSet<String>, to: &str, part: &Expr) {
+        for label in wanted {
+            if !available.contains(label) {
+                self.problems.push(format!(
+                    "cannot {to} {label}: {part} carries only {available:?}"
                 ));
             }
         }
     }
-    let available: BTreeSet<&String> = if references.grouping.is_empty() {
-        references
-            .selectors
-            .iter()
-            .filter_map(|(name, _)| scrape.labels.get(name))
-            .flatten()
-            .collect()
-    } else {
-        references.grouping.iter().collect()
+}
+
+/// Everything `expression` refers to that `scrape` lacks, one line per problem. `shown` are
+/// labels read from the result (legend `{{label}}`, alert `$labels.label`): each must be a
+/// label of the result.
+fn problems(expression: &str, shown: &[String], scrape: &Scrape) -> Vec<String> {
+    let parsed = match promql_parser::parser::parse(expression) {
+        Ok(parsed) => parsed,
+        Err(error) => return vec![format!("not PromQL: {error}")],
     };
+    let mut checker = Checker {
+        scrape,
+        selectors: 0,
+        problems: Vec::new(),
+    };
+    let shape = checker.shape(&parsed);
+    let mut problems = checker.problems;
+    if checker.selectors == 0 {
+        problems.push("no metric in it".into());
+    }
     for label in shown {
-        if !available.contains(label) {
-            problems.push(format!(
-                "{label} is shown but not in the result of {expression}"
-            ));
+        match &shape {
+            Shape::Vector(labels) if !labels.contains(label) => problems.push(format!(
+                "{label} is shown but the result carries only {labels:?}"
+            )),
+            Shape::Scalar => problems.push(format!("{label} is shown but the result is a number")),
+            _ => {}
         }
     }
     problems
@@ -491,48 +523,99 @@ fn shown_labels(text: &str, marker: &str) -> Vec<String> {
         .collect()
 }
 
-/// Grafana's interval variables as PromQL durations.
-fn without_grafana_intervals(expression: &str) -> String {
-    expression
-        .replace("$__rate_interval", "5m")
-        .replace("$__range", "1d")
-        .replace("$__interval", "1m")
+/// `expression` with each Grafana variable (`$name` or `${name}`) replaced by its value in
+/// `values`; a variable without one is an error naming it.
+fn substitute(expression: &str, values: &BTreeMap<String, String>) -> Result<String, String> {
+    let mut plain = String::new();
+    let mut rest = expression;
+    while let Some(dollar) = rest.find('$') {
+        plain.push_str(&rest[..dollar]);
+        let after = &rest[dollar + 1..];
+        let (name, tail) = match after.strip_prefix('{') {
+            Some(braced) => braced
+                .split_once('}')
+                .ok_or_else(|| format!("an unclosed ${{ in {expression}"))?,
+            None => after.split_at(
+                after
+                    .find(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+                    .unwrap_or(after.len()),
+            ),
+        };
+        let value = values.get(name).ok_or_else(|| {
+            format!("${name} is not a variable of the dashboard (in {expression})")
+        })?;
+        plain.push_str(value);
+        rest = tail;
+    }
+    plain.push_str(rest);
+    Ok(plain)
 }
 
-/// (where, expression, labels shown) for every dashboard query and variable.
-fn dashboard_expressions() -> Vec<(String, String, Vec<String>)> {
-    let dashboard = dashboard();
-    let mut expressions = Vec::new();
-    for panel in panels(&dashboard) {
+/// Plain values of the dashboard's variables: Grafana's interval variables as durations, and
+/// each variable of the dashboard as its "All" value, as Grafana sends it.
+fn variable_values(dashboard: &Json) -> BTreeMap<String, String> {
+    let mut values: BTreeMap<String, String> = [
+        ("__rate_interval", "5m"),
+        ("__range", "1d"),
+        ("__interval", "1m"),
+    ]
+    .map(|(name, value)| (name.to_string(), value.to_string()))
+    .into();
+    for variable in dashboard["templating"]["list"].as_array().unwrap() {
+        if let Some(all) = variable["allValue"].as_str() {
+            values.insert(
+                variable["name"].as_str().unwrap().to_string(),
+                all.to_string(),
+            );
+        }
+    }
+    values
+}
+
+/// One query to check: where it is, the query with Grafana's variables replaced, and the
+/// labels shown from its result.
+struct Query {
+    place: String,
+    expression: Result<String, String>,
+    shown: Vec<String>,
+}
+
+/// Every query of the dashboard: panel targets, and the selectors of the variables.
+fn dashboard_queries(dashboard: &Json) -> Vec<Query> {
+    let values = variable_values(dashboard);
+    let mut queries = Vec::new();
+    for panel in panels(dashboard) {
         for target in panel["targets"].as_array().into_iter().flatten() {
             let legend = target["legendFormat"].as_str().unwrap_or_default();
-            expressions.push((
-                format!("panel {} {}", panel["title"], target["refId"]),
-                without_grafana_intervals(target["expr"].as_str().unwrap()),
-                shown_labels(legend, "{{"),
-            ));
+            queries.push(Query {
+                place: format!("panel {} {}", panel["title"], target["refId"]),
+                expression: substitute(target["expr"].as_str().unwrap(), &values),
+                shown: shown_labels(legend, "{{"),
+            });
         }
     }
     for variable in dashboard["templating"]["list"].as_array().unwrap() {
         let Some(query) = variable["query"]["query"].as_str() else {
             continue;
         };
+        // `label_values(selector, label)` is Grafana's, not PromQL: the selector is checked,
+        // with the label shown.
         let inner = query
             .strip_prefix("label_values(")
             .and_then(|rest| rest.strip_suffix(')'))
             .unwrap_or_else(|| panic!("variable {} is not label_values(...)", variable["name"]));
         let (selector, label) = inner.rsplit_once(',').unwrap();
-        expressions.push((
-            format!("variable {}", variable["name"]),
-            selector.to_string(),
-            vec![label.trim().to_string()],
-        ));
+        queries.push(Query {
+            place: format!("variable {}", variable["name"]),
+            expression: substitute(selector, &values),
+            shown: vec![label.trim().to_string()],
+        });
     }
-    expressions
+    queries
 }
 
-/// (where, expression, labels shown) for every alert.
-fn alert_expressions() -> Vec<(String, String, Vec<String>)> {
+/// Every alert's expression, with the labels its annotations show.
+fn alert_queries() -> Vec<Query> {
     let rules: Value = serde_yaml::from_str(&read(RULES)).unwrap();
     alert_rules(&rules)
         .map(|rule| {
@@ -543,11 +626,11 @@ fn alert_expressions() -> Vec<(String, String, Vec<String>)> {
                 .filter_map(Value::as_str)
                 .collect::<Vec<_>>()
                 .join(" ");
-            (
-                format!("alert {}", rule["alert"].as_str().unwrap()),
-                rule["expr"].as_str().unwrap().to_string(),
-                shown_labels(&annotations, "$labels."),
-            )
+            Query {
+                place: format!("alert {}", rule["alert"].as_str().unwrap()),
+                expression: Ok(rule["expr"].as_str().unwrap().to_string()),
+                shown: shown_labels(&annotations, "$labels."),
+            }
         })
         .collect()
 }
@@ -570,12 +653,15 @@ fn window(name: &str, burn_rate: f64) -> WindowResult {
 }
 
 /// A canary under analysis with two consecutive errors, whose previous revision was rolled back
-/// after failing analysis.
+/// after failing analysis. Its roadmap horizon and kind are set: Prometheus drops a label whose
+/// value is empty, so without them the delivery series would carry neither.
 fn checkout() -> ReleaseStatus {
     ReleaseStatus {
         phase: Some(Phase::Progressing),
         reason: Some("AnalysisError".into()),
         roadmap_item: Some("PAY-142".into()),
+        roadmap_horizon: Some(Horizon::Now),
+        roadmap_kind: Some(RoadmapKind::Feature),
         stable_revision: Some("5d8b9c".into()),
         canary_revision: Some("6f9c7d".into()),
         canary_weight: Some(10),
@@ -612,8 +698,8 @@ fn checkout() -> ReleaseStatus {
             failure_detected_at: Some(time("2026-11-21T11:18:00Z")),
             reason: "AnalysisFailing".into(),
             message: None,
-            horizon: None,
-            kind: None,
+            horizon: Some(Horizon::Now),
+            kind: Some(RoadmapKind::Feature),
             timeline: Vec::new(),
         }],
         ..ReleaseStatus::default()
@@ -625,6 +711,8 @@ fn cart() -> ReleaseStatus {
     ReleaseStatus {
         phase: Some(Phase::Healthy),
         roadmap_item: Some("PAY-150".into()),
+        roadmap_horizon: Some(Horizon::Next),
+        roadmap_kind: Some(RoadmapKind::Debt),
         stable_revision: Some("9e8d7c".into()),
         canary_weight: Some(0),
         history: vec![HistoryEntry {
@@ -636,17 +724,19 @@ fn cart() -> ReleaseStatus {
             failure_detected_at: None,
             reason: "Promoted".into(),
             message: None,
-            horizon: None,
-            kind: None,
+            horizon: Some(Horizon::Next),
+            kind: Some(RoadmapKind::Debt),
             timeline: Vec::new(),
         }],
         ..ReleaseStatus::default()
     }
 }
 
-/// `/metrics` of a running metrics server whose `Metrics` were fed as the reconcile feeds
-/// them: a status written per Release, a failed reconcile, a reconcile's duration.
-async fn scrape_a_running_controller() -> String {
+/// A running metrics server whose `Metrics` were fed as the reconcile feeds them (a status
+/// written per Release, a failed reconcile, a reconcile's duration), scraped by a real
+/// Prometheus: what that Prometheus stored, and the Prometheus itself to ask further. `None`
+/// when the test is skipped (no `prometheus`, outside CI).
+async fn scrape_a_running_controller() -> Option<(Scrape, Prometheus)> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let metrics = Arc::new(Metrics::default());
     let before = cart();
@@ -665,20 +755,28 @@ async fn scrape_a_running_controller() -> String {
         health: Arc::new(Health::new(false)),
     });
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    let response = reqwest::get(format!("http://{address}/metrics"))
+    let prometheus = Prometheus::start(&[address]).await?;
+    // One scrape carries every series; `up` is written with it.
+    prometheus
+        .wait_until("up", Duration::from_secs(30), |up| up == Some(1.0))
         .await
-        .expect("GET /metrics");
-    assert!(response.status().is_success(), "{}", response.status());
-    let body = response.text().await.unwrap();
+        .unwrap_or_else(|error| panic!("Prometheus scrapes /metrics: {error}"));
+    let series = prometheus
+        .series(r#"{__name__=~"waymark_.+"}"#)
+        .await
+        .expect("the scraped series");
     server.abort();
-    body
+    Some((Scrape::from_series(&series), prometheus))
 }
 
 #[tokio::test]
-async fn every_metric_and_label_in_the_dashboard_and_alerts_is_in_a_scrape() {
-    let scrape = Scrape::parse(&scrape_a_running_controller().await);
-    let dashboard = dashboard_expressions();
-    let alerts = alert_expressions();
+async fn every_metric_and_label_in_the_dashboard_and_alerts_is_in_a_scrape_and_prometheus_runs_it()
+{
+    let Some((scrape, prometheus)) = scrape_a_running_controller().await else {
+        return;
+    };
+    let dashboard = dashboard_queries(&dashboard());
+    let alerts = alert_queries();
     assert!(
         dashboard.len() >= 20,
         "found {} dashboard queries",
@@ -686,9 +784,21 @@ async fn every_metric_and_label_in_the_dashboard_and_alerts_is_in_a_scrape() {
     );
     assert_eq!(alerts.len(), 5);
     let mut all_problems = Vec::new();
-    for (place, expression, shown) in dashboard.iter().chain(&alerts) {
-        for problem in problems(expression, shown, &scrape) {
-            all_problems.push(format!("{place}: {problem}"));
+    for query in dashboard.iter().chain(&alerts) {
+        let expression = match &query.expression {
+            Ok(expression) => expression,
+            Err(error) => {
+                all_problems.push(format!("{}: {error}", query.place));
+                continue;
+            }
+        };
+        let mut found = problems(expression, &query.shown, &scrape);
+        // The real engine has the last word on what is valid PromQL.
+        if let Err(error) = prometheus.query(expression).await {
+            found.push(format!("Prometheus refuses it: {error}"));
+        }
+        for problem in found {
+            all_problems.push(format!("{}: {problem}\n    in {expression}", query.place));
         }
     }
     assert!(
@@ -701,7 +811,9 @@ async fn every_metric_and_label_in_the_dashboard_and_alerts_is_in_a_scrape() {
 
 #[tokio::test]
 async fn every_metric_the_readme_lists_is_in_a_scrape() {
-    let scrape = Scrape::parse(&scrape_a_running_controller().await);
+    let Some((scrape, _prometheus)) = scrape_a_running_controller().await else {
+        return;
+    };
     let readme = read("README.md");
     let listed: BTreeSet<String> = readme
         .split('`')
@@ -721,30 +833,70 @@ async fn every_metric_the_readme_lists_is_in_a_scrape() {
     }
 }
 
-#[test]
-fn the_checker_finds_misspelled_metrics_and_labels() {
-    let scrape = Scrape::parse(
-        r#"# TYPE waymark_reconcile_errors counter
-waymark_reconcile_errors_total{kind="kube"} 1
-waymark_release_phase{namespace="shop",release="a\"b,c",roadmap_item="PAY-1",phase="Paused"} 1
-waymark_time_to_restore_seconds_bucket{namespace="shop",release="a",roadmap_item="PAY-1",le="5.0"} 0
-# EOF
-"#,
-    );
-    let none: Vec<String> = Vec::new();
-    let correct = r#"max by (namespace, release) (waymark_release_phase{phase="Paused", namespace=~"$namespace"}) == 1"#;
-    assert_eq!(problems(correct, &["release".into()], &scrape), none);
-    let prefix_grouping =
-        r#"sum by (phase) (max by (namespace, release, phase) (waymark_release_phase))"#;
-    assert_eq!(problems(prefix_grouping, &["phase".into()], &scrape), none);
-    assert_eq!(
-        problems(
-            "histogram_quantile(0.9, sum by (le, roadmap_item) (increase(waymark_time_to_restore_seconds_bucket[1d])))",
-            &[],
-            &scrape
+fn checker_scrape() -> Scrape {
+    Scrape::of(&[
+        ("waymark_reconcile_errors_total", &["kind"]),
+        (
+            "waymark_release_phase",
+            &["namespace", "release", "roadmap_item", "phase"],
         ),
-        none
-    );
+        (
+            "waymark_time_to_restore_seconds_bucket",
+            &["namespace", "release", "roadmap_item", "le"],
+        ),
+        (
+            "waymark_release_burn_rate",
+            &["namespace", "release", "roadmap_item", "role", "window"],
+        ),
+        (
+            "waymark_release_burn_rate_limit",
+            &["namespace", "release", "roadmap_item", "role", "window"],
+        ),
+    ])
+}
+
+#[test]
+fn the_checker_passes_queries_whose_names_all_exist() {
+    let scrape = checker_scrape();
+    let none: Vec<String> = Vec::new();
+    for (correct, shown) in [
+        (
+            r#"max by (namespace, release) (waymark_release_phase{phase="Paused", namespace=~".*"}) == 1"#,
+            vec!["release"],
+        ),
+        (
+            "sum by (phase) (max by (namespace, release, phase) (waymark_release_phase))",
+            vec!["phase"],
+        ),
+        (
+            "histogram_quantile(0.9, sum by (le, roadmap_item) (increase(waymark_time_to_restore_seconds_bucket[1d])))",
+            vec!["roadmap_item"],
+        ),
+        (
+            "max by (release, role, window) (waymark_release_burn_rate / waymark_release_burn_rate_limit)",
+            vec!["role", "window"],
+        ),
+        (
+            "sum by (kind) (rate(waymark_reconcile_errors_total[5m])) / scalar(sum(rate(waymark_reconcile_errors_total[5m])))",
+            vec!["kind"],
+        ),
+        (
+            "max by (release) (waymark_release_phase) * on (release) group_left (window) max by (release, window) (waymark_release_burn_rate)",
+            vec!["window"],
+        ),
+        (
+            "max without (phase) (waymark_release_phase) > 0",
+            vec!["roadmap_item"],
+        ),
+    ] {
+        let shown: Vec<String> = shown.into_iter().map(String::from).collect();
+        assert_eq!(problems(correct, &shown, &scrape), none, "{correct}");
+    }
+}
+
+#[test]
+fn the_checker_finds_misspelled_metrics_and_labels_and_queries_that_cannot_match() {
+    let scrape = checker_scrape();
     for (wrong, shown, expected) in [
         (
             "sum(rate(waymark_reconcile_error_total[5m]))",
@@ -754,33 +906,106 @@ waymark_time_to_restore_seconds_bucket{namespace="shop",release="a",roadmap_item
         (
             r#"waymark_release_phase{phaze="Paused"}"#,
             vec![],
-            "has no label phaze",
+            "waymark_release_phase has no label phaze",
         ),
         (
             "sum by (roadmap_item) (rate(waymark_reconcile_errors_total[5m]))",
             vec![],
-            "no label roadmap_item to group by",
+            "cannot group by roadmap_item",
+        ),
+        (
+            "sum without (roadmap_item) (waymark_reconcile_errors_total)",
+            vec![],
+            "cannot group without roadmap_item",
         ),
         (
             "max by (namespace) (waymark_release_phase)",
-            vec!["release".to_string()],
+            vec!["release"],
             "release is shown",
+        ),
+        (
+            "sum(waymark_release_phase)",
+            vec!["phase"],
+            "phase is shown",
         ),
         (
             "sum(waymark_release_phase) / on (namespace) sum(waymark_reconcile_errors_total)",
             vec![],
-            "no label namespace to group by",
+            "cannot match on namespace",
+        ),
+        (
+            "waymark_release_phase / waymark_reconcile_errors_total",
+            vec![],
+            "carry different labels",
+        ),
+        (
+            "waymark_release_phase * on (release) group_left (kind) waymark_release_burn_rate",
+            vec![],
+            "cannot copy with group_left kind",
+        ),
+        (
+            "histogram_quantile(0.9, sum by (roadmap_item) (rate(waymark_time_to_restore_seconds_bucket[5m])))",
+            vec![],
+            "cannot read buckets by le",
         ),
         (
             r#"{__name__="waymark_release_phase"}"#,
             vec![],
             "without a metric name",
         ),
+        (
+            "sum(rate(waymark_reconcile_errors_total[5m])",
+            vec![],
+            "not PromQL",
+        ),
+        ("1 + 1", vec![], "no metric in it"),
     ] {
+        let shown: Vec<String> = shown.into_iter().map(String::from).collect();
         let found = problems(wrong, &shown, &scrape);
         assert!(
             found.iter().any(|problem| problem.contains(expected)),
             "{wrong}: expected {expected:?}, found {found:?}"
         );
     }
+}
+
+#[test]
+fn grafana_variables_become_plain_values_and_an_unknown_one_is_named() {
+    let values = variable_values(&dashboard());
+    assert_eq!(
+        substitute(
+            r#"rate(x{namespace=~"$namespace", release=~"${release}"}[$__rate_interval])"#,
+            &values
+        ),
+        Ok(r#"rate(x{namespace=~".*", release=~".*"}[5m])"#.to_string())
+    );
+    let misspelled = substitute(r#"x{namespace=~"$namespce"}"#, &values).unwrap_err();
+    assert!(
+        misspelled.contains("$namespce is not a variable"),
+        "{misspelled}"
+    );
+}
+
+#[test]
+fn a_dashboard_naming_a_missing_metric_fails_the_check() {
+    let mut dashboard = dashboard();
+    let first = dashboard["panels"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|panel| panel["targets"].is_array())
+        .unwrap();
+    let expression = first["targets"][0]["expr"].as_str().unwrap().to_string();
+    let metric = "waymark_release_phase";
+    assert!(expression.contains(metric), "{expression}");
+    first["targets"][0]["expr"] = Json::from(expression.replace(metric, "waymark_release_phases"));
+    let scrape = checker_scrape();
+    let found: Vec<String> = dashboard_queries(&dashboard)
+        .iter()
+        .flat_map(|query| problems(query.expression.as_ref().unwrap(), &query.shown, &scrape))
+        .collect();
+    assert!(
+        found.contains(&"waymark_release_phases is not exported".to_string()),
+        "{found:?}"
+    );
 }

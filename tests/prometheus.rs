@@ -4,12 +4,11 @@
 //! ten seconds of data. Each test has its own Prometheus and metrics server, so tests run in
 //! parallel without seeing each other's series.
 
-#[path = "support/prometheus.rs"]
-mod prometheus_support;
+mod common;
 
 use std::time::Duration;
 
-use prometheus_support::{MetricsServer, Prometheus};
+use common::prometheus::{MetricsServer, Prometheus};
 use waymark::analysis::{self, Credentials};
 use waymark::api::{Release, ReleaseStatus, Verdict};
 

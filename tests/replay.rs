@@ -2,14 +2,13 @@
 //! request counters backfilled with promtool, with a known bad interval in which the canary
 //! fails 5% of its requests. The replayed rollback must fall just after that interval begins.
 
-#[path = "support/prometheus.rs"]
-mod prometheus_support;
+mod common;
 
 use std::fmt::Write as _;
 use std::time::Instant;
 
+use common::prometheus::Prometheus;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use prometheus_support::Prometheus;
 use waymark::analysis::replay::ReplayOutcome;
 use waymark::api::Verdict;
 use waymark::cli::replay::{self, ReplayArgs, ReplayFormat};

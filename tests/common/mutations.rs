@@ -1,7 +1,7 @@
 //! Hostile Releases: mutations of the valid example (`examples/checkout.yaml`), each with the
 //! outcome it must have. Shared by `tests/crd.rs` (the schema, CEL rules and spec checks
 //! evaluated client-side) and `e2e/hostile.rs` (the same mutations through a real API server
-//! and controller); include it with `#[path = ".../support/mutations.rs"] mod mutations;`.
+//! and controller), as `common::mutations`.
 //!
 //! Every mutation ends one of three ways, and nothing else is allowed:
 //! - [`Expect::Rejected`]: the API server refuses it, and an error names [`Mutation::field`];
@@ -15,8 +15,6 @@
 //! duration `0s`, negative, huge and garbage, every enum a value it does not list, and every
 //! required field dropped. A string field with no expectation in [`STRINGS`] or a duration
 //! with none in [`DURATIONS`] fails the walk, so a new field cannot be forgotten.
-
-#![allow(dead_code)] // Each including test crate uses a different part.
 
 use std::path::Path;
 

@@ -1,31 +1,26 @@
 //! A real Prometheus for tests, scraping request counters the test controls.
 //!
-//! Include it from any test crate with
-//! `#[path = "support/prometheus.rs"] mod prometheus_support;` (adjust the path). It depends
-//! only on crates Waymark already has: tokio, axum, tempfile, prometheus-http-query, rustls.
+//! Part of [`crate::common`]. It depends only on crates Waymark already has: tokio, axum,
+//! tempfile, prometheus-http-query, rustls.
 //!
 //! - [`MetricsServer`] serves `/metrics` on a free 127.0.0.1 port with
 //!   `http_requests_total{namespace,service,code}` counters. A background task adds
 //!   `rate × elapsed` to each counter ten times a second; [`MetricsServer::set_rate`] sets the
 //!   requests per second of one series at any time.
-//! - [`Prometheus::start`] runs the `prometheus` binary (found on `PATH`, or named by the
-//!   `WAYMARK_PROMETHEUS` environment variable) on a free 127.0.0.1 port with a temporary data
+//! - [`Prometheus::start`] runs the `prometheus` binary ([`tools::prometheus`]) on a free
+//!   127.0.0.1 port with a temporary data
 //!   directory and `scrape_interval: 1s`, scraping the given targets, and waits until it is
 //!   ready. The process is killed when the value is dropped.
 //! - [`Prometheus::start_with_history`] first backfills an OpenMetrics text into the data
-//!   directory with `promtool tsdb create-blocks-from openmetrics` (`promtool` on `PATH`, or
-//!   named by `WAYMARK_PROMTOOL`), then starts Prometheus on it without scraping anything, so a
+//!   directory with `promtool tsdb create-blocks-from openmetrics` ([`tools::promtool`]), then starts Prometheus on it without scraping anything, so a
 //!   test can query a past it wrote itself.
 //! - Waits are on conditions with deadlines ([`Prometheus::wait_for_window`]), never on sleeps
 //!   that hope the data has arrived.
 //!
-//! When the binary is missing, `start` prints why and returns `None` so the test can skip —
-//! unless `CI=true`, where a missing Prometheus is a broken CI image and the test panics.
+//! When a binary is missing, `start` and `start_with_history` return `None` after
+//! [`tools`] said why, so the test can skip — unless `CI=true`, where the test panics.
 
-#![allow(dead_code)] // Each including test crate uses a different part.
-
-use std::collections::BTreeMap;
-use std::io::Write as _;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -33,6 +28,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prometheus_http_query::response::Data;
+
+use super::tools;
 
 /// How often the counters grow: often enough that a 1s scrape sees a smooth rate.
 const TICK: Duration = Duration::from_millis(100);
@@ -164,33 +161,6 @@ fn label_value(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Says why a test is skipped and returns `None`, or panics with `CI=true`, where a missing
-/// Prometheus is a broken CI image.
-fn skip<T>(message: &str) -> Option<T> {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{message}: CI must run the Prometheus tests; install Prometheus");
-    }
-    // Written to stderr directly: the test harness captures `eprintln!` of passing tests, and
-    // a skip must be seen.
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED: {message}; install Prometheus to run this test"
-    );
-    None
-}
-
-/// The program `name`: the path in environment variable `variable` if set, else the first on
-/// `PATH`.
-fn find_binary(variable: &str, name: &str) -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os(variable) {
-        return Some(PathBuf::from(path));
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
-}
-
 /// A `prometheus` child process on a free loopback port, killed on drop.
 pub struct Prometheus {
     child: Option<Child>,
@@ -200,30 +170,16 @@ pub struct Prometheus {
 }
 
 impl Prometheus {
-    /// The `prometheus` binary: `WAYMARK_PROMETHEUS` if set, else the first on `PATH`.
-    pub fn binary() -> Option<PathBuf> {
-        find_binary("WAYMARK_PROMETHEUS", "prometheus")
-    }
-
-    /// `promtool`: `WAYMARK_PROMTOOL` if set, else the first on `PATH`.
-    pub fn promtool() -> Option<PathBuf> {
-        find_binary("WAYMARK_PROMTOOL", "promtool")
-    }
-
     /// Backfills `openmetrics` (an OpenMetrics text ending in `# EOF`) into a new data
     /// directory with promtool, starts Prometheus on it (scraping nothing) and waits until it
     /// is ready.
     ///
-    /// Returns `None` (after printing `SKIPPED` and why) when `prometheus` or `promtool` is
-    /// missing outside CI; panics when one is missing with `CI=true`, or when promtool rejects
-    /// the text.
+    /// Returns `None` when `prometheus` or `promtool` is missing outside CI (see [`tools`]);
+    /// panics when one is missing with `CI=true`, or when promtool rejects the text.
     pub async fn start_with_history(openmetrics: &str) -> Option<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let (Some(binary), Some(promtool)) = (Self::binary(), Self::promtool()) else {
-            return skip(
-                "no `prometheus` and `promtool` binaries on PATH (or in WAYMARK_PROMETHEUS and WAYMARK_PROMTOOL)",
-            );
-        };
+        let binary = tools::prometheus()?;
+        let promtool = tools::promtool()?;
         let mut last_error = String::new();
         for _ in 0..3 {
             let data = tempfile::tempdir().expect("temp dir");
@@ -251,14 +207,12 @@ impl Prometheus {
 
     /// Starts Prometheus scraping `targets` every second and waits until it is ready.
     ///
-    /// Returns `None` (after printing why) when the binary is missing outside CI; panics when
-    /// it is missing with `CI=true` or when Prometheus does not become ready in 20 seconds.
-    /// Installs rustls's ring provider for the process, which the HTTP client needs.
+    /// Returns `None` when the binary is missing outside CI (see [`tools`]); panics when it is
+    /// missing with `CI=true` or when Prometheus does not become ready in 20 seconds. Installs
+    /// rustls's ring provider for the process, which the HTTP client needs.
     pub async fn start(targets: &[SocketAddr]) -> Option<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let Some(binary) = Self::binary() else {
-            return skip("no `prometheus` binary on PATH (or in WAYMARK_PROMETHEUS)");
-        };
+        let binary = tools::prometheus()?;
         // The port is chosen by binding and releasing it; another process may take it in
         // between, so a Prometheus that exits at once is retried on a new port.
         let mut last_error = String::new();
@@ -368,6 +322,20 @@ impl Prometheus {
             Data::Scalar(sample) => Some(sample.value()),
             Data::Matrix(_) => return Err("range vector".into()),
         })
+    }
+
+    /// The labels of every series `selector` matches now, the metric name under `__name__`.
+    pub async fn series(&self, selector: &str) -> Result<Vec<HashMap<String, String>>, String> {
+        let result = self
+            .client
+            .query(selector)
+            .get()
+            .await
+            .map_err(|e| e.to_string())?;
+        match result.data() {
+            Data::Vector(samples) => Ok(samples.iter().map(|s| s.metric().clone()).collect()),
+            other => Err(format!("`{selector}` is not an instant vector: {other:?}")),
+        }
     }
 
     /// Polls `query` until `done` accepts its value, or fails after `timeout`.

@@ -29,7 +29,11 @@ fn schema() -> Value {
 }
 
 fn example_documents() -> Vec<Value> {
-    let text = std::fs::read_to_string(Path::new("examples/checkout.yaml")).unwrap();
+    documents_of("examples/checkout.yaml")
+}
+
+fn documents_of(file: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(Path::new(file)).unwrap();
     let mut documents = Vec::new();
     for document in serde_yaml::Deserializer::from_str(&text) {
         let value = serde_yaml::Value::deserialize(document).unwrap();
@@ -319,6 +323,34 @@ fn names_a_macro_variable(rule: &str, warning: &cel::AnalysisWarning) -> bool {
         && ["all", "exists", "exists_one", "map", "filter"]
             .iter()
             .any(|name| rule.contains(&format!(".{name}({variable}, ")))
+}
+
+#[test]
+fn the_quick_start_releases_pass_and_differ_only_in_image_and_item() {
+    let [v1, v2] = ["examples/hello.yaml", "examples/hello-v2.yaml"].map(|file| {
+        let documents = documents_of(file);
+        assert_eq!(documents.len(), 1, "{file} holds one Release");
+        let release = documents.into_iter().next().unwrap();
+        assert_eq!(validation_errors(&release), Vec::<String>::new(), "{file}");
+        let with_defaults = cel::apply_defaults(&schema(), &release);
+        let typed: Release = serde_json::from_value(with_defaults).unwrap();
+        // Runs on a bare cluster: a replica split, no analysis.
+        assert!(typed.spec.traffic.replicas.is_some(), "{file}");
+        assert!(typed.spec.analysis.is_none(), "{file}");
+        release
+    });
+    let mut v2_as_v1 = v2.clone();
+    v2_as_v1["spec"]["roadmap"] = v1["spec"]["roadmap"].clone();
+    v2_as_v1["spec"]["template"]["spec"]["containers"][0]["image"] =
+        v1["spec"]["template"]["spec"]["containers"][0]["image"].clone();
+    assert_eq!(
+        v2_as_v1, v1,
+        "version 2 changes only the image and the roadmap item"
+    );
+    assert_ne!(
+        v1["spec"]["template"]["spec"]["containers"][0]["image"],
+        v2["spec"]["template"]["spec"]["containers"][0]["image"]
+    );
 }
 
 #[test]

@@ -36,8 +36,8 @@ mod validation;
 #[path = "../tests/support/prometheus.rs"]
 mod prometheus_support;
 
-#[path = "../tests/support/chart.rs"]
-mod chart_support;
+#[path = "../tests/common/helm.rs"]
+mod helm_support;
 
 use std::process::ExitCode;
 

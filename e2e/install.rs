@@ -172,7 +172,14 @@ async fn helm_installs_upgrades_and_uninstalls_keeping_the_crd(helm: &Helm, asse
     ];
 
     // 1. One command, on a cluster that has nothing of Waymark.
+    let started = std::time::Instant::now();
     helm_ok(helm, &kubeconfig, &install).await;
+    eprintln!(
+        "e2e: helm {} installed the chart, CRD included, on an empty control plane in {:.1}s",
+        helm.version,
+        started.elapsed().as_secs_f64()
+    );
+    let crd = live_crd(&client).await;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     tokio::time::timeout(
         DEADLINE,
@@ -181,7 +188,6 @@ async fn helm_installs_upgrades_and_uninstalls_keeping_the_crd(helm: &Helm, asse
     .await
     .expect("the CRD established in time")
     .expect("watching the CRD");
-    let crd = live_crd(&client).await;
     assert_eq!(keep_policy(&crd), Some("keep"), "{:?}", crd.annotations());
     let helm_fields: Vec<_> = crd
         .managed_fields()

@@ -38,8 +38,8 @@ mod common;
 // The walks name the Prometheus helpers `crate::prometheus_support`.
 use common::prometheus as prometheus_support;
 
-#[path = "../tests/support/chart.rs"]
-mod chart_support;
+#[path = "../tests/common/helm.rs"]
+mod helm_support;
 
 use std::process::ExitCode;
 

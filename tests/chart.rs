@@ -1,19 +1,39 @@
-//! The Helm chart, rendered without `helm` (see `support/chart.rs`): what it installs for the
-//! default values, for one watched namespace with three replicas, and with the monitoring
-//! objects on; and the values it refuses.
+//! The Helm chart, rendered and linted by the real `helm` (see `common/helm.rs`): what it
+//! installs for the default values, for one watched namespace with three replicas, and with the
+//! monitoring objects on; the Release CRD it carries; and the values it refuses.
 //!
-//! The default and watched-namespace renders are written under Cargo's target directory
-//! (`waymark-chart/*.yaml`, see `support::chart::write_rendered`) for a later
-//! `kubectl apply --dry-run=server` against a real API server.
+//! Every test needs `helm` (`WAYMARK_HELM` or the PATH): without it each prints `SKIPPED`, and
+//! fails under `CI=true`. The e2e walk `the_helm_chart_applies_to_the_api_server` installs the
+//! same chart on a real API server.
 
-#[path = "support/chart.rs"]
-mod chart;
+#[path = "common/helm.rs"]
+mod helm;
 
 use std::collections::BTreeSet;
 
 use serde_yaml::Value;
 
-use chart::{merged_values, render_chart, render_chart_as, render_template, schema_problems};
+use helm::{RELEASE_NAME, RELEASE_NAMESPACE, helm_or_skip};
+
+/// The tests' `helm`, or return from the test (skipped) when there is none outside CI.
+macro_rules! helm {
+    () => {
+        match helm_or_skip() {
+            Some(helm) => helm,
+            None => return,
+        }
+    };
+}
+
+const DEFAULTS: &str = "";
+const WATCHED_SHOP_WITH_THREE_REPLICAS: &str = "{watchNamespace: shop, replicaCount: 3}";
+const MONITORING_ON: &str = r#"
+metrics: {serviceMonitor: {enabled: true, interval: 15s, labels: {release: prom}}}
+prometheusRule: {enabled: true, labels: {release: prom}}
+grafanaDashboard: {enabled: true, namespace: monitoring, annotations: {grafana_folder: Delivery}}
+"#;
+const CRD_FILE: &str = "crds/waymark.dev_releases.yaml";
+const CHART_CRD_FILE: &str = "charts/waymark/files/crds/waymark.dev_releases.yaml";
 
 fn yaml(text: &str) -> Value {
     serde_yaml::from_str(text).unwrap()
@@ -54,6 +74,10 @@ fn only<'a>(documents: &'a [Value], kind: &str) -> &'a Value {
     found[0]
 }
 
+fn none_of(documents: &[Value], kind: &str) -> bool {
+    documents.iter().all(|document| document["kind"] != kind)
+}
+
 fn container(documents: &[Value]) -> &Value {
     &only(documents, "Deployment")["spec"]["template"]["spec"]["containers"][0]
 }
@@ -67,134 +91,58 @@ fn args(documents: &[Value]) -> Vec<String> {
         .collect()
 }
 
-fn watched_shop_with_three_replicas() -> Value {
-    yaml("{watchNamespace: shop, replicaCount: 3}")
-}
-
-/// Documents written to a file read back the same, so the e2e suite applies what was checked.
-fn write_and_reread(name: &str, documents: &[Value]) {
-    let path = chart::write_rendered(name, documents);
-    let text = std::fs::read_to_string(&path).unwrap();
-    let reread: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
-        .map(|document| serde::Deserialize::deserialize(document).unwrap())
-        .collect();
-    assert_eq!(reread, documents, "{}", path.display());
-}
-
-// ----- the renderer itself -----
+// ----- lint, values and schema -----
 
 #[test]
-fn the_renderer_trims_whitespace_as_go_templates_do() {
-    let template = "a:\n  {{- if .Values.on }}\n  b: 1\n  {{- end }}\n";
-    assert_eq!(
-        render_template(template, &yaml("on: true")).unwrap(),
-        "a:\n  b: 1\n"
-    );
-    assert_eq!(
-        render_template(template, &yaml("on: false")).unwrap(),
-        "a:\n"
-    );
-    assert_eq!(
-        render_template("x {{- /* gone */ -}} y", &yaml("{}")).unwrap(),
-        "xy"
-    );
-}
-
-#[test]
-fn the_renderer_pipes_the_value_in_as_the_last_argument() {
-    let render = |template: &str, values: &str| render_template(template, &yaml(values)).unwrap();
-    assert_eq!(
-        render("{{ .Values.tag | default \"1.0\" }}", "tag: ''"),
-        "1.0"
-    );
-    assert_eq!(
-        render("{{ .Values.tag | default \"1.0\" }}", "tag: '2.0'"),
-        "2.0"
-    );
-    assert_eq!(
-        render("{{ .Values.port | quote }}", "port: 8080"),
-        "\"8080\""
-    );
-    assert_eq!(
-        render("k:{{ toYaml .Values.m | nindent 2 }}", "m: {a: 1, b: [x]}"),
-        "k:\n  a: 1\n  b:\n  - x"
-    );
-    assert_eq!(
-        render("{{ if gt (int .Values.n) 1 }}many{{ end }}", "n: 3"),
-        "many"
-    );
-    assert_eq!(
-        render("{{ if gt (int .Values.n) 1 }}many{{ end }}", "n: 1"),
-        ""
-    );
-    assert_eq!(
-        render(
-            "{{ if .Values.a }}a{{ else if .Values.b }}b{{ else }}c{{ end }}",
-            "b: 1"
-        ),
-        "b"
-    );
-}
-
-#[test]
-fn the_renderer_handles_with_range_include_and_the_root() {
-    let template = r#"{{- define "item" }}[{{ . }}]{{ end -}}
-{{ range .Values.list }}{{ include "item" . }}{{ $.Values.separator }}{{ end }}
-{{ with .Values.missing }}no{{ else }}fallback{{ end }}"#;
-    assert_eq!(
-        render_template(template, &yaml("{list: [a, b], separator: ','}")).unwrap(),
-        "[a],[b],\nfallback"
-    );
-}
-
-#[test]
-fn the_renderer_refuses_what_it_does_not_implement() {
-    let error =
-        |template: &str, values: &str| render_template(template, &yaml(values)).unwrap_err();
-    assert!(error("{{ .Values.x | upper }}", "x: a").contains("upper"));
-    assert!(error("{{ $x := 1 }}", "{}").contains("variables"));
-    assert!(error("{{ if .Values.x }}", "x: 1").contains("end"));
-    assert!(error("{{ .Values.a.b.c }}", "a: {}").contains("nil pointer"));
-}
-
-// ----- values and schema -----
-
-#[test]
-fn the_default_values_satisfy_the_schema() {
-    let problems = schema_problems(&merged_values(&Value::Null).unwrap()).unwrap();
-    assert!(problems.is_empty(), "{problems:?}");
+fn helm_lint_strict_passes_for_every_tested_set_of_values() {
+    let helm = helm!();
+    for values in [
+        DEFAULTS,
+        WATCHED_SHOP_WITH_THREE_REPLICAS,
+        MONITORING_ON,
+        "{crds: {install: false}}",
+    ] {
+        if let Err(report) = helm.lint_strict(values) {
+            panic!("helm lint --strict with {values:?}:\n{report}");
+        }
+    }
 }
 
 #[test]
 fn the_schema_accepts_a_full_set_of_sensible_values() {
-    let values = yaml(
-        r#"
+    let helm = helm!();
+    let values = r#"
 replicaCount: 2
 image: {repository: platform/waymark, tag: 0.1.0-rc.1, pullPolicy: Always}
 imagePullSecrets: [{name: pull}]
+crds: {install: false, keep: false}
 watchNamespace: shop
-rbac: {secretNamespaces: [shop, cart], userRoles: false}
-serviceAccount: {name: waymark, annotations: {team: platform}}
+rbac: {secretNamespaces: [shop], userRoles: false}
+serviceAccount: {name: waymark.controller, annotations: {team: platform}}
 metrics: {port: 9090, serviceMonitor: {enabled: true, interval: 1m30s, labels: {release: prom}}}
 prometheusRule: {enabled: true, labels: {release: prom}}
 grafanaDashboard: {enabled: true, namespace: monitoring, labels: {}, annotations: {grafana_folder: Delivery}}
-logLevel: info,waymark=debug
+logLevel: info,waymark=debug,kube_runtime::watcher=error
 logFormat: text
-resources: {requests: {cpu: 100m, memory: 128Mi}, limits: {cpu: 1, memory: 512Mi}}
+resources: {requests: {cpu: 100m, memory: 128Mi}, limits: {cpu: 1, memory: 512Mi, ephemeral-storage: 1.5G}}
 podAnnotations: {a: b}
 priorityClassName: system-cluster-critical
 nodeSelector: {kubernetes.io/os: linux}
-tolerations: [{key: dedicated, operator: Exists}]
+tolerations:
+  - {key: dedicated, operator: Equal, value: platform, effect: NoSchedule}
+  - {operator: Exists, effect: NoExecute, tolerationSeconds: 300}
 affinity: {}
-"#,
-    );
-    let problems = schema_problems(&merged_values(&values).unwrap()).unwrap();
-    assert!(problems.is_empty(), "{problems:?}");
+"#;
+    if let Err(report) = helm.lint_strict(values) {
+        panic!("{report}");
+    }
+    helm.render(values);
 }
 
 #[test]
-fn the_schema_rejects_wrong_values_and_the_renderer_refuses_them() {
-    for (override_text, why) in [
+fn the_schema_refuses_wrong_values_before_anything_renders() {
+    let helm = helm!();
+    for (values, why) in [
         ("replicaCount: 0", "no controller at all"),
         ("replicaCount: '2'", "a string where a number belongs"),
         ("replicaCount: 1.5", "half a replica"),
@@ -202,6 +150,8 @@ fn the_schema_rejects_wrong_values_and_the_renderer_refuses_them() {
         ("image: {pullPolicy: Sometimes}", "not a pull policy"),
         ("image: {repository: ''}", "an empty image"),
         ("image: {tag: 'v1 beta'}", "not an image tag"),
+        ("crds: {install: 'yes'}", "a string where a boolean belongs"),
+        ("crds: {upgrade: true}", "not a CRD switch of this chart"),
         ("watchNamespace: Shop_1", "not a namespace name"),
         (
             "rbac: {secretNamespaces: [shop, shop]}",
@@ -211,24 +161,128 @@ fn the_schema_rejects_wrong_values_and_the_renderer_refuses_them() {
             "rbac: {userRoles: 'yes'}",
             "a string where a boolean belongs",
         ),
+        ("serviceAccount: {name: Waymark_SA}", "not an object name"),
+        ("serviceAccount: {name: '!!x'}", "not an object name"),
         ("metrics: {port: 70000}", "not a port"),
         (
             "metrics: {serviceMonitor: {interval: often}}",
             "not a duration",
         ),
+        ("logLevel: ''", "no directive"),
+        (
+            "logLevel: debugg",
+            "a misspelt level, which RUST_LOG reads as a target and logs nothing else",
+        ),
+        ("logLevel: 'waymark=loud'", "not a level"),
+        ("logLevel: 'info;debug'", "not a directive separator"),
         ("logFormat: xml", "not a log format"),
         ("resources: {limits: {memory: [1]}}", "not a quantity"),
+        ("resources: {limits: {memory: 1Gb}}", "not a quantity"),
+        ("resources: {limits: {cpu: -1}}", "a negative quantity"),
+        ("resources: {limit: {cpu: 1}}", "limits misspelled"),
+        ("tolerations: [{operator: Sometimes}]", "not an operator"),
+        ("tolerations: [{effect: NoRun}]", "not an effect"),
+        ("tolerations: [{keys: dedicated}]", "not a toleration field"),
+        (
+            "tolerations: {key: dedicated}",
+            "one toleration, not a list",
+        ),
         (
             "grafanaDashboard: {enabled: 'true'}",
             "a string where a boolean belongs",
         ),
         ("nodeSelector: {zone: 1}", "label values are strings"),
     ] {
-        let overrides = yaml(override_text);
-        let problems = schema_problems(&merged_values(&overrides).unwrap()).unwrap();
-        assert!(!problems.is_empty(), "{override_text} ({why}) was accepted");
-        let refused = render_chart_as("waymark", "waymark-system", &overrides).unwrap_err();
-        assert!(refused.contains("values.schema.json"), "{refused}");
+        let refused = helm
+            .template_as(RELEASE_NAME, RELEASE_NAMESPACE, values, &[])
+            .expect_err(&format!("{values} ({why}) was rendered"));
+        assert!(
+            refused.contains("don't meet the specifications of the schema"),
+            "{values}: {refused}"
+        );
+        assert!(helm.lint_strict(values).is_err(), "{values} ({why}) lints");
+    }
+}
+
+/// The `.Values` paths a text uses: `.Values.metrics.serviceMonitor.enabled` and so on.
+fn value_paths(text: &str) -> BTreeSet<String> {
+    text.match_indices(".Values.")
+        .map(|(start, found)| {
+            text[start + found.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == '_')
+                .collect::<String>()
+                .trim_end_matches('.')
+                .to_string()
+        })
+        .collect()
+}
+
+/// The leaf paths of a values document (maps are walked, anything else is a leaf).
+fn leaf_paths(value: &Value, prefix: &str, into: &mut BTreeSet<String>) {
+    match value.as_mapping() {
+        Some(map) if !map.is_empty() => {
+            for (key, child) in map {
+                let key = key.as_str().expect("string keys");
+                let path = if prefix.is_empty() {
+                    key.to_string()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                leaf_paths(child, &path, into);
+            }
+        }
+        _ => {
+            into.insert(prefix.to_string());
+        }
+    }
+}
+
+#[test]
+fn every_value_the_templates_use_is_in_the_schema_and_every_default_is_used() {
+    let schema: serde_json::Value =
+        serde_json::from_str(&read("charts/waymark/values.schema.json")).unwrap();
+    let defaults = yaml(&read("charts/waymark/values.yaml"));
+    let templates =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/waymark/templates");
+    let mut used = BTreeSet::new();
+    for entry in std::fs::read_dir(&templates).unwrap() {
+        used.extend(value_paths(
+            &std::fs::read_to_string(entry.unwrap().path()).unwrap(),
+        ));
+    }
+    assert!(used.len() > 20, "{used:?}");
+    for path in &used {
+        let mut node = &schema;
+        let mut default = &defaults;
+        for key in path.split('.') {
+            node = &node["properties"][key];
+            assert!(
+                node.is_object(),
+                ".Values.{path}: values.schema.json has no `{key}` there"
+            );
+            default = &default[key];
+        }
+        assert!(
+            node.get("type").is_some()
+                || node.get("enum").is_some()
+                || node.get("anyOf").is_some()
+                || node.get("$ref").is_some(),
+            ".Values.{path}: the schema says nothing of its type: {node}"
+        );
+        assert!(
+            !default.is_null(),
+            ".Values.{path} has no default in values.yaml"
+        );
+    }
+    let mut leaves = BTreeSet::new();
+    leaf_paths(&defaults, "", &mut leaves);
+    for leaf in leaves {
+        assert!(
+            used.iter()
+                .any(|path| leaf == *path || leaf.starts_with(&format!("{path}."))),
+            "values.yaml sets {leaf}, which no template uses"
+        );
     }
 }
 
@@ -236,9 +290,11 @@ fn the_schema_rejects_wrong_values_and_the_renderer_refuses_them() {
 
 #[test]
 fn default_install_watches_all_namespaces_with_a_cluster_role_and_one_leader_elected_replica() {
-    let documents = render_chart(&Value::Null);
+    let helm = helm!();
+    let documents = helm.render(DEFAULTS);
     let names: BTreeSet<_> = kinds(&documents).into_iter().collect();
     let expected: BTreeSet<(String, String)> = [
+        ("CustomResourceDefinition", "releases.waymark.dev"),
         ("ServiceAccount", "waymark-controller"),
         ("ClusterRole", "waymark-controller"),
         ("ClusterRoleBinding", "waymark-controller"),
@@ -267,25 +323,24 @@ fn default_install_watches_all_namespaces_with_a_cluster_role_and_one_leader_ele
         "leader election even with one replica: a rolling update runs two side by side"
     );
     assert!(
-        documents
-            .iter()
-            .all(|document| document["kind"] != "PodDisruptionBudget"),
+        none_of(&documents, "PodDisruptionBudget"),
         "one replica: a PodDisruptionBudget would block every drain"
     );
     let binding = find(&documents, "ClusterRoleBinding", "waymark-controller").unwrap();
     assert_eq!(binding["roleRef"]["name"], "waymark-controller");
     assert_eq!(binding["subjects"][0]["name"], "waymark-controller");
     assert_eq!(binding["subjects"][0]["namespace"], "waymark-system");
-    write_and_reread("default", &documents);
+    let annotations = &deployment["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(annotations["prometheus.io/scrape"], "true");
+    assert_eq!(annotations["prometheus.io/port"], "8080");
 }
 
 #[test]
 fn a_watched_namespace_gets_a_role_there_and_three_replicas_get_a_disruption_budget() {
-    let documents = render_chart(&watched_shop_with_three_replicas());
+    let helm = helm!();
+    let documents = helm.render(WATCHED_SHOP_WITH_THREE_REPLICAS);
     assert!(
-        documents
-            .iter()
-            .all(|document| document["kind"] != "ClusterRoleBinding"),
+        none_of(&documents, "ClusterRoleBinding"),
         "nothing cluster-wide is granted to the controller: {:?}",
         kinds(&documents)
     );
@@ -317,18 +372,18 @@ fn a_watched_namespace_gets_a_role_there_and_three_replicas_get_a_disruption_bud
     let budget = only(&documents, "PodDisruptionBudget");
     assert_eq!(budget["spec"]["minAvailable"], 1);
     assert_eq!(budget["metadata"]["namespace"], "waymark-system");
-    write_and_reread("watch-shop-replicas-3", &documents);
 }
 
 #[test]
 fn two_replicas_are_enough_for_a_disruption_budget() {
-    let documents = render_chart(&yaml("replicaCount: 2"));
-    only(&documents, "PodDisruptionBudget");
+    let helm = helm!();
+    only(&helm.render("replicaCount: 2"), "PodDisruptionBudget");
 }
 
 #[test]
 fn watching_all_namespaces_reads_secrets_only_in_the_listed_ones() {
-    let documents = render_chart(&yaml("rbac: {secretNamespaces: [shop, cart]}"));
+    let helm = helm!();
+    let documents = helm.render("rbac: {secretNamespaces: [shop, cart]}");
     let bindings: BTreeSet<String> = documents
         .iter()
         .filter(|document| {
@@ -357,10 +412,40 @@ fn watching_all_namespaces_reads_secrets_only_in_the_listed_ones() {
 }
 
 #[test]
+fn a_watched_namespace_refuses_secret_namespaces_it_cannot_see() {
+    let helm = helm!();
+    let refused = helm
+        .template_as(
+            RELEASE_NAME,
+            RELEASE_NAMESPACE,
+            "{watchNamespace: shop, rbac: {secretNamespaces: [shop, cart]}}",
+            &[],
+        )
+        .expect_err("a Secret namespace outside the watched one was rendered");
+    assert!(
+        refused.contains(r#"rbac.secretNamespaces lists "cart", but watchNamespace is "shop""#)
+            && refused.contains("Remove rbac.secretNamespaces"),
+        "{refused}"
+    );
+    // (`helm lint` renders in lint mode, where `fail` only logs: install and template refuse.)
+    // Naming the watched namespace itself is redundant, not wrong: its Role reads Secrets.
+    let documents = helm.render("{watchNamespace: shop, rbac: {secretNamespaces: [shop]}}");
+    assert!(find(&documents, "ClusterRole", "waymark-secret-reader").is_none());
+    let role = find(&documents, "Role", "waymark-controller").unwrap();
+    assert!(
+        role["rules"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|rule| rule["resources"] == yaml("[secrets]")),
+        "{role:?}"
+    );
+}
+
+#[test]
 fn the_controller_container_runs_hardened_with_the_values_resources() {
-    let documents = render_chart(&yaml(
-        "resources: {requests: {cpu: 10m}, limits: {memory: 1Gi}}",
-    ));
+    let helm = helm!();
+    let documents = helm.render("resources: {requests: {cpu: 10m}, limits: {memory: 1Gi}}");
     let pod = &only(&documents, "Deployment")["spec"]["template"]["spec"];
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
     assert_eq!(
@@ -380,31 +465,104 @@ fn the_controller_container_runs_hardened_with_the_values_resources() {
         "values merge over the defaults key by key, as with `helm install -f`"
     );
     assert_eq!(
-        container(&render_chart(&Value::Null))["resources"],
+        container(&helm.render(DEFAULTS))["resources"],
         yaml("{requests: {cpu: 50m, memory: 64Mi}, limits: {memory: 256Mi}}")
     );
 }
 
 #[test]
+fn scheduling_values_reach_the_pod_spec_as_given() {
+    let helm = helm!();
+    let documents = helm.render(
+        r#"
+priorityClassName: system-cluster-critical
+nodeSelector: {kubernetes.io/os: linux}
+tolerations: [{key: dedicated, operator: Equal, value: platform, effect: NoSchedule}]
+affinity: {nodeAffinity: {requiredDuringSchedulingIgnoredDuringExecution: {nodeSelectorTerms: [{matchExpressions: [{key: zone, operator: In, values: [a]}]}]}}}
+serviceAccount: {name: delivery-bot}
+"#,
+    );
+    let pod = &only(&documents, "Deployment")["spec"]["template"]["spec"];
+    assert_eq!(pod["priorityClassName"], "system-cluster-critical");
+    assert_eq!(pod["nodeSelector"], yaml("{kubernetes.io/os: linux}"));
+    assert_eq!(
+        pod["tolerations"],
+        yaml("[{key: dedicated, operator: Equal, value: platform, effect: NoSchedule}]")
+    );
+    assert_eq!(
+        pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+            [0]["matchExpressions"][0]["key"],
+        "zone"
+    );
+    assert_eq!(pod["serviceAccountName"], "delivery-bot");
+    assert!(find(&documents, "ServiceAccount", "delivery-bot").is_some());
+    let default_pod = helm.render(DEFAULTS);
+    let default_pod = &only(&default_pod, "Deployment")["spec"]["template"]["spec"];
+    for field in [
+        "priorityClassName",
+        "nodeSelector",
+        "tolerations",
+        "affinity",
+    ] {
+        assert!(default_pod[field].is_null(), "{field} is unset by default");
+    }
+}
+
+#[test]
+fn a_priority_class_name_that_yaml_would_read_as_a_tag_renders_as_a_string() {
+    let helm = helm!();
+    // Unquoted, `priorityClassName: !!x` is a YAML tag, not the string the user gave.
+    for name in ["!!x", "#x", "*x", "x: y"] {
+        let documents = helm
+            .template_as(
+                RELEASE_NAME,
+                RELEASE_NAMESPACE,
+                DEFAULTS,
+                &[&format!("priorityClassName={name}")],
+            )
+            .unwrap_or_else(|error| panic!("priorityClassName={name}: {error}"));
+        assert_eq!(
+            only(&documents, "Deployment")["spec"]["template"]["spec"]["priorityClassName"],
+            Value::String(name.to_string()),
+            "priorityClassName={name}"
+        );
+    }
+}
+
+#[test]
+fn pod_annotations_are_added_and_may_turn_the_scrape_annotations_off() {
+    let helm = helm!();
+    let documents =
+        helm.render(r#"podAnnotations: {team: platform, prometheus.io/scrape: "false"}"#);
+    let annotations =
+        &only(&documents, "Deployment")["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(
+        annotations,
+        &yaml(r#"{prometheus.io/port: "8080", prometheus.io/scrape: "false", team: platform}"#),
+        "one key each, the value's winning (a ServiceMonitor user stops the second scrape)"
+    );
+}
+
+#[test]
 fn the_image_tag_defaults_to_the_app_version_which_is_the_crate_version() {
+    let helm = helm!();
     let chart_yaml = yaml(&read("charts/waymark/Chart.yaml"));
     assert_eq!(chart_yaml["appVersion"], env!("CARGO_PKG_VERSION"));
     let image = |documents: &[Value]| container(documents)["image"].as_str().unwrap().to_string();
     assert_eq!(
-        image(&render_chart(&Value::Null)),
+        image(&helm.render(DEFAULTS)),
         format!("waymark:{}", env!("CARGO_PKG_VERSION"))
     );
     assert_eq!(
-        image(&render_chart(&yaml(
-            "image: {repository: platform/waymark, tag: 9.9.9}"
-        ))),
+        image(&helm.render("image: {repository: platform/waymark, tag: 9.9.9}")),
         "platform/waymark:9.9.9"
     );
 }
 
 #[test]
 fn selectors_match_the_pod_and_the_service_targets_a_named_container_port() {
-    let documents = render_chart(&watched_shop_with_three_replicas());
+    let helm = helm!();
+    let documents = helm.render(WATCHED_SHOP_WITH_THREE_REPLICAS);
     let deployment = only(&documents, "Deployment");
     let pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
         .as_mapping()
@@ -438,13 +596,14 @@ fn selectors_match_the_pod_and_the_service_targets_a_named_container_port() {
 
 #[test]
 fn every_object_is_named_once_and_namespaced_ones_say_where() {
-    let cluster_scoped = ["ClusterRole", "ClusterRoleBinding"];
-    for overrides in [
-        Value::Null,
-        watched_shop_with_three_replicas(),
-        monitoring_on(),
-    ] {
-        let documents = render_chart(&overrides);
+    let helm = helm!();
+    let cluster_scoped = [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "CustomResourceDefinition",
+    ];
+    for values in [DEFAULTS, WATCHED_SHOP_WITH_THREE_REPLICAS, MONITORING_ON] {
+        let documents = helm.render(values);
         let mut seen = BTreeSet::new();
         for document in &documents {
             let kind = document["kind"].as_str().expect("a kind");
@@ -469,36 +628,101 @@ fn every_object_is_named_once_and_namespaced_ones_say_where() {
 
 #[test]
 fn another_release_name_prefixes_the_controller_objects_but_not_the_roles_for_people() {
-    let documents = render_chart_as("prod", "ops", &Value::Null).unwrap();
+    let helm = helm!();
+    let documents = helm.template_as("prod", "ops", DEFAULTS, &[]).unwrap();
     assert!(find(&documents, "Deployment", "prod-waymark-controller").is_some());
     assert!(find(&documents, "ClusterRole", "prod-waymark-controller").is_some());
     assert!(find(&documents, "ClusterRole", "waymark-viewer").is_some());
-    let documents = render_chart(&yaml("rbac: {userRoles: false}"));
+    let documents = helm.render("rbac: {userRoles: false}");
     assert!(find(&documents, "ClusterRole", "waymark-viewer").is_none());
     assert!(find(&documents, "ClusterRole", "waymark-operator").is_none());
 }
 
-fn monitoring_on() -> Value {
-    yaml(
-        r#"
-metrics: {serviceMonitor: {enabled: true, interval: 15s, labels: {release: prom}}}
-prometheusRule: {enabled: true, labels: {release: prom}}
-grafanaDashboard: {enabled: true, namespace: monitoring, annotations: {grafana_folder: Delivery}}
-"#,
+// ----- the CRD -----
+
+fn rendered_crd(documents: &[Value]) -> Option<&Value> {
+    find(
+        documents,
+        "CustomResourceDefinition",
+        "releases.waymark.dev",
     )
 }
 
 #[test]
+fn the_chart_carries_an_exact_copy_of_the_generated_crd() {
+    assert!(
+        read(CHART_CRD_FILE) == read(CRD_FILE),
+        "{CHART_CRD_FILE} is stale: run `cp {CRD_FILE} {CHART_CRD_FILE}` and commit it"
+    );
+}
+
+#[test]
+fn by_default_the_crd_renders_as_generated_with_the_chart_labels_and_the_keep_policy() {
+    let helm = helm!();
+    let documents = helm.render(DEFAULTS);
+    let crd = rendered_crd(&documents).expect("the CRD is installed by default");
+    assert_eq!(
+        crd["metadata"]["annotations"],
+        yaml("{helm.sh/resource-policy: keep}"),
+        "helm uninstall must not delete every Release"
+    );
+    let service = only(&documents, "Service");
+    assert_eq!(crd["metadata"]["labels"], service["metadata"]["labels"]);
+
+    // Apart from what the chart adds to its metadata, the CRD is exactly the generated one.
+    let mut expected = yaml(&read(CRD_FILE));
+    expected["metadata"]["labels"] = service["metadata"]["labels"].clone();
+    expected["metadata"]["annotations"] = yaml("{helm.sh/resource-policy: keep}");
+    assert!(
+        crd == &expected,
+        "the rendered CRD differs from {CRD_FILE} beyond the chart's labels and annotation"
+    );
+}
+
+#[test]
+fn crds_install_false_renders_no_crd() {
+    let helm = helm!();
+    let documents = helm.render("crds: {install: false}");
+    assert!(
+        rendered_crd(&documents).is_none(),
+        "{:?}",
+        kinds(&documents)
+    );
+    assert!(
+        none_of(&documents, "CustomResourceDefinition"),
+        "{:?}",
+        kinds(&documents)
+    );
+    assert!(find(&documents, "Deployment", "waymark-controller").is_some());
+}
+
+#[test]
+fn crds_keep_false_renders_the_crd_without_the_keep_policy() {
+    let helm = helm!();
+    let documents = helm.render("crds: {keep: false}");
+    let crd = rendered_crd(&documents).expect("still installed");
+    assert!(
+        crd["metadata"]["annotations"].is_null(),
+        "{:?}",
+        crd["metadata"]
+    );
+    assert_eq!(crd["spec"], yaml(&read(CRD_FILE))["spec"]);
+}
+
+// ----- monitoring -----
+
+#[test]
 fn monitoring_objects_render_only_when_enabled() {
-    let defaults = render_chart(&Value::Null);
+    let helm = helm!();
+    let defaults = helm.render(DEFAULTS);
     for kind in ["ServiceMonitor", "PrometheusRule", "ConfigMap"] {
         assert!(
-            defaults.iter().all(|document| document["kind"] != kind),
+            none_of(&defaults, kind),
             "{kind} is off by default: it needs CRDs or a Grafana that not every cluster has"
         );
     }
 
-    let documents = render_chart(&monitoring_on());
+    let documents = helm.render(MONITORING_ON);
     let monitor = only(&documents, "ServiceMonitor");
     assert_eq!(monitor["metadata"]["labels"]["release"], "prom");
     let service = only(&documents, "Service");
@@ -516,7 +740,6 @@ fn monitoring_objects_render_only_when_enabled() {
         service["spec"]["ports"][0]["name"]
     );
     assert_eq!(monitor["spec"]["endpoints"][0]["interval"], "15s");
-    write_and_reread("monitoring", &documents);
 
     let rule = only(&documents, "PrometheusRule");
     assert_eq!(rule["metadata"]["labels"]["release"], "prom");
@@ -537,6 +760,41 @@ fn monitoring_objects_render_only_when_enabled() {
     let shipped: serde_json::Value =
         serde_json::from_str(&read("config/grafana/waymark.json")).unwrap();
     assert_eq!(json, shipped);
+}
+
+#[test]
+fn extra_labels_may_not_redefine_the_charts_own_but_may_retarget_the_grafana_sidecar() {
+    let helm = helm!();
+    for (values, field) in [
+        (
+            "metrics: {serviceMonitor: {enabled: true, labels: {app.kubernetes.io/name: x}}}",
+            "metrics.serviceMonitor.labels",
+        ),
+        (
+            "prometheusRule: {enabled: true, labels: {helm.sh/chart: x}}",
+            "prometheusRule.labels",
+        ),
+        (
+            "grafanaDashboard: {enabled: true, labels: {app.kubernetes.io/instance: x}}",
+            "grafanaDashboard.labels",
+        ),
+    ] {
+        let refused = helm
+            .template_as(RELEASE_NAME, RELEASE_NAMESPACE, values, &[])
+            .expect_err(values);
+        assert!(
+            refused.contains(&format!("{field} sets the label"))
+                && refused.contains(&format!("remove it from {field}")),
+            "{refused}"
+        );
+    }
+    let documents =
+        helm.render(r#"grafanaDashboard: {enabled: true, labels: {grafana_dashboard: "waymark"}}"#);
+    assert_eq!(
+        only(&documents, "ConfigMap")["metadata"]["labels"]["grafana_dashboard"],
+        "waymark",
+        "the sidecar's labelValue may be another than 1"
+    );
 }
 
 #[test]

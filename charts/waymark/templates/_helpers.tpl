@@ -1,8 +1,3 @@
-{{/*
-The chart uses a small set of template constructs on purpose: tests/support/chart.rs renders
-it without a helm binary and fails on anything else (see that file for the list).
-*/}}
-
 {{/* Name prefix: the release name when it already says "waymark", else "<release>-waymark". */}}
 {{- define "waymark.fullname" -}}
 {{- if contains "waymark" .Release.Name -}}
@@ -81,4 +76,31 @@ in the namespaces where Releases live. config/rbac/secret_reader_role.yaml holds
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
+{{- end -}}
+
+{{/* The chart's labels and the keep policy, added to the CRD's generated metadata. */}}
+{{- define "waymark.crdMetadata" -}}
+labels:
+  {{- include "waymark.labels" . | nindent 2 }}
+{{- if .Values.crds.keep }}
+annotations:
+  helm.sh/resource-policy: keep
+{{- end }}
+{{- end -}}
+
+{{/*
+Extra labels from a value (`field` names it in errors) after the chart's own: one that redefines
+a label of the chart would be a duplicate key, which Helm passes on and the API server reads as
+whichever comes last; refused instead, naming the value to change.
+*/}}
+{{- define "waymark.extraLabels" -}}
+{{- $chartLabels := include "waymark.labels" .root | fromYaml -}}
+{{- range $key, $value := .labels -}}
+{{- if hasKey $chartLabels $key -}}
+{{- fail (printf "%s sets the label %q, which the chart sets itself (to %q): remove it from %s" $.field $key (get $chartLabels $key) $.field) -}}
+{{- end -}}
+{{- end -}}
+{{- with .labels -}}
+{{ toYaml . }}
+{{- end -}}
 {{- end -}}

@@ -5,7 +5,8 @@
 //! kubectl plugin `kubectl-waymark`.
 //!
 //! In-process callers (the e2e suite) use [`run`] with a client of their own; the binary's
-//! `main` uses [`main`], which builds the client from `--kubeconfig` and `--context`.
+//! `main` uses [`main`], which builds the client from `--kubeconfig` and `--context`, and
+//! [`run_controller`] for `waymark controller`, which reaches the cluster the same way.
 
 pub mod connect;
 pub mod errors;
@@ -53,6 +54,40 @@ pub enum Command {
     /// Replay a Release's analysis over Prometheus history: each verdict with its numbers, and
     /// when the canary would have rolled back or been promoted.
     Replay(replay::ReplayArgs),
+}
+
+/// `waymark controller`: the operator's flags and the cluster to run against.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ControllerCommand {
+    /// The operator's own flags.
+    #[command(flatten)]
+    pub controller: crate::controller::ControllerArgs,
+    /// The cluster to run against, as every command takes it.
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+/// Run the operator until interrupted (Ctrl-C or SIGTERM), against the cluster `--kubeconfig`
+/// and `--context` name, with the same rules as every other command: `$KUBECONFIG`,
+/// `~/.kube/config`, then the in-cluster service account.
+pub async fn run_controller(
+    command: ControllerCommand,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    crate::controller::init_tracing();
+    let session = connect::connect(&command.kube).await?;
+    tracing::info!(
+        kubeconfig = %session.tried.kubeconfig,
+        context = session.tried.context.as_deref().unwrap_or("-"),
+        server = %session.tried.server,
+        "connecting to the Kubernetes API server"
+    );
+    crate::controller::run_with_client(
+        session.client,
+        command.controller,
+        crate::controller::shutdown_signal(),
+    )
+    .await?;
+    Ok(())
 }
 
 /// `waymark status`.

@@ -14,11 +14,11 @@ use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 
-use crate::analysis::Clients;
 use crate::api::Release;
 
 use super::credentials::CredentialChecks;
 use super::metrics::Metrics;
+use super::prometheus::Clients;
 
 /// Analysis runs in flight at once across all Releases: each is a handful of concurrent
 /// queries, and Prometheus should not see thousands at the same second.

@@ -737,7 +737,7 @@ async fn a_missing_token_secret_is_an_error_run_naming_the_field() {
         respond(send, 404, &failure(404, "NotFound", "not found"));
         verifier
     });
-    let run = super::reconcile::run_analysis(&ctx, &release, "shop")
+    let run = super::reconcile::run_analysis(&ctx, &release, "shop", at(0))
         .await
         .unwrap();
     assert_eq!(run.verdict, crate::api::Verdict::Error);
@@ -793,7 +793,7 @@ async fn a_forbidden_token_secret_is_an_error_run_saying_which_role_to_bind() {
         respond(send, 403, &forbidden);
         server
     });
-    let run = super::reconcile::run_analysis(&ctx, &release, "shop")
+    let run = super::reconcile::run_analysis(&ctx, &release, "shop", at(0))
         .await
         .expect("a refused Secret is the user's to fix, not a failed reconcile");
     assert_eq!(run.verdict, crate::api::Verdict::Error);

@@ -11,6 +11,7 @@ mod finalizer;
 pub mod http;
 mod leader;
 pub mod metrics;
+pub mod prometheus;
 pub mod reconcile;
 pub mod status;
 pub mod watch;
@@ -61,9 +62,6 @@ pub struct ControllerArgs {
     /// `default`).
     #[arg(long, env = "WAYMARK_LEASE_NAMESPACE")]
     pub lease_namespace: Option<String>,
-    /// The cluster to run against, as every command takes it.
-    #[command(flatten)]
-    pub kube: crate::cli::KubeArgs,
 }
 
 impl ControllerArgs {
@@ -81,24 +79,9 @@ impl ControllerArgs {
     }
 }
 
-/// Run the operator until interrupted (Ctrl-C or SIGTERM).
-pub async fn run(args: ControllerArgs) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    init_tracing();
-    // The same rules as every other command: --kubeconfig, --context, $KUBECONFIG,
-    // ~/.kube/config, then the in-cluster service account.
-    let session = crate::cli::connect::connect(&args.kube).await?;
-    tracing::info!(
-        kubeconfig = %session.tried.kubeconfig,
-        context = session.tried.context.as_deref().unwrap_or("-"),
-        server = %session.tried.server,
-        "connecting to the Kubernetes API server"
-    );
-    run_with_client(session.client, args, shutdown_signal()).await?;
-    Ok(())
-}
-
 /// Run the operator with `client` until `shutdown` completes: the metrics server, leader
-/// election when asked, and the Release controller. The binary and the e2e suite share it.
+/// election when asked, and the Release controller. The binary (`waymark controller`, which
+/// builds the client the way every command does) and the e2e suite share it.
 pub async fn run_with_client(
     client: Client,
     args: ControllerArgs,
@@ -502,7 +485,8 @@ fn reporter() -> Reporter {
     }
 }
 
-fn init_tracing() {
+/// Log lines to stderr, as text or (`WAYMARK_LOG_FORMAT=json`) JSON; `RUST_LOG` filters them.
+pub fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     // kube's own warnings on every failed watch attempt (a 404 body it cannot parse, a 403)
     // would repeat every few seconds: the watch wrapper says once what is wrong and what to do.
@@ -520,7 +504,7 @@ fn init_tracing() {
 }
 
 /// Resolves on Ctrl-C or SIGTERM (what the kubelet sends to stop the pod).
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

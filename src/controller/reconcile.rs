@@ -15,7 +15,8 @@ use kube::runtime::controller::Action as Requeue;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 
-use crate::analysis::{self, AnalysisRun, Credentials};
+use crate::analysis::AnalysisRun;
+use crate::analysis::judge::error_run;
 use crate::api::{LABEL_REVISION, Release, ReleaseStatus, Role, SecretKeyRef};
 use crate::rollout::deletion::{self, FinalizerChange};
 use crate::rollout::{
@@ -29,6 +30,7 @@ use super::context::Context;
 use super::credentials;
 use super::error::Error;
 use super::finalizer::{self, Patched};
+use super::prometheus::{self, Credentials};
 use super::status::{self, Written};
 
 /// How soon to look again at a Release whose cached copy has not caught up with our own last
@@ -206,7 +208,7 @@ pub async fn observe(ctx: &Context, release: &Release, now: Timestamp) -> Result
     });
     let route = route_of(ctx, release, &namespace);
     let analysis = if rollout::analysis_due(release, now) {
-        Some(run_analysis(ctx, release, &namespace).await?)
+        Some(run_analysis(ctx, release, &namespace, now).await?)
     } else {
         None
     };
@@ -278,7 +280,7 @@ pub async fn check_credentials(
     found
 }
 
-/// One analysis run with the credentials named in the spec.
+/// One analysis run with the credentials named in the spec, recorded as run at `now`.
 ///
 /// A missing Secret or key is the user's to fix: like an unreachable Prometheus it becomes an
 /// `Error` run, shown in the status with the field named and counted towards `errorLimit`,
@@ -287,6 +289,7 @@ pub async fn run_analysis(
     ctx: &Context,
     release: &Release,
     namespace: &str,
+    now: Timestamp,
 ) -> Result<AnalysisRun, Error> {
     // A closed semaphore cannot happen (it is never closed); run unbounded if it ever did.
     let _slot = ctx.analysis_slots.acquire().await.ok();
@@ -301,14 +304,14 @@ pub async fn run_analysis(
         ctx.credential_checks.record(release, Instant::now(), found);
     }
     match read {
-        Ok(credentials) => Ok(analysis::run(release, &credentials, &ctx.prometheus).await),
-        Err(error @ Error::Secret { .. }) => Ok(analysis::judge::error_run(
+        Ok(credentials) => Ok(prometheus::run(release, &credentials, &ctx.prometheus, now).await),
+        Err(error @ Error::Secret { .. }) => Ok(error_run(
             error.to_string(),
             release
                 .status
                 .as_ref()
                 .and_then(|status| status.canary_revision.clone()),
-            Timestamp::now(),
+            now,
         )),
         Err(error) => Err(error),
     }

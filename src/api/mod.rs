@@ -5,6 +5,7 @@ pub mod analysis_status;
 pub mod crd;
 pub mod duration;
 pub mod revision;
+pub mod roadmap;
 pub mod spec;
 pub mod status;
 
@@ -13,10 +14,11 @@ pub use analysis_status::{
 };
 pub use duration::{Duration, DurationError};
 pub use revision::template_revision;
+pub use roadmap::{Horizon, RoadmapKind};
 pub use spec::{
-    Analysis, BudgetPolicy, BurnRate, Check, GatewayApiTraffic, Horizon, Pause, PrometheusSource,
-    Release, ReleaseSpec, ReplicaTraffic, ResolvedPorts, Roadmap, RoadmapKind, STEPS_EMPTY,
-    SecretKeyRef, ServicePorts, Slo, Step, Traffic,
+    Analysis, BudgetPolicy, BurnRate, Check, GatewayApiTraffic, Pause, PrometheusSource, Release,
+    ReleaseSpec, ReplicaTraffic, ResolvedPorts, Roadmap, STEPS_EMPTY, SecretKeyRef, ServicePorts,
+    Slo, Step, Traffic,
 };
 pub use status::{
     HistoryEntry, ManualAction, ManualRequest, Outcome, Phase, ReleaseStage, ReleaseStatus,

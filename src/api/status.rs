@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::analysis_status::{AnalysisStatus, Verdict};
-use super::spec::{Horizon, RoadmapKind};
+use super::roadmap::{Horizon, RoadmapKind};
 
 /// Observed state of a Release.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]

@@ -15,16 +15,20 @@
 //! - [`outcome`]: what a query answered (value, no data, failure), as plain values.
 //! - [`template`]: the one templating function and [`validate_queries`] for `SpecValid`.
 //! - [`plan`]: every query of one run, resolved from the Release, and its answers paired back.
+//! - [`format`]: the number formats every message uses.
 //! - [`burn`]: error ratio, burn rate, the multi-window rule, `minRequests`.
 //! - [`baseline`]: canary against stable, and why that rule.
 //! - [`budget`]: the error budget left over `slo.budget.period`.
 //! - [`judge`]: all of the above into an [`AnalysisRun`].
+//! - [`fold`]: a run folded into `status.analysis` (the consecutive-run counters).
 //! - [`limits`]: when `failureLimit`, `errorLimit` or `inconclusiveLimit` is reached.
 //! - [`replay`]: judged runs folded into a replayed canary: when it would have rolled back.
 
 pub mod baseline;
 pub mod budget;
 pub mod burn;
+pub mod fold;
+pub mod format;
 pub mod judge;
 pub mod limits;
 pub mod outcome;

@@ -19,7 +19,7 @@ use std::fmt::Write as _;
 use k8s_openapi::jiff::Timestamp;
 use serde_json::json;
 
-use crate::analysis::summary::{
+use crate::analysis::format::{
     format_burn, format_count, format_number, format_percent, format_span as span,
 };
 use crate::api::{
@@ -441,7 +441,7 @@ pub fn markdown(findings: &Findings<'_>) -> String {
             format!(
                 "about {} of the {} error budget burned by the canary (upper estimate)",
                 format_percent(burned),
-                crate::analysis::summary::format_period(findings.budget_period)
+                crate::analysis::format::format_period(findings.budget_period)
             )
         },
     );
@@ -635,7 +635,7 @@ pub fn json(findings: &Findings<'_>) -> serde_json::Value {
         "impact": {
             "maxCanaryWeight": findings.max_weight,
             "errorBudgetBurned": findings.budget_burned,
-            "budgetPeriod": crate::analysis::summary::format_period(findings.budget_period),
+            "budgetPeriod": crate::analysis::format::format_period(findings.budget_period),
         },
         "detection": {
             "firstBadSampleAt": findings.first_bad_sample,

@@ -14,10 +14,10 @@ use std::path::{Path, PathBuf};
 use futures::future::join_all;
 use k8s_openapi::jiff::Timestamp;
 
+use crate::analysis::format::{format_number, format_span as span};
 use crate::analysis::judge::judge;
 use crate::analysis::plan::{Plan, RoleTarget, plan_for};
 use crate::analysis::replay::{Replay, ReplayEvent, ReplayOutcome, replay};
-use crate::analysis::summary::{format_number, format_span as span};
 use crate::analysis::template::placeholders;
 use crate::analysis::{AnalysisRun, QueryError, QueryFailure, SampledSeries};
 use crate::api::{Duration, PrometheusSource, Release, template_revision};

@@ -15,7 +15,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 
 use super::render::{RoadmapRow, roadmap_rows, roadmap_table};
-use crate::analysis::summary::format_period;
+use crate::analysis::format::format_period;
 use crate::api::{Duration, HistoryEntry, Horizon, Outcome, Release, RoadmapKind};
 
 /// Delivery figures of one group (a horizon, a kind, or all).

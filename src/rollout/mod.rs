@@ -15,7 +15,6 @@ pub mod deletion;
 mod evidence_tests;
 #[cfg(test)]
 pub(crate) mod fixtures;
-pub mod fold;
 pub mod history;
 pub mod manual;
 #[cfg(test)]

@@ -6,8 +6,9 @@ use std::time::Duration as StdDuration;
 use k8s_openapi::jiff::Timestamp;
 
 use super::{Decider, Stage, plus, stage, whole_second};
+use crate::analysis::fold;
 use crate::api::{AnalysisStatus, Outcome, Release, ReleaseSpec, ReleaseStatus, Verdict};
-use crate::rollout::{fold, timeline};
+use crate::rollout::timeline;
 
 /// How far after `steps_started + interval` a Release's first analysis run comes: a fixed
 /// share of a quarter of the interval, from a hash of the Release's namespace and name. Many

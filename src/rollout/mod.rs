@@ -21,12 +21,12 @@ pub mod manual;
 mod props;
 #[cfg(test)]
 mod quiet_tests;
-pub mod split;
 #[cfg(test)]
 mod tests;
 pub mod timeline;
 pub mod validate;
 
+pub use crate::traffic::gateway::RouteState;
 pub use decide::CONVERGE_POLL;
 pub use decide::credentials::REASON_CREDENTIALS_MISSING;
 pub use decide::report::{
@@ -91,21 +91,6 @@ pub struct WorkloadState {
     /// (`status.observedGeneration` ≥ `metadata.generation`): until then the counts describe
     /// an older spec, and a change of availability seen in them is not reported.
     pub settled: bool,
-}
-
-/// The HTTPRoute as observed.
-#[derive(Clone, Debug, PartialEq)]
-pub enum RouteState {
-    /// The route exists and sends `canary_weight` percent to the canary.
-    Ready {
-        /// Percent of the route's traffic on `<name>-canary`.
-        canary_weight: i32,
-    },
-    /// The route is missing or unusable; the text names the route and the Service.
-    Unusable {
-        /// What is wrong, naming the route and the Service.
-        message: String,
-    },
 }
 
 /// One thing for the controller to do, in order.

@@ -28,6 +28,9 @@ pub const ERROR_BACKOFF_START: Duration = Duration::from_secs(5);
 /// Longest wait between retries of a failing Release.
 pub const ERROR_BACKOFF_CAP: Duration = Duration::from_secs(300);
 
+/// How soon to look again at a Release whose cached copy has not caught up with our own last
+/// status write (the watch event is on its way).
+pub const STALE_RETRY: Duration = Duration::from_millis(200);
 /// How long a Deployment the controller wrote is read from what the write returned, at most,
 /// when the watch cache has not caught up with it yet.
 pub const WRITTEN_KEPT: Duration = Duration::from_secs(60);

@@ -237,7 +237,7 @@ impl Default for Metrics {
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
         let watch_restarts = Family::<WatchLabels, Counter>::default();
         // At 0 from the start, so that `rate()` and `increase()` see the first restart.
-        for resource in super::watch::Watched::ALL {
+        for resource in super::watched::Watched::ALL {
             let _zero = watch_restarts.get_or_create(&WatchLabels {
                 resource: resource.as_str().into(),
             });

@@ -290,7 +290,7 @@ fn settled_release(world: &mut World, now: Timestamp) -> Release {
     world.settled(&release, V1);
     world.route(route(json!([{"name": "checkout-stable", "port": 8080}])));
     let observed = Observed {
-        stable: Some(super::reconcile::workload_state(&available(
+        stable: Some(super::observe::workload_state(&available(
             &release,
             Role::Stable,
             V1,
@@ -453,7 +453,7 @@ async fn a_set_weight_step_adds_the_finalizer_then_applies_only_the_routes_rules
     let start = rollout::decide(
         &release,
         &Observed {
-            stable: Some(super::reconcile::workload_state(&available(
+            stable: Some(super::observe::workload_state(&available(
                 &release,
                 Role::Stable,
                 V1,
@@ -580,7 +580,7 @@ async fn a_stale_release_is_not_acted_on_when_its_status_write_is_refused() {
     })
     .await;
     let requeue = reconcile_release(&release, &ctx, at(0)).await.unwrap();
-    assert_eq!(requeue, Requeue::requeue(super::reconcile::STALE_RETRY));
+    assert_eq!(requeue, Requeue::requeue(super::context::STALE_RETRY));
     drop(world);
     finish(server, ctx).await;
 }
@@ -595,7 +595,7 @@ async fn a_cached_release_older_than_our_own_write_waits_for_the_cache() {
     );
     let server = scenario(verifier, |api| async move { api }).await;
     let requeue = reconcile(release, ctx.clone()).await.unwrap();
-    assert_eq!(requeue, Requeue::requeue(super::reconcile::STALE_RETRY));
+    assert_eq!(requeue, Requeue::requeue(super::context::STALE_RETRY));
     drop(world);
     finish(server, ctx).await;
 }
@@ -737,7 +737,7 @@ async fn a_missing_token_secret_is_an_error_run_naming_the_field() {
         respond(send, 404, &failure(404, "NotFound", "not found"));
         verifier
     });
-    let run = super::reconcile::run_analysis(&ctx, &release, "shop", at(0))
+    let run = super::observe::run_analysis(&ctx, &release, "shop", at(0))
         .await
         .unwrap();
     assert_eq!(run.verdict, crate::api::Verdict::Error);
@@ -793,7 +793,7 @@ async fn a_forbidden_token_secret_is_an_error_run_saying_which_role_to_bind() {
         respond(send, 403, &forbidden);
         server
     });
-    let run = super::reconcile::run_analysis(&ctx, &release, "shop", at(0))
+    let run = super::observe::run_analysis(&ctx, &release, "shop", at(0))
         .await
         .expect("a refused Secret is the user's to fix, not a failed reconcile");
     assert_eq!(run.verdict, crate::api::Verdict::Error);
@@ -942,7 +942,7 @@ async fn a_deleted_release_keeps_its_finalizer_while_the_cached_route_is_older_t
     })
     .await;
     let requeue = reconcile_release(&release, &ctx, at(61)).await.unwrap();
-    assert_eq!(requeue, Requeue::requeue(super::reconcile::STALE_RETRY));
+    assert_eq!(requeue, Requeue::requeue(super::context::STALE_RETRY));
     drop(world);
     finish(server, ctx).await;
 }
@@ -992,7 +992,7 @@ async fn a_missing_gateway_api_crd_is_named_instead_of_a_missing_route() {
     let ctx = Arc::into_inner(ctx)
         .expect("one context")
         .with_health(health.clone());
-    let missing_route = super::reconcile::route_of(&ctx, &release, &namespace);
+    let missing_route = super::observe::route_of(&ctx, &release, &namespace);
     let Some(crate::rollout::RouteState::Unusable { message }) = missing_route else {
         panic!("{missing_route:?}");
     };
@@ -1002,12 +1002,12 @@ async fn a_missing_gateway_api_crd_is_named_instead_of_a_missing_route() {
     );
 
     health.watch_failed(
-        crate::controller::watch::Watched::HttpRoutes,
+        crate::controller::watched::Watched::HttpRoutes,
         std::time::Instant::now(),
         true,
         "404",
     );
-    let no_crd = super::reconcile::route_of(&ctx, &release, &namespace);
+    let no_crd = super::observe::route_of(&ctx, &release, &namespace);
     let Some(crate::rollout::RouteState::Unusable { message }) = no_crd else {
         panic!("{no_crd:?}");
     };
@@ -1123,7 +1123,7 @@ async fn a_token_secret_without_its_key_names_the_keys_it_has() {
         );
         server
     });
-    let found = super::reconcile::check_credentials(&ctx, &release, "shop").await;
+    let found = super::observe::check_credentials(&ctx, &release, "shop").await;
     assert_eq!(
         found,
         rollout::CredentialsCheck::Missing(
@@ -1136,7 +1136,7 @@ async fn a_token_secret_without_its_key_names_the_keys_it_has() {
     );
     // Remembered: asked again only after the recheck interval.
     assert_eq!(
-        super::reconcile::check_credentials(&ctx, &release, "shop").await,
+        super::observe::check_credentials(&ctx, &release, "shop").await,
         found
     );
     let mut server = api.await.unwrap();

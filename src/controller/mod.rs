@@ -8,13 +8,16 @@ mod context;
 pub mod credentials;
 mod error;
 mod finalizer;
+pub mod health;
 pub mod http;
 mod leader;
 pub mod metrics;
+pub mod observe;
 pub mod prometheus;
 pub mod reconcile;
 pub mod status;
 pub mod watch;
+pub mod watched;
 
 #[cfg(test)]
 mod mock_tests;
@@ -34,13 +37,13 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
-use watch::Watched;
+use watched::Watched;
 
 use crate::api::{LABEL_RELEASE, Release};
 
 pub use context::{Context, Stores};
 pub use error::Error;
-pub use http::Health;
+pub use health::Health;
 pub use metrics::Metrics;
 
 /// Name of the Lease the replicas compete for with `--leader-elect`.

@@ -15,7 +15,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::decide::{Stage, inconclusive_hold, stage};
+use super::stage::{Stage, inconclusive_hold, stage};
 use super::{history, validate};
 use crate::api::{
     ManualAction, ManualRequest, Outcome, Release, ReleaseSpec, ReleaseStage, ReleaseStatus,

@@ -21,6 +21,7 @@ pub mod manual;
 mod props;
 #[cfg(test)]
 mod quiet_tests;
+pub mod stage;
 #[cfg(test)]
 mod tests;
 pub mod timeline;

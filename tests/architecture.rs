@@ -381,7 +381,7 @@ impl Visitor {
 
 impl<'ast> Visit<'ast> for Visitor {
     fn visit_item(&mut self, item: &'ast syn::Item) {
-        if !item_attrs(item).is_some_and(|attrs| is_test_only(attrs)) {
+        if !item_attrs(item).is_some_and(is_test_only) {
             visit::visit_item(self, item);
         }
     }

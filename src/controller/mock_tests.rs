@@ -301,6 +301,7 @@ fn settled_release(world: &mut World, now: Timestamp) -> Release {
         route: Some(RouteState::Ready { canary_weight: 0 }),
         analysis: None,
         credentials: Default::default(),
+        last_apply: Default::default(),
     };
     let settled = rollout::decide(&release, &observed, now);
     assert!(
@@ -464,6 +465,7 @@ async fn a_set_weight_step_adds_the_finalizer_then_applies_only_the_routes_rules
             route: Some(RouteState::Ready { canary_weight: 0 }),
             analysis: None,
             credentials: Default::default(),
+            last_apply: Default::default(),
         },
         at(10),
     );
@@ -600,39 +602,80 @@ async fn a_cached_release_older_than_our_own_write_waits_for_the_cache() {
     finish(server, ctx).await;
 }
 
+/// The Release as the API server has it after a status write the scenario answered: the
+/// written status, at the resourceVersion the answer gave.
+fn after_write(release: &Release, status: Value, resource_version: &str) -> Release {
+    let mut release = release.clone();
+    release.status = Some(serde_json::from_value(status).unwrap());
+    release.metadata.resource_version = Some(resource_version.into());
+    release
+}
+
+fn applied_condition(status: &Value) -> Value {
+    status["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Applied")
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
 #[tokio::test]
 async fn a_service_someone_else_owns_is_left_alone_and_named_in_the_status() {
     let (ctx, world, verifier) = test_context();
     let release = ReleaseBuilder::gateway().build();
+    let (written, mut statuses) = tokio::sync::mpsc::unbounded_channel();
     let server = scenario(verifier, |mut api| async move {
-        api.expect_status("100").await;
-        // The Services are created together: both creates come before the ownership check.
-        for _ in 0..2 {
-            let (body, send) = api.expect(Method::POST, &format!("{SERVICES}{CREATE}")).await;
-            if body["metadata"]["name"] == "checkout-stable" {
-                respond(send, 409, &failure(409, "AlreadyExists", "services \"checkout-stable\" already exists"));
-            } else {
-                respond(send, 201, &body);
-            }
-        }
-        let (_, send) = api.expect(Method::GET, &format!("{SERVICES}/checkout-stable")).await;
         // Helm's Service, not Waymark's: no owner, no adopt annotation.
-        respond(send, 200, &json!({
+        let helms = json!({
             "apiVersion": "v1", "kind": "Service",
             "metadata": {"name": "checkout-stable", "namespace": "shop", "labels": {"app.kubernetes.io/managed-by": "Helm"}},
             "spec": {"selector": {"app": "checkout"}, "ports": [{"port": 80}]}
-        }));
-        let event = api.expect_event("NotOwned", "Warning").await;
-        assert!(event["note"].as_str().unwrap().contains("Service shop/checkout-stable"), "{event}");
-        let status = api.expect_status("1001").await;
-        assert_eq!(status["phase"], "Degraded");
-        assert_eq!(status["reason"], "NotOwned");
-        let applied = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Applied").unwrap().clone();
-        assert_eq!(applied["status"], "False");
-        assert!(applied["message"].as_str().unwrap().contains("waymark.dev/adopt"), "{applied}");
+        });
+        for reconcile in 1..=2 {
+            let status = api.expect_status(if reconcile == 1 { "100" } else { "1001" }).await;
+            if reconcile == 2 {
+                // The refusal of the first reconcile, in the one write of the second, with an
+                // event before the writes are tried again.
+                assert_eq!(status["phase"], "Degraded");
+                assert_eq!(status["reason"], "NotOwned");
+                let applied = applied_condition(&status);
+                assert_eq!(applied["status"], "False");
+                assert!(applied["message"].as_str().unwrap().contains("waymark.dev/adopt"), "{applied}");
+                let event = api.expect_event("NotOwned", "Warning").await;
+                assert!(event["note"].as_str().unwrap().contains("Service shop/checkout-stable"), "{event}");
+            } else {
+                assert_eq!(applied_condition(&status), Value::Null);
+            }
+            written.send(status).unwrap();
+            // The Services are created together: both creates come before the ownership check.
+            for _ in 0..2 {
+                let (body, send) = api.expect(Method::POST, &format!("{SERVICES}{CREATE}")).await;
+                if body["metadata"]["name"] == "checkout-stable" {
+                    respond(send, 409, &failure(409, "AlreadyExists", "services \"checkout-stable\" already exists"));
+                } else {
+                    respond(send, 201, &body);
+                }
+            }
+            let (_, send) = api.expect(Method::GET, &format!("{SERVICES}/checkout-stable")).await;
+            respond(send, 200, &helms);
+        }
         api
     })
     .await;
+    let error = reconcile_release(&release, &ctx, at(0)).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::Refused {
+                reason: "NotOwned",
+                ..
+            }
+        ),
+        "{error}"
+    );
+    let release = after_write(&release, statuses.recv().await.unwrap(), "1001");
     let error = reconcile_release(&release, &ctx, at(0)).await.unwrap_err();
     assert!(
         matches!(
@@ -655,27 +698,76 @@ async fn a_quota_refusal_is_in_the_status_and_an_event_quoting_the_api_server() 
     for service in children::services(&release).unwrap() {
         world.service(service);
     }
+    world.route(route(json!([{"name": "checkout-stable", "port": 8080}])));
     let quota = "deployments.apps \"checkout-stable\" is forbidden: exceeded quota: compute, requested: pods=4, used: pods=8, limited: pods=10";
+    let create = format!("{DEPLOYMENTS}{CREATE}");
+    let (written, mut statuses) = tokio::sync::mpsc::unbounded_channel();
     let server = scenario(verifier, move |mut api| async move {
-        api.expect_status("100").await;
-        let (_, send) = api
-            .expect(Method::POST, &format!("{DEPLOYMENTS}{CREATE}"))
-            .await;
+        // 1: the intent, then the refused create; no second status write.
+        let status = api.expect_status("100").await;
+        assert_eq!(applied_condition(&status), Value::Null);
+        written.send(status).unwrap();
+        let (_, send) = api.expect(Method::POST, &create).await;
         respond(send, 403, &failure(403, "Forbidden", quota));
-        let event = api.expect_event("QuotaExceeded", "Warning").await;
-        assert!(event["note"].as_str().unwrap().contains("exceeded quota"));
+        // 2: the refusal in the one status write, an event quoting the API server before the
+        // create is tried again (and refused again).
         let status = api.expect_status("1001").await;
+        assert_eq!(status["phase"], "Degraded");
         assert_eq!(status["reason"], "QuotaExceeded");
         let message = status["message"].as_str().unwrap();
         assert!(
             message.starts_with("Deployment shop/checkout-stable: deployments.apps"),
             "{message}"
         );
+        assert_eq!(applied_condition(&status)["status"], "False");
+        written.send(status).unwrap();
+        let event = api.expect_event("QuotaExceeded", "Warning").await;
+        assert!(event["note"].as_str().unwrap().contains("exceeded quota"));
+        let (_, send) = api.expect(Method::POST, &create).await;
+        respond(send, 403, &failure(403, "Forbidden", quota));
+        // 3: the same refusal says nothing new: no status write, no event; the create goes
+        // through now.
+        let (body, send) = api.expect(Method::POST, &create).await;
+        respond(send, 201, &body);
+        // 4: accepted again, in one write.
+        let status = api.expect_status("10011").await;
+        let applied = applied_condition(&status);
+        assert_eq!(
+            (&applied["status"], &applied["reason"]),
+            (&json!("True"), &json!("Applied"))
+        );
+        assert_eq!(status["phase"], "Progressing", "{status}");
         api
     })
     .await;
     let error = reconcile_release(&release, &ctx, at(0)).await.unwrap_err();
     assert_eq!(error.metric_label(), "refused_quota");
+    let retry = super::reconcile::error_policy(Arc::new(release.clone()), &error, ctx.clone());
+    assert_eq!(
+        retry,
+        Requeue::requeue(super::context::STALE_RETRY),
+        "a refusal no decision has seen is decided on again at once"
+    );
+
+    let release = after_write(&release, statuses.recv().await.unwrap(), "1001");
+    let release = {
+        let error = reconcile_release(&release, &ctx, at(1)).await.unwrap_err();
+        let retry = super::reconcile::error_policy(Arc::new(release.clone()), &error, ctx.clone());
+        assert_eq!(
+            retry,
+            Requeue::requeue(super::context::ERROR_BACKOFF_START),
+            "once shown, the refusal is retried backing off"
+        );
+        after_write(&release, statuses.recv().await.unwrap(), "10011")
+    };
+    let requeue = reconcile_release(&release, &ctx, at(2)).await.unwrap();
+    assert_eq!(
+        requeue,
+        Requeue::requeue(rollout::CONVERGE_POLL),
+        "the status still says refused: looked at again soon"
+    );
+    reconcile_release(&release, &ctx, at(3)).await.unwrap();
+    drop(world);
     finish(server, ctx).await;
 }
 

@@ -7,6 +7,7 @@ use std::time::Instant;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 
 use crate::analysis::AnalysisRun;
@@ -61,6 +62,7 @@ pub async fn observe(ctx: &Context, release: &Release, now: Timestamp) -> Result
         route,
         analysis,
         credentials: check_credentials(ctx, release, &namespace).await,
+        last_apply: ctx.last_apply(&ObjectRef::from_obj(release)),
     })
 }
 

@@ -13,9 +13,9 @@ use kube::ResourceExt;
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::reflector::ObjectRef;
 
-use crate::api::{Release, ReleaseStatus};
+use crate::api::Release;
 use crate::rollout::deletion::{self, FinalizerChange};
-use crate::rollout::{self, Decision, EventNote, Severity};
+use crate::rollout::{self, Decision, LastApply};
 
 use super::apply;
 use super::context::{Context, STALE_RETRY};
@@ -43,10 +43,16 @@ pub async fn reconcile(release: Arc<Release>, ctx: Arc<Context>) -> Result<Reque
 }
 
 /// What the `Controller` does after a failed reconcile: count it and retry, backing off
-/// exponentially while it keeps failing.
+/// exponentially while it keeps failing. A refusal no decision has seen yet is decided on again
+/// at once, so that the status and an event say so; its retries back off from there.
 pub fn error_policy(release: Arc<Release>, error: &Error, ctx: Arc<Context>) -> Requeue {
     ctx.metrics.count_error(error.metric_label());
-    let wait = ctx.failed(&ObjectRef::from_obj(&*release));
+    let key = ObjectRef::from_obj(&*release);
+    let wait = if ctx.refusal_unseen(&key) {
+        STALE_RETRY
+    } else {
+        ctx.failed(&key)
+    };
     tracing::warn!(
         namespace = release.namespace().unwrap_or_default(),
         release = release.name_any(),
@@ -58,7 +64,8 @@ pub fn error_policy(release: Arc<Release>, error: &Error, ctx: Arc<Context>) -> 
     Requeue::requeue(wait)
 }
 
-/// One reconcile of `release` at `now`.
+/// One reconcile of `release` at `now`: one status write at most (the intent, with what the
+/// last apply met), then the actions.
 pub async fn reconcile_release(
     release: &Release,
     ctx: &Context,
@@ -80,84 +87,57 @@ pub async fn reconcile_release(
             Err(status::WriteError::Conflict) => return Ok(Requeue::requeue(STALE_RETRY)),
             Err(status::WriteError::Failed(error)) => return Err(error),
         };
-    // The Release as the API server now has it, for a second write in this reconcile.
+    // The Release as the API server now has it, for the finalizer patches' precondition.
     let mut current = release.clone();
     if let Written::Yes { resource_version } = written {
         current.metadata.resource_version = resource_version;
-        current.status = Some(decision.status.clone());
     }
-    let generation = release.metadata.generation;
-    // The finalizer before any action: the route never carries canary weight unguarded.
-    if guard == Some(FinalizerChange::Add) {
-        match finalizer::change(ctx, &current, FinalizerChange::Add).await {
-            Ok(Patched::Yes { resource_version }) => {
-                current.metadata.resource_version = resource_version;
-            }
-            Ok(Patched::Conflict | Patched::Gone) => return Ok(Requeue::requeue(STALE_RETRY)),
-            Err(error) => return refused(ctx, release, &current, &decision, error, now).await,
-        }
-    }
-    match apply::apply_actions(ctx, release, &decision.actions).await {
-        Ok(()) => {
-            // The finalizer after every action: the route carries no canary weight now.
-            if guard == Some(FinalizerChange::Remove) {
-                match finalizer::change(ctx, &current, FinalizerChange::Remove).await {
-                    Ok(Patched::Yes { resource_version }) => {
-                        current.metadata.resource_version = resource_version;
-                    }
-                    Ok(Patched::Conflict | Patched::Gone) => {}
-                    Err(error) => {
-                        return refused(ctx, release, &current, &decision, error, now).await;
-                    }
-                }
-            }
-            // Writes accepted again after a refusal: say so.
-            let mut recovered = decision.status.clone();
-            if status::set_applied(&mut recovered, None, generation, now) {
-                write_again(ctx, &current, &recovered).await?;
-            }
+    let key = ObjectRef::from_obj(release);
+    match act(ctx, &mut current, &decision, guard).await {
+        Ok(Acted::Done) => {
+            ctx.record_apply(&key, LastApply::Accepted);
             Ok(requeue_for(&decision))
         }
-        Err(error) => refused(ctx, release, &current, &decision, error, now).await,
-    }
-}
-
-/// A failed write of this reconcile: a refusal (the user's to fix) goes into the status as
-/// `Applied=False` with a Warning event, once; every error fails the reconcile, to be retried.
-async fn refused(
-    ctx: &Context,
-    release: &Release,
-    current: &Release,
-    decision: &Decision,
-    error: Error,
-    now: Timestamp,
-) -> Result<Requeue, Error> {
-    if let Error::Refused { reason, .. } = &error {
-        let mut refused = decision.status.clone();
-        if status::set_applied(&mut refused, Some(&error), release.metadata.generation, now) {
-            let note = EventNote {
-                severity: Severity::Warning,
-                reason: (*reason).to_string(),
-                note: format!("{}: {error}", release.spec.roadmap.item),
-            };
-            apply::publish(ctx, release, &note).await;
-            write_again(ctx, current, &refused).await?;
+        Ok(Acted::Stale) => Ok(Requeue::requeue(STALE_RETRY)),
+        Err(error) => {
+            // The user's to fix: the next decision says so in the status and an event.
+            if let Some(refusal) = error.as_refusal() {
+                ctx.record_apply(&key, LastApply::Refused(refusal));
+            }
+            Err(error)
         }
     }
-    Err(error)
 }
 
-/// A second status write in the same reconcile, over `current` (the Release as the first
-/// write left it).
-async fn write_again(
+/// How applying a decision ended, short of an error.
+enum Acted {
+    /// Every action and finalizer change went through.
+    Done,
+    /// The Release changed before the finalizer could be added: decide again.
+    Stale,
+}
+
+/// The finalizer before any action (the route never carries canary weight unguarded), the
+/// actions in order, then the finalizer's removal (the route carries no canary weight now).
+async fn act(
     ctx: &Context,
-    current: &Release,
-    status: &ReleaseStatus,
-) -> Result<(), Error> {
-    match status::write(ctx, current, status, false).await {
-        Ok(_) | Err(status::WriteError::Conflict) => Ok(()),
-        Err(status::WriteError::Failed(error)) => Err(error),
+    current: &mut Release,
+    decision: &Decision,
+    guard: Option<FinalizerChange>,
+) -> Result<Acted, Error> {
+    if guard == Some(FinalizerChange::Add) {
+        match finalizer::change(ctx, current, FinalizerChange::Add).await? {
+            Patched::Yes { resource_version } => {
+                current.metadata.resource_version = resource_version
+            }
+            Patched::Conflict | Patched::Gone => return Ok(Acted::Stale),
+        }
     }
+    apply::apply_actions(ctx, current, &decision.actions).await?;
+    if guard == Some(FinalizerChange::Remove) {
+        finalizer::change(ctx, current, FinalizerChange::Remove).await?;
+    }
+    Ok(Acted::Done)
 }
 
 /// When to look again: exactly when the core says the next thing is due, otherwise on the next
@@ -172,6 +152,7 @@ pub fn requeue_for(decision: &Decision) -> Requeue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::ReleaseStatus;
 
     fn decision(requeue_after: Option<Duration>) -> Decision {
         Decision {

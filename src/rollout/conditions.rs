@@ -11,8 +11,9 @@ pub const PROGRESSING: &str = "Progressing";
 pub const ANALYSIS_HEALTHY: &str = "AnalysisHealthy";
 /// Condition type: the spec passed the checks the schema cannot make.
 pub const SPEC_VALID: &str = "SpecValid";
-/// Condition type: the API server accepted the controller's last writes (set by the shell; it
-/// names the object and quotes the API server when a write was refused).
+/// Condition type: the API server accepted the controller's last writes (from
+/// [`super::LastApply`]; it names the object and quotes the API server when a write was
+/// refused).
 pub const APPLIED: &str = "Applied";
 /// Condition type: the router can carry the split (Gateway API mode only).
 pub const TRAFFIC_ROUTED: &str = "TrafficRouted";

@@ -10,7 +10,7 @@ use super::{CONVERGE_POLL, Decider, Mode, Report, Stage, next_analysis_at, plus,
 use crate::api::{Phase, Role, Verdict};
 use crate::rollout::conditions::{self, Truth};
 use crate::rollout::validate::SpecError;
-use crate::rollout::{Action, Decision, RouteState, Severity};
+use crate::rollout::{Action, Decision, EventNote, LastApply, RouteState, Severity};
 
 /// Reason of `SpecValid=False` and of the Degraded phase it causes.
 pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
@@ -45,6 +45,8 @@ impl Decider<'_> {
             self.now,
         );
         self.status.roadmap_item = Some(self.item.to_string());
+        // Nothing is applied for an invalid spec, but what the last apply met is still said.
+        self.applied();
         self.status.phase = Some(report.phase);
         self.status.reason = Some(report.reason);
         self.status.message = Some(report.message);
@@ -134,22 +136,18 @@ impl Decider<'_> {
             };
         }
 
-        // The API server refused one of the shell's writes last time (the shell keeps the
-        // `Applied` condition): Degraded with its words until a write goes through again.
-        if let Some(refused) = self
-            .old
-            .conditions
-            .iter()
-            .find(|c| c.type_ == conditions::APPLIED && c.status == "False")
-        {
-            report = Report {
-                phase: Phase::Degraded,
-                reason: refused.reason.clone(),
-                message: holding(&refused.message, &report.message),
-            };
+        // The API server refused one of the controller's writes: Degraded with its words until
+        // a write goes through again (the refusal has its own event).
+        match self.applied() {
+            Some((reason, refusal)) => {
+                report = Report {
+                    phase: Phase::Degraded,
+                    reason,
+                    message: holding(&refusal, &report.message),
+                };
+            }
+            None => self.announce(&report),
         }
-
-        self.announce(&report);
         self.set_conditions(&report, unusable.as_deref(), promoting);
         self.set_credentials_condition();
         self.status.phase = Some(report.phase);
@@ -204,6 +202,67 @@ impl Decider<'_> {
                 report.message
             ),
         }
+    }
+
+    /// The `Applied` condition from what the controller's last apply met
+    /// ([`Observed::last_apply`](crate::rollout::Observed::last_apply)), and the refusal that
+    /// stands, as `(reason, "<object>: <message>")`, if one does. Unknown (a restarted
+    /// controller) keeps what the condition said; Accepted turns a False condition True and
+    /// adds none where there was none.
+    ///
+    /// A refusal the condition did not say yet gets a Warning event naming the object and
+    /// quoting the API server, first among the actions: the refused write is among them again,
+    /// and the controller stops at the first write refused.
+    fn applied(&mut self) -> Option<(String, String)> {
+        let said = self
+            .old
+            .conditions
+            .iter()
+            .find(|c| c.type_ == conditions::APPLIED && c.status == "False")
+            .map(|c| (c.reason.clone(), c.message.clone()));
+        let refused = match &self.observed.last_apply {
+            LastApply::Refused(refusal) => Some((
+                refusal.reason.clone(),
+                format!("{}: {}", refusal.object, refusal.message),
+            )),
+            LastApply::Unknown => said.clone(),
+            LastApply::Accepted => None,
+        };
+        let (now, generation) = (self.now, self.generation);
+        match &refused {
+            Some((reason, text)) => {
+                if said.as_ref() != Some(&(reason.clone(), text.clone())) {
+                    let note = EventNote {
+                        severity: Severity::Warning,
+                        reason: reason.clone(),
+                        note: format!("{}: {text}", self.spec.roadmap.tagged()),
+                    };
+                    self.actions.insert(0, Action::Event(note));
+                }
+                conditions::set_condition(
+                    &mut self.status.conditions,
+                    conditions::APPLIED,
+                    Truth::False,
+                    reason,
+                    text.clone(),
+                    generation,
+                    now,
+                );
+                // The next apply tells whether the refusal still stands: look again soon.
+                self.poll = true;
+            }
+            None if said.is_some() => conditions::set_condition(
+                &mut self.status.conditions,
+                conditions::APPLIED,
+                Truth::True,
+                "Applied",
+                "the API server accepts Waymark's writes again".into(),
+                generation,
+                now,
+            ),
+            None => {}
+        }
+        refused
     }
 
     /// An Event on entering a hold or a degraded state, once.

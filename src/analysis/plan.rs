@@ -245,7 +245,7 @@ mod tests {
     use crate::api::ReleaseStatus;
 
     fn release(canary_revision: Option<&str>) -> Release {
-        let mut release: Release = serde_yaml::from_str(
+        let mut release: Release = serde_saphyr::from_str(
             r#"
 apiVersion: waymark.dev/v1alpha1
 kind: Release

@@ -408,7 +408,7 @@ mod tests {
     use crate::analysis::judge::error_run;
 
     fn analysis(failure: i32, inconclusive: i32, error: i32) -> Analysis {
-        let mut analysis: Analysis = serde_yaml::from_str(
+        let mut analysis: Analysis = serde_saphyr::from_str(
             "{interval: 30s, prometheus: {address: 'http://p:9090'}, slo: {objective: 99.9, errorQuery: e, totalQuery: t, burnRates: [{long: 5m, short: 1m, max: 14.4}]}}",
         )
         .unwrap();
@@ -419,7 +419,7 @@ mod tests {
     }
 
     fn steps(yaml: &str) -> Vec<Step> {
-        serde_yaml::from_str(yaml).unwrap()
+        serde_saphyr::from_str(yaml).unwrap()
     }
 
     fn at(seconds: i64) -> Timestamp {

@@ -6,9 +6,23 @@ use serde::{Deserialize, Serialize};
 
 /// The three horizons of a roadmap: what is being delivered now, next, and later.
 #[derive(
-    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
+    JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::VariantArray,
 )]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Horizon {
     /// Committed work of the current period.
     Now,
@@ -24,25 +38,29 @@ impl Horizon {
 
     /// The value as written in the spec and in labels: `now`, `next`, `later`.
     pub fn as_str(&self) -> &'static str {
-        match self {
-            Horizon::Now => "now",
-            Horizon::Next => "next",
-            Horizon::Later => "later",
-        }
-    }
-}
-
-impl std::fmt::Display for Horizon {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        self.into()
     }
 }
 
 /// The kind of work a roadmap item is, to see how delivery is balanced between them.
 #[derive(
-    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
+    JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::VariantArray,
 )]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum RoadmapKind {
     /// New behaviour for users.
     Feature,
@@ -68,18 +86,6 @@ impl RoadmapKind {
 
     /// The value as written in the spec and in labels: `feature`, `debt`, ...
     pub fn as_str(&self) -> &'static str {
-        match self {
-            RoadmapKind::Feature => "feature",
-            RoadmapKind::Debt => "debt",
-            RoadmapKind::Platform => "platform",
-            RoadmapKind::Security => "security",
-            RoadmapKind::Experiment => "experiment",
-        }
-    }
-}
-
-impl std::fmt::Display for RoadmapKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        self.into()
     }
 }

@@ -410,7 +410,7 @@ fn to_json(value: &impl serde::Serialize) -> String {
 }
 
 fn to_yaml(value: &impl serde::Serialize) -> String {
-    serde_yaml::to_string(value).unwrap_or_default()
+    serde_saphyr::to_string(value).unwrap_or_default()
 }
 
 /// What `waymark status` prints for `release` in `format` (the text shows `live` too).
@@ -573,8 +573,8 @@ pub(crate) mod fixtures {
     pub fn release_in(phase: Phase, canary: Option<&str>) -> Release {
         let text = include_str!("../../examples/checkout.yaml");
         let document = text.split("\n---\n").next().unwrap_or_default();
-        let value: serde_yaml::Value = serde_yaml::from_str(document).unwrap();
-        let spec: ReleaseSpec = serde_yaml::from_value(value["spec"].clone()).unwrap();
+        let value: serde_json::Value = serde_saphyr::from_str(document).unwrap();
+        let spec: ReleaseSpec = serde_json::from_value(value["spec"].clone()).unwrap();
         let mut release = Release::new("checkout", spec);
         release.metadata.namespace = Some("shop".into());
         release.status = Some(ReleaseStatus {
@@ -900,7 +900,7 @@ mod tests {
                     as fn(&str) -> Release,
             ),
             (StatusFormat::Yaml, |text: &str| {
-                serde_yaml::from_str::<Release>(text).unwrap()
+                serde_saphyr::from_str::<Release>(text).unwrap()
             }),
         ] {
             let (client, mut handle) = mock_client();

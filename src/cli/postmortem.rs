@@ -714,10 +714,8 @@ pub(crate) mod fixtures {
             last_run_at: Some(at(seconds)),
             revision: Some("6f9c7d".into()),
             summary: Some(format!("canary burns {:.1}x of 14.4x over 5m and 1m (4,812 requests)", long.min(short))),
-            burn: None,
             canary: Some(RoleAnalysis { verdict, service: "checkout-canary".into(), windows: canary }),
             stable: Some(RoleAnalysis { verdict: Verdict::Passing, service: "checkout-stable".into(), windows: stable }),
-            comparison: vec![],
             checks: vec![CheckResult {
                 name: "p99-latency".into(),
                 verdict: Verdict::Passing,
@@ -728,10 +726,8 @@ pub(crate) mod fixtures {
                 note: None,
             }],
             consecutive_failures: failures,
-            consecutive_inconclusive: 0,
-            consecutive_errors: 0,
-            failing_since: None,
             error_budget_remaining: Some(0.73),
+            ..Default::default()
         }
     }
 

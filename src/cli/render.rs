@@ -542,14 +542,9 @@ mod tests {
                     total_query: "t".into(),
                 }],
             }),
-            stable: None,
-            comparison: vec![],
-            checks: vec![],
             consecutive_failures: 1,
-            consecutive_inconclusive: 0,
-            consecutive_errors: 0,
-            failing_since: None,
             error_budget_remaining: Some(0.73),
+            ..Default::default()
         });
         let text = status_text(&release, &Live::default());
         assert!(

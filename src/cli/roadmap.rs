@@ -346,7 +346,7 @@ mod tests {
     fn releases() -> Vec<Release> {
         let text = include_str!("testdata/roadmap_releases.yaml");
         text.split("\n---\n")
-            .map(|document| serde_yaml::from_str(document).expect("a Release"))
+            .map(|document| serde_saphyr::from_str(document).expect("a Release"))
             .collect()
     }
 

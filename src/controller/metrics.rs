@@ -731,23 +731,12 @@ mod tests {
         };
         let analysis = |windows: Vec<WindowResult>| AnalysisStatus {
             verdict: Verdict::Passing,
-            last_run_at: None,
-            revision: None,
-            summary: None,
-            burn: None,
             canary: Some(RoleAnalysis {
                 verdict: Verdict::Passing,
                 service: "checkout-canary".into(),
                 windows,
             }),
-            stable: None,
-            comparison: vec![],
-            checks: vec![],
-            consecutive_failures: 0,
-            consecutive_inconclusive: 0,
-            consecutive_errors: 0,
-            failing_since: None,
-            error_budget_remaining: None,
+            ..Default::default()
         };
         let metrics = Metrics::default();
         let mut status = ReleaseStatus {
@@ -884,23 +873,14 @@ mod tests {
                 } else {
                     Verdict::Passing
                 },
-                last_run_at: None,
                 revision: Some("6f9c7d".into()),
-                summary: None,
-                burn: None,
                 canary: Some(RoleAnalysis {
                     verdict: Verdict::Passing,
                     service: "checkout-canary".into(),
                     windows,
                 }),
-                stable: None,
-                comparison: vec![],
-                checks: vec![],
-                consecutive_failures: 0,
-                consecutive_inconclusive: 0,
                 consecutive_errors,
-                failing_since: None,
-                error_budget_remaining: None,
+                ..Default::default()
             }),
             ..ReleaseStatus::default()
         }

@@ -128,18 +128,7 @@ mod tests {
             analysis: Some(AnalysisStatus {
                 verdict: Verdict::Passing,
                 last_run_at: Some(Time(at(100))),
-                revision: None,
-                summary: None,
-                burn: None,
-                canary: None,
-                stable: None,
-                comparison: vec![],
-                checks: vec![],
-                consecutive_failures: 0,
-                consecutive_inconclusive: 0,
-                consecutive_errors: 0,
-                failing_since: None,
-                error_budget_remaining: None,
+                ..Default::default()
             }),
             ..ReleaseStatus::default()
         };

@@ -8,7 +8,19 @@ pub const WATCH_RETRY_FIRST: Duration = Duration::from_millis(250);
 /// The longest wait before a failed watch is started again.
 pub const WATCH_RETRY_CAP: Duration = Duration::from_secs(2);
 /// A resource the controller watches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
+#[strum(serialize_all = "lowercase")]
 pub enum Watched {
     /// `releases.waymark.dev`.
     Releases,
@@ -31,12 +43,7 @@ impl Watched {
 
     /// The plural resource name, as the metric label and logs use it.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Watched::Releases => "releases",
-            Watched::Deployments => "deployments",
-            Watched::Services => "services",
-            Watched::HttpRoutes => "httproutes",
-        }
+        self.into()
     }
 
     /// What a person does when the API server does not serve this resource at all (404): the
@@ -56,5 +63,19 @@ impl Watched {
                 self.as_str()
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use strum::VariantArray;
+
+    use super::*;
+
+    #[test]
+    fn watched_resources_are_named_as_their_plural_resource() {
+        let names: Vec<&str> = Watched::VARIANTS.iter().map(|w| w.as_str()).collect();
+        assert_eq!(names, ["releases", "deployments", "services", "httproutes"]);
+        assert_eq!(Watched::ALL.as_slice(), Watched::VARIANTS);
     }
 }

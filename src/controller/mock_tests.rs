@@ -1236,3 +1236,265 @@ async fn a_token_secret_without_its_key_names_the_keys_it_has() {
     drop(world);
     assert!(server.0.next_request().await.is_none(), "one read only");
 }
+
+/// A fake API server for [`the_simulator_predicts_the_children_the_shell_writes`]: it answers
+/// every write the shell makes (creates, server-side applies, scale patches, deletes, route
+/// applies, events) the way Kubernetes does, with every pod of a Deployment available at once
+/// (as the simulator assumes unless pods are slow), and puts each object into the watch caches
+/// as the watches would deliver it. Unlike the scripted scenarios it asserts no order: the
+/// comparison is of the world the writes leave.
+async fn serve_as_kubernetes(mut handle: Handle, mut world: World) {
+    let mut deployments: std::collections::BTreeMap<String, Deployment> = Default::default();
+    let mut services: std::collections::BTreeMap<String, Service> = Default::default();
+    let mut events: std::collections::BTreeMap<String, Value> = Default::default();
+    let mut route_rules = json!([{"backendRefs": [{"name": "checkout-stable", "port": 8080}]}]);
+    let mut versions = 1000;
+    while let Some((request, send)) = handle.next_request().await {
+        versions += 1;
+        let method = request.method().clone();
+        let uri = request.uri().clone();
+        let (path, query) = (
+            uri.path().to_string(),
+            uri.query().unwrap_or("").to_string(),
+        );
+        let content_type = request
+            .headers()
+            .get("content-type")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let bytes = request.into_body().collect_bytes().await.unwrap();
+        let body: Value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap()
+        };
+        if !path.starts_with("/apis/events.k8s.io/") && method != Method::DELETE {
+            assert!(
+                query.contains("fieldManager=waymark"),
+                "{method} {uri}: every write under Waymark's field manager"
+            );
+        }
+        let name = path.rsplit('/').next().unwrap_or_default().to_string();
+        // A Deployment as the Deployment controller leaves it once every pod is available.
+        let roll_out = |deployment: &mut Deployment, generation: i64, version: i32| {
+            let replicas = deployment
+                .spec
+                .as_ref()
+                .and_then(|s| s.replicas)
+                .unwrap_or(1);
+            deployment.metadata.generation = Some(generation);
+            deployment.metadata.resource_version = Some(version.to_string());
+            deployment.status = Some(DeploymentStatus {
+                observed_generation: Some(generation),
+                replicas: Some(replicas),
+                updated_replicas: Some(replicas),
+                ready_replicas: Some(replicas),
+                available_replicas: Some(replicas),
+                ..Default::default()
+            });
+        };
+        let answer = match (method.clone(), path.as_str()) {
+            (Method::POST, DEPLOYMENTS) => {
+                let mut created: Deployment = serde_json::from_value(body).unwrap();
+                created.metadata.uid = Some(format!("uid-{versions}"));
+                roll_out(&mut created, 1, versions);
+                deployments.insert(created.metadata.name.clone().unwrap(), created.clone());
+                world.deployment(created.clone());
+                (201, serde_json::to_value(created).unwrap())
+            }
+            (Method::PATCH, p) if p.starts_with(&format!("{DEPLOYMENTS}/")) => {
+                match deployments.get(&name).cloned() {
+                    None => (404, failure(404, "NotFound", "deployments.apps not found")),
+                    Some(mut live) => {
+                        if content_type.starts_with("application/apply-patch") {
+                            let applied: Deployment = serde_json::from_value(body).unwrap();
+                            live.metadata.labels = applied.metadata.labels;
+                            live.metadata.annotations = applied.metadata.annotations;
+                            live.spec = applied.spec;
+                        } else {
+                            let replicas = body["spec"]["replicas"].as_i64().unwrap();
+                            live.spec.get_or_insert_with(Default::default).replicas =
+                                Some(i32::try_from(replicas).unwrap());
+                        }
+                        let generation = live.metadata.generation.unwrap_or(1) + 1;
+                        roll_out(&mut live, generation, versions);
+                        deployments.insert(name.clone(), live.clone());
+                        world.deployment(live.clone());
+                        (200, serde_json::to_value(live).unwrap())
+                    }
+                }
+            }
+            (Method::DELETE, p) if p.starts_with(&format!("{DEPLOYMENTS}/")) => {
+                match deployments.remove(&name) {
+                    None => (404, failure(404, "NotFound", "deployments.apps not found")),
+                    Some(gone) => {
+                        world
+                            .deployments
+                            .apply_watcher_event(&watcher::Event::Delete(gone.clone()));
+                        (200, serde_json::to_value(gone).unwrap())
+                    }
+                }
+            }
+            (Method::POST, SERVICES) => {
+                let mut created: Service = serde_json::from_value(body).unwrap();
+                created.metadata.uid = Some(format!("uid-{versions}"));
+                services.insert(created.metadata.name.clone().unwrap(), created.clone());
+                world.service(created.clone());
+                (201, serde_json::to_value(created).unwrap())
+            }
+            (Method::PATCH, p) if p.starts_with(&format!("{SERVICES}/")) => {
+                let mut applied: Service = serde_json::from_value(body).unwrap();
+                applied.metadata.uid = services.get(&name).and_then(|s| s.metadata.uid.clone());
+                services.insert(name.clone(), applied.clone());
+                world.service(applied.clone());
+                (200, serde_json::to_value(applied).unwrap())
+            }
+            (Method::PATCH, ROUTE_PATH) => {
+                route_rules = body["spec"]["rules"].clone();
+                let mut live = route(json!([]));
+                live["spec"]["rules"] = route_rules.clone();
+                world.route(live.clone());
+                (200, live)
+            }
+            (Method::POST, EVENTS_PATH) => {
+                let name = body["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or("event")
+                    .to_string();
+                events.insert(name, body.clone());
+                (201, body)
+            }
+            (Method::PATCH, p) if p.starts_with(&format!("{EVENTS_PATH}/")) => {
+                (200, events.get(&name).cloned().unwrap_or(body))
+            }
+            _ => panic!("unexpected API call: {method} {uri}"),
+        };
+        respond(send, answer.0, &answer.1);
+    }
+}
+
+/// The simulator the rollout tests use ([`crate::rollout::fixtures::Sim`]) gives each action a
+/// meaning of its own; here the same decisions also go through the real shell
+/// (`apply_actions`, then `observe` over the caches the writes filled), and after every
+/// decision both must see the same world: the same Deployments (revision, replicas,
+/// availability), Services and route weight.
+#[tokio::test]
+async fn the_simulator_predicts_the_children_the_shell_writes() {
+    use crate::api::ManualAction;
+    use crate::rollout::fixtures::Sim;
+
+    enum Move {
+        Wait(i64),
+        Ship(&'static str),
+        Ask(ManualAction),
+    }
+    let walks: [(&str, ReleaseBuilder, Vec<Move>); 2] = [
+        (
+            "gateway: first release, a canary promoted, its Deployment removed",
+            ReleaseBuilder::gateway(),
+            vec![
+                Move::Ship(V2),
+                Move::Wait(121),
+                Move::Ask(ManualAction::Promote),
+                Move::Wait(31),
+            ],
+        ),
+        (
+            "replica split: a canary aborted, a new one promoted at once",
+            ReleaseBuilder::replica_split(),
+            vec![
+                Move::Ship(V2),
+                Move::Wait(10),
+                Move::Ask(ManualAction::Abort),
+                Move::Ship(crate::fixtures::V3),
+                Move::Wait(121),
+                Move::Ask(ManualAction::PromoteFull),
+                Move::Wait(31),
+            ],
+        ),
+    ];
+    for (walk, builder, moves) in walks {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(service, "default");
+        let (deployments, deployment_writer) = reflector::store();
+        let (services, service_writer) = reflector::store();
+        let (routes, route_writer) = reflector::store();
+        let ctx = Context::new(
+            client.clone(),
+            Recorder::new(
+                client,
+                Reporter {
+                    controller: "waymark".into(),
+                    instance: None,
+                },
+            ),
+            Arc::new(Metrics::default()),
+            Stores::new(deployments, services, routes),
+        );
+        let mut world = World {
+            deployments: deployment_writer,
+            services: service_writer,
+            routes: route_writer,
+        };
+        let release = builder.build();
+        if release.spec.traffic.gateway_api.is_some() {
+            world.route(route(json!([{"name": "checkout-stable", "port": 8080}])));
+        }
+        let server = tokio::spawn(serve_as_kubernetes(handle, world));
+
+        let mut sim = Sim::new(release);
+        let mut decisions = 0;
+        let mut requests = 0;
+        for next in std::iter::once(None).chain(moves.into_iter().map(Some)) {
+            match next {
+                None => {}
+                Some(Move::Wait(seconds)) => {
+                    sim.now += k8s_openapi::jiff::SignedDuration::from_secs(seconds)
+                }
+                Some(Move::Ship(image)) => sim.release.spec.template = template(image),
+                Some(Move::Ask(action)) => {
+                    requests += 1;
+                    sim.request(&format!("r{requests}"), action);
+                }
+            }
+            // Decide until only events are asked for, each decision through both.
+            for _ in 0..10 {
+                let decision = sim.tick(0);
+                decisions += 1;
+                super::apply::apply_actions(&ctx, &sim.release, &decision.actions)
+                    .await
+                    .unwrap_or_else(|error| {
+                        panic!("{walk}: the shell refused {decision:?}: {error}")
+                    });
+                let seen = super::observe::observe(&ctx, &sim.release, sim.now)
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    seen, sim.observed,
+                    "{walk}: after {:?} the shell's world (left) is not the simulator's (right)",
+                    decision.actions
+                );
+                if decision
+                    .actions
+                    .iter()
+                    .all(|a| matches!(a, rollout::Action::Event(_)))
+                {
+                    break;
+                }
+            }
+        }
+        let status = sim.status();
+        assert_eq!(
+            (status.phase, status.canary_revision.as_deref()),
+            (Some(crate::api::Phase::Healthy), None),
+            "{walk}: the walk ends settled"
+        );
+        assert!(decisions > 10, "{walk}: {decisions} decisions");
+        drop(ctx);
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("the fake API server stops")
+            .expect("its assertions held");
+    }
+}

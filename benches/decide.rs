@@ -109,6 +109,7 @@ fn main() {
             burn: Some("0.8x/14.4x".into()),
         }),
         credentials: Default::default(),
+        last_apply: Default::default(),
     };
 
     // Warm up, then time each call on its own.

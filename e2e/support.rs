@@ -388,7 +388,6 @@ impl Env {
             namespace: Some(self.namespace.clone()),
             leader_elect: false,
             lease_namespace: None,
-            kube: Default::default(),
         };
         let task = tokio::spawn(run_with_client(client, args, async move {
             let _ = stopped.await;

@@ -3,6 +3,9 @@
 
 use std::collections::BTreeMap;
 
+use gateway_api::apis::experimental::httproutes::{
+    HttpRoute, HttpRouteRules, HttpRouteRulesBackendRefs, HttpRouteSpec,
+};
 use k8s_openapi::api::core::v1::{Container, ContainerPort, PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -259,5 +262,39 @@ impl ReleaseBuilder {
 
     pub fn build(self) -> Release {
         self.release
+    }
+}
+
+/// A backendRef to Service `name` on port 80 with `weight`.
+pub fn route_backend(name: &str, weight: Option<i32>) -> HttpRouteRulesBackendRefs {
+    HttpRouteRulesBackendRefs {
+        name: name.into(),
+        port: Some(80),
+        weight,
+        ..Default::default()
+    }
+}
+
+/// HTTPRoute `shop/checkout` with one rule per entry of `rules`, each with those backendRefs.
+pub fn http_route(rules: Vec<Vec<HttpRouteRulesBackendRefs>>) -> HttpRoute {
+    HttpRoute {
+        metadata: ObjectMeta {
+            name: Some("checkout".into()),
+            namespace: Some("shop".into()),
+            ..Default::default()
+        },
+        spec: HttpRouteSpec {
+            rules: Some(
+                rules
+                    .into_iter()
+                    .map(|refs| HttpRouteRules {
+                        backend_refs: Some(refs),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        },
+        status: None,
     }
 }

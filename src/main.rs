@@ -13,7 +13,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the operator against the current kubeconfig or in-cluster account.
-    Controller(waymark::controller::ControllerArgs),
+    Controller(waymark::cli::ControllerCommand),
     /// Print the Release CustomResourceDefinition as YAML (apply with `kubectl apply --server-side -f -`).
     Crd,
     #[command(flatten)]
@@ -30,7 +30,7 @@ async fn main() -> ExitCode {
     let matches = Cli::command().name(name).bin_name(name).get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
     match cli.command {
-        Command::Controller(args) => match waymark::controller::run(args).await {
+        Command::Controller(args) => match waymark::cli::run_controller(args).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("error: {error}");

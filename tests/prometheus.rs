@@ -9,8 +9,9 @@ mod common;
 use std::time::Duration;
 
 use common::prometheus::{MetricsServer, Prometheus};
-use waymark::analysis::{self, Credentials};
+use k8s_openapi::jiff::Timestamp;
 use waymark::api::{Release, ReleaseStatus, Verdict};
+use waymark::controller::prometheus::{self as analysis, Credentials};
 
 const LONG_WINDOW: Duration = Duration::from_secs(10);
 /// Long enough for Prometheus to collect a window on a busy machine, short enough to notice a
@@ -113,7 +114,7 @@ async fn analyse_after_traffic(
     traffic: &[(&str, f64, f64)],
     canary: bool,
     configure: impl FnOnce(ReleaseBuilder) -> ReleaseBuilder,
-) -> Option<analysis::AnalysisRun> {
+) -> Option<waymark::analysis::AnalysisRun> {
     let (metrics, prometheus) = start().await?;
     for (service, per_second, error_ratio) in traffic {
         metrics.set_traffic(namespace, service, *per_second, *error_ratio);
@@ -132,12 +133,13 @@ async fn analyse_after_traffic(
             &release,
             &Credentials::default(),
             &analysis::Clients::default(),
+            Timestamp::now(),
         )
         .await,
     )
 }
 
-fn canary_window_numbers(run: &analysis::AnalysisRun) -> (f64, f64) {
+fn canary_window_numbers(run: &waymark::analysis::AnalysisRun) -> (f64, f64) {
     let canary = run.canary.as_ref().expect("canary judged");
     let long = &canary.windows[0];
     assert_eq!(long.window, "10s");
@@ -239,6 +241,7 @@ async fn a_stopped_prometheus_is_an_error_naming_its_address() {
         &release,
         &Credentials::default(),
         &analysis::Clients::default(),
+        Timestamp::now(),
     )
     .await;
 
@@ -267,6 +270,7 @@ async fn a_query_with_a_syntax_error_is_an_error_with_prometheus_message() {
         &release,
         &Credentials::default(),
         &analysis::Clients::default(),
+        Timestamp::now(),
     )
     .await;
 
@@ -346,9 +350,21 @@ async fn the_budget_queries_are_not_asked_again_every_interval() {
     let count = |from: f64, to: f64| (to - from).round() as i64;
 
     let before = queries_answered(&prometheus).await;
-    let first = analysis::run(&release, &Credentials::default(), &clients).await;
+    let first = analysis::run(
+        &release,
+        &Credentials::default(),
+        &clients,
+        Timestamp::now(),
+    )
+    .await;
     let after_first = queries_answered(&prometheus).await;
-    let second = analysis::run(&release, &Credentials::default(), &clients).await;
+    let second = analysis::run(
+        &release,
+        &Credentials::default(),
+        &clients,
+        Timestamp::now(),
+    )
+    .await;
     let after_second = queries_answered(&prometheus).await;
 
     let first_run = count(before, after_first);

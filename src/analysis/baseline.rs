@@ -33,7 +33,7 @@
 //!   `setWeight: 100` the stable serves nothing and there is no baseline to compare with.
 
 use super::burn::{WindowNumbers, WindowOutcome, allowed_error_ratio};
-use super::summary::{format_count, format_percent};
+use super::format::{format_count, format_percent};
 use crate::api::{BaselineComparison, Duration, Verdict};
 
 /// One-sided significance level of the comparison.

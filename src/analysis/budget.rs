@@ -2,8 +2,8 @@
 //! while it is spent.
 
 use super::burn::allowed_error_ratio;
+use super::format::format_number;
 use super::outcome::QueryOutcome;
-use super::summary::format_number;
 
 /// The fraction of the error budget left: `1 − error ratio / allowed error ratio`.
 ///

@@ -6,9 +6,9 @@
 //! significant, the short one that it is still going on, so a canary that has recovered is not
 //! rolled back for an old spike.
 
+use super::format::{format_count, format_number};
 use super::outcome::{QueryFailure, QueryOutcome};
-use super::summary::{format_count, format_number};
-use crate::api::{Duration, Verdict};
+use crate::api::{Duration, Role, Verdict};
 
 /// The error ratio the SLO allows: `1 − objective/100` (0.001 for 99.9).
 pub fn allowed_error_ratio(objective_percent: f64) -> f64 {
@@ -230,6 +230,59 @@ pub fn pair_verdict(long: &WindowOutcome, short: &WindowOutcome, max: f64) -> Ve
 /// the pair fails only when both exceed `max`.
 pub fn pair_burn(long: &WindowOutcome, short: &WindowOutcome) -> Option<f64> {
     Some(long.numbers()?.burn_rate.min(short.numbers()?.burn_rate))
+}
+
+/// One `burnRates` pair judged for one role.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PairJudgement {
+    /// The pair's long window.
+    pub long: Duration,
+    /// The pair's short window.
+    pub short: Duration,
+    /// The burn rate both windows must stay under.
+    pub max: f64,
+    /// What the long window measured.
+    pub long_outcome: WindowOutcome,
+    /// What the short window measured.
+    pub short_outcome: WindowOutcome,
+    /// The multi-window rule's verdict ([`pair_verdict`]).
+    pub verdict: Verdict,
+    /// The lower burn of the two windows: what the rule compares with `max`.
+    pub burn: Option<f64>,
+}
+
+/// One role judged by its SLO.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RoleJudgement {
+    /// Canary or stable.
+    pub role: Role,
+    /// The role's Service.
+    pub service: String,
+    /// Each `burnRates` pair judged.
+    pub pairs: Vec<PairJudgement>,
+    /// The worst verdict of the pairs.
+    pub verdict: Verdict,
+    /// Per distinct window, in the order of `RoleMeasurement::windows`.
+    pub windows: Vec<(Duration, WindowOutcome)>,
+}
+
+impl RoleJudgement {
+    /// The pair nearest to (or furthest past) its limit: the one worth showing.
+    pub fn hottest_pair(&self) -> Option<&PairJudgement> {
+        self.pairs
+            .iter()
+            .filter_map(|pair| Some((pair, pair.burn? / pair.max)))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(pair, _)| pair)
+    }
+
+    /// The outcome of `window` for this role.
+    pub fn outcome(&self, window: Duration) -> Option<&WindowOutcome> {
+        self.windows
+            .iter()
+            .find(|(candidate, _)| *candidate == window)
+            .map(|(_, outcome)| outcome)
+    }
 }
 
 #[cfg(test)]

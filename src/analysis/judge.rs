@@ -1,14 +1,18 @@
 //! From what Prometheus answered to a verdict with its numbers: pure, synchronous, and tested
-//! with plain values. The I/O that gathers the answers lives in `run.rs`.
+//! with plain values. The I/O that gathers the answers is the shell's
+//! (`controller::prometheus`).
 
 use k8s_openapi::jiff::Timestamp;
 
 use super::AnalysisRun;
 use super::baseline::compare;
 use super::budget::budget_from;
-use super::burn::{WindowOutcome, measure_window, pair_burn, pair_verdict};
+use super::burn::{
+    PairJudgement, RoleJudgement, WindowOutcome, measure_window, pair_burn, pair_verdict,
+};
+use super::format::{format_burn, format_number};
 use super::outcome::QueryOutcome;
-use super::summary::{format_burn, format_number, summarize};
+use super::summary::summarize;
 use super::verdict::worst;
 use crate::api::{
     BaselineComparison, Check, CheckResult, Duration, Role, RoleAnalysis, Slo, Verdict,
@@ -81,48 +85,6 @@ pub struct Measurements {
     pub checks: Vec<CheckMeasurement>,
     /// The budget, when `slo.budget` is set.
     pub budget: Option<BudgetMeasurement>,
-}
-
-/// One `burnRates` pair judged for one role.
-#[derive(Clone, Debug, PartialEq)]
-pub(super) struct PairJudgement {
-    pub long: Duration,
-    pub short: Duration,
-    pub max: f64,
-    pub long_outcome: WindowOutcome,
-    pub short_outcome: WindowOutcome,
-    pub verdict: Verdict,
-    /// The lower burn of the two windows: what the rule compares with `max`.
-    pub burn: Option<f64>,
-}
-
-/// One role judged by its SLO.
-#[derive(Clone, Debug, PartialEq)]
-pub(super) struct RoleJudgement {
-    pub role: Role,
-    pub service: String,
-    pub pairs: Vec<PairJudgement>,
-    pub verdict: Verdict,
-    /// Per distinct window, in the order of `RoleMeasurement::windows`.
-    pub windows: Vec<(Duration, WindowOutcome)>,
-}
-
-impl RoleJudgement {
-    /// The pair nearest to (or furthest past) its limit: the one worth showing.
-    pub fn hottest_pair(&self) -> Option<&PairJudgement> {
-        self.pairs
-            .iter()
-            .filter_map(|pair| Some((pair, pair.burn? / pair.max)))
-            .max_by(|a, b| a.1.total_cmp(&b.1))
-            .map(|(pair, _)| pair)
-    }
-
-    fn outcome(&self, window: Duration) -> Option<&WindowOutcome> {
-        self.windows
-            .iter()
-            .find(|(candidate, _)| *candidate == window)
-            .map(|(_, outcome)| outcome)
-    }
 }
 
 /// Judges one run: the SLO windows of both roles, the comparison, the checks and the budget,

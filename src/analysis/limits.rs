@@ -108,24 +108,15 @@ mod tests {
     fn counters(failures: i32, inconclusive: i32, errors: i32) -> AnalysisStatus {
         AnalysisStatus {
             verdict: Verdict::Passing,
-            last_run_at: None,
-            revision: None,
-            summary: None,
-            burn: None,
-            canary: None,
-            stable: None,
-            comparison: vec![],
-            checks: vec![],
             consecutive_failures: failures,
             consecutive_inconclusive: inconclusive,
             consecutive_errors: errors,
-            failing_since: None,
-            error_budget_remaining: None,
+            ..Default::default()
         }
     }
 
     fn limits(failure: i32, inconclusive: i32, error: i32) -> Analysis {
-        let mut analysis: Analysis = serde_yaml::from_str(
+        let mut analysis: Analysis = serde_saphyr::from_str(
             "{prometheus: {address: 'http://p:9090'}, slo: {objective: 99.9, errorQuery: e, totalQuery: t, burnRates: [{long: 5m, short: 1m, max: 14.4}]}}",
         )
         .unwrap();

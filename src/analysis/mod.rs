@@ -1,38 +1,39 @@
-//! Prometheus analysis: PromQL templating and escaping, the Prometheus client, burn-rate and
-//! error-budget math.
+//! Prometheus analysis, pure: PromQL templating and escaping, the plan of a run's queries,
+//! burn-rate and error-budget math, verdicts and the words that explain them.
 //!
-//! The pure parts (templating, burn rates, the baseline comparison, the budget, verdicts, the
-//! summary line, the limits and the replay fold) are synchronous functions of plain values
-//! and import nothing from the HTTP client; only [`client`] and [`mod@run`] talk to Prometheus,
-//! and replay's range queries go through the same client. A run never fails: what goes wrong
-//! becomes an `Error` verdict with a message.
+//! Everything here is a synchronous function of plain values: no HTTP client, no clock, no
+//! async (`tests/architecture.rs` fails the build's tests when one creeps in). Asking
+//! Prometheus is the shell's (`controller::prometheus`), for the controller's runs and for
+//! replay's range queries alike. A run never fails: what goes wrong becomes an `Error` verdict
+//! with a message.
 //!
 //! One function decides a verdict from numbers: [`judge::judge`]. The controller feeds it the
-//! answers of instant queries ([`run::measure`]); replay feeds it one instant of range queries
+//! answers of instant queries; replay feeds it one instant of range queries
 //! ([`outcome::SampledSeries::at`]); both pair answers with queries through
-//! [`run::Plan::assemble`].
+//! [`plan::Plan::assemble`].
 //!
 //! - [`outcome`]: what a query answered (value, no data, failure), as plain values.
 //! - [`template`]: the one templating function and [`validate_queries`] for `SpecValid`.
+//! - [`plan`]: every query of one run, resolved from the Release, and its answers paired back.
+//! - [`format`]: the number formats every message uses.
 //! - [`burn`]: error ratio, burn rate, the multi-window rule, `minRequests`.
 //! - [`baseline`]: canary against stable, and why that rule.
 //! - [`budget`]: the error budget left over `slo.budget.period`.
 //! - [`judge`]: all of the above into an [`AnalysisRun`].
+//! - [`fold`]: a run folded into `status.analysis` (the consecutive-run counters).
 //! - [`limits`]: when `failureLimit`, `errorLimit` or `inconclusiveLimit` is reached.
 //! - [`replay`]: judged runs folded into a replayed canary: when it would have rolled back.
-//! - [`client`], [`clients`], [`mod@run`]: the Prometheus client, one per address, and the I/O
-//!   shell.
 
 pub mod baseline;
 pub mod budget;
 pub mod burn;
-pub mod client;
-pub mod clients;
+pub mod fold;
+pub mod format;
 pub mod judge;
 pub mod limits;
 pub mod outcome;
+pub mod plan;
 pub mod replay;
-pub mod run;
 pub mod summary;
 pub mod template;
 pub mod verdict;
@@ -41,7 +42,6 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::api::{BaselineComparison, CheckResult, RoleAnalysis, Verdict};
 
-pub use clients::Clients;
 pub use outcome::{QueryFailure, QueryOutcome, SampledSeries};
 pub use template::{QueryError, TemplateError, validate_queries};
 
@@ -71,28 +71,4 @@ pub struct AnalysisRun {
     pub summary: String,
     /// Highest canary burn rate against its limit, e.g. `0.8x/14.4x`.
     pub burn: Option<String>,
-}
-
-/// Secrets resolved by the controller for one Release's Prometheus connection.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Credentials {
-    /// Value of `spec.analysis.prometheus.bearerTokenSecret`, when set.
-    pub bearer_token: Option<String>,
-    /// PEM CA bundle from `spec.analysis.prometheus.caSecret`, when set.
-    pub ca_pem: Option<Vec<u8>>,
-}
-
-/// Run one analysis of `release` (canary and stable SLO windows, comparison, checks, budget).
-///
-/// Never fails: an unreachable Prometheus or an invalid query is an `Error` verdict whose
-/// summary names the address and Prometheus's error text.
-///
-/// Queries of one run go to Prometheus concurrently, over the client `clients` keeps for the
-/// address (connections are reused across runs and Releases).
-pub async fn run(
-    release: &crate::api::Release,
-    credentials: &Credentials,
-    clients: &Clients,
-) -> AnalysisRun {
-    run::run(release, credentials, clients).await
 }

@@ -1,7 +1,7 @@
 //! Replay: the Release's analysis over a stretch of Prometheus history, as if a canary had run
 //! then. Pure: the runs come in already judged (by [`super::judge::judge`], the same function
 //! the controller's runs go through, fed by one instant of range queries), and this module
-//! folds them into the consecutive-run counters (with the rollout core's own fold), applies
+//! folds them into the consecutive-run counters (with the fold the rollout core uses, [`super::fold`]), applies
 //! `failureLimit`, `errorLimit` and `inconclusiveLimit` ([`super::limits`]) and walks the
 //! canary's steps to say when a rollback or a promotion would have happened.
 //!
@@ -16,9 +16,9 @@
 use k8s_openapi::jiff::Timestamp;
 
 use super::AnalysisRun;
+use super::fold::{failure_detail, fold};
 use super::limits::{LimitReached, limit_reached};
 use crate::api::{Analysis, AnalysisStatus, Step, Verdict};
-use crate::rollout::fold::{failure_detail, fold};
 
 /// The consecutive-run counters after one run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -408,7 +408,7 @@ mod tests {
     use crate::analysis::judge::error_run;
 
     fn analysis(failure: i32, inconclusive: i32, error: i32) -> Analysis {
-        let mut analysis: Analysis = serde_yaml::from_str(
+        let mut analysis: Analysis = serde_saphyr::from_str(
             "{interval: 30s, prometheus: {address: 'http://p:9090'}, slo: {objective: 99.9, errorQuery: e, totalQuery: t, burnRates: [{long: 5m, short: 1m, max: 14.4}]}}",
         )
         .unwrap();
@@ -419,7 +419,7 @@ mod tests {
     }
 
     fn steps(yaml: &str) -> Vec<Step> {
-        serde_yaml::from_str(yaml).unwrap()
+        serde_saphyr::from_str(yaml).unwrap()
     }
 
     fn at(seconds: i64) -> Timestamp {

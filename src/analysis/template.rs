@@ -438,7 +438,7 @@ mod tests {
 
     #[test]
     fn validate_queries_names_the_field() {
-        let mut analysis: Analysis = serde_yaml::from_str(
+        let mut analysis: Analysis = serde_saphyr::from_str(
             r#"
 prometheus: {address: "http://prometheus:9090"}
 slo:
@@ -475,7 +475,7 @@ checks:
     }
 
     fn analysis_with(error_query: &str, total_query: &str, checks: &[&str]) -> Analysis {
-        let mut analysis: Analysis = serde_yaml::from_str(
+        let mut analysis: Analysis = serde_saphyr::from_str(
             r#"
 prometheus: {address: "http://prometheus:9090"}
 slo:

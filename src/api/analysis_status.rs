@@ -4,14 +4,30 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// The verdict of one analysis run.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// The verdict of one analysis run. The default, for a status no run has filled yet, is
+/// Inconclusive: missing data never counts as passing.
+#[derive(
+    JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 pub enum Verdict {
     /// Every rule holds with enough data.
     Passing,
     /// A burn-rate rule, the baseline comparison or a check is broken.
     Failing,
     /// Too little data to tell (few requests, empty result, NaN). Never counts as passing.
+    #[default]
     Inconclusive,
     /// Prometheus could not answer (unreachable, timeout, invalid query).
     Error,
@@ -20,23 +36,13 @@ pub enum Verdict {
 impl Verdict {
     /// The name as written in the status.
     pub fn as_str(&self) -> &'static str {
-        match self {
-            Verdict::Passing => "Passing",
-            Verdict::Failing => "Failing",
-            Verdict::Inconclusive => "Inconclusive",
-            Verdict::Error => "Error",
-        }
+        self.into()
     }
 }
 
-impl std::fmt::Display for Verdict {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The latest analysis run and the counters the rollout acts on.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+/// The latest analysis run and the counters the rollout acts on. `Default` is a status no run
+/// has filled yet (Inconclusive, no numbers, counters at 0): literals name only what they set.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct AnalysisStatus {
     /// Verdict of the latest run.

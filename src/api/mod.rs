@@ -5,6 +5,7 @@ pub mod analysis_status;
 pub mod crd;
 pub mod duration;
 pub mod revision;
+pub mod roadmap;
 pub mod spec;
 pub mod status;
 
@@ -13,10 +14,11 @@ pub use analysis_status::{
 };
 pub use duration::{Duration, DurationError};
 pub use revision::template_revision;
+pub use roadmap::{Horizon, RoadmapKind};
 pub use spec::{
-    Analysis, BudgetPolicy, BurnRate, Check, GatewayApiTraffic, Horizon, Pause, PrometheusSource,
-    Release, ReleaseSpec, ReplicaTraffic, ResolvedPorts, Roadmap, RoadmapKind, STEPS_EMPTY,
-    SecretKeyRef, ServicePorts, Slo, Step, Traffic,
+    Analysis, BudgetPolicy, BurnRate, Check, GatewayApiTraffic, Pause, PrometheusSource, Release,
+    ReleaseSpec, ReplicaTraffic, ResolvedPorts, Roadmap, STEPS_EMPTY, SecretKeyRef, ServicePorts,
+    Slo, Step, Traffic,
 };
 pub use status::{
     HistoryEntry, ManualAction, ManualRequest, Outcome, Phase, ReleaseStage, ReleaseStatus,
@@ -54,7 +56,18 @@ pub const FIELD_MANAGER: &str = "waymark";
 pub const CLI_FIELD_MANAGER: &str = "waymark-cli";
 
 /// The role a child object plays.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
+#[strum(serialize_all = "lowercase")]
 pub enum Role {
     /// Serves production traffic.
     Stable,
@@ -65,10 +78,7 @@ pub enum Role {
 impl Role {
     /// The label value and name suffix: `stable` or `canary`.
     pub fn as_str(&self) -> &'static str {
-        match self {
-            Role::Stable => "stable",
-            Role::Canary => "canary",
-        }
+        self.into()
     }
 
     /// Name of this role's Deployment and Service for a Release named `release`.
@@ -77,8 +87,71 @@ impl Role {
     }
 }
 
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+#[cfg(test)]
+mod name_tests {
+    //! The names each enum is written with (status, labels, messages, metrics) are pinned: the
+    //! derived `as_str` and `Display` must give exactly what serde writes and what earlier
+    //! releases wrote.
+
+    use strum::VariantArray;
+
+    use super::*;
+
+    /// Each variant's name, checked the same through `as_str` (`Into<&str>`) and `Display`.
+    fn names<T>() -> Vec<&'static str>
+    where
+        T: VariantArray + Copy + Into<&'static str> + std::fmt::Display,
+    {
+        T::VARIANTS
+            .iter()
+            .map(|variant| {
+                let name: &'static str = (*variant).into();
+                assert_eq!(variant.to_string(), name);
+                name
+            })
+            .collect()
+    }
+
+    /// [`names`], and serde writes each the same.
+    fn serialized_names<T>() -> Vec<&'static str>
+    where
+        T: VariantArray + Copy + Into<&'static str> + std::fmt::Display + serde::Serialize,
+    {
+        let names = names::<T>();
+        for (variant, name) in T::VARIANTS.iter().zip(&names) {
+            assert_eq!(serde_json::to_value(variant).unwrap(), *name);
+        }
+        names
+    }
+
+    #[test]
+    fn enum_names_are_what_the_status_labels_and_messages_have_always_said() {
+        assert_eq!(
+            serialized_names::<Verdict>(),
+            ["Passing", "Failing", "Inconclusive", "Error"]
+        );
+        assert_eq!(
+            serialized_names::<Phase>(),
+            ["Healthy", "Progressing", "Paused", "RolledBack", "Degraded"]
+        );
+        assert_eq!(
+            serialized_names::<ReleaseStage>(),
+            [
+                "FirstRelease",
+                "Steady",
+                "Pending",
+                "RolledBack",
+                "Canary",
+                "Promoting"
+            ]
+        );
+        assert_eq!(serialized_names::<Horizon>(), ["now", "next", "later"]);
+        assert_eq!(
+            serialized_names::<RoadmapKind>(),
+            ["feature", "debt", "platform", "security", "experiment"]
+        );
+        assert_eq!(names::<Role>(), ["stable", "canary"]);
+        assert_eq!(Role::Canary.as_str(), "canary");
+        assert_eq!(Phase::RolledBack.as_str(), "RolledBack");
     }
 }

@@ -12,6 +12,7 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
 use super::duration::{Duration, PERIOD_BOUNDS_RULE, period_schema};
+use super::roadmap::{Horizon, RoadmapKind};
 use super::status::ReleaseStatus;
 
 /// A service's progressive delivery: its pod template, canary steps, SLO and the roadmap item
@@ -211,86 +212,6 @@ impl Roadmap {
         } else {
             format!("{} ({})", self.item, tags.join(", "))
         }
-    }
-}
-
-/// The three horizons of a roadmap: what is being delivered now, next, and later.
-#[derive(
-    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Horizon {
-    /// Committed work of the current period.
-    Now,
-    /// Planned for the next period.
-    Next,
-    /// Exploration further out.
-    Later,
-}
-
-impl Horizon {
-    /// Every horizon, in roadmap order.
-    pub const ALL: [Horizon; 3] = [Horizon::Now, Horizon::Next, Horizon::Later];
-
-    /// The value as written in the spec and in labels: `now`, `next`, `later`.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Horizon::Now => "now",
-            Horizon::Next => "next",
-            Horizon::Later => "later",
-        }
-    }
-}
-
-impl std::fmt::Display for Horizon {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The kind of work a roadmap item is, to see how delivery is balanced between them.
-#[derive(
-    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum RoadmapKind {
-    /// New behaviour for users.
-    Feature,
-    /// Paying down technical debt.
-    Debt,
-    /// Platform and infrastructure work.
-    Platform,
-    /// Security fixes and hardening.
-    Security,
-    /// An experiment, expected to be rolled back or reshaped.
-    Experiment,
-}
-
-impl RoadmapKind {
-    /// Every kind, in the order of the summaries.
-    pub const ALL: [RoadmapKind; 5] = [
-        RoadmapKind::Feature,
-        RoadmapKind::Debt,
-        RoadmapKind::Platform,
-        RoadmapKind::Security,
-        RoadmapKind::Experiment,
-    ];
-
-    /// The value as written in the spec and in labels: `feature`, `debt`, ...
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            RoadmapKind::Feature => "feature",
-            RoadmapKind::Debt => "debt",
-            RoadmapKind::Platform => "platform",
-            RoadmapKind::Security => "security",
-            RoadmapKind::Experiment => "experiment",
-        }
-    }
-}
-
-impl std::fmt::Display for RoadmapKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

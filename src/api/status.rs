@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::analysis_status::{AnalysisStatus, Verdict};
-use super::spec::{Horizon, RoadmapKind};
+use super::roadmap::{Horizon, RoadmapKind};
 
 /// Observed state of a Release.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
@@ -136,7 +136,20 @@ pub struct ReleaseStatus {
 }
 
 /// Where a release stands.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(
+    JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 pub enum Phase {
     /// The stable revision serves all traffic and no canary is in progress.
     Healthy,
@@ -153,19 +166,7 @@ pub enum Phase {
 impl Phase {
     /// The name as written in the status.
     pub fn as_str(&self) -> &'static str {
-        match self {
-            Phase::Healthy => "Healthy",
-            Phase::Progressing => "Progressing",
-            Phase::Paused => "Paused",
-            Phase::RolledBack => "RolledBack",
-            Phase::Degraded => "Degraded",
-        }
-    }
-}
-
-impl std::fmt::Display for Phase {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        self.into()
     }
 }
 
@@ -199,7 +200,20 @@ pub struct ManualRequest {
 
 /// Where a release stands, derived from the revisions in the status (never from the phase,
 /// which is a report and may be overridden by Degraded).
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(
+    JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 pub enum ReleaseStage {
     /// No stable revision yet: the first template becomes the stable directly.
     FirstRelease,
@@ -218,20 +232,7 @@ pub enum ReleaseStage {
 impl ReleaseStage {
     /// The name as written in the status.
     pub fn as_str(&self) -> &'static str {
-        match self {
-            ReleaseStage::FirstRelease => "FirstRelease",
-            ReleaseStage::Steady => "Steady",
-            ReleaseStage::Pending => "Pending",
-            ReleaseStage::RolledBack => "RolledBack",
-            ReleaseStage::Canary => "Canary",
-            ReleaseStage::Promoting => "Promoting",
-        }
-    }
-}
-
-impl std::fmt::Display for ReleaseStage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        self.into()
     }
 }
 

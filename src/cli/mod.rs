@@ -5,7 +5,8 @@
 //! kubectl plugin `kubectl-waymark`.
 //!
 //! In-process callers (the e2e suite) use [`run`] with a client of their own; the binary's
-//! `main` uses [`main`], which builds the client from `--kubeconfig` and `--context`.
+//! `main` uses [`main`], which builds the client from `--kubeconfig` and `--context`, and
+//! [`run_controller`] for `waymark controller`, which reaches the cluster the same way.
 
 pub mod connect;
 pub mod errors;
@@ -53,6 +54,40 @@ pub enum Command {
     /// Replay a Release's analysis over Prometheus history: each verdict with its numbers, and
     /// when the canary would have rolled back or been promoted.
     Replay(replay::ReplayArgs),
+}
+
+/// `waymark controller`: the operator's flags and the cluster to run against.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ControllerCommand {
+    /// The operator's own flags.
+    #[command(flatten)]
+    pub controller: crate::controller::ControllerArgs,
+    /// The cluster to run against, as every command takes it.
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+/// Run the operator until interrupted (Ctrl-C or SIGTERM), against the cluster `--kubeconfig`
+/// and `--context` name, with the same rules as every other command: `$KUBECONFIG`,
+/// `~/.kube/config`, then the in-cluster service account.
+pub async fn run_controller(
+    command: ControllerCommand,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    crate::controller::init_tracing();
+    let session = connect::connect(&command.kube).await?;
+    tracing::info!(
+        kubeconfig = %session.tried.kubeconfig,
+        context = session.tried.context.as_deref().unwrap_or("-"),
+        server = %session.tried.server,
+        "connecting to the Kubernetes API server"
+    );
+    crate::controller::run_with_client(
+        session.client,
+        command.controller,
+        crate::controller::shutdown_signal(),
+    )
+    .await?;
+    Ok(())
 }
 
 /// `waymark status`.
@@ -375,7 +410,7 @@ fn to_json(value: &impl serde::Serialize) -> String {
 }
 
 fn to_yaml(value: &impl serde::Serialize) -> String {
-    serde_yaml::to_string(value).unwrap_or_default()
+    serde_saphyr::to_string(value).unwrap_or_default()
 }
 
 /// What `waymark status` prints for `release` in `format` (the text shows `live` too).
@@ -538,8 +573,8 @@ pub(crate) mod fixtures {
     pub fn release_in(phase: Phase, canary: Option<&str>) -> Release {
         let text = include_str!("../../examples/checkout.yaml");
         let document = text.split("\n---\n").next().unwrap_or_default();
-        let value: serde_yaml::Value = serde_yaml::from_str(document).unwrap();
-        let spec: ReleaseSpec = serde_yaml::from_value(value["spec"].clone()).unwrap();
+        let value: serde_json::Value = serde_saphyr::from_str(document).unwrap();
+        let spec: ReleaseSpec = serde_json::from_value(value["spec"].clone()).unwrap();
         let mut release = Release::new("checkout", spec);
         release.metadata.namespace = Some("shop".into());
         release.status = Some(ReleaseStatus {
@@ -865,7 +900,7 @@ mod tests {
                     as fn(&str) -> Release,
             ),
             (StatusFormat::Yaml, |text: &str| {
-                serde_yaml::from_str::<Release>(text).unwrap()
+                serde_saphyr::from_str::<Release>(text).unwrap()
             }),
         ] {
             let (client, mut handle) = mock_client();

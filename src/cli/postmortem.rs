@@ -19,7 +19,7 @@ use std::fmt::Write as _;
 use k8s_openapi::jiff::Timestamp;
 use serde_json::json;
 
-use crate::analysis::summary::{
+use crate::analysis::format::{
     format_burn, format_count, format_number, format_percent, format_span as span,
 };
 use crate::api::{
@@ -360,15 +360,32 @@ fn event_words(entry: &TimelineEntry) -> String {
     }
 }
 
-/// The post-mortem draft as Markdown.
+/// The post-mortem draft as Markdown: what the status recorded (title, summary, timeline,
+/// detection, the queries), then the sections people write (contributing factors, actions).
 pub fn markdown(findings: &Findings<'_>) -> String {
+    let mut out = String::new();
+    title(&mut out, findings);
+    summary(&mut out, findings);
+    timeline(&mut out, findings);
+    detection(&mut out, findings);
+    queries(&mut out, findings);
+    let _ = writeln!(
+        out,
+        "## Contributing factors\n\n_What made this change fail, and what let it reach the canary? Describe systems and conditions, not people._\n"
+    );
+    let _ = writeln!(
+        out,
+        "## Action items\n\n| Action | Owner | Tracking |\n|---|---|---|\n| | | |"
+    );
+    out
+}
+
+/// The title and the line saying what this draft is.
+fn title(out: &mut String, findings: &Findings<'_>) {
     let release = findings.release;
     let entry = findings.entry;
-    let roadmap = &release.spec.roadmap;
     let namespace = release.metadata.namespace.as_deref().unwrap_or_default();
     let name = release.metadata.name.as_deref().unwrap_or_default();
-    let same_item = roadmap.item == entry.roadmap_item;
-    let mut out = String::new();
     let _ = writeln!(
         out,
         "# Post-mortem draft: {name} {} {} ({})\n",
@@ -380,7 +397,13 @@ pub fn markdown(findings: &Findings<'_>) -> String {
         out,
         "_A blameless draft from `status.history` of Release {namespace}/{name}, written by `waymark postmortem`. Times are UTC; +offsets count from the canary's start. Edit freely._\n"
     );
+}
 
+/// Summary: the item, revision, outcome, duration and impact.
+fn summary(out: &mut String, findings: &Findings<'_>) {
+    let entry = findings.entry;
+    let roadmap = &findings.release.spec.roadmap;
+    let same_item = roadmap.item == entry.roadmap_item;
     let _ = writeln!(out, "## Summary\n");
     let mut item = format!("- **Roadmap item:** {}", entry.roadmap_item);
     if same_item {
@@ -441,7 +464,7 @@ pub fn markdown(findings: &Findings<'_>) -> String {
             format!(
                 "about {} of the {} error budget burned by the canary (upper estimate)",
                 format_percent(burned),
-                crate::analysis::summary::format_period(findings.budget_period)
+                crate::analysis::format::format_period(findings.budget_period)
             )
         },
     );
@@ -449,7 +472,11 @@ pub fn markdown(findings: &Findings<'_>) -> String {
         out,
         "- **Impact:** {weight} of the traffic on the canary; {budget}\n"
     );
+}
 
+/// Timeline: every recorded event, with its offset from the canary's start.
+fn timeline(out: &mut String, findings: &Findings<'_>) {
+    let entry = findings.entry;
     let _ = writeln!(out, "## Timeline (UTC)\n");
     if entry.timeline.is_empty() {
         let _ = writeln!(
@@ -475,7 +502,10 @@ pub fn markdown(findings: &Findings<'_>) -> String {
         }
         out.push('\n');
     }
+}
 
+/// Detection: from the first bad sample to traffic back on the stable.
+fn detection(out: &mut String, findings: &Findings<'_>) {
     let _ = writeln!(out, "## Detection\n");
     let line = |what: &str, at: Option<Timestamp>, origin: Option<Timestamp>| match (at, origin) {
         (Some(at), Some(origin)) => format!("{what}: {} (+{})", clock(at), span(origin, at)),
@@ -529,7 +559,10 @@ pub fn markdown(findings: &Findings<'_>) -> String {
         );
     }
     out.push('\n');
+}
 
+/// The queries and their values at the first failing (or erroring) analysis.
+fn queries(out: &mut String, findings: &Findings<'_>) {
     let _ = writeln!(out, "## The queries and their values\n");
     let with_queries = |entry: &&TimelineEntry| entry.kind == TimelineKind::FirstFailure;
     let shown = findings
@@ -593,16 +626,6 @@ pub fn markdown(findings: &Findings<'_>) -> String {
             );
         }
     }
-
-    let _ = writeln!(
-        out,
-        "## Contributing factors\n\n_What made this change fail, and what let it reach the canary? Describe systems and conditions, not people._\n"
-    );
-    let _ = writeln!(
-        out,
-        "## Action items\n\n| Action | Owner | Tracking |\n|---|---|---|\n| | | |"
-    );
-    out
 }
 
 /// The post-mortem's facts as JSON, for tools that write their own report.
@@ -635,7 +658,7 @@ pub fn json(findings: &Findings<'_>) -> serde_json::Value {
         "impact": {
             "maxCanaryWeight": findings.max_weight,
             "errorBudgetBurned": findings.budget_burned,
-            "budgetPeriod": crate::analysis::summary::format_period(findings.budget_period),
+            "budgetPeriod": crate::analysis::format::format_period(findings.budget_period),
         },
         "detection": {
             "firstBadSampleAt": findings.first_bad_sample,
@@ -714,10 +737,8 @@ pub(crate) mod fixtures {
             last_run_at: Some(at(seconds)),
             revision: Some("6f9c7d".into()),
             summary: Some(format!("canary burns {:.1}x of 14.4x over 5m and 1m (4,812 requests)", long.min(short))),
-            burn: None,
             canary: Some(RoleAnalysis { verdict, service: "checkout-canary".into(), windows: canary }),
             stable: Some(RoleAnalysis { verdict: Verdict::Passing, service: "checkout-stable".into(), windows: stable }),
-            comparison: vec![],
             checks: vec![CheckResult {
                 name: "p99-latency".into(),
                 verdict: Verdict::Passing,
@@ -728,10 +749,8 @@ pub(crate) mod fixtures {
                 note: None,
             }],
             consecutive_failures: failures,
-            consecutive_inconclusive: 0,
-            consecutive_errors: 0,
-            failing_since: None,
             error_budget_remaining: Some(0.73),
+            ..Default::default()
         }
     }
 

@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use k8s_openapi::jiff::Timestamp;
 
-use crate::api::{AnalysisStatus, Phase, Release, RoleAnalysis, Step};
+use crate::api::{AnalysisStatus, Phase, Release, ReleaseSpec, ReleaseStatus, RoleAnalysis, Step};
 
 /// What `waymark status` reads beside the Release: the clock, and the pods of the child
 /// Deployments (counts that move while pods start, so the status does not hold them).
@@ -39,11 +39,23 @@ pub struct PodCount {
 /// Render one Release for `waymark status`, with what was read live.
 pub fn status_text(release: &Release, live: &Live) -> String {
     let mut out = String::new();
+    let status = release.status.clone().unwrap_or_default();
+    header_text(&mut out, release, &status, live);
+    steps_text(&mut out, &release.spec, &status);
+    if let Some(analysis) = &status.analysis {
+        out.push('\n');
+        analysis_text(&mut out, analysis, release.spec.analysis.as_ref());
+    }
+    conditions_text(&mut out, &status);
+    history_text(&mut out, &status);
+    out
+}
+
+/// Who the release is, where it stands, what runs, and what waits: one line each.
+fn header_text(out: &mut String, release: &Release, status: &ReleaseStatus, live: &Live) {
     let namespace = release.metadata.namespace.as_deref().unwrap_or_default();
     let name = release.metadata.name.as_deref().unwrap_or_default();
     let spec = &release.spec;
-    let status = release.status.clone().unwrap_or_default();
-
     let _ = writeln!(out, "Release:   {namespace}/{name}");
     let mut roadmap = spec.roadmap.tagged();
     if let Some(title) = &spec.roadmap.title {
@@ -133,7 +145,10 @@ pub fn status_text(release: &Release, live: &Live) -> String {
                 .unwrap_or_default()
         );
     }
+}
 
+/// The steps, the current one marked.
+fn steps_text(out: &mut String, spec: &ReleaseSpec, status: &ReleaseStatus) {
     let _ = writeln!(out, "\nSteps:");
     if spec.steps.is_empty() {
         let _ = writeln!(out, "  (none: a new revision is promoted once available)");
@@ -147,12 +162,10 @@ pub fn status_text(release: &Release, live: &Live) -> String {
         };
         let _ = writeln!(out, "  {marker} {}. {}", index + 1, step_text(step));
     }
+}
 
-    if let Some(analysis) = &status.analysis {
-        out.push('\n');
-        analysis_text(&mut out, analysis, spec.analysis.as_ref());
-    }
-
+/// The standard conditions, one per line.
+fn conditions_text(out: &mut String, status: &ReleaseStatus) {
     if !status.conditions.is_empty() {
         let _ = writeln!(out, "\nConditions:");
         for condition in &status.conditions {
@@ -163,7 +176,10 @@ pub fn status_text(release: &Release, live: &Live) -> String {
             );
         }
     }
+}
 
+/// The finished revisions, newest first.
+fn history_text(out: &mut String, status: &ReleaseStatus) {
     if !status.history.is_empty() {
         let _ = writeln!(out, "\nHistory (newest first):");
         for entry in &status.history {
@@ -183,7 +199,6 @@ pub fn status_text(release: &Release, live: &Live) -> String {
             );
         }
     }
-    out
 }
 
 fn step_text(step: &Step) -> String {
@@ -542,14 +557,9 @@ mod tests {
                     total_query: "t".into(),
                 }],
             }),
-            stable: None,
-            comparison: vec![],
-            checks: vec![],
             consecutive_failures: 1,
-            consecutive_inconclusive: 0,
-            consecutive_errors: 0,
-            failing_since: None,
             error_budget_remaining: Some(0.73),
+            ..Default::default()
         });
         let text = status_text(&release, &Live::default());
         assert!(

@@ -14,14 +14,14 @@ use std::path::{Path, PathBuf};
 use futures::future::join_all;
 use k8s_openapi::jiff::Timestamp;
 
-use crate::analysis::client::PrometheusClient;
+use crate::analysis::format::{format_number, format_span as span};
 use crate::analysis::judge::judge;
+use crate::analysis::plan::{Plan, RoleTarget, plan_for};
 use crate::analysis::replay::{Replay, ReplayEvent, ReplayOutcome, replay};
-use crate::analysis::run::{Plan, RoleTarget, plan_for};
-use crate::analysis::summary::{format_number, format_span as span};
 use crate::analysis::template::placeholders;
-use crate::analysis::{AnalysisRun, Credentials, QueryError, QueryFailure, SampledSeries};
+use crate::analysis::{AnalysisRun, QueryError, QueryFailure, SampledSeries};
 use crate::api::{Duration, PrometheusSource, Release, template_revision};
+use crate::controller::prometheus::{Credentials, PrometheusClient};
 
 /// Prometheus answers at most this many instants per series of one range query.
 pub const MAX_INSTANTS: i64 = 11_000;
@@ -286,8 +286,9 @@ pub fn parse_selector(
 
 /// The first Release of a (multi-document) YAML file.
 ///
-/// Documents are split on `---` lines and the Release is parsed from its own text, so that a
-/// wrong field is reported with its path (`spec.analysis.slo.objective: invalid type ...`).
+/// Documents are split on `---` lines and each is read as plain YAML first; the Release is
+/// then decoded from it with its path kept, so that a wrong field is reported by name
+/// (`spec.analysis.slo.objective: invalid type ...`).
 pub fn release_from_yaml(path: &Path, text: &str) -> Result<Release, ReplayError> {
     let shown = path.display().to_string();
     let mut found = Vec::new();
@@ -301,8 +302,8 @@ pub fn release_from_yaml(path: &Path, text: &str) -> Result<Release, ReplayError
         }
     }
     for document in &documents {
-        let value: serde_yaml::Value =
-            serde_yaml::from_str(document).map_err(|e| ReplayError::NotYaml {
+        let value: serde_json::Value =
+            serde_saphyr::from_str(document).map_err(|e| ReplayError::NotYaml {
                 path: shown.clone(),
                 reason: e.to_string(),
             })?;
@@ -312,9 +313,11 @@ pub fn release_from_yaml(path: &Path, text: &str) -> Result<Release, ReplayError
         let field = |name: &str| value.get(name).and_then(|v| v.as_str()).unwrap_or("");
         let (kind, api_version) = (field("kind"), field("apiVersion"));
         if kind == "Release" && api_version.starts_with("waymark.dev/") {
-            return serde_yaml::from_str(document).map_err(|e| ReplayError::InvalidRelease {
-                path: shown.clone(),
-                reason: e.to_string(),
+            return serde_path_to_error::deserialize(value).map_err(|e| {
+                ReplayError::InvalidRelease {
+                    path: shown.clone(),
+                    reason: format!("{}: {}", e.path(), e.inner()),
+                }
             });
         }
         found.push(if kind.is_empty() {

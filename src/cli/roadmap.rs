@@ -15,7 +15,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 
 use super::render::{RoadmapRow, roadmap_rows, roadmap_table};
-use crate::analysis::summary::format_period;
+use crate::analysis::format::format_period;
 use crate::api::{Duration, HistoryEntry, Horizon, Outcome, Release, RoadmapKind};
 
 /// Delivery figures of one group (a horizon, a kind, or all).
@@ -346,7 +346,7 @@ mod tests {
     fn releases() -> Vec<Release> {
         let text = include_str!("testdata/roadmap_releases.yaml");
         text.split("\n---\n")
-            .map(|document| serde_yaml::from_str(document).expect("a Release"))
+            .map(|document| serde_saphyr::from_str(document).expect("a Release"))
             .collect()
     }
 

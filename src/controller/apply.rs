@@ -14,9 +14,9 @@ use serde::de::DeserializeOwned;
 
 use crate::api::{ANNOTATION_ADOPT, FIELD_MANAGER, Release, Role};
 use crate::rollout::{Action, EventNote, Severity};
-use crate::traffic::gateway::{Backends, restore_apply, weight_apply};
+use crate::traffic::gateway::Backends;
 
-use super::children;
+use super::children::{self, restore_apply, weight_apply};
 use super::context::Context;
 use super::error::Error;
 

@@ -1,11 +1,13 @@
-//! The one place that builds Waymark's child objects: the stable and canary Deployments and
-//! the Services in front of them.
+//! The one place that builds what Waymark writes: the stable and canary Deployments, the
+//! Services in front of them, and the server-side apply bodies of its HTTPRoute edits.
 //!
-//! Every builder is a pure function of the Release, so the labels, selectors, owner references
-//! and ports a child gets can be unit-tested without an API server.
+//! Every builder is a pure function of the Release (and of the cached route), so the labels,
+//! selectors, owner references, ports and route rules a write carries can be unit-tested
+//! without an API server.
 
 use std::collections::BTreeMap;
 
+use gateway_api::apis::experimental::httproutes::HttpRoute;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{PodTemplateSpec, Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -16,6 +18,8 @@ use crate::api::{
     LABEL_REVISION, LABEL_ROADMAP_HORIZON, LABEL_ROADMAP_ITEM, LABEL_ROADMAP_KIND, LABEL_ROLE,
     Release, ResolvedPorts, Role,
 };
+
+use crate::traffic::gateway::{Backends, restore_route, set_route_weights};
 
 use super::error::Error;
 
@@ -287,10 +291,65 @@ pub fn scale_patch(replicas: i32) -> serde_json::Value {
     serde_json::json!({ "spec": { "replicas": replicas } })
 }
 
+/// The server-side apply body that gives `route` a canary weight of `canary_weight`, or `None`
+/// when it already has it.
+///
+/// It holds the route's identity and its whole `spec.rules` (an atomic list: whoever applies it
+/// owns all of it) with Waymark's weights, and nothing else, so Waymark's field manager owns
+/// exactly the rules and another manager's apply of the route's Git version is seen and undone
+/// instead of silently winning. The error names the route and the stable Service.
+pub fn weight_apply(
+    route: &HttpRoute,
+    backends: &Backends,
+    canary_weight: i32,
+) -> Result<Option<serde_json::Value>, String> {
+    let mut edited = route.clone();
+    if !set_route_weights(&mut edited, backends, canary_weight)? {
+        return Ok(None);
+    }
+    Ok(Some(serde_json::json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {
+            "name": route.name_any(),
+            "namespace": route.namespace(),
+        },
+        "spec": {"rules": edited.spec.rules},
+    })))
+}
+
+/// The server-side apply body that gives `route` back as its owner wrote it
+/// ([`restore_route`]), or `None` when it already is.
+///
+/// Like [`weight_apply`] it holds the whole `spec.rules`; unlike it, it carries the route's uid
+/// and resourceVersion as preconditions: a route deleted since the cache read it is not created
+/// again by the apply (the API server answers 409), and a route changed since is not overwritten
+/// with rules rebuilt from an older copy.
+pub fn restore_apply(
+    route: &HttpRoute,
+    backends: &Backends,
+) -> Result<Option<serde_json::Value>, String> {
+    let mut edited = route.clone();
+    if !restore_route(&mut edited, backends)? {
+        return Ok(None);
+    }
+    Ok(Some(serde_json::json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {
+            "name": route.name_any(),
+            "namespace": route.namespace(),
+            "uid": route.metadata.uid,
+            "resourceVersion": route.metadata.resource_version,
+        },
+        "spec": {"rules": edited.spec.rules},
+    })))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::ReleaseBuilder;
+    use crate::fixtures::{ReleaseBuilder, http_route as route, route_backend as backend};
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
     #[test]
@@ -451,5 +510,85 @@ mod tests {
         assert!(service_matches(&existing, &wanted));
         existing.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].port = 81;
         assert!(!service_matches(&existing, &wanted));
+    }
+
+    #[test]
+    fn the_apply_body_carries_only_identity_and_the_whole_rules() {
+        let route = route(vec![
+            vec![backend("checkout-stable", Some(100))],
+            vec![backend("static-assets", Some(3))],
+        ]);
+        let body = weight_apply(&route, &Backends::of("checkout"), 30)
+            .unwrap()
+            .unwrap();
+        assert_eq!(body["metadata"]["name"], "checkout");
+        assert_eq!(body["metadata"]["namespace"], "shop");
+        assert_eq!(
+            body["spec"].as_object().unwrap().keys().collect::<Vec<_>>(),
+            ["rules"],
+            "only the rules: parentRefs and hostnames stay the route owner's"
+        );
+        let rules = body["spec"]["rules"].as_array().unwrap();
+        assert_eq!(
+            rules.len(),
+            2,
+            "the whole atomic list, other rules included"
+        );
+        assert_eq!(rules[0]["backendRefs"][0]["weight"], 70);
+        assert_eq!(rules[0]["backendRefs"][1]["name"], "checkout-canary");
+        assert_eq!(rules[0]["backendRefs"][1]["weight"], 30);
+        assert_eq!(rules[1]["backendRefs"][0]["weight"], 3);
+    }
+
+    #[test]
+    fn no_apply_when_the_route_already_has_the_weight() {
+        let route = route(vec![vec![
+            backend("checkout-stable", Some(70)),
+            backend("checkout-canary", Some(30)),
+        ]]);
+        assert_eq!(
+            weight_apply(&route, &Backends::of("checkout"), 30),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn the_restore_body_carries_the_whole_rules_and_the_routes_uid_and_version_as_preconditions() {
+        let mut route = route(vec![
+            vec![
+                backend("checkout-stable", Some(80)),
+                backend("checkout-canary", Some(20)),
+            ],
+            vec![backend("static-assets", Some(7))],
+        ]);
+        route.metadata.uid = Some("5e0c".into());
+        route.metadata.resource_version = Some("42".into());
+        let body = restore_apply(&route, &Backends::of("checkout"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            body["metadata"]["uid"], "5e0c",
+            "never re-creates a deleted route"
+        );
+        assert_eq!(
+            body["metadata"]["resourceVersion"], "42",
+            "never overwrites a newer edit"
+        );
+        assert_eq!(
+            body["spec"].as_object().unwrap().keys().collect::<Vec<_>>(),
+            ["rules"]
+        );
+        let first = body["spec"]["rules"][0]["backendRefs"].as_array().unwrap();
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0]["name"], "checkout-stable");
+        assert!(first[0].get("weight").is_none(), "{first:?}");
+        assert_eq!(body["spec"]["rules"][1]["backendRefs"][0]["weight"], 7);
+
+        let mut restored = route.clone();
+        restore_route(&mut restored, &Backends::of("checkout")).unwrap();
+        assert_eq!(
+            restore_apply(&restored, &Backends::of("checkout")),
+            Ok(None)
+        );
     }
 }

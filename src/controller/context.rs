@@ -14,11 +14,12 @@ use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 
-use crate::analysis::Clients;
 use crate::api::Release;
+use crate::rollout::LastApply;
 
 use super::credentials::CredentialChecks;
 use super::metrics::Metrics;
+use super::prometheus::Clients;
 
 /// Analysis runs in flight at once across all Releases: each is a handful of concurrent
 /// queries, and Prometheus should not see thousands at the same second.
@@ -28,6 +29,9 @@ pub const ERROR_BACKOFF_START: Duration = Duration::from_secs(5);
 /// Longest wait between retries of a failing Release.
 pub const ERROR_BACKOFF_CAP: Duration = Duration::from_secs(300);
 
+/// How soon to look again at a Release whose cached copy has not caught up with our own last
+/// status write (the watch event is on its way).
+pub const STALE_RETRY: Duration = Duration::from_millis(200);
 /// How long a Deployment the controller wrote is read from what the write returned, at most,
 /// when the watch cache has not caught up with it yet.
 pub const WRITTEN_KEPT: Duration = Duration::from_secs(60);
@@ -230,6 +234,8 @@ pub struct Context {
     pub health: Option<Arc<super::Health>>,
     /// Per Release, what the last read of its Prometheus Secrets found.
     pub credential_checks: CredentialChecks,
+    /// Per Release, what its last apply met, and whether a decision has seen that yet.
+    applies: Mutex<HashMap<ObjectRef<Release>, (LastApply, bool)>>,
 }
 
 impl Context {
@@ -251,6 +257,7 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             health: None,
             credential_checks: CredentialChecks::default(),
+            applies: Mutex::new(HashMap::new()),
         }
     }
 
@@ -264,7 +271,7 @@ impl Context {
     pub fn http_routes_missing(&self) -> bool {
         self.health
             .as_ref()
-            .is_some_and(|health| health.is_missing(super::watch::Watched::HttpRoutes))
+            .is_some_and(|health| health.is_missing(super::watched::Watched::HttpRoutes))
     }
 
     /// Remember that a status write was based on `resource_version` of `release`.
@@ -288,6 +295,40 @@ impl Context {
             }
             None => false,
         }
+    }
+
+    /// What the last apply of `release`'s actions met, for the decision about to be made (which
+    /// then has seen it). `Unknown` before this process applied anything for it.
+    pub fn last_apply(&self, release: &ObjectRef<Release>) -> LastApply {
+        let Ok(mut applies) = self.applies.lock() else {
+            return LastApply::Unknown;
+        };
+        match applies.get_mut(release) {
+            Some((outcome, seen)) => {
+                *seen = true;
+                outcome.clone()
+            }
+            None => LastApply::Unknown,
+        }
+    }
+
+    /// Remember what applying `release`'s actions met.
+    pub fn record_apply(&self, release: &ObjectRef<Release>, outcome: LastApply) {
+        if let Ok(mut applies) = self.applies.lock() {
+            let seen = applies
+                .get(release)
+                .is_some_and(|(last, seen)| *seen && *last == outcome);
+            applies.insert(release.clone(), (outcome, seen));
+        }
+    }
+
+    /// Whether `release`'s last apply was refused and no decision has seen that refusal yet.
+    pub fn refusal_unseen(&self, release: &ObjectRef<Release>) -> bool {
+        self.applies.lock().is_ok_and(|applies| {
+            applies
+                .get(release)
+                .is_some_and(|(outcome, seen)| matches!(outcome, LastApply::Refused(_)) && !seen)
+        })
     }
 
     /// Count a failed reconcile of `release`; returns how long to wait before the next try:
@@ -319,6 +360,9 @@ impl Context {
         }
         if let Ok(mut based_on) = self.based_on.lock() {
             based_on.remove(release);
+        }
+        if let Ok(mut applies) = self.applies.lock() {
+            applies.remove(release);
         }
         self.credential_checks.forget(release);
     }

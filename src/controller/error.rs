@@ -1,5 +1,7 @@
 //! The controller's errors, each with a metric label.
 
+use crate::rollout::Refusal;
+
 /// Everything that can go wrong in the shell.
 #[derive(thiserror::Error, Debug)]
 pub enum Error {
@@ -89,6 +91,23 @@ impl Error {
             reason,
             message,
         })
+    }
+
+    /// The refusal as the rollout core reads it ([`crate::rollout::LastApply`]), when this
+    /// error is one.
+    pub fn as_refusal(&self) -> Option<Refusal> {
+        match self {
+            Error::Refused {
+                object,
+                reason,
+                message,
+            } => Some(Refusal {
+                object: object.clone(),
+                reason: (*reason).to_string(),
+                message: message.clone(),
+            }),
+            _ => None,
+        }
     }
 
     /// A short, stable label for the `waymark_reconcile_errors_total` metric.

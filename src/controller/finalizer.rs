@@ -17,8 +17,9 @@ use crate::rollout::deletion::{self, DeletionStep, FinalizerChange};
 
 use super::apply::{self, RouteGivenBack};
 use super::context::Context;
+use super::context::STALE_RETRY;
 use super::error::Error;
-use super::reconcile::{STALE_RETRY, route_of};
+use super::observe::route_of;
 
 /// What a finalizer patch did.
 #[derive(Clone, Debug, PartialEq)]

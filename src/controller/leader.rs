@@ -16,7 +16,7 @@ use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::watch;
 
 use super::error::Error;
-use super::http::Health;
+use super::health::Health;
 use super::{ControllerArgs, LEASE_NAME, Shared, run_controller, stopped};
 
 /// How long a Lease is valid after its last renewal.
@@ -25,7 +25,7 @@ const LEASE_DURATION_SECONDS: u64 = 15;
 const LEASE_GRACE_SECONDS: u64 = 5;
 /// Longest wait between attempts after a Lease error: after an API-server outage the Lease is
 /// taken again (once it expired) within seconds, not half a minute (see `super::watch`).
-const MAX_BACKOFF: Duration = super::watch::WATCH_RETRY_CAP;
+const MAX_BACKOFF: Duration = super::watched::WATCH_RETRY_CAP;
 
 /// Reconcile while holding the Lease, stand by otherwise, until `stop` turns true.
 pub(crate) async fn run_while_leading(

@@ -237,7 +237,7 @@ impl Default for Metrics {
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
         let watch_restarts = Family::<WatchLabels, Counter>::default();
         // At 0 from the start, so that `rate()` and `increase()` see the first restart.
-        for resource in super::watch::Watched::ALL {
+        for resource in super::watched::Watched::ALL {
             let _zero = watch_restarts.get_or_create(&WatchLabels {
                 resource: resource.as_str().into(),
             });
@@ -731,23 +731,12 @@ mod tests {
         };
         let analysis = |windows: Vec<WindowResult>| AnalysisStatus {
             verdict: Verdict::Passing,
-            last_run_at: None,
-            revision: None,
-            summary: None,
-            burn: None,
             canary: Some(RoleAnalysis {
                 verdict: Verdict::Passing,
                 service: "checkout-canary".into(),
                 windows,
             }),
-            stable: None,
-            comparison: vec![],
-            checks: vec![],
-            consecutive_failures: 0,
-            consecutive_inconclusive: 0,
-            consecutive_errors: 0,
-            failing_since: None,
-            error_budget_remaining: None,
+            ..Default::default()
         };
         let metrics = Metrics::default();
         let mut status = ReleaseStatus {
@@ -884,23 +873,14 @@ mod tests {
                 } else {
                     Verdict::Passing
                 },
-                last_run_at: None,
                 revision: Some("6f9c7d".into()),
-                summary: None,
-                burn: None,
                 canary: Some(RoleAnalysis {
                     verdict: Verdict::Passing,
                     service: "checkout-canary".into(),
                     windows,
                 }),
-                stable: None,
-                comparison: vec![],
-                checks: vec![],
-                consecutive_failures: 0,
-                consecutive_inconclusive: 0,
                 consecutive_errors,
-                failing_since: None,
-                error_budget_remaining: None,
+                ..Default::default()
             }),
             ..ReleaseStatus::default()
         }

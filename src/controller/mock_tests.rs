@@ -290,7 +290,7 @@ fn settled_release(world: &mut World, now: Timestamp) -> Release {
     world.settled(&release, V1);
     world.route(route(json!([{"name": "checkout-stable", "port": 8080}])));
     let observed = Observed {
-        stable: Some(super::reconcile::workload_state(&available(
+        stable: Some(super::observe::workload_state(&available(
             &release,
             Role::Stable,
             V1,
@@ -301,6 +301,7 @@ fn settled_release(world: &mut World, now: Timestamp) -> Release {
         route: Some(RouteState::Ready { canary_weight: 0 }),
         analysis: None,
         credentials: Default::default(),
+        last_apply: Default::default(),
     };
     let settled = rollout::decide(&release, &observed, now);
     assert!(
@@ -453,7 +454,7 @@ async fn a_set_weight_step_adds_the_finalizer_then_applies_only_the_routes_rules
     let start = rollout::decide(
         &release,
         &Observed {
-            stable: Some(super::reconcile::workload_state(&available(
+            stable: Some(super::observe::workload_state(&available(
                 &release,
                 Role::Stable,
                 V1,
@@ -464,6 +465,7 @@ async fn a_set_weight_step_adds_the_finalizer_then_applies_only_the_routes_rules
             route: Some(RouteState::Ready { canary_weight: 0 }),
             analysis: None,
             credentials: Default::default(),
+            last_apply: Default::default(),
         },
         at(10),
     );
@@ -580,7 +582,7 @@ async fn a_stale_release_is_not_acted_on_when_its_status_write_is_refused() {
     })
     .await;
     let requeue = reconcile_release(&release, &ctx, at(0)).await.unwrap();
-    assert_eq!(requeue, Requeue::requeue(super::reconcile::STALE_RETRY));
+    assert_eq!(requeue, Requeue::requeue(super::context::STALE_RETRY));
     drop(world);
     finish(server, ctx).await;
 }
@@ -595,44 +597,85 @@ async fn a_cached_release_older_than_our_own_write_waits_for_the_cache() {
     );
     let server = scenario(verifier, |api| async move { api }).await;
     let requeue = reconcile(release, ctx.clone()).await.unwrap();
-    assert_eq!(requeue, Requeue::requeue(super::reconcile::STALE_RETRY));
+    assert_eq!(requeue, Requeue::requeue(super::context::STALE_RETRY));
     drop(world);
     finish(server, ctx).await;
+}
+
+/// The Release as the API server has it after a status write the scenario answered: the
+/// written status, at the resourceVersion the answer gave.
+fn after_write(release: &Release, status: Value, resource_version: &str) -> Release {
+    let mut release = release.clone();
+    release.status = Some(serde_json::from_value(status).unwrap());
+    release.metadata.resource_version = Some(resource_version.into());
+    release
+}
+
+fn applied_condition(status: &Value) -> Value {
+    status["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Applied")
+        .cloned()
+        .unwrap_or(Value::Null)
 }
 
 #[tokio::test]
 async fn a_service_someone_else_owns_is_left_alone_and_named_in_the_status() {
     let (ctx, world, verifier) = test_context();
     let release = ReleaseBuilder::gateway().build();
+    let (written, mut statuses) = tokio::sync::mpsc::unbounded_channel();
     let server = scenario(verifier, |mut api| async move {
-        api.expect_status("100").await;
-        // The Services are created together: both creates come before the ownership check.
-        for _ in 0..2 {
-            let (body, send) = api.expect(Method::POST, &format!("{SERVICES}{CREATE}")).await;
-            if body["metadata"]["name"] == "checkout-stable" {
-                respond(send, 409, &failure(409, "AlreadyExists", "services \"checkout-stable\" already exists"));
-            } else {
-                respond(send, 201, &body);
-            }
-        }
-        let (_, send) = api.expect(Method::GET, &format!("{SERVICES}/checkout-stable")).await;
         // Helm's Service, not Waymark's: no owner, no adopt annotation.
-        respond(send, 200, &json!({
+        let helms = json!({
             "apiVersion": "v1", "kind": "Service",
             "metadata": {"name": "checkout-stable", "namespace": "shop", "labels": {"app.kubernetes.io/managed-by": "Helm"}},
             "spec": {"selector": {"app": "checkout"}, "ports": [{"port": 80}]}
-        }));
-        let event = api.expect_event("NotOwned", "Warning").await;
-        assert!(event["note"].as_str().unwrap().contains("Service shop/checkout-stable"), "{event}");
-        let status = api.expect_status("1001").await;
-        assert_eq!(status["phase"], "Degraded");
-        assert_eq!(status["reason"], "NotOwned");
-        let applied = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Applied").unwrap().clone();
-        assert_eq!(applied["status"], "False");
-        assert!(applied["message"].as_str().unwrap().contains("waymark.dev/adopt"), "{applied}");
+        });
+        for reconcile in 1..=2 {
+            let status = api.expect_status(if reconcile == 1 { "100" } else { "1001" }).await;
+            if reconcile == 2 {
+                // The refusal of the first reconcile, in the one write of the second, with an
+                // event before the writes are tried again.
+                assert_eq!(status["phase"], "Degraded");
+                assert_eq!(status["reason"], "NotOwned");
+                let applied = applied_condition(&status);
+                assert_eq!(applied["status"], "False");
+                assert!(applied["message"].as_str().unwrap().contains("waymark.dev/adopt"), "{applied}");
+                let event = api.expect_event("NotOwned", "Warning").await;
+                assert!(event["note"].as_str().unwrap().contains("Service shop/checkout-stable"), "{event}");
+            } else {
+                assert_eq!(applied_condition(&status), Value::Null);
+            }
+            written.send(status).unwrap();
+            // The Services are created together: both creates come before the ownership check.
+            for _ in 0..2 {
+                let (body, send) = api.expect(Method::POST, &format!("{SERVICES}{CREATE}")).await;
+                if body["metadata"]["name"] == "checkout-stable" {
+                    respond(send, 409, &failure(409, "AlreadyExists", "services \"checkout-stable\" already exists"));
+                } else {
+                    respond(send, 201, &body);
+                }
+            }
+            let (_, send) = api.expect(Method::GET, &format!("{SERVICES}/checkout-stable")).await;
+            respond(send, 200, &helms);
+        }
         api
     })
     .await;
+    let error = reconcile_release(&release, &ctx, at(0)).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::Refused {
+                reason: "NotOwned",
+                ..
+            }
+        ),
+        "{error}"
+    );
+    let release = after_write(&release, statuses.recv().await.unwrap(), "1001");
     let error = reconcile_release(&release, &ctx, at(0)).await.unwrap_err();
     assert!(
         matches!(
@@ -655,27 +698,76 @@ async fn a_quota_refusal_is_in_the_status_and_an_event_quoting_the_api_server() 
     for service in children::services(&release).unwrap() {
         world.service(service);
     }
+    world.route(route(json!([{"name": "checkout-stable", "port": 8080}])));
     let quota = "deployments.apps \"checkout-stable\" is forbidden: exceeded quota: compute, requested: pods=4, used: pods=8, limited: pods=10";
+    let create = format!("{DEPLOYMENTS}{CREATE}");
+    let (written, mut statuses) = tokio::sync::mpsc::unbounded_channel();
     let server = scenario(verifier, move |mut api| async move {
-        api.expect_status("100").await;
-        let (_, send) = api
-            .expect(Method::POST, &format!("{DEPLOYMENTS}{CREATE}"))
-            .await;
+        // 1: the intent, then the refused create; no second status write.
+        let status = api.expect_status("100").await;
+        assert_eq!(applied_condition(&status), Value::Null);
+        written.send(status).unwrap();
+        let (_, send) = api.expect(Method::POST, &create).await;
         respond(send, 403, &failure(403, "Forbidden", quota));
-        let event = api.expect_event("QuotaExceeded", "Warning").await;
-        assert!(event["note"].as_str().unwrap().contains("exceeded quota"));
+        // 2: the refusal in the one status write, an event quoting the API server before the
+        // create is tried again (and refused again).
         let status = api.expect_status("1001").await;
+        assert_eq!(status["phase"], "Degraded");
         assert_eq!(status["reason"], "QuotaExceeded");
         let message = status["message"].as_str().unwrap();
         assert!(
             message.starts_with("Deployment shop/checkout-stable: deployments.apps"),
             "{message}"
         );
+        assert_eq!(applied_condition(&status)["status"], "False");
+        written.send(status).unwrap();
+        let event = api.expect_event("QuotaExceeded", "Warning").await;
+        assert!(event["note"].as_str().unwrap().contains("exceeded quota"));
+        let (_, send) = api.expect(Method::POST, &create).await;
+        respond(send, 403, &failure(403, "Forbidden", quota));
+        // 3: the same refusal says nothing new: no status write, no event; the create goes
+        // through now.
+        let (body, send) = api.expect(Method::POST, &create).await;
+        respond(send, 201, &body);
+        // 4: accepted again, in one write.
+        let status = api.expect_status("10011").await;
+        let applied = applied_condition(&status);
+        assert_eq!(
+            (&applied["status"], &applied["reason"]),
+            (&json!("True"), &json!("Applied"))
+        );
+        assert_eq!(status["phase"], "Progressing", "{status}");
         api
     })
     .await;
     let error = reconcile_release(&release, &ctx, at(0)).await.unwrap_err();
     assert_eq!(error.metric_label(), "refused_quota");
+    let retry = super::reconcile::error_policy(Arc::new(release.clone()), &error, ctx.clone());
+    assert_eq!(
+        retry,
+        Requeue::requeue(super::context::STALE_RETRY),
+        "a refusal no decision has seen is decided on again at once"
+    );
+
+    let release = after_write(&release, statuses.recv().await.unwrap(), "1001");
+    let release = {
+        let error = reconcile_release(&release, &ctx, at(1)).await.unwrap_err();
+        let retry = super::reconcile::error_policy(Arc::new(release.clone()), &error, ctx.clone());
+        assert_eq!(
+            retry,
+            Requeue::requeue(super::context::ERROR_BACKOFF_START),
+            "once shown, the refusal is retried backing off"
+        );
+        after_write(&release, statuses.recv().await.unwrap(), "10011")
+    };
+    let requeue = reconcile_release(&release, &ctx, at(2)).await.unwrap();
+    assert_eq!(
+        requeue,
+        Requeue::requeue(rollout::CONVERGE_POLL),
+        "the status still says refused: looked at again soon"
+    );
+    reconcile_release(&release, &ctx, at(3)).await.unwrap();
+    drop(world);
     finish(server, ctx).await;
 }
 
@@ -737,7 +829,7 @@ async fn a_missing_token_secret_is_an_error_run_naming_the_field() {
         respond(send, 404, &failure(404, "NotFound", "not found"));
         verifier
     });
-    let run = super::reconcile::run_analysis(&ctx, &release, "shop")
+    let run = super::observe::run_analysis(&ctx, &release, "shop", at(0))
         .await
         .unwrap();
     assert_eq!(run.verdict, crate::api::Verdict::Error);
@@ -793,7 +885,7 @@ async fn a_forbidden_token_secret_is_an_error_run_saying_which_role_to_bind() {
         respond(send, 403, &forbidden);
         server
     });
-    let run = super::reconcile::run_analysis(&ctx, &release, "shop")
+    let run = super::observe::run_analysis(&ctx, &release, "shop", at(0))
         .await
         .expect("a refused Secret is the user's to fix, not a failed reconcile");
     assert_eq!(run.verdict, crate::api::Verdict::Error);
@@ -942,7 +1034,7 @@ async fn a_deleted_release_keeps_its_finalizer_while_the_cached_route_is_older_t
     })
     .await;
     let requeue = reconcile_release(&release, &ctx, at(61)).await.unwrap();
-    assert_eq!(requeue, Requeue::requeue(super::reconcile::STALE_RETRY));
+    assert_eq!(requeue, Requeue::requeue(super::context::STALE_RETRY));
     drop(world);
     finish(server, ctx).await;
 }
@@ -992,7 +1084,7 @@ async fn a_missing_gateway_api_crd_is_named_instead_of_a_missing_route() {
     let ctx = Arc::into_inner(ctx)
         .expect("one context")
         .with_health(health.clone());
-    let missing_route = super::reconcile::route_of(&ctx, &release, &namespace);
+    let missing_route = super::observe::route_of(&ctx, &release, &namespace);
     let Some(crate::rollout::RouteState::Unusable { message }) = missing_route else {
         panic!("{missing_route:?}");
     };
@@ -1002,12 +1094,12 @@ async fn a_missing_gateway_api_crd_is_named_instead_of_a_missing_route() {
     );
 
     health.watch_failed(
-        crate::controller::watch::Watched::HttpRoutes,
+        crate::controller::watched::Watched::HttpRoutes,
         std::time::Instant::now(),
         true,
         "404",
     );
-    let no_crd = super::reconcile::route_of(&ctx, &release, &namespace);
+    let no_crd = super::observe::route_of(&ctx, &release, &namespace);
     let Some(crate::rollout::RouteState::Unusable { message }) = no_crd else {
         panic!("{no_crd:?}");
     };
@@ -1123,7 +1215,7 @@ async fn a_token_secret_without_its_key_names_the_keys_it_has() {
         );
         server
     });
-    let found = super::reconcile::check_credentials(&ctx, &release, "shop").await;
+    let found = super::observe::check_credentials(&ctx, &release, "shop").await;
     assert_eq!(
         found,
         rollout::CredentialsCheck::Missing(
@@ -1136,11 +1228,273 @@ async fn a_token_secret_without_its_key_names_the_keys_it_has() {
     );
     // Remembered: asked again only after the recheck interval.
     assert_eq!(
-        super::reconcile::check_credentials(&ctx, &release, "shop").await,
+        super::observe::check_credentials(&ctx, &release, "shop").await,
         found
     );
     let mut server = api.await.unwrap();
     drop(ctx);
     drop(world);
     assert!(server.0.next_request().await.is_none(), "one read only");
+}
+
+/// A fake API server for [`the_simulator_predicts_the_children_the_shell_writes`]: it answers
+/// every write the shell makes (creates, server-side applies, scale patches, deletes, route
+/// applies, events) the way Kubernetes does, with every pod of a Deployment available at once
+/// (as the simulator assumes unless pods are slow), and puts each object into the watch caches
+/// as the watches would deliver it. Unlike the scripted scenarios it asserts no order: the
+/// comparison is of the world the writes leave.
+async fn serve_as_kubernetes(mut handle: Handle, mut world: World) {
+    let mut deployments: std::collections::BTreeMap<String, Deployment> = Default::default();
+    let mut services: std::collections::BTreeMap<String, Service> = Default::default();
+    let mut events: std::collections::BTreeMap<String, Value> = Default::default();
+    let mut route_rules = json!([{"backendRefs": [{"name": "checkout-stable", "port": 8080}]}]);
+    let mut versions = 1000;
+    while let Some((request, send)) = handle.next_request().await {
+        versions += 1;
+        let method = request.method().clone();
+        let uri = request.uri().clone();
+        let (path, query) = (
+            uri.path().to_string(),
+            uri.query().unwrap_or("").to_string(),
+        );
+        let content_type = request
+            .headers()
+            .get("content-type")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let bytes = request.into_body().collect_bytes().await.unwrap();
+        let body: Value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap()
+        };
+        if !path.starts_with("/apis/events.k8s.io/") && method != Method::DELETE {
+            assert!(
+                query.contains("fieldManager=waymark"),
+                "{method} {uri}: every write under Waymark's field manager"
+            );
+        }
+        let name = path.rsplit('/').next().unwrap_or_default().to_string();
+        // A Deployment as the Deployment controller leaves it once every pod is available.
+        let roll_out = |deployment: &mut Deployment, generation: i64, version: i32| {
+            let replicas = deployment
+                .spec
+                .as_ref()
+                .and_then(|s| s.replicas)
+                .unwrap_or(1);
+            deployment.metadata.generation = Some(generation);
+            deployment.metadata.resource_version = Some(version.to_string());
+            deployment.status = Some(DeploymentStatus {
+                observed_generation: Some(generation),
+                replicas: Some(replicas),
+                updated_replicas: Some(replicas),
+                ready_replicas: Some(replicas),
+                available_replicas: Some(replicas),
+                ..Default::default()
+            });
+        };
+        let answer = match (method.clone(), path.as_str()) {
+            (Method::POST, DEPLOYMENTS) => {
+                let mut created: Deployment = serde_json::from_value(body).unwrap();
+                created.metadata.uid = Some(format!("uid-{versions}"));
+                roll_out(&mut created, 1, versions);
+                deployments.insert(created.metadata.name.clone().unwrap(), created.clone());
+                world.deployment(created.clone());
+                (201, serde_json::to_value(created).unwrap())
+            }
+            (Method::PATCH, p) if p.starts_with(&format!("{DEPLOYMENTS}/")) => {
+                match deployments.get(&name).cloned() {
+                    None => (404, failure(404, "NotFound", "deployments.apps not found")),
+                    Some(mut live) => {
+                        if content_type.starts_with("application/apply-patch") {
+                            let applied: Deployment = serde_json::from_value(body).unwrap();
+                            live.metadata.labels = applied.metadata.labels;
+                            live.metadata.annotations = applied.metadata.annotations;
+                            live.spec = applied.spec;
+                        } else {
+                            let replicas = body["spec"]["replicas"].as_i64().unwrap();
+                            live.spec.get_or_insert_with(Default::default).replicas =
+                                Some(i32::try_from(replicas).unwrap());
+                        }
+                        let generation = live.metadata.generation.unwrap_or(1) + 1;
+                        roll_out(&mut live, generation, versions);
+                        deployments.insert(name.clone(), live.clone());
+                        world.deployment(live.clone());
+                        (200, serde_json::to_value(live).unwrap())
+                    }
+                }
+            }
+            (Method::DELETE, p) if p.starts_with(&format!("{DEPLOYMENTS}/")) => {
+                match deployments.remove(&name) {
+                    None => (404, failure(404, "NotFound", "deployments.apps not found")),
+                    Some(gone) => {
+                        world
+                            .deployments
+                            .apply_watcher_event(&watcher::Event::Delete(gone.clone()));
+                        (200, serde_json::to_value(gone).unwrap())
+                    }
+                }
+            }
+            (Method::POST, SERVICES) => {
+                let mut created: Service = serde_json::from_value(body).unwrap();
+                created.metadata.uid = Some(format!("uid-{versions}"));
+                services.insert(created.metadata.name.clone().unwrap(), created.clone());
+                world.service(created.clone());
+                (201, serde_json::to_value(created).unwrap())
+            }
+            (Method::PATCH, p) if p.starts_with(&format!("{SERVICES}/")) => {
+                let mut applied: Service = serde_json::from_value(body).unwrap();
+                applied.metadata.uid = services.get(&name).and_then(|s| s.metadata.uid.clone());
+                services.insert(name.clone(), applied.clone());
+                world.service(applied.clone());
+                (200, serde_json::to_value(applied).unwrap())
+            }
+            (Method::PATCH, ROUTE_PATH) => {
+                route_rules = body["spec"]["rules"].clone();
+                let mut live = route(json!([]));
+                live["spec"]["rules"] = route_rules.clone();
+                world.route(live.clone());
+                (200, live)
+            }
+            (Method::POST, EVENTS_PATH) => {
+                let name = body["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or("event")
+                    .to_string();
+                events.insert(name, body.clone());
+                (201, body)
+            }
+            (Method::PATCH, p) if p.starts_with(&format!("{EVENTS_PATH}/")) => {
+                (200, events.get(&name).cloned().unwrap_or(body))
+            }
+            _ => panic!("unexpected API call: {method} {uri}"),
+        };
+        respond(send, answer.0, &answer.1);
+    }
+}
+
+/// The simulator the rollout tests use ([`crate::rollout::fixtures::Sim`]) gives each action a
+/// meaning of its own; here the same decisions also go through the real shell
+/// (`apply_actions`, then `observe` over the caches the writes filled), and after every
+/// decision both must see the same world: the same Deployments (revision, replicas,
+/// availability), Services and route weight.
+#[tokio::test]
+async fn the_simulator_predicts_the_children_the_shell_writes() {
+    use crate::api::ManualAction;
+    use crate::rollout::fixtures::Sim;
+
+    enum Move {
+        Wait(i64),
+        Ship(&'static str),
+        Ask(ManualAction),
+    }
+    let walks: [(&str, ReleaseBuilder, Vec<Move>); 2] = [
+        (
+            "gateway: first release, a canary promoted, its Deployment removed",
+            ReleaseBuilder::gateway(),
+            vec![
+                Move::Ship(V2),
+                Move::Wait(121),
+                Move::Ask(ManualAction::Promote),
+                Move::Wait(31),
+            ],
+        ),
+        (
+            "replica split: a canary aborted, a new one promoted at once",
+            ReleaseBuilder::replica_split(),
+            vec![
+                Move::Ship(V2),
+                Move::Wait(10),
+                Move::Ask(ManualAction::Abort),
+                Move::Ship(crate::fixtures::V3),
+                Move::Wait(121),
+                Move::Ask(ManualAction::PromoteFull),
+                Move::Wait(31),
+            ],
+        ),
+    ];
+    for (walk, builder, moves) in walks {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(service, "default");
+        let (deployments, deployment_writer) = reflector::store();
+        let (services, service_writer) = reflector::store();
+        let (routes, route_writer) = reflector::store();
+        let ctx = Context::new(
+            client.clone(),
+            Recorder::new(
+                client,
+                Reporter {
+                    controller: "waymark".into(),
+                    instance: None,
+                },
+            ),
+            Arc::new(Metrics::default()),
+            Stores::new(deployments, services, routes),
+        );
+        let mut world = World {
+            deployments: deployment_writer,
+            services: service_writer,
+            routes: route_writer,
+        };
+        let release = builder.build();
+        if release.spec.traffic.gateway_api.is_some() {
+            world.route(route(json!([{"name": "checkout-stable", "port": 8080}])));
+        }
+        let server = tokio::spawn(serve_as_kubernetes(handle, world));
+
+        let mut sim = Sim::new(release);
+        let mut decisions = 0;
+        let mut requests = 0;
+        for next in std::iter::once(None).chain(moves.into_iter().map(Some)) {
+            match next {
+                None => {}
+                Some(Move::Wait(seconds)) => {
+                    sim.now += k8s_openapi::jiff::SignedDuration::from_secs(seconds)
+                }
+                Some(Move::Ship(image)) => sim.release.spec.template = template(image),
+                Some(Move::Ask(action)) => {
+                    requests += 1;
+                    sim.request(&format!("r{requests}"), action);
+                }
+            }
+            // Decide until only events are asked for, each decision through both.
+            for _ in 0..10 {
+                let decision = sim.tick(0);
+                decisions += 1;
+                super::apply::apply_actions(&ctx, &sim.release, &decision.actions)
+                    .await
+                    .unwrap_or_else(|error| {
+                        panic!("{walk}: the shell refused {decision:?}: {error}")
+                    });
+                let seen = super::observe::observe(&ctx, &sim.release, sim.now)
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    seen, sim.observed,
+                    "{walk}: after {:?} the shell's world (left) is not the simulator's (right)",
+                    decision.actions
+                );
+                if decision
+                    .actions
+                    .iter()
+                    .all(|a| matches!(a, rollout::Action::Event(_)))
+                {
+                    break;
+                }
+            }
+        }
+        let status = sim.status();
+        assert_eq!(
+            (status.phase, status.canary_revision.as_deref()),
+            (Some(crate::api::Phase::Healthy), None),
+            "{walk}: the walk ends settled"
+        );
+        assert!(decisions > 10, "{walk}: {decisions} decisions");
+        drop(ctx);
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("the fake API server stops")
+            .expect("its assertions held");
+    }
 }

@@ -8,12 +8,16 @@ mod context;
 pub mod credentials;
 mod error;
 mod finalizer;
+pub mod health;
 pub mod http;
 mod leader;
 pub mod metrics;
+pub mod observe;
+pub mod prometheus;
 pub mod reconcile;
 pub mod status;
 pub mod watch;
+pub mod watched;
 
 #[cfg(test)]
 mod mock_tests;
@@ -33,13 +37,13 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
-use watch::Watched;
+use watched::Watched;
 
 use crate::api::{LABEL_RELEASE, Release};
 
 pub use context::{Context, Stores};
 pub use error::Error;
-pub use http::Health;
+pub use health::Health;
 pub use metrics::Metrics;
 
 /// Name of the Lease the replicas compete for with `--leader-elect`.
@@ -61,9 +65,6 @@ pub struct ControllerArgs {
     /// `default`).
     #[arg(long, env = "WAYMARK_LEASE_NAMESPACE")]
     pub lease_namespace: Option<String>,
-    /// The cluster to run against, as every command takes it.
-    #[command(flatten)]
-    pub kube: crate::cli::KubeArgs,
 }
 
 impl ControllerArgs {
@@ -81,24 +82,9 @@ impl ControllerArgs {
     }
 }
 
-/// Run the operator until interrupted (Ctrl-C or SIGTERM).
-pub async fn run(args: ControllerArgs) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    init_tracing();
-    // The same rules as every other command: --kubeconfig, --context, $KUBECONFIG,
-    // ~/.kube/config, then the in-cluster service account.
-    let session = crate::cli::connect::connect(&args.kube).await?;
-    tracing::info!(
-        kubeconfig = %session.tried.kubeconfig,
-        context = session.tried.context.as_deref().unwrap_or("-"),
-        server = %session.tried.server,
-        "connecting to the Kubernetes API server"
-    );
-    run_with_client(session.client, args, shutdown_signal()).await?;
-    Ok(())
-}
-
 /// Run the operator with `client` until `shutdown` completes: the metrics server, leader
-/// election when asked, and the Release controller. The binary and the e2e suite share it.
+/// election when asked, and the Release controller. The binary (`waymark controller`, which
+/// builds the client the way every command does) and the e2e suite share it.
 pub async fn run_with_client(
     client: Client,
     args: ControllerArgs,
@@ -182,35 +168,13 @@ pub(crate) async fn run_controller(
     // Declared first, dropped last: once this controller stops (shutdown, a lost Lease), its
     // per-release gauges go, so a standby does not export a leader's stale figures.
     let _forget_gauges = metrics::ForgetReleasesOnDrop(shared.metrics.clone());
-    let client = shared.client.clone();
-    let (deployments, services, routes): (Api<Deployment>, Api<Service>, Api<HttpRoute>) =
-        match &args.namespace {
-            Some(namespace) => (
-                Api::namespaced(client.clone(), namespace),
-                Api::namespaced(client.clone(), namespace),
-                Api::namespaced(client.clone(), namespace),
-            ),
-            None => (
-                Api::all(client.clone()),
-                Api::all(client.clone()),
-                Api::all(client.clone()),
-            ),
-        };
-    // Releases are read untyped and decoded one by one: a stored Release this controller cannot
-    // decode (written under an older, looser schema) must not fail the list of every Release.
-    let release_resource = ApiResource::erase::<Release>(&());
-    let releases: Api<DynamicObject> = match &args.namespace {
-        Some(namespace) => Api::namespaced_with(client.clone(), namespace, &release_resource),
-        None => Api::all_with(client.clone(), &release_resource),
-    };
-    let undecodable = Undecodable {
-        recorder: shared.recorder.clone(),
-        metrics: shared.metrics.clone(),
-        reported: Arc::default(),
-    };
+    let Apis {
+        releases,
+        deployments,
+        services,
+        routes,
+    } = Apis::new(&shared.client, args.namespace.as_deref());
 
-    // Only Waymark's children: the caches stay small in clusters with many Deployments.
-    let children = watcher::Config::default().labels(LABEL_RELEASE);
     let (release_store, release_writer) = reflector::store();
     let (deployment_store, deployment_writer) = reflector::store();
     let (service_store, service_writer) = reflector::store();
@@ -223,48 +187,25 @@ pub(crate) async fn run_controller(
     };
     health.set_releases(Some(release_store.clone()));
 
-    let metrics = shared.metrics.clone();
-    let release_events = watch::resilient(
-        Watched::Releases,
-        move || watcher(releases.clone(), watcher::Config::default()),
-        monitor.clone(),
-    )
-    .try_filter_map(move |event| futures::future::ready(Ok(undecodable.decode(event))))
-    .modify(slim)
-    .reflect(release_writer)
-    .inspect_ok(move |event| {
-        if let watcher::Event::Delete(release) = event {
-            metrics.forget_release(
-                &release.namespace().unwrap_or_default(),
-                &release.name_any(),
-            );
-        }
-    })
-    .applied_objects()
-    // A status write of our own is no reason to look again; a spec change or a manual
-    // request (written to the status by the CLI) is.
-    .predicate_filter(release_trigger, Default::default());
+    let release_events = release_events(releases, release_writer, &shared, monitor.clone());
     let stores = Stores::new(
         deployment_store.clone(),
         service_store.clone(),
         route_store.clone(),
     );
     let seen = stores.clone();
-    let deployment_events = {
-        let children = children.clone();
-        watch::resilient(
-            Watched::Deployments,
-            move || watcher(deployments.clone(), children.clone()),
-            monitor.clone(),
-        )
-    }
+    let deployment_events = watch::resilient(
+        Watched::Deployments,
+        move || watcher(deployments.clone(), children_only()),
+        monitor.clone(),
+    )
     .modify(slim_deployment)
     .reflect(deployment_writer)
     .inspect_ok(move |event| seen.seen_deployment(event))
     .touched_objects();
     let service_events = watch::resilient(
         Watched::Services,
-        move || watcher(services.clone(), children.clone()),
+        move || watcher(services.clone(), children_only()),
         monitor.clone(),
     )
     .modify(slim)
@@ -304,30 +245,14 @@ pub(crate) async fn run_controller(
                 .debounce(DEBOUNCE),
         )
         .graceful_shutdown_on(stopped(stop.clone()));
-    let grace_over = async move {
-        stopped(stop).await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
-    };
 
     health.set_caches_synced(false);
-    let synced = {
-        let health = health.clone();
-        async move {
-            // HTTPRoutes are not waited for: without the Gateway API CRDs that cache never
-            // fills, and replica-split Releases do not need it (`/readyz` names the missing
-            // CRD while a Release needs it).
-            let ready = futures::future::join3(
-                release_store.wait_until_ready(),
-                deployment_store.wait_until_ready(),
-                service_store.wait_until_ready(),
-            )
-            .await;
-            if ready.0.is_ok() && ready.1.is_ok() && ready.2.is_ok() {
-                tracing::info!("caches synced: Releases, Deployments, Services");
-                health.set_caches_synced(true);
-            }
-        }
-    };
+    let synced = caches_synced(
+        health.clone(),
+        release_store.clone(),
+        deployment_store.clone(),
+        service_store.clone(),
+    );
     let reconciles = controller
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(|result| async move {
@@ -339,13 +264,113 @@ pub(crate) async fn run_controller(
     tokio::select! {
         () = reconciles => {}
         () = async { synced.await; std::future::pending::<()>().await } => {}
-        () = grace_over => tracing::warn!(
+        () = grace_over(stop) => tracing::warn!(
             grace = ?SHUTDOWN_GRACE,
             "reconciles still running after the shutdown grace period: dropped (restart-safe)"
         ),
     }
     health.set_caches_synced(false);
     health.set_releases(None);
+}
+
+/// The API handles the controller watches through: in one namespace, or in all.
+struct Apis {
+    /// Releases, read untyped and decoded one by one: a stored Release this controller cannot
+    /// decode (written under an older, looser schema) must not fail the list of every Release.
+    releases: Api<DynamicObject>,
+    deployments: Api<Deployment>,
+    services: Api<Service>,
+    routes: Api<HttpRoute>,
+}
+
+impl Apis {
+    fn new(client: &Client, namespace: Option<&str>) -> Apis {
+        let release_resource = ApiResource::erase::<Release>(&());
+        match namespace {
+            Some(namespace) => Apis {
+                releases: Api::namespaced_with(client.clone(), namespace, &release_resource),
+                deployments: Api::namespaced(client.clone(), namespace),
+                services: Api::namespaced(client.clone(), namespace),
+                routes: Api::namespaced(client.clone(), namespace),
+            },
+            None => Apis {
+                releases: Api::all_with(client.clone(), &release_resource),
+                deployments: Api::all(client.clone()),
+                services: Api::all(client.clone()),
+                routes: Api::all(client.clone()),
+            },
+        }
+    }
+}
+
+/// The Releases to reconcile: watched (restarting within seconds after a failure), decoded one
+/// by one (an undecodable one is reported and left out), cached in `writer`, their metrics
+/// forgotten when they go, and filtered to the changes worth a reconcile.
+fn release_events(
+    releases: Api<DynamicObject>,
+    writer: reflector::store::Writer<Release>,
+    shared: &Shared,
+    monitor: watch::Monitor,
+) -> impl futures::Stream<Item = Result<Release, watcher::Error>> + Send + 'static {
+    let undecodable = Undecodable {
+        recorder: shared.recorder.clone(),
+        metrics: shared.metrics.clone(),
+        reported: Arc::default(),
+    };
+    let metrics = shared.metrics.clone();
+    watch::resilient(
+        Watched::Releases,
+        move || watcher(releases.clone(), watcher::Config::default()),
+        monitor,
+    )
+    .try_filter_map(move |event| futures::future::ready(Ok(undecodable.decode(event))))
+    .modify(slim)
+    .reflect(writer)
+    .inspect_ok(move |event| {
+        if let watcher::Event::Delete(release) = event {
+            metrics.forget_release(
+                &release.namespace().unwrap_or_default(),
+                &release.name_any(),
+            );
+        }
+    })
+    .applied_objects()
+    // A status write of our own is no reason to look again; a spec change or a manual
+    // request (written to the status by the CLI) is.
+    .predicate_filter(release_trigger, Default::default())
+}
+
+/// Only Waymark's children (by label): the caches stay small in clusters with many Deployments.
+fn children_only() -> watcher::Config {
+    watcher::Config::default().labels(LABEL_RELEASE)
+}
+
+/// Resolves [`SHUTDOWN_GRACE`] after `stop` turns true: the reconciles in flight had their time.
+async fn grace_over(stop: tokio::sync::watch::Receiver<bool>) {
+    stopped(stop).await;
+    tokio::time::sleep(SHUTDOWN_GRACE).await;
+}
+
+/// Resolves once the Release, Deployment and Service caches have listed, and tells `/readyz`.
+/// HTTPRoutes are not waited for: without the Gateway API CRDs that cache never fills, and
+/// replica-split Releases do not need it (`/readyz` names the missing CRD while a Release
+/// needs it).
+async fn caches_synced(
+    health: Arc<Health>,
+    releases: reflector::Store<Release>,
+    deployments: reflector::Store<Deployment>,
+    services: reflector::Store<Service>,
+) {
+    let ready = futures::future::join3(
+        releases.wait_until_ready(),
+        deployments.wait_until_ready(),
+        services.wait_until_ready(),
+    )
+    .await;
+    if ready.0.is_ok() && ready.1.is_ok() && ready.2.is_ok() {
+        tracing::info!("caches synced: Releases, Deployments, Services");
+        health.set_caches_synced(true);
+    }
 }
 
 /// Decodes watched Releases, and reports the ones it cannot decode instead of failing the watch.
@@ -502,7 +527,8 @@ fn reporter() -> Reporter {
     }
 }
 
-fn init_tracing() {
+/// Log lines to stderr, as text or (`WAYMARK_LOG_FORMAT=json`) JSON; `RUST_LOG` filters them.
+pub fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     // kube's own warnings on every failed watch attempt (a 404 body it cannot parse, a 403)
     // would repeat every few seconds: the watch wrapper says once what is wrong and what to do.
@@ -520,7 +546,7 @@ fn init_tracing() {
 }
 
 /// Resolves on Ctrl-C or SIGTERM (what the kubelet sends to stop the pod).
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -1,5 +1,5 @@
-//! Writing the Release status: only when it says something new, never over a newer Release,
-//! and the `Applied` condition the shell owns (the API server refused one of its writes).
+//! Writing the Release status: only when it says something new, and never over a newer
+//! Release.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -7,9 +7,7 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 
-use crate::api::{FIELD_MANAGER, Phase, Release, ReleaseStatus};
-use crate::rollout::conditions::{self, APPLIED, Truth};
-use crate::rollout::holding;
+use crate::api::{FIELD_MANAGER, Release, ReleaseStatus};
 
 use super::context::Context;
 use super::error::Error;
@@ -91,58 +89,6 @@ pub async fn write(
     }
 }
 
-/// Record in `status` whether the API server accepted Waymark's writes: `refusal` sets
-/// `Applied=False` and turns the phase Degraded with the refusal in the message; `None` sets
-/// `Applied=True` where it was False. Returns whether anything changed.
-pub fn set_applied(
-    status: &mut ReleaseStatus,
-    refusal: Option<&Error>,
-    generation: Option<i64>,
-    now: Timestamp,
-) -> bool {
-    let before = status.clone();
-    match refusal {
-        Some(Error::Refused {
-            object,
-            reason,
-            message,
-        }) => {
-            let text = format!("{object}: {message}");
-            conditions::set_condition(
-                &mut status.conditions,
-                APPLIED,
-                Truth::False,
-                reason,
-                text.clone(),
-                generation,
-                now,
-            );
-            let underlying = status.message.clone().unwrap_or_default();
-            status.phase = Some(Phase::Degraded);
-            status.reason = Some((*reason).to_string());
-            status.message = Some(holding(&text, &underlying));
-        }
-        _ => {
-            let was_refused = status
-                .conditions
-                .iter()
-                .any(|c| c.type_ == APPLIED && c.status == "False");
-            if was_refused {
-                conditions::set_condition(
-                    &mut status.conditions,
-                    APPLIED,
-                    Truth::True,
-                    "Applied",
-                    "the API server accepts Waymark's writes again".into(),
-                    generation,
-                    now,
-                );
-            }
-        }
-    }
-    status_changed(Some(&before), status)
-}
-
 /// The status with what does not count as a change blanked out: bookkeeping timestamps
 /// (`analysis.lastRunAt`, conditions' `lastTransitionTime`) and `request`, which the CLI owns.
 fn comparable(status: &ReleaseStatus) -> ReleaseStatus {
@@ -167,7 +113,8 @@ pub fn status_changed(old: Option<&ReleaseStatus>, new: &ReleaseStatus) -> bool 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{AnalysisStatus, ManualAction, ManualRequest, Verdict};
+    use crate::api::{AnalysisStatus, ManualAction, ManualRequest, Phase, Verdict};
+    use crate::rollout::conditions::{self, Truth};
 
     fn at(seconds: i64) -> Timestamp {
         Timestamp::from_second(seconds).unwrap()
@@ -181,18 +128,7 @@ mod tests {
             analysis: Some(AnalysisStatus {
                 verdict: Verdict::Passing,
                 last_run_at: Some(Time(at(100))),
-                revision: None,
-                summary: None,
-                burn: None,
-                canary: None,
-                stable: None,
-                comparison: vec![],
-                checks: vec![],
-                consecutive_failures: 0,
-                consecutive_inconclusive: 0,
-                consecutive_errors: 0,
-                failing_since: None,
-                error_budget_remaining: None,
+                ..Default::default()
             }),
             ..ReleaseStatus::default()
         };
@@ -245,56 +181,5 @@ mod tests {
 
         assert!(status_changed(None, &old));
         assert!(!status_changed(None, &ReleaseStatus::default()));
-    }
-
-    #[test]
-    fn a_refused_write_degrades_the_release_and_names_object_and_reason() {
-        let mut status = healthy();
-        let refusal = Error::Refused {
-            object: "Deployment shop/checkout-canary".into(),
-            reason: "QuotaExceeded",
-            message: "exceeded quota: pods".into(),
-        };
-        assert!(set_applied(&mut status, Some(&refusal), Some(2), at(300)));
-        assert_eq!(status.phase, Some(Phase::Degraded));
-        assert_eq!(status.reason.as_deref(), Some("QuotaExceeded"));
-        let message = status.message.clone().unwrap();
-        assert!(
-            message.starts_with("Deployment shop/checkout-canary: exceeded quota"),
-            "{message}"
-        );
-        assert!(
-            message.ends_with("stable abc serves 100%"),
-            "what it was doing: {message}"
-        );
-        let applied = status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == APPLIED)
-            .unwrap();
-        assert_eq!(
-            (applied.status.as_str(), applied.reason.as_str()),
-            ("False", "QuotaExceeded")
-        );
-
-        // The same refusal again changes nothing (no write, no new event).
-        let mut again = status.clone();
-        again.message = Some("stable abc serves 100%".into());
-        again.phase = Some(Phase::Healthy);
-        set_applied(&mut again, Some(&refusal), Some(2), at(400));
-        assert!(!status_changed(Some(&status), &again));
-
-        // Accepted again: Applied=True.
-        assert!(set_applied(&mut status, None, Some(2), at(500)));
-        let applied = status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == APPLIED)
-            .unwrap();
-        assert_eq!(applied.status, "True");
-        assert!(
-            !set_applied(&mut healthy(), None, Some(2), at(500)),
-            "nothing to recover from"
-        );
     }
 }

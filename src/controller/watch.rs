@@ -19,71 +19,16 @@ use futures::{Stream, StreamExt};
 use kube::runtime::watcher;
 use tokio::sync::Notify;
 
-use super::http::Health;
+use super::health::Health;
 use super::metrics::Metrics;
+pub use super::watched::{WATCH_RETRY_CAP, WATCH_RETRY_FIRST, Watched};
 
-/// The first wait before a failed watch is started again.
-pub const WATCH_RETRY_FIRST: Duration = Duration::from_millis(250);
-/// The longest wait before a failed watch is started again.
-pub const WATCH_RETRY_CAP: Duration = Duration::from_secs(2);
 /// How often a watch that keeps failing is logged again.
 pub const REPEAT_LOG: Duration = Duration::from_secs(60);
 /// How long the controller waits for the other watches to come back before it reconciles every
 /// Release after a recovery: the four watches of one outage relist within a second of each
 /// other, and one round of reconciles is enough.
 pub const RECOVERY_GATHER: Duration = Duration::from_millis(300);
-
-/// A resource the controller watches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Watched {
-    /// `releases.waymark.dev`.
-    Releases,
-    /// Waymark's child Deployments.
-    Deployments,
-    /// Waymark's child Services.
-    Services,
-    /// HTTPRoutes (Gateway API), which Releases name in `spec.traffic.gatewayAPI`.
-    HttpRoutes,
-}
-
-impl Watched {
-    /// Every watched resource.
-    pub const ALL: [Watched; 4] = [
-        Watched::Releases,
-        Watched::Deployments,
-        Watched::Services,
-        Watched::HttpRoutes,
-    ];
-
-    /// The plural resource name, as the metric label and logs use it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Watched::Releases => "releases",
-            Watched::Deployments => "deployments",
-            Watched::Services => "services",
-            Watched::HttpRoutes => "httproutes",
-        }
-    }
-
-    /// What a person does when the API server does not serve this resource at all (404): the
-    /// CustomResourceDefinition is missing.
-    pub fn missing_hint(self) -> String {
-        match self {
-            Watched::Releases => "the CustomResourceDefinition releases.waymark.dev is not \
-                 installed: install it with `kubectl apply --server-side -f crds/` (or `waymark \
-                 crd | kubectl apply --server-side -f -`)"
-                .into(),
-            Watched::HttpRoutes => "the Gateway API CustomResourceDefinition \
-                 httproutes.gateway.networking.k8s.io is not installed: install the Gateway API \
-                 CRDs (standard channel, v1.3 or later)"
-                .into(),
-            Watched::Deployments | Watched::Services => format!(
-                "the API server does not serve {} (404): check the API server",
-                self.as_str()
-            ),
-        }
-    }
-}
 
 /// How a watch failed, which decides how soon it is started again and what is said.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -11,8 +11,9 @@ pub const PROGRESSING: &str = "Progressing";
 pub const ANALYSIS_HEALTHY: &str = "AnalysisHealthy";
 /// Condition type: the spec passed the checks the schema cannot make.
 pub const SPEC_VALID: &str = "SpecValid";
-/// Condition type: the API server accepted the controller's last writes (set by the shell; it
-/// names the object and quotes the API server when a write was refused).
+/// Condition type: the API server accepted the controller's last writes (from
+/// [`super::LastApply`]; it names the object and quotes the API server when a write was
+/// refused).
 pub const APPLIED: &str = "Applied";
 /// Condition type: the router can carry the split (Gateway API mode only).
 pub const TRAFFIC_ROUTED: &str = "TrafficRouted";
@@ -21,7 +22,7 @@ pub const TRAFFIC_ROUTED: &str = "TrafficRouted";
 pub const PROMETHEUS_CREDENTIALS: &str = "PrometheusCredentials";
 
 /// Condition status values.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr)]
 pub enum Truth {
     /// `True`.
     True,
@@ -29,16 +30,6 @@ pub enum Truth {
     False,
     /// `Unknown`.
     Unknown,
-}
-
-impl Truth {
-    fn as_str(self) -> &'static str {
-        match self {
-            Truth::True => "True",
-            Truth::False => "False",
-            Truth::Unknown => "Unknown",
-        }
-    }
 }
 
 /// Set (or add) the condition `type_`. `lastTransitionTime` moves only when the status
@@ -52,7 +43,7 @@ pub fn set_condition(
     generation: Option<i64>,
     now: Timestamp,
 ) {
-    let status = status.as_str();
+    let status: &'static str = status.into();
     match conditions.iter_mut().find(|c| c.type_ == type_) {
         Some(existing) => {
             if existing.status != status {
@@ -121,5 +112,14 @@ mod tests {
         );
         assert_eq!(conditions[0].last_transition_time, Time(later));
         assert_eq!(conditions[0].status, "False");
+    }
+
+    #[test]
+    fn condition_statuses_are_spelled_as_kubernetes_spells_them() {
+        let spelled: Vec<&str> = [Truth::True, Truth::False, Truth::Unknown]
+            .into_iter()
+            .map(Into::into)
+            .collect();
+        assert_eq!(spelled, ["True", "False", "Unknown"]);
     }
 }

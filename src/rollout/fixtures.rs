@@ -1,5 +1,9 @@
 //! Builders for rollout tests: releases, observed worlds, analysis runs, and a small simulator
 //! that applies a decision's actions to the world the way the controller and Kubernetes would.
+//!
+//! The simulator gives each action its meaning a second time, in a few lines: the mock-API test
+//! `the_simulator_predicts_the_children_the_shell_writes` (src/controller/mock_tests.rs) runs
+//! the same decisions through the real shell and fails when the two worlds differ.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -125,7 +129,6 @@ pub struct Sim {
     pub observed: Observed,
     pub now: Timestamp,
     pub slow_pods: bool,
-    pub last: Option<Decision>,
     /// The canary's traffic after every action that changed it: the route's canary weight
     /// (Gateway API) or the canary's pod count (replica split), with the canary's revision.
     pub traffic: Vec<(Option<String>, i32)>,
@@ -151,7 +154,6 @@ impl Sim {
             },
             now: at(0),
             slow_pods: false,
-            last: None,
             traffic: Vec::new(),
         }
     }
@@ -165,7 +167,6 @@ impl Sim {
         let decision = decide(&self.release, &self.observed, self.now);
         self.apply(&decision);
         self.observed.analysis = None;
-        self.last = Some(decision.clone());
         decision
     }
 

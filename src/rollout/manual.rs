@@ -15,7 +15,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::decide::{Stage, inconclusive_hold, stage};
+use super::stage::{Stage, inconclusive_hold, stage};
 use super::{history, validate};
 use crate::api::{
     ManualAction, ManualRequest, Outcome, Release, ReleaseSpec, ReleaseStage, ReleaseStatus,
@@ -536,9 +536,9 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     use super::*;
+    use crate::analysis::fold;
     use crate::api::{Phase, Verdict};
     use crate::rollout::fixtures::*;
-    use crate::rollout::fold;
 
     /// What the rule answers for one action.
     #[derive(Debug)]

@@ -15,24 +15,22 @@ pub mod deletion;
 mod evidence_tests;
 #[cfg(test)]
 pub(crate) mod fixtures;
-pub mod fold;
 pub mod history;
 pub mod manual;
 #[cfg(test)]
 mod props;
 #[cfg(test)]
 mod quiet_tests;
-pub mod split;
+pub mod stage;
 #[cfg(test)]
 mod tests;
 pub mod timeline;
 pub mod validate;
 
+pub use crate::traffic::gateway::RouteState;
 pub use decide::CONVERGE_POLL;
 pub use decide::credentials::REASON_CREDENTIALS_MISSING;
-pub use decide::report::{
-    REASON_INVALID_SPEC, REASON_PROGRESS_DEADLINE, REASON_ROUTE_UNUSABLE, holding,
-};
+pub use decide::report::{REASON_INVALID_SPEC, REASON_PROGRESS_DEADLINE, REASON_ROUTE_UNUSABLE};
 
 /// What the controller saw in the cluster for one Release, this reconcile.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -51,6 +49,35 @@ pub struct Observed {
     pub analysis: Option<AnalysisRun>,
     /// What the controller last found of the Secrets `spec.analysis.prometheus` names.
     pub credentials: CredentialsCheck,
+    /// What became of the controller's last attempt to apply this Release's actions: the core
+    /// sets the `Applied` condition from it.
+    pub last_apply: LastApply,
+}
+
+/// What became of the controller's last attempt to apply a Release's actions (and its
+/// finalizer changes).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum LastApply {
+    /// Not known (this process has not applied anything for the Release yet, e.g. just
+    /// restarted): the `Applied` condition keeps what it said.
+    #[default]
+    Unknown,
+    /// Every write went through.
+    Accepted,
+    /// The API server refused a write (RBAC, validation, quota, a webhook) or the object is not
+    /// Waymark's; the actions after it were not tried.
+    Refused(Refusal),
+}
+
+/// A write the API server refused, as the controller reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Refusal {
+    /// The object, e.g. `Deployment shop/checkout-canary`.
+    pub object: String,
+    /// CamelCase reason, for the condition and the event: `Forbidden`, `QuotaExceeded`, ...
+    pub reason: String,
+    /// What the API server said (or why Waymark leaves the object alone).
+    pub message: String,
 }
 
 /// Whether the Secrets named in `spec.analysis.prometheus` (`bearerTokenSecret`, `caSecret`)
@@ -92,21 +119,6 @@ pub struct WorkloadState {
     /// (`status.observedGeneration` ≥ `metadata.generation`): until then the counts describe
     /// an older spec, and a change of availability seen in them is not reported.
     pub settled: bool,
-}
-
-/// The HTTPRoute as observed.
-#[derive(Clone, Debug, PartialEq)]
-pub enum RouteState {
-    /// The route exists and sends `canary_weight` percent to the canary.
-    Ready {
-        /// Percent of the route's traffic on `<name>-canary`.
-        canary_weight: i32,
-    },
-    /// The route is missing or unusable; the text names the route and the Service.
-    Unusable {
-        /// What is wrong, naming the route and the Service.
-        message: String,
-    },
 }
 
 /// One thing for the controller to do, in order.

@@ -1587,3 +1587,183 @@ fn an_abort_records_who_asked_in_the_timeline() {
     assert_eq!(request.action, Some(ManualAction::Abort));
     assert_eq!(request.by.as_deref(), Some("sre@example.com"));
 }
+
+/// What the `Applied` condition, the phase and the events say for each outcome of the
+/// controller's last apply, given what the status already said.
+#[test]
+fn the_last_apply_decides_the_applied_condition_the_phase_and_one_warning_event() {
+    use super::{EventNote, LastApply, Refusal, Severity};
+    let quota = Refusal {
+        object: "Deployment shop/checkout-canary".into(),
+        reason: "QuotaExceeded".into(),
+        message: "exceeded quota: pods, requested: pods=1, used: pods=10, limited: pods=10".into(),
+    };
+    let forbidden = Refusal {
+        object: "Service shop/checkout-canary".into(),
+        reason: "Forbidden".into(),
+        message: "services is forbidden: User \"waymark\" cannot patch".into(),
+    };
+    // A canary waiting to start: the next decision applies it.
+    let mut sim = Sim::canary_of(ReleaseBuilder::gateway());
+    let pending = decide(&sim.release, &sim.observed, sim.now);
+    sim.release.status = Some(pending.status.clone());
+    let decide_with = |release: &crate::api::Release, last_apply: &LastApply| {
+        let mut observed = sim.observed.clone();
+        observed.last_apply = last_apply.clone();
+        decide(release, &observed, sim.now)
+    };
+    let refused_once = {
+        let mut release = sim.release.clone();
+        release.status = Some(decide_with(&sim.release, &LastApply::Refused(quota.clone())).status);
+        release
+    };
+    let applied = |decision: &super::Decision| {
+        decision
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == conditions::APPLIED)
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    };
+    let warning = |refusal: &Refusal| {
+        Action::Event(EventNote {
+            severity: Severity::Warning,
+            reason: refusal.reason.clone(),
+            note: format!("PAY-142: {}: {}", refusal.object, refusal.message),
+        })
+    };
+    let said = |refusal: &Refusal| {
+        Some((
+            "False".to_string(),
+            refusal.reason.clone(),
+            format!("{}: {}", refusal.object, refusal.message),
+        ))
+    };
+    let accepted_again = Some((
+        "True".to_string(),
+        "Applied".to_string(),
+        "the API server accepts Waymark's writes again".to_string(),
+    ));
+
+    struct Case {
+        name: &'static str,
+        before: crate::api::Release,
+        last_apply: LastApply,
+        condition: Option<(String, String, String)>,
+        degraded_by: Option<&'static str>,
+        event: Option<Action>,
+    }
+    let cases = [
+        Case {
+            name: "a new refusal",
+            before: sim.release.clone(),
+            last_apply: LastApply::Refused(quota.clone()),
+            condition: said(&quota),
+            degraded_by: Some("QuotaExceeded"),
+            event: Some(warning(&quota)),
+        },
+        Case {
+            name: "the same refusal again",
+            before: refused_once.clone(),
+            last_apply: LastApply::Refused(quota.clone()),
+            condition: said(&quota),
+            degraded_by: Some("QuotaExceeded"),
+            event: None,
+        },
+        Case {
+            name: "another refusal",
+            before: refused_once.clone(),
+            last_apply: LastApply::Refused(forbidden.clone()),
+            condition: said(&forbidden),
+            degraded_by: Some("Forbidden"),
+            event: Some(warning(&forbidden)),
+        },
+        Case {
+            name: "a restarted controller, the refusal said",
+            before: refused_once.clone(),
+            last_apply: LastApply::Unknown,
+            condition: said(&quota),
+            degraded_by: Some("QuotaExceeded"),
+            event: None,
+        },
+        Case {
+            name: "accepted after a refusal",
+            before: refused_once.clone(),
+            last_apply: LastApply::Accepted,
+            condition: accepted_again,
+            degraded_by: None,
+            event: None,
+        },
+        Case {
+            name: "accepted, never refused",
+            before: sim.release.clone(),
+            last_apply: LastApply::Accepted,
+            condition: None,
+            degraded_by: None,
+            event: None,
+        },
+        Case {
+            name: "a restarted controller, never refused",
+            before: sim.release.clone(),
+            last_apply: LastApply::Unknown,
+            condition: None,
+            degraded_by: None,
+            event: None,
+        },
+    ];
+    for case in cases {
+        let decision = decide_with(&case.before, &case.last_apply);
+        let name = case.name;
+        assert_eq!(applied(&decision), case.condition, "{name}");
+        let status = &decision.status;
+        match case.degraded_by {
+            Some(reason) => {
+                assert_eq!(status.phase, Some(Phase::Degraded), "{name}");
+                assert_eq!(status.reason.as_deref(), Some(reason), "{name}");
+                let message = status.message.as_deref().unwrap_or_default();
+                let (_, _, words) = case.condition.clone().unwrap_or_default();
+                assert!(
+                    message.starts_with(&format!("{words}; holding: ")),
+                    "{name}: says the refusal, then what it holds: {message}"
+                );
+                assert!(
+                    decision
+                        .requeue_after
+                        .is_some_and(|after| after <= CONVERGE_POLL),
+                    "{name}: looks again soon"
+                );
+            }
+            None => assert_ne!(status.phase, Some(Phase::Degraded), "{name}"),
+        }
+        let warnings: Vec<&Action> = decision
+            .actions
+            .iter()
+            .filter(|a| matches!(a, Action::Event(note) if note.severity == Severity::Warning))
+            .collect();
+        match &case.event {
+            Some(event) => {
+                assert_eq!(warnings, [event], "{name}: one Warning event");
+                assert_eq!(
+                    decision.actions.first(),
+                    Some(event),
+                    "{name}: before the writes, one of which may be refused again"
+                );
+            }
+            None => assert!(warnings.is_empty(), "{name}: no event: {warnings:?}"),
+        }
+        assert!(
+            decision
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::ApplyCanary { .. })),
+            "{name}: the canary is applied (again)"
+        );
+        if case.event.is_none() && case.degraded_by.is_some() {
+            assert_eq!(
+                Some(&decision.status),
+                case.before.status.as_ref(),
+                "{name}: nothing new to write"
+            );
+        }
+    }
+}

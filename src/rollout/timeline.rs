@@ -322,7 +322,6 @@ mod tests {
             summary: Some(format!(
                 "canary burns {burn:.1}x of 14.4x over 5m and 1m (4,800 requests)"
             )),
-            burn: None,
             canary: Some(RoleAnalysis {
                 verdict,
                 service: "checkout-canary".into(),
@@ -333,7 +332,6 @@ mod tests {
                 service: "checkout-stable".into(),
                 windows: vec![window("5m", 0.3, "5m"), window("1m", 0.2, "1m")],
             }),
-            comparison: vec![],
             checks: vec![CheckResult {
                 name: "p99-latency".into(),
                 verdict: if verdict == Verdict::Failing {
@@ -348,15 +346,13 @@ mod tests {
                 note: None,
             }],
             consecutive_failures: i32::from(verdict == Verdict::Failing),
-            consecutive_inconclusive: 0,
-            consecutive_errors: 0,
-            failing_since: None,
             error_budget_remaining: Some(0.73),
+            ..Default::default()
         }
     }
 
     fn limits() -> Analysis {
-        serde_yaml::from_str(
+        serde_saphyr::from_str(
             "{prometheus: {address: 'http://p:9090'}, slo: {objective: 99.9, errorQuery: e, totalQuery: t, burnRates: [{long: 5m, short: 1m, max: 14.4}]}}",
         )
         .unwrap()

@@ -2,15 +2,31 @@
 //!
 //! Waymark edits only the backendRefs to `<name>-stable` and `<name>-canary` in the rules that
 //! already send traffic to `<name>-stable`; every other rule and backendRef is the route
-//! owner's. The edit is a pure function over the route ([`set_route_weights`]); the controller
-//! reads the route from its watch cache and writes the result by server-side apply
-//! ([`weight_apply`]) under its own field manager.
+//! owner's. Reading the weight ([`canary_weight`], [`route_state`]) and editing it
+//! ([`set_route_weights`], [`restore_route`]) are pure functions over the route; the
+//! controller reads the route from its watch cache and writes the edit by server-side apply
+//! under its own field manager (the apply bodies are built with the other children, in
+//! `controller::children`).
 
 use gateway_api::apis::experimental::httproutes::{HttpRoute, HttpRouteRulesBackendRefs};
 use kube::ResourceExt;
 
 use crate::api::Role;
-use crate::rollout::RouteState;
+
+/// The HTTPRoute as the rollout core sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RouteState {
+    /// The route exists and sends `canary_weight` percent to the canary.
+    Ready {
+        /// Percent of the route's traffic on `<name>-canary`.
+        canary_weight: i32,
+    },
+    /// The route is missing or unusable; the text names the route and the Service.
+    Unusable {
+        /// What is wrong, naming the route and the Service.
+        message: String,
+    },
+}
 
 /// The Services a route edit concerns.
 #[derive(Clone, Debug, PartialEq)]
@@ -178,33 +194,6 @@ pub fn route_state(
     }
 }
 
-/// The server-side apply body that gives `route` a canary weight of `canary_weight`, or `None`
-/// when it already has it.
-///
-/// It holds the route's identity and its whole `spec.rules` (an atomic list: whoever applies it
-/// owns all of it) with Waymark's weights, and nothing else, so Waymark's field manager owns
-/// exactly the rules and another manager's apply of the route's Git version is seen and undone
-/// instead of silently winning. The error names the route and the stable Service.
-pub fn weight_apply(
-    route: &HttpRoute,
-    backends: &Backends,
-    canary_weight: i32,
-) -> Result<Option<serde_json::Value>, String> {
-    let mut edited = route.clone();
-    if !set_route_weights(&mut edited, backends, canary_weight)? {
-        return Ok(None);
-    }
-    Ok(Some(serde_json::json!({
-        "apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "HTTPRoute",
-        "metadata": {
-            "name": route.name_any(),
-            "namespace": route.namespace(),
-        },
-        "spec": {"rules": edited.spec.rules},
-    })))
-}
-
 /// Give `route` back as its owner wrote it before Waymark touched it, for a Release that goes:
 /// in every rule with a backendRef to the stable Service, the backendRef to the canary Service
 /// (the one Waymark adds) is removed and the stable's weight is unset, which Gateway API reads
@@ -245,71 +234,10 @@ pub fn restore_route(route: &mut HttpRoute, backends: &Backends) -> Result<bool,
     }
 }
 
-/// The server-side apply body that gives `route` back as its owner wrote it
-/// ([`restore_route`]), or `None` when it already is.
-///
-/// Like [`weight_apply`] it holds the whole `spec.rules`; unlike it, it carries the route's uid
-/// and resourceVersion as preconditions: a route deleted since the cache read it is not created
-/// again by the apply (the API server answers 409), and a route changed since is not overwritten
-/// with rules rebuilt from an older copy.
-pub fn restore_apply(
-    route: &HttpRoute,
-    backends: &Backends,
-) -> Result<Option<serde_json::Value>, String> {
-    let mut edited = route.clone();
-    if !restore_route(&mut edited, backends)? {
-        return Ok(None);
-    }
-    Ok(Some(serde_json::json!({
-        "apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "HTTPRoute",
-        "metadata": {
-            "name": route.name_any(),
-            "namespace": route.namespace(),
-            "uid": route.metadata.uid,
-            "resourceVersion": route.metadata.resource_version,
-        },
-        "spec": {"rules": edited.spec.rules},
-    })))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gateway_api::apis::experimental::httproutes::{HttpRouteRules, HttpRouteSpec};
-    use kube::api::ObjectMeta;
-
-    fn backend(name: &str, weight: Option<i32>) -> HttpRouteRulesBackendRefs {
-        HttpRouteRulesBackendRefs {
-            name: name.into(),
-            port: Some(80),
-            weight,
-            ..Default::default()
-        }
-    }
-
-    fn route(rules: Vec<Vec<HttpRouteRulesBackendRefs>>) -> HttpRoute {
-        HttpRoute {
-            metadata: ObjectMeta {
-                name: Some("checkout".into()),
-                namespace: Some("shop".into()),
-                ..Default::default()
-            },
-            spec: HttpRouteSpec {
-                rules: Some(
-                    rules
-                        .into_iter()
-                        .map(|refs| HttpRouteRules {
-                            backend_refs: Some(refs),
-                            ..Default::default()
-                        })
-                        .collect(),
-                ),
-                ..Default::default()
-            },
-            status: None,
-        }
-    }
+    use crate::fixtures::{http_route as route, route_backend as backend};
 
     fn refs(route: &HttpRoute, rule: usize) -> Vec<(String, Option<i32>)> {
         route.spec.rules.as_ref().unwrap()[rule]
@@ -501,41 +429,6 @@ mod tests {
     }
 
     #[test]
-    fn the_apply_body_carries_only_identity_and_the_whole_rules() {
-        let route = route(vec![
-            vec![backend("checkout-stable", Some(100))],
-            vec![backend("static-assets", Some(3))],
-        ]);
-        let body = weight_apply(&route, &backends(), 30).unwrap().unwrap();
-        assert_eq!(body["metadata"]["name"], "checkout");
-        assert_eq!(body["metadata"]["namespace"], "shop");
-        assert_eq!(
-            body["spec"].as_object().unwrap().keys().collect::<Vec<_>>(),
-            ["rules"],
-            "only the rules: parentRefs and hostnames stay the route owner's"
-        );
-        let rules = body["spec"]["rules"].as_array().unwrap();
-        assert_eq!(
-            rules.len(),
-            2,
-            "the whole atomic list, other rules included"
-        );
-        assert_eq!(rules[0]["backendRefs"][0]["weight"], 70);
-        assert_eq!(rules[0]["backendRefs"][1]["name"], "checkout-canary");
-        assert_eq!(rules[0]["backendRefs"][1]["weight"], 30);
-        assert_eq!(rules[1]["backendRefs"][0]["weight"], 3);
-    }
-
-    #[test]
-    fn no_apply_when_the_route_already_has_the_weight() {
-        let route = route(vec![vec![
-            backend("checkout-stable", Some(70)),
-            backend("checkout-canary", Some(30)),
-        ]]);
-        assert_eq!(weight_apply(&route, &backends(), 30), Ok(None));
-    }
-
-    #[test]
     fn a_missing_route_is_unusable_and_names_the_field() {
         let state = route_state(None, "shop", "checkout", &backends());
         let RouteState::Unusable { message } = state else {
@@ -626,40 +519,5 @@ mod tests {
             Err("HTTPRoute shop/checkout has no backendRef to Service checkout-stable".into())
         );
         assert_eq!(refs(&route, 0), [("checkout-canary".into(), Some(20))]);
-    }
-
-    #[test]
-    fn the_restore_body_carries_the_whole_rules_and_the_routes_uid_and_version_as_preconditions() {
-        let mut route = route(vec![
-            vec![
-                backend("checkout-stable", Some(80)),
-                backend("checkout-canary", Some(20)),
-            ],
-            vec![backend("static-assets", Some(7))],
-        ]);
-        route.metadata.uid = Some("5e0c".into());
-        route.metadata.resource_version = Some("42".into());
-        let body = restore_apply(&route, &backends()).unwrap().unwrap();
-        assert_eq!(
-            body["metadata"]["uid"], "5e0c",
-            "never re-creates a deleted route"
-        );
-        assert_eq!(
-            body["metadata"]["resourceVersion"], "42",
-            "never overwrites a newer edit"
-        );
-        assert_eq!(
-            body["spec"].as_object().unwrap().keys().collect::<Vec<_>>(),
-            ["rules"]
-        );
-        let first = body["spec"]["rules"][0]["backendRefs"].as_array().unwrap();
-        assert_eq!(first.len(), 1);
-        assert_eq!(first[0]["name"], "checkout-stable");
-        assert!(first[0].get("weight").is_none(), "{first:?}");
-        assert_eq!(body["spec"]["rules"][1]["backendRefs"][0]["weight"], 7);
-
-        let mut restored = route.clone();
-        restore_route(&mut restored, &backends()).unwrap();
-        assert_eq!(restore_apply(&restored, &backends()), Ok(None));
     }
 }

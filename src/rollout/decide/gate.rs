@@ -6,8 +6,10 @@ use std::time::Duration as StdDuration;
 use k8s_openapi::jiff::Timestamp;
 
 use super::{Decider, Stage, plus, stage, whole_second};
+use crate::analysis::fold;
 use crate::api::{AnalysisStatus, Outcome, Release, ReleaseSpec, ReleaseStatus, Verdict};
-use crate::rollout::{fold, timeline};
+use crate::rollout::stage::inconclusive_hold;
+use crate::rollout::timeline;
 
 /// How far after `steps_started + interval` a Release's first analysis run comes: a fixed
 /// share of a quarter of the interval, from a hash of the Release's namespace and name. Many
@@ -77,23 +79,6 @@ pub(in crate::rollout) fn next_analysis_at(
         }
         _ => None,
     }
-}
-
-/// Whether `inconclusiveLimit` inconclusive runs in a row hold the canary of `canary`. A free
-/// function so that the manual-action rule (what `waymark promote` does) reads the same hold.
-pub(in crate::rollout) fn inconclusive_hold(
-    spec: &ReleaseSpec,
-    status: &ReleaseStatus,
-    canary: &str,
-) -> bool {
-    let Some(limit) = spec.analysis.as_ref().map(|a| a.inconclusive_limit) else {
-        return false;
-    };
-    status
-        .analysis
-        .as_ref()
-        .filter(|a| a.revision.as_deref() == Some(canary))
-        .is_some_and(|a| a.consecutive_inconclusive >= limit.max(1))
 }
 
 impl Decider<'_> {

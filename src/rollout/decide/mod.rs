@@ -48,29 +48,7 @@ pub const CONVERGE_POLL: StdDuration = StdDuration::from_secs(5);
 /// its first step; promotion finished then the old canary's removal timer).
 const MAX_PASSES: usize = 6;
 
-/// Where a release stands (the status records it in a manual request, so it is an API type).
-pub(super) use crate::api::ReleaseStage as Stage;
-
-/// The stage of a status whose spec template has revision `spec_revision`.
-pub(super) fn stage(spec_revision: &str, status: &ReleaseStatus) -> Stage {
-    let Some(stable) = status.stable_revision.as_deref() else {
-        return Stage::FirstRelease;
-    };
-    if let Some(canary) = status.canary_revision.as_deref() {
-        return if canary == stable {
-            Stage::Promoting
-        } else {
-            Stage::Canary
-        };
-    }
-    if stable == spec_revision {
-        Stage::Steady
-    } else if status.rolled_back_revision.as_deref() == Some(spec_revision) {
-        Stage::RolledBack
-    } else {
-        Stage::Pending
-    }
-}
+pub(super) use super::stage::{Stage, stage};
 
 /// `at + duration`, saturating at the end of time.
 pub(super) fn plus(at: Timestamp, duration: Duration) -> Timestamp {
@@ -87,7 +65,7 @@ pub(super) fn whole_second(at: Timestamp) -> Timestamp {
     Timestamp::from_second(at.as_second()).unwrap_or(at)
 }
 
-pub(super) use gate::{analysis_offset, inconclusive_hold, next_analysis_at};
+pub(super) use gate::{analysis_offset, next_analysis_at};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {

@@ -10,7 +10,7 @@ use super::{CONVERGE_POLL, Decider, Mode, Report, Stage, next_analysis_at, plus,
 use crate::api::{Phase, Role, Verdict};
 use crate::rollout::conditions::{self, Truth};
 use crate::rollout::validate::SpecError;
-use crate::rollout::{Action, Decision, RouteState, Severity};
+use crate::rollout::{Action, Decision, EventNote, LastApply, RouteState, Severity};
 
 /// Reason of `SpecValid=False` and of the Degraded phase it causes.
 pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
@@ -45,6 +45,8 @@ impl Decider<'_> {
             self.now,
         );
         self.status.roadmap_item = Some(self.item.to_string());
+        // Nothing is applied for an invalid spec, but what the last apply met is still said.
+        self.applied();
         self.status.phase = Some(report.phase);
         self.status.reason = Some(report.reason);
         self.status.message = Some(report.message);
@@ -55,11 +57,37 @@ impl Decider<'_> {
         }
     }
 
+    /// The end of every decision: the progress shown, the report (a stable past its deadline,
+    /// an unusable route or a refused write overrides what the steps said), the conditions,
+    /// and when to look again.
     pub(super) fn finish(mut self) -> Decision {
+        let promoting = stage(&self.spec_revision, &self.status) == Stage::Promoting;
+        self.show_progress(promoting);
+        let report = self.report.take().unwrap_or(Report {
+            phase: Phase::Healthy,
+            reason: "StableAvailable".into(),
+            message: String::new(),
+        });
+        let report = self.stable_report(report, promoting);
+        let (report, unusable) = self.route_report(report);
+        let report = self.applied_report(report);
+        self.set_conditions(&report, unusable.as_deref(), promoting);
+        self.set_credentials_condition();
+        self.status.phase = Some(report.phase);
+        self.status.reason = Some(report.reason);
+        self.status.message = Some(report.message);
+        let requeue_after = self.requeue_after();
+        Decision {
+            actions: self.actions,
+            status: self.status,
+            requeue_after,
+        }
+    }
+
+    /// The weight as it is, the step's label and the roadmap item being delivered.
+    fn show_progress(&mut self, promoting: bool) {
         let canary_revision = self.status.canary_revision.clone();
         let stage_now = stage(&self.spec_revision, &self.status);
-        let promoting = stage_now == Stage::Promoting;
-
         // Weight as it is, not as wished. While promoting, the stable already runs the
         // canary's revision: the share between the two Deployments says nothing about which
         // revision serves, and the pods handed over batch by batch would rewrite it each time.
@@ -79,13 +107,10 @@ impl Decider<'_> {
                 .clone()
                 .or_else(|| Some(self.item.to_string()))
         };
+    }
 
-        let mut report = self.report.take().unwrap_or(Report {
-            phase: Phase::Healthy,
-            reason: "StableAvailable".into(),
-            message: String::new(),
-        });
-
+    /// `report`, unless the stable has been unavailable for longer than progressDeadline.
+    fn stable_report(&mut self, mut report: Report, promoting: bool) -> Report {
         // The stable has not been available for longer than progressDeadline: Degraded. A
         // stable whose newest spec the Deployment controller has not seen yet (the controller
         // has just scaled it) keeps what the status says of it until its counts are current.
@@ -117,7 +142,12 @@ impl Decider<'_> {
         } else {
             self.status.stable_unavailable_since = None;
         }
+        report
+    }
 
+    /// `report`, or Degraded with the route's words when the HTTPRoute cannot be used (and
+    /// then no weight is written); the second value is the route's problem, if any.
+    fn route_report(&mut self, mut report: Report) -> (Report, Option<String>) {
         // An unusable route: no traffic actions, since nobody knows where they would land.
         let unusable = match (&self.mode, &self.observed.route) {
             (Mode::Gateway, Some(RouteState::Unusable { message })) => Some(message.clone()),
@@ -133,29 +163,27 @@ impl Decider<'_> {
                 message: holding(route_message, &report.message),
             };
         }
+        (report, unusable)
+    }
 
-        // The API server refused one of the shell's writes last time (the shell keeps the
-        // `Applied` condition): Degraded with its words until a write goes through again.
-        if let Some(refused) = self
-            .old
-            .conditions
-            .iter()
-            .find(|c| c.type_ == conditions::APPLIED && c.status == "False")
-        {
-            report = Report {
+    /// `report`, or Degraded with the API server's words while one of the controller's writes
+    /// stands refused (the refusal has its own event); the Event on entering a hold otherwise.
+    fn applied_report(&mut self, report: Report) -> Report {
+        match self.applied() {
+            Some((reason, refusal)) => Report {
                 phase: Phase::Degraded,
-                reason: refused.reason.clone(),
-                message: holding(&refused.message, &report.message),
-            };
+                reason,
+                message: holding(&refusal, &report.message),
+            },
+            None => {
+                self.announce(&report);
+                report
+            }
         }
+    }
 
-        self.announce(&report);
-        self.set_conditions(&report, unusable.as_deref(), promoting);
-        self.set_credentials_condition();
-        self.status.phase = Some(report.phase);
-        self.status.reason = Some(report.reason);
-        self.status.message = Some(report.message);
-
+    /// When to look again: the next analysis, a deadline, or soon while acting or polling.
+    fn requeue_after(&mut self) -> Option<StdDuration> {
         if let Some(next) = next_analysis_at(
             self.spec,
             &self.spec_revision,
@@ -173,11 +201,7 @@ impl Decider<'_> {
         if acting || self.poll {
             requeue = Some(requeue.map_or(CONVERGE_POLL, |r| r.min(CONVERGE_POLL)));
         }
-        Decision {
-            actions: self.actions,
-            status: self.status,
-            requeue_after: requeue,
-        }
+        requeue
     }
 
     /// `report`, or Degraded with `ProgressDeadlineExceeded` once the stable has not been
@@ -206,6 +230,67 @@ impl Decider<'_> {
         }
     }
 
+    /// The `Applied` condition from what the controller's last apply met
+    /// ([`Observed::last_apply`](crate::rollout::Observed::last_apply)), and the refusal that
+    /// stands, as `(reason, "<object>: <message>")`, if one does. Unknown (a restarted
+    /// controller) keeps what the condition said; Accepted turns a False condition True and
+    /// adds none where there was none.
+    ///
+    /// A refusal the condition did not say yet gets a Warning event naming the object and
+    /// quoting the API server, first among the actions: the refused write is among them again,
+    /// and the controller stops at the first write refused.
+    fn applied(&mut self) -> Option<(String, String)> {
+        let said = self
+            .old
+            .conditions
+            .iter()
+            .find(|c| c.type_ == conditions::APPLIED && c.status == "False")
+            .map(|c| (c.reason.clone(), c.message.clone()));
+        let refused = match &self.observed.last_apply {
+            LastApply::Refused(refusal) => Some((
+                refusal.reason.clone(),
+                format!("{}: {}", refusal.object, refusal.message),
+            )),
+            LastApply::Unknown => said.clone(),
+            LastApply::Accepted => None,
+        };
+        let (now, generation) = (self.now, self.generation);
+        match &refused {
+            Some((reason, text)) => {
+                if said.as_ref() != Some(&(reason.clone(), text.clone())) {
+                    let note = EventNote {
+                        severity: Severity::Warning,
+                        reason: reason.clone(),
+                        note: format!("{}: {text}", self.spec.roadmap.tagged()),
+                    };
+                    self.actions.insert(0, Action::Event(note));
+                }
+                conditions::set_condition(
+                    &mut self.status.conditions,
+                    conditions::APPLIED,
+                    Truth::False,
+                    reason,
+                    text.clone(),
+                    generation,
+                    now,
+                );
+                // The next apply tells whether the refusal still stands: look again soon.
+                self.poll = true;
+            }
+            None if said.is_some() => conditions::set_condition(
+                &mut self.status.conditions,
+                conditions::APPLIED,
+                Truth::True,
+                "Applied",
+                "the API server accepts Waymark's writes again".into(),
+                generation,
+                now,
+            ),
+            None => {}
+        }
+        refused
+    }
+
     /// An Event on entering a hold or a degraded state, once.
     fn announce(&mut self, report: &Report) {
         let entered = self.old.phase != Some(report.phase)
@@ -224,6 +309,8 @@ impl Decider<'_> {
         self.event(severity, &report.reason, report.message.clone());
     }
 
+    /// The standard conditions: SpecValid, Available, Progressing, AnalysisHealthy and
+    /// TrafficRouted.
     fn set_conditions(&mut self, report: &Report, unusable: Option<&str>, promoting: bool) {
         let (now, generation) = (self.now, self.generation);
         let conditions = &mut self.status.conditions;
@@ -236,6 +323,28 @@ impl Decider<'_> {
             generation,
             now,
         );
+        self.set_available_condition(promoting);
+        let conditions = &mut self.status.conditions;
+        conditions::set_condition(
+            conditions,
+            conditions::PROGRESSING,
+            if report.phase == Phase::Progressing {
+                Truth::True
+            } else {
+                Truth::False
+            },
+            &report.reason,
+            report.message.clone(),
+            generation,
+            now,
+        );
+        self.set_analysis_condition();
+        self.set_traffic_condition(unusable);
+    }
+
+    /// Available: every pod of the stable available, kept as it was while the stable settles.
+    fn set_available_condition(&mut self, promoting: bool) {
+        let (now, generation) = (self.now, self.generation);
         let stable = self.observed.stable.as_ref();
         let available = stable.is_some_and(|s| s.available);
         let unsettled = stable.is_some_and(|s| !s.settled) || (promoting && !available);
@@ -269,19 +378,12 @@ impl Decider<'_> {
                 now,
             );
         }
-        conditions::set_condition(
-            conditions,
-            conditions::PROGRESSING,
-            if report.phase == Phase::Progressing {
-                Truth::True
-            } else {
-                Truth::False
-            },
-            &report.reason,
-            report.message.clone(),
-            generation,
-            now,
-        );
+    }
+
+    /// AnalysisHealthy: the verdict of the last analysis, absent without an analysis.
+    fn set_analysis_condition(&mut self) {
+        let (now, generation) = (self.now, self.generation);
+        let conditions = &mut self.status.conditions;
         if self.spec.analysis.is_some() {
             let (truth, reason, message) = match self.status.analysis.as_ref() {
                 Some(a) => (
@@ -315,6 +417,12 @@ impl Decider<'_> {
         } else {
             conditions::remove_condition(conditions, conditions::ANALYSIS_HEALTHY);
         }
+    }
+
+    /// TrafficRouted: the route's weights, or why it cannot be used; absent in replica split.
+    fn set_traffic_condition(&mut self, unusable: Option<&str>) {
+        let (now, generation) = (self.now, self.generation);
+        let conditions = &mut self.status.conditions;
         match (self.mode, unusable, &self.observed.route) {
             (Mode::Replicas, _, _) => {
                 conditions::remove_condition(conditions, conditions::TRAFFIC_ROUTED)

@@ -5,8 +5,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::{Decider, Mode, plus};
 use crate::api::{Outcome, Phase};
-use crate::rollout::split::canary_size;
 use crate::rollout::{Action, Severity, timeline};
+use crate::traffic::split::canary_size;
 
 impl Decider<'_> {
     /// No stable yet: the template becomes the stable directly.

@@ -6,8 +6,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use super::{Decider, Mode, plus};
 use crate::analysis::limits::LimitReached;
 use crate::api::{Outcome, Phase, TimelineKind};
-use crate::rollout::split::{canary_size, effective_weight, replica_split};
 use crate::rollout::{Action, Severity, WorkloadState, timeline};
+use crate::traffic::split::{canary_size, effective_weight, replica_split};
 use k8s_openapi::jiff::Timestamp;
 
 impl<'a> Decider<'a> {

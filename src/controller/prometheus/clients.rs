@@ -7,13 +7,10 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::outcome::QueryOutcome;
-
-use crate::api::PrometheusSource;
-
 use super::Credentials;
 use super::client::PrometheusClient;
-use super::outcome::QueryFailure;
+use crate::analysis::{QueryFailure, QueryOutcome};
+use crate::api::PrometheusSource;
 
 /// What makes two clients interchangeable: the address, the timeout and the credentials.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -5,7 +5,7 @@ use prometheus_http_query::response::Data;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 
 use super::Credentials;
-use super::outcome::{QueryFailure, QueryOutcome, SampledSeries};
+use crate::analysis::{QueryFailure, QueryOutcome, SampledSeries};
 use crate::api::{Duration, PrometheusSource};
 
 /// A client for one Release's Prometheus, built per analysis run.

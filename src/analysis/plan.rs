@@ -1,17 +1,14 @@
-//! The I/O shell of one analysis run: plan the queries from the Release (pure), ask
-//! Prometheus all of them at once, hand the answers to [`judge`].
+//! The plan of one analysis run: every query it asks, resolved from the Release, and the
+//! pairing of their answers with the queries, whoever asked them (the controller's instant
+//! queries, or one instant of replay's range queries). Asking is the shell's
+//! (`controller::prometheus`).
 
-use futures::future::join_all;
-use k8s_openapi::jiff::Timestamp;
-
-use super::client::PrometheusClient;
 use super::judge::{
     BudgetMeasurement, CheckMeasurement, Measurements, RoleMeasurement, WindowMeasurement,
-    WindowQueries, error_run, judge,
+    WindowQueries,
 };
-use super::outcome::{QueryFailure, QueryOutcome};
+use super::outcome::QueryOutcome;
 use super::template::{QueryError, TemplateValues, render};
-use super::{AnalysisRun, Clients, Credentials};
 use crate::api::{Analysis, Check, Duration, Release, Role};
 
 /// The queries of one role, one entry per distinct window.
@@ -242,83 +239,13 @@ impl Plan {
     }
 }
 
-/// Asks Prometheus every query of `plan` concurrently and pairs each answer with its query.
-///
-/// When the client cannot even be built (bad CA bundle, bad token), every query gets that
-/// failure, so the judgement and its summary take one path for all failures.
-pub async fn measure(
-    plan: &Plan,
-    client: Result<&PrometheusClient, &QueryFailure>,
-) -> Measurements {
-    let queries = plan.queries();
-    let answers: Vec<QueryOutcome> = match client {
-        Ok(client) => join_all(queries.iter().map(|query| client.instant(query))).await,
-        Err(failure) => vec![QueryOutcome::Failed(failure.clone()); queries.len()],
-    };
-    plan.assemble(answers)
-}
-
-/// One analysis run of `release`; see [`fn@super::run`].
-pub async fn run(release: &Release, credentials: &Credentials, clients: &Clients) -> AnalysisRun {
-    let revision = release
-        .status
-        .as_ref()
-        .and_then(|status| status.canary_revision.clone());
-    let Some(analysis) = &release.spec.analysis else {
-        return error_run(
-            "spec.analysis is not set: there is nothing to judge".into(),
-            revision,
-            Timestamp::now(),
-        );
-    };
-    let plan = match plan(release, analysis) {
-        Ok(plan) => plan,
-        Err(error) => return error_run(error.to_string(), revision, Timestamp::now()),
-    };
-    let client = clients.get(&analysis.prometheus, credentials);
-    let measurements = match &client {
-        Ok(client) => measure_reusing_budget(&plan, client, clients).await,
-        Err(failure) => measure(&plan, Err(failure)).await,
-    };
-    judge(&analysis.slo, revision, &measurements, Timestamp::now())
-}
-
-/// [`measure`], with the budget queries answered from `clients`' cache while their answer is
-/// younger than a fraction of the budget period ([`super::clients::budget_answer_ttl`]).
-async fn measure_reusing_budget(
-    plan: &Plan,
-    client: &PrometheusClient,
-    clients: &Clients,
-) -> Measurements {
-    let budget = plan.budget.as_ref().map(|(period, window)| {
-        (
-            super::clients::budget_answer_ttl(period.as_std()),
-            [window.error_query.as_str(), window.total_query.as_str()],
-        )
-    });
-    let address = client.address();
-    let answers = join_all(plan.queries().into_iter().map(|query| async move {
-        let Some((ttl, _)) = budget.filter(|(_, queries)| queries.contains(&query)) else {
-            return client.instant(query).await;
-        };
-        if let Some(answer) = clients.budget_answer(address, query, ttl) {
-            return answer;
-        }
-        let answer = client.instant(query).await;
-        clients.remember_budget_answer(address, query, &answer, ttl);
-        answer
-    }))
-    .await;
-    plan.assemble(answers)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::api::ReleaseStatus;
 
     fn release(canary_revision: Option<&str>) -> Release {
-        let mut release: Release = serde_yaml::from_str(
+        let mut release: Release = serde_saphyr::from_str(
             r#"
 apiVersion: waymark.dev/v1alpha1
 kind: Release
@@ -384,35 +311,5 @@ spec:
         assert!(plan.canary.is_none());
         assert!(plan.checks.is_empty());
         assert!(plan.budget.is_some());
-    }
-
-    #[tokio::test]
-    async fn an_unknown_placeholder_is_an_error_run_naming_the_field() {
-        let mut release = release(Some("6f9c7d"));
-        release.spec.analysis.as_mut().unwrap().checks[0].query = "q{pod=\"{{pod}}\"}".into();
-        let result = run(&release, &Credentials::default(), &Clients::default()).await;
-        assert_eq!(result.verdict, crate::api::Verdict::Error);
-        assert!(
-            result
-                .summary
-                .starts_with("spec.analysis.checks[0].query: unknown placeholder {{pod}}"),
-            "{}",
-            result.summary
-        );
-    }
-
-    #[tokio::test]
-    async fn an_unusable_ca_bundle_is_an_error_run() {
-        let release = release(Some("6f9c7d"));
-        let credentials = Credentials {
-            bearer_token: None,
-            ca_pem: Some(b"garbage".to_vec()),
-        };
-        let result = run(&release, &credentials, &Clients::default()).await;
-        assert_eq!(result.verdict, crate::api::Verdict::Error);
-        assert_eq!(
-            result.summary,
-            "cannot query Prometheus at http://prometheus:9090: the CA bundle from caSecret holds no certificate"
-        );
     }
 }

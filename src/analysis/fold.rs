@@ -1,8 +1,10 @@
-//! Folding an [`AnalysisRun`] into `status.analysis`, and reading a failure out of it.
+//! Folding an [`AnalysisRun`] into `status.analysis`, and reading a failure out of it: the
+//! consecutive-run counters the limits act on, shared by the rollout core and replay.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::analysis::AnalysisRun;
+use super::AnalysisRun;
+use super::format::format_burn;
 use crate::api::{AnalysisStatus, Verdict};
 
 /// The status after `run`, with the consecutive counters moved on when `count` is true (runs
@@ -67,8 +69,8 @@ pub fn failure_detail(analysis: &AnalysisStatus) -> String {
             Some(burn) if burn > window.max => parts.push(format!(
                 "window {}: burn {} above limit {} (query {})",
                 window.window,
-                format_ratio(burn),
-                format_ratio(window.max),
+                format_burn(burn),
+                format_burn(window.max),
                 window.error_query
             )),
             None if analysis.verdict == Verdict::Error => {
@@ -124,9 +126,4 @@ pub fn failure_detail(analysis: &AnalysisStatus) -> String {
     } else {
         parts.join("; ")
     }
-}
-
-/// A burn rate as SREs write it: `21.3x`.
-fn format_ratio(value: f64) -> String {
-    format!("{value:.1}x")
 }

@@ -33,8 +33,8 @@
 #[path = "../e2e/control_plane.rs"]
 mod control_plane;
 
-#[path = "../e2e/kubelet.rs"]
-mod kubelet;
+#[path = "scale/deployment_status.rs"]
+mod deployment_status;
 #[path = "../e2e/prepare.rs"]
 mod prepare;
 

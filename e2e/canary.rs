@@ -439,7 +439,7 @@ pub async fn a_canary_burning_its_error_budget_is_rolled_back_by_analysis(env: E
     // `waymark postmortem` drafts it from the real object.
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_waymark"))
         .args(["postmortem", name, "-n", &env.namespace, "-o", "json"])
-        .envs(crate::support::kubeconfig_path().map(|path| ("KUBECONFIG", path)))
+        .env("KUBECONFIG", crate::support::kubeconfig_path())
         .output()
         .expect("waymark postmortem runs");
     assert!(
@@ -456,5 +456,75 @@ pub async fn a_canary_burning_its_error_budget_is_rolled_back_by_analysis(env: E
         draft["detection"]["firstFailingRunAt"].is_string(),
         "detection times: {}",
         draft["detection"]
+    );
+}
+
+/// A replica-split canary at 25% of 4 replicas, seen where clients see it: of the 4 Ready
+/// endpoints of Service `checkout`, 1 is a canary pod. The canary's pod lost while new pods are
+/// held unready takes its share to 0 (3 Ready endpoints, all stable) until the replacement is
+/// Ready; promoted, the 4 Ready endpoints are stable pods of the canary's revision. Pods start
+/// slowly here (0.3-1.5 s each), so every rollout passes through the Deployment controller's
+/// in-between states.
+pub async fn a_replica_split_canary_at_25_percent_is_one_of_four_ready_endpoints(env: Env) {
+    let name = "checkout";
+    env.set_pod_start_delay(
+        std::time::Duration::from_millis(300)..std::time::Duration::from_millis(1_500),
+    );
+    let steps = json!([{"setWeight": 25}, {"pause": {}}]);
+    create_release(&env, &replica_split_release(name, 4, steps)).await;
+    wait_for_phase(&env, name, Phase::Healthy, Some("StableAvailable")).await;
+    let first = wait_for_endpoints(&env, name, 4, 0).await;
+    let addresses: std::collections::BTreeSet<&String> =
+        first.iter().map(|endpoint| &endpoint.address).collect();
+    assert_eq!(addresses.len(), 4, "each pod its own address: {first:?}");
+
+    ship(&env, name, &image(2), "E2E-2").await;
+    wait_for_phase(&env, name, Phase::Paused, Some("CanaryPauseStep")).await;
+    let status = env.status(name).await;
+    assert_eq!(status.canary_weight, Some(25), "{:?}", status.message);
+    let canary_revision = status.canary_revision.clone().expect("a canary");
+    let split = wait_for_endpoints(&env, name, 3, 1).await;
+    let canary = split
+        .iter()
+        .find(|endpoint| endpoint.role == "canary")
+        .expect("the canary endpoint");
+    assert_eq!(canary.revision, canary_revision);
+
+    // The canary's pod is lost, and its replacement does not become Ready yet: the canary's
+    // share is 0 and clients reach only stable pods.
+    env.set_pods_become_ready(false);
+    let dropped = env.drop_pods(&format!("{LABEL_ROLE}=canary")).await;
+    assert_eq!(
+        dropped,
+        std::slice::from_ref(&canary.pod),
+        "the canary's one pod"
+    );
+    wait_for_status(&env, name, "the canary's share at 0 without its pod", |s| {
+        s.canary_weight == Some(0)
+    })
+    .await;
+    wait_for_endpoints(&env, name, 3, 0).await;
+    env.set_pods_become_ready(true);
+    wait_for_status(&env, name, "the canary's share back at 25%", |s| {
+        s.canary_weight == Some(25) && s.phase == Some(Phase::Paused)
+    })
+    .await;
+    let back = wait_for_endpoints(&env, name, 3, 1).await;
+    assert!(
+        back.iter().all(|endpoint| endpoint.pod != canary.pod),
+        "a new canary pod: {back:?}"
+    );
+
+    request(&env, name, ManualAction::Promote, "promote-split").await;
+    wait_for_status(&env, name, "the promotion", |s| {
+        s.phase == Some(Phase::Healthy) && s.stable_revision.as_deref() == Some(&canary_revision)
+    })
+    .await;
+    let promoted = wait_for_endpoints(&env, name, 4, 0).await;
+    assert!(
+        promoted
+            .iter()
+            .all(|endpoint| endpoint.revision == canary_revision),
+        "all stable pods run the promoted revision: {promoted:?}"
     );
 }

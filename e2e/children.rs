@@ -1,15 +1,13 @@
 //! Waymark's children on a real API server: recreated when deleted (with no traffic to a canary
 //! that cannot answer), never taken from someone else, and refusals shown in the status.
 
-use std::time::Duration;
-
 use k8s_openapi::api::core::v1::{ResourceQuota, Service};
 use kube::ResourceExt;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use crate::fixtures::*;
-use crate::support::{E2E_MANAGER, Env, eventually};
+use crate::support::{E2E_MANAGER, Env, Versions, eventually};
 use waymark::api::{LABEL_RELEASE, Phase};
 
 /// The canary's Deployment and Service deleted mid-canary are recreated; the canary gets no
@@ -21,6 +19,7 @@ pub async fn deleted_children_are_recreated_and_the_canary_waits_for_its_pods(en
     wait_for_phase(&env, name, Phase::Paused, Some("CanaryPauseStep")).await;
     wait_for_weight(&env, name, name, 30).await;
 
+    let route = Versions::record(env.routes(), name).await;
     env.set_pods_become_ready(false);
     let canary = env
         .deployments()
@@ -52,8 +51,26 @@ pub async fn deleted_children_are_recreated_and_the_canary_waits_for_its_pods(en
         }
     })
     .await;
-    // An observation window: no pod is available, so no traffic goes there.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The recreated canary's pod runs but is not Ready, and the Deployment controller says so;
+    // then the controller looks at that world before the walk asserts it sent no traffic.
+    wait_for_deployment(
+        &env,
+        "checkout-canary",
+        "the recreated canary's pod made, none available",
+        |deployment| made_but_unavailable(deployment, 1),
+    )
+    .await;
+    wait_for_pods(
+        &env,
+        "waymark.dev/role=canary",
+        "the recreated canary's pod running, not Ready",
+        |pods| match running_pods(pods) {
+            (0, 1) => Ok(()),
+            (ready, unready) => Err(format!("{ready} Ready and {unready} unready pods")),
+        },
+    )
+    .await;
+    env.await_fresh_reconcile(name).await;
     let (_, canary_weight) = route_weights(&env, name, name).await.expect("the route");
     assert_eq!(
         canary_weight.unwrap_or(0),
@@ -69,9 +86,21 @@ pub async fn deleted_children_are_recreated_and_the_canary_waits_for_its_pods(en
     );
     assert_eq!(status.current_step, Some(1), "the place is kept");
 
+    let released = tokio::time::Instant::now();
     env.set_pods_become_ready(true);
     wait_for_weight(&env, name, name, 30).await;
     wait_for_phase(&env, name, Phase::Paused, Some("CanaryPauseStep")).await;
+    // Once the weight went to 0, it stayed there for as long as the pod was held unready.
+    let held: Vec<i32> = route
+        .seen_before(released)
+        .iter()
+        .map(|version| canary_percent(version, name))
+        .skip_while(|weight| *weight != 0)
+        .collect();
+    assert!(
+        !held.is_empty() && held.iter().all(|weight| *weight == 0),
+        "traffic went to the canary before its pod was Ready: {held:?}"
+    );
 }
 
 /// A Service named like a child, made by someone else beforehand, is not taken over: the
@@ -116,8 +145,8 @@ pub async fn an_object_waymark_did_not_create_is_not_taken_over(env: Env) {
         "{}",
         applied.message
     );
-    // An observation window: the Service stays as its owner made it.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The Service stays as its owner made it, also once the controller has looked again.
+    env.await_fresh_reconcile(name).await;
     let untouched = env
         .services()
         .get("taken-stable")

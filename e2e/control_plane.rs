@@ -2,16 +2,19 @@
 //!
 //! `KUBEBUILDER_ASSETS` names a directory holding `etcd` and `kube-apiserver` (and optionally
 //! `kube-controller-manager`): the layout controller-runtime's envtest and `setup-envtest` use.
-//! [`ControlPlane::start`] runs them on free loopback ports in a temporary directory with a CA,
+//! [`ControlPlane::start_with`] runs them on free loopback ports in a temporary directory with a CA,
 //! serving and client certificates and service-account keys of its own, and writes an admin
 //! kubeconfig. Dropping the [`ControlPlane`] stops every process it started (by pid) and removes
 //! the directory; the processes also die with the test process if it is killed
 //! (`PR_SET_PDEATHSIG`), so a crashed run leaves no orphans.
 //!
-//! The kube-controller-manager, when present, runs only the garbage collector, namespace,
+//! The kube-controller-manager, when present, runs the garbage collector, namespace,
 //! service-account and cluster-role aggregation controllers: owned objects are
-//! garbage-collected, namespaces deleted and aggregated roles filled as in a real cluster, but
-//! nothing creates pods.
+//! garbage-collected, namespaces deleted and aggregated roles filled as in a real cluster. With
+//! [`Options::workload_controllers`] it also runs the Deployment, ReplicaSet and EndpointSlice
+//! controllers: Deployments roll out through ReplicaSets and pods, and Services get
+//! EndpointSlices, as in a real cluster. There is no scheduler and no kubelet: pods stay
+//! Pending until someone (the e2e suite's simulated kubelet) binds them and reports them.
 
 use std::fs;
 use std::net::TcpListener;
@@ -68,12 +71,25 @@ impl Assets {
     }
 }
 
-/// What a caller may add to the defaults of [`ControlPlane::start`].
+/// What a caller may add to the defaults of [`ControlPlane::start_with`].
 #[derive(Clone, Debug, Default)]
 pub struct Options {
     /// Extra `kube-apiserver` flags, after the harness's own (say an audit policy and log).
     pub apiserver_args: Vec<String>,
+    /// Also run kube-controller-manager's `deployment`, `replicaset` and `endpointslice`
+    /// controllers. Pods then need a simulated kubelet to become Ready; a caller that writes
+    /// Deployment status itself must leave this off, or the Deployment controller overwrites it.
+    pub workload_controllers: bool,
 }
+
+/// The kube-controller-manager controllers every control plane runs: owned objects are
+/// garbage-collected, namespaces deleted, ServiceAccounts made, and the built-in view/edit/admin
+/// roles filled from the roles that aggregate to them (Waymark's viewer and operator roles).
+const HOUSEKEEPING_CONTROLLERS: &str =
+    "garbagecollector,namespace,serviceaccount,serviceaccount-token,clusterrole-aggregation";
+/// The controllers that turn a Deployment into ReplicaSets and pods and a Service into
+/// EndpointSlices ([`Options::workload_controllers`]).
+const WORKLOAD_CONTROLLERS: &str = "deployment,replicaset,endpointslice";
 
 /// A running control plane; stopped when dropped.
 pub struct ControlPlane {
@@ -81,7 +97,6 @@ pub struct ControlPlane {
     processes: Vec<Process>,
     kubeconfig: PathBuf,
     server: String,
-    with_controller_manager: bool,
     /// How kube-apiserver was started (binary, flags, port), to start it again the same way.
     apiserver: Option<(PathBuf, Vec<String>, u16)>,
 }
@@ -92,13 +107,9 @@ struct Process {
 }
 
 impl ControlPlane {
-    /// Start etcd, kube-apiserver and (when present) kube-controller-manager and wait until
-    /// the API server answers `/readyz`. Blocks for ~5-20 s.
-    pub fn start(assets: &Assets) -> Result<ControlPlane, String> {
-        ControlPlane::start_with(assets, &Options::default())
-    }
-
-    /// [`ControlPlane::start`] with `options` added to the defaults.
+    /// Start etcd, kube-apiserver and (when present) kube-controller-manager, with `options`
+    /// added to the defaults, and wait until the API server answers `/readyz`. Blocks for
+    /// ~5-20 s.
     pub fn start_with(assets: &Assets, options: &Options) -> Result<ControlPlane, String> {
         let dir = tempfile::Builder::new()
             .prefix("waymark-control-plane-")
@@ -110,7 +121,6 @@ impl ControlPlane {
             server: String::new(),
             processes: Vec::new(),
             dir,
-            with_controller_manager: false,
             apiserver: None,
         };
         plane.start_etcd_and_apiserver(assets, &pki, options)?;
@@ -138,11 +148,7 @@ impl ControlPlane {
                 "--bind-address=127.0.0.1".into(),
                 // No serving port: nothing here scrapes the controller manager.
                 "--secure-port=0".into(),
-                // clusterrole-aggregation fills the built-in view/edit/admin roles from the
-                // roles that aggregate to them (Waymark's viewer and operator roles).
-                "--controllers=garbagecollector,namespace,serviceaccount,serviceaccount-token,\
-                 clusterrole-aggregation"
-                    .into(),
+                controllers_flag(options.workload_controllers),
                 "--use-service-account-credentials=true".into(),
                 flag("service-account-private-key-file", &pki.sa_key),
                 flag("root-ca-file", &pki.ca_cert),
@@ -150,7 +156,6 @@ impl ControlPlane {
                 "--v=1".into(),
             ];
             plane.spawn("kube-controller-manager", kcm, &args)?;
-            plane.with_controller_manager = true;
         }
         Ok(plane)
     }
@@ -245,11 +250,6 @@ impl ControlPlane {
     /// The API server's URL.
     pub fn server(&self) -> &str {
         &self.server
-    }
-
-    /// Whether the garbage collector and namespace controller run.
-    pub fn has_controller_manager(&self) -> bool {
-        self.with_controller_manager
     }
 
     /// The last lines a component logged (for failure messages).
@@ -446,6 +446,16 @@ pub fn stop(child: &mut Child, grace: Duration) {
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(50)),
         }
+    }
+}
+
+/// kube-controller-manager's `--controllers` flag: the housekeeping controllers, and the
+/// workload controllers when asked for.
+fn controllers_flag(workload_controllers: bool) -> String {
+    if workload_controllers {
+        format!("--controllers={HOUSEKEEPING_CONTROLLERS},{WORKLOAD_CONTROLLERS}")
+    } else {
+        format!("--controllers={HOUSEKEEPING_CONTROLLERS}")
     }
 }
 

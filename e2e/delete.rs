@@ -101,6 +101,11 @@ async fn canary_at_20_percent(env: &Env) {
 /// on the stable backendRef. Returns the route.
 async fn delete_at_20_percent(env: &Env, params: &DeleteParams, cascade: &str) -> HttpRoute {
     canary_at_20_percent(env).await;
+    delete_release(env, params, cascade).await
+}
+
+/// Delete the Release (at 20%) with `params`: [`delete_at_20_percent`] after the canary.
+async fn delete_release(env: &Env, params: &DeleteParams, cascade: &str) -> HttpRoute {
     let asked = tokio::time::Instant::now();
     env.releases()
         .delete(NAME, params)
@@ -220,7 +225,58 @@ pub async fn deleted_mid_canary_with_cascade_orphan_the_route_sends_all_to_the_o
 /// Release, so the stable Service may be gone before Waymark gives the route back; it is given
 /// back all the same, and the finalizer goes.
 pub async fn deleted_mid_canary_with_cascade_foreground_the_route_is_given_back(env: Env) {
-    let route = delete_at_20_percent(&env, &DeleteParams::foreground(), "foreground").await;
+    // The garbage collector waits for a dependent only when its owner reference says
+    // blockOwnerDeletion; a Service has EndpointSlices of its own, so without it the Release
+    // can be gone while its Services are still being deleted.
+    canary_at_20_percent(&env).await;
+    for (kind, name, owners) in [
+        (
+            "Deployment",
+            "checkout-stable",
+            env.deployments()
+                .get("checkout-stable")
+                .await
+                .map(|d| d.metadata.owner_references),
+        ),
+        (
+            "Deployment",
+            "checkout-canary",
+            env.deployments()
+                .get("checkout-canary")
+                .await
+                .map(|d| d.metadata.owner_references),
+        ),
+        (
+            "Service",
+            "checkout-stable",
+            env.services()
+                .get("checkout-stable")
+                .await
+                .map(|s| s.metadata.owner_references),
+        ),
+        (
+            "Service",
+            "checkout-canary",
+            env.services()
+                .get("checkout-canary")
+                .await
+                .map(|s| s.metadata.owner_references),
+        ),
+    ] {
+        let owners = owners.unwrap_or_else(|error| panic!("cannot read {kind} {name}: {error}"));
+        let to_release = owners
+            .iter()
+            .flatten()
+            .find(|owner| owner.kind == "Release")
+            .unwrap_or_else(|| panic!("{kind} {name} has no owner reference to the Release"));
+        assert_eq!(
+            to_release.block_owner_deletion,
+            Some(true),
+            "{kind} {name}: metadata.ownerReferences[kind=Release].blockOwnerDeletion must be \
+             true, or a foreground deletion of the Release does not wait for it"
+        );
+    }
+    let route = delete_release(&env, &DeleteParams::foreground(), "foreground").await;
     assert!(
         services_left(&env).await.is_empty(),
         "foreground: the Services went before the Release"

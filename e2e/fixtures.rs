@@ -1,11 +1,17 @@
 //! What the walks share: the Release and HTTPRoute a platform team writes, shipping a new
 //! version, and waits on phases and route weights.
 
-use kube::ResourceExt;
-use kube::api::{Patch, PatchParams, PostParams};
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::wait::await_condition;
+use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
-use crate::support::{E2E_MANAGER, Env, eventually};
+use crate::support::{DEADLINE, E2E_MANAGER, Env, eventually};
 use waymark::api::{Phase, Release};
 
 pub fn image(version: u8) -> String {
@@ -42,6 +48,16 @@ pub fn release(name: &str, route: &str, steps: Value) -> Release {
         }
     }))
     .unwrap_or_else(|error| panic!("the test Release does not deserialize: {error}"))
+}
+
+/// A Release with a replica split (no router): `replicas` pods behind Service `<name>`, the
+/// canary's share of traffic its share of the Ready pods.
+pub fn replica_split_release(name: &str, replicas: i32, steps: Value) -> Release {
+    let mut release = release(name, name, steps);
+    release.spec.replicas = replicas;
+    release.spec.traffic = serde_json::from_value(json!({"replicas": {}}))
+        .unwrap_or_else(|error| panic!("the replica split does not deserialize: {error}"));
+    release
 }
 
 pub async fn create_release(env: &Env, release: &Release) {
@@ -164,6 +180,185 @@ pub async fn wait_for_phase(env: &Env, name: &str, phase: Phase, reason: Option<
         },
     )
     .await;
+}
+
+/// Wait (on a watch) until Deployment `name` exists and satisfies `check`; the Deployment
+/// controller writes its status, so this is how a walk knows what it has made of the pods.
+pub async fn wait_for_deployment<F>(env: &Env, name: &str, what: &str, check: F) -> Deployment
+where
+    F: Fn(&Deployment) -> bool + Send + 'static,
+{
+    let condition = move |deployment: Option<&Deployment>| deployment.is_some_and(&check);
+    match tokio::time::timeout(
+        DEADLINE,
+        await_condition(env.deployments(), name, condition),
+    )
+    .await
+    {
+        Ok(Ok(Some(deployment))) => deployment,
+        Ok(Ok(None)) => panic!("Deployment {name} is gone while waiting for {what}"),
+        Ok(Err(error)) => panic!("cannot watch Deployment {name} for {what}: {error}"),
+        Err(_) => {
+            let last = env.deployments().get_opt(name).await.ok().flatten();
+            panic!(
+                "timed out after {DEADLINE:?} waiting for {what}; Deployment {name}: generation \
+                 {:?}, status {:#?}",
+                last.as_ref().and_then(|d| d.metadata.generation),
+                last.and_then(|d| d.status)
+            )
+        }
+    }
+}
+
+/// Whether the Deployment controller has seen `deployment`'s latest spec and reports every
+/// replica made from it, updated and available, and its rollout complete.
+pub fn rolled_out(deployment: &Deployment) -> bool {
+    let wanted = deployment
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.replicas)
+        .unwrap_or(1);
+    let status = deployment.status.clone().unwrap_or_default();
+    let complete = status.conditions.iter().flatten().any(|condition| {
+        condition.type_ == "Progressing"
+            && condition.status == "True"
+            && condition.reason.as_deref() == Some("NewReplicaSetAvailable")
+    });
+    status.observed_generation == deployment.metadata.generation
+        && status.replicas == Some(wanted)
+        && status.updated_replicas == Some(wanted)
+        && status.available_replicas == Some(wanted)
+        && complete
+}
+
+/// Whether the Deployment controller has seen `deployment`'s latest spec and reports all of
+/// its `replicas` pods made and none available (they start, but are not Ready).
+pub fn made_but_unavailable(deployment: &Deployment, replicas: i32) -> bool {
+    let status = deployment.status.clone().unwrap_or_default();
+    status.observed_generation == deployment.metadata.generation
+        && status.replicas == Some(replicas)
+        && status.updated_replicas == Some(replicas)
+        && status.available_replicas.unwrap_or(0) == 0
+        && status.unavailable_replicas == Some(replicas)
+}
+
+/// Wait until the pods matching `selector` satisfy `check`, which says what it saw otherwise.
+pub async fn wait_for_pods<F>(env: &Env, selector: &str, what: &str, check: F) -> Vec<Pod>
+where
+    F: Fn(&[Pod]) -> Result<(), String>,
+{
+    eventually(what, || async {
+        let pods = env
+            .pods()
+            .list(&ListParams::default().labels(selector))
+            .await
+            .map_err(|error| error.to_string())?
+            .items;
+        check(&pods).map(|()| pods)
+    })
+    .await
+}
+
+/// The pods of a list that run (have an address) and are not being deleted: `(ready, not
+/// ready)`.
+pub fn running_pods(pods: &[Pod]) -> (usize, usize) {
+    let running = pods.iter().filter(|pod| {
+        pod.metadata.deletion_timestamp.is_none()
+            && pod
+                .status
+                .as_ref()
+                .is_some_and(|status| status.pod_ip.is_some())
+    });
+    let (ready, unready): (Vec<&Pod>, Vec<&Pod>) =
+        running.partition(|pod| crate::kubelet::is_ready(pod));
+    (ready.len(), unready.len())
+}
+
+/// A Ready endpoint of a Service, as its EndpointSlices give it and its pod labels it.
+#[derive(Clone, Debug)]
+pub struct ReadyEndpoint {
+    /// The address clients connect to.
+    pub address: String,
+    /// The pod behind it (the endpoint's targetRef).
+    pub pod: String,
+    /// The pod's `waymark.dev/role` label.
+    pub role: String,
+    /// The pod's `waymark.dev/revision` label.
+    pub revision: String,
+}
+
+/// The Ready endpoints of Service `service`, from its EndpointSlices (what kube-proxy and
+/// every mesh route to), each with the role of the pod it points to; checks that each address
+/// is its pod's address.
+pub async fn ready_endpoints(env: &Env, service: &str) -> Result<Vec<ReadyEndpoint>, String> {
+    let slices: Api<EndpointSlice> = Api::namespaced(env.client.clone(), &env.namespace);
+    let slices = slices
+        .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={service}")))
+        .await
+        .map_err(|error| format!("cannot list the EndpointSlices of {service}: {error}"))?;
+    let pods: BTreeMap<String, Pod> = env
+        .pods()
+        .list(&ListParams::default())
+        .await
+        .map_err(|error| format!("cannot list the pods: {error}"))?
+        .into_iter()
+        .map(|pod| (pod.name_any(), pod))
+        .collect();
+    let mut ready = Vec::new();
+    for endpoint in slices.items.iter().flat_map(|slice| slice.endpoints.iter()) {
+        if endpoint.conditions.as_ref().and_then(|c| c.ready) != Some(true) {
+            continue;
+        }
+        let target = endpoint
+            .target_ref
+            .as_ref()
+            .and_then(|target| target.name.clone())
+            .ok_or_else(|| format!("a Ready endpoint without a pod: {endpoint:?}"))?;
+        let pod = pods
+            .get(&target)
+            .ok_or_else(|| format!("endpoint of pod {target}, which no longer exists"))?;
+        let address = endpoint.addresses.first().cloned().unwrap_or_default();
+        let pod_ip = pod.status.as_ref().and_then(|status| status.pod_ip.clone());
+        assert_eq!(
+            Some(&address),
+            pod_ip.as_ref(),
+            "the endpoint of pod {target} has the pod's address"
+        );
+        let label = |key: &str| pod.labels().get(key).cloned().unwrap_or_default();
+        ready.push(ReadyEndpoint {
+            address,
+            pod: target,
+            role: label(waymark::api::LABEL_ROLE),
+            revision: label(waymark::api::LABEL_REVISION),
+        });
+    }
+    Ok(ready)
+}
+
+/// Wait until the Ready endpoints of Service `service` are `stable` stable and `canary` canary
+/// pods; returns them.
+pub async fn wait_for_endpoints(
+    env: &Env,
+    service: &str,
+    stable: usize,
+    canary: usize,
+) -> Vec<ReadyEndpoint> {
+    eventually(
+        &format!("Service {service} to have {stable} stable and {canary} canary Ready endpoints"),
+        || async {
+            let endpoints = ready_endpoints(env, service).await?;
+            let count = |role: &str| endpoints.iter().filter(|e| e.role == role).count();
+            if count("stable") == stable
+                && count("canary") == canary
+                && endpoints.len() == stable + canary
+            {
+                Ok(endpoints)
+            } else {
+                Err(format!("Ready endpoints {endpoints:?}"))
+            }
+        },
+    )
+    .await
 }
 
 pub async fn healthy_first_release(env: &Env, name: &str, steps: Value) {

@@ -154,10 +154,13 @@ fn keep_policy(crd: &CustomResourceDefinition) -> Option<&str> {
 /// installation must leave the CRD to the first (`crds.install=false`), and can.
 async fn helm_installs_upgrades_and_uninstalls_keeping_the_crd(helm: &Helm, assets: Assets) {
     // Blocking (it probes with a runtime of its own): off the walk's runtime.
-    let plane = tokio::task::spawn_blocking(move || ControlPlane::start(&assets))
-        .await
-        .expect("the control-plane task")
-        .unwrap_or_else(|error| panic!("cannot start a control plane for helm install: {error}"));
+    let plane =
+        tokio::task::spawn_blocking(move || ControlPlane::start_with(&assets, &Default::default()))
+            .await
+            .expect("the control-plane task")
+            .unwrap_or_else(|error| {
+                panic!("cannot start a control plane for helm install: {error}")
+            });
     let kubeconfig: PathBuf = plane.kubeconfig().to_path_buf();
     let client = client_for(&kubeconfig).await.expect("a client");
     let chart = chart_dir();

@@ -1,17 +1,19 @@
 //! End-to-end walks on a real Kubernetes API server.
 //!
-//! With `KUBEBUILDER_ASSETS` naming envtest binaries (etcd, kube-apiserver and optionally
-//! kube-controller-manager), the suite starts its own throwaway control plane once per run,
-//! installs the Waymark CRD, the Gateway API CRDs (`WAYMARK_E2E_GATEWAY_CRDS`) and the
-//! controller's RBAC, and tears it down at the end, also when a walk fails. Without it, the
-//! suite uses the cluster in `KUBECONFIG`. With neither, every walk fails under `CI=true` and
-//! prints `SKIPPED` otherwise.
+//! The suite writes only to a cluster it was told about. With `KUBEBUILDER_ASSETS` naming
+//! envtest binaries (etcd, kube-apiserver, kube-controller-manager), it starts its own
+//! throwaway control plane once per run, installs the Waymark CRD, the Gateway API CRDs
+//! (`WAYMARK_E2E_GATEWAY_CRDS`) and the controller's RBAC, and tears it down at the end, also
+//! when a walk fails. With `WAYMARK_E2E_CONTEXT` naming a kubeconfig context, it uses that
+//! cluster instead and says so. With neither, every walk fails under `CI=true` and prints
+//! `SKIPPED` otherwise; the kubeconfig's current context is never used unasked.
 //!
 //! Each walk gets its own namespace and an in-process controller (the same loop as
 //! `waymark controller`, watching only that namespace) that talks to the API server as the
-//! `waymark-controller` ServiceAccount with exactly the ClusterRole of `config/rbac/`. Nothing
-//! runs pods on the suite's control plane: simulated kubelets mark Deployments available by
-//! patching their status (on another cluster, `WAYMARK_E2E_SIMULATE_READINESS=1` does the same).
+//! `waymark-controller` ServiceAccount with exactly the ClusterRole of `config/rbac/`. The
+//! control plane runs the real Deployment, ReplicaSet and EndpointSlice controllers; a simulated
+//! node per walk binds the namespace's pods and reports them Running and Ready
+//! ([`kubelet`]; on a named cluster without kubelets, `WAYMARK_E2E_SIMULATE_KUBELET=1`).
 //!
 //! The analysis walks also need the `prometheus` binary (Debian's package): it starts one on a
 //! loopback port, scraping request counters the walk serves.
@@ -45,6 +47,14 @@ use std::process::ExitCode;
 
 use support::{private_trial, trial};
 
+/// A check of the harness itself: needs no cluster, a panic fails it.
+fn unit(name: &'static str, check: fn()) -> libtest_mimic::Trial {
+    libtest_mimic::Trial::test(name, move || {
+        check();
+        Ok(())
+    })
+}
+
 macro_rules! walks {
     ($($module:ident :: $walk:ident),* $(,)?) => {
         vec![$(trial(stringify!($walk), |env| Box::pin($module::$walk(env)))),*]
@@ -60,6 +70,7 @@ fn main() -> ExitCode {
         canary::abort_sends_traffic_back_to_stable_before_the_canary_goes,
         canary::a_missing_http_route_is_named_in_a_condition,
         canary::a_canary_burning_its_error_budget_is_rolled_back_by_analysis,
+        canary::a_replica_split_canary_at_25_percent_is_one_of_four_ready_endpoints,
         evidence::a_canary_without_data_gets_no_more_than_its_first_step,
         quiet::a_timed_pause_leaves_the_release_still,
         quiet::a_settled_release_and_its_children_are_not_written,
@@ -99,6 +110,29 @@ fn main() -> ExitCode {
                     ),
                 )
             },
+        ),
+    ]);
+    // The harness's own decisions, checked without a cluster.
+    trials.extend([
+        unit(
+            "the_cluster_is_used_only_when_named",
+            support::the_cluster_is_used_only_when_named,
+        ),
+        unit(
+            "the_reconcile_count_is_read_from_metrics",
+            support::the_reconcile_count_is_read_from_metrics,
+        ),
+        unit(
+            "the_simulated_node_follows_the_pod_lifecycle",
+            kubelet::decisions_follow_the_pod_lifecycle,
+        ),
+        unit(
+            "every_simulated_pod_gets_an_address_of_its_own",
+            kubelet::every_pod_gets_an_address_of_its_own,
+        ),
+        unit(
+            "simulated_start_delays_vary_within_their_range",
+            kubelet::start_delays_vary_within_their_range,
         ),
     ]);
     let conclusion = libtest_mimic::run(&args, trials);

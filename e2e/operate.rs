@@ -18,16 +18,13 @@ struct Run {
 
 /// Run `waymark ARGS` with the suite's kubeconfig, as a person would in a shell.
 async fn waymark(args: &[&str]) -> Run {
-    waymark_with(kubeconfig_path().as_deref(), args).await
+    waymark_with(&kubeconfig_path(), args).await
 }
 
-/// Run `waymark ARGS` with `kubeconfig` (else the environment's).
-async fn waymark_with(kubeconfig: Option<&std::path::Path>, args: &[&str]) -> Run {
+/// Run `waymark ARGS` with `kubeconfig`.
+async fn waymark_with(kubeconfig: &std::path::Path, args: &[&str]) -> Run {
     let mut command = Command::new(env!("CARGO_BIN_EXE_waymark"));
-    command.args(args);
-    if let Some(path) = kubeconfig {
-        command.env("KUBECONFIG", path);
-    }
+    command.args(args).env("KUBECONFIG", kubeconfig);
     let output = tokio::task::spawn_blocking(move || command.output())
         .await
         .expect("the command ran")
@@ -303,7 +300,7 @@ pub async fn a_user_with_edit_promotes_in_their_namespace_only(env: Env) {
         let alice = alice.clone();
         let ns = ns.clone();
         async move {
-            let run = waymark_with(Some(&alice), &["promote", name, "-n", &ns]).await;
+            let run = waymark_with(&alice, &["promote", name, "-n", &ns]).await;
             if run.success {
                 Ok(run)
             } else {
@@ -318,7 +315,7 @@ pub async fn a_user_with_edit_promotes_in_their_namespace_only(env: Env) {
     })
     .await;
 
-    let refused = waymark_with(Some(&alice), &["promote", name, "-n", &elsewhere]).await;
+    let refused = waymark_with(&alice, &["promote", name, "-n", &elsewhere]).await;
     assert!(!refused.success, "no binding there");
     let message = refused.stderr.to_lowercase();
     assert!(

@@ -23,14 +23,20 @@ pub async fn a_timed_pause_leaves_the_release_still(env: Env) {
     .await;
     let versions = Versions::record(env.releases(), name).await;
     let until = paused.pause_until.clone().expect("pauseUntil").0;
-    // Watch until just before the pause ends.
-    let left = until.duration_since(k8s_openapi::jiff::Timestamp::now());
-    let left = Duration::try_from(left).unwrap_or_default();
+    let left = || {
+        let left = until.duration_since(k8s_openapi::jiff::Timestamp::now());
+        Duration::try_from(left).unwrap_or_default()
+    };
     assert!(
-        left > Duration::from_secs(10),
-        "most of the pause is still ahead ({left:?} left)"
+        left() > Duration::from_secs(10),
+        "most of the pause is still ahead ({:?} left)",
+        left()
     );
-    tokio::time::sleep(left.saturating_sub(Duration::from_millis(500))).await;
+    // The controller looks at the Release during the pause (a reconcile that writes nothing
+    // proves more than one that never ran).
+    env.await_fresh_reconcile(name).await;
+    // Watch the pause's own time pass, on purpose: until just before it ends.
+    tokio::time::sleep(left().saturating_sub(Duration::from_millis(500))).await;
     let writes = versions.writes();
     assert!(
         writes <= 3,
@@ -70,14 +76,24 @@ pub async fn a_timed_pause_leaves_the_release_still(env: Env) {
 pub async fn a_settled_release_and_its_children_are_not_written(env: Env) {
     let name = "checkout";
     healthy_first_release(&env, name, json!([{"setWeight": 50}])).await;
-    // Let the last writes of the first release land.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The last writes of the first release: the Deployment controller's, once the rollout is
+    // complete, and the controller's own, once it has looked at the Release since.
+    wait_for_deployment(&env, "checkout-stable", "the stable rolled out", rolled_out).await;
+    env.await_fresh_reconcile(name).await;
     let release = Versions::record(env.releases(), name).await;
     let stable = Versions::record(env.deployments(), "checkout-stable").await;
     let stable_service = Versions::record(env.services(), "checkout-stable").await;
     let canary_service = Versions::record(env.services(), "checkout-canary").await;
     let route = Versions::record(env.routes(), name).await;
+    // A new controller looks at everything once: not even that first look writes.
+    env.restart_controller().await;
+    // The observation window itself, on purpose: settled means 30 s without a write.
     tokio::time::sleep(Duration::from_secs(30)).await;
+    let reconciles = env.reconciles().await;
+    assert!(
+        reconciles >= 1,
+        "the restarted controller never reconciled the settled Release"
+    );
     for (what, writes) in [
         ("Release", release.writes()),
         ("Deployment checkout-stable", stable.writes()),
@@ -121,8 +137,26 @@ pub async fn a_first_release_is_not_healthy_before_its_stable_is_available(env: 
         "Progressing",
         "Argo CD must not show it green"
     );
-    // An observation window: as long as no pod is available, it stays Progressing.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // As long as no pod is available, it stays Progressing: the pods run but are not Ready,
+    // the Deployment controller says so, and the controller has looked since.
+    wait_for_deployment(
+        &env,
+        "checkout-stable",
+        "the stable's pods made, none available",
+        |deployment| made_but_unavailable(deployment, 2),
+    )
+    .await;
+    wait_for_pods(
+        &env,
+        "waymark.dev/role=stable",
+        "the stable's 2 pods running, not Ready",
+        |pods| match running_pods(pods) {
+            (0, 2) => Ok(()),
+            (ready, unready) => Err(format!("{ready} Ready and {unready} unready pods")),
+        },
+    )
+    .await;
+    env.await_fresh_reconcile(name).await;
     let still = env.status(name).await;
     assert_eq!(still.phase, Some(Phase::Progressing), "{:?}", still.message);
 

@@ -30,6 +30,8 @@ pub async fn restarts_during_a_canary_resume_where_it_stood(env: Env) {
     // In the timed pause.
     let paused = wait_for_status(&env, name, "the timed pause", |s| s.pause_until.is_some()).await;
     env.restart_controller().await;
+    // The pause is 8 s: the new controller's first reconcile comes well within it.
+    env.await_first_reconcile().await;
     let resumed = env.status(name).await;
     assert_eq!(
         resumed.current_step, paused.current_step,
@@ -44,7 +46,8 @@ pub async fn restarts_during_a_canary_resume_where_it_stood(env: Env) {
     let held = env.releases().get(name).await.expect("the Release");
     assert_eq!(argo_health(&held).0, "Suspended");
     env.restart_controller().await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Only what the new controller decided counts: wait until it has looked.
+    env.await_first_reconcile().await;
     let still = env.status(name).await;
     assert_eq!(
         still.phase,

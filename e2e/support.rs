@@ -1,19 +1,23 @@
 //! The e2e harness: which cluster the suite runs against, what it installs there, a fresh
-//! namespace per walk with the controller running in-process as its ServiceAccount, and
-//! waits with deadlines.
+//! namespace per walk with the controller running in-process as its ServiceAccount and a
+//! simulated node for its pods, and waits with deadlines.
 //!
-//! The cluster, in order of preference:
-//! 1. `KUBEBUILDER_ASSETS` names envtest binaries: the suite starts its own control plane once
-//!    per run ([`crate::control_plane`]) and installs the Waymark CRD and the Gateway API CRDs
-//!    from `WAYMARK_E2E_GATEWAY_CRDS` (default: the shared fixtures beside the checkout, when
-//!    they exist).
-//! 2. Otherwise the cluster in `KUBECONFIG` (or `~/.kube/config`), which must already have the
-//!    Gateway API CRDs; the suite installs the Waymark CRD.
+//! The cluster ([`choose_cluster`]): the suite writes only to a cluster someone named for it.
+//! 1. `WAYMARK_E2E_CONTEXT` names a context of the kubeconfig (`KUBECONFIG` or
+//!    `~/.kube/config`): the suite uses that cluster, says so, installs the Waymark CRD, its
+//!    ClusterRoles and a namespace per walk there; the cluster must already have the Gateway
+//!    API CRDs. Its current context is never used unless named.
+//! 2. Otherwise `KUBEBUILDER_ASSETS` names envtest binaries (etcd, kube-apiserver,
+//!    kube-controller-manager): the suite starts its own control plane once per run
+//!    ([`crate::control_plane`]) with the Deployment, ReplicaSet and EndpointSlice controllers,
+//!    and installs the Waymark CRD and the Gateway API CRDs from `WAYMARK_E2E_GATEWAY_CRDS`
+//!    (default: the shared fixtures beside the checkout, when they exist).
 //! 3. Neither: with `CI=true` every walk fails; otherwise every walk prints `SKIPPED` and why.
 
-use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -23,22 +27,21 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt};
 use gateway_api::apis::experimental::httproutes::HttpRoute;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::api::core::v1::Service;
-use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use libtest_mimic::{Failed, Trial};
 use serde::de::DeserializeOwned;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 
-use crate::control_plane::{self, Assets, ControlPlane};
-use crate::kubelet::{available_patch, reported_available};
+use crate::control_plane::{self, Assets, ControlPlane, Options};
+use crate::kubelet::{self, SimulatedNode};
 use crate::prepare::{
     CONTROLLER_NAMESPACE, controller_user, gateway_crds, gateway_crds_dir, install_controller_rbac,
     install_crd,
 };
-use waymark::api::{LABEL_RELEASE, ROUTE_FINALIZER, Release, ReleaseStatus};
+use waymark::api::{ROUTE_FINALIZER, Release, ReleaseStatus};
 use waymark::controller::{ControllerArgs, run_with_client};
 
 /// Field manager of the suite's own writes (as the user, not as the controller).
@@ -46,6 +49,117 @@ pub const E2E_MANAGER: &str = "waymark-e2e";
 /// How long any single wait may take before the walk fails with what it last saw.
 pub const DEADLINE: Duration = Duration::from_secs(120);
 const POLL: Duration = Duration::from_millis(200);
+/// The variable naming the kubeconfig context of a cluster the suite may write to.
+pub const CONTEXT_VARIABLE: &str = "WAYMARK_E2E_CONTEXT";
+/// The series counting the controller's finished reconciles.
+const RECONCILE_COUNT: &str = "waymark_reconcile_duration_seconds_count";
+/// The annotation a walk changes on an object the controller watches, to make it reconcile.
+const NUDGE_ANNOTATION: &str = "e2e.waymark.dev/nudge";
+
+/// Which cluster the suite runs on, as its environment names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClusterChoice {
+    /// A context of the kubeconfig, named in [`CONTEXT_VARIABLE`]: a cluster the suite did not
+    /// start, which it may write to because someone said so.
+    NamedContext(String),
+    /// A control plane of the suite's own, started from the envtest binaries in this directory.
+    OwnControlPlane(PathBuf),
+    /// No cluster named: every walk is skipped saying why, or fails when `fail` (CI).
+    NoneNamed { reason: String, fail: bool },
+}
+
+/// The cluster the suite may use, from `WAYMARK_E2E_CONTEXT` (`context`), `KUBEBUILDER_ASSETS`
+/// (`assets`) and whether this is CI. A context named explicitly wins: it is the narrower
+/// wish (the walks that need a control plane of their own still start one from the assets).
+/// Whatever the kubeconfig's current context is, it is never chosen without being named:
+/// `cargo test` must not install a CRD on a shared cluster because a shell pointed at it.
+pub fn choose_cluster(context: Option<&str>, assets: Option<&OsStr>, in_ci: bool) -> ClusterChoice {
+    if let Some(context) = context.map(str::trim).filter(|context| !context.is_empty()) {
+        return ClusterChoice::NamedContext(context.to_string());
+    }
+    if let Some(assets) = assets.filter(|assets| !assets.is_empty()) {
+        return ClusterChoice::OwnControlPlane(PathBuf::from(assets));
+    }
+    ClusterChoice::NoneNamed {
+        reason: format!(
+            "no cluster named for the e2e suite: set KUBEBUILDER_ASSETS to a directory of envtest \
+             binaries (the suite starts a throwaway control plane), or {CONTEXT_VARIABLE} to a \
+             kubeconfig context the suite may install the Waymark CRD, ClusterRoles and \
+             namespaces on; the current kubeconfig context is never used unasked"
+        ),
+        fail: in_ci,
+    }
+}
+
+/// The choice, table-driven (run by the harness without a cluster).
+pub fn the_cluster_is_used_only_when_named() {
+    let assets = Some(OsStr::new("/envtest/bin"));
+    let own = ClusterChoice::OwnControlPlane(PathBuf::from("/envtest/bin"));
+    let named = ClusterChoice::NamedContext("kind-dev".into());
+    let cases = [
+        // (what, WAYMARK_E2E_CONTEXT, KUBEBUILDER_ASSETS, CI, expected)
+        (
+            "a named context",
+            Some("kind-dev"),
+            None,
+            false,
+            Some(&named),
+        ),
+        (
+            "a named context in CI",
+            Some("kind-dev"),
+            None,
+            true,
+            Some(&named),
+        ),
+        (
+            "named, trimmed",
+            Some(" kind-dev\n"),
+            None,
+            false,
+            Some(&named),
+        ),
+        ("assets", None, assets, false, Some(&own)),
+        ("assets in CI", None, assets, true, Some(&own)),
+        (
+            "both: the named context",
+            Some("kind-dev"),
+            assets,
+            true,
+            Some(&named),
+        ),
+        (
+            "an empty context: the assets",
+            Some(""),
+            assets,
+            false,
+            Some(&own),
+        ),
+        (
+            "blank context, empty assets",
+            Some("  "),
+            Some(OsStr::new("")),
+            false,
+            None,
+        ),
+        ("nothing", None, None, false, None),
+        ("nothing in CI", None, None, true, None),
+    ];
+    for (what, context, assets, in_ci, expected) in cases {
+        let choice = choose_cluster(context, assets, in_ci);
+        match (expected, &choice) {
+            (Some(expected), choice) => assert_eq!(choice, expected, "{what}"),
+            (None, ClusterChoice::NoneNamed { reason, fail }) => {
+                assert_eq!(*fail, in_ci, "{what}: fails in CI only");
+                assert!(
+                    reason.contains(CONTEXT_VARIABLE) && reason.contains("KUBEBUILDER_ASSETS"),
+                    "{what}: says what to set: {reason}"
+                );
+            }
+            (None, other) => panic!("{what}: no cluster was named, yet chose {other:?}"),
+        }
+    }
+}
 
 /// The cluster the run uses, decided once in `main`.
 pub enum Target {
@@ -58,17 +172,23 @@ pub enum Target {
 /// A reachable cluster.
 #[derive(Clone)]
 pub struct Cluster {
-    /// The admin kubeconfig (`None`: the default one, from `KUBECONFIG` or `~/.kube/config`).
-    pub kubeconfig: Option<PathBuf>,
+    /// The admin kubeconfig, its current context the cluster's.
+    pub kubeconfig: PathBuf,
     /// Whether the suite started this control plane itself.
     pub own_control_plane: bool,
 }
 
 static TARGET: OnceLock<Target> = OnceLock::new();
 
-/// Decide the cluster, start and prepare it when the suite owns it. The returned control plane
-/// (if any) must live until the walks have run, and be dropped before the process exits.
-pub fn setup() -> Option<ControlPlane> {
+/// What the run must keep until the walks are done, and drop before the process exits: the
+/// control plane it started, or the kubeconfig it wrote for a named context.
+pub struct RunGuard {
+    _plane: Option<ControlPlane>,
+    _kubeconfig_dir: Option<tempfile::TempDir>,
+}
+
+/// Decide the cluster, start and prepare it when the suite owns it.
+pub fn setup() -> RunGuard {
     let _ = rustls::crypto::ring::default_provider().install_default();
     // `WAYMARK_E2E_LOG=waymark=debug` prints the in-process controllers' logs (an EnvFilter).
     if let Ok(filter) = std::env::var("WAYMARK_E2E_LOG") {
@@ -77,86 +197,155 @@ pub fn setup() -> Option<ControlPlane> {
             .with_test_writer()
             .try_init();
     }
-    let in_ci = std::env::var("CI").is_ok_and(|value| value == "true");
-    let (target, plane) = match choose_cluster() {
-        Ok((cluster, plane)) => (Target::Cluster(cluster), plane),
-        Err(reason) => (
-            Target::Unavailable {
-                reason,
-                fail: in_ci,
-            },
-            None,
-        ),
+    let mut guard = RunGuard {
+        _plane: None,
+        _kubeconfig_dir: None,
     };
-    if let Target::Cluster(cluster) = &target {
-        let runtime = runtime();
-        if let Err(reason) = runtime.block_on(prepare(cluster, plane.is_some())) {
-            // A cluster that cannot be prepared fails the run, in CI or not.
-            let _ = TARGET.set(Target::Unavailable { reason, fail: true });
-            return plane;
-        }
-    }
+    let context = std::env::var(CONTEXT_VARIABLE).ok();
+    let assets = std::env::var_os("KUBEBUILDER_ASSETS");
+    let target = match choose_cluster(context.as_deref(), assets.as_deref(), in_ci()) {
+        ClusterChoice::NoneNamed { reason, fail } => Target::Unavailable { reason, fail },
+        // A cluster someone named that cannot be used fails the run, in CI or not.
+        ClusterChoice::NamedContext(context) => match use_named_context(&context) {
+            Ok((cluster, dir)) => {
+                guard._kubeconfig_dir = Some(dir);
+                Target::Cluster(cluster)
+            }
+            Err(reason) => Target::Unavailable { reason, fail: true },
+        },
+        ClusterChoice::OwnControlPlane(assets) => match start_own_control_plane(&assets) {
+            Ok((cluster, plane)) => {
+                guard._plane = Some(plane);
+                Target::Cluster(cluster)
+            }
+            Err(reason) => Target::Unavailable { reason, fail: true },
+        },
+    };
+    let target = match target {
+        Target::Cluster(cluster) => match runtime().block_on(prepare(&cluster)) {
+            Ok(()) => Target::Cluster(cluster),
+            Err(reason) => Target::Unavailable { reason, fail: true },
+        },
+        unavailable => unavailable,
+    };
     let _ = TARGET.set(target);
-    plane
+    guard
 }
 
-fn choose_cluster() -> Result<(Cluster, Option<ControlPlane>), String> {
-    if let Some(assets) = std::env::var_os("KUBEBUILDER_ASSETS").filter(|v| !v.is_empty()) {
-        let assets = Assets::find(Path::new(&assets))?;
-        let started = std::time::Instant::now();
-        let plane = ControlPlane::start(&assets)?;
-        eprintln!(
-            "e2e: started a control plane at {} in {:.1}s (kube-controller-manager: {})",
-            plane.server(),
-            started.elapsed().as_secs_f64(),
-            if plane.has_controller_manager() {
-                "yes"
-            } else {
-                "no"
-            }
-        );
-        let cluster = Cluster {
-            kubeconfig: Some(plane.kubeconfig().to_path_buf()),
-            own_control_plane: true,
-        };
-        return Ok((cluster, Some(plane)));
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|value| value == "true")
+}
+
+/// A control plane of our own, with the workload controllers the walks need.
+fn start_control_plane(assets_dir: &Path) -> Result<ControlPlane, String> {
+    let assets = Assets::find(assets_dir)?;
+    if assets.kube_controller_manager.is_none() {
+        return Err(format!(
+            "KUBEBUILDER_ASSETS={} has no kube-controller-manager: the walks need its Deployment, \
+             ReplicaSet and EndpointSlice controllers (envtest archives of setup-envtest ship it)",
+            assets_dir.display()
+        ));
     }
-    let runtime = runtime();
-    runtime.block_on(async {
-        let client = Client::try_default().await.map_err(|error| {
+    ControlPlane::start_with(
+        &assets,
+        &Options {
+            workload_controllers: true,
+            ..Options::default()
+        },
+    )
+}
+
+fn start_own_control_plane(assets: &Path) -> Result<(Cluster, ControlPlane), String> {
+    let started = std::time::Instant::now();
+    let plane = start_control_plane(assets)?;
+    eprintln!(
+        "e2e: started a control plane at {} in {:.1}s (KUBEBUILDER_ASSETS)",
+        plane.server(),
+        started.elapsed().as_secs_f64(),
+    );
+    let cluster = Cluster {
+        kubeconfig: plane.kubeconfig().to_path_buf(),
+        own_control_plane: true,
+    };
+    Ok((cluster, plane))
+}
+
+/// The cluster of `context`: a kubeconfig of that context alone (its cluster and user, the
+/// current context), written privately for the run, so that every client and command of the
+/// suite (kubectl, `waymark`) uses that cluster whatever the user's current context is.
+fn use_named_context(context: &str) -> Result<(Cluster, tempfile::TempDir), String> {
+    let all = kube::config::Kubeconfig::read().map_err(|error| {
+        format!("{CONTEXT_VARIABLE}={context}: cannot read the kubeconfig: {error}")
+    })?;
+    let named = all
+        .contexts
+        .iter()
+        .find(|named| named.name == context)
+        .cloned()
+        .ok_or_else(|| {
+            let known: Vec<&str> = all.contexts.iter().map(|c| c.name.as_str()).collect();
             format!(
-                "no cluster: KUBEBUILDER_ASSETS is not set and no kubeconfig works ({error}); \
-                 see the README's e2e section"
+                "{CONTEXT_VARIABLE}={context}: no such context in the kubeconfig (it has {known:?})"
             )
         })?;
+    let (cluster_name, user_name) = named
+        .context
+        .as_ref()
+        .map(|c| (c.cluster.clone(), c.user.clone()))
+        .unwrap_or_default();
+    let only = kube::config::Kubeconfig {
+        clusters: all
+            .clusters
+            .iter()
+            .filter(|cluster| cluster.name == cluster_name)
+            .cloned()
+            .collect(),
+        auth_infos: all
+            .auth_infos
+            .iter()
+            .filter(|user| Some(&user.name) == user_name.as_ref())
+            .cloned()
+            .collect(),
+        contexts: vec![named],
+        current_context: Some(context.to_string()),
+        ..kube::config::Kubeconfig::default()
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("waymark-e2e-context-")
+        .tempdir()
+        .map_err(|error| format!("cannot create a temporary directory: {error}"))?;
+    let path = dir.path().join("kubeconfig");
+    let text = serde_yaml::to_string(&only)
+        .map_err(|error| format!("cannot write the kubeconfig of {context}: {error}"))?;
+    control_plane::write_private(&path, &text)?;
+    let version = runtime().block_on(async {
+        let client = control_plane::client_for(&path).await?;
         match tokio::time::timeout(Duration::from_secs(10), client.apiserver_version()).await {
-            Ok(Ok(version)) => {
-                eprintln!(
-                    "e2e: using the cluster in KUBECONFIG, Kubernetes {}.{}",
-                    version.major, version.minor
-                );
-                Ok((
-                    Cluster {
-                        kubeconfig: None,
-                        own_control_plane: false,
-                    },
-                    None,
-                ))
-            }
-            Ok(Err(error)) => Err(format!(
-                "the cluster in KUBECONFIG is not reachable: {error}"
-            )),
-            Err(_) => Err("the cluster in KUBECONFIG did not answer within 10s".into()),
+            Ok(Ok(version)) => Ok(version),
+            Ok(Err(error)) => Err(format!("context {context} is not reachable: {error}")),
+            Err(_) => Err(format!("context {context} did not answer within 10s")),
         }
-    })
+    })?;
+    eprintln!(
+        "e2e: using context {context} ({CONTEXT_VARIABLE}), Kubernetes {}.{}: the suite installs \
+         the Waymark CRD, its ClusterRoles and a namespace per walk (wm-*) there",
+        version.major, version.minor
+    );
+    Ok((
+        Cluster {
+            kubeconfig: path,
+            own_control_plane: false,
+        },
+        dir,
+    ))
 }
 
 /// Install what every walk needs: the Waymark CRD, the Gateway API CRDs (own control plane),
 /// and the controller's ServiceAccount with exactly the RBAC of `config/rbac/`.
-async fn prepare(cluster: &Cluster, own: bool) -> Result<(), String> {
+async fn prepare(cluster: &Cluster) -> Result<(), String> {
     let client = admin_client_of(cluster).await?;
     install_crd(&client, &waymark::api::crd::release_crd(), E2E_MANAGER).await?;
-    if own {
+    if cluster.own_control_plane {
         let dir = gateway_crds_dir()?;
         for crd in gateway_crds(&dir)? {
             install_crd(&client, &crd, E2E_MANAGER).await?;
@@ -174,21 +363,11 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 async fn admin_client_of(cluster: &Cluster) -> Result<Client, String> {
-    match &cluster.kubeconfig {
-        Some(path) => control_plane::client_for(path).await,
-        None => Client::try_default()
-            .await
-            .map_err(|error| format!("cannot build a client: {error}")),
-    }
+    control_plane::client_for(&cluster.kubeconfig).await
 }
 
 async fn config_of(cluster: &Cluster) -> Result<kube::Config, String> {
-    match &cluster.kubeconfig {
-        Some(path) => control_plane::config_for(path).await,
-        None => kube::Config::infer()
-            .await
-            .map_err(|error| format!("cannot load the kubeconfig: {error}")),
-    }
+    control_plane::config_for(&cluster.kubeconfig).await
 }
 
 /// A client on `cluster` acting as `user` (in `groups`), by impersonation from the admin
@@ -227,11 +406,8 @@ fn cluster() -> &'static Cluster {
 /// A kubeconfig file (in `dir`) that acts as `user` by impersonation from the admin
 /// kubeconfig: a person with only that user's permissions, for commands run as they would.
 pub async fn kubeconfig_as(user: &str, dir: &Path) -> PathBuf {
-    let mut config = match kubeconfig_path() {
-        Some(path) => kube::config::Kubeconfig::read_from(path),
-        None => kube::config::Kubeconfig::read(),
-    }
-    .unwrap_or_else(|error| panic!("cannot read the admin kubeconfig: {error}"));
+    let mut config = kube::config::Kubeconfig::read_from(kubeconfig_path())
+        .unwrap_or_else(|error| panic!("cannot read the admin kubeconfig: {error}"));
     let current = config
         .contexts
         .iter()
@@ -249,12 +425,13 @@ pub async fn kubeconfig_as(user: &str, dir: &Path) -> PathBuf {
     }
     let path = dir.join(format!("{user}.kubeconfig"));
     let text = serde_yaml::to_string(&config).expect("a kubeconfig serializes");
-    std::fs::write(&path, text).expect("write the kubeconfig");
+    control_plane::write_private(&path, &text).unwrap_or_else(|error| panic!("{error}"));
     path
 }
 
-/// The admin kubeconfig path, for commands run as a user would (`waymark status`, kubectl).
-pub fn kubeconfig_path() -> Option<PathBuf> {
+/// The admin kubeconfig path, for commands run as a user would (`waymark status`, kubectl):
+/// its current context is the suite's cluster.
+pub fn kubeconfig_path() -> PathBuf {
     cluster().kubeconfig.clone()
 }
 
@@ -274,32 +451,28 @@ pub fn trial(name: &'static str, walk: Walk) -> Trial {
 
 /// A walk that stops or breaks its control plane (an API-server restart, a CRD deleted): it
 /// gets a control plane of its own, started from `KUBEBUILDER_ASSETS` and prepared like the
-/// suite's, so that the other walks running meanwhile are not disturbed.
+/// suite's, so that the other walks running meanwhile are not disturbed (also when the suite
+/// runs on a named context).
 pub fn private_trial(name: &'static str, walk: Walk) -> Trial {
     Trial::test(name, move || {
-        on_cluster(name, |shared| {
-            if !shared.own_control_plane {
+        on_cluster(name, |_| {
+            let Some(assets) = std::env::var_os("KUBEBUILDER_ASSETS").filter(|a| !a.is_empty())
+            else {
                 return skip_or_fail(
                     name,
-                    "it needs a control plane of its own (KUBEBUILDER_ASSETS), not the cluster \
-                     in KUBECONFIG",
-                    std::env::var("CI").is_ok_and(|value| value == "true"),
+                    "it needs a control plane of its own: set KUBEBUILDER_ASSETS",
+                    in_ci(),
                 );
-            }
-            let assets = std::env::var_os("KUBEBUILDER_ASSETS")
-                .ok_or_else(|| Failed::from("KUBEBUILDER_ASSETS is not set"))?;
-            let assets = Assets::find(Path::new(&assets)).map_err(Failed::from)?;
+            };
             // Blocking (it probes with a runtime of its own): before entering the walk's.
-            let plane = ControlPlane::start(&assets).map_err(Failed::from)?;
+            let plane = start_control_plane(Path::new(&assets)).map_err(Failed::from)?;
             let cluster = Cluster {
-                kubeconfig: Some(plane.kubeconfig().to_path_buf()),
+                kubeconfig: plane.kubeconfig().to_path_buf(),
                 own_control_plane: true,
             };
             let plane = Arc::new(Mutex::new(plane));
             let runtime = runtime();
-            runtime
-                .block_on(prepare(&cluster, true))
-                .map_err(Failed::from)?;
+            runtime.block_on(prepare(&cluster)).map_err(Failed::from)?;
             runtime.block_on(run_on(cluster, Some(plane.clone()), name, walk));
             drop(runtime);
             // The walk may have left it stopped or broken: it goes with the walk.
@@ -320,16 +493,19 @@ fn on_cluster(name: &str, walk: impl FnOnce(&Cluster) -> Result<(), Failed>) -> 
 
 fn skip_or_fail(name: &str, reason: &str, fail: bool) -> Result<(), Failed> {
     if fail {
-        Err(Failed::from(format!(
-            "{name}: {reason} (CI=true: the e2e suite must run)"
-        )))
+        let ci = if in_ci() {
+            " (CI=true: the e2e suite must run)"
+        } else {
+            ""
+        };
+        Err(Failed::from(format!("{name}: {reason}{ci}")))
     } else {
         eprintln!("SKIPPED {name}: {reason}");
         Ok(())
     }
 }
 
-/// One walk's world: an admin client, its namespace, the controller and simulated kubelets.
+/// One walk's world: an admin client, its namespace, the controller and a simulated node.
 #[derive(Clone)]
 pub struct Env {
     /// An admin client (the platform engineer).
@@ -340,7 +516,7 @@ pub struct Env {
     /// The walk's own control plane, for walks that stop parts of it.
     plane: Option<Arc<Mutex<ControlPlane>>>,
     controller: Arc<Mutex<Option<RunningController>>>,
-    readiness: watch::Sender<bool>,
+    node: kubelet::Controls,
 }
 
 struct RunningController {
@@ -363,6 +539,10 @@ impl Env {
     }
 
     pub fn routes(&self) -> Api<HttpRoute> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    pub fn pods(&self) -> Api<Pod> {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
@@ -425,9 +605,126 @@ impl Env {
         self.start_controller().await;
     }
 
-    /// Whether the simulated kubelets mark Deployments available (on by default).
+    /// Whether the simulated node makes pods Ready once started (on by default). Off, new pods
+    /// start but stay not Ready and Ready ones stay Ready; on again, the held pods turn Ready.
     pub fn set_pods_become_ready(&self, ready: bool) {
-        self.readiness.send_replace(ready);
+        self.node.set_pods_become_ready(ready);
+    }
+
+    /// How long the simulated node takes to start each pod from now on (varied per pod
+    /// within `delay`).
+    pub fn set_pod_start_delay(&self, delay: Range<Duration>) {
+        self.node.set_start_delay(delay);
+    }
+
+    /// Lose the pods matching `selector` at once, as when their node fails (deleted without a
+    /// grace period); their ReplicaSets make new ones. The names of the pods lost.
+    pub async fn drop_pods(&self, selector: &str) -> Vec<String> {
+        let pods = self
+            .pods()
+            .list(&ListParams::default().labels(selector))
+            .await
+            .unwrap_or_else(|error| panic!("cannot list the pods {selector}: {error}"));
+        let mut dropped = Vec::new();
+        for pod in pods {
+            let name = pod.name_any();
+            let params = DeleteParams {
+                grace_period_seconds: Some(0),
+                ..DeleteParams::default()
+            };
+            match self.pods().delete(&name, &params).await {
+                Ok(_) => dropped.push(name),
+                Err(kube::Error::Api(status)) if status.is_not_found() => {}
+                Err(error) => panic!("cannot drop pod {name}: {error}"),
+            }
+        }
+        dropped
+    }
+
+    /// How many reconciles the running controller has finished (its own `/metrics`: a new
+    /// controller counts from 0).
+    pub async fn reconciles(&self) -> u64 {
+        let (code, text) = self.controller_http("/metrics").await;
+        assert_eq!(code, 200, "the controller's /metrics: {text}");
+        reconcile_count(&text)
+            .unwrap_or_else(|| panic!("no {RECONCILE_COUNT} in the controller's /metrics"))
+    }
+
+    /// Wait until the running controller has finished `more` reconciles past `since`.
+    async fn await_reconciles(&self, since: u64, more: u64, why: &str) -> u64 {
+        eventually(why, || async {
+            let now = self.reconciles().await;
+            if now >= since + more {
+                Ok(now)
+            } else {
+                Err(format!("{now} reconciles, {since} before"))
+            }
+        })
+        .await
+    }
+
+    /// Wait until a controller started after the last (re)start has reconciled: whatever it
+    /// decided, it decided on the world as it is since then.
+    pub async fn await_first_reconcile(&self) {
+        self.await_reconciles(0, 1, "a first reconcile of the new controller")
+            .await;
+    }
+
+    /// Proof that the controller has looked at Release `name` as the world is now, before a
+    /// walk asserts that nothing changed: nudge it (an annotation on the object of its traffic,
+    /// which it watches) and wait for a reconcile, then nudge and wait again. A reconcile that
+    /// finished after the count was read may have started before it; the one after it cannot
+    /// have, since reconciles of one Release run one at a time.
+    pub async fn await_fresh_reconcile(&self, name: &str) {
+        let before = self.reconciles().await;
+        self.nudge(name).await;
+        let between = self
+            .await_reconciles(
+                before,
+                1,
+                &format!("a reconcile of Release {name} after a nudge"),
+            )
+            .await;
+        self.nudge(name).await;
+        self.await_reconciles(
+            between,
+            1,
+            &format!("a second reconcile of Release {name} after a nudge"),
+        )
+        .await;
+    }
+
+    /// Change an annotation of the object Release `name` routes its traffic with (its
+    /// HTTPRoute, or Service `<name>` with a replica split): the controller reconciles the
+    /// Release, and has nothing to do about it.
+    async fn nudge(&self, name: &str) {
+        static NUDGES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let count = NUDGES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let release = self
+            .releases()
+            .get(name)
+            .await
+            .unwrap_or_else(|error| panic!("cannot read Release {name}: {error}"));
+        let patch = Patch::Merge(serde_json::json!({
+            "metadata": {"annotations": {NUDGE_ANNOTATION: count.to_string()}}
+        }));
+        let params = PatchParams {
+            field_manager: Some(E2E_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        let written = match &release.spec.traffic.gateway_api {
+            Some(gateway) => self
+                .routes()
+                .patch(&gateway.http_route, &params, &patch)
+                .await
+                .map(|_| ()),
+            None => self
+                .services()
+                .patch(name, &params, &patch)
+                .await
+                .map(|_| ()),
+        };
+        written.unwrap_or_else(|error| panic!("cannot nudge Release {name}: {error}"));
     }
 
     /// The running controller's `/readyz`: its status code and text (0 and the error when it
@@ -498,33 +795,60 @@ async fn run_on(cluster: Cluster, plane: Option<Arc<Mutex<ControlPlane>>>, test:
         .await
         .unwrap_or_else(|error| panic!("{error}"));
     let namespace = create_namespace(&client, test).await;
-    let (readiness, ready) = watch::channel(true);
+    let (node_controls, node_settings) = kubelet::Controls::new();
     let env = Env {
         client: client.clone(),
         namespace: namespace.clone(),
         cluster: Arc::new(cluster),
         plane,
         controller: Arc::new(Mutex::new(None)),
-        readiness,
+        node: node_controls,
+    };
+    // A cluster of our own has no scheduler and no kubelet; on a named one, only when asked.
+    let simulate = env.cluster.own_control_plane
+        || std::env::var("WAYMARK_E2E_SIMULATE_KUBELET").is_ok_and(|value| value == "1");
+    let node = if simulate {
+        let node = SimulatedNode::register(&client, &format!("{namespace}-node"))
+            .await
+            .unwrap_or_else(|error| panic!("{error}"));
+        let running = tokio::spawn(node.clone().run(
+            client.clone(),
+            namespace.clone(),
+            node_settings,
+        ));
+        Some((node, running))
+    } else {
+        None
     };
     env.start_controller().await;
-    let simulate = env.cluster.own_control_plane
-        || std::env::var("WAYMARK_E2E_SIMULATE_READINESS").is_ok_and(|value| value == "1");
-    let kubelets = simulate.then(|| tokio::spawn(simulate_kubelets(env.clone(), ready)));
 
     let outcome = AssertUnwindSafe(walk(env.clone())).catch_unwind().await;
 
-    if let Some(kubelets) = kubelets {
-        kubelets.abort();
-    }
     let stopped = AssertUnwindSafe(env.stop_controller()).catch_unwind().await;
     let_releases_go(&env).await;
-    let namespaces: Api<Namespace> = Api::all(client);
+    let namespaces: Api<Namespace> = Api::all(client.clone());
     if let Err(error) = namespaces
         .delete(&namespace, &DeleteParams::background())
         .await
     {
         eprintln!("{test}: cannot delete namespace {namespace}: {error}");
+    }
+    if let Some((node, running)) = node {
+        running.abort();
+        // No kubelet is left to finish the pods the namespace's deletion stops: remove them
+        // (the namespace being deleted, no new ones can be made), then the node.
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            ..DeleteParams::default()
+        };
+        if let Err(error) = env
+            .pods()
+            .delete_collection(&params, &ListParams::default())
+            .await
+        {
+            eprintln!("{test}: cannot remove the pods of {namespace}: {error}");
+        }
+        node.unregister(&client).await;
     }
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
@@ -603,70 +927,30 @@ async fn create_namespace(client: &Client, test: &str) -> String {
     name
 }
 
-/// Stand in for kubelets (there are none: nothing runs pods): watch Waymark's Deployments in
-/// the namespace and, while `ready` is true, mark each available by patching its status. The
-/// controller cannot tell the difference.
-async fn simulate_kubelets(env: Env, mut ready: watch::Receiver<bool>) {
-    let deployments = env.deployments();
-    let config = watcher::Config::default().labels(LABEL_RELEASE);
-    // Back within a second of an API-server restart (a walk restarts one): the controller's
-    // timing is measured, not the simulated kubelet's.
-    let mut events = watcher(deployments.clone(), config)
-        .backoff(QuickRetry)
-        .applied_objects()
-        .boxed();
-    let mut known: BTreeMap<String, Deployment> = BTreeMap::new();
-    loop {
-        tokio::select! {
-            event = events.next() => match event {
-                Some(Ok(deployment)) => {
-                    known.insert(deployment.name_any(), deployment);
-                }
-                Some(Err(_)) => continue,
-                None => return,
-            },
-            changed = ready.changed() => if changed.is_err() { return },
-        }
-        if !*ready.borrow() {
-            continue;
-        }
-        let stale: Vec<Deployment> = known
-            .values()
-            .filter(|d| d.meta().deletion_timestamp.is_none() && !reported_available(d))
-            .cloned()
-            .collect();
-        for deployment in stale {
-            let patch = available_patch(&deployment);
-            let name = deployment.name_any();
-            match deployments
-                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(updated) => {
-                    known.insert(name, updated);
-                }
-                Err(kube::Error::Api(status)) if status.is_not_found() => {
-                    known.remove(&name);
-                }
-                Err(error) => eprintln!("simulated kubelet for {name}: {error}"),
-            }
-        }
-    }
+/// The number of finished reconciles in a `/metrics` text (the sum over its series).
+pub fn reconcile_count(metrics: &str) -> Option<u64> {
+    let values: Vec<u64> = metrics
+        .lines()
+        .filter_map(|line| line.strip_prefix(RECONCILE_COUNT))
+        .filter(|rest| rest.starts_with([' ', '{']))
+        .filter_map(|rest| rest.rsplit(' ').next())
+        .filter_map(|value| value.trim().parse::<f64>().ok())
+        .map(|value| value as u64)
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
 }
 
-/// Retry a failed watch of the harness after half a second, always.
-struct QuickRetry;
-
-impl Iterator for QuickRetry {
-    type Item = Duration;
-
-    fn next(&mut self) -> Option<Duration> {
-        Some(Duration::from_millis(500))
-    }
-}
-
-impl kube::runtime::utils::Backoff for QuickRetry {
-    fn reset(&mut self) {}
+/// The reconcile count is read from the controller's own exposition.
+pub fn the_reconcile_count_is_read_from_metrics() {
+    let text = "# HELP waymark_reconcile_duration_seconds How long a reconcile took.\n\
+                waymark_reconcile_duration_seconds_sum 0.5\n\
+                waymark_reconcile_duration_seconds_count 12\n\
+                waymark_reconcile_duration_seconds_count_other 3\n";
+    assert_eq!(reconcile_count(text), Some(12));
+    let labelled = "waymark_reconcile_duration_seconds_count{controller=\"a\"} 2\n\
+                    waymark_reconcile_duration_seconds_count{controller=\"b\"} 3\n";
+    assert_eq!(reconcile_count(labelled), Some(5));
+    assert_eq!(reconcile_count("process_cpu_seconds_total 1\n"), None);
 }
 
 /// Poll `probe` until it returns `Ok`, or fail after [`DEADLINE`] naming what was awaited
@@ -751,6 +1035,17 @@ where
             .lock()
             .expect("versions lock")
             .iter()
+            .map(|(_, object)| object.clone())
+            .collect()
+    }
+
+    /// The versions first seen before `moment`, oldest first.
+    pub fn seen_before(&self, moment: tokio::time::Instant) -> Vec<K> {
+        self.seen
+            .lock()
+            .expect("versions lock")
+            .iter()
+            .filter(|(at, _)| *at < moment)
             .map(|(_, object)| object.clone())
             .collect()
     }

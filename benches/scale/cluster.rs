@@ -56,8 +56,10 @@ impl Cluster {
         let audit_log = dir.path().join("audit.log");
         std::fs::write(&policy, requests::audit_policy(&controller_user()))
             .map_err(|error| format!("cannot write {}: {error}", policy.display()))?;
+        // No workload controllers: the bench's fake kubelet writes Deployment status itself.
         let options = Options {
             apiserver_args: requests::audit_flags(&policy, &audit_log),
+            workload_controllers: false,
         };
         let plane = ControlPlane::start_with(&assets, &options)?;
         Ok(Cluster {

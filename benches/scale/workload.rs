@@ -18,7 +18,7 @@ use k8s_openapi::jiff::Timestamp;
 use waymark::api::{LABEL_RELEASE, LABEL_ROLE, Phase, Release, ReleaseStatus, template_revision};
 
 use crate::cluster::BENCH_MANAGER;
-use crate::kubelet::{available_patch, reported_available};
+use crate::deployment_status::{available_patch, reported_available};
 
 /// Replicas of every Release and baseline Deployment.
 const REPLICAS: i32 = 2;

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use gateway_api::apis::experimental::httproutes::HttpRoute;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{PodTemplateSpec, Service, ServicePort, ServiceSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 
 use crate::api::{
@@ -105,9 +105,14 @@ fn child_meta(
     role: Option<Role>,
     revision: Option<&str>,
 ) -> Result<ObjectMeta, Error> {
-    let owner = release
-        .controller_owner_ref(&())
-        .ok_or_else(|| Error::MissingObjectKey("metadata.uid"))?;
+    // blockOwnerDeletion: a foreground deletion of the Release waits for its children (a Service
+    // has EndpointSlices of its own, so without it the Release could go first).
+    let owner = OwnerReference {
+        block_owner_deletion: Some(true),
+        ..release
+            .controller_owner_ref(&())
+            .ok_or_else(|| Error::MissingObjectKey("metadata.uid"))?
+    };
     Ok(ObjectMeta {
         name: Some(name),
         namespace: release.namespace(),
@@ -428,11 +433,11 @@ mod tests {
         assert_eq!(owners[0].kind, "Release");
         assert_eq!(owners[0].name, "checkout");
         assert_eq!(owners[0].controller, Some(true));
+        assert_eq!(owners[0].block_owner_deletion, Some(true));
         for service in services(&release).unwrap() {
-            assert_eq!(
-                service.metadata.owner_references.unwrap()[0].name,
-                "checkout"
-            );
+            let owners = service.metadata.owner_references.unwrap();
+            assert_eq!(owners[0].name, "checkout");
+            assert_eq!(owners[0].block_owner_deletion, Some(true));
         }
     }
 

@@ -20,7 +20,7 @@ const ITERATIONS: usize = 20_000;
 fn example_spec() -> ReleaseSpec {
     let text = include_str!("../examples/checkout.yaml");
     let release_document = text.split("\n---\n").next().unwrap_or_default();
-    let release: Release = serde_yaml::from_str(release_document)
+    let release: Release = serde_saphyr::from_str(release_document)
         .unwrap_or_else(|error| panic!("examples/checkout.yaml holds a Release: {error}"));
     release.spec
 }

@@ -73,8 +73,8 @@ pub async fn the_helm_chart_applies_to_the_api_server(env: Env) {
     }
 }
 
-async fn dry_run_apply(env: &Env, what: &str, document: serde_yaml::Value) {
-    let object: DynamicObject = serde_yaml::from_value(document.clone())
+async fn dry_run_apply(env: &Env, what: &str, document: serde_json::Value) {
+    let object: DynamicObject = serde_json::from_value(document.clone())
         .unwrap_or_else(|error| panic!("{what}: not an object: {error}: {document:?}"));
     let types = object.types.clone().expect("apiVersion and kind");
     let gvk = GroupVersionKind::try_from(&types).expect("a group/version/kind");

@@ -11,7 +11,6 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Patch, PatchParams};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client, ResourceExt};
-use serde::Deserialize as _;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
@@ -68,19 +67,15 @@ pub fn gateway_crds(dir: &Path) -> Result<Vec<CustomResourceDefinition>, String>
 pub fn yaml_documents<K: DeserializeOwned>(file: &Path) -> Result<Vec<K>, String> {
     let text = std::fs::read_to_string(file)
         .map_err(|error| format!("cannot read {}: {error}", file.display()))?;
-    let mut documents = Vec::new();
-    for document in serde_yaml::Deserializer::from_str(&text) {
-        let value = serde_yaml::Value::deserialize(document)
-            .map_err(|error| format!("{} is not YAML: {error}", file.display()))?;
-        if value.is_null() {
-            continue;
-        }
-        documents.push(
-            serde_yaml::from_value(value)
-                .map_err(|error| format!("{}: {error}", file.display()))?,
-        );
-    }
-    Ok(documents)
+    let values = serde_saphyr::from_multiple::<serde_json::Value>(&text)
+        .map_err(|error| format!("{} is not YAML: {error}", file.display()))?;
+    values
+        .into_iter()
+        .filter(|value| !value.is_null())
+        .map(|value| {
+            serde_json::from_value(value).map_err(|error| format!("{}: {error}", file.display()))
+        })
+        .collect()
 }
 
 /// Server-side apply `crd` as `manager` and wait until it is Established.

@@ -315,7 +315,7 @@ fn use_named_context(context: &str) -> Result<(Cluster, tempfile::TempDir), Stri
         .tempdir()
         .map_err(|error| format!("cannot create a temporary directory: {error}"))?;
     let path = dir.path().join("kubeconfig");
-    let text = serde_yaml::to_string(&only)
+    let text = serde_saphyr::to_string(&only)
         .map_err(|error| format!("cannot write the kubeconfig of {context}: {error}"))?;
     control_plane::write_private(&path, &text)?;
     let version = runtime().block_on(async {
@@ -424,7 +424,7 @@ pub async fn kubeconfig_as(user: &str, dir: &Path) -> PathBuf {
         }
     }
     let path = dir.join(format!("{user}.kubeconfig"));
-    let text = serde_yaml::to_string(&config).expect("a kubeconfig serializes");
+    let text = serde_saphyr::to_string(&config).expect("a kubeconfig serializes");
     control_plane::write_private(&path, &text).unwrap_or_else(|error| panic!("{error}"));
     path
 }

@@ -11,7 +11,7 @@ mod helm;
 
 use std::collections::BTreeSet;
 
-use serde_yaml::Value;
+use serde_json::Value;
 
 use helm::{RELEASE_NAME, RELEASE_NAMESPACE, helm_or_skip};
 
@@ -36,7 +36,7 @@ const CRD_FILE: &str = "crds/waymark.dev_releases.yaml";
 const CHART_CRD_FILE: &str = "charts/waymark/files/crds/waymark.dev_releases.yaml";
 
 fn yaml(text: &str) -> Value {
-    serde_yaml::from_str(text).unwrap()
+    serde_saphyr::from_str(text).unwrap()
 }
 
 fn read(path: &str) -> String {
@@ -84,7 +84,7 @@ fn container(documents: &[Value]) -> &Value {
 
 fn args(documents: &[Value]) -> Vec<String> {
     container(documents)["args"]
-        .as_sequence()
+        .as_array()
         .expect("args")
         .iter()
         .map(|arg| arg.as_str().expect("string args").to_string())
@@ -220,10 +220,10 @@ fn value_paths(text: &str) -> BTreeSet<String> {
 
 /// The leaf paths of a values document (maps are walked, anything else is a leaf).
 fn leaf_paths(value: &Value, prefix: &str, into: &mut BTreeSet<String>) {
-    match value.as_mapping() {
+    match value.as_object() {
         Some(map) if !map.is_empty() => {
             for (key, child) in map {
-                let key = key.as_str().expect("string keys");
+                let key = key.as_str();
                 let path = if prefix.is_empty() {
                     key.to_string()
                 } else {
@@ -434,7 +434,7 @@ fn a_watched_namespace_refuses_secret_namespaces_it_cannot_see() {
     let role = find(&documents, "Role", "waymark-controller").unwrap();
     assert!(
         role["rules"]
-            .as_sequence()
+            .as_array()
             .unwrap()
             .iter()
             .any(|rule| rule["resources"] == yaml("[secrets]")),
@@ -565,10 +565,10 @@ fn selectors_match_the_pod_and_the_service_targets_a_named_container_port() {
     let documents = helm.render(WATCHED_SHOP_WITH_THREE_REPLICAS);
     let deployment = only(&documents, "Deployment");
     let pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
-        .as_mapping()
+        .as_object()
         .unwrap();
     let matches_pod = |selector: &Value| {
-        let selector = selector.as_mapping().expect("a selector");
+        let selector = selector.as_object().expect("a selector");
         assert!(!selector.is_empty());
         selector
             .iter()
@@ -582,7 +582,7 @@ fn selectors_match_the_pod_and_the_service_targets_a_named_container_port() {
         &only(&documents, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"]
     ));
     let port_name = &only(&documents, "Service")["spec"]["ports"][0]["targetPort"];
-    let container_ports = container(&documents)["ports"].as_sequence().unwrap();
+    let container_ports = container(&documents)["ports"].as_array().unwrap();
     assert!(
         container_ports
             .iter()
@@ -727,7 +727,7 @@ fn monitoring_objects_render_only_when_enabled() {
     assert_eq!(monitor["metadata"]["labels"]["release"], "prom");
     let service = only(&documents, "Service");
     let selected = monitor["spec"]["selector"]["matchLabels"]
-        .as_mapping()
+        .as_object()
         .unwrap();
     assert!(
         selected

@@ -233,7 +233,7 @@ fn checkout_with_canary(promoting: bool) -> serde_json::Value {
     let text = std::fs::read_to_string("examples/checkout.yaml").expect("the example");
     let document = text.split("\n---\n").next().unwrap_or_default();
     let mut release: waymark::api::Release =
-        serde_yaml::from_str(document).expect("the example Release");
+        serde_saphyr::from_str(document).expect("the example Release");
     let canary = waymark::api::template_revision(&release.spec.template);
     release.status = Some(waymark::api::ReleaseStatus {
         phase: Some(if promoting {

@@ -6,7 +6,7 @@ mod helm;
 
 use std::path::Path;
 
-use serde_yaml::Value;
+use serde_json::Value;
 
 fn read(path: &str) -> String {
     let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
@@ -14,17 +14,17 @@ fn read(path: &str) -> String {
 }
 
 fn yaml(path: &str) -> Value {
-    serde_yaml::from_str(&read(path)).unwrap_or_else(|error| panic!("{path} is not YAML: {error}"))
+    serde_saphyr::from_str(&read(path))
+        .unwrap_or_else(|error| panic!("{path} is not YAML: {error}"))
 }
 
 fn yaml_documents(path: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(&read(path))
-        .map(|document| serde::Deserialize::deserialize(document).unwrap())
-        .collect()
+    serde_saphyr::from_multiple(&read(path))
+        .unwrap_or_else(|error| panic!("{path} is not YAML: {error}"))
 }
 
 fn parse(text: &str) -> Value {
-    serde_yaml::from_str(text).unwrap()
+    serde_saphyr::from_str(text).unwrap()
 }
 
 /// The rules of the rendered object `kind`/`name`.
@@ -46,7 +46,7 @@ fn base_rules(path: &str, kind: &str, name: &str) -> Value {
 }
 
 fn rules_of(rules: &Value) -> &[Value] {
-    rules.as_sequence().expect("a list of rules")
+    rules.as_array().expect("a list of rules")
 }
 
 fn grants(rules: &Value, resource: &str) -> Vec<String> {
@@ -54,10 +54,10 @@ fn grants(rules: &Value, resource: &str) -> Vec<String> {
         .iter()
         .filter(|rule| {
             rule["resources"]
-                .as_sequence()
+                .as_array()
                 .is_some_and(|resources| resources.iter().any(|r| r == resource))
         })
-        .flat_map(|rule| rule["verbs"].as_sequence().cloned().unwrap_or_default())
+        .flat_map(|rule| rule["verbs"].as_array().cloned().unwrap_or_default())
         .filter_map(|verb| verb.as_str().map(String::from))
         .collect()
 }
@@ -67,7 +67,7 @@ fn cluster_role_has_no_wildcards_and_no_secrets() {
     let rules = yaml("config/rbac/role.yaml")["rules"].clone();
     for rule in rules_of(&rules) {
         for field in ["apiGroups", "resources", "verbs"] {
-            for item in rule[field].as_sequence().unwrap() {
+            for item in rule[field].as_array().unwrap() {
                 assert_ne!(item.as_str(), Some("*"), "wildcard in {field}: {rule:?}");
             }
         }
@@ -144,7 +144,7 @@ fn helm_chart_grants_the_same_rules_as_the_kustomize_base() {
     namespaced.extend(rules_of(&secrets).iter().cloned());
     assert_eq!(
         rendered_rules(&one_namespace, "Role", "waymark-controller"),
-        Value::Sequence(namespaced)
+        Value::Array(namespaced)
     );
 }
 
@@ -214,7 +214,7 @@ fn roles_for_people_aggregate_viewers_into_view_and_operators_into_edit_and_admi
 fn every_manifest_in_a_kustomize_directory_is_listed_in_its_kustomization() {
     for directory in ["config/rbac", "config/manager", "config/prometheus"] {
         let listed: Vec<String> = yaml(&format!("{directory}/kustomization.yaml"))["resources"]
-            .as_sequence()
+            .as_array()
             .unwrap()
             .iter()
             .map(|resource| resource.as_str().unwrap().to_string())
@@ -304,7 +304,7 @@ fn manager_probes_health_and_readiness() {
     assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
     let args: Vec<_> = container["args"]
-        .as_sequence()
+        .as_array()
         .unwrap()
         .iter()
         .filter_map(Value::as_str)
@@ -346,7 +346,7 @@ fn manager_runs_the_versioned_image_hardened_with_a_disruption_budget() {
         &budget["spec"]["selector"]["matchLabels"],
         &yaml("config/manager/service.yaml")["spec"]["selector"],
     ] {
-        for (key, value) in selector.as_mapping().unwrap() {
+        for (key, value) in selector.as_object().unwrap() {
             assert_eq!(&pod_labels[key], value);
         }
     }
@@ -361,11 +361,11 @@ fn argocd_ignores_the_route_fields_of_waymarks_field_manager() {
     assert_eq!(ignored["kind"], "HTTPRoute");
     assert_eq!(
         ignored["managedFieldsManagers"],
-        serde_yaml::from_str::<Value>(&format!("[{manager}]")).unwrap(),
+        serde_saphyr::from_str::<Value>(&format!("[{manager}]")).unwrap(),
         "the manager the controller applies route weights with"
     );
     let options = application["spec"]["syncPolicy"]["syncOptions"]
-        .as_sequence()
+        .as_array()
         .unwrap();
     assert!(
         options
@@ -374,7 +374,7 @@ fn argocd_ignores_the_route_fields_of_waymarks_field_manager() {
     );
 
     let patch = yaml("config/argocd/argocd-cm-patch.yaml");
-    let system_wide: Value = serde_yaml::from_str(
+    let system_wide: Value = serde_saphyr::from_str(
         patch["data"]["resource.customizations.ignoreDifferences.gateway.networking.k8s.io_HTTPRoute"]
             .as_str()
             .unwrap(),

@@ -34,15 +34,8 @@ fn example_documents() -> Vec<Value> {
 
 fn documents_of(file: &str) -> Vec<Value> {
     let text = std::fs::read_to_string(Path::new(file)).unwrap();
-    let mut documents = Vec::new();
-    for document in serde_yaml::Deserializer::from_str(&text) {
-        let value = serde_yaml::Value::deserialize(document).unwrap();
-        documents.push(serde_json::to_value(value).unwrap());
-    }
-    documents
+    serde_saphyr::from_multiple(&text).unwrap_or_else(|error| panic!("{file} is not YAML: {error}"))
 }
-
-use serde::Deserialize;
 
 fn example_release() -> Value {
     example_documents()

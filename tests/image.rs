@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use serde_yaml::Value;
+use serde_json::Value;
 
 fn read(path: &str) -> String {
     let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
@@ -249,7 +249,7 @@ fn base_images_are_named_without_a_registry_host() {
 fn the_manifests_start_the_controller_subcommand_of_the_image() {
     // Kubernetes `args` replace the image's CMD and keep its ENTRYPOINT, so the manifests'
     // args must start with the subcommand the CMD would have given.
-    let manager: Value = serde_yaml::from_str(&read("config/manager/manager.yaml")).unwrap();
+    let manager: Value = serde_saphyr::from_str(&read("config/manager/manager.yaml")).unwrap();
     let container = &manager["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(container["args"][0], "controller");
     assert!(
@@ -272,12 +272,12 @@ fn the_image_name_and_tag_agree_everywhere() {
     let version = env!("CARGO_PKG_VERSION");
     let image = format!("waymark:{version}");
 
-    let chart: Value = serde_yaml::from_str(&read("charts/waymark/Chart.yaml")).unwrap();
+    let chart: Value = serde_saphyr::from_str(&read("charts/waymark/Chart.yaml")).unwrap();
     assert_eq!(
         chart["appVersion"], version,
         "chart appVersion = crate version"
     );
-    let values: Value = serde_yaml::from_str(&read("charts/waymark/values.yaml")).unwrap();
+    let values: Value = serde_saphyr::from_str(&read("charts/waymark/values.yaml")).unwrap();
     assert_eq!(values["image"]["repository"], "waymark");
     assert_eq!(values["image"]["tag"], "", "the tag defaults to appVersion");
 

@@ -27,7 +27,7 @@ use promql_parser::parser::{
     AggregateExpr, BinaryExpr, Call, Expr, LabelModifier, VectorMatchCardinality, VectorSelector,
 };
 use serde_json::Value as Json;
-use serde_yaml::Value;
+use serde_json::Value;
 use waymark::api::{
     AnalysisStatus, HistoryEntry, Horizon, Outcome, Phase, ReleaseStatus, RoadmapKind,
     RoleAnalysis, Verdict, WindowResult,
@@ -77,17 +77,17 @@ fn alert_rules_pass_promtool_check_and_their_unit_tests() {
 
 #[test]
 fn the_rule_unit_tests_cover_every_alert_including_a_case_where_it_stays_silent() {
-    let rules: Value = serde_yaml::from_str(&read(RULES)).unwrap();
+    let rules: Value = serde_saphyr::from_str(&read(RULES)).unwrap();
     let alerts: BTreeSet<String> = alert_rules(&rules)
         .map(|rule| rule["alert"].as_str().unwrap().to_string())
         .collect();
-    let tests: Value = serde_yaml::from_str(&read(RULES_TEST)).unwrap();
+    let tests: Value = serde_saphyr::from_str(&read(RULES_TEST)).unwrap();
     let mut firing = BTreeSet::new();
     let mut silent = BTreeSet::new();
-    for test in tests["tests"].as_sequence().unwrap() {
-        for case in test["alert_rule_test"].as_sequence().unwrap() {
+    for test in tests["tests"].as_array().unwrap() {
+        for case in test["alert_rule_test"].as_array().unwrap() {
             let name = case["alertname"].as_str().unwrap().to_string();
-            let expected = case["exp_alerts"].as_sequence().unwrap();
+            let expected = case["exp_alerts"].as_array().unwrap();
             if expected.is_empty() {
                 silent.insert(name);
             } else {
@@ -101,9 +101,9 @@ fn the_rule_unit_tests_cover_every_alert_including_a_case_where_it_stays_silent(
 
 #[test]
 fn the_prometheus_rule_manifest_carries_exactly_the_rules_file() {
-    let rules: Value = serde_yaml::from_str(&read(RULES)).unwrap();
+    let rules: Value = serde_saphyr::from_str(&read(RULES)).unwrap();
     let manifest: Value =
-        serde_yaml::from_str(&read("config/prometheus/prometheusrule.yaml")).unwrap();
+        serde_saphyr::from_str(&read("config/prometheus/prometheusrule.yaml")).unwrap();
     assert_eq!(manifest["kind"], "PrometheusRule");
     assert_eq!(manifest["apiVersion"], "monitoring.coreos.com/v1");
     assert_eq!(
@@ -114,10 +114,10 @@ fn the_prometheus_rule_manifest_carries_exactly_the_rules_file() {
 
 fn alert_rules(rules: &Value) -> impl Iterator<Item = &Value> {
     rules["groups"]
-        .as_sequence()
+        .as_array()
         .unwrap()
         .iter()
-        .flat_map(|group| group["rules"].as_sequence().unwrap().iter())
+        .flat_map(|group| group["rules"].as_array().unwrap().iter())
 }
 
 // ----- the dashboard -----
@@ -213,7 +213,7 @@ fn dashboard_panels_fit_the_grid_without_overlapping() {
 #[test]
 fn the_grafana_kustomization_labels_the_dashboard_for_the_sidecar() {
     let kustomization: Value =
-        serde_yaml::from_str(&read("config/grafana/kustomization.yaml")).unwrap();
+        serde_saphyr::from_str(&read("config/grafana/kustomization.yaml")).unwrap();
     let generator = &kustomization["configMapGenerator"][0];
     assert_eq!(generator["files"][0], "waymark.json");
     assert_eq!(generator["options"]["labels"]["grafana_dashboard"], "1");
@@ -616,11 +616,11 @@ fn dashboard_queries(dashboard: &Json) -> Vec<Query> {
 
 /// Every alert's expression, with the labels its annotations show.
 fn alert_queries() -> Vec<Query> {
-    let rules: Value = serde_yaml::from_str(&read(RULES)).unwrap();
+    let rules: Value = serde_saphyr::from_str(&read(RULES)).unwrap();
     alert_rules(&rules)
         .map(|rule| {
             let annotations: String = rule["annotations"]
-                .as_mapping()
+                .as_object()
                 .unwrap()
                 .values()
                 .filter_map(Value::as_str)

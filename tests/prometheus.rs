@@ -87,7 +87,7 @@ spec:
             total_query = TOTAL_QUERY,
             budget = self.budget,
         );
-        let mut release: Release = serde_yaml::from_str(&yaml).expect("test Release is valid");
+        let mut release: Release = serde_saphyr::from_str(&yaml).expect("test Release is valid");
         release.status = Some(ReleaseStatus {
             stable_revision: Some("5d8b9c".into()),
             canary_revision: self.canary.then(|| "6f9c7d".into()),

@@ -23,8 +23,8 @@ fn at(seconds: i64) -> Time {
 fn example() -> Release {
     let text = include_str!("../examples/checkout.yaml");
     let document = text.split("\n---\n").next().expect("a first document");
-    let value: serde_yaml::Value = serde_yaml::from_str(document).expect("YAML");
-    let spec: ReleaseSpec = serde_yaml::from_value(value["spec"].clone()).expect("a spec");
+    let value: serde_json::Value = serde_saphyr::from_str(document).expect("YAML");
+    let spec: ReleaseSpec = serde_json::from_value(value["spec"].clone()).expect("a spec");
     let mut release = Release::new("checkout", spec);
     release.metadata.namespace = Some("shop".into());
     release

@@ -16,8 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
-use serde::Deserialize;
-use serde_yaml::Value;
+use serde_json::Value;
 
 /// The Helm release `.ci/run` installs, and the one CI must test with.
 pub const PINNED_VERSION: &str = "v4.1.4";
@@ -195,13 +194,10 @@ impl Helm {
 /// The YAML documents of `text` (Helm's output), empty ones left out; `Err` names the
 /// document that is not YAML.
 pub fn parse_documents(text: &str) -> Result<Vec<Value>, String> {
-    let mut documents = Vec::new();
-    for document in serde_yaml::Deserializer::from_str(text) {
-        let value = Value::deserialize(document)
-            .map_err(|error| format!("helm rendered invalid YAML: {error}\n{text}"))?;
-        if !value.is_null() {
-            documents.push(value);
-        }
-    }
-    Ok(documents)
+    let documents = serde_saphyr::from_multiple::<Value>(text)
+        .map_err(|error| format!("helm rendered invalid YAML: {error}\n{text}"))?;
+    Ok(documents
+        .into_iter()
+        .filter(|value| !value.is_null())
+        .collect())
 }

@@ -18,7 +18,6 @@
 
 use std::path::Path;
 
-use serde::Deserialize as _;
 use serde_json::{Value, json};
 
 /// How a mutation must end.
@@ -107,12 +106,9 @@ pub fn example_release() -> Value {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/checkout.yaml");
     let text = std::fs::read_to_string(&file)
         .unwrap_or_else(|error| panic!("cannot read {}: {error}", file.display()));
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|document| {
-            let value = serde_yaml::Value::deserialize(document)
-                .unwrap_or_else(|error| panic!("{} is not YAML: {error}", file.display()));
-            serde_json::to_value(value).unwrap_or_default()
-        })
+    serde_saphyr::from_multiple::<Value>(&text)
+        .unwrap_or_else(|error| panic!("{} is not YAML: {error}", file.display()))
+        .into_iter()
         .find(|document| document["kind"] == "Release")
         .unwrap_or_else(|| panic!("{} holds no Release", file.display()))
 }

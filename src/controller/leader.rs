@@ -177,3 +177,24 @@ fn identity() -> String {
             format!("waymark-{}-{nanos:x}", std::process::id())
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_leader_gauge_follows_the_lease_with_the_channel() {
+        let metrics = Arc::new(Metrics::default());
+        let (channel, leading_rx) = watch::channel(false);
+        let leading = Leading {
+            channel,
+            metrics: metrics.clone(),
+        };
+        leading.send_replace(true);
+        assert!(*leading_rx.borrow());
+        assert!(metrics.encode().unwrap().contains("\nwaymark_leader 1\n"));
+        leading.send_replace(false);
+        assert!(!*leading_rx.borrow());
+        assert!(metrics.encode().unwrap().contains("\nwaymark_leader 0\n"));
+    }
+}

@@ -359,13 +359,19 @@ mod tests {
         assert_eq!(classify(Method::GET, uri, None).0, "LIST");
     }
 
-    #[tokio::test]
-    async fn requests_through_the_client_are_counted_by_verb_resource_and_code() {
-        use tower_test::mock;
-        let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+    type MockHandle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+    /// Deployments in `shop` through an instrumented client whose API server is a mock.
+    fn instrumented_deployments() -> (Api<Deployment>, MockHandle, Arc<Metrics>) {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let metrics = Arc::new(Metrics::default());
         let client = instrument(Client::new(service, "default"), metrics.clone());
-        let deployments: Api<Deployment> = Api::namespaced(client, "shop");
+        (Api::namespaced(client, "shop"), handle, metrics)
+    }
+
+    #[tokio::test]
+    async fn requests_through_the_client_are_counted_by_verb_resource_and_code() {
+        let (deployments, mut handle, metrics) = instrumented_deployments();
 
         let server = tokio::spawn(async move {
             // A GET answered 200, a server-side apply refused 403, a watch started.
@@ -434,11 +440,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_without_a_response_is_counted_with_the_code_error() {
-        use tower_test::mock;
-        let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
-        let metrics = Arc::new(Metrics::default());
-        let client = instrument(Client::new(service, "default"), metrics.clone());
-        let deployments: Api<Deployment> = Api::namespaced(client, "shop");
+        let (deployments, mut handle, metrics) = instrumented_deployments();
         let server = tokio::spawn(async move {
             let (_, send) = handle.next_request().await.expect("a GET");
             send.send_error(std::io::Error::other("connection refused"));

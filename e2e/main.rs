@@ -32,6 +32,7 @@ mod operate;
 mod prepare;
 mod quiet;
 mod restart;
+mod selfmetrics;
 mod support;
 mod validation;
 
@@ -94,6 +95,7 @@ fn main() -> ExitCode {
         hostile::every_hostile_release_is_refused_or_gets_spec_valid,
         validation::an_invalid_query_is_spec_valid_false_before_any_canary_deployment,
         validation::a_missing_prometheus_secret_is_named_until_it_is_created,
+        selfmetrics::the_controller_reports_its_build_leadership_api_requests_and_process,
     ];
     // Walks that stop or break their control plane get one of their own.
     trials.extend([

@@ -7,8 +7,10 @@
 //!   variables are given plain values) and walked: every metric it names, every label it
 //!   matches, groups or matches on, and every label a legend or annotation shows exists in what
 //!   a real Prometheus stored from a running controller's `/metrics` (after the controller was
-//!   fed releases the way the reconcile feeds it); and that Prometheus evaluates it without
-//!   error.
+//!   fed releases the way the reconcile feeds it, and made an API request through its
+//!   instrumented client); and that Prometheus evaluates it without error. The controller's
+//!   own series (`waymark_build_info`, `waymark_leader`, `waymark_kube_*`, `process_*`) are
+//!   checked the same way.
 //! - The PrometheusRule manifest carries exactly the rules file; the dashboard has the panels
 //!   it promises, laid out without overlaps.
 
@@ -156,6 +158,14 @@ fn the_dashboard_has_the_promised_panels_each_querying_the_chosen_prometheus() {
         "Deliveries per horizon",
         "Deliveries per kind",
         "Reconcile errors by kind",
+        "Controller replicas by version",
+        "Leader",
+        "Reconciles and errors",
+        "API requests by code",
+        "API request latency (p99)",
+        "Watch restarts",
+        "CPU",
+        "Resident memory",
     ] {
         assert!(
             titles.contains(promised),
@@ -230,15 +240,17 @@ struct Scrape {
 
 impl Scrape {
     /// The metric names and labels of `series` (as the Prometheus API returns them), without
-    /// the `job` and `instance` labels Prometheus adds to every target: the dashboard and the
-    /// alerts may rely only on what Waymark exports.
+    /// the `job` label Prometheus adds to every target: its value depends on how Prometheus
+    /// finds the controller, so the dashboard and the alerts may not rely on it. `instance`
+    /// (the target's address) stays: it tells replicas apart, and joins the `process_*` series
+    /// every target exports to Waymark's own.
     fn from_series(series: &[HashMap<String, String>]) -> Scrape {
         let mut scrape = Scrape::default();
         for labels in series {
             let name = labels["__name__"].clone();
             let names = labels
                 .keys()
-                .filter(|label| !["__name__", "job", "instance"].contains(&label.as_str()));
+                .filter(|label| !["__name__", "job"].contains(&label.as_str()));
             scrape
                 .labels
                 .entry(name)
@@ -747,6 +759,8 @@ async fn scrape_a_running_controller() -> Option<(Scrape, Prometheus)> {
     metrics.observe_release("shop", "cart", Some(&before), &paused);
     metrics.count_error("kube");
     metrics.observe_reconcile(Duration::from_millis(20));
+    metrics.set_leader(true);
+    one_api_request_through_the_instrumented_client(metrics.clone()).await;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
@@ -762,7 +776,7 @@ async fn scrape_a_running_controller() -> Option<(Scrape, Prometheus)> {
         .await
         .unwrap_or_else(|error| panic!("Prometheus scrapes /metrics: {error}"));
     let series = prometheus
-        .series(r#"{__name__=~"waymark_.+"}"#)
+        .series(r#"{__name__=~"waymark_.+|process_.+"}"#)
         .await
         .expect("the scraped series");
     server.abort();
@@ -782,7 +796,7 @@ async fn every_metric_and_label_in_the_dashboard_and_alerts_is_in_a_scrape_and_p
         "found {} dashboard queries",
         dashboard.len()
     );
-    assert_eq!(alerts.len(), 5);
+    assert_eq!(alerts.len(), 7);
     let mut all_problems = Vec::new();
     for query in dashboard.iter().chain(&alerts) {
         let expression = match &query.expression {
@@ -819,7 +833,7 @@ async fn every_metric_the_readme_lists_is_in_a_scrape() {
         .split('`')
         .skip(1)
         .step_by(2)
-        .filter(|code| code.starts_with("waymark_"))
+        .filter(|code| code.starts_with("waymark_") || code.starts_with("process_"))
         .map(|code| code.split(['{', ' ']).next().unwrap().to_string())
         .collect();
     assert!(listed.len() >= 8, "{listed:?}");
@@ -829,6 +843,62 @@ async fn every_metric_the_readme_lists_is_in_a_scrape() {
         assert!(
             exported,
             "the README lists {name}, which /metrics does not serve"
+        );
+    }
+}
+
+/// A GET of a Deployment through the client the controller wraps, answered 200 by a mock API
+/// server: the request series exist as after the controller's first API call.
+async fn one_api_request_through_the_instrumented_client(metrics: Arc<Metrics>) {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::client::Body;
+    let (service, mut handle) =
+        tower_test::mock::pair::<http::Request<Body>, http::Response<Body>>();
+    let client = waymark::controller::kube_requests::instrument(
+        kube::Client::new(service, "default"),
+        metrics,
+    );
+    let api_server = tokio::spawn(async move {
+        let (_, send) = handle.next_request().await.expect("one request");
+        let mut deployment = Deployment::default();
+        deployment.metadata.name = Some("checkout".into());
+        send.send_response(
+            http::Response::builder()
+                .status(200)
+                .body(Body::from(serde_json::to_vec(&deployment).unwrap()))
+                .unwrap(),
+        );
+    });
+    kube::Api::<Deployment>::namespaced(client, "shop")
+        .get("checkout")
+        .await
+        .expect("the mock answers");
+    api_server.await.unwrap();
+}
+
+#[test]
+fn the_controller_watches_itself_with_two_critical_alerts_that_say_what_to_do() {
+    let rules: Value = serde_yaml::from_str(&read(RULES)).unwrap();
+    for (alert, metric) in [
+        ("WaymarkControllerDown", "waymark_build_info"),
+        ("WaymarkNoLeader", "waymark_leader"),
+    ] {
+        let rule = alert_rules(&rules)
+            .find(|rule| rule["alert"] == alert)
+            .unwrap_or_else(|| panic!("no alert {alert}"));
+        assert!(rule["expr"].as_str().unwrap().contains(metric), "{alert}");
+        assert_eq!(rule["for"], "5m", "{alert}");
+        assert_eq!(rule["labels"]["severity"], "critical", "{alert}");
+        for annotation in ["summary", "description", "runbook"] {
+            let text = rule["annotations"][annotation].as_str().unwrap_or_default();
+            assert!(text.len() > 20, "{alert} has no {annotation}");
+        }
+        assert!(
+            rule["annotations"]["runbook"]
+                .as_str()
+                .unwrap()
+                .contains("kubectl"),
+            "{alert}'s runbook gives a command"
         );
     }
 }

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 
 use super::error::Error;
 use super::health::Health;
+use super::metrics::Metrics;
 use super::{ControllerArgs, LEASE_NAME, Shared, run_controller, stopped};
 
 /// How long a Lease is valid after its last renewal.
@@ -43,7 +44,10 @@ pub(crate) async fn run_while_leading(
         client,
         namespace,
         identity,
-        leading_tx,
+        Leading {
+            channel: leading_tx,
+            metrics: shared.metrics.clone(),
+        },
         stop.clone(),
     ));
 
@@ -86,13 +90,27 @@ pub(crate) async fn run_while_leading(
     Ok(())
 }
 
+/// Where "we hold the Lease" is published: the channel the controller runs by, and the
+/// `waymark_leader` gauge, which follows the Lease itself (not the reconciles winding down).
+struct Leading {
+    channel: watch::Sender<bool>,
+    metrics: Arc<Metrics>,
+}
+
+impl Leading {
+    fn send_replace(&self, holding: bool) {
+        self.metrics.set_leader(holding);
+        self.channel.send_replace(holding);
+    }
+}
+
 /// Hold or wait for the Lease, publishing whether we hold it, until `stop` turns true; then
 /// release it.
 async fn hold_lease(
     client: Client,
     namespace: String,
     identity: String,
-    leading: watch::Sender<bool>,
+    leading: Leading,
     stop: watch::Receiver<bool>,
 ) {
     let mut backoff = Duration::from_secs(1);
@@ -158,4 +176,25 @@ fn identity() -> String {
                 .unwrap_or_default();
             format!("waymark-{}-{nanos:x}", std::process::id())
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_leader_gauge_follows_the_lease_with_the_channel() {
+        let metrics = Arc::new(Metrics::default());
+        let (channel, leading_rx) = watch::channel(false);
+        let leading = Leading {
+            channel,
+            metrics: metrics.clone(),
+        };
+        leading.send_replace(true);
+        assert!(*leading_rx.borrow());
+        assert!(metrics.encode().unwrap().contains("\nwaymark_leader 1\n"));
+        leading.send_replace(false);
+        assert!(!*leading_rx.borrow());
+        assert!(metrics.encode().unwrap().contains("\nwaymark_leader 0\n"));
+    }
 }

@@ -105,6 +105,56 @@ pub struct ErrorLabels {
     pub kind: String,
 }
 
+/// Labels of the Kubernetes API request counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KubeRequestLabels {
+    /// The API server's verb: `GET`, `LIST`, `WATCH`, `POST`, `PUT`, `PATCH`, `APPLY`,
+    /// `DELETE`, `DELETECOLLECTION`.
+    pub verb: String,
+    /// The resource, plural, with its subresource: `deployments`, `releases/status`.
+    pub resource: String,
+    /// The HTTP status code, or `error` when no response came.
+    pub code: String,
+}
+
+/// Labels of the Kubernetes API request latency histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KubeVerbLabels {
+    /// As in [`KubeRequestLabels`].
+    pub verb: String,
+    /// As in [`KubeRequestLabels`].
+    pub resource: String,
+}
+
+/// Every value [`super::Error::metric_label`] gives, and `undecodable_release`: the reconcile
+/// error counter starts at 0 for each, so that `rate()` and `increase()` see the first error
+/// of a kind (a series that appears with 1 has no increase to show).
+pub const RECONCILE_ERROR_KINDS: [&str; 13] = [
+    "kube",
+    "refused_forbidden",
+    "refused_quota",
+    "refused_invalid",
+    "refused_admission",
+    "refused_conflict",
+    "not_owned",
+    "refused",
+    "secret",
+    "missing_object_key",
+    "serialize",
+    "http",
+    "undecodable_release",
+];
+
+/// The labels of `waymark_build_info`: the version, and the commit when the build was given
+/// one in `WAYMARK_GIT_COMMIT` (no build script runs git).
+pub fn build_labels() -> Vec<(String, String)> {
+    let mut labels = vec![("version".to_string(), env!("CARGO_PKG_VERSION").to_string())];
+    if let Some(commit) = option_env!("WAYMARK_GIT_COMMIT").filter(|commit| !commit.is_empty()) {
+        labels.push(("git_commit".to_string(), commit.to_string()));
+    }
+    labels
+}
+
 const PHASES: [Phase; 5] = [
     Phase::Healthy,
     Phase::Progressing,
@@ -127,6 +177,9 @@ pub struct Metrics {
     reconcile_duration: Histogram,
     reconcile_errors: Family<ErrorLabels, Counter>,
     watch_restarts: Family<WatchLabels, Counter>,
+    leader: Gauge,
+    kube_requests: Family<KubeRequestLabels, Counter>,
+    kube_request_duration: Family<KubeVerbLabels, Histogram, fn() -> Histogram>,
     phase: Family<PhaseLabels, Gauge>,
     canary_weight: Family<ReleaseLabels, Gauge>,
     releases_finished: Family<OutcomeLabels, Counter>,
@@ -232,9 +285,46 @@ impl Finished {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("waymark");
+        // The root carries the `process_*` metrics under their usual names; Waymark's own
+        // live under the `waymark` prefix.
+        let mut root = Registry::default();
+        root.register_collector(Box::new(super::process::ProcessCollector));
+        let registry = root.sub_registry_with_prefix("waymark");
+        let build_info = Family::<Vec<(String, String)>, Gauge>::default();
+        build_info.get_or_create(&build_labels()).set(1);
+        registry.register(
+            "build_info",
+            "1, labelled with the running controller's version (and commit when built with one)",
+            build_info,
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica reconciles: it holds the leader Lease, or runs without --leader-elect; 0 on a standby",
+            leader.clone(),
+        );
+        let kube_requests = Family::<KubeRequestLabels, Counter>::default();
+        // Answers from a healthy API server take milliseconds; a struggling one, seconds.
+        let kube_request_duration: Family<KubeVerbLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(|| {
+                Histogram::new([0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0])
+            });
+        registry.register(
+            "kube_requests",
+            "Requests to the Kubernetes API server by verb, resource and response code (error: no response)",
+            kube_requests.clone(),
+        );
+        registry.register(
+            "kube_request_duration_seconds",
+            "Time from sending a request to the Kubernetes API server to its response head, by verb and resource",
+            kube_request_duration.clone(),
+        );
         let reconcile_duration = Histogram::new(exponential_buckets(0.01, 2.0, 12));
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
+        // At 0 from the start, so that `rate()` and `increase()` see the first error.
+        for kind in RECONCILE_ERROR_KINDS {
+            let _zero = reconcile_errors.get_or_create(&ErrorLabels { kind: kind.into() });
+        }
         let watch_restarts = Family::<WatchLabels, Counter>::default();
         // At 0 from the start, so that `rate()` and `increase()` see the first restart.
         for resource in super::watched::Watched::ALL {
@@ -313,10 +403,13 @@ impl Default for Metrics {
             time_to_restore.clone(),
         );
         Metrics {
-            registry,
+            registry: root,
             reconcile_duration,
             reconcile_errors,
             watch_restarts,
+            leader,
+            kube_requests,
+            kube_request_duration,
             phase,
             canary_weight,
             releases_finished,
@@ -344,6 +437,29 @@ impl Metrics {
         self.reconcile_errors
             .get_or_create(&ErrorLabels { kind: kind.into() })
             .inc();
+    }
+
+    /// Whether this replica reconciles (holds the leader Lease, or runs without leader
+    /// election).
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
+    /// Count and time one request to the Kubernetes API server.
+    pub fn observe_kube_request(&self, verb: &str, resource: &str, code: &str, elapsed: Duration) {
+        self.kube_requests
+            .get_or_create(&KubeRequestLabels {
+                verb: verb.into(),
+                resource: resource.into(),
+                code: code.into(),
+            })
+            .inc();
+        self.kube_request_duration
+            .get_or_create(&KubeVerbLabels {
+                verb: verb.into(),
+                resource: resource.into(),
+            })
+            .observe(elapsed.as_secs_f64());
     }
 
     /// Count a watch started again after a failure.
@@ -689,6 +805,112 @@ fn phase_labels(labels: &ReleaseLabels, phase: Phase) -> PhaseLabels {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counters_of_known_labels_and_the_controllers_own_gauges_exist_before_any_event() {
+        let text = Metrics::default().encode().unwrap();
+        for kind in RECONCILE_ERROR_KINDS {
+            let zero = format!(r#"waymark_reconcile_errors_total{{kind="{kind}"}} 0"#);
+            assert!(text.contains(&zero), "{zero} missing from {text}");
+        }
+        for resource in ["releases", "deployments", "services", "httproutes"] {
+            let zero = format!(r#"waymark_watch_restarts_total{{resource="{resource}"}} 0"#);
+            assert!(text.contains(&zero), "{zero} missing from {text}");
+        }
+        let version = env!("CARGO_PKG_VERSION");
+        assert!(
+            text.contains(&format!(r#"waymark_build_info{{version="{version}""#)),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nwaymark_leader 0\n"),
+            "a standby until told: {text}"
+        );
+        assert!(
+            text.contains("waymark_reconcile_duration_seconds_count 0"),
+            "{text}"
+        );
+        // Under the Go client's names, without Waymark's prefix.
+        #[cfg(target_os = "linux")]
+        for process in [
+            "\nprocess_cpu_seconds_total ",
+            "\nprocess_resident_memory_bytes ",
+            "\nprocess_open_fds ",
+            "\nprocess_max_fds ",
+            "\nprocess_start_time_seconds ",
+        ] {
+            assert!(text.contains(process), "{process} missing from {text}");
+        }
+        assert!(!text.contains("waymark_process_"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "one exposition: {text}");
+    }
+
+    #[test]
+    fn the_leader_gauge_follows_what_it_is_told() {
+        let metrics = Metrics::default();
+        metrics.set_leader(true);
+        assert!(metrics.encode().unwrap().contains("\nwaymark_leader 1\n"));
+        metrics.set_leader(false);
+        assert!(metrics.encode().unwrap().contains("\nwaymark_leader 0\n"));
+    }
+
+    /// Every kind of error the reconcile counts has its zero: a new variant fails to compile
+    /// here until it is listed.
+    #[test]
+    fn every_error_kind_is_among_the_zero_initialised_kinds() {
+        use super::super::Error;
+        fn example(error: &Error) -> &'static str {
+            match error {
+                Error::Kube(_)
+                | Error::Refused { .. }
+                | Error::Secret { .. }
+                | Error::MissingObjectKey(_)
+                | Error::Serialize { .. }
+                | Error::Http { .. } => error.metric_label(),
+            }
+        }
+        let refused = |reason: &'static str| Error::Refused {
+            object: "Deployment shop/checkout".into(),
+            reason,
+            message: String::new(),
+        };
+        let mut errors = vec![
+            Error::from(kube::Error::LinesCodecMaxLineLengthExceeded),
+            Error::Secret {
+                namespace: "shop".into(),
+                name: "token".into(),
+                key: "token".into(),
+                field: "spec.analysis.prometheus",
+                problem: String::new(),
+            },
+            Error::MissingObjectKey("name"),
+            Error::Serialize {
+                what: "status",
+                source: serde_json::from_str::<u8>("x").unwrap_err(),
+            },
+            Error::Http {
+                addr: "127.0.0.1:8080".parse().unwrap(),
+                source: std::io::Error::other("in use"),
+            },
+        ];
+        for reason in [
+            "Forbidden",
+            "QuotaExceeded",
+            "Invalid",
+            "AdmissionDenied",
+            "Conflict",
+            "NotOwned",
+            "Rejected",
+        ] {
+            errors.push(refused(reason));
+        }
+        let mut kinds: Vec<&str> = errors.iter().map(example).collect();
+        kinds.push("undecodable_release");
+        kinds.sort();
+        let mut listed = RECONCILE_ERROR_KINDS.to_vec();
+        listed.sort();
+        assert_eq!(kinds, listed);
+    }
 
     #[test]
     fn release_gauges_carry_namespace_release_and_roadmap_item() {

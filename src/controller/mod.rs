@@ -10,9 +10,11 @@ mod error;
 mod finalizer;
 pub mod health;
 pub mod http;
+pub mod kube_requests;
 mod leader;
 pub mod metrics;
 pub mod observe;
+mod process;
 pub mod prometheus;
 pub mod reconcile;
 pub mod status;
@@ -91,6 +93,8 @@ pub async fn run_with_client(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let metrics = Arc::new(Metrics::default());
+    // Every API request of the controller (watches, writes, the Lease, events) is counted.
+    let client = kube_requests::instrument(client, metrics.clone());
     let health = Arc::new(Health::new(args.leader_elect));
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await
@@ -128,6 +132,7 @@ pub async fn run_with_client(
         leader::run_while_leading(client, &args, shared, health, stop_rx).await
     } else {
         health.set_leading(true);
+        shared.metrics.set_leader(true);
         run_controller(&args, shared, health, stop_rx).await;
         Ok(())
     };

@@ -878,7 +878,7 @@ async fn one_api_request_through_the_instrumented_client(metrics: Arc<Metrics>) 
 
 #[test]
 fn the_controller_watches_itself_with_two_critical_alerts_that_say_what_to_do() {
-    let rules: Value = serde_yaml::from_str(&read(RULES)).unwrap();
+    let rules: Value = serde_saphyr::from_str(&read(RULES)).unwrap();
     for (alert, metric) in [
         ("WaymarkControllerDown", "waymark_build_info"),
         ("WaymarkNoLeader", "waymark_leader"),

@@ -1,6 +1,6 @@
 # The Waymark controller image: a static (musl) binary on an empty base, run as a non-root user.
 #
-#   docker build -t waymark:0.1.0 .
+#   docker build -t waymark:0.1.0 --build-arg WAYMARK_GIT_COMMIT=$(git rev-parse --short HEAD) .
 #
 # The tag is the version in Cargo.toml, which is also the Helm chart's appVersion and the tag
 # in config/manager/; tests/image.rs keeps them in step. The base images are named without a
@@ -14,6 +14,8 @@ RUN apt-get update \
 RUN rustup target add "$(uname -m)-unknown-linux-musl"
 WORKDIR /src
 COPY . .
+# The commit the image is built from, shown by waymark_build_info{git_commit} (empty: left out).
+ARG WAYMARK_GIT_COMMIT=""
 # Cargo.lock pins every dependency (--locked); the cache mounts keep the registry and the
 # target directory between builds.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

@@ -1,6 +1,9 @@
 # The Waymark controller image: a static (musl) binary on an empty base, run as a non-root user.
 #
-#   docker build -t waymark:0.1.0 --build-arg WAYMARK_GIT_COMMIT=$(git rev-parse --short HEAD) .
+#   docker build -t waymark:0.1.0 .
+#
+# Add `--build-arg WAYMARK_GIT_COMMIT=$(git rev-parse --short HEAD)` to label
+# waymark_build_info with the commit.
 #
 # The tag is the version in Cargo.toml, which is also the Helm chart's appVersion and the tag
 # in config/manager/; tests/image.rs keeps them in step. The base images are named without a

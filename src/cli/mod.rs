@@ -298,7 +298,7 @@ pub async fn replay_command(args: &replay::ReplayArgs) -> Result<String, replay:
         path: args.file.display().to_string(),
         reason: error.to_string(),
     })?;
-    let prepared = replay::prepare(args, &text, Timestamp::now())?;
+    let prepared = replay::prepare(args, &text, now())?;
     let report = replay::fetch(prepared).await?;
     Ok(match args.output {
         replay::ReplayFormat::Text => replay::render_text(&report, args.changes),
@@ -375,7 +375,7 @@ pub async fn run_in(
         Command::Roadmap(args) => {
             let releases = list_releases(session, &args.namespace, args.all_namespaces).await?;
             let since = Some(args.since);
-            let (rows, summary) = roadmap::view(&releases.items, Timestamp::now(), since);
+            let (rows, summary) = roadmap::view(&releases.items, now(), since);
             let text = match args.output {
                 RoadmapFormat::Table => roadmap::table(&rows, &summary, since),
                 RoadmapFormat::Markdown => roadmap::markdown(&rows, &summary, since),
@@ -403,6 +403,11 @@ pub async fn run_in(
             Ok(())
         }
     }
+}
+
+/// The clock, to the second: what the CLI prints and writes never carries nanoseconds.
+fn now() -> Timestamp {
+    render::to_the_second(Timestamp::now())
 }
 
 fn to_json(value: &impl serde::Serialize) -> String {
@@ -459,9 +464,7 @@ fn list_output(listed: &Listed, format: StatusFormat) -> String {
         StatusFormat::Text if listed.items.is_empty() => {
             list::nothing_found(listed.namespace.as_deref())
         }
-        StatusFormat::Text => {
-            list::table(&listed.items, Timestamp::now(), listed.namespace.is_none())
-        }
+        StatusFormat::Text => list::table(&listed.items, now(), listed.namespace.is_none()),
         StatusFormat::Json => to_json(&listed.items),
         StatusFormat::Yaml => to_yaml(&listed.items),
     }
@@ -517,7 +520,7 @@ async fn live_of(
         }
     }
     render::Live {
-        now: Some(Timestamp::now()),
+        now: Some(now()),
         pods: unread.map_or(Ok(pods), Err),
     }
 }
@@ -546,9 +549,9 @@ pub async fn request_action(
 ) -> Result<String, CliError> {
     let release = get_release(session, namespace, from, name).await?;
     // Refuse before asking anything else: a refused request writes nothing.
-    request::build_request(&release, action, Timestamp::now(), None)?;
+    request::build_request(&release, action, now(), None)?;
     let identity = identity::whoami(session).await;
-    let request = request::build_request(&release, action, Timestamp::now(), identity.name)?;
+    let request = request::build_request(&release, action, now(), identity.name)?;
     let api: Api<Release> = Api::namespaced(session.client.clone(), namespace);
     let params = PatchParams {
         field_manager: Some(CLI_FIELD_MANAGER.into()),
@@ -603,7 +606,7 @@ async fn watch_status(
                     // Home and clear: the new view replaces the old one.
                     write!(out, "\x1b[H\x1b[2J")?;
                 } else {
-                    writeln!(out, "--- {} ---", Timestamp::now())?;
+                    writeln!(out, "--- {} ---", now())?;
                 }
                 let live = live_of(session, namespace, name, format).await;
                 out.write_all(status_output(&release, format, &live).as_bytes())?;

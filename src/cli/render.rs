@@ -36,6 +36,12 @@ pub struct PodCount {
     pub wanted: i32,
 }
 
+/// `at` without its fraction of a second: every time the CLI prints (RFC 3339, UTC) is to the
+/// second, as the status' own times are, never a clock reading's nanoseconds.
+pub fn to_the_second(at: Timestamp) -> Timestamp {
+    Timestamp::from_second(at.as_second()).unwrap_or(at)
+}
+
 /// Render one Release for `waymark status`, with what was read live.
 pub fn status_text(release: &Release, live: &Live) -> String {
     let mut out = String::new();

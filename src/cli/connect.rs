@@ -31,6 +31,22 @@ pub struct KubeArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RequestTimeout(pub Option<std::time::Duration>);
 
+impl std::fmt::Display for RequestTimeout {
+    /// `0`, or the duration in Go form (`1s`, `1m30s`, `500ms`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            None => write!(f, "0"),
+            Some(duration) => write!(
+                f,
+                "{}",
+                crate::api::Duration::from_millis(
+                    duration.as_millis().try_into().unwrap_or(u64::MAX)
+                )
+            ),
+        }
+    }
+}
+
 impl RequestTimeout {
     /// Reads the flag as kubectl does: `0` (no timeout), a whole number of seconds, or a Go
     /// duration: numbers with units `h`, `m`, `s`, `ms`, `us`, `ns`, e.g. `30s`, `1m30s`,
@@ -121,6 +137,7 @@ impl Session {
                 kubeconfig: "the client given by the caller".into(),
                 context: None,
                 server: "the API server".into(),
+                request_timeout: None,
             },
             kubeconfig_user: None,
             terminal: false,
@@ -217,6 +234,7 @@ fn session(
         kubeconfig,
         context,
         server: config.cluster_url.to_string(),
+        request_timeout: request_timeout.map(|timeout| timeout.to_string()),
     };
     let client = Client::try_from(config).map_err(|error| CliError::NoCluster {
         tried: tried.clone(),

@@ -268,6 +268,12 @@ fn every_spec_field_is_explained_in_whole_sentences() {
         .as_str()
         .unwrap_or_default();
     assert!(steps.contains("run in order"), "{steps}");
+    // An optional enum keeps the field's own words, not the enum type's.
+    let roadmap = &schema["properties"]["spec"]["properties"]["roadmap"]["properties"];
+    for field in ["horizon", "kind"] {
+        let description = roadmap[field]["description"].as_str().unwrap_or_default();
+        assert!(description.contains("Optional;"), "{field}: {description}");
+    }
 }
 
 #[test]

@@ -235,11 +235,13 @@ pub struct Roadmap {
     /// The roadmap horizon the item belongs to: `now`, `next` or `later`. Optional; it labels
     /// every child object so delivery can be counted per horizon.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_horizon_schema")]
     pub horizon: Option<Horizon>,
 
     /// The kind of work the item is: `feature`, `debt`, `platform`, `security` or
     /// `experiment`. Optional; it labels every child object so delivery can be counted per kind.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_kind_schema")]
     pub kind: Option<RoadmapKind>,
 }
 
@@ -260,6 +262,20 @@ impl Roadmap {
             format!("{} ({})", self.item, tags.join(", "))
         }
     }
+}
+
+/// Schema of `roadmap.horizon`, written out: the derived schema of an optional enum takes the
+/// enum's description over the field's, and `kubectl explain` would not say the field is
+/// optional nor what it is for.
+fn optional_horizon_schema(_: &mut SchemaGenerator) -> Schema {
+    let values: Vec<&str> = Horizon::ALL.iter().map(Horizon::as_str).collect();
+    json_schema!({ "type": "string", "enum": values, "nullable": true })
+}
+
+/// Schema of `roadmap.kind`, written out for the reason [`optional_horizon_schema`] says.
+fn optional_kind_schema(_: &mut SchemaGenerator) -> Schema {
+    let values: Vec<&str> = RoadmapKind::ALL.iter().map(RoadmapKind::as_str).collect();
+    json_schema!({ "type": "string", "enum": values, "nullable": true })
 }
 
 /// Ports of the stable and canary Services.

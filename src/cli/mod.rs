@@ -549,9 +549,11 @@ pub async fn request_action(
 ) -> Result<String, CliError> {
     let release = get_release(session, namespace, from, name).await?;
     // Refuse before asking anything else: a refused request writes nothing.
-    request::build_request(&release, action, now(), None)?;
+    request::build_request(&release, action, Timestamp::now(), None)?;
     let identity = identity::whoami(session).await;
-    let request = request::build_request(&release, action, now(), identity.name)?;
+    // The clock's nanoseconds keep the request's id unique; `requestedAt` is written to the
+    // second.
+    let request = request::build_request(&release, action, Timestamp::now(), identity.name)?;
     let api: Api<Release> = Api::namespaced(session.client.clone(), namespace);
     let params = PatchParams {
         field_manager: Some(CLI_FIELD_MANAGER.into()),

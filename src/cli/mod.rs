@@ -465,9 +465,19 @@ fn list_output(listed: &Listed, format: StatusFormat) -> String {
             list::nothing_found(listed.namespace.as_deref())
         }
         StatusFormat::Text => list::table(&listed.items, now(), listed.namespace.is_none()),
-        StatusFormat::Json => to_json(&listed.items),
-        StatusFormat::Yaml => to_yaml(&listed.items),
+        StatusFormat::Json => to_json(&release_list(&listed.items)),
+        StatusFormat::Yaml => to_yaml(&release_list(&listed.items)),
     }
+}
+
+/// The Releases as the list object `kubectl get releases -o json` prints, so tools read
+/// either the same way.
+fn release_list(items: &[Release]) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "waymark.dev/v1alpha1",
+        "kind": "ReleaseList",
+        "items": items,
+    })
 }
 
 /// What `waymark status` prints for `release` in `format` (the text shows `live` too).
@@ -1163,6 +1173,27 @@ mod tests {
         let output = run_to_string(list(false), client).await.unwrap();
         server.await.unwrap();
         assert_eq!(output, "No releases found in namespace shop.\n");
+
+        let (client, mut handle) = mock_client();
+        let items = vec![canary.clone()];
+        let server = tokio::spawn(async move {
+            let path = "/apis/waymark.dev/v1alpha1/namespaces/shop/releases";
+            answer_list(&mut handle, path, items).await;
+        });
+        let command = Command::Status(StatusArgs {
+            name: None,
+            namespace: None,
+            all_namespaces: false,
+            watch: false,
+            output: StatusFormat::Json,
+            kube: KubeArgs::default(),
+        });
+        let output = run_to_string(command, client).await.unwrap();
+        server.await.unwrap();
+        let document: Value = serde_json::from_str(&output).unwrap();
+        assert_eq!(document["kind"], "ReleaseList");
+        let listed: Vec<Release> = serde_json::from_value(document["items"].clone()).unwrap();
+        assert_eq!(listed, [canary]);
     }
 
     #[test]

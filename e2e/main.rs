@@ -90,6 +90,7 @@ fn main() -> ExitCode {
         operate::the_command_line_promotes_aborts_and_retries,
         operate::a_user_with_edit_promotes_in_their_namespace_only,
         operate::abort_during_promotion_the_cli_answer_and_the_outcome_agree,
+        operate::list_and_kubectl_get_wide_show_where_each_release_stands,
         install::the_helm_chart_applies_to_the_api_server,
         hostile::a_selector_change_is_refused_naming_spec_selector,
         hostile::every_hostile_release_is_refused_or_gets_spec_valid,

@@ -337,3 +337,145 @@ pub async fn a_user_with_edit_promotes_in_their_namespace_only(env: Env) {
         .delete(&elsewhere, &DeleteParams::background())
         .await;
 }
+
+/// Run `kubectl ARGS` with the suite's kubeconfig.
+async fn kubectl(args: &[&str]) -> Run {
+    let mut command = Command::new("kubectl");
+    command.args(args).env("KUBECONFIG", kubeconfig_path());
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("the command ran")
+        .expect("kubectl starts");
+    Run {
+        success: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// The cells of a table kubectl or `waymark list` printed, by column title: each column
+/// starts where its title starts (cells are left-aligned), so an empty cell reads as "".
+fn table_cells(table: &str) -> Vec<std::collections::BTreeMap<String, String>> {
+    let mut lines = table.lines();
+    let header = lines.next().unwrap_or_default();
+    let mut starts: Vec<(usize, String)> = Vec::new();
+    let mut previous_space = true;
+    let mut title_start = 0;
+    let bytes: Vec<char> = header.chars().collect();
+    for (index, character) in bytes.iter().enumerate() {
+        // A title may hold one space ("ROADMAP ITEM"); columns are at least two apart.
+        let gap = *character == ' ' && bytes.get(index + 1) == Some(&' ');
+        if !gap && previous_space && *character != ' ' {
+            title_start = index;
+        }
+        if gap && !previous_space {
+            starts.push((title_start, header[title_start..index].to_string()));
+        }
+        previous_space = gap || (*character == ' ' && previous_space);
+    }
+    if !previous_space {
+        starts.push((title_start, header[title_start..].to_string()));
+    }
+    lines
+        .map(|line| {
+            starts
+                .iter()
+                .enumerate()
+                .map(|(index, (start, title))| {
+                    let end = starts.get(index + 1).map_or(line.len(), |next| next.0);
+                    let cell = line.get(*start..end.min(line.len())).unwrap_or_default();
+                    (title.clone(), cell.trim().to_string())
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// `waymark list` (and `status` without a name, with `-A`), `kubectl get waymark -o wide` and
+/// `kubectl explain` against the real API server: the columns the CRD serves, the category,
+/// the Burn column empty on a Healthy Release, and the spec explained in sentences.
+pub async fn list_and_kubectl_get_wide_show_where_each_release_stands(env: Env) {
+    let name = "listed";
+    let ns = env.namespace.clone();
+    healthy_first_release(&env, name, json!([{"setWeight": 30}, {"pause": {}}])).await;
+    let stable = env
+        .releases()
+        .get(name)
+        .await
+        .expect("the Release")
+        .status
+        .and_then(|status| status.stable_revision)
+        .expect("a stable revision");
+
+    let list = waymark(&["list", "-n", &ns, "--request-timeout=30s"]).await;
+    assert!(list.success, "{}", list.stderr);
+    let rows = table_cells(&list.stdout);
+    assert_eq!(rows.len(), 1, "{}", list.stdout);
+    assert_eq!(
+        rows[0].keys().map(String::as_str).collect::<Vec<_>>(),
+        ["AGE", "NAME", "PHASE", "ROADMAP ITEM", "STEP", "WEIGHT"],
+        "{}",
+        list.stdout
+    );
+    assert_eq!(rows[0]["NAME"], name);
+    assert_eq!(rows[0]["PHASE"], "Healthy");
+    assert_eq!(rows[0]["STEP"], "-");
+    assert_eq!(rows[0]["WEIGHT"], "0");
+    assert_eq!(rows[0]["ROADMAP ITEM"], "E2E-1");
+    assert!(rows[0]["AGE"].ends_with('s') || rows[0]["AGE"].ends_with('m'));
+
+    let everywhere = waymark(&["status", "-A"]).await;
+    assert!(everywhere.success, "{}", everywhere.stderr);
+    assert!(
+        table_cells(&everywhere.stdout)
+            .iter()
+            .any(|row| row["NAMESPACE"] == ns && row["NAME"] == name),
+        "{}",
+        everywhere.stdout
+    );
+
+    let refused = waymark(&["list", "-n", &ns, "--request-timeout=soon"]).await;
+    assert!(!refused.success);
+    assert!(
+        refused
+            .stderr
+            .contains("write a duration with a unit such as 30s, 2m or 1h"),
+        "{}",
+        refused.stderr
+    );
+
+    let wide = kubectl(&["get", "waymark", "-n", &ns, "-o", "wide"]).await;
+    assert!(wide.success, "{}", wide.stderr);
+    let rows = table_cells(&wide.stdout);
+    assert_eq!(rows.len(), 1, "{}", wide.stdout);
+    let row = &rows[0];
+    assert_eq!(row["NAME"], name, "{}", wide.stdout);
+    assert_eq!(row["PHASE"], "Healthy");
+    assert_eq!(row["STABLE"], stable);
+    assert_eq!(row["REASON"], "StableAvailable");
+    assert_eq!(row["TITLE"], "End-to-end first release");
+    for empty in ["BURN", "CANARY", "STEP"] {
+        assert!(
+            row[empty].is_empty() || row[empty] == "<none>",
+            "{empty} on a Healthy Release: {}",
+            wide.stdout
+        );
+    }
+    let narrow = kubectl(&["get", "releases", "-n", &ns]).await;
+    assert!(narrow.success, "{}", narrow.stderr);
+    assert!(
+        !narrow.stdout.contains("REASON") && narrow.stdout.contains("BURN"),
+        "the wide columns only with -o wide: {}",
+        narrow.stdout
+    );
+
+    let explain = kubectl(&["explain", "release.spec.steps"]).await;
+    assert!(explain.success, "{}", explain.stderr);
+    assert!(
+        explain
+            .stdout
+            .contains("The canary steps, run in order from the first;"),
+        "{}",
+        explain.stdout
+    );
+}

@@ -20,7 +20,7 @@ fn installed_as_kubectl_waymark_its_usage_says_kubectl_waymark() {
     assert!(output.status.success());
     let help = String::from_utf8_lossy(&output.stdout);
     assert!(
-        help.contains("Usage: kubectl waymark status [OPTIONS] <NAME>"),
+        help.contains("Usage: kubectl waymark status [OPTIONS] [NAME]"),
         "{help}"
     );
     for flag in [
@@ -322,4 +322,73 @@ fn promote_at_a_pause_exits_zero_and_writes_where_the_release_stood() {
     assert_eq!(patch["status"]["request"]["action"], "Promote");
     assert_eq!(patch["status"]["request"]["stage"], "Canary");
     assert_eq!(patch["status"]["request"]["step"], 3);
+}
+
+#[test]
+fn every_command_that_reaches_the_api_server_takes_request_timeout() {
+    for command in [
+        "list",
+        "status",
+        "promote",
+        "abort",
+        "retry",
+        "roadmap",
+        "postmortem",
+        "controller",
+    ] {
+        let output = Command::new(waymark())
+            .args([command, "--help"])
+            .output()
+            .expect("run waymark");
+        let help = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            help.contains("--request-timeout <DURATION>"),
+            "{command}: {help}"
+        );
+    }
+}
+
+#[test]
+fn a_bad_request_timeout_is_refused_before_any_call_and_says_what_to_write() {
+    let output = Command::new(waymark())
+        .args(["list", "-n", "shop", "--request-timeout=soon"])
+        .output()
+        .expect("run waymark");
+    assert_eq!(output.status.code(), Some(2), "a usage error");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("invalid value 'soon' for '--request-timeout <DURATION>'")
+            && stderr.contains("write a duration with a unit such as 30s, 2m or 1h (or a whole number of seconds), or 0 for no timeout"),
+        "{stderr}"
+    );
+}
+
+/// An API server that accepts connections and never answers: without a request timeout the
+/// client would wait as long as the connection lasts.
+#[test]
+fn the_request_timeout_ends_a_request_the_api_server_never_answers() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let address = format!("http://{}", listener.local_addr().expect("an address"));
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            // Keep every connection open, read nothing, answer nothing.
+            held.extend(stream.ok());
+        }
+    });
+    let started = std::time::Instant::now();
+    let output = waymark_against(&address, &["list", "--request-timeout=1s"]);
+    let elapsed = started.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        elapsed >= std::time::Duration::from_secs(1) && elapsed < std::time::Duration::from_secs(8),
+        "ended after {elapsed:?}: {stderr}"
+    );
+    assert!(
+        stderr.starts_with(&format!(
+            "error: cannot reach the Kubernetes API server at {address}/ (kubeconfig "
+        )) && stderr.contains(", --request-timeout 1s): "),
+        "names the timeout that ended it: {stderr}"
+    );
 }

@@ -188,6 +188,8 @@ fn crd_names_match_the_design() {
     assert_eq!(crd.spec.names.kind, "Release");
     assert_eq!(crd.spec.names.plural, "releases");
     assert_eq!(crd.spec.names.short_names, Some(vec!["rel".to_string()]));
+    // `kubectl get waymark` lists Releases.
+    assert_eq!(crd.spec.names.categories, Some(vec!["waymark".to_string()]));
     let version = &crd.spec.versions[0];
     assert_eq!(version.name, "v1alpha1");
     assert!(
@@ -201,12 +203,70 @@ fn crd_names_match_the_design() {
         .additional_printer_columns
         .iter()
         .flatten()
-        .map(|column| column.name.as_str())
+        .map(|column| {
+            (
+                column.name.as_str(),
+                column.json_path.as_str(),
+                column.priority.unwrap_or(0),
+            )
+        })
         .collect();
+    // Priority 1: shown by `kubectl get releases -o wide` only, after the default ones.
     assert_eq!(
         columns,
-        ["Roadmap", "Phase", "Weight", "Step", "Burn", "Age"]
+        [
+            ("Roadmap", ".spec.roadmap.item", 0),
+            ("Phase", ".status.phase", 0),
+            ("Weight", ".status.canaryWeight", 0),
+            ("Step", ".status.stepProgress", 0),
+            ("Burn", ".status.analysis.burn", 0),
+            ("Age", ".metadata.creationTimestamp", 0),
+            ("Stable", ".status.stableRevision", 1),
+            ("Canary", ".status.canaryRevision", 1),
+            ("Reason", ".status.reason", 1),
+            ("Title", ".spec.roadmap.title", 1),
+        ]
     );
+}
+
+/// What `kubectl explain release.spec.<field>` prints for each field of the spec: whole
+/// sentences on one line (kubectl wraps them), saying what the field does.
+#[test]
+fn every_spec_field_is_explained_in_whole_sentences() {
+    let schema = schema();
+    let mut found = Vec::new();
+    schema_nodes(&schema["properties"]["spec"], "spec".into(), &mut found);
+    let mut checked = 0;
+    for (path, node) in found {
+        // The pod template and the selector's insides are Kubernetes' own documentation.
+        if path.starts_with("spec.template") || path.starts_with("spec.selector.") {
+            continue;
+        }
+        let Some(description) = node.get("description").and_then(Value::as_str) else {
+            continue;
+        };
+        checked += 1;
+        assert!(!description.contains('\n'), "{path}: {description:?}");
+        assert!(
+            description.ends_with('.') || description.ends_with(".)"),
+            "{path} does not end a sentence: {description:?}"
+        );
+        assert!(
+            description.starts_with(|c: char| c.is_uppercase() || c == '`'),
+            "{path} does not start a sentence: {description:?}"
+        );
+    }
+    assert!(checked > 40, "only {checked} spec descriptions");
+    let steps = schema["properties"]["spec"]["properties"]["steps"]["description"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(steps.contains("run in order"), "{steps}");
+    // An optional enum keeps the field's own words, not the enum type's.
+    let roadmap = &schema["properties"]["spec"]["properties"]["roadmap"]["properties"];
+    for field in ["horizon", "kind"] {
+        let description = roadmap[field]["description"].as_str().unwrap_or_default();
+        assert!(description.contains("Optional;"), "{field}: {description}");
+    }
 }
 
 #[test]

@@ -24,6 +24,8 @@ use super::status::ReleaseStatus;
     kind = "Release",
     plural = "releases",
     shortname = "rel",
+    // `kubectl get waymark` lists Releases (and any kind Waymark adds later).
+    category = "waymark",
     namespaced,
     status = "ReleaseStatus",
     derive = "PartialEq",
@@ -60,47 +62,84 @@ use super::status::ReleaseStatus;
         name = "Burn",
         type_ = "string",
         json_path = ".status.analysis.burn",
-        description = "Canary error-budget burn rate against its limit"
+        description = "Canary error-budget burn rate against its limit, while a canary is judged"
     ),
     printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
+    ),
+    // `-o wide` only (priority 1), after Age as kubectl's own wide columns come.
+    printcolumn(
+        name = "Stable",
+        type_ = "string",
+        json_path = ".status.stableRevision",
+        description = "Revision (template hash) serving as stable",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Canary",
+        type_ = "string",
+        json_path = ".status.canaryRevision",
+        description = "Revision (template hash) being rolled out as canary",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.reason",
+        description = "Why the release is in its phase, in one CamelCase word",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Title",
+        type_ = "string",
+        json_path = ".spec.roadmap.title",
+        description = "Title of the roadmap item",
+        priority = 1
     )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ReleaseSpec {
-    /// The product-roadmap item this release delivers. It labels every child object, event,
-    /// metric and history entry.
+    /// The product-roadmap item the current template delivers. Required. Its identifier labels
+    /// every child object, Event, metric and history entry, so deliveries can be traced back to
+    /// the roadmap.
     pub roadmap: Roadmap,
 
-    /// Total number of pods. During a replica-split canary the stable and canary pods add up to
-    /// this number; with a router the stable keeps all of them until promotion.
+    /// The total number of pods the service runs, from 1 to 10000; the default is 1. During a
+    /// replica-split canary the stable and canary pods add up to this number; with a Gateway API
+    /// router the stable keeps all of them until promotion.
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 1, max = 10000))]
     pub replicas: i32,
 
-    /// Label selector of the service's pods. It must match the template's labels; Waymark adds
-    /// its own role label so that stable and canary pods never mix. Immutable: it becomes the
-    /// selector of the child Deployments, which Kubernetes does not let change.
+    /// The label selector of the service's pods. Required, and it must match the template's
+    /// labels; Waymark adds its own role label so that stable and canary pods never mix. It
+    /// cannot be changed after creation, because it becomes the selector of the child
+    /// Deployments, which Kubernetes does not let change.
     #[x_kube(
         validation = Rule::new("self == oldSelf").message("spec.selector is immutable: it is the selector of the child Deployments, which cannot change; to select other pods, create a new Release"),
         validation = Rule::new("(has(self.matchLabels) && size(self.matchLabels) > 0) || (has(self.matchExpressions) && size(self.matchExpressions) > 0)").message("spec.selector must not be empty: it would select every pod in the namespace")
     )]
     pub selector: LabelSelector,
 
-    /// The pod template. Changing it starts a new release (a canary of the new revision).
+    /// The pod template of the service. Required. Changing it starts a new release: the new
+    /// revision runs as a canary through `steps` before it replaces the stable.
     #[x_kube(validation = Rule::new("has(self.spec) && size(self.spec.containers) > 0").message("spec.template.spec.containers must list at least one container"))]
     pub template: PodTemplateSpec,
 
-    /// Ports of the Services Waymark creates. Default: the template's first container port.
+    /// The ports of the stable and canary Services Waymark creates. When it is left out, the
+    /// Services expose the first port of the template's first container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<ServicePorts>,
 
-    /// How traffic is shifted to the canary: exactly one of `gatewayAPI` or `replicas`.
+    /// How traffic is shifted to the canary. Required: set exactly one of `gatewayAPI` (the
+    /// weights of an existing HTTPRoute) or `replicas` (the canary's share of the pods).
     pub traffic: Traffic,
 
-    /// Canary steps, run in order: 1 to 64.
+    /// The canary steps, run in order from the first; each either sets the canary's traffic
+    /// weight or pauses. Required: list 1 to 64 steps. After the last step the canary is
+    /// promoted to stable.
     #[x_kube(
         merge_strategy = ListMerge::Atomic,
         validation = Rule::new("size(self) > 0").message(STEPS_EMPTY)
@@ -108,17 +147,21 @@ pub struct ReleaseSpec {
     #[schemars(length(max = 64))]
     pub steps: Vec<Step>,
 
-    /// Prometheus analysis of the canary. Without it, steps advance on time and on promote.
+    /// The Prometheus analysis that judges the canary by its SLO burn rate and rolls it back
+    /// when it fails. Optional: without it, steps advance when their pause ends or on
+    /// `waymark promote`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<Analysis>,
 
-    /// Longest time a canary may take to become available before it is rolled back: 10s to 24h.
+    /// The longest time a canary may take to become available before it is rolled back (and
+    /// the stable may stay unavailable before the Release is Degraded), from 10s to 24h; the
+    /// default is 10m.
     #[serde(default = "default_progress_deadline")]
     #[x_kube(validation = Rule::new("duration(self) >= duration('10s') && duration(self) <= duration('24h')").message("spec.progressDeadline must be between 10s and 24h"))]
     pub progress_deadline: Duration,
 
-    /// How long the old canary pods keep running after promotion, so in-flight requests drain:
-    /// 0s to 24h.
+    /// How long the old canary pods keep running after promotion so that in-flight requests
+    /// drain, from 0s to 24h; the default is 30s.
     #[serde(default = "default_scale_down_delay")]
     #[x_kube(validation = Rule::new("duration(self) <= duration('24h')").message("spec.scaleDownDelay must be between 0s and 24h"))]
     pub scale_down_delay: Duration,
@@ -164,35 +207,41 @@ impl ReleaseSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Roadmap {
-    /// Identifier of the roadmap item, e.g. `PAY-142`: 1-64 characters of `[A-Za-z0-9._/#:-]`.
+    /// The identifier of the roadmap item, e.g. `PAY-142`. Required: 1 to 64 characters of
+    /// `[A-Za-z0-9._/#:-]`.
     #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9._/#:-]{1,64}$')").message("spec.roadmap.item must be 1-64 characters of [A-Za-z0-9._/#:-]"))]
     #[schemars(length(min = 1, max = 64))]
     pub item: String,
 
-    /// Human title of the item.
+    /// The item's title as people read it, up to 256 characters. Optional; it is shown by
+    /// `kubectl get releases -o wide` and on every child object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 256))]
     pub title: Option<String>,
 
-    /// Link to the item in the tracker: an `http://` or `https://` URL (it becomes a link in
-    /// Argo CD and in the annotations of every child).
+    /// A link to the item in the tracker: an `http://` or `https://` URL. Optional; it
+    /// becomes a link in Argo CD and an annotation on every child object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
     #[x_kube(validation = Rule::new(HTTP_URL_RULE).message("spec.roadmap.url must be an http:// or https:// URL with a host and no spaces"))]
     pub url: Option<String>,
 
-    /// The objective or OKR the item serves.
+    /// The objective or OKR the item serves, up to 256 characters. Optional; it is shown in
+    /// the status and in post-mortems.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 256))]
     pub objective: Option<String>,
 
-    /// Which horizon of the roadmap the item belongs to: `now`, `next` or `later`.
+    /// The roadmap horizon the item belongs to: `now`, `next` or `later`. Optional; it labels
+    /// every child object so delivery can be counted per horizon.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_horizon_schema")]
     pub horizon: Option<Horizon>,
 
-    /// What kind of work the item is: `feature`, `debt`, `platform`, `security` or
-    /// `experiment`.
+    /// The kind of work the item is: `feature`, `debt`, `platform`, `security` or
+    /// `experiment`. Optional; it labels every child object so delivery can be counted per kind.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_kind_schema")]
     pub kind: Option<RoadmapKind>,
 }
 
@@ -215,15 +264,30 @@ impl Roadmap {
     }
 }
 
+/// Schema of `roadmap.horizon`, written out: the derived schema of an optional enum takes the
+/// enum's description over the field's, and `kubectl explain` would not say the field is
+/// optional nor what it is for.
+fn optional_horizon_schema(_: &mut SchemaGenerator) -> Schema {
+    let values: Vec<&str> = Horizon::ALL.iter().map(Horizon::as_str).collect();
+    json_schema!({ "type": "string", "enum": values, "nullable": true })
+}
+
+/// Schema of `roadmap.kind`, written out for the reason [`optional_horizon_schema`] says.
+fn optional_kind_schema(_: &mut SchemaGenerator) -> Schema {
+    let values: Vec<&str> = RoadmapKind::ALL.iter().map(RoadmapKind::as_str).collect();
+    json_schema!({ "type": "string", "enum": values, "nullable": true })
+}
+
 /// Ports of the stable and canary Services.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ServicePorts {
-    /// Port the Services expose.
+    /// The port the stable and canary Services expose, from 1 to 65535. Required.
     #[schemars(range(min = 1, max = 65535))]
     pub port: i32,
 
-    /// Container port (number 1-65535 or port name) the Services send to. Default: `port`.
+    /// The container port the Services send to, as a number (1 to 65535) or a port name. When
+    /// it is left out, the Services send to `port`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "target_port_schema")]
     pub target_port: Option<IntOrString>,
@@ -249,7 +313,8 @@ fn target_port_schema(_: &mut SchemaGenerator) -> Schema {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.gatewayAPI) != has(self.replicas)").message("spec.traffic must set exactly one of gatewayAPI or replicas"))]
 pub struct Traffic {
-    /// Shift traffic with the weights of an existing Gateway API HTTPRoute.
+    /// Shifts traffic with the backend weights of an existing Gateway API HTTPRoute. Set it or
+    /// `replicas`, not both.
     #[serde(
         default,
         rename = "gatewayAPI",
@@ -257,7 +322,8 @@ pub struct Traffic {
     )]
     pub gateway_api: Option<GatewayApiTraffic>,
 
-    /// No router: the canary's share of traffic is its share of the pods behind Service `<name>`.
+    /// Shifts traffic without a router: the canary's share of traffic is its share of the pods
+    /// behind the Service named after the Release. Set it (as `{}`) or `gatewayAPI`, not both.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<ReplicaTraffic>,
 }
@@ -266,7 +332,9 @@ pub struct Traffic {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct GatewayApiTraffic {
-    /// Name of an HTTPRoute in the Release's namespace with a backendRef to `<name>-stable`.
+    /// The name of an HTTPRoute in the Release's namespace. Required; the route must have a
+    /// backendRef to the Service `<release>-stable`, whose weight Waymark shares with
+    /// `<release>-canary`.
     #[schemars(
         length(min = 1, max = 253),
         pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -283,12 +351,14 @@ pub struct ReplicaTraffic {}
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.setWeight) != has(self.pause)").message("each entry of spec.steps must set exactly one of setWeight or pause"))]
 pub struct Step {
-    /// Percent of traffic to send to the canary, 0-100.
+    /// The percent of traffic (0 to 100) to send to the canary at this step. Set it or
+    /// `pause`, not both.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
     pub set_weight: Option<i32>,
 
-    /// Wait: for `duration`, or without one until `waymark promote`.
+    /// Waits before the next step: for `duration`, or without one until `waymark promote`.
+    /// Set it or `setWeight`, not both.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pause: Option<Pause>,
 }
@@ -297,8 +367,8 @@ pub struct Step {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Pause {
-    /// How long to wait, 0s to 30 days (`720h`). Without it the canary waits for
-    /// `waymark promote` (phase Paused).
+    /// How long to wait, from 0s to 30 days (`720h`). When it is left out, the canary waits
+    /// for `waymark promote` in phase Paused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("duration(self) <= duration('720h')").message("spec.steps[].pause.duration must be between 0s and 720h (30 days); leave it out to wait for waymark promote"))]
     pub duration: Option<Duration>,
@@ -309,35 +379,40 @@ pub struct Pause {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("duration(self.prometheus.timeout) <= duration(self.interval)").message("spec.analysis.prometheus.timeout must not be longer than spec.analysis.interval: a run must end before the next one starts"))]
 pub struct Analysis {
-    /// Time between analysis runs, from the first step to promotion: 5s to 1h.
+    /// The time between analysis runs, which go on from the first step to promotion, from 5s
+    /// to 1h; the default is 1m.
     #[serde(default = "default_interval")]
     #[x_kube(validation = Rule::new("duration(self) >= duration('5s') && duration(self) <= duration('1h')").message("spec.analysis.interval must be between 5s and 1h"))]
     pub interval: Duration,
 
-    /// Where the metrics are.
+    /// The Prometheus server the analysis queries. Required.
     pub prometheus: PrometheusSource,
 
-    /// The service-level objective the canary (and the stable, as baseline) is judged by.
+    /// The service-level objective the canary is judged by, with the stable as its baseline.
+    /// Required.
     pub slo: Slo,
 
-    /// Extra guards: any PromQL value against a `max` and/or `min`. Keyed by `name`: the API
-    /// server refuses two checks of one name.
+    /// Extra guards, each comparing a PromQL value with a `max`, a `min` or both; a check out
+    /// of bounds fails the run. Optional, up to 32; the API server refuses two checks with one
+    /// `name`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     #[schemars(length(max = 32))]
     pub checks: Vec<Check>,
 
-    /// Consecutive failing runs before the canary is rolled back: 1-1000.
+    /// How many failing runs in a row roll the canary back, from 1 to 1000; the default is 2.
     #[serde(default = "default_failure_limit")]
     #[schemars(range(min = 1, max = 1000))]
     pub failure_limit: i32,
 
-    /// Consecutive inconclusive runs (too little data) before the canary is paused: 1-1000.
+    /// How many inconclusive runs (too little data) in a row hold the canary until
+    /// `waymark promote`, from 1 to 1000; the default is 6.
     #[serde(default = "default_inconclusive_limit")]
     #[schemars(range(min = 1, max = 1000))]
     pub inconclusive_limit: i32,
 
-    /// Consecutive query errors (Prometheus unreachable, invalid query) before rollback: 1-1000.
+    /// How many runs in a row with query errors (Prometheus unreachable, an invalid query) roll
+    /// the canary back, from 1 to 1000; the default is 4.
     #[serde(default = "default_error_limit")]
     #[schemars(range(min = 1, max = 1000))]
     pub error_limit: i32,
@@ -347,21 +422,26 @@ pub struct Analysis {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct PrometheusSource {
-    /// Base URL of the Prometheus HTTP API, e.g. `http://prometheus.monitoring:9090`.
+    /// The base URL of the Prometheus HTTP API, e.g. `http://prometheus.monitoring:9090`.
+    /// Required: an `http://` or `https://` URL with a host.
     #[schemars(length(min = 1, max = 2048))]
     #[x_kube(validation = Rule::new(HTTP_URL_RULE).message("spec.analysis.prometheus.address must be an http:// or https:// URL with a host and no spaces"))]
     pub address: String,
 
-    /// Timeout of one query: 1s to 5m, and not longer than `interval`.
+    /// How long one query may take before the run counts as an error, from 1s to 5m and not
+    /// longer than `interval`; the default is 10s.
     #[serde(default = "default_query_timeout")]
     #[x_kube(validation = Rule::new("duration(self) >= duration('1s') && duration(self) <= duration('5m')").message("spec.analysis.prometheus.timeout must be between 1s and 5m"))]
     pub timeout: Duration,
 
-    /// Secret key (in the Release's namespace) holding a bearer token for Prometheus.
+    /// A key of a Secret in the Release's namespace holding a bearer token to send to
+    /// Prometheus. Optional; without it queries carry no token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bearer_token_secret: Option<SecretKeyRef>,
 
-    /// Secret key (in the Release's namespace) holding a PEM CA bundle to trust for `https`.
+    /// A key of a Secret in the Release's namespace holding a PEM CA bundle to trust for an
+    /// `https` address instead of the system's roots. Optional; without it the system's
+    /// trusted roots are used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_secret: Option<SecretKeyRef>,
 }
@@ -378,13 +458,13 @@ impl PrometheusSource {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
-    /// Secret name.
+    /// The name of the Secret, in the Release's namespace. Required.
     #[schemars(
         length(min = 1, max = 253),
         pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
     )]
     pub name: String,
-    /// Key inside the Secret's data.
+    /// The key inside the Secret's data. Required.
     #[schemars(length(min = 1, max = 253), pattern(r"^[-._a-zA-Z0-9]+$"))]
     pub key: String,
 }
@@ -394,31 +474,36 @@ pub struct SecretKeyRef {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.burnRates.all(pair, pair.max < 100.0 / (100.0 - double(self.objective)))").message("spec.analysis.slo.burnRates[].max must be below 100 / (100 - objective), the burn rate of a canary failing every request (1000 for 99.9): a higher max can never fail"))]
 pub struct Slo {
-    /// Percent of requests that must be good, strictly between 0 and 100 (e.g. 99.9).
+    /// The percent of requests that must be good, strictly between 0 and 100, e.g. 99.9.
+    /// Required.
     #[x_kube(validation = Rule::new("self > 0.0 && self < 100.0").message("spec.analysis.slo.objective must be strictly between 0 and 100"))]
     pub objective: f64,
 
-    /// PromQL giving the rate of bad requests over `{{window}}`. Placeholders: `{{namespace}}`,
-    /// `{{release}}`, `{{service}}`, `{{role}}`, `{{revision}}`, `{{window}}`.
+    /// The PromQL that gives the rate of bad requests over `{{window}}`. Required. Waymark
+    /// fills in the placeholders `{{namespace}}`, `{{release}}`, `{{service}}`, `{{role}}`,
+    /// `{{revision}}` and `{{window}}` for each role and window.
     #[schemars(length(min = 1, max = 4096))]
     pub error_query: String,
 
-    /// PromQL giving the rate of all requests over `{{window}}`, with the same placeholders.
+    /// The PromQL that gives the rate of all requests over `{{window}}`, with the same
+    /// placeholders as `errorQuery`. Required.
     #[schemars(length(min = 1, max = 4096))]
     pub total_query: String,
 
-    /// Multi-window burn-rate rules: failing when both windows of a pair burn above `max`.
+    /// The multi-window burn-rate rules: a run fails when both windows of a pair burn the
+    /// error budget faster than its `max`. Required: 1 to 8 pairs.
     #[x_kube(merge_strategy = ListMerge::Atomic)]
     #[schemars(length(min = 1, max = 8))]
     pub burn_rates: Vec<BurnRate>,
 
-    /// Fewer requests than this in a window make the run Inconclusive, never Passing:
-    /// 0 to 1,000,000,000.
+    /// The fewest requests a window needs for a verdict: with fewer the run is Inconclusive,
+    /// never Passing. From 0 to 1,000,000,000; the default is 100.
     #[serde(default = "default_min_requests")]
     #[schemars(range(min = 0, max = 1_000_000_000))]
     pub min_requests: i64,
 
-    /// Error-budget policy for the whole service.
+    /// The error-budget policy of the whole service, which holds new revisions while the
+    /// budget is nearly spent. Optional; without it no revision is held for the budget.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<BudgetPolicy>,
 }
@@ -428,13 +513,14 @@ pub struct Slo {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("duration(self.short) < duration(self.long)").message("spec.analysis.slo.burnRates[]: short must be a shorter window than long"))]
 pub struct BurnRate {
-    /// The long window, e.g. `5m`: 10s to 7 days (`168h`).
+    /// The long window, e.g. `5m`, from 10s to 7 days (`168h`). Required.
     #[x_kube(validation = Rule::new("duration(self) >= duration('10s') && duration(self) <= duration('168h')").message("spec.analysis.slo.burnRates[].long must be between 10s and 168h (7 days)"))]
     pub long: Duration,
-    /// The short window, e.g. `1m`; must be shorter than `long`, and at least 10s.
+    /// The short window, e.g. `1m`, from 10s to 7 days and shorter than `long`. Required.
     #[x_kube(validation = Rule::new("duration(self) >= duration('10s') && duration(self) <= duration('168h')").message("spec.analysis.slo.burnRates[].short must be between 10s and 168h (7 days)"))]
     pub short: Duration,
-    /// Highest allowed burn rate (multiples of the sustainable error rate), greater than 0.
+    /// The highest allowed burn rate, in multiples of the sustainable error rate; greater
+    /// than 0. Required.
     #[x_kube(validation = Rule::new("self > 0.0").message("spec.analysis.slo.burnRates[].max must be greater than 0"))]
     pub max: f64,
 }
@@ -443,13 +529,14 @@ pub struct BurnRate {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct BudgetPolicy {
-    /// Rolling period the budget is counted over, e.g. `30d` or `4w`: a whole number of hours,
-    /// days or weeks, from 1h to 90d.
+    /// The rolling period the budget is counted over, e.g. `30d` or `4w`: a whole number of
+    /// hours, days or weeks, from 1h to 90d. Required.
     #[schemars(schema_with = "period_schema")]
     #[x_kube(validation = Rule::new(PERIOD_BOUNDS_RULE).message("spec.analysis.slo.budget.period must be between 1h and 90d (2160h, or 12w)"))]
     pub period: Duration,
 
-    /// Hold new revisions while the remaining budget (a fraction, 1 = untouched) is below this.
+    /// New revisions are held while the fraction of the budget left (1 is untouched) is below
+    /// this, from 0 to 1; the default is 0, which holds only when the budget is overspent.
     #[serde(default)]
     #[x_kube(validation = Rule::new("self >= 0.0 && self <= 1.0").message("spec.analysis.slo.budget.freezeBelow must be a fraction between 0 and 1"))]
     pub freeze_below: f64,
@@ -461,19 +548,21 @@ pub struct BudgetPolicy {
 #[x_kube(validation = Rule::new("has(self.max) || has(self.min)").message("each entry of spec.analysis.checks must set max, min or both"))]
 #[x_kube(validation = Rule::new("!has(self.max) || !has(self.min) || self.min <= self.max").message("spec.analysis.checks[]: min must not be above max, or the check could never pass"))]
 pub struct Check {
-    /// Name shown in the status, e.g. `p99-latency`.
+    /// The check's name as the status shows it, e.g. `p99-latency`. Required and unique
+    /// among the checks.
     #[schemars(length(min = 1, max = 63))]
     pub name: String,
 
-    /// PromQL returning one value, with the same placeholders as the SLO queries.
+    /// The PromQL that returns one value, with the same placeholders as the SLO queries.
+    /// Required.
     #[schemars(length(min = 1, max = 4096))]
     pub query: String,
 
-    /// The value must not be above this.
+    /// The highest value that passes. Optional, but set `max`, `min` or both.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max: Option<f64>,
 
-    /// The value must not be below this.
+    /// The lowest value that passes. Optional, but set `max`, `min` or both.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min: Option<f64>,
 }

@@ -17,6 +17,8 @@ pub struct Tried {
     pub context: Option<String>,
     /// The API server's URL.
     pub server: String,
+    /// `--request-timeout` as given, when it was: a request it ended says "timed out".
+    pub request_timeout: Option<String>,
 }
 
 impl std::fmt::Display for Tried {
@@ -24,6 +26,9 @@ impl std::fmt::Display for Tried {
         write!(f, "{} (kubeconfig {}", self.server, self.kubeconfig)?;
         if let Some(context) = &self.context {
             write!(f, ", context {context}")?;
+        }
+        if let Some(timeout) = &self.request_timeout {
+            write!(f, ", --request-timeout {timeout}")?;
         }
         write!(f, ")")
     }
@@ -315,6 +320,7 @@ mod tests {
             kubeconfig: "~/.kube/config".into(),
             context: Some("kind-dev".into()),
             server: "https://127.0.0.1:6443/".into(),
+            request_timeout: None,
         }
     }
 

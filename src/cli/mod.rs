@@ -1,4 +1,4 @@
-//! The person-facing commands: status, promote, abort, retry, roadmap, postmortem, replay.
+//! The person-facing commands: list, status, promote, abort, retry, roadmap, postmortem, replay.
 //!
 //! Manual actions are written to the Release's status subresource (`status.request`), never
 //! to `spec`, so a Git-synced Release never drifts from Git. The binary also works as the
@@ -13,6 +13,7 @@ pub mod errors;
 #[cfg(test)]
 mod golden;
 pub mod identity;
+pub mod list;
 pub mod postmortem;
 pub mod render;
 pub mod replay;
@@ -38,7 +39,11 @@ use errors::{Call, NamespaceFrom, classify};
 /// A command for people (the operator itself runs with `waymark controller`).
 #[derive(clap::Subcommand, Debug, Clone)]
 pub enum Command {
-    /// Show a release as a person reads it: phase, steps, weights, analysis, history.
+    /// List the Releases of a namespace (or, with -A, of all): phase, step, weight, roadmap
+    /// item and age.
+    List(list::ListArgs),
+    /// Show a release as a person reads it: phase, steps, weights, analysis, history; without
+    /// a name, list the Releases as `waymark list` does.
     Status(StatusArgs),
     /// Finish the current step (or a hold) and go on; with --full, promote now.
     Promote(PromoteArgs),
@@ -93,13 +98,16 @@ pub async fn run_controller(
 /// `waymark status`.
 #[derive(clap::Args, Debug, Clone, PartialEq)]
 pub struct StatusArgs {
-    /// Name of the Release.
-    pub name: String,
+    /// Name of the Release (without it, every Release of the namespace is listed).
+    pub name: Option<String>,
     /// Namespace (default: the kubeconfig context's).
-    #[arg(short, long)]
+    #[arg(short, long, conflicts_with = "all_namespaces")]
     pub namespace: Option<String>,
+    /// Without a name: list the Releases of every namespace.
+    #[arg(short = 'A', long, conflicts_with_all = ["name", "watch"])]
+    pub all_namespaces: bool,
     /// Redraw every time the release changes (a watch on that one object).
-    #[arg(short, long)]
+    #[arg(short, long, requires = "name")]
     pub watch: bool,
     /// Output format: the text view, or the Release object.
     #[arg(short, long, value_enum, default_value_t = StatusFormat::Text)]
@@ -210,6 +218,7 @@ impl Command {
     /// The connection flags of the command (`None` for replay, which needs no cluster).
     pub fn kube_args(&self) -> Option<&KubeArgs> {
         match self {
+            Command::List(args) => Some(&args.kube),
             Command::Status(args) => Some(&args.kube),
             Command::Promote(args) => Some(&args.kube),
             Command::Abort(args) | Command::Retry(args) => Some(&args.kube),
@@ -289,7 +298,7 @@ pub async fn replay_command(args: &replay::ReplayArgs) -> Result<String, replay:
         path: args.file.display().to_string(),
         reason: error.to_string(),
     })?;
-    let prepared = replay::prepare(args, &text, Timestamp::now())?;
+    let prepared = replay::prepare(args, &text, now())?;
     let report = replay::fetch(prepared).await?;
     Ok(match args.output {
         replay::ReplayFormat::Text => replay::render_text(&report, args.changes),
@@ -318,13 +327,23 @@ pub async fn run_in(
     out: &mut (dyn Write + Send),
 ) -> Result<(), CliError> {
     match command {
+        Command::List(args) => {
+            let releases = list_releases(session, &args.namespace, args.all_namespaces).await?;
+            out.write_all(list_output(&releases, StatusFormat::Text).as_bytes())?;
+            Ok(())
+        }
         Command::Status(args) => {
+            let Some(name) = args.name else {
+                let releases = list_releases(session, &args.namespace, args.all_namespaces).await?;
+                out.write_all(list_output(&releases, args.output).as_bytes())?;
+                return Ok(());
+            };
             let (namespace, from) = namespace_of(session, &args.namespace);
             if args.watch {
-                return watch_status(session, &namespace, from, &args.name, args.output, out).await;
+                return watch_status(session, &namespace, from, &name, args.output, out).await;
             }
-            let release = get_release(session, &namespace, from, &args.name).await?;
-            let live = live_of(session, &namespace, &args.name, args.output).await;
+            let release = get_release(session, &namespace, from, &name).await?;
+            let live = live_of(session, &namespace, &name, args.output).await;
             out.write_all(status_output(&release, args.output, &live).as_bytes())?;
             Ok(())
         }
@@ -354,28 +373,9 @@ pub async fn run_in(
             Ok(())
         }
         Command::Roadmap(args) => {
-            let (namespace, from) = namespace_of(session, &args.namespace);
-            let (api, call_namespace): (Api<Release>, Option<String>) = if args.all_namespaces {
-                (Api::all(session.client.clone()), None)
-            } else {
-                (
-                    Api::namespaced(session.client.clone(), &namespace),
-                    Some(namespace.clone()),
-                )
-            };
-            let call = Call {
-                verb: "list",
-                resource: "releases",
-                namespace: call_namespace,
-                name: None,
-                namespace_from: from,
-            };
-            let releases = api
-                .list(&ListParams::default())
-                .await
-                .map_err(|error| classify(error, &call, &session.tried))?;
+            let releases = list_releases(session, &args.namespace, args.all_namespaces).await?;
             let since = Some(args.since);
-            let (rows, summary) = roadmap::view(&releases.items, Timestamp::now(), since);
+            let (rows, summary) = roadmap::view(&releases.items, now(), since);
             let text = match args.output {
                 RoadmapFormat::Table => roadmap::table(&rows, &summary, since),
                 RoadmapFormat::Markdown => roadmap::markdown(&rows, &summary, since),
@@ -405,12 +405,79 @@ pub async fn run_in(
     }
 }
 
+/// The clock, to the second: what the CLI prints and writes never carries nanoseconds.
+fn now() -> Timestamp {
+    render::to_the_second(Timestamp::now())
+}
+
 fn to_json(value: &impl serde::Serialize) -> String {
     serde_json::to_string_pretty(value).unwrap_or_default() + "\n"
 }
 
 fn to_yaml(value: &impl serde::Serialize) -> String {
     serde_saphyr::to_string(value).unwrap_or_default()
+}
+
+/// The Releases of the namespace `namespace` names (the context's without it), or of every
+/// namespace; and the namespace listed (`None` for all).
+async fn list_releases(
+    session: &Session,
+    namespace: &Option<String>,
+    all_namespaces: bool,
+) -> Result<Listed, CliError> {
+    let (namespace, from) = namespace_of(session, namespace);
+    let (api, call_namespace): (Api<Release>, Option<String>) = if all_namespaces {
+        (Api::all(session.client.clone()), None)
+    } else {
+        (
+            Api::namespaced(session.client.clone(), &namespace),
+            Some(namespace.clone()),
+        )
+    };
+    let call = Call {
+        verb: "list",
+        resource: "releases",
+        namespace: call_namespace.clone(),
+        name: None,
+        namespace_from: from,
+    };
+    let releases = api
+        .list(&ListParams::default())
+        .await
+        .map_err(|error| classify(error, &call, &session.tried))?;
+    Ok(Listed {
+        items: releases.items,
+        namespace: call_namespace,
+    })
+}
+
+/// The Releases a list call returned and the namespace it listed (`None`: every namespace).
+struct Listed {
+    items: Vec<Release>,
+    namespace: Option<String>,
+}
+
+/// What `waymark list` (and `waymark status` without a name) prints: the table, or the
+/// Releases as a JSON or YAML list.
+fn list_output(listed: &Listed, format: StatusFormat) -> String {
+    match format {
+        StatusFormat::Text if listed.items.is_empty() => {
+            list::nothing_found(listed.namespace.as_deref())
+        }
+        StatusFormat::Text => list::table(&listed.items, now(), listed.namespace.is_none()),
+        StatusFormat::Json => to_json(&release_list(&listed.items)),
+        StatusFormat::Yaml => to_yaml(&release_list(&listed.items)),
+    }
+}
+
+/// The Releases as the list object `kubectl get releases -o json` prints, so tools read
+/// either the same way.
+fn release_list(items: &[Release]) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "waymark.dev/v1alpha1",
+        "kind": "ReleaseList",
+        "items": items,
+    })
 }
 
 /// What `waymark status` prints for `release` in `format` (the text shows `live` too).
@@ -463,7 +530,7 @@ async fn live_of(
         }
     }
     render::Live {
-        now: Some(Timestamp::now()),
+        now: Some(now()),
         pods: unread.map_or(Ok(pods), Err),
     }
 }
@@ -494,6 +561,8 @@ pub async fn request_action(
     // Refuse before asking anything else: a refused request writes nothing.
     request::build_request(&release, action, Timestamp::now(), None)?;
     let identity = identity::whoami(session).await;
+    // The clock's nanoseconds keep the request's id unique; `requestedAt` is written to the
+    // second.
     let request = request::build_request(&release, action, Timestamp::now(), identity.name)?;
     let api: Api<Release> = Api::namespaced(session.client.clone(), namespace);
     let params = PatchParams {
@@ -549,7 +618,7 @@ async fn watch_status(
                     // Home and clear: the new view replaces the old one.
                     write!(out, "\x1b[H\x1b[2J")?;
                 } else {
-                    writeln!(out, "--- {} ---", Timestamp::now())?;
+                    writeln!(out, "--- {} ---", now())?;
                 }
                 let live = live_of(session, namespace, name, format).await;
                 out.write_all(status_output(&release, format, &live).as_bytes())?;
@@ -907,8 +976,9 @@ mod tests {
             let served = release.clone();
             let server = tokio::spawn(async move { answer_get(&mut handle, &served).await });
             let command = Command::Status(StatusArgs {
-                name: "checkout".into(),
+                name: Some("checkout".into()),
                 namespace: None,
+                all_namespaces: false,
                 watch: false,
                 output: format,
                 kube: KubeArgs::default(),
@@ -988,8 +1058,9 @@ mod tests {
             seen
         });
         let command = Command::Status(StatusArgs {
-            name: "checkout".into(),
+            name: Some("checkout".into()),
             namespace: None,
+            all_namespaces: false,
             watch: true,
             output: StatusFormat::Text,
             kube: KubeArgs::default(),
@@ -1011,6 +1082,146 @@ mod tests {
         assert!(
             output.ends_with("release shop/checkout was deleted\n"),
             "{output}"
+        );
+    }
+
+    /// Answers one LIST of Releases at `path` with `items`.
+    async fn answer_list(handle: &mut Handle, path: &str, items: Vec<Release>) {
+        let (request, send) = handle.next_request().await.expect("a LIST");
+        assert_eq!(request.method(), Method::GET);
+        assert_eq!(request.uri().path(), path);
+        let list = json!({
+            "apiVersion": "waymark.dev/v1alpha1", "kind": "ReleaseList",
+            "metadata": {"resourceVersion": "7"}, "items": items
+        });
+        respond(send, 200, &list);
+    }
+
+    #[tokio::test]
+    async fn list_and_status_without_a_name_print_the_table_of_the_namespace_or_of_all() {
+        let mut canary = fixtures::canary_release(Phase::Progressing, 1);
+        canary.status.as_mut().unwrap().step_progress = Some("2/4".into());
+        canary.status.as_mut().unwrap().canary_weight = Some(20);
+        let mut other = fixtures::healthy_release();
+        other.metadata.namespace = Some("payments".into());
+        other.metadata.name = Some("ledger".into());
+        let status = |all_namespaces| {
+            Command::Status(StatusArgs {
+                name: None,
+                namespace: None,
+                all_namespaces,
+                watch: false,
+                output: StatusFormat::Text,
+                kube: KubeArgs::default(),
+            })
+        };
+        let list = |all_namespaces| {
+            Command::List(list::ListArgs {
+                namespace: None,
+                all_namespaces,
+                kube: KubeArgs::default(),
+            })
+        };
+        for (command, all) in [(list(false), false), (status(false), false)] {
+            let (client, mut handle) = mock_client();
+            let items = vec![canary.clone()];
+            let server = tokio::spawn(async move {
+                let path = "/apis/waymark.dev/v1alpha1/namespaces/shop/releases";
+                answer_list(&mut handle, path, items).await;
+            });
+            let output = run_to_string(command, client).await.unwrap();
+            server.await.unwrap();
+            assert!(!all);
+            let lines: Vec<&str> = output.lines().collect();
+            assert_eq!(lines.len(), 2, "{output}");
+            assert!(
+                lines[0].starts_with("NAME       PHASE         STEP   WEIGHT   ROADMAP ITEM   AGE"),
+                "{output}"
+            );
+            assert!(
+                lines[1].starts_with("checkout   Progressing   2/4    20       PAY-142"),
+                "{output}"
+            );
+        }
+        for command in [list(true), status(true)] {
+            let (client, mut handle) = mock_client();
+            let items = vec![canary.clone(), other.clone()];
+            let server = tokio::spawn(async move {
+                answer_list(&mut handle, "/apis/waymark.dev/v1alpha1/releases", items).await;
+            });
+            let output = run_to_string(command, client).await.unwrap();
+            server.await.unwrap();
+            let names: Vec<String> = output
+                .lines()
+                .map(|line| {
+                    line.split_whitespace()
+                        .take(2)
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .collect();
+            assert_eq!(
+                names,
+                ["NAMESPACE NAME", "payments ledger", "shop checkout"]
+            );
+        }
+        let (client, mut handle) = mock_client();
+        let server = tokio::spawn(async move {
+            let path = "/apis/waymark.dev/v1alpha1/namespaces/shop/releases";
+            answer_list(&mut handle, path, vec![]).await;
+        });
+        let output = run_to_string(list(false), client).await.unwrap();
+        server.await.unwrap();
+        assert_eq!(output, "No releases found in namespace shop.\n");
+
+        let (client, mut handle) = mock_client();
+        let items = vec![canary.clone()];
+        let server = tokio::spawn(async move {
+            let path = "/apis/waymark.dev/v1alpha1/namespaces/shop/releases";
+            answer_list(&mut handle, path, items).await;
+        });
+        let command = Command::Status(StatusArgs {
+            name: None,
+            namespace: None,
+            all_namespaces: false,
+            watch: false,
+            output: StatusFormat::Json,
+            kube: KubeArgs::default(),
+        });
+        let output = run_to_string(command, client).await.unwrap();
+        server.await.unwrap();
+        let document: Value = serde_json::from_str(&output).unwrap();
+        assert_eq!(document["kind"], "ReleaseList");
+        let listed: Vec<Release> = serde_json::from_value(document["items"].clone()).unwrap();
+        assert_eq!(listed, [canary]);
+    }
+
+    #[test]
+    fn status_watch_needs_a_name_and_all_namespaces_takes_none() {
+        use clap::Parser;
+        #[derive(clap::Parser, Debug)]
+        struct Cli {
+            #[command(subcommand)]
+            command: Command,
+        }
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("waymark").chain(args.iter().copied()))
+        };
+        let Command::Status(listed) = parse(&["status", "-A"]).unwrap().command else {
+            panic!("status");
+        };
+        assert_eq!((listed.name, listed.all_namespaces), (None, true));
+        assert!(parse(&["status", "--watch"]).is_err());
+        assert!(parse(&["status", "checkout", "-A"]).is_err());
+        assert!(parse(&["list", "-n", "shop", "-A"]).is_err());
+        let Command::List(list) = parse(&["list", "--request-timeout=30s"]).unwrap().command else {
+            panic!("list");
+        };
+        assert_eq!(
+            list.kube.request_timeout,
+            Some(connect::RequestTimeout(Some(
+                std::time::Duration::from_secs(30)
+            )))
         );
     }
 

@@ -36,6 +36,12 @@ pub struct PodCount {
     pub wanted: i32,
 }
 
+/// `at` without its fraction of a second: every time the CLI prints (RFC 3339, UTC) is to the
+/// second, as the status' own times are, never a clock reading's nanoseconds.
+pub fn to_the_second(at: Timestamp) -> Timestamp {
+    Timestamp::from_second(at.as_second()).unwrap_or(at)
+}
+
 /// Render one Release for `waymark status`, with what was read live.
 pub fn status_text(release: &Release, live: &Live) -> String {
     let mut out = String::new();
@@ -126,7 +132,7 @@ fn header_text(out: &mut String, release: &Release, status: &ReleaseStatus, live
         let _ = writeln!(
             out,
             "Pause:     until {}{}",
-            until.0,
+            to_the_second(until.0),
             left.unwrap_or_default()
         );
     }
@@ -137,7 +143,7 @@ fn header_text(out: &mut String, release: &Release, status: &ReleaseStatus, live
             out,
             "Pending:   {} requested at {}{}",
             crate::cli::request::verb(request.action),
-            request.requested_at.0,
+            to_the_second(request.requested_at.0),
             request
                 .requested_by
                 .as_deref()
@@ -189,7 +195,7 @@ fn history_text(out: &mut String, status: &ReleaseStatus) {
                 entry.revision,
                 entry.roadmap_item,
                 format!("{:?}", entry.outcome),
-                entry.finished_at.0,
+                to_the_second(entry.finished_at.0),
                 entry.reason,
                 entry
                     .message
@@ -216,7 +222,7 @@ fn analysis_text(out: &mut String, analysis: &AnalysisStatus, spec: Option<&crat
     let at = analysis
         .last_run_at
         .as_ref()
-        .map(|time| format!(" at {}", time.0))
+        .map(|time| format!(" at {}", to_the_second(time.0)))
         .unwrap_or_default();
     let _ = writeln!(out, "Analysis:  {}{at}", analysis.verdict);
     if let Some(summary) = &analysis.summary {
@@ -446,6 +452,19 @@ pub fn roadmap_table(rows: &[RoadmapRow]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_read_from_the_status_print_to_the_second() {
+        let mut release = crate::cli::fixtures::release_in(Phase::Paused, Some("6f9c7d"));
+        let precise: Timestamp = "2026-12-06T11:00:00.123456789Z".parse().unwrap();
+        let status = release.status.as_mut().unwrap();
+        status.pause_until = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            precise,
+        ));
+        let text = status_text(&release, &Live::default());
+        assert!(text.contains("until 2026-12-06T11:00:00Z"), "{text}");
+        assert!(!text.contains(".123"), "{text}");
+    }
     use crate::api::{AnalysisStatus, HistoryEntry, Outcome, RoleAnalysis, Verdict, WindowResult};
     use crate::cli::fixtures::release_in;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;

@@ -362,8 +362,10 @@ pub fn prepare(
 
     let from = parse_time("--from", &args.from, now)?;
     let to = parse_time("--to", &args.to, now)?;
-    // Prometheus takes whole seconds; start on one so the grid and its answers line up.
-    let from = Timestamp::from_second(from.as_second()).unwrap_or(from);
+    // Prometheus takes whole seconds; start and end on one so the grid and its answers line
+    // up, and the report prints its range to the second.
+    let from = super::render::to_the_second(from);
+    let to = super::render::to_the_second(to);
     if from >= to {
         return Err(ReplayError::Order { from, to });
     }
@@ -821,6 +823,14 @@ mod tests {
             output: ReplayFormat::Text,
             changes: false,
         }
+    }
+
+    #[test]
+    fn a_range_ending_now_is_printed_to_the_second() {
+        let now: Timestamp = "2026-11-21T12:00:00.987654321Z".parse().unwrap();
+        let prepared = prepare(&args(), FILE, now).unwrap();
+        assert_eq!(prepared.to.to_string(), "2026-11-21T12:00:00Z");
+        assert_eq!(prepared.from.to_string(), "2026-11-21T10:00:00Z");
     }
 
     #[test]

@@ -61,6 +61,7 @@ pub fn delivery_summary(
     now: Timestamp,
     since: Option<Duration>,
 ) -> DeliverySummary {
+    let now = super::render::to_the_second(now);
     let since = since.and_then(|since| now.checked_sub(since.as_signed()).ok());
     let entries: Vec<&HistoryEntry> = releases
         .iter()
@@ -358,6 +359,20 @@ mod tests {
 
     fn group<'a>(rows: &'a [DeliveryRow], name: &str) -> &'a DeliveryRow {
         rows.iter().find(|row| row.group == name).unwrap()
+    }
+
+    #[test]
+    fn a_clock_reading_with_nanoseconds_prints_the_period_start_to_the_second() {
+        let now: Timestamp = "2026-11-21T12:00:00.123456789Z".parse().unwrap();
+        let (rows, summary) = view(&releases(), now, Some(MONTH));
+        let table = table(&rows, &summary, Some(MONTH));
+        assert!(
+            table.contains("Delivery since 2026-10-22T12:00:00Z (last 30d)"),
+            "{table}"
+        );
+        let document = document(&rows, &summary);
+        assert_eq!(document["delivery"]["since"], "2026-10-22T12:00:00Z");
+        assert!(!markdown(&rows, &summary, Some(MONTH)).contains(".123"));
     }
 
     #[test]

@@ -8,6 +8,8 @@ use k8s_openapi::jiff::Timestamp;
 use crate::analysis::AnalysisRun;
 use crate::api::{Release, ReleaseStatus, template_revision};
 
+#[cfg(test)]
+mod burn_column_tests;
 pub mod conditions;
 mod decide;
 pub mod deletion;

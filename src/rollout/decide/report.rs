@@ -107,6 +107,15 @@ impl Decider<'_> {
                 .clone()
                 .or_else(|| Some(self.item.to_string()))
         };
+        // The Burn column reads `analysis.burn`: it speaks of the canary being judged. Once the
+        // canary is promoted, rolled back or gone (or before one starts), the last run's burn
+        // would read as a live one, so it is left unset; the run's numbers stay.
+        let judged = stage_now == Stage::Canary;
+        if let Some(analysis) = self.status.analysis.as_mut()
+            && !(judged && analysis.revision.is_some() && analysis.revision == canary_revision)
+        {
+            analysis.burn = None;
+        }
     }
 
     /// `report`, unless the stable has been unavailable for longer than progressDeadline.

@@ -18,7 +18,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use super::stage::{Stage, inconclusive_hold, stage};
 use super::{history, validate};
 use crate::api::{
-    ManualAction, ManualRequest, Outcome, Release, ReleaseSpec, ReleaseStage, ReleaseStatus,
+    ManualAction, ManualRequest, Outcome, Phase, Release, ReleaseSpec, ReleaseStage, ReleaseStatus,
     template_revision,
 };
 
@@ -274,7 +274,9 @@ impl Rule<'_> {
     /// had a canary.
     fn first_release(&self) -> bool {
         self.at.stage == Stage::FirstRelease
-            || history::first_release_unrecorded(self.status)
+            // Rolling out: its history entry comes when its stable is available.
+            || (history::first_release_unrecorded(self.status)
+                && self.status.phase != Some(Phase::Healthy))
             || self.status.history.first().is_some_and(|entry| {
                 entry.reason == "FirstRelease"
                     && Some(entry.revision.as_str()) == self.status.stable_revision.as_deref()

@@ -222,7 +222,6 @@ mod roadmap_tag_tests {
         release.spec.roadmap.kind = Some(RoadmapKind::Debt);
         let first = decide(&release, &observed().route(0).build(), at(0));
         let notes = notes(&first);
-        let mut release = release;
         release.status = Some(first.status);
         let decision = decide(&release, &observed().stable(V1, 4).route(0).build(), at(10));
         let entry = &decision.status.history[0];

@@ -30,7 +30,8 @@ impl Decider<'_> {
     }
 
     /// The stable runs the spec's template: keep it at full size with all the traffic, remove
-    /// an old canary once `scaleDownDelay` has passed. Healthy only once it is available.
+    /// an old canary once `scaleDownDelay` has passed. Healthy only once it is available, and
+    /// a first release is recorded `Promoted` in the history then.
     pub(super) fn steady(&mut self) -> bool {
         let revision = self.spec_revision.clone();
         let total = self.total();
@@ -66,8 +67,6 @@ impl Decider<'_> {
             .as_ref()
             .filter(|s| s.revision.as_deref() == Some(revision.as_str()))
             .is_some_and(|s| s.available);
-        // The wanted pod count, not the count available: a figure that moves while pods
-        // start would rewrite the status for every pod (`waymark status` shows them live).
         if available && history::first_release_unrecorded(&self.status) {
             let item = self.item;
             self.finish_revision(
@@ -78,6 +77,8 @@ impl Decider<'_> {
                 format!("first release: stable {revision} available with {total} pods"),
             );
         }
+        // The wanted pod count, not the count available: a figure that moves while pods
+        // start would rewrite the status for every pod (`waymark status` shows them live).
         if available {
             self.set_report(
                 Phase::Healthy,

@@ -44,7 +44,8 @@ fn example(file: &str, namespace: &str) -> Release {
     release
 }
 
-/// `kubectl apply -f` of `release`: the object becomes exactly what the file says.
+/// The README's `kubectl apply -f` of `release`, made through the API (server-side apply: the
+/// suite does not need a kubectl): the object becomes exactly what the file says.
 async fn apply(env: &Env, release: &Release) {
     let params = PatchParams::apply(E2E_MANAGER).force();
     let applied = env

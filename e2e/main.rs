@@ -30,6 +30,7 @@ mod install;
 mod kubelet;
 mod operate;
 mod prepare;
+mod quickstart;
 mod quiet;
 mod restart;
 mod selfmetrics;
@@ -92,6 +93,8 @@ fn main() -> ExitCode {
         operate::abort_during_promotion_the_cli_answer_and_the_outcome_agree,
         operate::list_and_kubectl_get_wide_show_where_each_release_stands,
         install::the_helm_chart_applies_to_the_api_server,
+        quickstart::the_quick_start_walks_the_examples_to_a_promotion,
+        quickstart::a_release_in_a_deleted_namespace_does_not_fight_for_its_services,
         hostile::a_selector_change_is_refused_naming_spec_selector,
         hostile::every_hostile_release_is_refused_or_gets_spec_valid,
         validation::an_invalid_query_is_spec_valid_false_before_any_canary_deployment,

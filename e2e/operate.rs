@@ -10,14 +10,14 @@ use crate::support::{Env, kubeconfig_path};
 use waymark::api::{Outcome, Phase};
 
 /// What one run of the `waymark` binary printed, and whether it succeeded.
-struct Run {
-    success: bool,
-    stdout: String,
-    stderr: String,
+pub struct Run {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
 }
 
 /// Run `waymark ARGS` with the suite's kubeconfig, as a person would in a shell.
-async fn waymark(args: &[&str]) -> Run {
+pub async fn waymark(args: &[&str]) -> Run {
     waymark_with(&kubeconfig_path(), args).await
 }
 

@@ -388,6 +388,11 @@ pub async fn publish(ctx: &Context, release: &Release, note: &EventNote) {
         secondary: None,
     };
     if let Err(error) = ctx.recorder.publish(&event, &release.object_ref(&())).await {
+        // Its namespace is being deleted: the Event would go with it anyway.
+        if super::error::namespace_terminating(&error) {
+            tracing::debug!(release = release.name_any(), reason = %note.reason, %error, "event not published");
+            return;
+        }
         tracing::warn!(release = release.name_any(), reason = %note.reason, %error, "cannot publish event");
     }
 }

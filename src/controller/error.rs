@@ -22,6 +22,14 @@ pub enum Error {
         message: String,
     },
 
+    /// The API server refused to create `object` because the Release's namespace is being
+    /// deleted. Nobody's to fix and nothing to retry: the namespace takes the Release with it.
+    #[error("{object}: not created, its namespace is being deleted")]
+    NamespaceTerminating {
+        /// The object, e.g. `Service shop/checkout-stable`.
+        object: String,
+    },
+
     /// A Secret named in `spec.analysis.prometheus` is missing or lacks the key. The same
     /// words make the analysis run's Error and the `PrometheusCredentials` condition.
     #[error("Secret {namespace}/{name}, key {key} (named in {field}): {problem}")]
@@ -75,6 +83,9 @@ impl Error {
         let kube::Error::Api(status) = error else {
             return None;
         };
+        if namespace_terminating(error) {
+            return Some(Error::NamespaceTerminating { object });
+        }
         let message = status.message.clone();
         let lower = message.to_ascii_lowercase();
         let reason = match status.code {
@@ -123,10 +134,105 @@ impl Error {
                 "NotOwned" => "not_owned",
                 _ => "refused",
             },
+            Error::NamespaceTerminating { .. } => "namespace_terminating",
             Error::Secret { .. } => "secret",
             Error::MissingObjectKey(_) => "missing_object_key",
             Error::Serialize { .. } => "serialize",
             Error::Http { .. } => "http",
+        }
+    }
+}
+
+/// The cause the API server's NamespaceLifecycle admission gives when it refuses to create
+/// anything in a namespace that is being deleted.
+const NAMESPACE_TERMINATING_CAUSE: &str = "NamespaceTerminating";
+
+/// Whether `error` is the API server refusing a create because the namespace is being deleted
+/// (403, cause `NamespaceTerminating`; older servers only say so in the message). Such a
+/// refusal means the namespace is going away, not that a write needs fixing or retrying.
+pub fn namespace_terminating(error: &kube::Error) -> bool {
+    let kube::Error::Api(status) = error else {
+        return false;
+    };
+    status.code == 403
+        && (status.details.as_ref().is_some_and(|details| {
+            details
+                .causes
+                .iter()
+                .any(|cause| cause.reason == NAMESPACE_TERMINATING_CAUSE)
+        }) || status.message.contains("because it is being terminated"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::Status;
+
+    /// A 403 as the API server sends it (its JSON body), with `causes` in its details.
+    fn forbidden(message: &str, causes: &[&str]) -> kube::Error {
+        let causes: Vec<serde_json::Value> = causes
+            .iter()
+            .map(|reason| serde_json::json!({"reason": reason, "field": "metadata.namespace"}))
+            .collect();
+        let body = serde_json::json!({
+            "kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 403,
+            "reason": "Forbidden", "message": message,
+            "details": {"name": "hello-stable", "kind": "services", "causes": causes},
+        });
+        let status: Status = serde_json::from_value(body).expect("a Status");
+        kube::Error::Api(status.boxed())
+    }
+
+    #[test]
+    fn a_create_refused_in_a_terminating_namespace_is_the_namespace_going_away() {
+        let terminating = "services \"hello-stable\" is forbidden: unable to create new content in namespace demo because it is being terminated";
+        // (what the API server said, whether it is the namespace going away)
+        let table = [
+            (
+                "cause and message",
+                forbidden(terminating, &["NamespaceTerminating"]),
+                true,
+            ),
+            ("the message alone", forbidden(terminating, &[]), true),
+            (
+                "the cause alone",
+                forbidden("forbidden", &["NamespaceTerminating"]),
+                true,
+            ),
+            (
+                "RBAC",
+                forbidden(
+                    "services is forbidden: User \"system:serviceaccount:waymark:waymark\" cannot create resource \"services\"",
+                    &[],
+                ),
+                false,
+            ),
+            (
+                "a quota",
+                forbidden("exceeded quota: pods, requested: pods=2", &[]),
+                false,
+            ),
+            (
+                "not a 403",
+                kube::Error::Api(
+                    Status::failure(terminating, "Conflict")
+                        .with_code(409)
+                        .boxed(),
+                ),
+                false,
+            ),
+        ];
+        for (what, error, expected) in table {
+            assert_eq!(namespace_terminating(&error), expected, "{what}");
+            let classified = Error::refusal("Service demo/hello-stable".into(), &error)
+                .expect("every 403 and 409 is a refusal of some kind");
+            assert_eq!(
+                matches!(classified, Error::NamespaceTerminating { .. }),
+                expected,
+                "{what}: {classified:?}"
+            );
+            // Not the user's to fix: no refusal for the status, its condition or an Event.
+            assert_eq!(classified.as_refusal().is_none(), expected, "{what}");
         }
     }
 }

@@ -771,6 +771,61 @@ async fn a_quota_refusal_is_in_the_status_and_an_event_quoting_the_api_server() 
     finish(server, ctx).await;
 }
 
+/// The API server's refusal of a create in namespace `shop` while it is being deleted (its
+/// NamespaceLifecycle admission), for Service `name`.
+fn terminating(name: &str) -> Value {
+    json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": format!("services \"{name}\" is forbidden: unable to create new content in namespace shop because it is being terminated"),
+        "reason": "Forbidden", "code": 403,
+        "details": {"name": name, "kind": "services", "causes": [{
+            "reason": "NamespaceTerminating",
+            "message": "namespace shop is being terminated",
+            "field": "metadata.namespace"
+        }]}
+    })
+}
+
+/// The namespace controller has deleted a settled Release's Services, and the API server
+/// refuses to create them again: the namespace is being deleted. Not the user's to fix: no
+/// status write (no Degraded, no Applied=False), no Warning Event, no failed reconcile (so no
+/// warn line and no error metric), and no retry until something changes.
+#[tokio::test]
+async fn services_refused_in_a_terminating_namespace_are_let_go_quietly() {
+    let (ctx, mut world, verifier) = test_context();
+    let release = settled_release(&mut world, at(0));
+    for service in children::services(&release).unwrap() {
+        world
+            .services
+            .apply_watcher_event(&watcher::Event::Delete(service));
+    }
+    let create = format!("{SERVICES}{CREATE}");
+    let server = scenario(verifier, move |mut api| async move {
+        // Each reconcile tries both Services (written together) once, and that is all.
+        for _ in 0..2 {
+            let mut names = Vec::new();
+            for _ in 0..2 {
+                let (body, send) = api.expect(Method::POST, &create).await;
+                let name = body["metadata"]["name"].as_str().unwrap().to_string();
+                respond(send, 403, &terminating(&name));
+                names.push(name);
+            }
+            names.sort();
+            assert_eq!(names, ["checkout-canary", "checkout-stable"]);
+        }
+        api
+    })
+    .await;
+    for second in [10, 20] {
+        let requeue = reconcile_release(&release, &ctx, at(second))
+            .await
+            .expect("a namespace going away is no failed reconcile");
+        assert_eq!(requeue, Requeue::await_change(), "no retry");
+    }
+    drop(world);
+    finish(server, ctx).await;
+}
+
 #[tokio::test]
 async fn an_invalid_selector_degrades_the_release_without_failing_the_reconcile() {
     let (ctx, world, verifier) = test_context();

@@ -99,6 +99,16 @@ pub async fn reconcile_release(
             Ok(requeue_for(&decision))
         }
         Ok(Acted::Stale) => Ok(Requeue::requeue(STALE_RETRY)),
+        // The namespace takes the Release with it: no condition, no Event, no retry.
+        Err(error @ Error::NamespaceTerminating { .. }) => {
+            tracing::debug!(
+                namespace = release.namespace().unwrap_or_default(),
+                release = release.name_any(),
+                %error,
+                "namespace is being deleted: nothing more is created for this release"
+            );
+            Ok(Requeue::await_change())
+        }
         Err(error) => {
             // The user's to fix: the next decision says so in the status and an event.
             if let Some(refusal) = error.as_refusal() {

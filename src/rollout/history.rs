@@ -13,6 +13,13 @@ pub fn record(history: &mut Vec<HistoryEntry>, entry: HistoryEntry) {
     history.truncate(HISTORY_LIMIT);
 }
 
+/// Whether the status has a stable but no finished revision at all: its first release, made
+/// the stable directly, is recorded (`Promoted`, reason `FirstRelease`) only once that stable
+/// is available, so until then it has no history entry.
+pub fn first_release_unrecorded(status: &ReleaseStatus) -> bool {
+    status.stable_revision.is_some() && status.history.is_empty()
+}
+
 /// The newest entry of `revision` (used to recover a rollback's
 /// reason and message on later reconciles).
 pub fn latest_of<'a>(history: &'a [HistoryEntry], revision: &str) -> Option<&'a HistoryEntry> {

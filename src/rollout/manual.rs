@@ -18,7 +18,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use super::stage::{Stage, inconclusive_hold, stage};
 use super::{history, validate};
 use crate::api::{
-    ManualAction, ManualRequest, Outcome, Release, ReleaseSpec, ReleaseStage, ReleaseStatus,
+    ManualAction, ManualRequest, Outcome, Phase, Release, ReleaseSpec, ReleaseStage, ReleaseStatus,
     template_revision,
 };
 
@@ -274,6 +274,9 @@ impl Rule<'_> {
     /// had a canary.
     fn first_release(&self) -> bool {
         self.at.stage == Stage::FirstRelease
+            // Rolling out: its history entry comes when its stable is available.
+            || (history::first_release_unrecorded(self.status)
+                && self.status.phase != Some(Phase::Healthy))
             || self.status.history.first().is_some_and(|entry| {
                 entry.reason == "FirstRelease"
                     && Some(entry.revision.as_str()) == self.status.stable_revision.as_deref()
@@ -598,8 +601,11 @@ mod tests {
         let gateway = ReleaseBuilder::gateway;
         let mut never_reconciled = gateway().image(V2).build();
         never_reconciled.status = None;
+        // Its stable not available yet, so not in the history yet.
         let mut first_release = stable_on_v1(Phase::Progressing);
-        first_release.history = vec![entry(V1, Outcome::Promoted, "FirstRelease")];
+        first_release.history = Vec::new();
+        let mut first_healthy = stable_on_v1(Phase::Healthy);
+        first_healthy.history = vec![entry(V1, Outcome::Promoted, "FirstRelease")];
         let steady_after_rollback = ReleaseStatus {
             rolled_back_revision: Some(revision_of(V2)),
             ..stable_on_v1(Phase::Healthy)
@@ -659,6 +665,16 @@ mod tests {
             (
                 "first release rolling out",
                 release(gateway(), V1, first_release),
+                [
+                    Refused("first release", "`waymark status checkout --watch`"),
+                    Refused("first release", "`waymark status checkout --watch`"),
+                    Refused("no canary to abort", "change spec.template"),
+                    Refused("nothing was rolled back", "nothing to do"),
+                ],
+            ),
+            (
+                "first release healthy",
+                release(gateway(), V1, first_healthy),
                 [
                     Refused("first release", "`waymark status checkout --watch`"),
                     Refused("first release", "`waymark status checkout --watch`"),

@@ -213,7 +213,7 @@ pub fn decide(release: &Release, observed: &Observed, now: Timestamp) -> Decisio
 
 #[cfg(test)]
 mod roadmap_tag_tests {
-    use super::fixtures::{ReleaseBuilder, at, notes, observed};
+    use super::fixtures::{ReleaseBuilder, V1, at, notes, observed};
     use super::*;
     use crate::api::{Horizon, RoadmapKind};
 
@@ -222,7 +222,10 @@ mod roadmap_tag_tests {
         let mut release = ReleaseBuilder::gateway().build();
         release.spec.roadmap.horizon = Some(Horizon::Next);
         release.spec.roadmap.kind = Some(RoadmapKind::Debt);
-        let decision = decide(&release, &observed().route(0).build(), at(0));
+        let first = decide(&release, &observed().route(0).build(), at(0));
+        let notes = notes(&first);
+        release.status = Some(first.status);
+        let decision = decide(&release, &observed().stable(V1, 4).route(0).build(), at(10));
         let entry = &decision.status.history[0];
         assert_eq!(
             (entry.horizon, entry.kind),
@@ -235,7 +238,6 @@ mod roadmap_tag_tests {
             ),
             (Some(Horizon::Next), Some(RoadmapKind::Debt))
         );
-        let notes = notes(&decision);
         assert!(
             notes
                 .iter()
@@ -246,11 +248,13 @@ mod roadmap_tag_tests {
 
     #[test]
     fn without_horizon_and_kind_notes_name_the_item_alone() {
-        let release = ReleaseBuilder::gateway().build();
-        let decision = decide(&release, &observed().route(0).build(), at(0));
+        let mut release = ReleaseBuilder::gateway().build();
+        let first = decide(&release, &observed().route(0).build(), at(0));
+        release.status = Some(first.status.clone());
+        let decision = decide(&release, &observed().stable(V1, 4).route(0).build(), at(10));
         assert_eq!(decision.status.history[0].horizon, None);
         assert!(
-            notes(&decision)
+            notes(&first)
                 .iter()
                 .any(|n| n.contains("PAY-142: first release"))
         );

@@ -53,7 +53,7 @@ fn first_release_becomes_the_stable_directly_and_is_healthy_once_available() {
     assert_eq!(status.roadmap_item.as_deref(), Some("PAY-142"));
     assert_eq!(status.observed_generation, Some(7));
     assert_eq!(status.canary_revision, None);
-    assert_eq!(status.history[0].reason, "FirstRelease");
+    assert!(status.history.is_empty(), "{:?}", status.history);
     assert!(
         notes(&decision)
             .iter()
@@ -64,6 +64,61 @@ fn first_release_becomes_the_stable_directly_and_is_healthy_once_available() {
     let available = decide(&release, &observed().stable(V1, 4).route(0).build(), at(20));
     assert_eq!(available.status.phase, Some(Phase::Healthy));
     assert_eq!(available.status.reason.as_deref(), Some("StableAvailable"));
+    assert_eq!(available.status.history[0].reason, "FirstRelease");
+}
+
+/// A first release is in the history (`Promoted`, reason `FirstRelease`) only once its stable
+/// is available: not while it has no pod to serve with, and once only.
+#[test]
+fn a_first_release_is_recorded_promoted_only_once_its_stable_is_available() {
+    // (what the watch caches show, at second, how many entries, recorded at which second)
+    let table: Vec<(&str, super::Observed, i64, Option<i64>)> = vec![
+        ("no stable yet", observed().route(0).build(), 0, None),
+        (
+            "stable made, 0 of 4 available",
+            observed().stable_unavailable(V1, 4).route(0).build(),
+            10,
+            None,
+        ),
+        (
+            "stable available",
+            observed().stable(V1, 4).route(0).build(),
+            20,
+            Some(20),
+        ),
+        (
+            "stable still available",
+            observed().stable(V1, 4).route(0).build(),
+            30,
+            Some(20),
+        ),
+        (
+            "stable lost its pods after",
+            observed().stable_unavailable(V1, 4).route(0).build(),
+            40,
+            Some(20),
+        ),
+    ];
+    let mut release = ReleaseBuilder::gateway().build();
+    for (moment, observed, second, recorded_at) in table {
+        let decision = decide(&release, &observed, at(second));
+        let history = &decision.status.history;
+        match recorded_at {
+            None => assert!(history.is_empty(), "{moment}: {history:?}"),
+            Some(recorded_at) => {
+                assert_eq!(history.len(), 1, "{moment}: {history:?}");
+                let entry = &history[0];
+                assert_eq!(
+                    (entry.outcome, entry.reason.as_str(), entry.revision.clone()),
+                    (Outcome::Promoted, "FirstRelease", revision_of(V1)),
+                    "{moment}"
+                );
+                assert_eq!(entry.finished_at, Time(at(recorded_at)), "{moment}");
+                assert_eq!(entry.roadmap_item, "PAY-142", "{moment}");
+            }
+        }
+        release.status = Some(decision.status);
+    }
 }
 
 #[test]

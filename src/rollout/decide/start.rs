@@ -5,7 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::{Decider, Mode, plus};
 use crate::api::{Outcome, Phase};
-use crate::rollout::{Action, Severity, timeline};
+use crate::rollout::{Action, Severity, history, timeline};
 use crate::traffic::split::canary_size;
 
 impl Decider<'_> {
@@ -19,14 +19,8 @@ impl Decider<'_> {
         });
         self.status.stable_revision = Some(revision.clone());
         self.status.stable_roadmap_item = Some(self.item.to_string());
-        let item = self.item;
-        self.finish_revision(
-            &revision,
-            item,
-            Outcome::Promoted,
-            "FirstRelease",
-            format!("first release: stable {revision} created directly"),
-        );
+        // No history entry yet: the first release is recorded Promoted once its stable is
+        // available (see `steady`), not while it has no pod to serve with.
         self.event(
             Severity::Normal,
             "StableCreated",
@@ -36,7 +30,8 @@ impl Decider<'_> {
     }
 
     /// The stable runs the spec's template: keep it at full size with all the traffic, remove
-    /// an old canary once `scaleDownDelay` has passed. Healthy only once it is available.
+    /// an old canary once `scaleDownDelay` has passed. Healthy only once it is available, and
+    /// a first release is recorded `Promoted` in the history then.
     pub(super) fn steady(&mut self) -> bool {
         let revision = self.spec_revision.clone();
         let total = self.total();
@@ -72,6 +67,16 @@ impl Decider<'_> {
             .as_ref()
             .filter(|s| s.revision.as_deref() == Some(revision.as_str()))
             .is_some_and(|s| s.available);
+        if available && history::first_release_unrecorded(&self.status) {
+            let item = self.item;
+            self.finish_revision(
+                &revision,
+                item,
+                Outcome::Promoted,
+                "FirstRelease",
+                format!("first release: stable {revision} available with {total} pods"),
+            );
+        }
         // The wanted pod count, not the count available: a figure that moves while pods
         // start would rewrite the status for every pod (`waymark status` shows them live).
         if available {

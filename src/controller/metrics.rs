@@ -129,7 +129,7 @@ pub struct KubeVerbLabels {
 /// Every value [`super::Error::metric_label`] gives, and `undecodable_release`: the reconcile
 /// error counter starts at 0 for each, so that `rate()` and `increase()` see the first error
 /// of a kind (a series that appears with 1 has no increase to show).
-pub const RECONCILE_ERROR_KINDS: [&str; 13] = [
+pub const RECONCILE_ERROR_KINDS: [&str; 14] = [
     "kube",
     "refused_forbidden",
     "refused_quota",
@@ -143,6 +143,7 @@ pub const RECONCILE_ERROR_KINDS: [&str; 13] = [
     "serialize",
     "http",
     "undecodable_release",
+    "namespace_terminating",
 ];
 
 /// The labels of `waymark_build_info`: the version, and the commit when the build was given
@@ -866,7 +867,8 @@ mod tests {
                 | Error::Secret { .. }
                 | Error::MissingObjectKey(_)
                 | Error::Serialize { .. }
-                | Error::Http { .. } => error.metric_label(),
+                | Error::Http { .. }
+                | Error::NamespaceTerminating { .. } => error.metric_label(),
             }
         }
         let refused = |reason: &'static str| Error::Refused {
@@ -891,6 +893,9 @@ mod tests {
             Error::Http {
                 addr: "127.0.0.1:8080".parse().unwrap(),
                 source: std::io::Error::other("in use"),
+            },
+            Error::NamespaceTerminating {
+                object: "Service shop/checkout".into(),
             },
         ];
         for reason in [

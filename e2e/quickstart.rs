@@ -32,7 +32,7 @@ fn example(file: &str, namespace: &str) -> Release {
     let path = format!("{}/examples/{file}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|error| panic!("cannot read examples/{file}: {error}"));
-    let mut release: Release = serde_yaml::from_str(&text)
+    let mut release: Release = serde_saphyr::from_str(&text)
         .unwrap_or_else(|error| panic!("examples/{file} is not a Release: {error}"));
     assert_eq!(release.name_any(), NAME, "examples/{file}");
     assert_eq!(

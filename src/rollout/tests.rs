@@ -1592,7 +1592,7 @@ fn an_abort_records_who_asked_in_the_timeline() {
 /// controller's last apply, given what the status already said.
 #[test]
 fn the_last_apply_decides_the_applied_condition_the_phase_and_one_warning_event() {
-    use super::{EventNote, LastApply, Refusal, Severity};
+    use super::{Audience, EventNote, LastApply, Refusal, Severity};
     let quota = Refusal {
         object: "Deployment shop/checkout-canary".into(),
         reason: "QuotaExceeded".into(),
@@ -1630,6 +1630,7 @@ fn the_last_apply_decides_the_applied_condition_the_phase_and_one_warning_event(
             severity: Severity::Warning,
             reason: refusal.reason.clone(),
             note: format!("PAY-142: {}: {}", refusal.object, refusal.message),
+            audience: Audience::EventAndLog,
         })
     };
     let said = |refusal: &Refusal| {

@@ -75,20 +75,49 @@ pub async fn run(
         Err(error) => return error_run(error.to_string(), revision, now),
     };
     let client = clients.get(&analysis.prometheus, credentials);
-    let measurements = match &client {
-        Ok(client) => measure_reusing_budget(&plan, client, clients).await,
-        Err(failure) => measure(&plan, Err(failure)).await,
+    let answers = match &client {
+        Ok(client) => ask_reusing_budget(&plan, client, clients).await,
+        Err(failure) => vec![QueryOutcome::Failed(failure.clone()); plan.queries().len()],
     };
-    judge(&analysis.slo, revision, &measurements, now)
+    warn_failures(release, &answers);
+    judge(&analysis.slo, revision, &plan.assemble(answers), now)
 }
 
-/// [`measure`], with the budget queries answered from `clients`' cache while their answer is
-/// younger than a fraction of the budget period ([`clients::budget_answer_ttl`]).
-async fn measure_reusing_budget(
+/// One `warn` line per distinct failure among a run's answers, in Prometheus' or the HTTP
+/// client's words: an unreachable Prometheus fails every query the same way and is told once
+/// per run, not once per query.
+fn warn_failures(release: &Release, answers: &[QueryOutcome]) {
+    let mut told: Vec<&QueryFailure> = Vec::new();
+    for answer in answers {
+        if let QueryOutcome::Failed(failure) = answer
+            && !told.contains(&failure)
+        {
+            told.push(failure);
+        }
+    }
+    if told.is_empty() {
+        return;
+    }
+    let subject = super::logs::Subject::of(release);
+    for failure in told {
+        tracing::warn!(
+            namespace = %subject.namespace,
+            release = %subject.release,
+            revision = %subject.revision,
+            roadmap_item = %subject.roadmap_item,
+            "analysis query failed: {failure}"
+        );
+    }
+}
+
+/// The answers to every query of `plan`, the budget queries answered from `clients`' cache
+/// while their answer is younger than a fraction of the budget period
+/// ([`clients::budget_answer_ttl`]).
+async fn ask_reusing_budget(
     plan: &Plan,
     client: &PrometheusClient,
     clients: &Clients,
-) -> Measurements {
+) -> Vec<QueryOutcome> {
     let budget = plan.budget.as_ref().map(|(period, window)| {
         (
             clients::budget_answer_ttl(period.as_std()),
@@ -96,7 +125,7 @@ async fn measure_reusing_budget(
         )
     });
     let address = client.address();
-    let answers = join_all(plan.queries().into_iter().map(|query| async move {
+    join_all(plan.queries().into_iter().map(|query| async move {
         let Some((ttl, _)) = budget.filter(|(_, queries)| queries.contains(&query)) else {
             return client.instant(query).await;
         };
@@ -107,8 +136,7 @@ async fn measure_reusing_budget(
         clients.remember_budget_answer(address, query, &answer, ttl);
         answer
     }))
-    .await;
-    plan.assemble(answers)
+    .await
 }
 
 #[cfg(test)]

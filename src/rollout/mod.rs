@@ -18,6 +18,8 @@ pub(crate) mod fixtures;
 pub mod history;
 pub mod manual;
 #[cfg(test)]
+mod narration_tests;
+#[cfg(test)]
 mod props;
 #[cfg(test)]
 mod quiet_tests;

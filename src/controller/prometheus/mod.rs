@@ -197,4 +197,61 @@ mod tests {
             "cannot query Prometheus at http://prometheus.monitoring:9090: the CA bundle from caSecret holds no certificate"
         );
     }
+
+    #[tokio::test]
+    async fn an_unreachable_prometheus_is_one_warn_line_per_run_in_the_clients_words() {
+        use crate::controller::logs::{Captured, LogFormat, subscriber};
+        // A port nothing listens on: the connection is refused at once.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        let mut release = release();
+        release.spec.analysis.as_mut().unwrap().prometheus.address = address.clone();
+        let buffer = Captured::default();
+        let json = subscriber(
+            LogFormat::Json,
+            tracing_subscriber::EnvFilter::new("info"),
+            false,
+            buffer.clone(),
+        );
+        let _guard = tracing::subscriber::set_default(json);
+        let result = run(
+            &release,
+            &Credentials::default(),
+            &Clients::default(),
+            at(0),
+        )
+        .await;
+        assert_eq!(result.verdict, crate::api::Verdict::Error);
+        let lines = buffer.json();
+        assert_eq!(
+            lines.len(),
+            1,
+            "one line for all the run's queries: {lines:#?}"
+        );
+        let line = &lines[0];
+        assert_eq!(line["level"], "WARN");
+        let message = line["message"].as_str().unwrap();
+        assert!(
+            message.starts_with(&format!(
+                "analysis query failed: Prometheus at {address} unreachable: "
+            )) && message.len()
+                > "analysis query failed: Prometheus at  unreachable: ".len() + address.len(),
+            "{message}"
+        );
+        assert_eq!(
+            (
+                &line["namespace"],
+                &line["release"],
+                &line["revision"],
+                &line["roadmap_item"]
+            ),
+            (
+                &serde_json::json!("shop"),
+                &serde_json::json!("checkout"),
+                &serde_json::json!("6f9c7d"),
+                &serde_json::json!("PAY-142")
+            )
+        );
+    }
 }

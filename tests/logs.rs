@@ -102,9 +102,15 @@ fn text_is_the_default_log_format() {
         .iter()
         .find(|line| line.contains("serving /metrics"))
         .unwrap_or_else(|| panic!("{lines:#?}"));
-    assert!(serde_json::from_str::<serde_json::Value>(serving).is_err(), "{serving}");
+    assert!(
+        serde_json::from_str::<serde_json::Value>(serving).is_err(),
+        "{serving}"
+    );
     assert!(serving.contains(" INFO "), "{serving}");
-    assert!(!serving.contains('\u{1b}'), "no colour codes off a terminal: {serving}");
+    assert!(
+        !serving.contains('\u{1b}'),
+        "no colour codes off a terminal: {serving}"
+    );
 }
 
 #[test]

@@ -127,6 +127,27 @@ pub(crate) struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
 
 #[cfg(test)]
 impl Captured {
+    /// Capture this thread's log, as `format` writes it at `info`, while the guard lives.
+    ///
+    /// Tests run in parallel, each thread with its own subscriber or none. tracing caches per
+    /// call site whether anyone listens; while only one subscriber is alive it asks the
+    /// *calling thread's* default, so a thread without a subscriber that reaches a call site
+    /// first would mark it unheard for every thread. A second subscriber kept alive for the
+    /// whole test run makes tracing ask every live subscriber instead.
+    pub(crate) fn start(format: LogFormat) -> (Self, tracing::subscriber::DefaultGuard) {
+        static KEEP_ASKING_ALL: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
+        KEEP_ASKING_ALL
+            .get_or_init(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()));
+        let captured = Self::default();
+        let guard = tracing::subscriber::set_default(subscriber(
+            format,
+            EnvFilter::new("info"),
+            false,
+            captured.clone(),
+        ));
+        (captured, guard)
+    }
+
     /// The lines written so far.
     pub(crate) fn lines(&self) -> Vec<String> {
         String::from_utf8(self.0.lock().unwrap().clone())

@@ -691,23 +691,9 @@ async fn a_service_someone_else_owns_is_left_alone_and_named_in_the_status() {
     finish(server, ctx).await;
 }
 
-/// The controller's log as `--log-format json` writes it at `info`, captured on this thread
-/// while the guard lives.
-fn capture_log() -> (super::logs::Captured, tracing::subscriber::DefaultGuard) {
-    use super::logs::{Captured, LogFormat, subscriber};
-    let buffer = Captured::default();
-    let json = subscriber(
-        LogFormat::Json,
-        tracing_subscriber::EnvFilter::new("info"),
-        false,
-        buffer.clone(),
-    );
-    (buffer, tracing::subscriber::set_default(json))
-}
-
 #[tokio::test]
 async fn a_quota_refusal_is_in_the_status_and_an_event_quoting_the_api_server() {
-    let (log, _guard) = capture_log();
+    let (log, _guard) = super::logs::Captured::start(super::logs::LogFormat::Json);
     let (ctx, mut world, verifier) = test_context();
     let release = ReleaseBuilder::gateway().build();
     for service in children::services(&release).unwrap() {
@@ -1547,7 +1533,7 @@ async fn the_simulator_predicts_the_children_the_shell_writes() {
 /// with the decisions of the simulator, capturing the controller's log as `--log-format json`
 /// writes it. `moves` run after the Release is settled on `V1`; only their lines are returned.
 async fn log_of_walk(builder: ReleaseBuilder, moves: Vec<LogMove>) -> Vec<Value> {
-    use super::logs::{Captured, LogFormat, subscriber};
+    use super::logs::{Captured, LogFormat};
     use crate::rollout::fixtures::Sim;
 
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
@@ -1587,14 +1573,7 @@ async fn log_of_walk(builder: ReleaseBuilder, moves: Vec<LogMove>) -> Vec<Value>
             }
             Some(LogMove::Ship(image)) => {
                 // From here on the log is captured: the canary's lines only.
-                let buffer = Captured::default();
-                let json = subscriber(
-                    LogFormat::Json,
-                    tracing_subscriber::EnvFilter::new("info"),
-                    false,
-                    buffer.clone(),
-                );
-                captured = Some((buffer, tracing::subscriber::set_default(json)));
+                captured = Some(Captured::start(LogFormat::Json));
                 sim.release.spec.template = template(image);
             }
             Some(LogMove::Ask(action)) => sim.request("r1", action),
@@ -1605,8 +1584,11 @@ async fn log_of_walk(builder: ReleaseBuilder, moves: Vec<LogMove>) -> Vec<Value>
             }
         }
         for _ in 0..10 {
+            // The shell applies a decision's actions on the Release as it read it (the status
+            // before the decision), as `reconcile_release` does.
+            let read = sim.release.clone();
             let decision = sim.tick(0);
-            super::apply::apply_actions(&ctx, &sim.release, &decision.actions)
+            super::apply::apply_actions(&ctx, &read, &decision.actions)
                 .await
                 .unwrap_or_else(|error| panic!("the shell refused {decision:?}: {error}"));
             if decision
@@ -1620,6 +1602,7 @@ async fn log_of_walk(builder: ReleaseBuilder, moves: Vec<LogMove>) -> Vec<Value>
     }
     let (buffer, guard) = captured.expect("the walk ships a new image");
     drop(guard);
+
     drop(ctx);
     tokio::time::timeout(Duration::from_secs(5), server)
         .await

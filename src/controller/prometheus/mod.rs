@@ -200,21 +200,14 @@ mod tests {
 
     #[tokio::test]
     async fn an_unreachable_prometheus_is_one_warn_line_per_run_in_the_clients_words() {
-        use crate::controller::logs::{Captured, LogFormat, subscriber};
+        use crate::controller::logs::{Captured, LogFormat};
         // A port nothing listens on: the connection is refused at once.
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let address = format!("http://{}", closed.local_addr().unwrap());
         drop(closed);
         let mut release = release();
         release.spec.analysis.as_mut().unwrap().prometheus.address = address.clone();
-        let buffer = Captured::default();
-        let json = subscriber(
-            LogFormat::Json,
-            tracing_subscriber::EnvFilter::new("info"),
-            false,
-            buffer.clone(),
-        );
-        let _guard = tracing::subscriber::set_default(json);
+        let (buffer, _guard) = Captured::start(LogFormat::Json);
         let result = run(
             &release,
             &Credentials::default(),

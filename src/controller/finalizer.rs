@@ -121,6 +121,7 @@ pub async fn finish_deletion(ctx: &Context, release: &Release) -> Result<Requeue
                                     release.spec.roadmap.item
                                 ),
                                 audience: crate::rollout::Audience::EventAndLog,
+                                kind: crate::rollout::NoteKind::RefusedWrite,
                             };
                             apply::publish(ctx, release, &note).await;
                         }

@@ -12,7 +12,7 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
 use crate::api::{Release, template_revision};
-use crate::rollout::{EventNote, Severity};
+use crate::rollout::{EventNote, NoteKind};
 
 /// How log lines are written.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -94,12 +94,12 @@ impl Subject {
     }
 }
 
-/// Log one note of the rollout core: `info` for a Normal note, `warn` for a Warning one, with
-/// the Event's reason and words.
+/// Log one note of the rollout core, with the Event's reason and words: `info` for a state
+/// change (a rollback too: `info` holds the whole story), `warn` for a refused write.
 pub fn tell(release: &Release, note: &EventNote) {
     let subject = Subject::of(release);
-    match note.severity {
-        Severity::Normal => tracing::info!(
+    match note.kind {
+        NoteKind::StateChange => tracing::info!(
             namespace = %subject.namespace,
             release = %subject.release,
             revision = %subject.revision,
@@ -108,7 +108,7 @@ pub fn tell(release: &Release, note: &EventNote) {
             "{}",
             note.note
         ),
-        Severity::Warning => tracing::warn!(
+        NoteKind::RefusedWrite => tracing::warn!(
             namespace = %subject.namespace,
             release = %subject.release,
             revision = %subject.revision,
@@ -193,31 +193,25 @@ impl<'writer> MakeWriter<'writer> for Captured {
 mod tests {
     use super::*;
     use crate::fixtures::{ReleaseBuilder, V2, template};
-    use crate::rollout::Audience;
+    use crate::rollout::{Audience, Severity};
 
-    fn note(severity: Severity) -> EventNote {
+    fn note(kind: NoteKind) -> EventNote {
         EventNote {
-            severity,
+            severity: Severity::Normal,
             reason: "CanaryStarted".into(),
             note: "PAY-142: canary 6f9c7d started against stable 5d8b9c, 2 steps".into(),
             audience: Audience::EventAndLog,
+            kind,
         }
     }
 
     #[test]
     fn json_lines_carry_the_four_fields_as_keys() {
-        let captured = Captured::default();
-        let subscriber = subscriber(
-            LogFormat::Json,
-            EnvFilter::new("info"),
-            false,
-            captured.clone(),
-        );
+        let (captured, guard) = Captured::start(LogFormat::Json);
         let release = ReleaseBuilder::gateway().build();
-        tracing::subscriber::with_default(subscriber, || {
-            tell(&release, &note(Severity::Normal));
-            tell(&release, &note(Severity::Warning));
-        });
+        tell(&release, &note(NoteKind::StateChange));
+        tell(&release, &note(NoteKind::RefusedWrite));
+        drop(guard);
         let lines = captured.json();
         assert_eq!(lines.len(), 2, "{lines:?}");
         for (line, level) in lines.iter().zip(["INFO", "WARN"]) {
@@ -236,15 +230,10 @@ mod tests {
 
     #[test]
     fn text_lines_name_the_fields_too() {
-        let captured = Captured::default();
-        let subscriber = subscriber(
-            LogFormat::Text,
-            EnvFilter::new("info"),
-            false,
-            captured.clone(),
-        );
+        let (captured, guard) = Captured::start(LogFormat::Text);
         let release = ReleaseBuilder::gateway().build();
-        tracing::subscriber::with_default(subscriber, || tell(&release, &note(Severity::Normal)));
+        tell(&release, &note(NoteKind::StateChange));
+        drop(guard);
         let lines = captured.lines();
         assert_eq!(lines.len(), 1, "{lines:?}");
         for field in [

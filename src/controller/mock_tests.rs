@@ -1772,7 +1772,7 @@ async fn a_canary_held_then_rolled_back_is_told_with_the_failing_query_and_whose
                  {high}; moving to 50% needs a passing analysis (or `waymark promote checkout`)"
             ),
             format!(
-                "WARN PAY-142: canary {v2} rolled back: 2 failing analyses in a row (failureLimit \
+                "INFO PAY-142: canary {v2} rolled back: 2 failing analyses in a row (failureLimit \
                  2): {high}; window 5m: burn 21.3x above limit 14.4x (query \
                  sum(rate(http_requests_total{{code=~\"5..\"}}[5m])))"
             ),

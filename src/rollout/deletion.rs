@@ -13,7 +13,7 @@
 //! one (or one in replica-split mode, which has no route) is never delayed, and an uninstalled
 //! controller never wedges it.
 
-use super::{Action, Audience, EventNote, RouteState, Severity};
+use super::{Action, Audience, EventNote, NoteKind, RouteState, Severity};
 use crate::api::{ROUTE_FINALIZER, Release, Role};
 
 /// How a Release's finalizers change around one reconcile's actions.
@@ -140,6 +140,7 @@ pub fn deletion_steps(release: &Release, route: Option<&RouteState>) -> Vec<Dele
                              {ROUTE_FINALIZER} removed"
                         ),
                         audience: Audience::EventAndLog,
+                        kind: NoteKind::StateChange,
                     },
                 },
                 DeletionStep::RemoveFinalizer,
@@ -159,6 +160,7 @@ pub fn deletion_steps(release: &Release, route: Option<&RouteState>) -> Vec<Dele
                      {ROUTE_FINALIZER} removed"
                 ),
                 audience: Audience::EventAndLog,
+                kind: NoteKind::StateChange,
             }),
             DeletionStep::RemoveFinalizer,
         ],
@@ -177,6 +179,7 @@ pub fn route_gone(release: &Release, why: &str) -> EventNote {
             release.spec.roadmap.tagged()
         ),
         audience: Audience::EventAndLog,
+        kind: NoteKind::StateChange,
     }
 }
 

@@ -147,11 +147,11 @@ pub enum Action {
     Event(EventNote),
 }
 
-/// A state change of a Release, told in the controller's log and (see [`Audience`]) as a
-/// Kubernetes Event.
+/// A state change of a Release, or a write the API server refused, told in the controller's
+/// log and (see [`Audience`]) as a Kubernetes Event.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EventNote {
-    /// Normal (logged at `info`) or Warning (logged at `warn`).
+    /// The Event's type: Normal, or Warning when a person should look.
     pub severity: Severity,
     /// CamelCase reason, e.g. `CanaryPromoted`.
     pub reason: String,
@@ -159,6 +159,18 @@ pub struct EventNote {
     pub note: String,
     /// Who hears it: everyone (an Event and a log line) or the log alone.
     pub audience: Audience,
+    /// What it tells, which sets its log level.
+    pub kind: NoteKind,
+}
+
+/// What a note tells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoteKind {
+    /// A state change of the Release (a step, a verdict, a rollback...): logged at `info`,
+    /// whatever the Event's type, so that `info` holds the whole story.
+    StateChange,
+    /// A write the API server refused: logged at `warn`, the controller's own trouble.
+    RefusedWrite,
 }
 
 /// Where a note is told.

@@ -3,7 +3,7 @@
 //! Events (a timed pause, a verdict changed and a hold are for the log alone).
 
 use super::fixtures::*;
-use super::{Action, Audience, EventNote, Severity};
+use super::{Action, Audience, EventNote, NoteKind, Severity};
 use crate::api::{ManualAction, Step, Verdict};
 
 /// What happens between two looks at a canary of `V2` (started by [`Sim::canary_of`]).
@@ -221,6 +221,10 @@ fn only_the_changes_events_told_before_are_events() {
             Move::Wait(30),
             Move::Analysis(Verdict::Passing),
         ],
+    );
+    assert!(
+        notes.iter().all(|n| n.kind == NoteKind::StateChange),
+        "a canary's story is all state changes, logged at info: {notes:#?}"
     );
     let events: Vec<&str> = notes
         .iter()

@@ -1592,7 +1592,7 @@ fn an_abort_records_who_asked_in_the_timeline() {
 /// controller's last apply, given what the status already said.
 #[test]
 fn the_last_apply_decides_the_applied_condition_the_phase_and_one_warning_event() {
-    use super::{Audience, EventNote, LastApply, Refusal, Severity};
+    use super::{Audience, EventNote, LastApply, NoteKind, Refusal, Severity};
     let quota = Refusal {
         object: "Deployment shop/checkout-canary".into(),
         reason: "QuotaExceeded".into(),
@@ -1631,6 +1631,7 @@ fn the_last_apply_decides_the_applied_condition_the_phase_and_one_warning_event(
             reason: refusal.reason.clone(),
             note: format!("PAY-142: {}: {}", refusal.object, refusal.message),
             audience: Audience::EventAndLog,
+            kind: NoteKind::RefusedWrite,
         })
     };
     let said = |refusal: &Refusal| {

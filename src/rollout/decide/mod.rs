@@ -33,7 +33,9 @@ use k8s_openapi::jiff::Timestamp;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::{Action, Audience, Decision, EventNote, Observed, RouteState, Severity, WorkloadState};
+use super::{
+    Action, Audience, Decision, EventNote, NoteKind, Observed, RouteState, Severity, WorkloadState,
+};
 use super::{history, timeline};
 use crate::api::{
     AnalysisStatus, Duration, HistoryEntry, Outcome, Phase, Release, ReleaseSpec, ReleaseStatus,
@@ -219,6 +221,7 @@ impl<'a> Decider<'a> {
             reason: reason.to_string(),
             note: format!("{}: {note}", self.spec.roadmap.tagged()),
             audience,
+            kind: NoteKind::StateChange,
         }));
     }
 

@@ -12,6 +12,7 @@ enum Move {
     Wait(i64),
     Analysis(Verdict),
     Ask(ManualAction),
+    RouteUnusable,
 }
 
 /// Every note decided while the canary goes through `moves` (each followed by decisions until
@@ -49,6 +50,11 @@ fn notes_of_walk(steps: Vec<Step>, analysis: bool, moves: &[Move]) -> Vec<EventN
             }
             Move::Analysis(verdict) => sim.observed.analysis = Some(run(V2, verdict, sim.now)),
             Move::Ask(action) => sim.request("r1", action),
+            Move::RouteUnusable => {
+                sim.observed.route = Some(super::RouteState::Unusable {
+                    message: "HTTPRoute shop/checkout not found".into(),
+                });
+            }
         }
         look(&mut sim);
     }
@@ -159,6 +165,24 @@ fn each_state_change_is_told_once_to_its_audience_with_its_numbers() {
                  2026-03-01T12:01:00Z; the next step needs a passing analysis (or `waymark \
                  promote checkout`)"
             ),
+        },
+        Case {
+            name: "a hold is not told again while a Degraded report stands over it",
+            steps: vec![set_weight(20), pause_for(60), set_weight(50)],
+            analysis: true,
+            moves: vec![
+                Wait(30),
+                Analysis(Verdict::Inconclusive),
+                Wait(31),
+                RouteUnusable,
+                Wait(5),
+                Wait(5),
+            ],
+            reason: "CanaryHeld",
+            times: 1,
+            audience: Audience::LogOnly,
+            severity: Severity::Normal,
+            words: format!("PAY-142: step 2/3: held at 20% on canary {v2}: "),
         },
         Case {
             name: "a request accepted names who asked",

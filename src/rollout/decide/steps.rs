@@ -320,7 +320,8 @@ impl<'a> Decider<'a> {
     ///
     /// Entering the hold is told in the log once: the hold is the same while the status says
     /// the canary is held at the same step, weight and revision (its cause, the latest verdict,
-    /// may change meanwhile: that is told as a verdict change).
+    /// may change meanwhile: that is told as a verdict change). A Degraded report (a route
+    /// unusable, a refused write) keeps these words after its own, so it does not end the hold.
     fn report_held(&mut self, revision: &str, cause: &str, next: &str) {
         let held = format!(
             "step {}: held at {}% on canary {revision}",
@@ -336,7 +337,7 @@ impl<'a> Decider<'a> {
             .old
             .message
             .as_deref()
-            .is_some_and(|old| old.starts_with(&format!("{held}:")));
+            .is_some_and(|old| old.contains(&format!("{held}:")));
         if !held_before {
             self.narrate(Severity::Normal, "CanaryHeld", message.clone());
         }

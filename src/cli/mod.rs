@@ -67,6 +67,10 @@ pub struct ControllerCommand {
     /// The operator's own flags.
     #[command(flatten)]
     pub controller: crate::controller::ControllerArgs,
+    /// How log lines are written: `text`, or `json` (one object per line, with `namespace`,
+    /// `release`, `revision` and `roadmap_item` as keys). `RUST_LOG` filters them.
+    #[arg(long, value_enum, default_value_t, env = "WAYMARK_LOG_FORMAT")]
+    pub log_format: crate::controller::logs::LogFormat,
     /// The cluster to run against, as every command takes it.
     #[command(flatten)]
     pub kube: KubeArgs,
@@ -78,7 +82,7 @@ pub struct ControllerCommand {
 pub async fn run_controller(
     command: ControllerCommand,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    crate::controller::init_tracing();
+    crate::controller::logs::init(command.log_format);
     let session = connect::connect(&command.kube).await?;
     tracing::info!(
         kubeconfig = %session.tried.kubeconfig,

@@ -13,12 +13,13 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::api::{ANNOTATION_ADOPT, FIELD_MANAGER, Release, Role};
-use crate::rollout::{Action, EventNote, Severity};
+use crate::rollout::{Action, Audience, EventNote, Severity};
 use crate::traffic::gateway::Backends;
 
 use super::children::{self, restore_apply, weight_apply};
 use super::context::Context;
 use super::error::Error;
+use super::logs;
 
 /// Whether `meta` names `release` as its controller (by uid).
 pub fn owned_by(meta: &ObjectMeta, release: &Release) -> bool {
@@ -368,14 +369,20 @@ fn describe<K: Resource<DynamicType = impl Default>>(release: &Release, name: &s
     )
 }
 
-/// Publish an Event on the Release. A failed publish is logged, not fatal: events are for
-/// people, and retrying the whole reconcile for one would repeat the actions' API calls.
+/// Tell a note of the rollout core: a line in the log ([`logs::tell`]) and, unless the note is
+/// for the log only, an Event on the Release with the same words. A failed publish is logged,
+/// not fatal: events are for people, and retrying the whole reconcile for one would repeat the
+/// actions' API calls.
 ///
 /// The recorder folds an event into an earlier one with the same reason and action (it bumps
 /// the series count and keeps the first note). The action carries a hash of the note, so the
 /// same thing said again (a refusal retried) is counted on one Event, while each step, each
 /// canary and each outcome gets an Event of its own with its own words.
 pub async fn publish(ctx: &Context, release: &Release, note: &EventNote) {
+    logs::tell(release, note);
+    if note.audience == Audience::LogOnly {
+        return;
+    }
     let text = truncate(&note.note, 1024);
     let event = Event {
         type_: match note.severity {
@@ -388,12 +395,28 @@ pub async fn publish(ctx: &Context, release: &Release, note: &EventNote) {
         secondary: None,
     };
     if let Err(error) = ctx.recorder.publish(&event, &release.object_ref(&())).await {
+        let subject = logs::Subject::of(release);
         // Its namespace is being deleted: the Event would go with it anyway.
         if super::error::namespace_terminating(&error) {
-            tracing::debug!(release = release.name_any(), reason = %note.reason, %error, "event not published");
+            tracing::debug!(
+                namespace = %subject.namespace,
+                release = %subject.release,
+                reason = %note.reason,
+                %error,
+                "event not published: the namespace is being deleted"
+            );
             return;
         }
-        tracing::warn!(release = release.name_any(), reason = %note.reason, %error, "cannot publish event");
+        tracing::warn!(
+            namespace = %subject.namespace,
+            release = %subject.release,
+            revision = %subject.revision,
+            roadmap_item = %subject.roadmap_item,
+            reason = %note.reason,
+            %error,
+            "cannot publish the {} Event: {error}",
+            note.reason
+        );
     }
 }
 

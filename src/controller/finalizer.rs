@@ -105,13 +105,7 @@ pub async fn finish_deletion(ctx: &Context, release: &Release) -> Result<Requeue
                 match apply::give_route_back(ctx, release, &namespace).await {
                     Ok(RouteGivenBack::Done) => apply::publish(ctx, release, &done).await,
                     Ok(RouteGivenBack::Gone(why)) => {
-                        tracing::warn!(
-                            %namespace,
-                            release = release.name_any(),
-                            roadmap_item = release.spec.roadmap.item,
-                            %why,
-                            "deleted Release: its route cannot be given back; removing the finalizer anyway"
-                        );
+                        // Logged by publish, in the Event's words.
                         apply::publish(ctx, release, &deletion::route_gone(release, &why)).await;
                     }
                     Ok(RouteGivenBack::Stale) => return Ok(Requeue::requeue(STALE_RETRY)),
@@ -126,6 +120,8 @@ pub async fn finish_deletion(ctx: &Context, release: &Release) -> Result<Requeue
                                      finalizer {ROUTE_FINALIZER} by hand (see the README)",
                                     release.spec.roadmap.item
                                 ),
+                                audience: crate::rollout::Audience::EventAndLog,
+                                kind: crate::rollout::NoteKind::RefusedWrite,
                             };
                             apply::publish(ctx, release, &note).await;
                         }
@@ -133,26 +129,19 @@ pub async fn finish_deletion(ctx: &Context, release: &Release) -> Result<Requeue
                     }
                 }
             }
-            DeletionStep::Event(note) => {
-                if note.severity == crate::rollout::Severity::Warning {
-                    tracing::warn!(
-                        %namespace,
-                        release = release.name_any(),
-                        roadmap_item = release.spec.roadmap.item,
-                        note = note.note,
-                        "deleted Release: removing the finalizer without touching the route"
-                    );
-                }
-                apply::publish(ctx, release, &note).await;
-            }
+            DeletionStep::Event(note) => apply::publish(ctx, release, &note).await,
             DeletionStep::RemoveFinalizer => {
                 match change(ctx, release, FinalizerChange::Remove).await? {
-                    Patched::Yes { .. } | Patched::Gone => tracing::info!(
-                        %namespace,
-                        release = release.name_any(),
-                        roadmap_item = release.spec.roadmap.item,
-                        "deleted Release: finalizer {ROUTE_FINALIZER} removed"
-                    ),
+                    Patched::Yes { .. } | Patched::Gone => {
+                        let subject = super::logs::Subject::of(release);
+                        tracing::info!(
+                            namespace = %subject.namespace,
+                            release = %subject.release,
+                            revision = %subject.revision,
+                            roadmap_item = %subject.roadmap_item,
+                            "deleted Release: finalizer {ROUTE_FINALIZER} removed"
+                        );
+                    }
                     Patched::Conflict => return Ok(Requeue::requeue(STALE_RETRY)),
                 }
             }

@@ -693,6 +693,7 @@ async fn a_service_someone_else_owns_is_left_alone_and_named_in_the_status() {
 
 #[tokio::test]
 async fn a_quota_refusal_is_in_the_status_and_an_event_quoting_the_api_server() {
+    let (log, _guard) = super::logs::Captured::start(super::logs::LogFormat::Json);
     let (ctx, mut world, verifier) = test_context();
     let release = ReleaseBuilder::gateway().build();
     for service in children::services(&release).unwrap() {
@@ -769,6 +770,35 @@ async fn a_quota_refusal_is_in_the_status_and_an_event_quoting_the_api_server() 
     reconcile_release(&release, &ctx, at(3)).await.unwrap();
     drop(world);
     finish(server, ctx).await;
+
+    // One warn line per refused write, in the API server's words: the first told by the
+    // Warning Event the next decision makes of it, the second (seen before) by the retry.
+    let lines = log.json();
+    let (told, unfielded) = levels_and_messages(&lines);
+    assert_eq!(
+        unfielded,
+        Vec::<String>::new(),
+        "every line names its Release"
+    );
+    assert_eq!(
+        told,
+        [
+            format!("WARN PAY-142: Deployment shop/checkout-stable: {quota}"),
+            format!("WARN write refused: Deployment shop/checkout-stable: {quota}"),
+        ]
+    );
+    assert_eq!(
+        (
+            &lines[0]["reason"],
+            &lines[1]["reason"],
+            &lines[1]["object"]
+        ),
+        (
+            &json!("QuotaExceeded"),
+            &json!("QuotaExceeded"),
+            &json!("Deployment shop/checkout-stable")
+        )
+    );
 }
 
 /// The API server's refusal of a create in namespace `shop` while it is being deleted (its
@@ -1552,4 +1582,255 @@ async fn the_simulator_predicts_the_children_the_shell_writes() {
             .expect("the fake API server stops")
             .expect("its assertions held");
     }
+}
+
+/// Walks one Release through the real shell (`apply_actions` against [`serve_as_kubernetes`])
+/// with the decisions of the simulator, capturing the controller's log as `--log-format json`
+/// writes it. `moves` run after the Release is settled on `V1`; only their lines are returned.
+async fn log_of_walk(builder: ReleaseBuilder, moves: Vec<LogMove>) -> Vec<Value> {
+    use super::logs::{Captured, LogFormat};
+    use crate::rollout::fixtures::Sim;
+
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let (deployments, deployment_writer) = reflector::store();
+    let (services, service_writer) = reflector::store();
+    let (routes, route_writer) = reflector::store();
+    let ctx = Context::new(
+        client.clone(),
+        Recorder::new(
+            client,
+            Reporter {
+                controller: "waymark".into(),
+                instance: None,
+            },
+        ),
+        Arc::new(Metrics::default()),
+        Stores::new(deployments, services, routes),
+    );
+    let mut world = World {
+        deployments: deployment_writer,
+        services: service_writer,
+        routes: route_writer,
+    };
+    let release = builder.build();
+    if release.spec.traffic.gateway_api.is_some() {
+        world.route(route(json!([{"name": "checkout-stable", "port": 8080}])));
+    }
+    let server = tokio::spawn(serve_as_kubernetes(handle, world));
+    let mut sim = Sim::new(release);
+    let mut captured = None;
+    for next in std::iter::once(None).chain(moves.into_iter().map(Some)) {
+        match next {
+            None => {}
+            Some(LogMove::Wait(seconds)) => {
+                sim.now += k8s_openapi::jiff::SignedDuration::from_secs(seconds)
+            }
+            Some(LogMove::Ship(image)) => {
+                // From here on the log is captured: the canary's lines only.
+                captured = Some(Captured::start(LogFormat::Json));
+                sim.release.spec.template = template(image);
+            }
+            Some(LogMove::Ask(action)) => sim.request("r1", action),
+            Some(LogMove::Analysis(verdict)) => {
+                let image = crate::fixtures::V2;
+                sim.observed.analysis =
+                    Some(crate::rollout::fixtures::run(image, verdict, sim.now));
+            }
+        }
+        for _ in 0..10 {
+            // The shell applies a decision's actions on the Release as it read it (the status
+            // before the decision), as `reconcile_release` does.
+            let read = sim.release.clone();
+            let decision = sim.tick(0);
+            super::apply::apply_actions(&ctx, &read, &decision.actions)
+                .await
+                .unwrap_or_else(|error| panic!("the shell refused {decision:?}: {error}"));
+            if decision
+                .actions
+                .iter()
+                .all(|a| matches!(a, rollout::Action::Event(_)))
+            {
+                break;
+            }
+        }
+    }
+    let (buffer, guard) = captured.expect("the walk ships a new image");
+    drop(guard);
+
+    drop(ctx);
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("the fake API server stops")
+        .expect("its assertions held");
+    buffer.json()
+}
+
+/// What happens between two looks at a walked Release.
+enum LogMove {
+    Wait(i64),
+    Ship(&'static str),
+    Analysis(crate::api::Verdict),
+    Ask(crate::api::ManualAction),
+}
+
+/// `LEVEL message` of each line, and the lines without one of the four fields.
+fn levels_and_messages(lines: &[Value]) -> (Vec<String>, Vec<String>) {
+    let told = lines
+        .iter()
+        .map(|line| {
+            format!(
+                "{} {}",
+                line["level"].as_str().unwrap_or("?"),
+                line["message"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    let unfielded = lines
+        .iter()
+        .filter(|line| {
+            ["namespace", "release", "revision", "roadmap_item"]
+                .iter()
+                .any(|key| !line[*key].is_string())
+        })
+        .map(Value::to_string)
+        .collect();
+    (told, unfielded)
+}
+
+#[tokio::test]
+async fn one_two_step_canary_is_told_in_the_log_line_by_line_with_its_four_fields() {
+    use crate::api::Verdict;
+    use crate::fixtures::{V2, pause_for, revision_of};
+
+    let lines = log_of_walk(
+        ReleaseBuilder::gateway()
+            .steps(vec![set_weight(20), pause_for(60)])
+            .analysis(),
+        vec![
+            LogMove::Ship(V2),
+            LogMove::Wait(30),
+            LogMove::Analysis(Verdict::Passing),
+            LogMove::Wait(31),
+            LogMove::Wait(31),
+        ],
+    )
+    .await;
+    let (told, unfielded) = levels_and_messages(&lines);
+    assert_eq!(
+        unfielded,
+        Vec::<String>::new(),
+        "every line names its Release"
+    );
+    let (v1, v2) = (revision_of(crate::fixtures::V1), revision_of(V2));
+    assert!(
+        lines.iter().all(|line| line["namespace"] == "shop"
+            && line["release"] == "checkout"
+            && line["roadmap_item"] == "PAY-142"
+            && line["revision"] == v2.as_str()),
+        "{lines:#?}"
+    );
+    assert_eq!(
+        told,
+        [
+            format!("INFO PAY-142: canary {v2} started against stable {v1}, 2 steps"),
+            format!("INFO PAY-142: step 1/2: 20% of traffic on canary {v2}"),
+            format!(
+                "INFO PAY-142: step 2/2: 20% on canary {v2}, paused for 1m until 2026-03-01T12:01:00Z"
+            ),
+            format!(
+                "INFO PAY-142: analysis of canary {v2}: Passing (first run), burn 0.8x over 5m \
+                 (limit 14.4x), error budget 73% left; canary burns 0.8x of 14.4x over 5m and 1m \
+                 (4,812 requests)"
+            ),
+            format!("INFO PAY-142: canary {v2} promoting: stable takes its template"),
+            format!("INFO PAY-142: canary {v2} promoted"),
+        ]
+    );
+    let reasons: Vec<&str> = lines
+        .iter()
+        .map(|l| l["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "CanaryStarted",
+            "StepCompleted",
+            "StepPaused",
+            "VerdictChanged",
+            "PromotionStarted",
+            "CanaryPromoted"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_canary_held_then_rolled_back_is_told_with_the_failing_query_and_whose_word() {
+    use crate::api::{ManualAction, Verdict};
+    use crate::fixtures::{V2, pause_for};
+
+    let lines = log_of_walk(
+        ReleaseBuilder::gateway()
+            .steps(vec![set_weight(20), pause_for(60), set_weight(50)])
+            .analysis(),
+        vec![
+            LogMove::Ship(V2),
+            LogMove::Wait(30),
+            LogMove::Analysis(Verdict::Inconclusive),
+            LogMove::Wait(31),
+            LogMove::Analysis(Verdict::Failing),
+            LogMove::Ask(ManualAction::Promote),
+            LogMove::Wait(30),
+            LogMove::Analysis(Verdict::Failing),
+        ],
+    )
+    .await;
+    let (told, unfielded) = levels_and_messages(&lines);
+    assert_eq!(
+        unfielded,
+        Vec::<String>::new(),
+        "every line names its Release"
+    );
+    let (v1, v2) = (
+        crate::fixtures::revision_of(crate::fixtures::V1),
+        crate::fixtures::revision_of(V2),
+    );
+    let burns =
+        |burn: &str| format!("canary burns {burn}x of 14.4x over 5m and 1m (4,812 requests)");
+    let (low, high) = (burns("0.8"), burns("21.3"));
+    assert_eq!(
+        told,
+        [
+            format!("INFO PAY-142: canary {v2} started against stable {v1}, 3 steps"),
+            format!("INFO PAY-142: step 1/3: 20% of traffic on canary {v2}"),
+            format!(
+                "INFO PAY-142: step 2/3: 20% on canary {v2}, paused for 1m until 2026-03-01T12:01:00Z"
+            ),
+            format!(
+                "INFO PAY-142: analysis of canary {v2}: Inconclusive (first run), burn 0.8x over \
+                 5m (limit 14.4x), error budget 73% left; {low}"
+            ),
+            format!(
+                "INFO PAY-142: step 2/3: held at 20% on canary {v2}: latest analysis \
+                 Inconclusive: {low}; pause 1m ended at 2026-03-01T12:01:00Z; the next step \
+                 needs a passing analysis (or `waymark promote checkout`)"
+            ),
+            format!(
+                "INFO PAY-142: analysis of canary {v2}: Failing (was Inconclusive), burn 21.3x \
+                 over 5m (limit 14.4x), error budget 73% left; {high}"
+            ),
+            format!(
+                "INFO PAY-142: promote request r1 by sre@example.com: canary {v2} step 2/3 finished"
+            ),
+            format!(
+                "INFO PAY-142: step 3/3: held at 20% on canary {v2}: latest analysis Failing: \
+                 {high}; moving to 50% needs a passing analysis (or `waymark promote checkout`)"
+            ),
+            format!(
+                "INFO PAY-142: canary {v2} rolled back: 2 failing analyses in a row (failureLimit \
+                 2): {high}; window 5m: burn 21.3x above limit 14.4x (query \
+                 sum(rate(http_requests_total{{code=~\"5..\"}}[5m])))"
+            ),
+        ]
+    );
 }

@@ -12,6 +12,7 @@ pub mod health;
 pub mod http;
 pub mod kube_requests;
 mod leader;
+pub mod logs;
 pub mod metrics;
 pub mod observe;
 mod process;
@@ -530,24 +531,6 @@ fn reporter() -> Reporter {
         controller: "waymark".into(),
         instance: std::env::var("POD_NAME").ok(),
     }
-}
-
-/// Log lines to stderr, as text or (`WAYMARK_LOG_FORMAT=json`) JSON; `RUST_LOG` filters them.
-pub fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    // kube's own warnings on every failed watch attempt (a 404 body it cannot parse, a 403)
-    // would repeat every few seconds: the watch wrapper says once what is wrong and what to do.
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("info,kube_client::client=error,kube_runtime::watcher=error")
-    });
-    let json = std::env::var("WAYMARK_LOG_FORMAT").is_ok_and(|format| format == "json");
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    // try_init: a second initialisation (tests) must not panic.
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
 }
 
 /// Resolves on Ctrl-C or SIGTERM (what the kubelet sends to stop the pod).

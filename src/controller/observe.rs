@@ -110,11 +110,13 @@ pub async fn check_credentials(
         Err(error) => {
             // The API server did not answer: the condition keeps what it said, and the next
             // reconcile asks again.
+            let subject = super::logs::Subject::of(release);
             tracing::warn!(
-                namespace,
-                release = release.name_any(),
-                %error,
-                "cannot read the Prometheus Secrets"
+                namespace = %subject.namespace,
+                release = %subject.release,
+                revision = %subject.revision,
+                roadmap_item = %subject.roadmap_item,
+                "cannot read the Prometheus Secrets: {error}"
             );
             CredentialsCheck::Unknown
         }

@@ -21,6 +21,7 @@ use super::apply;
 use super::context::{Context, STALE_RETRY};
 use super::error::Error;
 use super::finalizer::{self, Patched};
+use super::logs;
 use super::observe::observe;
 use super::status::{self, Written};
 
@@ -48,19 +49,52 @@ pub async fn reconcile(release: Arc<Release>, ctx: Arc<Context>) -> Result<Reque
 pub fn error_policy(release: Arc<Release>, error: &Error, ctx: Arc<Context>) -> Requeue {
     ctx.metrics.count_error(error.metric_label());
     let key = ObjectRef::from_obj(&*release);
-    let wait = if ctx.refusal_unseen(&key) {
+    let unseen = ctx.refusal_unseen(&key);
+    let wait = if unseen {
         STALE_RETRY
     } else {
         ctx.failed(&key)
     };
-    tracing::warn!(
-        namespace = release.namespace().unwrap_or_default(),
-        release = release.name_any(),
-        kind = error.metric_label(),
-        retry_in = ?wait,
-        %error,
-        "reconcile failed"
-    );
+    let subject = logs::Subject::of(&release);
+    // One warn line per refused write: a refusal no decision has seen yet is told by the
+    // Warning Event the next decision makes of it (in its words, logged where it is
+    // published); a refusal met again is told here. Other failures (the API server
+    // unreachable, a conflict) are told here too.
+    let told_by_an_event = error.as_refusal().is_some() && unseen;
+    if told_by_an_event {
+        tracing::debug!(
+            namespace = %subject.namespace,
+            release = %subject.release,
+            revision = %subject.revision,
+            roadmap_item = %subject.roadmap_item,
+            retry_in = ?wait,
+            %error,
+            "write refused (told by its Event)"
+        );
+    } else if let Some(refusal) = error.as_refusal() {
+        tracing::warn!(
+            namespace = %subject.namespace,
+            release = %subject.release,
+            revision = %subject.revision,
+            roadmap_item = %subject.roadmap_item,
+            object = %refusal.object,
+            reason = %refusal.reason,
+            retry_in = ?wait,
+            "write refused: {}: {}",
+            refusal.object,
+            refusal.message
+        );
+    } else {
+        tracing::warn!(
+            namespace = %subject.namespace,
+            release = %subject.release,
+            revision = %subject.revision,
+            roadmap_item = %subject.roadmap_item,
+            kind = error.metric_label(),
+            retry_in = ?wait,
+            "reconcile failed: {error}"
+        );
+    }
     Requeue::requeue(wait)
 }
 
@@ -77,7 +111,13 @@ pub async fn reconcile_release(
     let observed = observe(ctx, release, now).await?;
     let decision = rollout::decide(release, &observed, now);
     let guard = deletion::finalizer_change(release, observed.route.as_ref(), &decision.actions);
-    tracing::debug!(release = release.name_any(), ?decision, ?guard, "decided");
+    tracing::debug!(
+        namespace = release.namespace().unwrap_or_default(),
+        release = release.name_any(),
+        ?decision,
+        ?guard,
+        "decided"
+    );
 
     // The intent first: a stale copy of the Release (someone wrote it since) is refused here,
     // before anything is done on its behalf.

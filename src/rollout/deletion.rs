@@ -13,7 +13,7 @@
 //! one (or one in replica-split mode, which has no route) is never delayed, and an uninstalled
 //! controller never wedges it.
 
-use super::{Action, EventNote, RouteState, Severity};
+use super::{Action, Audience, EventNote, NoteKind, RouteState, Severity};
 use crate::api::{ROUTE_FINALIZER, Release, Role};
 
 /// How a Release's finalizers change around one reconcile's actions.
@@ -139,6 +139,8 @@ pub fn deletion_steps(release: &Release, route: Option<&RouteState>) -> Vec<Dele
                             "{tag}: {what}, without Waymark's backendRef to {canary}; finalizer \
                              {ROUTE_FINALIZER} removed"
                         ),
+                        audience: Audience::EventAndLog,
+                        kind: NoteKind::StateChange,
                     },
                 },
                 DeletionStep::RemoveFinalizer,
@@ -157,6 +159,8 @@ pub fn deletion_steps(release: &Release, route: Option<&RouteState>) -> Vec<Dele
                     "{tag}: Release deleted: spec.traffic names no HTTPRoute; finalizer \
                      {ROUTE_FINALIZER} removed"
                 ),
+                audience: Audience::EventAndLog,
+                kind: NoteKind::StateChange,
             }),
             DeletionStep::RemoveFinalizer,
         ],
@@ -174,6 +178,8 @@ pub fn route_gone(release: &Release, why: &str) -> EventNote {
              is and finalizer {ROUTE_FINALIZER} removed, so that the deletion does not wait for it",
             release.spec.roadmap.tagged()
         ),
+        audience: Audience::EventAndLog,
+        kind: NoteKind::StateChange,
     }
 }
 

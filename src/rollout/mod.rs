@@ -20,6 +20,8 @@ pub(crate) mod fixtures;
 pub mod history;
 pub mod manual;
 #[cfg(test)]
+mod narration_tests;
+#[cfg(test)]
 mod props;
 #[cfg(test)]
 mod quiet_tests;
@@ -141,19 +143,47 @@ pub enum Action {
     /// Send `canary_weight` percent of traffic to the canary and the rest to the stable
     /// (Gateway API mode; replica mode moves traffic with the scale actions).
     SetWeight { canary_weight: i32 },
-    /// Publish a Kubernetes Event on the Release.
+    /// Tell of a state change: a line in the controller's log and, when the note's
+    /// [`Audience`] says so, a Kubernetes Event on the Release, both from this one note so that
+    /// they cannot tell different stories.
     Event(EventNote),
 }
 
-/// A Kubernetes Event to publish.
+/// A state change of a Release, or a write the API server refused, told in the controller's
+/// log and (see [`Audience`]) as a Kubernetes Event.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EventNote {
-    /// Normal or Warning.
+    /// The Event's type: Normal, or Warning when a person should look.
     pub severity: Severity,
     /// CamelCase reason, e.g. `CanaryPromoted`.
     pub reason: String,
     /// The note; always names the roadmap item.
     pub note: String,
+    /// Who hears it: everyone (an Event and a log line) or the log alone.
+    pub audience: Audience,
+    /// What it tells, which sets its log level.
+    pub kind: NoteKind,
+}
+
+/// What a note tells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoteKind {
+    /// A state change of the Release (a step, a verdict, a rollback...): logged at `info`,
+    /// whatever the Event's type, so that `info` holds the whole story.
+    StateChange,
+    /// A write the API server refused: logged at `warn`, the controller's own trouble.
+    RefusedWrite,
+}
+
+/// Where a note is told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Audience {
+    /// A Kubernetes Event on the Release and a line in the controller's log.
+    EventAndLog,
+    /// A line in the controller's log only: a state change the Events never told (a step's
+    /// pause, a verdict changed, a hold), kept out of the API server so that a canary costs
+    /// no more writes than before.
+    LogOnly,
 }
 
 /// Kubernetes Event type.

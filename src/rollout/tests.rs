@@ -1647,7 +1647,7 @@ fn an_abort_records_who_asked_in_the_timeline() {
 /// controller's last apply, given what the status already said.
 #[test]
 fn the_last_apply_decides_the_applied_condition_the_phase_and_one_warning_event() {
-    use super::{EventNote, LastApply, Refusal, Severity};
+    use super::{Audience, EventNote, LastApply, NoteKind, Refusal, Severity};
     let quota = Refusal {
         object: "Deployment shop/checkout-canary".into(),
         reason: "QuotaExceeded".into(),
@@ -1685,6 +1685,8 @@ fn the_last_apply_decides_the_applied_condition_the_phase_and_one_warning_event(
             severity: Severity::Warning,
             reason: refusal.reason.clone(),
             note: format!("PAY-142: {}: {}", refusal.object, refusal.message),
+            audience: Audience::EventAndLog,
+            kind: NoteKind::RefusedWrite,
         })
     };
     let said = |refusal: &Refusal| {

@@ -75,20 +75,49 @@ pub async fn run(
         Err(error) => return error_run(error.to_string(), revision, now),
     };
     let client = clients.get(&analysis.prometheus, credentials);
-    let measurements = match &client {
-        Ok(client) => measure_reusing_budget(&plan, client, clients).await,
-        Err(failure) => measure(&plan, Err(failure)).await,
+    let answers = match &client {
+        Ok(client) => ask_reusing_budget(&plan, client, clients).await,
+        Err(failure) => vec![QueryOutcome::Failed(failure.clone()); plan.queries().len()],
     };
-    judge(&analysis.slo, revision, &measurements, now)
+    warn_failures(release, &answers);
+    judge(&analysis.slo, revision, &plan.assemble(answers), now)
 }
 
-/// [`measure`], with the budget queries answered from `clients`' cache while their answer is
-/// younger than a fraction of the budget period ([`clients::budget_answer_ttl`]).
-async fn measure_reusing_budget(
+/// One `warn` line per distinct failure among a run's answers, in Prometheus' or the HTTP
+/// client's words: an unreachable Prometheus fails every query the same way and is told once
+/// per run, not once per query.
+fn warn_failures(release: &Release, answers: &[QueryOutcome]) {
+    let mut told: Vec<&QueryFailure> = Vec::new();
+    for answer in answers {
+        if let QueryOutcome::Failed(failure) = answer
+            && !told.contains(&failure)
+        {
+            told.push(failure);
+        }
+    }
+    if told.is_empty() {
+        return;
+    }
+    let subject = super::logs::Subject::of(release);
+    for failure in told {
+        tracing::warn!(
+            namespace = %subject.namespace,
+            release = %subject.release,
+            revision = %subject.revision,
+            roadmap_item = %subject.roadmap_item,
+            "analysis query failed: {failure}"
+        );
+    }
+}
+
+/// The answers to every query of `plan`, the budget queries answered from `clients`' cache
+/// while their answer is younger than a fraction of the budget period
+/// ([`clients::budget_answer_ttl`]).
+async fn ask_reusing_budget(
     plan: &Plan,
     client: &PrometheusClient,
     clients: &Clients,
-) -> Measurements {
+) -> Vec<QueryOutcome> {
     let budget = plan.budget.as_ref().map(|(period, window)| {
         (
             clients::budget_answer_ttl(period.as_std()),
@@ -96,7 +125,7 @@ async fn measure_reusing_budget(
         )
     });
     let address = client.address();
-    let answers = join_all(plan.queries().into_iter().map(|query| async move {
+    join_all(plan.queries().into_iter().map(|query| async move {
         let Some((ttl, _)) = budget.filter(|(_, queries)| queries.contains(&query)) else {
             return client.instant(query).await;
         };
@@ -107,8 +136,7 @@ async fn measure_reusing_budget(
         clients.remember_budget_answer(address, query, &answer, ttl);
         answer
     }))
-    .await;
-    plan.assemble(answers)
+    .await
 }
 
 #[cfg(test)]
@@ -167,6 +195,56 @@ mod tests {
         assert_eq!(
             result.summary,
             "cannot query Prometheus at http://prometheus.monitoring:9090: the CA bundle from caSecret holds no certificate"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_prometheus_is_one_warn_line_per_run_in_the_clients_words() {
+        use crate::controller::logs::{Captured, LogFormat};
+        // A port nothing listens on: the connection is refused at once.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        let mut release = release();
+        release.spec.analysis.as_mut().unwrap().prometheus.address = address.clone();
+        let (buffer, _guard) = Captured::start(LogFormat::Json);
+        let result = run(
+            &release,
+            &Credentials::default(),
+            &Clients::default(),
+            at(0),
+        )
+        .await;
+        assert_eq!(result.verdict, crate::api::Verdict::Error);
+        let lines = buffer.json();
+        assert_eq!(
+            lines.len(),
+            1,
+            "one line for all the run's queries: {lines:#?}"
+        );
+        let line = &lines[0];
+        assert_eq!(line["level"], "WARN");
+        let message = line["message"].as_str().unwrap();
+        assert!(
+            message.starts_with(&format!(
+                "analysis query failed: Prometheus at {address} unreachable: "
+            )) && message.len()
+                > "analysis query failed: Prometheus at  unreachable: ".len() + address.len(),
+            "{message}"
+        );
+        assert_eq!(
+            (
+                &line["namespace"],
+                &line["release"],
+                &line["revision"],
+                &line["roadmap_item"]
+            ),
+            (
+                &serde_json::json!("shop"),
+                &serde_json::json!("checkout"),
+                &serde_json::json!("6f9c7d"),
+                &serde_json::json!("PAY-142")
+            )
         );
     }
 }

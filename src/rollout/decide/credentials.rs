@@ -207,10 +207,9 @@ mod tests {
         let decision = sim.tick(1);
         assert!(!starts_a_canary(&decision), "{:?}", decision.actions);
         assert!(
-            notes(&decision)
-                .iter()
-                .any(|note| note.contains("promote request p ignored: revision")
-                    && note.contains("--full")),
+            notes(&decision).iter().any(|note| note
+                .contains("promote request p by sre@example.com ignored: revision")
+                && note.contains("--full")),
             "{:?}",
             notes(&decision)
         );

@@ -7,9 +7,10 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::{Decider, Stage, plus, stage, whole_second};
 use crate::analysis::fold;
-use crate::api::{AnalysisStatus, Outcome, Release, ReleaseSpec, ReleaseStatus, Verdict};
+use crate::analysis::format::format_burn;
+use crate::api::{Analysis, AnalysisStatus, Outcome, Release, ReleaseSpec, ReleaseStatus, Verdict};
 use crate::rollout::stage::inconclusive_hold;
-use crate::rollout::timeline;
+use crate::rollout::{Severity, timeline};
 
 /// How far after `steps_started + interval` a Release's first analysis run comes: a fixed
 /// share of a quarter of the interval, from a hash of the Release's namespace and name. Many
@@ -81,6 +82,55 @@ pub(in crate::rollout) fn next_analysis_at(
     }
 }
 
+/// A canary's verdict changed: the new verdict and the one before (`None`: its first), the
+/// numbers it rests on (the highest burn against its limit, the error budget left) and the
+/// run's summary, so that the log alone says why the canary moves on, waits or goes back.
+fn verdict_note(
+    revision: &str,
+    before: Option<Verdict>,
+    now: &AnalysisStatus,
+    analysis: Option<&Analysis>,
+) -> String {
+    let was = before.map_or_else(|| "first run".to_string(), |v| format!("was {v}"));
+    let burn = now
+        .canary
+        .iter()
+        .flat_map(|role| role.windows.iter())
+        .filter_map(|w| w.burn_rate.map(|burn| (burn, w.max, &w.window)))
+        .max_by(|a, b| (a.0 / a.1).total_cmp(&(b.0 / b.1)))
+        .map_or_else(
+            || "burn unknown".to_string(),
+            |(burn, max, window)| {
+                format!(
+                    "burn {} over {window} (limit {})",
+                    format_burn(burn),
+                    format_burn(max)
+                )
+            },
+        );
+    let policy = analysis.and_then(|a| a.slo.budget.as_ref());
+    let budget = match (now.error_budget_remaining, policy) {
+        (Some(left), Some(policy)) => format!(
+            "error budget {:.0}% left (new revisions held below {:.0}%)",
+            left * 100.0,
+            policy.freeze_below * 100.0
+        ),
+        (Some(left), None) => format!("error budget {:.0}% left", left * 100.0),
+        (None, Some(_)) => "error budget not known".to_string(),
+        (None, None) => "no error-budget policy".to_string(),
+    };
+    let summary = now
+        .summary
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(|s| format!("; {s}"))
+        .unwrap_or_default();
+    format!(
+        "analysis of canary {revision}: {} ({was}), {burn}, {budget}{summary}",
+        now.verdict
+    )
+}
+
 impl Decider<'_> {
     /// Fold this reconcile's analysis run into the status. A run of another revision than the
     /// one under judgement, an old run, and runs after promotion began are ignored.
@@ -144,6 +194,16 @@ impl Decider<'_> {
                 timeline::analysis_run(&folded, self.spec.analysis.as_ref())
             };
             self.note(entry);
+            let before = self
+                .status
+                .analysis
+                .as_ref()
+                .filter(|a| a.revision == folded.revision)
+                .map(|a| a.verdict);
+            if before != Some(folded.verdict) {
+                let note = verdict_note(&current, before, &folded, self.spec.analysis.as_ref());
+                self.narrate(Severity::Normal, "VerdictChanged", note);
+            }
         }
         self.status.analysis = Some(folded);
     }

@@ -33,7 +33,9 @@ use k8s_openapi::jiff::Timestamp;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::{Action, Decision, EventNote, Observed, RouteState, Severity, WorkloadState};
+use super::{
+    Action, Audience, Decision, EventNote, NoteKind, Observed, RouteState, Severity, WorkloadState,
+};
 use super::{history, timeline};
 use crate::api::{
     AnalysisStatus, Duration, HistoryEntry, Outcome, Phase, Release, ReleaseSpec, ReleaseStatus,
@@ -200,12 +202,26 @@ impl<'a> Decider<'a> {
         }
     }
 
-    /// An Event whose note starts with the roadmap item (and its horizon and kind).
+    /// An Event (and the log line telling the same) whose note starts with the roadmap item
+    /// (and its horizon and kind).
     fn event(&mut self, severity: Severity, reason: &str, note: String) {
+        self.tell(Audience::EventAndLog, severity, reason, note);
+    }
+
+    /// A state change told in the controller's log only, worded like an Event: one no Event
+    /// told before (a pause begun, a verdict changed, a hold), which must not cost another API
+    /// write per canary.
+    fn narrate(&mut self, severity: Severity, reason: &str, note: String) {
+        self.tell(Audience::LogOnly, severity, reason, note);
+    }
+
+    fn tell(&mut self, audience: Audience, severity: Severity, reason: &str, note: String) {
         self.push(Action::Event(EventNote {
             severity,
             reason: reason.to_string(),
             note: format!("{}: {note}", self.spec.roadmap.tagged()),
+            audience,
+            kind: NoteKind::StateChange,
         }));
     }
 

@@ -10,7 +10,9 @@ use super::{CONVERGE_POLL, Decider, Mode, Report, Stage, next_analysis_at, plus,
 use crate::api::{Phase, Role, Verdict};
 use crate::rollout::conditions::{self, Truth};
 use crate::rollout::validate::SpecError;
-use crate::rollout::{Action, Decision, EventNote, LastApply, RouteState, Severity};
+use crate::rollout::{
+    Action, Audience, Decision, EventNote, LastApply, NoteKind, RouteState, Severity,
+};
 
 /// Reason of `SpecValid=False` and of the Degraded phase it causes.
 pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
@@ -271,6 +273,8 @@ impl Decider<'_> {
                         severity: Severity::Warning,
                         reason: reason.clone(),
                         note: format!("{}: {text}", self.spec.roadmap.tagged()),
+                        audience: Audience::EventAndLog,
+                        kind: NoteKind::RefusedWrite,
                     };
                     self.actions.insert(0, Action::Event(note));
                 }

@@ -43,8 +43,8 @@ impl Decider<'_> {
                 request.requested_by.clone(),
             ));
         }
-        let action = request.action.verb();
-        let id = &request.id;
+        // Who asked is in every note: the log must say whose word moved a canary.
+        let by = requested(request);
         let canary = self.status.canary_revision.clone().unwrap_or_default();
         match effect {
             Effect::RollBack => {
@@ -71,7 +71,7 @@ impl Decider<'_> {
                 self.event(
                     Severity::Normal,
                     "RetryRequested",
-                    format!("retry request {id}: revision {revision} starts again from step 1"),
+                    format!("{by}: revision {revision} starts again from step 1"),
                 );
             }
             Effect::PromoteWithoutCanary => {
@@ -79,7 +79,7 @@ impl Decider<'_> {
                     Severity::Normal,
                     "PromoteRequested",
                     format!(
-                        "{action} request {id}: revision {} goes to stable without a canary",
+                        "{by}: revision {} goes to stable without a canary",
                         self.spec_revision
                     ),
                 );
@@ -92,7 +92,7 @@ impl Decider<'_> {
                     Severity::Normal,
                     "PromoteRequested",
                     format!(
-                        "{action} request {id}: canary {canary} skips steps from {} and analysis",
+                        "{by}: canary {canary} skips steps from {} and analysis",
                         self.step_label()
                     ),
                 );
@@ -104,7 +104,7 @@ impl Decider<'_> {
                     Severity::Normal,
                     "PromoteRequested",
                     format!(
-                        "{action} request {id}: revision {} starts despite the error-budget policy",
+                        "{by}: revision {} starts despite the error-budget policy",
                         self.spec_revision
                     ),
                 );
@@ -122,7 +122,7 @@ impl Decider<'_> {
                         Severity::Normal,
                         "PromoteRequested",
                         format!(
-                            "{action} request {id}: canary {canary} step {finished} finished; hold on inconclusive analysis released"
+                            "{by}: canary {canary} step {finished} finished; hold on inconclusive analysis released"
                         ),
                     );
                 } else {
@@ -130,7 +130,7 @@ impl Decider<'_> {
                         Severity::Normal,
                         "PromoteRequested",
                         format!(
-                            "{action} request {id}: hold on inconclusive analysis of canary {canary} released; promotion still waits for a passing analysis (promote --full skips it)"
+                            "{by}: hold on inconclusive analysis of canary {canary} released; promotion still waits for a passing analysis (promote --full skips it)"
                         ),
                     );
                 }
@@ -140,7 +140,7 @@ impl Decider<'_> {
                 self.event(
                     Severity::Normal,
                     "PromoteRequested",
-                    format!("{action} request {id}: canary {canary} step {finished} finished"),
+                    format!("{by}: canary {canary} step {finished} finished"),
                 );
             }
         }
@@ -159,11 +159,17 @@ impl Decider<'_> {
     }
 
     fn ignore(&mut self, request: &ManualRequest, why: String) {
-        let action = request.action.verb();
         self.event(
             Severity::Warning,
             "RequestIgnored",
-            format!("{action} request {} ignored: {why}", request.id),
+            format!("{} ignored: {why}", requested(request)),
         );
     }
+}
+
+/// `promote request r1 by sre@example.com`: the request and who made it (as the CLI recorded
+/// it; a request written by hand may name nobody).
+fn requested(request: &ManualRequest) -> String {
+    let who = request.requested_by.as_deref().unwrap_or("an unnamed user");
+    format!("{} request {} by {who}", request.action.verb(), request.id)
 }

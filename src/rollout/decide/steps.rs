@@ -287,6 +287,17 @@ impl<'a> Decider<'a> {
             return false;
         }
         // An instant, not a countdown: the status must not change while the pause runs.
+        if self.old.pause_until.as_ref().map(|t| t.0) != Some(end) {
+            self.narrate(
+                Severity::Normal,
+                "StepPaused",
+                format!(
+                    "step {}: {}% on canary {revision}, paused for {duration} until {end}",
+                    self.step_label(),
+                    self.shown_weight()
+                ),
+            );
+        }
         self.status.pause_until = Some(Time(end));
         self.due_at(end);
         let message = format!(
@@ -306,14 +317,30 @@ impl<'a> Decider<'a> {
 
     /// The status of a canary held where it is for want of a passing analysis: `cause` from
     /// [`Self::evidence_missing`], `next` what waits for it.
+    ///
+    /// Entering the hold is told in the log once: the hold is the same while the status says
+    /// the canary is held at the same step, weight and revision (its cause, the latest verdict,
+    /// may change meanwhile: that is told as a verdict change). A Degraded report (a route
+    /// unusable, a refused write) keeps these words after its own, so it does not end the hold.
     fn report_held(&mut self, revision: &str, cause: &str, next: &str) {
-        let message = format!(
-            "step {}: held at {}% on canary {revision}: {cause}; {next} needs a passing analysis (or `waymark promote {}`)",
+        let held = format!(
+            "step {}: held at {}% on canary {revision}",
             self.step_label(),
-            self.shown_weight(),
+            self.shown_weight()
+        );
+        let message = format!(
+            "{held}: {cause}; {next} needs a passing analysis (or `waymark promote {}`)",
             self.name
         );
         let reason = self.evidence_reason(revision);
+        let held_before = self
+            .old
+            .message
+            .as_deref()
+            .is_some_and(|old| old.contains(&format!("{held}:")));
+        if !held_before {
+            self.narrate(Severity::Normal, "CanaryHeld", message.clone());
+        }
         self.set_report(Phase::Progressing, &reason, message);
     }
 

@@ -1500,28 +1500,7 @@ async fn the_simulator_predicts_the_children_the_shell_writes() {
         ),
     ];
     for (walk, builder, moves) in walks {
-        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let client = Client::new(service, "default");
-        let (deployments, deployment_writer) = reflector::store();
-        let (services, service_writer) = reflector::store();
-        let (routes, route_writer) = reflector::store();
-        let ctx = Context::new(
-            client.clone(),
-            Recorder::new(
-                client,
-                Reporter {
-                    controller: "waymark".into(),
-                    instance: None,
-                },
-            ),
-            Arc::new(Metrics::default()),
-            Stores::new(deployments, services, routes),
-        );
-        let mut world = World {
-            deployments: deployment_writer,
-            services: service_writer,
-            routes: route_writer,
-        };
+        let (ctx, mut world, ApiServerVerifier(handle)) = test_context();
         let release = builder.build();
         if release.spec.traffic.gateway_api.is_some() {
             world.route(route(json!([{"name": "checkout-stable", "port": 8080}])));
@@ -1591,28 +1570,7 @@ async fn log_of_walk(builder: ReleaseBuilder, moves: Vec<LogMove>) -> Vec<Value>
     use super::logs::{Captured, LogFormat};
     use crate::rollout::fixtures::Sim;
 
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = Client::new(service, "default");
-    let (deployments, deployment_writer) = reflector::store();
-    let (services, service_writer) = reflector::store();
-    let (routes, route_writer) = reflector::store();
-    let ctx = Context::new(
-        client.clone(),
-        Recorder::new(
-            client,
-            Reporter {
-                controller: "waymark".into(),
-                instance: None,
-            },
-        ),
-        Arc::new(Metrics::default()),
-        Stores::new(deployments, services, routes),
-    );
-    let mut world = World {
-        deployments: deployment_writer,
-        services: service_writer,
-        routes: route_writer,
-    };
+    let (ctx, mut world, ApiServerVerifier(handle)) = test_context();
     let release = builder.build();
     if release.spec.traffic.gateway_api.is_some() {
         world.route(route(json!([{"name": "checkout-stable", "port": 8080}])));

@@ -123,25 +123,28 @@ pub async fn a_release_scaled_through_its_scale_subresource_mid_canary_keeps_its
         eprintln!("/scale to {refused} refused: {text}");
     }
 
-    // An HPA targeting the Release is accepted as its controller would read it.
-    let hpa: HorizontalPodAutoscaler = serde_json::from_value(json!({
-        "apiVersion": "autoscaling/v2",
-        "kind": "HorizontalPodAutoscaler",
-        "metadata": {"name": name},
-        "spec": {
-            "scaleTargetRef": {"apiVersion": "waymark.dev/v1alpha1", "kind": "Release", "name": name},
-            "minReplicas": 4,
-            "maxReplicas": 20,
-            "metrics": [{"type": "Resource", "resource": {
-                "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}]
-        }
-    }))
-    .expect("the HPA deserializes");
+    // The README's HPA (examples/checkout-hpa.yaml), moved to the walk's namespace, is accepted
+    // by the API server as its controller would read it.
+    let path = format!("{}/examples/checkout-hpa.yaml", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|error| panic!("cannot read examples/checkout-hpa.yaml: {error}"));
+    let mut hpa: HorizontalPodAutoscaler = serde_saphyr::from_str(&text)
+        .unwrap_or_else(|error| panic!("examples/checkout-hpa.yaml: {error}"));
+    hpa.metadata.namespace = None;
+    assert_eq!(
+        hpa.spec.as_ref().map(|s| s.scale_target_ref.name.as_str()),
+        Some(name)
+    );
     let hpas: kube::Api<HorizontalPodAutoscaler> =
         kube::Api::namespaced(env.client.clone(), &env.namespace);
-    hpas.create(&PostParams::default(), &hpa)
+    let created = hpas
+        .create(&PostParams::default(), &hpa)
         .await
         .unwrap_or_else(|error| panic!("the API server refuses the HPA: {error}"));
+    assert_eq!(
+        created.spec.map(|s| s.scale_target_ref.kind),
+        Some("Release".to_string())
+    );
 
     // A new image: the canary at 25% of 4 is 1 of 4 Ready pods.
     ship(&env, name, &image(2), "E2E-2").await;

@@ -102,6 +102,7 @@ fn main() -> ExitCode {
         validation::a_missing_prometheus_secret_is_named_until_it_is_created,
         selfmetrics::the_controller_reports_its_build_leadership_api_requests_and_process,
         scale::a_release_scaled_through_its_scale_subresource_mid_canary_keeps_its_step,
+        scale::a_routed_canary_scaled_through_its_scale_subresource_keeps_its_route_weight,
     ];
     // Walks that stop or break their control plane get one of their own.
     trials.extend([

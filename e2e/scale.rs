@@ -232,3 +232,57 @@ pub async fn a_release_scaled_through_its_scale_subresource_mid_canary_keeps_its
     })
     .await;
 }
+
+/// With an HTTPRoute, a scale from 4 to 20 through `/scale` in the middle of a canary paused at
+/// 10%: the canary runs its share of the new total rounded up (2 pods), the stable the whole
+/// total (20), and the route's weight and the step do not change on the way.
+pub async fn a_routed_canary_scaled_through_its_scale_subresource_keeps_its_route_weight(env: Env) {
+    let name = "checkout";
+    create_route(&env, name, name).await;
+    let mut release = release(name, name, json!([{"setWeight": 10}, {"pause": {}}]));
+    release.spec.replicas = 4;
+    create_release(&env, &release).await;
+    wait_for_phase(&env, name, Phase::Healthy, Some("StableAvailable")).await;
+
+    ship(&env, name, &image(2), "E2E-2").await;
+    wait_for_phase(&env, name, Phase::Paused, Some("CanaryPauseStep")).await;
+    wait_for_weight(&env, name, name, 10).await;
+    wait_for_roles(&env, name, (4, 1)).await;
+    let before = env.status(name).await;
+    eprintln!(
+        "before the scale: stable 4 canary 1 Ready pods, route weight 10, step {:?}",
+        before.step_progress
+    );
+
+    let releases = Versions::<Release>::record(env.releases(), name).await;
+    let routes = Versions::record(env.routes(), name).await;
+    scale_as_the_hpa_does(&env, name, 20).await;
+    wait_for_roles(&env, name, (20, 2)).await;
+    env.await_fresh_reconcile(name).await;
+    let after = env.status(name).await;
+    let (stable, canary) = ready_pods_by_role(&env, name).await;
+    eprintln!(
+        "after the scale to 20: stable {stable} canary {canary} Ready pods, weight {:?}, step {:?}",
+        after.canary_weight, after.step_progress
+    );
+    for route in routes.seen() {
+        assert_eq!(canary_percent(&route, name), 10, "the route's weight moved");
+    }
+    for version in releases.seen() {
+        let status = version.status.unwrap_or_default();
+        assert_eq!(status.canary_weight, Some(10), "{:?}", status.message);
+        assert_eq!(
+            status.current_step, before.current_step,
+            "{:?}",
+            status.message
+        );
+        assert_eq!(status.phase, Some(Phase::Paused), "{:?}", status.message);
+    }
+    assert_eq!(after.step_started_at, before.step_started_at);
+    let canary_deployment = env
+        .deployments()
+        .get("checkout-canary")
+        .await
+        .expect("the canary Deployment");
+    assert_eq!(canary_deployment.spec.and_then(|s| s.replicas), Some(2));
+}

@@ -6,6 +6,8 @@
 //! `spec.replicas`), and creates an `autoscaling/v2` HPA targeting the Release to show that the
 //! API server accepts it.
 
+use std::time::Duration;
+
 use k8s_openapi::api::autoscaling::v1::Scale;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Pod;
@@ -158,6 +160,8 @@ pub async fn a_release_scaled_through_its_scale_subresource_mid_canary_keeps_its
     );
 
     let versions = Versions::<Release>::record(env.releases(), name).await;
+    // New pods start slowly, so the controller sees both sides short of pods for a while.
+    env.set_pod_start_delay(Duration::from_millis(1_000)..Duration::from_millis(3_000));
     let scaled = scale_as_the_hpa_does(&env, name, 8).await;
     assert_eq!(scaled.spec.and_then(|s| s.replicas), Some(8));
     wait_for_roles(&env, name, (6, 2)).await;
@@ -175,6 +179,19 @@ pub async fn a_release_scaled_through_its_scale_subresource_mid_canary_keeps_its
     assert_eq!(after.canary_revision, before.canary_revision);
     // Every status written on the way showed the same step and weight.
     for version in versions.seen() {
+        eprintln!(
+            "  generation {:?}: {:?}",
+            version.metadata.generation,
+            version.status.as_ref().map(|s| (
+                s.observed_generation,
+                s.replicas,
+                s.message.clone(),
+                s.conditions
+                    .iter()
+                    .map(|c| format!("{}={}", c.type_, c.status))
+                    .collect::<Vec<_>>()
+            ))
+        );
         let status = version.status.unwrap_or_default();
         assert_eq!(status.canary_weight, Some(25), "{:?}", status.message);
         assert_eq!(
@@ -256,6 +273,8 @@ pub async fn a_routed_canary_scaled_through_its_scale_subresource_keeps_its_rout
 
     let releases = Versions::<Release>::record(env.releases(), name).await;
     let routes = Versions::record(env.routes(), name).await;
+    // New pods start slowly, so the controller sees the canary short of pods for a while.
+    env.set_pod_start_delay(Duration::from_millis(1_000)..Duration::from_millis(3_000));
     scale_as_the_hpa_does(&env, name, 20).await;
     wait_for_roles(&env, name, (20, 2)).await;
     env.await_fresh_reconcile(name).await;

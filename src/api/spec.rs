@@ -117,8 +117,9 @@ pub struct ReleaseSpec {
     /// scale subresource's count, so `kubectl scale` or a HorizontalPodAutoscaler may set it, also
     /// during a canary: the split follows the current total without restarting the step. During
     /// a replica-split canary the stable and canary pods add up to this number; with a Gateway
-    /// API router the canary runs its traffic share of it (rounded up) and the stable the rest
-    /// plus what its own share needs. 0 is refused: a Release always serves.
+    /// API router the canary runs its traffic share of it (rounded up, at least 1) and the
+    /// stable keeps all of it, never more, so a rollback finds a stable that carries everything.
+    /// 0 is refused: a Release always serves.
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 1, max = 10000))]
     pub replicas: i32,

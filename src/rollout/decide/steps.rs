@@ -103,7 +103,13 @@ impl<'a> Decider<'a> {
                 .as_deref()
                 .and_then(|r| self.canary_of(r))
                 .map_or(0, |c| {
-                    let wanted = self.planned_canary_replicas();
+                    // The pods this decision leaves the canary, so that a total changed by a
+                    // scale shows its split at once; but pods taken away (traffic off) count
+                    // until they are gone, as the traffic sees them.
+                    let wanted = match self.planned_canary_replicas() {
+                        0 => c.replicas,
+                        planned => planned,
+                    };
                     let ready = c.available_replicas.min(wanted);
                     if ready >= 1 && ready < wanted && !self.raising_weight() {
                         // Pods added because the total changed (`kubectl scale`, an HPA): the

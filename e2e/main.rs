@@ -33,6 +33,7 @@ mod prepare;
 mod quickstart;
 mod quiet;
 mod restart;
+mod scale;
 mod selfmetrics;
 mod support;
 mod validation;
@@ -100,6 +101,8 @@ fn main() -> ExitCode {
         validation::an_invalid_query_is_spec_valid_false_before_any_canary_deployment,
         validation::a_missing_prometheus_secret_is_named_until_it_is_created,
         selfmetrics::the_controller_reports_its_build_leadership_api_requests_and_process,
+        scale::a_release_scaled_through_its_scale_subresource_mid_canary_keeps_its_step,
+        scale::a_routed_canary_scaled_through_its_scale_subresource_keeps_its_route_weight,
     ];
     // Walks that stop or break their control plane get one of their own.
     trials.extend([

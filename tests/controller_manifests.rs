@@ -385,3 +385,48 @@ fn argocd_ignores_the_route_fields_of_waymarks_field_manager() {
         Some(manager)
     );
 }
+
+/// With an HPA writing `spec.replicas` through the scale subresource, Argo CD must ignore that
+/// field of the Release (and still the route fields Waymark manages: a merge patch replaces the
+/// whole list), and a sync must respect it.
+#[test]
+fn argocd_ignores_the_replicas_an_hpa_writes_and_keeps_the_route_entry() {
+    let application = yaml("config/argocd/application-hpa-patch.yaml");
+    let entries = application["spec"]["ignoreDifferences"].as_array().unwrap();
+    let route = yaml("config/argocd/application-patch.yaml");
+    assert_eq!(
+        entries[0], route["spec"]["ignoreDifferences"][0],
+        "the route entry of application-patch.yaml"
+    );
+    let release = entries
+        .iter()
+        .find(|entry| entry["kind"] == "Release")
+        .expect("an entry for Releases");
+    assert_eq!(release["group"], "waymark.dev");
+    // The pointer is the scale subresource's specReplicasPath.
+    let crd = waymark::api::crd::release_crd();
+    let scale = crd.spec.versions[0]
+        .subresources
+        .as_ref()
+        .and_then(|s| s.scale.as_ref())
+        .expect("the scale subresource");
+    let pointer = scale.spec_replicas_path.replace('.', "/");
+    assert_eq!(release["jsonPointers"][0].as_str(), Some(pointer.as_str()));
+    assert_eq!(release["jsonPointers"].as_array().map(Vec::len), Some(1));
+    let options = application["spec"]["syncPolicy"]["syncOptions"]
+        .as_array()
+        .unwrap();
+    assert!(
+        options
+            .iter()
+            .any(|o| o.as_str() == Some("RespectIgnoreDifferences=true"))
+    );
+
+    // The HPA example targets a Release through the scale subresource's group and kind.
+    let hpa = yaml("examples/checkout-hpa.yaml");
+    assert_eq!(hpa["apiVersion"], "autoscaling/v2");
+    let target = &hpa["spec"]["scaleTargetRef"];
+    assert_eq!(target["apiVersion"], "waymark.dev/v1alpha1");
+    assert_eq!(target["kind"], "Release");
+    assert!(hpa["spec"]["minReplicas"].as_i64().unwrap_or(0) >= 1);
+}

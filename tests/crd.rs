@@ -963,3 +963,39 @@ fn the_selector_cannot_change_once_created() {
     // On create there is no old selector to compare with.
     assert!(Validator::new().validate(&schema, &changed, None).is_ok());
 }
+
+/// The scale subresource that `kubectl scale` and a HorizontalPodAutoscaler use, with the paths
+/// the controller fills in, and the bounds that refuse a negative, zero or absurd count (the
+/// API server checks a `/scale` write against the Release's schema).
+#[test]
+fn the_scale_subresource_sets_spec_replicas_within_its_bounds() {
+    let crd = crd::release_crd();
+    let scale = crd.spec.versions[0]
+        .subresources
+        .as_ref()
+        .and_then(|s| s.scale.as_ref())
+        .expect("a scale subresource");
+    assert_eq!(scale.spec_replicas_path, ".spec.replicas");
+    assert_eq!(scale.status_replicas_path, ".status.replicas");
+    assert_eq!(
+        scale.label_selector_path.as_deref(),
+        Some(".status.selector")
+    );
+
+    let api_server = ApiServer::new();
+    for refused in [-1, 0, 10_001, 2_147_483_647] {
+        let errors = api_server.errors(&with("/spec/replicas", json!(refused)));
+        assert_eq!(errors.len(), 1, "{refused}: {errors:?}");
+        assert!(
+            errors[0].starts_with("spec.replicas: "),
+            "{refused}: {errors:?}"
+        );
+    }
+    for accepted in [1, 8, 10_000] {
+        let errors = api_server.errors(&with("/spec/replicas", json!(accepted)));
+        assert!(errors.is_empty(), "{accepted}: {errors:?}");
+    }
+    let status = &api_server.schema["properties"]["status"]["properties"];
+    assert_eq!(status["replicas"]["type"], "integer");
+    assert_eq!(status["selector"]["type"], "string");
+}

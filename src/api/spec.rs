@@ -28,6 +28,13 @@ use super::status::ReleaseStatus;
     category = "waymark",
     namespaced,
     status = "ReleaseStatus",
+    // The scale subresource, so `kubectl scale` and a HorizontalPodAutoscaler can set the total
+    // (`spec.replicas`) and read the ready pods and their selector from the status.
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
     derive = "PartialEq",
     doc = "A service released progressively: canary steps judged by SLO burn rate, tied to a roadmap item.",
     // The children are named `<name>-stable` and `<name>-canary`, and a Service name is a
@@ -106,9 +113,13 @@ pub struct ReleaseSpec {
     /// the roadmap.
     pub roadmap: Roadmap,
 
-    /// The total number of pods the service runs, from 1 to 10000; the default is 1. During a
-    /// replica-split canary the stable and canary pods add up to this number; with a Gateway API
-    /// router the stable keeps all of them until promotion.
+    /// The total number of pods the service runs, from 1 to 10000; the default is 1. It is the
+    /// scale subresource's count, so `kubectl scale` or a HorizontalPodAutoscaler may set it, also
+    /// during a canary: the split follows the current total without restarting the step. During
+    /// a replica-split canary the stable and canary pods add up to this number; with a Gateway
+    /// API router the canary runs its traffic share of it (rounded up, at least 1) and the
+    /// stable keeps all of it, never more, so a rollback finds a stable that carries everything.
+    /// 0 is refused: a Release always serves.
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 1, max = 10000))]
     pub replicas: i32,

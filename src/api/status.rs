@@ -117,6 +117,18 @@ pub struct ReleaseStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handled_request: Option<String>,
 
+    // Scale subresource (issue 20): what `kubectl scale` and a HorizontalPodAutoscaler read.
+    /// Ready pods of the revision(s) serving: the stable's, plus the canary's while it is part
+    /// of the split. The scale subresource's `status.replicas`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+
+    /// The label selector, in its string form, of the pods the Release serves (both roles),
+    /// e.g. `app=checkout,waymark.dev/release=checkout`: what a HorizontalPodAutoscaler reads
+    /// from the scale subresource to find the pods whose metrics it averages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+
     /// Standard conditions: `Available`, `Progressing`, `AnalysisHealthy`, `TrafficRouted`,
     /// `SpecValid`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

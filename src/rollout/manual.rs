@@ -1094,6 +1094,9 @@ mod tests {
             request: None,
             handled_request: None,
             timeline: vec![],
+            // The ready-pod count is refreshed by any status write, the request's included
+            // (`rollout::scale`): it is not an outcome of the request.
+            replicas: None,
             ..status.clone()
         }
     }

@@ -25,6 +25,9 @@ mod narration_tests;
 mod props;
 #[cfg(test)]
 mod quiet_tests;
+pub mod scale;
+#[cfg(test)]
+mod scale_tests;
 pub mod stage;
 #[cfg(test)]
 mod tests;
@@ -238,6 +241,12 @@ pub fn decide(release: &Release, observed: &Observed, now: Timestamp) -> Decisio
         Err(error) => decider.invalid_spec(&error),
     };
     history::stamp_status_roadmap(&mut decision.status, &release.spec.roadmap);
+    scale::stamp_scale_status(
+        &mut decision.status,
+        release.status.as_ref(),
+        release,
+        observed,
+    );
     decision
 }
 

@@ -355,7 +355,10 @@ proptest! {
             cut.settle();
 
             prop_assert_eq!(&cut.observed, &whole.observed, "world after event {} cut at {}", n, keep);
-            prop_assert_eq!(cut.status(), whole.status(), "status after event {} cut at {}", n, keep);
+            // `status.replicas` counts ready pods as of the last write (`rollout::scale`): a run
+            // cut short writes at other moments, so only the rest must agree.
+            let without_count = |sim: &Sim| ReleaseStatus { replicas: None, ..sim.status().clone() };
+            prop_assert_eq!(without_count(&cut), without_count(&whole), "status after event {} cut at {}", n, keep);
         }
         let amounts = |sim: &Sim| sim.traffic.iter().map(|(_, amount)| *amount).collect::<Vec<_>>();
         prop_assert_eq!(amounts(&cut), amounts(&whole), "traffic changes: {:?} against {:?}", cut.traffic, whole.traffic);

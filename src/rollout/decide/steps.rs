@@ -7,7 +7,7 @@ use super::{Decider, Mode, plus};
 use crate::analysis::limits::LimitReached;
 use crate::api::{Outcome, Phase, TimelineKind};
 use crate::rollout::{Action, Severity, WorkloadState, timeline};
-use crate::traffic::split::{canary_size, effective_weight, replica_split};
+use crate::traffic::split::{canary_size, effective_weight, next_replica_scale, replica_split};
 use k8s_openapi::jiff::Timestamp;
 
 impl<'a> Decider<'a> {
@@ -103,9 +103,42 @@ impl<'a> Decider<'a> {
                 .as_deref()
                 .and_then(|r| self.canary_of(r))
                 .map_or(0, |c| {
-                    effective_weight(self.total(), c.available_replicas.min(c.replicas))
+                    // The pods this decision leaves the canary, so that a total changed by a
+                    // scale shows its split at once; but pods taken away (traffic off) count
+                    // until they are gone, as the traffic sees them.
+                    let wanted = match self.planned_canary_replicas() {
+                        0 => c.replicas,
+                        planned => planned,
+                    };
+                    let ready = c.available_replicas.min(wanted);
+                    if ready >= 1 && ready < wanted && !self.raising_weight() {
+                        // Pods added because the total changed (`kubectl scale`, an HPA): the
+                        // share is still the step's, not a dip while they start.
+                        let held = self.weight_before(self.current_step());
+                        effective_weight(self.total(), replica_split(self.total(), held).1)
+                    } else {
+                        effective_weight(self.total(), ready)
+                    }
                 }),
         }
+    }
+
+    /// Whether the running step raises the canary's weight (its pods grow for that, not for a
+    /// change of the total).
+    fn raising_weight(&self) -> bool {
+        let index = self.current_step();
+        index < self.steps_len() && self.weight_target(index) > self.weight_before(index)
+    }
+
+    /// A canary that lacks pods only because the total grew (a scale through the scale
+    /// subresource mid-step): it has ready pods and the running step does not raise its weight.
+    /// It keeps serving at the step's weight; the step goes on and the progress deadline, which
+    /// judges the canary, does not run for capacity the HPA asked for.
+    fn growing_with_the_total(&self, canary: &WorkloadState) -> bool {
+        self.status.steps_started_at.is_some()
+            && canary.available_replicas >= 1
+            && canary.available_replicas < canary.replicas
+            && !self.raising_weight()
     }
 
     /// Move the canary through its steps; true when it left the stage (rollback, promotion).
@@ -160,6 +193,7 @@ impl<'a> Decider<'a> {
                     canary
                 }
                 Some(since) => return self.canary_not_ready(&revision, Some(canary), since),
+                None if self.growing_with_the_total(canary) => canary,
                 None => return self.canary_not_ready(&revision, Some(canary), self.now),
             },
             Some(canary) => canary,
@@ -524,45 +558,30 @@ impl<'a> Decider<'a> {
                 true
             }
             Mode::Replicas => {
-                // Make before break: the side that grows grows first and must be available
-                // before the other shrinks, so capacity never drops below spec.replicas and a
-                // decision cut short by a restart is finished the same way. Once only shrinking
-                // is left, it is decided and the step is done: scaling down takes effect at once.
-                let (stable_target, canary_target) = replica_split(total, weight);
+                // Make before break (`traffic::split::next_replica_scale`): the sides that grow
+                // grow first (both at once when the total grew) and must be available before a
+                // side shrinks, so capacity never drops below spec.replicas and a decision cut
+                // short by a restart is finished the same way. Once only shrinking is left, it
+                // is decided and the step is done: scaling down takes effect at once.
                 let Some(stable) = self.observed.stable.as_ref() else {
                     return false;
                 };
-                let canary_replicas = self.planned_canary_replicas();
-                let stable_replicas = self.planned_stable_replicas();
-                if canary_replicas < canary_target {
-                    self.push(Action::ScaleCanary {
-                        replicas: canary_target,
-                    });
-                    return false;
+                let scale = next_replica_scale(
+                    (
+                        self.planned_stable_replicas(),
+                        self.planned_canary_replicas(),
+                    ),
+                    replica_split(total, weight),
+                    stable.available,
+                    canary.available,
+                );
+                if let Some(replicas) = scale.canary {
+                    self.push(Action::ScaleCanary { replicas });
                 }
-                if stable_replicas < stable_target {
-                    self.push(Action::ScaleStable {
-                        replicas: stable_target,
-                    });
-                    return false;
+                if let Some(replicas) = scale.stable {
+                    self.push(Action::ScaleStable { replicas });
                 }
-                if stable_replicas > stable_target {
-                    if !canary.available {
-                        return false;
-                    }
-                    self.push(Action::ScaleStable {
-                        replicas: stable_target,
-                    });
-                }
-                if canary_replicas > canary_target {
-                    if !stable.available {
-                        return false;
-                    }
-                    self.push(Action::ScaleCanary {
-                        replicas: canary_target,
-                    });
-                }
-                true
+                scale.in_place
             }
         }
     }

@@ -17,12 +17,12 @@ pub use revision::template_revision;
 pub use roadmap::{Horizon, RoadmapKind};
 pub use spec::{
     Analysis, BudgetPolicy, BurnRate, Check, GatewayApiTraffic, Pause, PrometheusSource, Release,
-    ReleaseSpec, ReplicaTraffic, ResolvedPorts, Roadmap, STEPS_EMPTY, SecretKeyRef, ServicePorts,
-    Slo, Step, Traffic,
+    ReleaseSpec, ReplicaTraffic, ResolvedPorts, Roadmap, STEPS_EMPTY, ScaleDown, SecretKeyRef,
+    ServicePorts, Slo, Step, Traffic, WorkloadRef,
 };
 pub use status::{
     HistoryEntry, ManualAction, ManualRequest, Outcome, Phase, ReleaseStage, ReleaseStatus,
-    TimelineCheck, TimelineEntry, TimelineKind, TimelineWindow,
+    TimelineCheck, TimelineEntry, TimelineKind, TimelineWindow, WorkloadStatus,
 };
 
 /// Label naming the Release a child object belongs to.

@@ -21,6 +21,7 @@ pub mod reconcile;
 pub mod status;
 pub mod watch;
 pub mod watched;
+mod workload;
 
 #[cfg(test)]
 mod mock_tests;

@@ -24,6 +24,7 @@ use super::finalizer::{self, Patched};
 use super::logs;
 use super::observe::observe;
 use super::status::{self, Written};
+use super::workload;
 
 /// The shortest requeue: a due time already past must not spin the loop.
 pub const MIN_REQUEUE: Duration = Duration::from_secs(1);
@@ -108,7 +109,13 @@ pub async fn reconcile_release(
     if deletion::is_deleting(release) {
         return finalizer::finish_deletion(ctx, release).await;
     }
-    let observed = observe(ctx, release, now).await?;
+    // With `spec.workloadRef` the Release is acted on with the referenced Deployment's template
+    // (observed, analysed and applied as if it were `spec.template`).
+    let lookup = workload::read(ctx, release).await?;
+    let resolved = rollout::workload::resolve(release, &lookup).ok().flatten();
+    let acting_on = resolved.as_ref().unwrap_or(release);
+    let mut observed = observe(ctx, acting_on, now).await?;
+    observed.workload = lookup;
     let decision = rollout::decide(release, &observed, now);
     let guard = deletion::finalizer_change(release, observed.route.as_ref(), &decision.actions);
     tracing::debug!(
@@ -128,7 +135,7 @@ pub async fn reconcile_release(
             Err(status::WriteError::Failed(error)) => return Err(error),
         };
     // The Release as the API server now has it, for the finalizer patches' precondition.
-    let mut current = release.clone();
+    let mut current = acting_on.clone();
     if let Written::Yes { resource_version } = written {
         current.metadata.resource_version = resource_version;
     }
@@ -136,7 +143,11 @@ pub async fn reconcile_release(
     match act(ctx, &mut current, &decision, guard).await {
         Ok(Acted::Done) => {
             ctx.record_apply(&key, LastApply::Accepted);
-            Ok(requeue_for(&decision))
+            Ok(if release.spec.workload_ref.is_some() {
+                workload_poll(&decision)
+            } else {
+                requeue_for(&decision)
+            })
         }
         Ok(Acted::Stale) => Ok(Requeue::requeue(STALE_RETRY)),
         // The namespace takes the Release with it: no condition, no Event, no retry.
@@ -188,6 +199,17 @@ async fn act(
         finalizer::change(ctx, current, FinalizerChange::Remove).await?;
     }
     Ok(Acted::Done)
+}
+
+/// A Release with `spec.workloadRef` is looked at again at least every [`workload::WORKLOAD_POLL`]:
+/// the referenced Deployment is not watched (see [`workload`]).
+fn workload_poll(decision: &Decision) -> Requeue {
+    let after = decision
+        .requeue_after
+        .map_or(workload::WORKLOAD_POLL, |after| {
+            after.min(workload::WORKLOAD_POLL)
+        });
+    Requeue::requeue(after.max(MIN_REQUEUE))
 }
 
 /// When to look again: exactly when the core says the next thing is due, otherwise on the next

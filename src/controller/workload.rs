@@ -1,0 +1,111 @@
+//! The Deployment a Release's `spec.workloadRef` names: read by name, scaled by its
+//! `spec.replicas` only.
+//!
+//! It carries no Waymark label, so the child-Deployment watch does not see it. It is read with
+//! one GET per reconcile of a Release that references one, and such a Release is looked at
+//! again every [`WORKLOAD_POLL`]: a second, unfiltered Deployment watch would cache every
+//! Deployment of the cluster (templates included) for the few that are referenced, and a
+//! watch cannot be limited to a set of names. The other Releases naming the same Deployment
+//! are listed only until this one has taken it over (its `status.workload`), so a settled
+//! Release costs one GET per look.
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::{Api, ResourceExt};
+
+use crate::api::{FIELD_MANAGER, Release};
+use crate::rollout::workload::{OtherReferrer, ReferencedDeployment, WorkloadLookup};
+
+use super::children;
+use super::context::Context;
+use super::error::Error;
+
+/// How often a Release with `spec.workloadRef` is looked at again, so that an edit of the
+/// referenced template or a re-applied `replicas` is seen within this time.
+pub const WORKLOAD_POLL: Duration = Duration::from_secs(5);
+
+/// Read the Deployment `spec.workloadRef` names (and who else names it) for the core.
+pub async fn read(ctx: &Context, release: &Release) -> Result<WorkloadLookup, Error> {
+    let Some(reference) = &release.spec.workload_ref else {
+        return Ok(WorkloadLookup::NotReferenced);
+    };
+    let namespace = release
+        .namespace()
+        .ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
+    let Some(deployment) = deployments.get_opt(&reference.name).await? else {
+        return Ok(WorkloadLookup::Missing);
+    };
+    let claimed_here = release
+        .status
+        .as_ref()
+        .and_then(|status| status.workload.as_ref())
+        .is_some_and(|workload| workload.name == reference.name);
+    let other_referrers = if claimed_here {
+        Vec::new()
+    } else {
+        let releases: Api<Release> = Api::namespaced(ctx.client.clone(), &namespace);
+        releases
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|other| other.name_any() != release.name_any())
+            .filter(|other| {
+                other
+                    .spec
+                    .workload_ref
+                    .as_ref()
+                    .is_some_and(|theirs| theirs.name == reference.name)
+            })
+            .map(|other| OtherReferrer {
+                claimed: other
+                    .status
+                    .as_ref()
+                    .and_then(|status| status.workload.as_ref())
+                    .is_some_and(|workload| workload.name == reference.name),
+                name: other.name_any(),
+            })
+            .collect()
+    };
+    let spec = deployment.spec.unwrap_or_default();
+    Ok(WorkloadLookup::Found(Box::new(ReferencedDeployment {
+        template: spec.template,
+        replicas: spec.replicas.unwrap_or(1),
+        available_replicas: deployment
+            .status
+            .and_then(|status| status.available_replicas)
+            .unwrap_or(0),
+        other_referrers,
+    })))
+}
+
+/// Set `spec.replicas` of the referenced Deployment, and nothing else, under Waymark's field
+/// manager (a merge patch of that one field: its template stays its owner's).
+pub async fn scale_referenced(
+    ctx: &Context,
+    release: &Release,
+    name: &str,
+    replicas: i32,
+) -> Result<(), Error> {
+    let namespace = release.namespace().unwrap_or_default();
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    deployments
+        .patch(
+            name,
+            &params,
+            &Patch::Merge(&children::scale_patch(replicas)),
+        )
+        .await
+        .map_err(|error| {
+            Error::refusal(format!("Deployment {namespace}/{name}"), &error)
+                .unwrap_or_else(|| error.into())
+        })?;
+    Ok(())
+}

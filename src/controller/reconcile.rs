@@ -13,7 +13,7 @@ use kube::ResourceExt;
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::reflector::ObjectRef;
 
-use crate::api::Release;
+use crate::api::{ROUTE_FINALIZER, Release, WORKLOAD_FINALIZER};
 use crate::rollout::deletion::{self, FinalizerChange};
 use crate::rollout::{self, Decision, LastApply};
 
@@ -118,6 +118,7 @@ pub async fn reconcile_release(
     observed.workload = lookup;
     let decision = rollout::decide(release, &observed, now);
     let guard = deletion::finalizer_change(release, observed.route.as_ref(), &decision.actions);
+    let workload_guard = rollout::workload::finalizer_change(release, &decision.status);
     tracing::debug!(
         namespace = release.namespace().unwrap_or_default(),
         release = release.name_any(),
@@ -140,7 +141,7 @@ pub async fn reconcile_release(
         current.metadata.resource_version = resource_version;
     }
     let key = ObjectRef::from_obj(release);
-    match act(ctx, &mut current, &decision, guard).await {
+    match act(ctx, &mut current, &decision, guard, workload_guard).await {
         Ok(Acted::Done) => {
             ctx.record_apply(&key, LastApply::Accepted);
             Ok(if release.spec.workload_ref.is_some() {
@@ -185,18 +186,25 @@ async fn act(
     current: &mut Release,
     decision: &Decision,
     guard: Option<FinalizerChange>,
+    workload_guard: Option<FinalizerChange>,
 ) -> Result<Acted, Error> {
-    if guard == Some(FinalizerChange::Add) {
-        match finalizer::change(ctx, current, FinalizerChange::Add).await? {
-            Patched::Yes { resource_version } => {
-                current.metadata.resource_version = resource_version
-            }
-            Patched::Conflict | Patched::Gone => return Ok(Acted::Stale),
-        }
+    if guard == Some(FinalizerChange::Add)
+        && !patch_finalizer(ctx, current, ROUTE_FINALIZER, FinalizerChange::Add).await?
+    {
+        return Ok(Acted::Stale);
+    }
+    // Before the referenced Deployment is scaled down: a deletion then gives it back first.
+    if workload_guard == Some(FinalizerChange::Add)
+        && !patch_finalizer(ctx, current, WORKLOAD_FINALIZER, FinalizerChange::Add).await?
+    {
+        return Ok(Acted::Stale);
     }
     apply::apply_actions(ctx, current, &decision.actions).await?;
     if guard == Some(FinalizerChange::Remove) {
-        finalizer::change(ctx, current, FinalizerChange::Remove).await?;
+        patch_finalizer(ctx, current, ROUTE_FINALIZER, FinalizerChange::Remove).await?;
+    }
+    if workload_guard == Some(FinalizerChange::Remove) {
+        patch_finalizer(ctx, current, WORKLOAD_FINALIZER, FinalizerChange::Remove).await?;
     }
     Ok(Acted::Done)
 }
@@ -210,6 +218,29 @@ fn workload_poll(decision: &Decision) -> Requeue {
             after.min(workload::WORKLOAD_POLL)
         });
     Requeue::requeue(after.max(MIN_REQUEUE))
+}
+
+/// Add or remove the finalizer `ours` and keep `current` as the API server now has it (its
+/// resourceVersion and finalizers), so that a second finalizer patch in the same reconcile
+/// neither conflicts nor undoes the first. False when the Release changed or went meanwhile.
+async fn patch_finalizer(
+    ctx: &Context,
+    current: &mut Release,
+    ours: &str,
+    change: FinalizerChange,
+) -> Result<bool, Error> {
+    match finalizer::change_named(ctx, current, ours, change).await? {
+        Patched::Yes { resource_version } => {
+            current.metadata.resource_version = resource_version;
+            let finalizers = current.metadata.finalizers.get_or_insert_with(Vec::new);
+            finalizers.retain(|finalizer| finalizer != ours);
+            if change == FinalizerChange::Add {
+                finalizers.push(ours.to_string());
+            }
+            Ok(true)
+        }
+        Patched::Conflict | Patched::Gone => Ok(false),
+    }
 }
 
 /// When to look again: exactly when the core says the next thing is due, otherwise on the next

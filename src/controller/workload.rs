@@ -28,22 +28,29 @@ pub const WORKLOAD_POLL: Duration = Duration::from_secs(5);
 
 /// Read the Deployment `spec.workloadRef` names (and who else names it) for the core.
 pub async fn read(ctx: &Context, release: &Release) -> Result<WorkloadLookup, Error> {
-    let Some(reference) = &release.spec.workload_ref else {
+    let recorded = release
+        .status
+        .as_ref()
+        .and_then(|status| status.workload.as_ref())
+        .map(|workload| workload.name.as_str());
+    // Without a reference, the recorded one is read until it has been given back.
+    let Some(wanted) = release
+        .spec
+        .workload_ref
+        .as_ref()
+        .map(|reference| reference.name.as_str())
+        .or(recorded)
+    else {
         return Ok(WorkloadLookup::NotReferenced);
     };
     let namespace = release
         .namespace()
         .ok_or(Error::MissingObjectKey("metadata.namespace"))?;
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
-    let Some(deployment) = deployments.get_opt(&reference.name).await? else {
+    let Some(deployment) = deployments.get_opt(wanted).await? else {
         return Ok(WorkloadLookup::Missing);
     };
-    let claimed_here = release
-        .status
-        .as_ref()
-        .and_then(|status| status.workload.as_ref())
-        .is_some_and(|workload| workload.name == reference.name);
-    let other_referrers = if claimed_here {
+    let other_referrers = if recorded == Some(wanted) || release.spec.workload_ref.is_none() {
         Vec::new()
     } else {
         let releases: Api<Release> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -58,14 +65,14 @@ pub async fn read(ctx: &Context, release: &Release) -> Result<WorkloadLookup, Er
                     .spec
                     .workload_ref
                     .as_ref()
-                    .is_some_and(|theirs| theirs.name == reference.name)
+                    .is_some_and(|theirs| theirs.name == wanted)
             })
             .map(|other| OtherReferrer {
                 claimed: other
                     .status
                     .as_ref()
                     .and_then(|status| status.workload.as_ref())
-                    .is_some_and(|workload| workload.name == reference.name),
+                    .is_some_and(|workload| workload.name == wanted),
                 name: other.name_any(),
             })
             .collect()

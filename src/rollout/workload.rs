@@ -9,9 +9,10 @@
 
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 
+use super::deletion::FinalizerChange;
 use super::validate::{SpecError, selector_matches};
 use super::{Action, Decision, Observed};
-use crate::api::{Release, ScaleDown, WorkloadStatus};
+use crate::api::{Release, ScaleDown, WORKLOAD_FINALIZER, WorkloadStatus};
 
 /// The field every problem with the reference is reported against.
 pub const FIELD: &str = "spec.workloadRef";
@@ -169,9 +170,91 @@ pub fn recorded(
     }
 }
 
+/// Whether `release` holds [`WORKLOAD_FINALIZER`].
+pub fn holds_finalizer(release: &Release) -> bool {
+    release
+        .metadata
+        .finalizers
+        .iter()
+        .flatten()
+        .any(|finalizer| finalizer == WORKLOAD_FINALIZER)
+}
+
+/// How [`WORKLOAD_FINALIZER`] changes around a decision whose status is `status`: added before
+/// the first action once a takeover is recorded (before any scale-down), removed after the
+/// last once the record is gone (the Deployment was given back). Never while deleting.
+pub fn finalizer_change(
+    release: &Release,
+    status: &crate::api::ReleaseStatus,
+) -> Option<FinalizerChange> {
+    if release.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    match (holds_finalizer(release), status.workload.is_some()) {
+        (false, true) => Some(FinalizerChange::Add),
+        (true, false) => Some(FinalizerChange::Remove),
+        _ => None,
+    }
+}
+
+/// What giving the referenced Deployment back needs next (the Release deleted, or its
+/// `workloadRef` removed).
+#[derive(Clone, Debug, PartialEq)]
+pub enum GiveBack {
+    /// Set its `spec.replicas` back to the recorded original.
+    Scale {
+        /// The Deployment.
+        name: String,
+        /// Its original replicas.
+        replicas: i32,
+    },
+    /// Scaled back; its pods are not all available yet: look again soon, keep everything else.
+    Wait,
+    /// Given back (or nothing to give back): the finalizer may go, the children with it.
+    Done,
+}
+
+/// The next step of giving the Deployment back, from its record in the status and the
+/// Deployment as observed. A Deployment that is gone has nothing to give back.
+pub fn give_back(release: &Release, lookup: &WorkloadLookup) -> GiveBack {
+    let Some(record) = release
+        .status
+        .as_ref()
+        .and_then(|status| status.workload.as_ref())
+    else {
+        return GiveBack::Done;
+    };
+    let WorkloadLookup::Found(deployment) = lookup else {
+        return GiveBack::Done;
+    };
+    if deployment.replicas < record.original_replicas {
+        return GiveBack::Scale {
+            name: record.name.clone(),
+            replicas: record.original_replicas,
+        };
+    }
+    if deployment.available_replicas < record.original_replicas {
+        return GiveBack::Wait;
+    }
+    GiveBack::Done
+}
+
 /// Record the takeover in the status and scale the referenced Deployment as its policy says,
 /// after the decision's own actions (the stable is created or scaled first).
 pub fn make_way(release: &Release, observed: &Observed, decision: &mut Decision) {
+    if release.spec.workload_ref.is_none() && decision.status.workload.is_some() {
+        // The reference was removed: give the Deployment back, then forget it.
+        match give_back(release, &observed.workload) {
+            GiveBack::Scale { name, replicas } => {
+                decision
+                    .actions
+                    .push(Action::ScaleReferenced { name, replicas });
+            }
+            GiveBack::Wait => {}
+            GiveBack::Done => decision.status.workload = None,
+        }
+        return;
+    }
     let (Some(reference), WorkloadLookup::Found(deployment)) =
         (&release.spec.workload_ref, &observed.workload)
     else {
@@ -524,6 +607,83 @@ mod decide_tests {
                 .conditions
                 .iter()
                 .any(|c| c.type_ == crate::rollout::conditions::SPEC_VALID && c.status == "True")
+        );
+    }
+}
+
+#[cfg(test)]
+mod leaving_tests {
+    use super::*;
+    use crate::api::ReleaseStatus;
+    use crate::fixtures::{ReleaseBuilder, V1, template};
+
+    fn taken_over() -> Release {
+        let mut release = ReleaseBuilder::replica_split().build();
+        release.status = Some(ReleaseStatus {
+            workload: Some(WorkloadStatus {
+                name: "checkout".into(),
+                original_replicas: 4,
+                scaled_down_to: Some(0),
+            }),
+            ..Default::default()
+        });
+        release
+    }
+
+    fn deployment(replicas: i32, available_replicas: i32) -> WorkloadLookup {
+        WorkloadLookup::Found(Box::new(ReferencedDeployment {
+            template: template(V1),
+            replicas,
+            available_replicas,
+            other_referrers: Vec::new(),
+        }))
+    }
+
+    #[test]
+    fn the_deployment_is_scaled_back_and_waited_for_before_the_finalizer_goes() {
+        let release = taken_over();
+        let table = [
+            (
+                deployment(0, 0),
+                GiveBack::Scale {
+                    name: "checkout".into(),
+                    replicas: 4,
+                },
+            ),
+            (
+                deployment(2, 2),
+                GiveBack::Scale {
+                    name: "checkout".into(),
+                    replicas: 4,
+                },
+            ),
+            (deployment(4, 1), GiveBack::Wait),
+            (deployment(4, 4), GiveBack::Done),
+            (deployment(6, 6), GiveBack::Done),
+            (WorkloadLookup::Missing, GiveBack::Done),
+        ];
+        for (lookup, want) in table {
+            assert_eq!(give_back(&release, &lookup), want, "{lookup:?}");
+        }
+        let mut never_taken = taken_over();
+        never_taken.status = None;
+        assert_eq!(give_back(&never_taken, &deployment(0, 0)), GiveBack::Done);
+    }
+
+    #[test]
+    fn the_finalizer_comes_with_the_record_and_goes_with_it() {
+        let mut release = taken_over();
+        let recorded = release.status.clone().unwrap_or_default();
+        assert_eq!(
+            finalizer_change(&release, &recorded),
+            Some(FinalizerChange::Add)
+        );
+        assert_eq!(finalizer_change(&release, &ReleaseStatus::default()), None);
+        release.metadata.finalizers = Some(vec![WORKLOAD_FINALIZER.into()]);
+        assert_eq!(finalizer_change(&release, &recorded), None);
+        assert_eq!(
+            finalizer_change(&release, &ReleaseStatus::default()),
+            Some(FinalizerChange::Remove)
         );
     }
 }

@@ -36,6 +36,7 @@ mod restart;
 mod selfmetrics;
 mod support;
 mod validation;
+mod workload;
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -100,6 +101,7 @@ fn main() -> ExitCode {
         validation::an_invalid_query_is_spec_valid_false_before_any_canary_deployment,
         validation::a_missing_prometheus_secret_is_named_until_it_is_created,
         selfmetrics::the_controller_reports_its_build_leadership_api_requests_and_process,
+        workload::a_deployment_is_migrated_progressively_edited_and_given_back_on_delete,
     ];
     // Walks that stop or break their control plane get one of their own.
     trials.extend([

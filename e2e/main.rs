@@ -102,6 +102,7 @@ fn main() -> ExitCode {
         validation::a_missing_prometheus_secret_is_named_until_it_is_created,
         selfmetrics::the_controller_reports_its_build_leadership_api_requests_and_process,
         workload::a_deployment_is_migrated_progressively_edited_and_given_back_on_delete,
+        workload::a_bad_workload_ref_is_refused_or_named_until_fixed_then_on_success_hands_over,
     ];
     // Walks that stop or break their control plane get one of their own.
     trials.extend([

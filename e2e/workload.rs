@@ -291,3 +291,125 @@ pub async fn a_deployment_is_migrated_progressively_edited_and_given_back_on_del
         "never fewer than {ORIGINAL_REPLICAS} Ready pods while the Release goes: {fewest}"
     );
 }
+
+/// The message of condition `type_`, when it has status `status`.
+fn condition_message(
+    status: &waymark::api::ReleaseStatus,
+    type_: &str,
+    truth: &str,
+) -> Option<String> {
+    status
+        .conditions
+        .iter()
+        .find(|condition| condition.type_ == type_ && condition.status == truth)
+        .map(|condition| condition.message.clone())
+}
+
+/// The API server's answer to creating `release`: its refusal message.
+async fn refusal(env: &Env, release: &Release) -> String {
+    match env.releases().create(&PostParams::default(), release).await {
+        Ok(_) => panic!("the API server accepted {:?}", release.spec.workload_ref),
+        Err(error) => error.to_string(),
+    }
+}
+
+pub async fn a_bad_workload_ref_is_refused_or_named_until_fixed_then_on_success_hands_over(
+    env: Env,
+) {
+    // Refused by the API server, naming the fields.
+    let mut both = referencing_release("onSuccess");
+    both.spec.template = release(NAME, NAME, json!([])).spec.template;
+    let mut neither = referencing_release("onSuccess");
+    neither.spec.workload_ref = None;
+    let mut stateful_set = referencing_release("onSuccess");
+    if let Some(reference) = stateful_set.spec.workload_ref.as_mut() {
+        reference.kind = "StatefulSet".into();
+    }
+    for (what, manifest, words) in [
+        ("both", both, ["spec.template", "spec.workloadRef"]),
+        ("neither", neither, ["spec.template", "spec.workloadRef"]),
+        (
+            "a StatefulSet",
+            stateful_set,
+            ["spec.workloadRef", "apps/v1 Deployment"],
+        ),
+    ] {
+        let message = refusal(&env, &manifest).await;
+        for word in words {
+            assert!(message.contains(word), "{what}: {message}");
+        }
+    }
+
+    // A Deployment that does not exist yet: named in a condition, nothing made.
+    create_route(&env, NAME, NAME).await;
+    create_release(&env, &referencing_release("onSuccess")).await;
+    let waiting = wait_for_status(
+        &env,
+        NAME,
+        "SpecValid=False naming spec.workloadRef and the missing Deployment",
+        |status| {
+            condition_message(status, "SpecValid", "False").is_some_and(|message| {
+                message.contains("spec.workloadRef") && message.contains("does not exist")
+            })
+        },
+    )
+    .await;
+    assert!(
+        env.deployments()
+            .get_opt("checkout-stable")
+            .await
+            .expect("read")
+            .is_none(),
+        "nothing is made for a missing Deployment: {:?}",
+        waiting.message
+    );
+
+    // It appears: picked up, handed over once the stable is fully available.
+    running_deployment(&env).await;
+    let handover = FewestReady::start(&env);
+    wait_for_phase(&env, NAME, Phase::Healthy, Some("StableAvailable")).await;
+    wait_for_deployment(
+        &env,
+        NAME,
+        "the user's Deployment scaled to 0 on success",
+        |deployment| replicas(deployment) == 0,
+    )
+    .await;
+    ready_behind_user_service(&env, ORIGINAL_REPLICAS as usize).await;
+    let (fewest, samples) = handover.finish().await;
+    eprintln!(
+        "workload: onSuccess hand-over: fewest Ready endpoints behind {USER_SERVICE} once the \
+         Deployment ran its 4: {fewest} ({samples} samples)"
+    );
+    assert!(
+        fewest >= ORIGINAL_REPLICAS as usize,
+        "never fewer than {ORIGINAL_REPLICAS} Ready pods across both during the hand-over: \
+         {fewest}"
+    );
+
+    // A second Release naming the same Deployment: refused by a condition, nothing scaled.
+    let mut second = referencing_release("never");
+    second.metadata.name = Some("checkout-two".into());
+    second.spec.traffic = serde_json::from_value(json!({"replicas": {}})).expect("traffic");
+    create_release(&env, &second).await;
+    wait_for_status(
+        &env,
+        "checkout-two",
+        "SpecValid=False naming the Release that holds the Deployment",
+        |status| {
+            condition_message(status, "SpecValid", "False").is_some_and(|message| {
+                message.contains("spec.workloadRef")
+                    && message.contains("already referenced by Release")
+                    && message.contains(NAME)
+            })
+        },
+    )
+    .await;
+    assert!(
+        env.deployments()
+            .get_opt("checkout-two-stable")
+            .await
+            .expect("read")
+            .is_none()
+    );
+}

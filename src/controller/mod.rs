@@ -181,6 +181,11 @@ pub(crate) async fn run_controller(
         services,
         routes,
     } = Apis::new(&shared.client, args.namespace.as_deref());
+    let workload_deployments: Api<kube::core::PartialObjectMeta<Deployment>> =
+        match args.namespace.as_deref() {
+            Some(namespace) => Api::namespaced(shared.client.clone(), namespace),
+            None => Api::all(shared.client.clone()),
+        };
 
     let (release_store, release_writer) = reflector::store();
     let (deployment_store, deployment_writer) = reflector::store();
@@ -236,8 +241,21 @@ pub(crate) async fn run_controller(
         )
         .with_health(health.clone()),
     );
+    // The Deployments `spec.workloadRef` names carry no Waymark label: their metadata alone
+    // (no templates cached) says when one changed, and which Release to look at again reads it
+    // by name (see `workload`).
+    let referencing = release_store.clone();
+    let referenced_events = watcher(
+        workload_deployments,
+        watcher::Config::default().any_semantic(),
+    )
+    .default_backoff()
+    .touched_objects();
     let routed = release_store.clone();
     let controller = Controller::for_stream(release_events, release_store.clone())
+        .watches_stream(referenced_events, move |deployment| {
+            releases_referencing(&referencing.state(), &deployment)
+        })
         .owns_stream(deployment_events)
         .owns_stream(service_events)
         .watches_stream(route_events, move |route: HttpRoute| {
@@ -495,6 +513,34 @@ fn releases_routed_by(releases: &[Arc<Release>], route: &HttpRoute) -> Vec<Objec
                 .gateway_api
                 .as_ref()
                 .is_some_and(|gateway| gateway.http_route == name)
+        })
+        .map(|release| ObjectRef::from_obj(release.as_ref()))
+        .collect()
+}
+
+/// The Releases whose `spec.workloadRef` (or the record of one being given back) names
+/// `deployment`.
+fn releases_referencing(
+    releases: &[Arc<Release>],
+    deployment: &kube::core::PartialObjectMeta<Deployment>,
+) -> Vec<ObjectRef<Release>> {
+    let namespace = deployment.namespace();
+    let name = deployment.name_any();
+    releases
+        .iter()
+        .filter(|release| release.namespace() == namespace)
+        .filter(|release| {
+            let referenced = release
+                .spec
+                .workload_ref
+                .as_ref()
+                .is_some_and(|reference| reference.name == name);
+            let recorded = release
+                .status
+                .as_ref()
+                .and_then(|status| status.workload.as_ref())
+                .is_some_and(|workload| workload.name == name);
+            referenced || recorded
         })
         .map(|release| ObjectRef::from_obj(release.as_ref()))
         .collect()

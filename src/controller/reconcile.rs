@@ -144,11 +144,7 @@ pub async fn reconcile_release(
     match act(ctx, &mut current, &decision, guard, workload_guard).await {
         Ok(Acted::Done) => {
             ctx.record_apply(&key, LastApply::Accepted);
-            Ok(if release.spec.workload_ref.is_some() {
-                workload_poll(&decision)
-            } else {
-                requeue_for(&decision)
-            })
+            Ok(requeue_for(&decision))
         }
         Ok(Acted::Stale) => Ok(Requeue::requeue(STALE_RETRY)),
         // The namespace takes the Release with it: no condition, no Event, no retry.
@@ -207,17 +203,6 @@ async fn act(
         patch_finalizer(ctx, current, WORKLOAD_FINALIZER, FinalizerChange::Remove).await?;
     }
     Ok(Acted::Done)
-}
-
-/// A Release with `spec.workloadRef` is looked at again at least every [`workload::WORKLOAD_POLL`]:
-/// the referenced Deployment is not watched (see [`workload`]).
-fn workload_poll(decision: &Decision) -> Requeue {
-    let after = decision
-        .requeue_after
-        .map_or(workload::WORKLOAD_POLL, |after| {
-            after.min(workload::WORKLOAD_POLL)
-        });
-    Requeue::requeue(after.max(MIN_REQUEUE))
 }
 
 /// Add or remove the finalizer `ours` and keep `current` as the API server now has it (its

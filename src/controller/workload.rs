@@ -1,15 +1,16 @@
 //! The Deployment a Release's `spec.workloadRef` names: read by name, scaled by its
 //! `spec.replicas` only.
 //!
-//! It carries no Waymark label, so the child-Deployment watch does not see it. It is read with
-//! one GET per reconcile of a Release that references one, and such a Release is looked at
-//! again every [`WORKLOAD_POLL`]: a second, unfiltered Deployment watch would cache every
-//! Deployment of the cluster (templates included) for the few that are referenced, and a
-//! watch cannot be limited to a set of names. The other Releases naming the same Deployment
-//! are listed only until this one has taken it over (its `status.workload`), so a settled
-//! Release costs one GET per look.
-
-use std::time::Duration;
+//! It carries no Waymark label, so the child-Deployment watch (filtered by that label, with
+//! templates) does not see it. What tells the controller it changed is a metadata-only watch of
+//! Deployments (see `super::run_controller`): no templates cached, one long-lived request, and
+//! a change (a template edit, a re-applied `replicas`, pods becoming available) reconciles the
+//! Releases naming it at once. The reconcile then reads the one Deployment with a GET: the
+//! template is not in the metadata, and caching every Deployment of the cluster in full for
+//! the few referenced would cost far more than one GET per reconcile of a referencing Release.
+//! Polling instead would cost a GET every few seconds per Release and leave a re-applied
+//! `replicas` running for that long. The other Releases naming the same Deployment are listed
+//! only until this one has taken it over (its `status.workload`).
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{ListParams, Patch, PatchParams};
@@ -21,10 +22,6 @@ use crate::rollout::workload::{OtherReferrer, ReferencedDeployment, WorkloadLook
 use super::children;
 use super::context::Context;
 use super::error::Error;
-
-/// How often a Release with `spec.workloadRef` is looked at again, so that an edit of the
-/// referenced template or a re-applied `replicas` is seen within this time.
-pub const WORKLOAD_POLL: Duration = Duration::from_secs(5);
 
 /// Read the Deployment `spec.workloadRef` names (and who else names it) for the core.
 pub async fn read(ctx: &Context, release: &Release) -> Result<WorkloadLookup, Error> {

@@ -226,7 +226,7 @@ pub(crate) async fn run_controller(
     let route_events = watch::resilient(
         Watched::HttpRoutes,
         move || watcher(routes.clone(), watcher::Config::default()),
-        monitor,
+        monitor.clone(),
     )
     .modify(slim)
     .reflect(route_writer)
@@ -245,11 +245,17 @@ pub(crate) async fn run_controller(
     // (no templates cached) says when one changed, and which Release to look at again reads it
     // by name (see `workload`).
     let referencing = release_store.clone();
-    let referenced_events = watcher(
-        workload_deployments,
-        watcher::Config::default().any_semantic(),
+    // Retried as the children's watch is (within seconds of an outage), and counted under it.
+    let referenced_events = watch::resilient(
+        Watched::Deployments,
+        move || {
+            watcher(
+                workload_deployments.clone(),
+                watcher::Config::default().any_semantic(),
+            )
+        },
+        monitor,
     )
-    .default_backoff()
     .touched_objects();
     let routed = release_store.clone();
     let controller = Controller::for_stream(release_events, release_store.clone())

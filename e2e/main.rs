@@ -103,6 +103,7 @@ fn main() -> ExitCode {
         selfmetrics::the_controller_reports_its_build_leadership_api_requests_and_process,
         workload::a_deployment_is_migrated_progressively_edited_and_given_back_on_delete,
         workload::a_bad_workload_ref_is_refused_or_named_until_fixed_then_on_success_hands_over,
+        workload::with_scale_down_never_the_deployment_keeps_its_pods_and_the_release_goes_at_once,
     ];
     // Walks that stop or break their control plane get one of their own.
     trials.extend([

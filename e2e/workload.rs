@@ -413,3 +413,34 @@ pub async fn a_bad_workload_ref_is_refused_or_named_until_fixed_then_on_success_
             .is_none()
     );
 }
+
+pub async fn with_scale_down_never_the_deployment_keeps_its_pods_and_the_release_goes_at_once(
+    env: Env,
+) {
+    running_deployment(&env).await;
+    create_route(&env, NAME, NAME).await;
+    create_release(&env, &referencing_release("never")).await;
+    wait_for_phase(&env, NAME, Phase::Healthy, Some("StableAvailable")).await;
+    wait_for_deployment(&env, "checkout-stable", "the stable", rolled_out).await;
+    // Both serve: the user's 4 and the stable's 4, behind the user's Service.
+    ready_behind_user_service(&env, 2 * ORIGINAL_REPLICAS as usize).await;
+    let kept = env
+        .deployments()
+        .get(NAME)
+        .await
+        .expect("the user's Deployment");
+    assert_eq!(replicas(&kept), ORIGINAL_REPLICAS, "never: left as it is");
+    env.releases()
+        .delete(NAME, &DeleteParams::background())
+        .await
+        .expect("delete the Release");
+    eventually("the Release to be gone", || async {
+        match env.releases().get_opt(NAME).await {
+            Ok(None) => Ok(()),
+            Ok(Some(release)) => Err(format!("finalizers {:?}", release.finalizers())),
+            Err(error) => Err(error.to_string()),
+        }
+    })
+    .await;
+    ready_behind_user_service(&env, ORIGINAL_REPLICAS as usize).await;
+}

@@ -110,6 +110,7 @@ fn main() {
         }),
         credentials: Default::default(),
         last_apply: Default::default(),
+        workload: Default::default(),
     };
 
     // Warm up, then time each call on its own.

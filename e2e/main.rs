@@ -37,6 +37,7 @@ mod scale;
 mod selfmetrics;
 mod support;
 mod validation;
+mod workload;
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -103,6 +104,9 @@ fn main() -> ExitCode {
         selfmetrics::the_controller_reports_its_build_leadership_api_requests_and_process,
         scale::a_release_scaled_through_its_scale_subresource_mid_canary_keeps_its_step,
         scale::a_routed_canary_scaled_through_its_scale_subresource_keeps_its_route_weight,
+        workload::a_deployment_is_migrated_progressively_edited_and_given_back_on_delete,
+        workload::a_bad_workload_ref_is_refused_or_named_until_fixed_then_on_success_hands_over,
+        workload::with_scale_down_never_the_deployment_keeps_its_pods_and_the_release_goes_at_once,
     ];
     // Walks that stop or break their control plane get one of their own.
     trials.extend([

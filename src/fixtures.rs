@@ -100,6 +100,7 @@ impl ReleaseBuilder {
                 match_expressions: None,
             },
             template: template(V1),
+            workload_ref: None,
             service: None,
             traffic,
             steps: vec![

@@ -999,3 +999,73 @@ fn the_scale_subresource_sets_spec_replicas_within_its_bounds() {
     assert_eq!(status["replicas"]["type"], "integer");
     assert_eq!(status["selector"]["type"], "string");
 }
+
+/// The example Release with its template swapped for `spec.workloadRef`.
+fn with_workload_ref(reference: Value) -> Value {
+    let mut release = without("/spec/template");
+    release["spec"]["workloadRef"] = reference;
+    release
+}
+
+#[test]
+fn a_workload_ref_replaces_the_template_and_names_only_an_apps_v1_deployment() {
+    let reference = json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": "checkout"});
+    let accepted = with_workload_ref(reference.clone());
+    assert_eq!(validation_errors(&accepted), Vec::<String>::new());
+    for policy in ["progressively", "onSuccess", "never"] {
+        let mut with_policy = reference.clone();
+        with_policy["scaleDown"] = json!(policy);
+        assert_eq!(
+            validation_errors(&with_workload_ref(with_policy)),
+            Vec::<String>::new(),
+            "scaleDown {policy}"
+        );
+    }
+
+    let mut both = example_release();
+    both["spec"]["workloadRef"] = reference.clone();
+    let neither = without("/spec/template");
+    let mut stateful_set = reference.clone();
+    stateful_set["kind"] = json!("StatefulSet");
+    let mut beta = reference.clone();
+    beta["apiVersion"] = json!("apps/v1beta1");
+    let mut unknown_policy = reference.clone();
+    unknown_policy["scaleDown"] = json!("atOnce");
+    let cases: Vec<(&str, Value, &[&str])> = vec![
+        (
+            "both template and workloadRef",
+            both,
+            &["spec.template", "spec.workloadRef"],
+        ),
+        (
+            "neither template nor workloadRef",
+            neither,
+            &["spec.template", "spec.workloadRef"],
+        ),
+        (
+            "a StatefulSet",
+            with_workload_ref(stateful_set),
+            &["spec.workloadRef", "apps/v1 Deployment"],
+        ),
+        (
+            "apps/v1beta1",
+            with_workload_ref(beta),
+            &["spec.workloadRef", "apps/v1 Deployment"],
+        ),
+        (
+            "an unknown scaleDown",
+            with_workload_ref(unknown_policy),
+            &["scaleDown"],
+        ),
+    ];
+    for (what, manifest, fields) in cases {
+        let errors = validation_errors(&manifest);
+        assert!(!errors.is_empty(), "{what}: accepted");
+        for field in fields {
+            assert!(
+                errors.iter().any(|error| error.contains(field)),
+                "{what}: no error names {field}: {errors:?}"
+            );
+        }
+    }
+}

@@ -17,12 +17,12 @@ pub use revision::template_revision;
 pub use roadmap::{Horizon, RoadmapKind};
 pub use spec::{
     Analysis, BudgetPolicy, BurnRate, Check, GatewayApiTraffic, Pause, PrometheusSource, Release,
-    ReleaseSpec, ReplicaTraffic, ResolvedPorts, Roadmap, STEPS_EMPTY, SecretKeyRef, ServicePorts,
-    Slo, Step, Traffic,
+    ReleaseSpec, ReplicaTraffic, ResolvedPorts, Roadmap, STEPS_EMPTY, ScaleDown, SecretKeyRef,
+    ServicePorts, Slo, Step, Traffic, WorkloadRef,
 };
 pub use status::{
     HistoryEntry, ManualAction, ManualRequest, Outcome, Phase, ReleaseStage, ReleaseStatus,
-    TimelineCheck, TimelineEntry, TimelineKind, TimelineWindow,
+    TimelineCheck, TimelineEntry, TimelineKind, TimelineWindow, WorkloadStatus,
 };
 
 /// Label naming the Release a child object belongs to.
@@ -50,6 +50,10 @@ pub const ANNOTATION_SPEC_HASH: &str = "waymark.dev/spec-hash";
 /// Finalizer on a Release whose HTTPRoute carries canary weight: deleting the Release first gives
 /// the route back to the stable (see [`crate::rollout::deletion`]). A settled Release has none.
 pub const ROUTE_FINALIZER: &str = "waymark.dev/route";
+/// Finalizer on a Release that has scaled down the Deployment its `spec.workloadRef` names:
+/// deleting the Release (or removing the reference) first gives that Deployment back its
+/// recorded replicas and waits for them to be available (see [`crate::rollout::workload`]).
+pub const WORKLOAD_FINALIZER: &str = "waymark.dev/workload";
 /// Field manager for every write Waymark's controller makes.
 pub const FIELD_MANAGER: &str = "waymark";
 /// Field manager for manual requests written by the CLI.

@@ -107,6 +107,7 @@ use super::status::ReleaseStatus;
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.template) != has(self.workloadRef)").message("spec must set exactly one of spec.template or spec.workloadRef"))]
 pub struct ReleaseSpec {
     /// The product-roadmap item the current template delivers. Required. Its identifier labels
     /// every child object, Event, metric and history entry, so deliveries can be traced back to
@@ -134,10 +135,18 @@ pub struct ReleaseSpec {
     )]
     pub selector: LabelSelector,
 
-    /// The pod template of the service. Required. Changing it starts a new release: the new
-    /// revision runs as a canary through `steps` before it replaces the stable.
+    /// The pod template of the service. Set it or `workloadRef`, not both. Changing it starts
+    /// a new release: the new revision runs as a canary through `steps` before it replaces the
+    /// stable.
+    #[serde(default, skip_serializing_if = "template_is_unset")]
     #[x_kube(validation = Rule::new("has(self.spec) && size(self.spec.containers) > 0").message("spec.template.spec.containers must list at least one container"))]
     pub template: PodTemplateSpec,
+
+    /// An existing Deployment whose pod template is the service's template. Set it or
+    /// `template`, not both. The Deployment stays its owner's: Waymark reads its template
+    /// (an edit starts a canary) and changes only its `spec.replicas`, as `scaleDown` says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_ref: Option<WorkloadRef>,
 
     /// The ports of the stable and canary Services Waymark creates. When it is left out, the
     /// Services expose the first port of the template's first container.
@@ -587,6 +596,49 @@ pub const STEPS_EMPTY: &str = "spec.steps must list at least one step: without o
 /// CEL rule for a link: `http://` or `https://`, a host, no whitespace. Not `javascript:` nor
 /// any other scheme a browser would run or a controller could not fetch.
 const HTTP_URL_RULE: &str = r"self.matches('^https?://[^\\s/?#]+([/?#]\\S*)?$')";
+
+/// An empty template is one the manifest left out (a Release with `workloadRef`): it is not
+/// written back, so that the CEL rule naming both fields keeps holding.
+fn template_is_unset(template: &PodTemplateSpec) -> bool {
+    *template == PodTemplateSpec::default()
+}
+
+/// An existing Deployment a Release takes its pod template from (see `spec.workloadRef`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.apiVersion == 'apps/v1' && self.kind == 'Deployment'").message("spec.workloadRef must name an apps/v1 Deployment (apiVersion: apps/v1, kind: Deployment)"))]
+pub struct WorkloadRef {
+    /// `apps/v1`, the only API version supported.
+    #[schemars(length(max = 64))]
+    pub api_version: String,
+    /// `Deployment`, the only kind supported.
+    #[schemars(length(max = 64))]
+    pub kind: String,
+    /// The name of the Deployment, in the Release's namespace. Required.
+    #[schemars(
+        length(min = 1, max = 253),
+        pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub name: String,
+    /// How the referenced Deployment makes way for `<name>-stable`: `progressively` (the
+    /// default) by as many pods as the stable has available, `onSuccess` to 0 once the stable
+    /// is fully available, `never` not at all.
+    #[serde(default)]
+    pub scale_down: ScaleDown,
+}
+
+/// How the Deployment a `workloadRef` names is scaled down once Waymark serves its pods.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum ScaleDown {
+    /// By as many pods as the stable has available, so that the pods serving never drop.
+    #[default]
+    Progressively,
+    /// To 0 at once when the stable is fully available.
+    OnSuccess,
+    /// Never: the Deployment keeps its replicas (both run side by side).
+    Never,
+}
 
 fn default_replicas() -> i32 {
     1

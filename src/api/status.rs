@@ -129,6 +129,11 @@ pub struct ReleaseStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
 
+    /// The Deployment `spec.workloadRef` names, as Waymark took it over: its replicas before
+    /// Waymark scaled it, given back when the Release is deleted or the reference removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<WorkloadStatus>,
+
     /// Standard conditions: `Available`, `Progressing`, `AnalysisHealthy`, `TrafficRouted`,
     /// `SpecValid`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -458,4 +463,18 @@ pub struct TimelineCheck {
     /// The resolved query (first failure only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query: Option<String>,
+}
+
+/// The Deployment a Release's `spec.workloadRef` names, as Waymark took it over.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadStatus {
+    /// The Deployment's name.
+    pub name: String,
+    /// Its `spec.replicas` when Waymark first read it, before any scale-down: what it gets
+    /// back when the Release lets it go.
+    pub original_replicas: i32,
+    /// The `spec.replicas` Waymark last set on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaled_down_to: Option<i32>,
 }

@@ -552,6 +552,34 @@ async fn get_release(
         .map_err(|error| classify(error, &call, &session.tried))
 }
 
+/// `release` with the pod template of the Deployment its `spec.workloadRef` names, as the
+/// controller judges it (the rule of [`crate::rollout::manual`] needs the template). Unchanged
+/// without a reference, or when the Deployment cannot be read or used: the rule then refuses,
+/// as the controller acts on nothing until the reference is fixed.
+async fn with_referenced_template(session: &Session, namespace: &str, release: Release) -> Release {
+    use crate::rollout::workload::{self, ReferencedDeployment, WorkloadLookup};
+    let Some(reference) = &release.spec.workload_ref else {
+        return release;
+    };
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(session.client.clone(), namespace);
+    let lookup = match deployments.get_opt(&reference.name).await {
+        Ok(Some(deployment)) => {
+            let spec = deployment.spec.unwrap_or_default();
+            WorkloadLookup::Found(Box::new(ReferencedDeployment {
+                template: spec.template,
+                replicas: spec.replicas.unwrap_or(1),
+                ..ReferencedDeployment::default()
+            }))
+        }
+        Ok(None) | Err(_) => WorkloadLookup::Missing,
+    };
+    match workload::resolve(&release, &lookup) {
+        Ok(Some(resolved)) => resolved,
+        Ok(None) | Err(_) => release,
+    }
+}
+
 /// Checks that `action` makes sense for the release now, asks the API server who is asking,
 /// then writes the request to the status subresource. Returns the confirmation to print.
 pub async fn request_action(
@@ -562,6 +590,7 @@ pub async fn request_action(
     action: ManualAction,
 ) -> Result<String, CliError> {
     let release = get_release(session, namespace, from, name).await?;
+    let release = with_referenced_template(session, namespace, release).await;
     // Refuse before asking anything else: a refused request writes nothing.
     request::build_request(&release, action, Timestamp::now(), None)?;
     let identity = identity::whoami(session).await;

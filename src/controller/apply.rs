@@ -122,6 +122,9 @@ pub async fn apply_actions(
                 .await?;
             }
             Action::DeleteCanary => delete_canary(ctx, release, &deployments).await?,
+            Action::ScaleReferenced { name, replicas } => {
+                super::workload::scale_referenced(ctx, release, name, *replicas).await?;
+            }
             Action::SetWeight { canary_weight } => {
                 set_weight(ctx, release, &namespace, *canary_weight).await?;
             }

@@ -12,14 +12,19 @@ use kube::runtime::controller::Action as Requeue;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 
-use crate::api::{FIELD_MANAGER, ROUTE_FINALIZER, Release};
+use crate::api::{FIELD_MANAGER, ROUTE_FINALIZER, Release, WORKLOAD_FINALIZER};
 use crate::rollout::deletion::{self, DeletionStep, FinalizerChange};
+use crate::rollout::workload::{self, GiveBack};
 
 use super::apply::{self, RouteGivenBack};
 use super::context::Context;
 use super::context::STALE_RETRY;
 use super::error::Error;
 use super::observe::route_of;
+
+/// How often a deleted Release looks again at the Deployment it gives back, until its pods
+/// are available.
+const GIVE_BACK_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What a finalizer patch did.
 #[derive(Clone, Debug, PartialEq)]
@@ -36,17 +41,23 @@ pub enum Patched {
 }
 
 /// The finalizers of `release` after `change`, in their order, ours last when added.
-pub fn finalizers_after(release: &Release, change: FinalizerChange) -> Vec<String> {
+#[cfg(test)]
+fn finalizers_after(release: &Release, change: FinalizerChange) -> Vec<String> {
+    named_finalizers_after(release, ROUTE_FINALIZER, change)
+}
+
+/// The finalizers of `release` after `change` of `ours`, in their order, ours last when added.
+fn named_finalizers_after(release: &Release, ours: &str, change: FinalizerChange) -> Vec<String> {
     let mut finalizers: Vec<String> = release
         .metadata
         .finalizers
         .iter()
         .flatten()
-        .filter(|finalizer| *finalizer != ROUTE_FINALIZER)
+        .filter(|finalizer| *finalizer != ours)
         .cloned()
         .collect();
     if change == FinalizerChange::Add {
-        finalizers.push(ROUTE_FINALIZER.to_string());
+        finalizers.push(ours.to_string());
     }
     finalizers
 }
@@ -58,12 +69,23 @@ pub async fn change(
     release: &Release,
     change: FinalizerChange,
 ) -> Result<Patched, Error> {
+    change_named(ctx, release, ROUTE_FINALIZER, change).await
+}
+
+/// Add or remove the finalizer `ours` on `release` (as last read: its resourceVersion is the
+/// precondition).
+pub async fn change_named(
+    ctx: &Context,
+    release: &Release,
+    ours: &str,
+    change: FinalizerChange,
+) -> Result<Patched, Error> {
     let namespace = release.namespace().unwrap_or_default();
     let name = release.name_any();
     let patch = serde_json::json!({
         "metadata": {
             "resourceVersion": release.metadata.resource_version,
-            "finalizers": finalizers_after(release, change),
+            "finalizers": named_finalizers_after(release, ours, change),
         }
     });
     let params = PatchParams {
@@ -98,6 +120,30 @@ pub async fn finish_deletion(ctx: &Context, release: &Release) -> Result<Requeue
     let namespace = release
         .namespace()
         .ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+    // The Deployment `spec.workloadRef` named serves again before anything else goes.
+    if workload::holds_finalizer(release) {
+        let lookup = super::workload::read(ctx, release).await?;
+        match workload::give_back(release, &lookup) {
+            GiveBack::Scale { name, replicas } => {
+                super::workload::scale_referenced(ctx, release, &name, replicas).await?;
+                return Ok(Requeue::requeue(GIVE_BACK_POLL));
+            }
+            GiveBack::Wait => return Ok(Requeue::requeue(GIVE_BACK_POLL)),
+            GiveBack::Done => {
+                match change_named(ctx, release, WORKLOAD_FINALIZER, FinalizerChange::Remove)
+                    .await?
+                {
+                    Patched::Yes { .. } | Patched::Gone => {}
+                    Patched::Conflict => return Ok(Requeue::requeue(STALE_RETRY)),
+                }
+                // The route's steps run on the Release as it now is (next reconcile).
+                if deletion::holds_route_finalizer(release) {
+                    return Ok(Requeue::requeue(STALE_RETRY));
+                }
+                return Ok(Requeue::await_change());
+            }
+        }
+    }
     let route = route_of(ctx, release, &namespace);
     for step in deletion::deletion_steps(release, route.as_ref()) {
         match step {

@@ -302,6 +302,7 @@ fn settled_release(world: &mut World, now: Timestamp) -> Release {
         analysis: None,
         credentials: Default::default(),
         last_apply: Default::default(),
+        workload: Default::default(),
     };
     let settled = rollout::decide(&release, &observed, now);
     assert!(
@@ -466,6 +467,7 @@ async fn a_set_weight_step_adds_the_finalizer_then_applies_only_the_routes_rules
             analysis: None,
             credentials: Default::default(),
             last_apply: Default::default(),
+            workload: Default::default(),
         },
         at(10),
     );

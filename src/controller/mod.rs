@@ -21,6 +21,7 @@ pub mod reconcile;
 pub mod status;
 pub mod watch;
 pub mod watched;
+mod workload;
 
 #[cfg(test)]
 mod mock_tests;
@@ -180,6 +181,11 @@ pub(crate) async fn run_controller(
         services,
         routes,
     } = Apis::new(&shared.client, args.namespace.as_deref());
+    let workload_deployments: Api<kube::core::PartialObjectMeta<Deployment>> =
+        match args.namespace.as_deref() {
+            Some(namespace) => Api::namespaced(shared.client.clone(), namespace),
+            None => Api::all(shared.client.clone()),
+        };
 
     let (release_store, release_writer) = reflector::store();
     let (deployment_store, deployment_writer) = reflector::store();
@@ -220,7 +226,7 @@ pub(crate) async fn run_controller(
     let route_events = watch::resilient(
         Watched::HttpRoutes,
         move || watcher(routes.clone(), watcher::Config::default()),
-        monitor,
+        monitor.clone(),
     )
     .modify(slim)
     .reflect(route_writer)
@@ -235,8 +241,27 @@ pub(crate) async fn run_controller(
         )
         .with_health(health.clone()),
     );
+    // The Deployments `spec.workloadRef` names carry no Waymark label: their metadata alone
+    // (no templates cached) says when one changed, and which Release to look at again reads it
+    // by name (see `workload`).
+    let referencing = release_store.clone();
+    // Retried as the children's watch is (within seconds of an outage), and counted under it.
+    let referenced_events = watch::resilient(
+        Watched::Deployments,
+        move || {
+            watcher(
+                workload_deployments.clone(),
+                watcher::Config::default().any_semantic(),
+            )
+        },
+        monitor,
+    )
+    .touched_objects();
     let routed = release_store.clone();
     let controller = Controller::for_stream(release_events, release_store.clone())
+        .watches_stream(referenced_events, move |deployment| {
+            releases_referencing(&referencing.state(), &deployment)
+        })
         .owns_stream(deployment_events)
         .owns_stream(service_events)
         .watches_stream(route_events, move |route: HttpRoute| {
@@ -494,6 +519,34 @@ fn releases_routed_by(releases: &[Arc<Release>], route: &HttpRoute) -> Vec<Objec
                 .gateway_api
                 .as_ref()
                 .is_some_and(|gateway| gateway.http_route == name)
+        })
+        .map(|release| ObjectRef::from_obj(release.as_ref()))
+        .collect()
+}
+
+/// The Releases whose `spec.workloadRef` (or the record of one being given back) names
+/// `deployment`.
+fn releases_referencing(
+    releases: &[Arc<Release>],
+    deployment: &kube::core::PartialObjectMeta<Deployment>,
+) -> Vec<ObjectRef<Release>> {
+    let namespace = deployment.namespace();
+    let name = deployment.name_any();
+    releases
+        .iter()
+        .filter(|release| release.namespace() == namespace)
+        .filter(|release| {
+            let referenced = release
+                .spec
+                .workload_ref
+                .as_ref()
+                .is_some_and(|reference| reference.name == name);
+            let recorded = release
+                .status
+                .as_ref()
+                .and_then(|status| status.workload.as_ref())
+                .is_some_and(|workload| workload.name == name);
+            referenced || recorded
         })
         .map(|release| ObjectRef::from_obj(release.as_ref()))
         .collect()

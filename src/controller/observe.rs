@@ -63,6 +63,8 @@ pub async fn observe(ctx: &Context, release: &Release, now: Timestamp) -> Result
         analysis,
         credentials: check_credentials(ctx, release, &namespace).await,
         last_apply: ctx.last_apply(&ObjectRef::from_obj(release)),
+        // Read by the reconcile, which needs it before this (see `super::workload`).
+        workload: rollout::workload::WorkloadLookup::NotReferenced,
     })
 }
 

@@ -13,7 +13,7 @@ use kube::ResourceExt;
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::reflector::ObjectRef;
 
-use crate::api::Release;
+use crate::api::{ROUTE_FINALIZER, Release, WORKLOAD_FINALIZER};
 use crate::rollout::deletion::{self, FinalizerChange};
 use crate::rollout::{self, Decision, LastApply};
 
@@ -24,6 +24,7 @@ use super::finalizer::{self, Patched};
 use super::logs;
 use super::observe::observe;
 use super::status::{self, Written};
+use super::workload;
 
 /// The shortest requeue: a due time already past must not spin the loop.
 pub const MIN_REQUEUE: Duration = Duration::from_secs(1);
@@ -108,9 +109,16 @@ pub async fn reconcile_release(
     if deletion::is_deleting(release) {
         return finalizer::finish_deletion(ctx, release).await;
     }
-    let observed = observe(ctx, release, now).await?;
+    // With `spec.workloadRef` the Release is acted on with the referenced Deployment's template
+    // (observed, analysed and applied as if it were `spec.template`).
+    let lookup = workload::read(ctx, release).await?;
+    let resolved = rollout::workload::resolve(release, &lookup).ok().flatten();
+    let acting_on = resolved.as_ref().unwrap_or(release);
+    let mut observed = observe(ctx, acting_on, now).await?;
+    observed.workload = lookup;
     let decision = rollout::decide(release, &observed, now);
     let guard = deletion::finalizer_change(release, observed.route.as_ref(), &decision.actions);
+    let workload_guard = rollout::workload::finalizer_change(release, &decision.status);
     tracing::debug!(
         namespace = release.namespace().unwrap_or_default(),
         release = release.name_any(),
@@ -128,12 +136,12 @@ pub async fn reconcile_release(
             Err(status::WriteError::Failed(error)) => return Err(error),
         };
     // The Release as the API server now has it, for the finalizer patches' precondition.
-    let mut current = release.clone();
+    let mut current = acting_on.clone();
     if let Written::Yes { resource_version } = written {
         current.metadata.resource_version = resource_version;
     }
     let key = ObjectRef::from_obj(release);
-    match act(ctx, &mut current, &decision, guard).await {
+    match act(ctx, &mut current, &decision, guard, workload_guard).await {
         Ok(Acted::Done) => {
             ctx.record_apply(&key, LastApply::Accepted);
             Ok(requeue_for(&decision))
@@ -174,20 +182,50 @@ async fn act(
     current: &mut Release,
     decision: &Decision,
     guard: Option<FinalizerChange>,
+    workload_guard: Option<FinalizerChange>,
 ) -> Result<Acted, Error> {
-    if guard == Some(FinalizerChange::Add) {
-        match finalizer::change(ctx, current, FinalizerChange::Add).await? {
-            Patched::Yes { resource_version } => {
-                current.metadata.resource_version = resource_version
-            }
-            Patched::Conflict | Patched::Gone => return Ok(Acted::Stale),
-        }
+    if guard == Some(FinalizerChange::Add)
+        && !patch_finalizer(ctx, current, ROUTE_FINALIZER, FinalizerChange::Add).await?
+    {
+        return Ok(Acted::Stale);
+    }
+    // Before the referenced Deployment is scaled down: a deletion then gives it back first.
+    if workload_guard == Some(FinalizerChange::Add)
+        && !patch_finalizer(ctx, current, WORKLOAD_FINALIZER, FinalizerChange::Add).await?
+    {
+        return Ok(Acted::Stale);
     }
     apply::apply_actions(ctx, current, &decision.actions).await?;
     if guard == Some(FinalizerChange::Remove) {
-        finalizer::change(ctx, current, FinalizerChange::Remove).await?;
+        patch_finalizer(ctx, current, ROUTE_FINALIZER, FinalizerChange::Remove).await?;
+    }
+    if workload_guard == Some(FinalizerChange::Remove) {
+        patch_finalizer(ctx, current, WORKLOAD_FINALIZER, FinalizerChange::Remove).await?;
     }
     Ok(Acted::Done)
+}
+
+/// Add or remove the finalizer `ours` and keep `current` as the API server now has it (its
+/// resourceVersion and finalizers), so that a second finalizer patch in the same reconcile
+/// neither conflicts nor undoes the first. False when the Release changed or went meanwhile.
+async fn patch_finalizer(
+    ctx: &Context,
+    current: &mut Release,
+    ours: &str,
+    change: FinalizerChange,
+) -> Result<bool, Error> {
+    match finalizer::change_named(ctx, current, ours, change).await? {
+        Patched::Yes { resource_version } => {
+            current.metadata.resource_version = resource_version;
+            let finalizers = current.metadata.finalizers.get_or_insert_with(Vec::new);
+            finalizers.retain(|finalizer| finalizer != ours);
+            if change == FinalizerChange::Add {
+                finalizers.push(ours.to_string());
+            }
+            Ok(true)
+        }
+        Patched::Conflict | Patched::Gone => Ok(false),
+    }
 }
 
 /// When to look again: exactly when the core says the next thing is due, otherwise on the next

@@ -231,6 +231,14 @@ impl Sim {
                     }
                 }
                 Action::DeleteCanary => self.observed.canary = None,
+                Action::ScaleReferenced { replicas, .. } => {
+                    if let super::workload::WorkloadLookup::Found(deployment) =
+                        &mut self.observed.workload
+                    {
+                        deployment.replicas = *replicas;
+                        deployment.available_replicas = *replicas;
+                    }
+                }
                 Action::SetWeight { canary_weight } => {
                     if let Some(RouteState::Ready { .. }) = self.observed.route {
                         self.observed.route = Some(RouteState::Ready {

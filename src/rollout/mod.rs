@@ -33,6 +33,7 @@ pub mod stage;
 mod tests;
 pub mod timeline;
 pub mod validate;
+pub mod workload;
 
 pub use crate::traffic::gateway::RouteState;
 pub use decide::CONVERGE_POLL;
@@ -59,6 +60,8 @@ pub struct Observed {
     /// What became of the controller's last attempt to apply this Release's actions: the core
     /// sets the `Applied` condition from it.
     pub last_apply: LastApply,
+    /// The Deployment `spec.workloadRef` names, as read (`NotReferenced` without one).
+    pub workload: workload::WorkloadLookup,
 }
 
 /// What became of the controller's last attempt to apply a Release's actions (and its
@@ -143,6 +146,9 @@ pub enum Action {
     ScaleCanary { replicas: i32 },
     /// Delete `<name>-canary`.
     DeleteCanary,
+    /// Change only `spec.replicas` of the user's Deployment `spec.workloadRef` names (never its
+    /// template), through Waymark's field manager.
+    ScaleReferenced { name: String, replicas: i32 },
     /// Send `canary_weight` percent of traffic to the canary and the rest to the stable
     /// (Gateway API mode; replica mode moves traffic with the scale actions).
     SetWeight { canary_weight: i32 },
@@ -234,10 +240,26 @@ pub fn analysis_due(release: &Release, now: Timestamp) -> bool {
 /// back with the same world changes nothing.
 ///
 /// A spec that fails [`validate::spec`] gets no actions, only a status naming the field.
+///
+/// With `spec.workloadRef` the template is the referenced Deployment's (see [`workload`]); a
+/// reference that cannot be used is reported like an invalid spec, and nothing is scaled.
 pub fn decide(release: &Release, observed: &Observed, now: Timestamp) -> Decision {
+    let (resolved, problem) = match workload::resolve(release, &observed.workload) {
+        Ok(resolved) => (resolved, None),
+        Err(error) => (None, Some(error)),
+    };
+    let release = resolved.as_ref().unwrap_or(release);
     let decider = decide::Decider::new(release, observed, now);
-    let mut decision = match validate::spec(release) {
-        Ok(()) => decider.decide(),
+    let checked = match problem {
+        Some(error) => Err(error),
+        None => validate::spec(release),
+    };
+    let mut decision = match checked {
+        Ok(()) => {
+            let mut decision = decider.decide();
+            workload::make_way(release, observed, &mut decision);
+            decision
+        }
         Err(error) => decider.invalid_spec(&error),
     };
     history::stamp_status_roadmap(&mut decision.status, &release.spec.roadmap);

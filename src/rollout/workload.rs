@@ -572,6 +572,89 @@ mod decide_tests {
         );
     }
 
+    fn with_availability(image: &str, replicas: i32, available_replicas: i32) -> WorkloadLookup {
+        WorkloadLookup::Found(Box::new(ReferencedDeployment {
+            template: template(image),
+            replicas,
+            available_replicas,
+            other_referrers: Vec::new(),
+        }))
+    }
+
+    /// The Release as the API server has it after a decision: its status, and the finalizer
+    /// the shell adds or removes around it.
+    fn after(release: &Release, decision: &Decision) -> Release {
+        let mut next = release.clone();
+        match finalizer_change(release, &decision.status) {
+            Some(FinalizerChange::Add) => {
+                next.metadata.finalizers = Some(vec![WORKLOAD_FINALIZER.into()]);
+            }
+            Some(FinalizerChange::Remove) => next.metadata.finalizers = Some(Vec::new()),
+            None => {}
+        }
+        next.status = Some(decision.status.clone());
+        next
+    }
+
+    #[test]
+    fn removing_the_reference_gives_the_deployment_back_before_the_finalizer_goes() {
+        let mut release = release(ScaleDown::Progressively);
+        let mut world = observed().build();
+        world.workload = referenced(V1, 4);
+        release = after(&release, &decide(&release, &world, at(0)));
+        world.stable = Some(workload(V1, 4, true));
+        let taken = decide(&release, &world, at(10));
+        assert_eq!(scaled(&taken), Some(0));
+        release = after(&release, &taken);
+        assert!(holds_finalizer(&release));
+
+        // The user replaces spec.workloadRef with the same template, inline.
+        release.spec.workload_ref = None;
+        release.spec.template = template(V1);
+        world.workload = with_availability(V1, 0, 0);
+        let scaling_back = decide(&release, &world, at(20));
+        assert_eq!(
+            scaled(&scaling_back),
+            Some(4),
+            "the recorded original replicas are given back"
+        );
+        assert_eq!(
+            scaling_back
+                .status
+                .workload
+                .as_ref()
+                .map(|w| w.name.as_str()),
+            Some("checkout"),
+            "the record stays until the Deployment serves again"
+        );
+        release = after(&release, &scaling_back);
+        assert!(holds_finalizer(&release));
+
+        // Scaled back, not yet available: wait, keep the record and the finalizer.
+        for available in [0, 3] {
+            world.workload = with_availability(V1, 4, available);
+            let waiting = decide(&release, &world, at(30));
+            assert_eq!(scaled(&waiting), None, "available {available}");
+            assert!(waiting.status.workload.is_some(), "available {available}");
+            assert_eq!(finalizer_change(&release, &waiting.status), None);
+        }
+
+        // All available: the record goes, and the finalizer with it.
+        world.workload = with_availability(V1, 4, 4);
+        let given_back = decide(&release, &world, at(40));
+        assert_eq!(scaled(&given_back), None);
+        assert_eq!(given_back.status.workload, None);
+        assert_eq!(
+            finalizer_change(&release, &given_back.status),
+            Some(FinalizerChange::Remove)
+        );
+        release = after(&release, &given_back);
+        assert!(!holds_finalizer(&release));
+        // The Deployment is the user's again: later decisions leave it alone.
+        world.workload = with_availability(V1, 7, 7);
+        assert_eq!(scaled(&decide(&release, &world, at(50))), None);
+    }
+
     #[test]
     fn a_bad_reference_is_a_condition_and_nothing_is_done() {
         let mut world = observed().stable(V1, 4).build();

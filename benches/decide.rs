@@ -111,6 +111,7 @@ fn main() {
         credentials: Default::default(),
         last_apply: Default::default(),
         workload: Default::default(),
+        held_workload: Default::default(),
     };
 
     // Warm up, then time each call on its own.

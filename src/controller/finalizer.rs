@@ -122,7 +122,8 @@ pub async fn finish_deletion(ctx: &Context, release: &Release) -> Result<Requeue
         .ok_or(Error::MissingObjectKey("metadata.namespace"))?;
     // The Deployment `spec.workloadRef` named serves again before anything else goes.
     if workload::holds_finalizer(release) {
-        let lookup = super::workload::read(ctx, release).await?;
+        // The one `status.workload` holds: `spec.workloadRef` may name another by now.
+        let lookup = super::workload::read_held(ctx, release).await?;
         match workload::give_back(release, &lookup) {
             GiveBack::Scale { name, replicas } => {
                 super::workload::scale_referenced(ctx, release, &name, replicas).await?;

@@ -303,6 +303,7 @@ fn settled_release(world: &mut World, now: Timestamp) -> Release {
         credentials: Default::default(),
         last_apply: Default::default(),
         workload: Default::default(),
+        held_workload: Default::default(),
     };
     let settled = rollout::decide(&release, &observed, now);
     assert!(
@@ -468,6 +469,7 @@ async fn a_set_weight_step_adds_the_finalizer_then_applies_only_the_routes_rules
             credentials: Default::default(),
             last_apply: Default::default(),
             workload: Default::default(),
+            held_workload: Default::default(),
         },
         at(10),
     );

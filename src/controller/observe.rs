@@ -65,6 +65,7 @@ pub async fn observe(ctx: &Context, release: &Release, now: Timestamp) -> Result
         last_apply: ctx.last_apply(&ObjectRef::from_obj(release)),
         // Read by the reconcile, which needs it before this (see `super::workload`).
         workload: rollout::workload::WorkloadLookup::NotReferenced,
+        held_workload: rollout::workload::WorkloadLookup::NotReferenced,
     })
 }
 

@@ -116,6 +116,9 @@ pub async fn reconcile_release(
     let acting_on = resolved.as_ref().unwrap_or(release);
     let mut observed = observe(ctx, acting_on, now).await?;
     observed.workload = lookup;
+    if workload::reference_moved(release) {
+        observed.held_workload = workload::read_held(ctx, release).await?;
+    }
     let decision = rollout::decide(release, &observed, now);
     let guard = deletion::finalizer_change(release, observed.route.as_ref(), &decision.actions);
     let workload_guard = rollout::workload::finalizer_change(release, &decision.status);

@@ -74,8 +74,44 @@ pub async fn read(ctx: &Context, release: &Release) -> Result<WorkloadLookup, Er
             })
             .collect()
     };
+    Ok(found(deployment, other_referrers))
+}
+
+/// Read the Deployment `status.workload` records as held, to give it back: on delete, and
+/// when `spec.workloadRef` now names another one (`NotReferenced` when nothing is held, or
+/// when the held one is still the one referenced and [`read`] has it).
+pub async fn read_held(ctx: &Context, release: &Release) -> Result<WorkloadLookup, Error> {
+    let Some(held) = release
+        .status
+        .as_ref()
+        .and_then(|status| status.workload.as_ref())
+        .map(|workload| workload.name.as_str())
+    else {
+        return Ok(WorkloadLookup::NotReferenced);
+    };
+    let namespace = release
+        .namespace()
+        .ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
+    Ok(match deployments.get_opt(held).await? {
+        Some(deployment) => found(deployment, Vec::new()),
+        None => WorkloadLookup::Missing,
+    })
+}
+
+/// Whether `spec.workloadRef` names another Deployment than the one `status.workload` holds.
+pub fn reference_moved(release: &Release) -> bool {
+    let held = release
+        .status
+        .as_ref()
+        .and_then(|status| status.workload.as_ref());
+    matches!((&release.spec.workload_ref, held),
+        (Some(reference), Some(held)) if reference.name != held.name)
+}
+
+fn found(deployment: Deployment, other_referrers: Vec<OtherReferrer>) -> WorkloadLookup {
     let spec = deployment.spec.unwrap_or_default();
-    Ok(WorkloadLookup::Found(Box::new(ReferencedDeployment {
+    WorkloadLookup::Found(Box::new(ReferencedDeployment {
         template: spec.template,
         replicas: spec.replicas.unwrap_or(1),
         available_replicas: deployment
@@ -83,7 +119,7 @@ pub async fn read(ctx: &Context, release: &Release) -> Result<WorkloadLookup, Er
             .and_then(|status| status.available_replicas)
             .unwrap_or(0),
         other_referrers,
-    })))
+    }))
 }
 
 /// Set `spec.replicas` of the referenced Deployment, and nothing else, under Waymark's field

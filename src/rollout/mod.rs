@@ -62,6 +62,9 @@ pub struct Observed {
     pub last_apply: LastApply,
     /// The Deployment `spec.workloadRef` names, as read (`NotReferenced` without one).
     pub workload: workload::WorkloadLookup,
+    /// The Deployment `status.workload` names, read when `spec.workloadRef` now names another
+    /// (`NotReferenced` otherwise): it is given back before the new one is taken over.
+    pub held_workload: workload::WorkloadLookup,
 }
 
 /// What became of the controller's last attempt to apply a Release's actions (and its

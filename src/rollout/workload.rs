@@ -255,6 +255,25 @@ pub fn make_way(release: &Release, observed: &Observed, decision: &mut Decision)
         }
         return;
     }
+    if let (Some(reference), Some(held)) = (
+        &release.spec.workload_ref,
+        decision.status.workload.as_ref(),
+    ) && held.name != reference.name
+    {
+        // The reference now names another Deployment: the held one serves again (its original
+        // replicas, all available) before the new one is touched; until then `status.workload`
+        // still names the held one.
+        match give_back(release, &observed.held_workload) {
+            GiveBack::Scale { name, replicas } => {
+                decision
+                    .actions
+                    .push(Action::ScaleReferenced { name, replicas });
+                return;
+            }
+            GiveBack::Wait => return,
+            GiveBack::Done => decision.status.workload = None,
+        }
+    }
     let (Some(reference), WorkloadLookup::Found(deployment)) =
         (&release.spec.workload_ref, &observed.workload)
     else {
@@ -653,6 +672,81 @@ mod decide_tests {
         // The Deployment is the user's again: later decisions leave it alone.
         world.workload = with_availability(V1, 7, 7);
         assert_eq!(scaled(&decide(&release, &world, at(50))), None);
+    }
+
+    fn scales(decision: &Decision) -> Vec<(String, i32)> {
+        decision
+            .actions
+            .iter()
+            .filter_map(|action| match action {
+                Action::ScaleReferenced { name, replicas } => Some((name.clone(), *replicas)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_reference_moved_to_another_deployment_gives_the_held_one_back_first() {
+        let mut held = release(ScaleDown::Progressively);
+        held.metadata.finalizers = Some(vec![WORKLOAD_FINALIZER.into()]);
+        held.status = Some(crate::api::ReleaseStatus {
+            workload: Some(WorkloadStatus {
+                name: "checkout".into(),
+                original_replicas: 4,
+                scaled_down_to: Some(0),
+            }),
+            ..Default::default()
+        });
+        let mut moved = held.clone();
+        if let Some(reference) = moved.spec.workload_ref.as_mut() {
+            reference.name = "payments".into();
+        }
+        let mut world = observed().build();
+        world.stable = Some(workload(V1, 4, true));
+        // The newly referenced Deployment runs 3 of the same pods.
+        world.workload = referenced(V1, 3);
+        let checkout = |replicas: i32| vec![("checkout".to_string(), replicas)];
+        let payments = |replicas: i32| vec![("payments".to_string(), replicas)];
+        // (the held Deployment as read, the scaling wanted, who status.workload then holds,
+        //  with which original replicas)
+        let table = [
+            (with_availability(V1, 0, 0), checkout(4), "checkout", 4),
+            (with_availability(V1, 2, 2), checkout(4), "checkout", 4),
+            (with_availability(V1, 4, 0), vec![], "checkout", 4),
+            (with_availability(V1, 4, 3), vec![], "checkout", 4),
+            (with_availability(V1, 4, 4), payments(0), "payments", 3),
+            (with_availability(V1, 5, 5), payments(0), "payments", 3),
+            (WorkloadLookup::Missing, payments(0), "payments", 3),
+        ];
+        for (held_deployment, want_scales, want_holder, want_original) in table {
+            world.held_workload = held_deployment.clone();
+            let decision = decide(&moved, &world, at(0));
+            assert_eq!(scales(&decision), want_scales, "{held_deployment:?}");
+            let record = decision
+                .status
+                .workload
+                .as_ref()
+                .expect("a held Deployment");
+            assert_eq!(record.name, want_holder, "{held_deployment:?}");
+            assert_eq!(
+                record.original_replicas, want_original,
+                "{held_deployment:?}"
+            );
+            assert_eq!(
+                finalizer_change(&moved, &decision.status),
+                None,
+                "the finalizer stays across the move"
+            );
+        }
+        // The held reference unchanged: nothing to give back, the takeover goes on.
+        world.held_workload = WorkloadLookup::NotReferenced;
+        world.workload = referenced(V1, 4);
+        let staying = decide(&held, &world, at(0));
+        assert_eq!(scales(&staying), checkout(0));
+        assert_eq!(
+            staying.status.workload.as_ref().map(|w| w.name.as_str()),
+            Some("checkout")
+        );
     }
 
     #[test]

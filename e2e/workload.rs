@@ -10,15 +10,18 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
-use kube::ResourceExt;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use crate::fixtures::*;
 use crate::support::{E2E_MANAGER, Env, eventually};
-use waymark::api::{Phase, Release, WORKLOAD_FINALIZER};
+use waymark::api::{LABEL_RELEASE, Phase, Release, WORKLOAD_FINALIZER};
 
 const NAME: &str = "checkout";
 const USER_SERVICE: &str = "checkout-web";
@@ -118,6 +121,95 @@ impl FewestReady {
     }
 }
 
+/// The Services Waymark owns in the walk (Gateway API mode: no `<name>` Service of its own).
+const WAYMARK_SERVICES: [&str; 2] = ["checkout-stable", "checkout-canary"];
+
+/// The pods behind Service `service` (every endpoint of its EndpointSlices, Ready or not, by its
+/// `targetRef`), each with whether it carries `waymark.dev/release`. An endpoint whose pod is
+/// already gone is left out: its labels can no longer be read.
+async fn selected_pods(env: &Env, service: &str) -> Result<BTreeMap<String, bool>, String> {
+    let slices: Api<EndpointSlice> = Api::namespaced(env.client.clone(), &env.namespace);
+    let slices = slices
+        .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={service}")))
+        .await
+        .map_err(|error| format!("cannot list the EndpointSlices of {service}: {error}"))?;
+    let pods: BTreeMap<String, Pod> = env
+        .pods()
+        .list(&ListParams::default())
+        .await
+        .map_err(|error| format!("cannot list the pods: {error}"))?
+        .into_iter()
+        .map(|pod| (pod.name_any(), pod))
+        .collect();
+    Ok(slices
+        .items
+        .iter()
+        .flat_map(|slice| slice.endpoints.iter())
+        .filter_map(|endpoint| endpoint.target_ref.as_ref()?.name.clone())
+        .filter_map(|name| {
+            let waymarks = pods.get(&name)?.labels().contains_key(LABEL_RELEASE);
+            Some((name, waymarks))
+        })
+        .collect())
+}
+
+/// What the Services selected during the hand-over, sampled until stopped.
+#[derive(Debug, Default)]
+struct Selection {
+    /// Pods without `waymark.dev/release` seen behind a Service Waymark owns (must stay empty).
+    foreign_behind_waymark: BTreeSet<String>,
+    /// Waymark's pods seen behind its own Services.
+    waymark_behind_waymark: BTreeSet<String>,
+    /// Samples in which the user's Service selected pods of both the Deployment and Waymark.
+    user_service_mixed: usize,
+    samples: usize,
+}
+
+struct SelectionSampler {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Selection>,
+}
+
+impl SelectionSampler {
+    fn start(env: &Env) -> SelectionSampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn({
+            let (env, stop) = (env.clone(), stop.clone());
+            async move {
+                let mut seen = Selection::default();
+                while !stop.load(Ordering::SeqCst) {
+                    for service in WAYMARK_SERVICES {
+                        if let Ok(pods) = selected_pods(&env, service).await {
+                            for (pod, waymarks) in pods {
+                                if waymarks {
+                                    seen.waymark_behind_waymark.insert(pod);
+                                } else {
+                                    seen.foreign_behind_waymark.insert(pod);
+                                }
+                            }
+                        }
+                    }
+                    if let Ok(pods) = selected_pods(&env, USER_SERVICE).await {
+                        let waymarks = pods.values().filter(|waymarks| **waymarks).count();
+                        if waymarks > 0 && waymarks < pods.len() {
+                            seen.user_service_mixed += 1;
+                        }
+                        seen.samples += 1;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                seen
+            }
+        });
+        SelectionSampler { stop, task }
+    }
+
+    async fn finish(self) -> Selection {
+        self.stop.store(true, Ordering::SeqCst);
+        self.task.await.expect("the selection sampler")
+    }
+}
+
 fn referencing_release(scale_down: &str) -> Release {
     let mut release = release(NAME, NAME, json!([{"setWeight": 25}, {"pause": {}}]));
     release.spec.replicas = ORIGINAL_REPLICAS;
@@ -145,6 +237,7 @@ pub async fn a_deployment_is_migrated_progressively_edited_and_given_back_on_del
 
     // The hand-over.
     let handover = FewestReady::start(&env);
+    let selection = SelectionSampler::start(&env);
     create_release(&env, &referencing_release("progressively")).await;
     wait_for_deployment(
         &env,
@@ -161,6 +254,27 @@ pub async fn a_deployment_is_migrated_progressively_edited_and_given_back_on_del
     wait_for_phase(&env, NAME, Phase::Healthy, Some("StableAvailable")).await;
     ready_behind_user_service(&env, ORIGINAL_REPLICAS as usize).await;
     let (fewest, samples) = handover.finish().await;
+    let selection = selection.finish().await;
+    eprintln!(
+        "workload: progressively hand-over: {} samples, the user's Service selected both the \
+         Deployment's and Waymark's pods in {}; Waymark's Services selected {} of its pods",
+        selection.samples,
+        selection.user_service_mixed,
+        selection.waymark_behind_waymark.len()
+    );
+    assert!(
+        selection.foreign_behind_waymark.is_empty(),
+        "the Services Waymark owns select only its pods (labelled {LABEL_RELEASE}): {:?}",
+        selection.foreign_behind_waymark
+    );
+    assert!(
+        !selection.waymark_behind_waymark.is_empty(),
+        "Waymark's Services selected its pods during the hand-over: {selection:?}"
+    );
+    assert!(
+        selection.user_service_mixed > 0,
+        "the user's Service selected both sets at once during the hand-over: {selection:?}"
+    );
     eprintln!(
         "workload: progressively hand-over: fewest Ready endpoints behind {USER_SERVICE}: \
          {fewest} (original {ORIGINAL_REPLICAS}, {samples} samples)"

@@ -308,14 +308,7 @@ pub async fn deleted_mid_canary_after_its_route_the_release_is_not_held(env: Env
         .delete(NAME, &DeleteParams::default())
         .await
         .expect("delete the Release");
-    eventually("the Release to be gone", || async {
-        match env.releases().get_opt(NAME).await {
-            Ok(None) => Ok(()),
-            Ok(Some(release)) => Err(format!("finalizers {:?}", release.finalizers())),
-            Err(error) => Err(error.to_string()),
-        }
-    })
-    .await;
+    wait_until_release_gone(&env, NAME).await;
     let events: Api<k8s_openapi::api::events::v1::Event> =
         Api::namespaced(env.client.clone(), &env.namespace);
     let note = eventually("the RouteLeftAsIs event", || async {

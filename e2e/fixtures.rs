@@ -291,21 +291,9 @@ pub struct ReadyEndpoint {
 /// every mesh route to), each with the role of the pod it points to; checks that each address
 /// is its pod's address.
 pub async fn ready_endpoints(env: &Env, service: &str) -> Result<Vec<ReadyEndpoint>, String> {
-    let slices: Api<EndpointSlice> = Api::namespaced(env.client.clone(), &env.namespace);
-    let slices = slices
-        .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={service}")))
-        .await
-        .map_err(|error| format!("cannot list the EndpointSlices of {service}: {error}"))?;
-    let pods: BTreeMap<String, Pod> = env
-        .pods()
-        .list(&ListParams::default())
-        .await
-        .map_err(|error| format!("cannot list the pods: {error}"))?
-        .into_iter()
-        .map(|pod| (pod.name_any(), pod))
-        .collect();
+    let (slices, pods) = endpoint_slices_and_pods(env, service).await?;
     let mut ready = Vec::new();
-    for endpoint in slices.items.iter().flat_map(|slice| slice.endpoints.iter()) {
+    for endpoint in slices.iter().flat_map(|slice| slice.endpoints.iter()) {
         if endpoint.conditions.as_ref().and_then(|c| c.ready) != Some(true) {
             continue;
         }
@@ -513,4 +501,39 @@ pub async fn prometheus_judging(
         .await
         .unwrap_or_else(|error| panic!("Prometheus collects a full window: {error}"));
     Some((metrics, prometheus))
+}
+
+/// The EndpointSlices of Service `service` (by `kubernetes.io/service-name`) and the namespace's
+/// pods by name, to look up the pod behind each endpoint.
+pub async fn endpoint_slices_and_pods(
+    env: &Env,
+    service: &str,
+) -> Result<(Vec<EndpointSlice>, BTreeMap<String, Pod>), String> {
+    let slices: Api<EndpointSlice> = Api::namespaced(env.client.clone(), &env.namespace);
+    let slices = slices
+        .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={service}")))
+        .await
+        .map_err(|error| format!("cannot list the EndpointSlices of {service}: {error}"))?;
+    let pods = env
+        .pods()
+        .list(&ListParams::default())
+        .await
+        .map_err(|error| format!("cannot list the pods: {error}"))?
+        .into_iter()
+        .map(|pod| (pod.name_any(), pod))
+        .collect();
+    Ok((slices.items, pods))
+}
+
+/// Wait until Release `name` is gone (its finalizers, if any, removed), saying which finalizers
+/// hold it on a timeout.
+pub async fn wait_until_release_gone(env: &Env, name: &str) {
+    eventually("the Release to be gone", || async {
+        match env.releases().get_opt(name).await {
+            Ok(None) => Ok(()),
+            Ok(Some(release)) => Err(format!("finalizers {:?}", release.finalizers())),
+            Err(error) => Err(error.to_string()),
+        }
+    })
+    .await;
 }

@@ -13,10 +13,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, ResourceExt};
+use k8s_openapi::api::core::v1::Service;
+use kube::ResourceExt;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use crate::fixtures::*;
@@ -128,21 +127,8 @@ const WAYMARK_SERVICES: [&str; 2] = ["checkout-stable", "checkout-canary"];
 /// `targetRef`), each with whether it carries `waymark.dev/release`. An endpoint whose pod is
 /// already gone is left out: its labels can no longer be read.
 async fn selected_pods(env: &Env, service: &str) -> Result<BTreeMap<String, bool>, String> {
-    let slices: Api<EndpointSlice> = Api::namespaced(env.client.clone(), &env.namespace);
-    let slices = slices
-        .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={service}")))
-        .await
-        .map_err(|error| format!("cannot list the EndpointSlices of {service}: {error}"))?;
-    let pods: BTreeMap<String, Pod> = env
-        .pods()
-        .list(&ListParams::default())
-        .await
-        .map_err(|error| format!("cannot list the pods: {error}"))?
-        .into_iter()
-        .map(|pod| (pod.name_any(), pod))
-        .collect();
+    let (slices, pods) = endpoint_slices_and_pods(env, service).await?;
     Ok(slices
-        .items
         .iter()
         .flat_map(|slice| slice.endpoints.iter())
         .filter_map(|endpoint| endpoint.target_ref.as_ref()?.name.clone())
@@ -363,14 +349,7 @@ pub async fn a_deployment_is_migrated_progressively_edited_and_given_back_on_del
         .delete(NAME, &DeleteParams::background())
         .await
         .expect("delete the Release");
-    eventually("the Release to be gone", || async {
-        match env.releases().get_opt(NAME).await {
-            Ok(None) => Ok(()),
-            Ok(Some(release)) => Err(format!("finalizers {:?}", release.finalizers())),
-            Err(error) => Err(error.to_string()),
-        }
-    })
-    .await;
+    wait_until_release_gone(&env, NAME).await;
     let given_back = env
         .deployments()
         .get(NAME)
@@ -547,13 +526,6 @@ pub async fn with_scale_down_never_the_deployment_keeps_its_pods_and_the_release
         .delete(NAME, &DeleteParams::background())
         .await
         .expect("delete the Release");
-    eventually("the Release to be gone", || async {
-        match env.releases().get_opt(NAME).await {
-            Ok(None) => Ok(()),
-            Ok(Some(release)) => Err(format!("finalizers {:?}", release.finalizers())),
-            Err(error) => Err(error.to_string()),
-        }
-    })
-    .await;
+    wait_until_release_gone(&env, NAME).await;
     ready_behind_user_service(&env, ORIGINAL_REPLICAS as usize).await;
 }

@@ -334,6 +334,7 @@ fn every_command_that_reaches_the_api_server_takes_request_timeout() {
         "retry",
         "roadmap",
         "postmortem",
+        "dashboard",
         "controller",
     ] {
         let output = Command::new(waymark())

@@ -1,4 +1,5 @@
-//! The person-facing commands: list, status, promote, abort, retry, roadmap, postmortem, replay.
+//! The person-facing commands: list, status, promote, abort, retry, roadmap, postmortem, replay,
+//! dashboard.
 //!
 //! Manual actions are written to the Release's status subresource (`status.request`), never
 //! to `spec`, so a Git-synced Release never drifts from Git. The binary also works as the
@@ -9,6 +10,7 @@
 //! [`run_controller`] for `waymark controller`, which reaches the cluster the same way.
 
 pub mod connect;
+pub mod dashboard;
 pub mod errors;
 #[cfg(test)]
 mod golden;
@@ -59,6 +61,9 @@ pub enum Command {
     /// Replay a Release's analysis over Prometheus history: each verdict with its numbers, and
     /// when the canary would have rolled back or been promoted.
     Replay(replay::ReplayArgs),
+    /// Serve a read-only web page of the roadmap's delivery and each Release, kept live by a
+    /// watch (server-sent events), with your kubeconfig.
+    Dashboard(dashboard::DashboardArgs),
 }
 
 /// `waymark controller`: the operator's flags and the cluster to run against.
@@ -228,6 +233,7 @@ impl Command {
             Command::Abort(args) | Command::Retry(args) => Some(&args.kube),
             Command::Roadmap(args) => Some(&args.kube),
             Command::Postmortem(args) => Some(&args.kube),
+            Command::Dashboard(args) => Some(&args.kube),
             Command::Replay(_) => None,
         }
     }
@@ -406,6 +412,7 @@ pub async fn run_in(
             out.write_all(text.as_bytes())?;
             Ok(())
         }
+        Command::Dashboard(args) => dashboard::run(session, args, out).await,
     }
 }
 

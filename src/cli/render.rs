@@ -207,7 +207,8 @@ fn history_text(out: &mut String, status: &ReleaseStatus) {
     }
 }
 
-fn step_text(step: &Step) -> String {
+/// One step in words (`setWeight 20%`, `pause 5m`), as the status and the dashboard show it.
+pub fn step_text(step: &Step) -> String {
     match (&step.set_weight, &step.pause) {
         (Some(weight), _) => format!("setWeight {weight}%"),
         (None, Some(pause)) => match &pause.duration {
@@ -218,7 +219,12 @@ fn step_text(step: &Step) -> String {
     }
 }
 
-fn analysis_text(out: &mut String, analysis: &AnalysisStatus, spec: Option<&crate::api::Analysis>) {
+/// The last analysis with its numbers per role, window and check, as lines of text.
+pub fn analysis_text(
+    out: &mut String,
+    analysis: &AnalysisStatus,
+    spec: Option<&crate::api::Analysis>,
+) {
     let at = analysis
         .last_run_at
         .as_ref()

@@ -162,7 +162,8 @@ fn restore(seconds: Option<f64>) -> String {
     })
 }
 
-const HEADERS: [&str; 8] = [
+/// The column titles of a delivery row after its group (the last one is empty).
+pub const HEADERS: [&str; 8] = [
     "DELIVERIES",
     "SHARE",
     "PROMOTED",
@@ -173,7 +174,8 @@ const HEADERS: [&str; 8] = [
     "",
 ];
 
-fn cells(row: &DeliveryRow) -> [String; 8] {
+/// A delivery row as the cells the tables print: group, counts, rates, time to restore.
+pub fn cells(row: &DeliveryRow) -> [String; 8] {
     [
         row.group.clone(),
         row.deliveries.to_string(),

@@ -21,6 +21,7 @@
 mod canary;
 mod children;
 mod control_plane;
+mod dashboard;
 mod delete;
 mod evidence;
 mod faults;
@@ -107,6 +108,7 @@ fn main() -> ExitCode {
         workload::a_deployment_is_migrated_progressively_edited_and_given_back_on_delete,
         workload::a_bad_workload_ref_is_refused_or_named_until_fixed_then_on_success_hands_over,
         workload::with_scale_down_never_the_deployment_keeps_its_pods_and_the_release_goes_at_once,
+        dashboard::a_canary_weight_change_appears_on_the_dashboard_without_a_reload,
     ];
     // Walks that stop or break their control plane get one of their own.
     trials.extend([
@@ -130,6 +132,10 @@ fn main() -> ExitCode {
         unit(
             "the_cluster_is_used_only_when_named",
             support::the_cluster_is_used_only_when_named,
+        ),
+        unit(
+            "base64_decodes_what_webdriver_sends",
+            dashboard::base64_decodes_what_webdriver_sends,
         ),
         unit(
             "the_reconcile_count_is_read_from_metrics",

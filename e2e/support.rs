@@ -232,7 +232,7 @@ pub fn setup() -> RunGuard {
     guard
 }
 
-fn in_ci() -> bool {
+pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|value| value == "true")
 }
 

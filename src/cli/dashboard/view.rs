@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 
 use k8s_openapi::jiff::Timestamp;
 
+use crate::analysis::format::format_period;
 use crate::api::{Duration, HistoryEntry, Outcome, Phase, Release};
 use crate::cli::postmortem;
 use crate::cli::render::{self, RoadmapRow, to_the_second};
@@ -116,13 +117,25 @@ pub fn roadmap_section(releases: &[Release], since: Option<Duration>, now: Times
     );
     items_table(&mut out, releases, &rows);
     let counted = match (summary.since, since) {
-        (Some(at), Some(span)) => format!("finished since {at} (last {span})"),
+        (Some(at), Some(span)) => format!("finished since {at} (last {})", format_period(span)),
         _ => "over every history entry".to_string(),
     };
     let by_item = delivery_by_item(releases, now, since, &summary);
+    // Groups without a delivery are left out: a page shows what happened, the CLI every group.
+    let delivered = |row: &&DeliveryRow| row.deliveries > 0;
+    out.push_str(
+        "<p>Delivery (the DORA figures): horizons and kinds without a delivery are left out.</p>\n",
+    );
     for (what, rows) in [
-        ("horizon", summary.by_horizon.iter().collect::<Vec<_>>()),
-        ("kind", summary.by_kind.iter().collect()),
+        (
+            "horizon",
+            summary
+                .by_horizon
+                .iter()
+                .filter(delivered)
+                .collect::<Vec<_>>(),
+        ),
+        ("kind", summary.by_kind.iter().filter(delivered).collect()),
         ("roadmap item", by_item.iter().collect()),
     ] {
         let mut rows = rows;

@@ -6,12 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use crate::fixtures::*;
-use crate::support::{E2E_MANAGER, Env, eventually, eventually_within, in_ci, kubeconfig_path};
+use crate::support::{Env, eventually, eventually_within, in_ci, kubeconfig_path};
 use waymark::api::{ManualAction, Phase};
 use waymark::cli::KubeArgs;
 use waymark::cli::dashboard::{self, DashboardArgs};
@@ -168,6 +167,23 @@ return {
 };
 "#;
 
+/// Waits until the open page shows the checkout canary at `weight`; returns what it read.
+async fn page_shows_weight(driver: &Driver, browser: &str, weight: i32) -> Value {
+    let wanted = format!("{weight}% of traffic");
+    eventually(
+        &format!("the page to show the canary at {weight}%"),
+        || async {
+            let seen = run_script(driver, browser, READ_PAGE).await?;
+            if seen["weight"].as_str() == Some(wanted.as_str()) {
+                Ok(seen)
+            } else {
+                Err(seen.to_string())
+            }
+        },
+    )
+    .await
+}
+
 pub async fn a_canary_weight_change_appears_on_the_dashboard_without_a_reload(env: Env) {
     if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
         let why = format!(
@@ -219,21 +235,13 @@ pub async fn a_canary_weight_change_appears_on_the_dashboard_without_a_reload(en
     });
 
     // A new version of the checkout, for a roadmap item with a title, horizon and kind.
-    let patch = json!({"spec": {
-        "roadmap": {"item": "PAY-142", "title": "One-click checkout", "horizon": "now", "kind": "feature"},
-        "template": {"spec": {"containers": [container(&image(2))]}}
-    }});
-    env.releases()
-        .patch(
-            name,
-            &PatchParams {
-                field_manager: Some(E2E_MANAGER.into()),
-                ..PatchParams::default()
-            },
-            &Patch::Merge(&patch),
-        )
-        .await
-        .expect("the new version is shipped");
+    ship_for(
+        &env,
+        name,
+        &image(2),
+        json!({"item": "PAY-142", "title": "One-click checkout", "horizon": "now", "kind": "feature"}),
+    )
+    .await;
     wait_for_weight(&env, name, name, 20).await;
     wait_for_phase(&env, name, Phase::Paused, None).await;
 
@@ -248,14 +256,7 @@ pub async fn a_canary_weight_change_appears_on_the_dashboard_without_a_reload(en
     )
     .await
     .expect("the browser opens the dashboard");
-    let first = eventually("the page to show the canary at 20%", || async {
-        let seen = run_script(&driver, &browser, READ_PAGE).await?;
-        match seen["weight"].as_str() {
-            Some("20% of traffic") => Ok(seen),
-            _ => Err(seen.to_string()),
-        }
-    })
-    .await;
+    let first = page_shows_weight(&driver, &browser, 20).await;
     assert!(
         first["current"]
             .as_str()
@@ -273,14 +274,7 @@ pub async fn a_canary_weight_change_appears_on_the_dashboard_without_a_reload(en
     // `waymark promote`: the controller moves the canary to 50%; the open page follows.
     request(&env, name, ManualAction::Promote, "dashboard-promote").await;
     wait_for_weight(&env, name, name, 50).await;
-    let after = eventually("the page to show the canary at 50%", || async {
-        let seen = run_script(&driver, &browser, READ_PAGE).await?;
-        match seen["weight"].as_str() {
-            Some("50% of traffic") => Ok(seen),
-            _ => Err(seen.to_string()),
-        }
-    })
-    .await;
+    let after = page_shows_weight(&driver, &browser, 50).await;
     assert_eq!(
         after["marker"], "same page",
         "the page was loaded again instead of updated in place: {after}"

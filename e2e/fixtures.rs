@@ -91,8 +91,13 @@ pub async fn create_route(env: &Env, name: &str, release: &str) {
 
 /// The user ships a new version: a new image and the roadmap item it delivers.
 pub async fn ship(env: &Env, name: &str, image: &str, item: &str) {
+    ship_for(env, name, image, json!({"item": item})).await;
+}
+
+/// [`ship`] with more of the roadmap item than its name (`{"item", "title", "horizon", ...}`).
+pub async fn ship_for(env: &Env, name: &str, image: &str, roadmap: Value) {
     let patch = json!({"spec": {
-        "roadmap": {"item": item},
+        "roadmap": roadmap,
         "template": {"spec": {"containers": [container(image)]}}
     }});
     env.releases()

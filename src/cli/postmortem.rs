@@ -259,7 +259,8 @@ fn window_text(window: &TimelineWindow) -> String {
     text
 }
 
-fn outcome_words(outcome: Outcome) -> &'static str {
+/// How a revision's release ended, in lower-case words (`rolled back`).
+pub fn outcome_words(outcome: Outcome) -> &'static str {
     match outcome {
         Outcome::Promoted => "promoted",
         Outcome::RolledBack => "rolled back",

@@ -236,7 +236,47 @@ pub fn router(board: Arc<Board>) -> Router {
         .route("/events", get(events))
         .route("/assets/style.css", get(style))
         .route("/assets/live.js", get(script))
+        .layer(axum::middleware::from_fn(only_addressed_directly))
         .with_state(board)
+}
+
+/// Whether a request's `Host` is an address or `localhost` (with or without a port), or absent.
+/// A web page elsewhere can point a name of its own at 127.0.0.1 (DNS rebinding) and read what
+/// a loopback server answers; it cannot make the browser send an IP address as that name.
+pub fn host_is_direct(host: Option<&str>) -> bool {
+    let Some(host) = host else {
+        return true;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        },
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
+}
+
+async fn only_addressed_directly(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .map(|value| value.to_str().unwrap_or("(not text)"));
+    if host_is_direct(host) {
+        return next.run(request).await;
+    }
+    (
+        axum::http::StatusCode::FORBIDDEN,
+        format!(
+            "Host {} is not this dashboard's address: open it by its IP address or localhost \
+             (other names are refused, so that no other site can read the page through one)\n",
+            host.unwrap_or_default()
+        ),
+    )
+        .into_response()
 }
 
 async fn page(State(board): State<Arc<Board>>) -> impl IntoResponse {
@@ -317,6 +357,50 @@ mod tests {
             "<tr class=\"current\" aria-current=\"step\"><th scope=\"row\">1</th><td>setWeight 10%</td><td>current step</td></tr>"
         ));
         assert!(html.contains("id=\"release-shop-checkout\""));
+    }
+
+    #[test]
+    fn only_addresses_and_localhost_are_direct_hosts() {
+        for direct in [
+            None,
+            Some("127.0.0.1:3100"),
+            Some("localhost:3100"),
+            Some("LOCALHOST"),
+            Some("[::1]:3100"),
+            Some("[::1]"),
+            Some("10.1.2.3"),
+        ] {
+            assert!(host_is_direct(direct), "{direct:?}");
+        }
+        for name in [
+            Some("attacker.example:3100"),
+            Some("localhost.attacker.example"),
+            Some("127.0.0.1.nip.example"),
+            Some("[evil]:3100"),
+            Some(""),
+        ] {
+            assert!(!host_is_direct(name), "{name:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_by_another_name_is_refused() {
+        let response = router(board_with(vec![at_weight(10, 0)]))
+            .oneshot(
+                Request::get("/")
+                    .header(header::HOST, "rebound.example:3100")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        assert!(text.contains("Host rebound.example:3100 is not this dashboard's address"));
+        assert!(!text.contains("PAY-142"));
     }
 
     #[tokio::test]

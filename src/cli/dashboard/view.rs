@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::analysis::format::format_period;
-use crate::api::{Duration, HistoryEntry, Outcome, Phase, Release};
+use crate::api::{Duration, HistoryEntry, Phase, Release};
 use crate::cli::postmortem;
 use crate::cli::render::{self, RoadmapRow, to_the_second};
 use crate::cli::roadmap::{self, DeliveryRow, DeliverySummary};
@@ -471,7 +471,7 @@ pub fn release_section(release: &Release, now: Timestamp) -> String {
             "<details class=\"postmortem\"><summary>Post-mortem draft of revision {} ({})</summary>\n\
              <pre>{}</pre>\n</details>\n",
             escape(&entry.revision),
-            outcome_words(entry.outcome),
+            postmortem::outcome_words(entry.outcome),
             escape(draft.trim_end())
         );
     }
@@ -520,15 +520,6 @@ fn steps_table(out: &mut String, release: &Release, status: &crate::api::Release
     out.push_str("</tbody>\n</table>\n");
 }
 
-fn outcome_words(outcome: Outcome) -> &'static str {
-    match outcome {
-        Outcome::Promoted => "promoted",
-        Outcome::RolledBack => "rolled back",
-        Outcome::Aborted => "aborted",
-        Outcome::Superseded => "superseded",
-    }
-}
-
 fn history_table(out: &mut String, history: &[HistoryEntry]) {
     if history.is_empty() {
         return;
@@ -551,7 +542,7 @@ fn history_table(out: &mut String, history: &[HistoryEntry]) {
              <td><time datetime=\"{finished}\">{finished}</time></td><td>{}</td><td>{}</td></tr>",
             escape(&entry.revision),
             escape(&entry.roadmap_item),
-            outcome_words(entry.outcome),
+            postmortem::outcome_words(entry.outcome),
             escape(&why),
             escape(&measured_outcome(entry).unwrap_or_else(|| "-".into())),
         );

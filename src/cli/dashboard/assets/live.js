@@ -25,7 +25,12 @@
         var twin = element.querySelectorAll("details")[index];
         if (twin) { twin.open = true; }
       });
+      // Keep the keyboard where it was: focus the same link or summary in the new copy.
+      var focusable = "a, summary, [tabindex]";
+      var focused = Array.prototype.indexOf.call(old.querySelectorAll(focusable), document.activeElement);
       old.replaceWith(element);
+      var again = element.querySelectorAll(focusable)[focused];
+      if (focused >= 0 && again) { again.focus(); }
     } else if (releases && element.classList.contains("release")) {
       var empty = document.getElementById("no-releases");
       if (empty) { empty.remove(); }

@@ -228,10 +228,12 @@ pub async fn a_canary_weight_change_appears_on_the_dashboard_without_a_reload(en
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let served = tokio::spawn(async move {
-        dashboard::serve(&session, &args, listener, async {
-            let _ = stopped.await;
-        })
-        .await
+        dashboard::Dashboard::open(&session, &args)
+            .await?
+            .serve(listener, async {
+                let _ = stopped.await;
+            })
+            .await
     });
 
     // A new version of the checkout, for a roadmap item with a title, horizon and kind.

@@ -624,6 +624,19 @@ pub async fn request_action(
     Ok(message)
 }
 
+/// The API server's error behind a failed watch, for [`classify`].
+fn watch_failure(error: watcher::Error) -> kube::Error {
+    match error {
+        watcher::Error::InitialListFailed(error)
+        | watcher::Error::WatchStartFailed(error)
+        | watcher::Error::WatchFailed(error) => error,
+        watcher::Error::WatchError(status) => kube::Error::Api(status),
+        watcher::Error::NoResourceVersion => {
+            kube::Error::Service("the API server gave no resourceVersion to watch from".into())
+        }
+    }
+}
+
 /// Prints the release, then again on every change, from a watch on that one object; a
 /// terminal is redrawn in place. Ends when the Release is deleted.
 async fn watch_status(
@@ -640,18 +653,11 @@ async fn watch_status(
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let call = Call::on_release("watch", "releases", namespace, name, from);
     let mut stream = watcher(api, config).boxed();
-    while let Some(event) = stream.try_next().await.map_err(|error| {
-        let error = match error {
-            watcher::Error::InitialListFailed(error)
-            | watcher::Error::WatchStartFailed(error)
-            | watcher::Error::WatchFailed(error) => error,
-            watcher::Error::WatchError(status) => kube::Error::Api(status),
-            watcher::Error::NoResourceVersion => {
-                kube::Error::Service("the API server gave no resourceVersion to watch from".into())
-            }
-        };
-        classify(error, &call, &session.tried)
-    })? {
+    while let Some(event) = stream
+        .try_next()
+        .await
+        .map_err(|error| classify(watch_failure(error), &call, &session.tried))?
+    {
         match event {
             watcher::Event::Apply(release) | watcher::Event::InitApply(release) => {
                 if session.terminal {

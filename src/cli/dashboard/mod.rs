@@ -21,7 +21,8 @@ use kube::Api;
 use kube::runtime::watcher;
 use tokio::net::TcpListener;
 
-use super::{CliError, KubeArgs, Session, namespace_of};
+use super::errors::{Call, classify};
+use super::{CliError, KubeArgs, Session, namespace_of, watch_failure};
 use crate::api::{Duration, Release};
 use server::Board;
 
@@ -52,6 +53,7 @@ pub async fn run(
     args: DashboardArgs,
     out: &mut (dyn Write + Send),
 ) -> Result<(), CliError> {
+    let dashboard = Dashboard::open(session, &args).await?;
     let listener = TcpListener::bind(args.address)
         .await
         .map_err(|error| CliError::Config {
@@ -64,43 +66,77 @@ pub async fn run(
         "Serving the dashboard at http://{address}/ (read-only; Ctrl-C stops it)"
     )?;
     out.flush()?;
-    serve(session, &args, listener, async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await
+    dashboard
+        .serve(listener, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
 }
 
-/// Serves the dashboard on `listener` until `shutdown` completes: a watch on the Releases that
-/// `args` name feeds the page and its live events. For in-process callers (the e2e suite).
-pub async fn serve(
-    session: &Session,
-    args: &DashboardArgs,
-    listener: TcpListener,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), CliError> {
-    let (api, scope): (Api<Release>, String) = if args.all_namespaces {
-        (Api::all(session.client.clone()), "all namespaces".into())
-    } else {
-        let (namespace, _) = namespace_of(session, &args.namespace);
-        (
-            Api::namespaced(session.client.clone(), &namespace),
-            format!("namespace {namespace}"),
-        )
-    };
-    let board = Arc::new(Board::new(scope, Some(args.since), super::now));
-    let watch = tokio::spawn(follow(api, board.clone()));
-    let served = axum::serve(listener, server::router(board))
-        .with_graceful_shutdown(shutdown)
-        .await;
-    watch.abort();
-    served?;
-    Ok(())
+/// What a dashboard follows and serves: the Releases `args` name, as first listed.
+pub struct Dashboard {
+    api: Api<Release>,
+    board: Arc<Board>,
+    describe: Box<dyn Fn(watcher::Error) -> String + Send>,
+}
+
+impl Dashboard {
+    /// Lists the Releases `args` name. A first list fails fast, with the CLI's words, on a
+    /// kubeconfig, CRD or role that cannot work; later failures of the watch are said on the
+    /// page while it is retried.
+    pub async fn open(session: &Session, args: &DashboardArgs) -> Result<Self, CliError> {
+        let listed = super::list_releases(session, &args.namespace, args.all_namespaces).await?;
+        let (api, scope): (Api<Release>, String) = match &listed.namespace {
+            Some(namespace) => (
+                Api::namespaced(session.client.clone(), namespace),
+                format!("namespace {namespace}"),
+            ),
+            None => (Api::all(session.client.clone()), "all namespaces".into()),
+        };
+        let call = Call {
+            verb: "watch",
+            resource: "releases",
+            namespace: listed.namespace.clone(),
+            name: None,
+            namespace_from: namespace_of(session, &args.namespace).1,
+        };
+        let tried = session.tried.clone();
+        let board = Arc::new(Board::new(scope, Some(args.since), super::now));
+        board.replace_all(listed.items);
+        Ok(Self {
+            api,
+            board,
+            describe: Box::new(move |error| {
+                classify(watch_failure(error), &call, &tried).to_string()
+            }),
+        })
+    }
+
+    /// Serves the page on `listener` until `shutdown` completes, a watch on the Releases
+    /// feeding it and its live events. In-process callers (the e2e suite) bind their own port.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), CliError> {
+        let watch = tokio::spawn(follow(self.api, self.board.clone(), self.describe));
+        let served = axum::serve(listener, server::router(self.board))
+            .with_graceful_shutdown(shutdown)
+            .await;
+        watch.abort();
+        served?;
+        Ok(())
+    }
 }
 
 /// Keeps `board` up to date from a watch on `api`'s Releases, for as long as it runs. A failed
-/// watch is said on the page and started again (a list, then a watch) with the controller's
-/// capped delays.
-pub async fn follow(api: Api<Release>, board: Arc<Board>) {
+/// watch is said on the page (in the words `describe` gives it) and started again (a list,
+/// then a watch) with the controller's capped delays.
+pub async fn follow(
+    api: Api<Release>,
+    board: Arc<Board>,
+    describe: impl Fn(watcher::Error) -> String + Send + 'static,
+) {
     let mut failures = 0;
     loop {
         let mut stream = watcher(api.clone(), watcher::Config::default()).boxed();
@@ -118,7 +154,7 @@ pub async fn follow(api: Api<Release>, board: Arc<Board>) {
                 Ok(watcher::Event::Delete(release)) => board.delete(&release),
                 Err(error) => {
                     failures += 1;
-                    board.set_watch_error(Some(crate::controller::watch::with_sources(&error)));
+                    board.set_watch_error(Some(describe(error)));
                     break;
                 }
             }

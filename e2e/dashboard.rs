@@ -276,7 +276,12 @@ pub async fn a_canary_weight_change_appears_on_the_dashboard_without_a_reload(en
     // `waymark promote`: the controller moves the canary to 50%; the open page follows.
     request(&env, name, ManualAction::Promote, "dashboard-promote").await;
     wait_for_weight(&env, name, name, 50).await;
+    let route_moved = tokio::time::Instant::now();
     let after = page_shows_weight(&driver, &browser, 50).await;
+    eprintln!(
+        "the page showed 50% {:?} after the route was seen at 50% (polled)",
+        route_moved.elapsed()
+    );
     assert_eq!(
         after["marker"], "same page",
         "the page was loaded again instead of updated in place: {after}"

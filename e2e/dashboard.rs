@@ -2,6 +2,7 @@
 //! (`chromedriver`) with plain HTTP JSON calls, against the dashboard served from the suite's
 //! kubeconfig on a free loopback port. Without the browser the walk is skipped, and fails in CI.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
+use crate::control_plane::{die_with_parent, stop};
 use crate::fixtures::*;
 use crate::support::{Env, eventually, eventually_within, in_ci, kubeconfig_path};
 use waymark::api::{ManualAction, Phase};
@@ -25,9 +27,17 @@ struct Driver {
 }
 
 impl Drop for Driver {
+    /// Stops chromedriver and the browsers it started: they share its process group, so a walk
+    /// that failed before closing its session leaves no Chromium behind.
     fn drop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
+        let group = i32::try_from(self.process.id()).ok();
+        stop(&mut self.process, Duration::from_secs(5));
+        if let Some(group) = group {
+            // SAFETY: kill(2) on the process group of a child this walk started.
+            unsafe {
+                libc::kill(-group, libc::SIGKILL);
+            }
+        }
     }
 }
 
@@ -39,10 +49,14 @@ fn free_port() -> u16 {
 
 async fn start_driver() -> Driver {
     let port = free_port();
-    let process = Command::new(CHROMEDRIVER)
+    let mut command = Command::new(CHROMEDRIVER);
+    command
         .args([format!("--port={port}"), "--allowed-ips=127.0.0.1".into()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
+        .process_group(0);
+    die_with_parent(&mut command);
+    let process = command
         .spawn()
         .unwrap_or_else(|error| panic!("cannot start {CHROMEDRIVER}: {error}"));
     let driver = Driver {

@@ -15,8 +15,9 @@ use axum::http::header;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt as _;
 use tokio::sync::broadcast;
 
 use super::view::{self, PageContext};
@@ -55,7 +56,8 @@ pub enum Change {
 pub struct Board {
     releases: RwLock<BTreeMap<(String, String), Release>>,
     watch_error: RwLock<Option<String>>,
-    changes: broadcast::Sender<Change>,
+    /// Each change's events, rendered once for every open page.
+    changes: broadcast::Sender<Arc<Vec<Event>>>,
     scope: String,
     since: Option<Duration>,
     clock: fn() -> Timestamp,
@@ -88,8 +90,7 @@ impl Board {
         if let Ok(mut releases) = self.releases.write() {
             releases.insert((namespace.clone(), name.clone()), release);
         }
-        // No page open is no error: the send only fails without receivers.
-        let _ = self.changes.send(Change::Applied { namespace, name });
+        self.tell(Change::Applied { namespace, name });
     }
 
     /// Forget a deleted Release and tell the open pages.
@@ -98,7 +99,7 @@ impl Board {
         if let Ok(mut releases) = self.releases.write() {
             releases.remove(&(namespace.clone(), name.clone()));
         }
-        let _ = self.changes.send(Change::Deleted { namespace, name });
+        self.tell(Change::Deleted { namespace, name });
     }
 
     /// Replace every Release with those a fresh list returned (a watch that started again).
@@ -109,7 +110,7 @@ impl Board {
                 .map(|release| (Self::key(&release), release))
                 .collect();
         }
-        let _ = self.changes.send(Change::Everything);
+        self.tell(Change::Everything);
     }
 
     /// Say why the watch is down (`Some`) or that it is back (`None`).
@@ -122,7 +123,15 @@ impl Board {
             _ => false,
         };
         if changed {
-            let _ = self.changes.send(Change::Everything);
+            self.tell(Change::Everything);
+        }
+    }
+
+    /// Renders `change` once for the open pages; nothing when none is open.
+    fn tell(&self, change: Change) {
+        if self.changes.receiver_count() > 0 {
+            // A page that closed since the count is no error.
+            let _ = self.changes.send(Arc::new(self.events_for(&change)));
         }
     }
 
@@ -200,22 +209,20 @@ impl Board {
         let receiver = self.changes.subscribe();
         let first = self.events_for(&Change::Everything);
         let later = futures::stream::unfold((self, receiver), |(board, mut receiver)| async move {
-            let change = match receiver.recv().await {
-                Ok(change) => change,
-                Err(broadcast::error::RecvError::Lagged(_)) => Change::Everything,
+            let events = match receiver.recv().await {
+                Ok(events) => events.as_ref().clone(),
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    board.events_for(&Change::Everything)
+                }
                 Err(broadcast::error::RecvError::Closed) => return None,
             };
-            let events = board.events_for(&change);
             Some((futures::stream::iter(events), (board, receiver)))
         });
-        use futures::StreamExt;
         futures::stream::iter(first)
             .chain(later.flatten())
             .map(Ok::<Event, Infallible>)
     }
 }
-
-use kube::ResourceExt as _;
 
 /// An HTML fragment that replaces the element with its id (or is added to the Releases).
 fn fragment(html: &str) -> Event {

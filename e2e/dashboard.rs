@@ -144,6 +144,27 @@ async fn run_script(driver: &Driver, session: &str, script: &str) -> Result<Valu
     .await
 }
 
+/// WebDriver's codes for the Tab and Enter keys.
+const TAB: &str = "\u{E004}";
+const ENTER: &str = "\u{E007}";
+
+/// Presses and releases `key` on the page, as a keyboard does.
+async fn press(driver: &Driver, session: &str, key: &str) {
+    let actions = json!({"actions": [{
+        "type": "key",
+        "id": "keyboard",
+        "actions": [{"type": "keyDown", "value": key}, {"type": "keyUp", "value": key}]
+    }]});
+    webdriver(
+        driver,
+        reqwest::Method::POST,
+        &format!("/session/{session}/actions"),
+        Some(actions),
+    )
+    .await
+    .unwrap_or_else(|error| panic!("the key press was refused: {error}"));
+}
+
 /// Standard base64 (what WebDriver's screenshot is) to bytes.
 fn from_base64(text: &str) -> Vec<u8> {
     let value = |byte: u8| match byte {
@@ -278,6 +299,31 @@ pub async fn a_canary_weight_change_appears_on_the_dashboard_without_a_reload(en
             .as_str()
             .is_some_and(|row| row.contains("pause until `waymark promote`")),
         "the untimed pause (step 2) is the current step: {first}"
+    );
+    // Keyboard first: Tab reaches the skip link, shown while focused; Enter moves to the content.
+    press(&driver, &browser, TAB).await;
+    let skip = run_script(
+        &driver,
+        &browser,
+        "const link = document.activeElement; \
+         return {class: link.className, top: link.getBoundingClientRect().top};",
+    )
+    .await
+    .expect("the focused element");
+    assert_eq!(
+        skip["class"], "skip-link",
+        "Tab first reaches the skip link: {skip}"
+    );
+    assert!(
+        skip["top"].as_f64().is_some_and(|top| top >= 0.0),
+        "the focused skip link is on screen: {skip}"
+    );
+    press(&driver, &browser, ENTER).await;
+    let at = run_script(&driver, &browser, "return location.hash;").await;
+    assert_eq!(
+        at,
+        Ok(json!("#main")),
+        "Enter on the skip link goes to the content"
     );
     run_script(
         &driver,

@@ -17,8 +17,9 @@ pub use revision::template_revision;
 pub use roadmap::{Horizon, RoadmapKind};
 pub use spec::{
     Analysis, BudgetPolicy, BurnRate, Check, GatewayApiTraffic, Pause, PrometheusSource, Release,
-    ReleaseSpec, ReplicaTraffic, ResolvedPorts, Roadmap, STEPS_EMPTY, ScaleDown, SecretKeyRef,
-    ServicePorts, Slo, Step, Traffic, WorkloadRef,
+    ReleaseSpec, ReplicaTraffic, ResolvedPorts, Roadmap, RouteKind, STEPS_EMPTY, ScaleDown,
+    SecretKeyRef, ServicePorts, SessionCookieConfig, SessionCookieLifetime, SessionPersistence,
+    SessionPersistenceType, Slo, Step, Traffic, WorkloadRef,
 };
 pub use status::{
     HistoryEntry, ManualAction, ManualRequest, Outcome, Phase, ReleaseStage, ReleaseStatus,

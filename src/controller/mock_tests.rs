@@ -106,7 +106,7 @@ fn test_context() -> (Arc<Context>, World, ApiServerVerifier) {
         client.clone(),
         Recorder::new(client, reporter),
         Arc::new(Metrics::default()),
-        Stores::new(deployments, services, routes),
+        Stores::new(deployments, services, routes, reflector::store().0),
     );
     let world = World {
         deployments: deployment_writer,
@@ -304,6 +304,7 @@ fn settled_release(world: &mut World, now: Timestamp) -> Release {
         last_apply: Default::default(),
         workload: Default::default(),
         held_workload: Default::default(),
+        gateway_features: None,
     };
     let settled = rollout::decide(&release, &observed, now);
     assert!(
@@ -470,6 +471,7 @@ async fn a_set_weight_step_adds_the_finalizer_then_applies_only_the_routes_rules
             last_apply: Default::default(),
             workload: Default::default(),
             held_workload: Default::default(),
+            gateway_features: None,
         },
         at(10),
     );

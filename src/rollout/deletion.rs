@@ -117,7 +117,8 @@ pub fn deletion_steps(release: &Release, route: Option<&RouteState>) -> Vec<Dele
         .traffic
         .gateway_api
         .as_ref()
-        .map(|gateway| format!("HTTPRoute {namespace}/{}", gateway.http_route));
+        .and_then(|gateway| gateway.route())
+        .map(|(kind, route)| format!("{} {namespace}/{route}", kind.kind()));
     match (route, route_name) {
         (Some(RouteState::Ready { canary_weight }), Some(route_name)) => {
             let what = if *canary_weight > 0 {

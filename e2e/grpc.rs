@@ -9,7 +9,7 @@
 
 use gateway_api::apis::experimental::grpcroutes::GrpcRoute;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::{Api, CustomResourceExt};
+use kube::{Api, CustomResourceExt, ResourceExt};
 use serde_json::{Value, json};
 
 use crate::fixtures::*;
@@ -153,13 +153,24 @@ pub async fn a_grpc_route_canary_moves_its_weights_and_a_deletion_gives_the_rout
 
     // 2. The CRD, generated from the gateway-api crate's own type, and the owner's route: the
     //    watch comes back by itself and the first release settles.
-    install_crd(
-        &env.client,
-        &gateway_api::apis::standard::grpcroutes::GrpcRoute::crd(),
-        E2E_MANAGER,
-    )
-    .await
-    .unwrap_or_else(|error| panic!("{error}"));
+    //    The group is a protected one (*.k8s.io): the API server wants its approval annotation,
+    //    taken from the installed HTTPRoute CRD of the same project.
+    let approval = "api-approved.kubernetes.io";
+    let http_crd = crds
+        .get("httproutes.gateway.networking.k8s.io")
+        .await
+        .unwrap();
+    let mut grpc_crd = gateway_api::apis::standard::grpcroutes::GrpcRoute::crd();
+    grpc_crd.metadata.annotations = Some(
+        [(
+            approval.to_string(),
+            http_crd.annotations()[approval].clone(),
+        )]
+        .into(),
+    );
+    install_crd(&env.client, &grpc_crd, E2E_MANAGER)
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
     create_grpc_route(&env, NAME, NAME).await;
     wait_for_phase(&env, NAME, Phase::Healthy, Some("StableAvailable")).await;
     wait_for_condition(&env, "TrafficRouted", "True", "").await;

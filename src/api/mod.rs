@@ -48,8 +48,9 @@ pub const ANNOTATION_ADOPT: &str = "waymark.dev/adopt";
 /// Annotation on a child Deployment: a hash of what Waymark applied (labels, annotations and
 /// spec but the replica count), so an unchanged child is not written again.
 pub const ANNOTATION_SPEC_HASH: &str = "waymark.dev/spec-hash";
-/// Finalizer on a Release whose HTTPRoute carries canary weight: deleting the Release first gives
-/// the route back to the stable (see [`crate::rollout::deletion`]). A settled Release has none.
+/// Finalizer on a Release whose route (HTTPRoute or GRPCRoute) carries canary weight: deleting the
+/// Release first gives the route back to the stable (see [`crate::rollout::deletion`]). A settled
+/// Release has none.
 pub const ROUTE_FINALIZER: &str = "waymark.dev/route";
 /// Finalizer on a Release that has scaled down the Deployment its `spec.workloadRef` names:
 /// deleting the Release (or removing the reference) first gives that Deployment back its

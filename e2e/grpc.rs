@@ -293,6 +293,14 @@ pub async fn a_gateway_class_without_session_persistence_refuses_it_naming_the_f
         !written.to_string().contains("sessionPersistence"),
         "no session persistence written: {written}"
     );
+    // An HTTPRoute user on a cluster without the GRPCRoute CRD (the suite's shared one): ready.
+    let crds: Api<
+        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    > = Api::all(env.client.clone());
+    if crds.get_opt(GRPC_CRD).await.unwrap().is_none() {
+        let (code, text) = env.readyz().await;
+        assert_eq!(code, 200, "{text}");
+    }
     // Cluster-scoped: the namespace's deletion does not take it.
     let classes: Api<gateway_api::apis::standard::gatewayclasses::GatewayClass> =
         Api::all(env.client.clone());

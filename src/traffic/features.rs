@@ -8,13 +8,12 @@ use crate::api::{RouteKind, SessionPersistence};
 pub const SESSION_PERSISTENCE_FIELD: &str = "spec.traffic.gatewayAPI.sessionPersistence";
 
 /// The feature names under which a GatewayClass reports session persistence for a route kind.
-/// Gateway API's conformance suite has named it per route kind
-/// (`HTTPRouteSessionPersistence`) and per mechanism (`CookieSessionPersistence`, for both
-/// kinds); any of them counts.
+/// Gateway API's conformance suite has named it for HTTPRoutes (`HTTPRouteSessionPersistence`)
+/// and, for both route kinds, by mechanism (`CookieSessionPersistence`); any of them counts.
 pub fn session_persistence_features(kind: RouteKind) -> &'static [&'static str] {
     match kind {
         RouteKind::Http => &["HTTPRouteSessionPersistence", "CookieSessionPersistence"],
-        RouteKind::Grpc => &["GRPCRouteSessionPersistence", "CookieSessionPersistence"],
+        RouteKind::Grpc => &["CookieSessionPersistence"],
     }
 }
 

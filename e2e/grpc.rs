@@ -185,12 +185,22 @@ pub async fn a_grpc_route_canary_moves_its_weights_and_a_deletion_gives_the_rout
         "a first release leaves the route as written"
     );
 
-    // 3. A new version: 10%, then 50%, then promotion puts all traffic on the stable.
+    // 3. A new version: 10%, then 50%, then promotion gives the route back as the owner
+    //    wrote it (all traffic on the stable, Waymark's backendRef gone).
     ship(&env, NAME, &image(2), "E2E-2").await;
     wait_for_grpc_weight(&env, 10).await;
     wait_for_grpc_weight(&env, 50).await;
     wait_for_phase(&env, NAME, Phase::Healthy, Some("StableAvailable")).await;
-    wait_for_grpc_weight(&env, 0).await;
+    eventually(
+        "promotion to give the GRPCRoute back as written",
+        || async {
+            let rules = stored_rules(&env, NAME).await?;
+            (rules == owner_rules(NAME))
+                .then_some(())
+                .ok_or(format!("rules {rules}"))
+        },
+    )
+    .await;
     let status = env.status(NAME).await;
     assert_eq!(
         status.history.first().map(|h| h.roadmap_item.as_str()),

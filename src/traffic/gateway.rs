@@ -130,6 +130,11 @@ pub fn canary_weight<R: WeightedRoute>(route: &R, backends: &Backends) -> Result
 /// every rule with a backendRef to the stable Service, adding the canary backendRef right
 /// after the stable one (same port) where it is missing.
 ///
+/// A canary weight of 0 gives the route back as its owner wrote it instead ([`restore_route`]:
+/// Waymark's backendRef goes, the stable's weight is unset), which sends the stable all of the
+/// traffic just the same: so a promotion, a rollback or an abort leaves the route as it was
+/// before the canary, not with a backendRef of weight 0 to a Service whose pods are gone.
+///
 /// Returns whether the route changed, or the unusable-route message when no rule refers to
 /// the stable Service. Other rules and backendRefs are left exactly as they are.
 pub fn set_route_weights<R: WeightedRoute>(
@@ -138,6 +143,9 @@ pub fn set_route_weights<R: WeightedRoute>(
     canary_weight: i32,
 ) -> Result<bool, String> {
     let canary_weight = canary_weight.clamp(0, 100);
+    if canary_weight == 0 {
+        return restore_route(route, backends, None);
+    }
     let stable_weight = 100 - canary_weight;
     let namespace = route.namespace().unwrap_or_default();
     let mut found_stable = false;
@@ -350,6 +358,27 @@ mod tests {
             ]
         );
         assert_eq!(refs(&route, 1), [("static-assets".into(), Some(3))]);
+    }
+
+    #[test]
+    fn a_weight_of_zero_gives_the_route_back_as_the_owner_wrote_it() {
+        let written = vec![
+            vec![backend("legacy", Some(5)), backend("checkout-stable", None)],
+            vec![backend("static-assets", Some(3))],
+        ];
+        let mut route = route(written.clone());
+        assert!(set_route_weights(&mut route, &backends(), 50).unwrap());
+        assert!(set_route_weights(&mut route, &backends(), 0).unwrap());
+        assert_eq!(
+            refs(&route, 0),
+            [("legacy".into(), Some(5)), ("checkout-stable".into(), None)]
+        );
+        assert_eq!(refs(&route, 1), [("static-assets".into(), Some(3))]);
+        assert_eq!(canary_weight(&route, &backends()), Ok(0));
+        assert!(
+            !set_route_weights(&mut route, &backends(), 0).unwrap(),
+            "nothing more to write"
+        );
     }
 
     #[test]

@@ -18,6 +18,8 @@ use crate::support::{E2E_MANAGER, Env, eventually};
 use waymark::api::{Phase, Release};
 
 const NAME: &str = "checkout";
+type Crd =
+    k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 const GRPC_CRD: &str = "grpcroutes.gateway.networking.k8s.io";
 
 /// A Release routed by the GRPCRoute `route`.
@@ -120,8 +122,7 @@ async fn wait_for_condition(env: &Env, type_: &str, status: &str, words: &str) -
 pub async fn a_grpc_route_canary_moves_its_weights_and_a_deletion_gives_the_route_back(env: Env) {
     // 1. No GRPCRoute CRD (this control plane is the walk's own): the Release is told, naming
     //    the field, and /readyz names the CRD while a Release needs it.
-    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
-        Api::all(env.client.clone());
+    let crds: Api<Crd> = Api::all(env.client.clone());
     assert!(
         crds.get_opt(GRPC_CRD).await.unwrap().is_none(),
         "a control plane of the walk's own has no GRPCRoute CRD"
@@ -304,9 +305,7 @@ pub async fn a_gateway_class_without_session_persistence_refuses_it_naming_the_f
         "no session persistence written: {written}"
     );
     // An HTTPRoute user on a cluster without the GRPCRoute CRD (the suite's shared one): ready.
-    let crds: Api<
-        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-    > = Api::all(env.client.clone());
+    let crds: Api<Crd> = Api::all(env.client.clone());
     if crds.get_opt(GRPC_CRD).await.unwrap().is_none() {
         let (code, text) = env.readyz().await;
         assert_eq!(code, 200, "{text}");

@@ -717,12 +717,7 @@ impl Env {
             field_manager: Some(E2E_MANAGER.into()),
             ..PatchParams::default()
         };
-        let route = release
-            .spec
-            .traffic
-            .gateway_api
-            .as_ref()
-            .and_then(|gateway| gateway.route());
+        let route = release.spec.traffic.route();
         let written = match route {
             Some((RouteKind::Http, route)) => self
                 .routes()

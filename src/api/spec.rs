@@ -349,6 +349,19 @@ pub struct Traffic {
     pub replicas: Option<ReplicaTraffic>,
 }
 
+impl Traffic {
+    /// The Gateway API route the Release names, as its kind and name (`None` with a replica
+    /// split).
+    pub fn route(&self) -> Option<(RouteKind, &str)> {
+        self.gateway_api.as_ref().and_then(GatewayApiTraffic::route)
+    }
+
+    /// Whether the Release routes its traffic through a route of `kind`.
+    pub fn routes_through(&self, kind: RouteKind) -> bool {
+        self.route().is_some_and(|(named, _)| named == kind)
+    }
+}
+
 /// Gateway API routing: the route whose weights Waymark shares between the stable and the
 /// canary, and what Waymark passes through to the rules it edits.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]

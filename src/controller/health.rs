@@ -124,15 +124,7 @@ impl Health {
         releases
             .state()
             .iter()
-            .find(|release| {
-                release
-                    .spec
-                    .traffic
-                    .gateway_api
-                    .as_ref()
-                    .and_then(|gateway| gateway.route())
-                    .is_some_and(|(named, _)| named == kind)
-            })
+            .find(|release| release.spec.traffic.routes_through(kind))
             .map(|release| {
                 format!(
                     "{}/{}",

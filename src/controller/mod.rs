@@ -403,7 +403,7 @@ fn release_events(
             );
         }
         watcher::Event::Apply(release) | watcher::Event::InitApply(release)
-            if names_route_of(release, RouteKind::Grpc) =>
+            if release.spec.traffic.routes_through(RouteKind::Grpc) =>
         {
             // A stored permit: the watch starts even if it is not waiting yet; later wakes of
             // a started watch change nothing.
@@ -549,17 +549,6 @@ fn release_trigger(release: &Release) -> Option<u64> {
         .hash(&mut hasher);
     // `predicates::generation` alone would drop manual requests; the hash covers both.
     Some(hasher.finish())
-}
-
-/// Whether `release` routes its traffic through a route of `kind`.
-fn names_route_of(release: &Release, kind: RouteKind) -> bool {
-    release
-        .spec
-        .traffic
-        .gateway_api
-        .as_ref()
-        .and_then(|gateway| gateway.route())
-        .is_some_and(|(named, _)| named == kind)
 }
 
 /// The Releases in `route`'s namespace that route their traffic through it (a route of `kind`).

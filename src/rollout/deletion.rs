@@ -115,9 +115,7 @@ pub fn deletion_steps(release: &Release, route: Option<&RouteState>) -> Vec<Dele
     let route_name = release
         .spec
         .traffic
-        .gateway_api
-        .as_ref()
-        .and_then(|gateway| gateway.route())
+        .route()
         .map(|(kind, route)| format!("{} {namespace}/{route}", kind.kind()));
     match (route, route_name) {
         (Some(RouteState::Ready { canary_weight }), Some(route_name)) => {

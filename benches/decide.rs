@@ -112,6 +112,7 @@ fn main() {
         last_apply: Default::default(),
         workload: Default::default(),
         held_workload: Default::default(),
+        gateway_features: None,
     };
 
     // Warm up, then time each call on its own.

@@ -232,10 +232,11 @@ pub async fn abort_sends_traffic_back_to_stable_before_the_canary_goes(env: Env)
         let (stable, canary_weight) = route_weights(&env, name, name).await?;
         match canary_replicas {
             None | Some(0) => {
-                assert_eq!(
-                    (stable, canary_weight.unwrap_or(0)),
-                    (100, 0),
-                    "the canary lost its pods while still receiving traffic"
+                // All on the stable: 100/0, or the route given back (no canary backendRef).
+                assert!(
+                    stable > 0 && canary_weight.unwrap_or(0) == 0,
+                    "the canary lost its pods while still receiving traffic: stable {stable}, \
+                     canary {canary_weight:?}"
                 );
                 Ok(())
             }

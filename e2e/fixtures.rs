@@ -154,8 +154,11 @@ pub async fn wait_for_weight(env: &Env, route: &str, release: &str, canary_weigh
         &format!("HTTPRoute {route} to send {canary_weight}% to the canary"),
         || async {
             let (stable, canary) = route_weights(env, route, release).await?;
+            // At 0 the route is given back as written: no canary backendRef, the stable's
+            // weight as the owner left it.
+            let given_back = canary_weight == 0 && canary.is_none() && stable > 0;
             let canary = canary.unwrap_or(0);
-            if stable == 100 - canary_weight && canary == canary_weight {
+            if given_back || stable == 100 - canary_weight && canary == canary_weight {
                 Ok(())
             } else {
                 Err(format!("stable weight {stable}, canary weight {canary}"))

@@ -26,6 +26,7 @@ mod delete;
 mod evidence;
 mod faults;
 mod fixtures;
+mod grpc;
 mod hostile;
 mod install;
 mod kubelet;
@@ -109,9 +110,21 @@ fn main() -> ExitCode {
         workload::a_bad_workload_ref_is_refused_or_named_until_fixed_then_on_success_hands_over,
         workload::with_scale_down_never_the_deployment_keeps_its_pods_and_the_release_goes_at_once,
         dashboard::a_canary_weight_change_appears_on_the_dashboard_without_a_reload,
+        grpc::a_gateway_class_without_session_persistence_refuses_it_naming_the_field,
     ];
-    // Walks that stop or break their control plane get one of their own.
+    // Walks that stop or break their control plane get one of their own (the GRPCRoute walk
+    // starts without the GRPCRoute CRD and installs it: no other walk may see either).
     trials.extend([
+        private_trial(
+            "a_grpc_route_canary_moves_its_weights_and_a_deletion_gives_the_route_back",
+            |env| {
+                Box::pin(
+                    grpc::a_grpc_route_canary_moves_its_weights_and_a_deletion_gives_the_route_back(
+                        env,
+                    ),
+                )
+            },
+        ),
         private_trial(
             "an_api_server_restart_mid_canary_is_acted_on_within_seconds",
             |env| Box::pin(faults::an_api_server_restart_mid_canary_is_acted_on_within_seconds(env)),

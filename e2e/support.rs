@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
+use gateway_api::apis::experimental::grpcroutes::GrpcRoute;
 use gateway_api::apis::experimental::httproutes::HttpRoute;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
@@ -41,7 +42,7 @@ use crate::prepare::{
     CONTROLLER_NAMESPACE, controller_user, gateway_crds, gateway_crds_dir, install_controller_rbac,
     install_crd,
 };
-use waymark::api::{ROUTE_FINALIZER, Release, ReleaseStatus};
+use waymark::api::{ROUTE_FINALIZER, Release, ReleaseStatus, RouteKind};
 use waymark::controller::{ControllerArgs, run_with_client};
 
 /// Field manager of the suite's own writes (as the user, not as the controller).
@@ -542,6 +543,10 @@ impl Env {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
+    pub fn grpc_routes(&self) -> Api<GrpcRoute> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
     pub fn pods(&self) -> Api<Pod> {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
@@ -712,10 +717,16 @@ impl Env {
             field_manager: Some(E2E_MANAGER.into()),
             ..PatchParams::default()
         };
-        let written = match &release.spec.traffic.gateway_api {
-            Some(gateway) => self
+        let route = release.spec.traffic.route();
+        let written = match route {
+            Some((RouteKind::Http, route)) => self
                 .routes()
-                .patch(&gateway.http_route, &params, &patch)
+                .patch(route, &params, &patch)
+                .await
+                .map(|_| ()),
+            Some((RouteKind::Grpc, route)) => self
+                .grpc_routes()
+                .patch(route, &params, &patch)
                 .await
                 .map(|_| ()),
             None => self

@@ -127,9 +127,7 @@ impl ReleaseBuilder {
 
     pub fn gateway() -> Self {
         Self::new(Traffic {
-            gateway_api: Some(GatewayApiTraffic {
-                http_route: "checkout".into(),
-            }),
+            gateway_api: Some(GatewayApiTraffic::http("checkout")),
             replicas: None,
         })
     }

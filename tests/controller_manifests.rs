@@ -87,6 +87,20 @@ fn cluster_role_has_no_wildcards_and_no_secrets() {
         grants(&rules, "secrets").is_empty(),
         "Secrets are read only where Releases live, through waymark-secret-reader"
     );
+    for route in ["httproutes", "grpcroutes"] {
+        assert_eq!(
+            grants(&rules, route),
+            ["list", "watch", "patch"],
+            "{route}: watched, weights written by server-side apply"
+        );
+    }
+    for parent in ["gateways", "gatewayclasses"] {
+        assert_eq!(
+            grants(&rules, parent),
+            ["get"],
+            "{parent}: read by name for the GatewayClass's supportedFeatures, never listed"
+        );
+    }
 }
 
 #[test]

@@ -526,6 +526,24 @@ fn no_steps_and_a_check_named_twice_are_refused_naming_the_field() {
 }
 
 #[test]
+fn a_grpc_route_with_session_persistence_is_accepted() {
+    let api_server = ApiServer::new();
+    let release = with(
+        "/spec/traffic",
+        json!({"gatewayAPI": {"grpcRoute": "checkout", "sessionPersistence": {
+            "sessionName": "cart", "type": "Cookie", "absoluteTimeout": "1h",
+            "idleTimeout": "10m", "cookieConfig": {"lifetimeType": "Permanent"}}}}),
+    );
+    assert_eq!(api_server.errors(&release), Vec::<String>::new());
+    let typed: waymark::api::Release = serde_json::from_value(release).unwrap();
+    let gateway = typed.spec.traffic.gateway_api.unwrap();
+    assert_eq!(
+        gateway.route(),
+        Some((waymark::api::RouteKind::Grpc, "checkout"))
+    );
+}
+
+#[test]
 fn every_roadmap_horizon_and_kind_is_accepted() {
     for horizon in ["now", "next", "later"] {
         for kind in ["feature", "debt", "platform", "security", "experiment"] {
@@ -574,6 +592,49 @@ fn invalid_manifests_are_rejected_with_the_field_named() {
             "no traffic mode",
             with("/spec/traffic", json!({})),
             "spec.traffic",
+        ),
+        (
+            "an HTTPRoute and a GRPCRoute",
+            with(
+                "/spec/traffic",
+                json!({"gatewayAPI": {"httpRoute": "checkout", "grpcRoute": "checkout"}}),
+            ),
+            "spec.traffic.gatewayAPI must set exactly one of httpRoute or grpcRoute",
+        ),
+        (
+            "a gatewayAPI without a route",
+            with(
+                "/spec/traffic",
+                json!({"gatewayAPI": {"sessionPersistence": {"sessionName": "cart"}}}),
+            ),
+            "spec.traffic.gatewayAPI must set exactly one of httpRoute or grpcRoute",
+        ),
+        (
+            "a permanent session cookie without an absolute timeout",
+            with(
+                "/spec/traffic",
+                json!({"gatewayAPI": {"grpcRoute": "checkout", "sessionPersistence": {
+                    "cookieConfig": {"lifetimeType": "Permanent"}}}}),
+            ),
+            "spec.traffic.gatewayAPI.sessionPersistence.absoluteTimeout",
+        ),
+        (
+            "a session persistence type Gateway API does not know",
+            with(
+                "/spec/traffic",
+                json!({"gatewayAPI": {"httpRoute": "checkout", "sessionPersistence": {
+                    "type": "IPHash"}}}),
+            ),
+            "sessionPersistence.type",
+        ),
+        (
+            "a session timeout that is not a Gateway API duration",
+            with(
+                "/spec/traffic",
+                json!({"gatewayAPI": {"httpRoute": "checkout", "sessionPersistence": {
+                    "idleTimeout": "1 hour"}}}),
+            ),
+            "sessionPersistence.idleTimeout",
         ),
         (
             "a step with both kinds",

@@ -17,8 +17,9 @@ pub use revision::template_revision;
 pub use roadmap::{Horizon, RoadmapKind};
 pub use spec::{
     Analysis, BudgetPolicy, BurnRate, Check, GatewayApiTraffic, Pause, PrometheusSource, Release,
-    ReleaseSpec, ReplicaTraffic, ResolvedPorts, Roadmap, STEPS_EMPTY, ScaleDown, SecretKeyRef,
-    ServicePorts, Slo, Step, Traffic, WorkloadRef,
+    ReleaseSpec, ReplicaTraffic, ResolvedPorts, Roadmap, RouteKind, STEPS_EMPTY, ScaleDown,
+    SecretKeyRef, ServicePorts, SessionCookieConfig, SessionCookieLifetime, SessionPersistence,
+    SessionPersistenceType, Slo, Step, Traffic, WorkloadRef,
 };
 pub use status::{
     HistoryEntry, ManualAction, ManualRequest, Outcome, Phase, ReleaseStage, ReleaseStatus,
@@ -47,8 +48,9 @@ pub const ANNOTATION_ADOPT: &str = "waymark.dev/adopt";
 /// Annotation on a child Deployment: a hash of what Waymark applied (labels, annotations and
 /// spec but the replica count), so an unchanged child is not written again.
 pub const ANNOTATION_SPEC_HASH: &str = "waymark.dev/spec-hash";
-/// Finalizer on a Release whose HTTPRoute carries canary weight: deleting the Release first gives
-/// the route back to the stable (see [`crate::rollout::deletion`]). A settled Release has none.
+/// Finalizer on a Release whose route (HTTPRoute or GRPCRoute) carries canary weight: deleting the
+/// Release first gives the route back to the stable (see [`crate::rollout::deletion`]). A settled
+/// Release has none.
 pub const ROUTE_FINALIZER: &str = "waymark.dev/route";
 /// Finalizer on a Release that has scaled down the Deployment its `spec.workloadRef` names:
 /// deleting the Release (or removing the reference) first gives that Deployment back its

@@ -154,7 +154,8 @@ pub struct ReleaseSpec {
     pub service: Option<ServicePorts>,
 
     /// How traffic is shifted to the canary. Required: set exactly one of `gatewayAPI` (the
-    /// weights of an existing HTTPRoute) or `replicas` (the canary's share of the pods).
+    /// weights of an existing HTTPRoute or GRPCRoute) or `replicas` (the canary's share of the
+    /// pods).
     pub traffic: Traffic,
 
     /// The canary steps, run in order from the first; each either sets the canary's traffic
@@ -333,8 +334,8 @@ fn target_port_schema(_: &mut SchemaGenerator) -> Schema {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.gatewayAPI) != has(self.replicas)").message("spec.traffic must set exactly one of gatewayAPI or replicas"))]
 pub struct Traffic {
-    /// Shifts traffic with the backend weights of an existing Gateway API HTTPRoute. Set it or
-    /// `replicas`, not both.
+    /// Shifts traffic with the backend weights of an existing Gateway API HTTPRoute or
+    /// GRPCRoute. Set it or `replicas`, not both.
     #[serde(
         default,
         rename = "gatewayAPI",
@@ -348,18 +349,173 @@ pub struct Traffic {
     pub replicas: Option<ReplicaTraffic>,
 }
 
-/// Gateway API routing.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+impl Traffic {
+    /// The Gateway API route the Release names, as its kind and name (`None` with a replica
+    /// split).
+    pub fn route(&self) -> Option<(RouteKind, &str)> {
+        self.gateway_api.as_ref().and_then(GatewayApiTraffic::route)
+    }
+
+    /// Whether the Release routes its traffic through a route of `kind`.
+    pub fn routes_through(&self, kind: RouteKind) -> bool {
+        self.route().is_some_and(|(named, _)| named == kind)
+    }
+}
+
+/// Gateway API routing: the route whose weights Waymark shares between the stable and the
+/// canary, and what Waymark passes through to the rules it edits.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.httpRoute) != has(self.grpcRoute)").message("spec.traffic.gatewayAPI must set exactly one of httpRoute or grpcRoute"))]
 pub struct GatewayApiTraffic {
-    /// The name of an HTTPRoute in the Release's namespace. Required; the route must have a
-    /// backendRef to the Service `<release>-stable`, whose weight Waymark shares with
-    /// `<release>-canary`.
+    /// The name of an HTTPRoute in the Release's namespace. Set it or `grpcRoute`, not both;
+    /// the route must have a backendRef to the Service `<release>-stable`, whose weight Waymark
+    /// shares with `<release>-canary`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 1, max = 253),
         pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
     )]
-    pub http_route: String,
+    pub http_route: Option<String>,
+
+    /// The name of a GRPCRoute in the Release's namespace. Set it or `httpRoute`, not both;
+    /// the route must have a backendRef to the Service `<release>-stable`, whose weight Waymark
+    /// shares with `<release>-canary`, exactly as for an HTTPRoute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub grpc_route: Option<String>,
+
+    /// Session persistence (sticky sessions) for the route rules Waymark edits, in Gateway
+    /// API's own shape. Optional. Waymark writes it on the rules that send traffic to
+    /// `<release>-stable` only when the route's GatewayClass lists session persistence in
+    /// `status.supportedFeatures`; a class that lists features without it gets a condition
+    /// naming this field, and a class that lists none leaves it unwritten with a status message
+    /// saying support is unknown (a route CRD without the field would drop it on every write).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_persistence: Option<SessionPersistence>,
+}
+
+/// The route a Release names, as a kind and a name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteKind {
+    /// `gateway.networking.k8s.io/v1` HTTPRoute (`spec.traffic.gatewayAPI.httpRoute`).
+    Http,
+    /// `gateway.networking.k8s.io/v1` GRPCRoute (`spec.traffic.gatewayAPI.grpcRoute`).
+    Grpc,
+}
+
+impl RouteKind {
+    /// The kind as Kubernetes spells it: `HTTPRoute` or `GRPCRoute`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            RouteKind::Http => "HTTPRoute",
+            RouteKind::Grpc => "GRPCRoute",
+        }
+    }
+
+    /// The spec field that names a route of this kind.
+    pub fn field(self) -> &'static str {
+        match self {
+            RouteKind::Http => "spec.traffic.gatewayAPI.httpRoute",
+            RouteKind::Grpc => "spec.traffic.gatewayAPI.grpcRoute",
+        }
+    }
+}
+
+impl GatewayApiTraffic {
+    /// Routing through the HTTPRoute `name`.
+    pub fn http(name: &str) -> GatewayApiTraffic {
+        GatewayApiTraffic {
+            http_route: Some(name.into()),
+            ..GatewayApiTraffic::default()
+        }
+    }
+
+    /// Routing through the GRPCRoute `name`.
+    pub fn grpc(name: &str) -> GatewayApiTraffic {
+        GatewayApiTraffic {
+            grpc_route: Some(name.into()),
+            ..GatewayApiTraffic::default()
+        }
+    }
+
+    /// The route named, as its kind and name. An HTTPRoute wins when both are set (which the
+    /// schema refuses); `None` when neither is (refused too).
+    pub fn route(&self) -> Option<(RouteKind, &str)> {
+        match (&self.http_route, &self.grpc_route) {
+            (Some(name), _) => Some((RouteKind::Http, name)),
+            (None, Some(name)) => Some((RouteKind::Grpc, name)),
+            (None, None) => None,
+        }
+    }
+
+    /// Whether this names the route `name` of `kind`.
+    pub fn names(&self, kind: RouteKind, name: &str) -> bool {
+        self.route() == Some((kind, name))
+    }
+}
+
+/// Session persistence for the route rules Waymark edits: Gateway API's `SessionPersistence`
+/// (experimental channel), passed through as written.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.cookieConfig) || !has(self.cookieConfig.lifetimeType) || self.cookieConfig.lifetimeType != 'Permanent' || has(self.absoluteTimeout)").message("spec.traffic.gatewayAPI.sessionPersistence.absoluteTimeout must be set when cookieConfig.lifetimeType is Permanent"))]
+pub struct SessionPersistence {
+    /// The name of the session token (the cookie's or the header's name), up to 128
+    /// characters. Optional: the implementation picks one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub session_name: Option<String>,
+
+    /// `Cookie` (the default) or `Header`: where the session token travels.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<SessionPersistenceType>,
+
+    /// How long a session lasts at most, as a Gateway API duration (`1h`, `30m`, `10s`,
+    /// `500ms`, up to four parts). Optional; required for a Permanent cookie.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"))]
+    pub absolute_timeout: Option<String>,
+
+    /// How long a session may stay idle, as a Gateway API duration. Optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"))]
+    pub idle_timeout: Option<String>,
+
+    /// Settings of a cookie-based session. Optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie_config: Option<SessionCookieConfig>,
+}
+
+/// Where the session token travels.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionPersistenceType {
+    /// A cookie the gateway sets.
+    Cookie,
+    /// A header the client sends back.
+    Header,
+}
+
+/// Settings of a cookie-based session.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionCookieConfig {
+    /// `Session` (the default: the cookie ends with the browser session) or `Permanent` (it
+    /// lasts `absoluteTimeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifetime_type: Option<SessionCookieLifetime>,
+}
+
+/// How long a session cookie lives.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionCookieLifetime {
+    /// Until `absoluteTimeout` (Expires or Max-Age set).
+    Permanent,
+    /// Until the client's session ends.
+    Session,
 }
 
 /// Replica-split routing; it has no settings.

@@ -2,6 +2,7 @@
 //! the object already as wanted, and never on an object this Release does not own.
 
 use std::fmt::Debug;
+use std::sync::Arc;
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -12,9 +13,11 @@ use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::api::{ANNOTATION_ADOPT, FIELD_MANAGER, Release, Role};
+use crate::api::{ANNOTATION_ADOPT, FIELD_MANAGER, Release, Role, RouteKind, SessionPersistence};
 use crate::rollout::{Action, Audience, EventNote, Severity};
+use crate::traffic::features::session_persistence_plan;
 use crate::traffic::gateway::Backends;
+use crate::traffic::route::WeightedRoute;
 
 use super::children::{self, restore_apply, weight_apply};
 use super::context::Context;
@@ -254,42 +257,76 @@ async fn delete_canary(
 /// Give the route `canary_weight` by server-side apply of its rules under Waymark's field
 /// manager (forced: the rules are an atomic list, and another manager applying the route's
 /// Git version must not keep the canary's traffic away; the Argo CD `ignoreDifferences` in
-/// `config/argocd/` keeps Argo CD from fighting back).
+/// `config/argocd/` keeps Argo CD from fighting back). Session persistence goes with the
+/// weights only where the route's GatewayClass lists it
+/// ([`crate::traffic::features::session_persistence_plan`]), so an apply never carries a field
+/// the route's CRD would prune.
 async fn set_weight(
     ctx: &Context,
     release: &Release,
     namespace: &str,
     canary_weight: i32,
 ) -> Result<(), Error> {
-    let Some(route_name) = release
+    let Some(gateway) = release.spec.traffic.gateway_api.as_ref() else {
+        return Ok(());
+    };
+    match gateway.route() {
+        None => Ok(()),
+        Some((RouteKind::Http, name)) => {
+            let route = ctx.stores.route(namespace, name);
+            set_route_weight(ctx, release, namespace, name, route, canary_weight).await
+        }
+        Some((RouteKind::Grpc, name)) => {
+            let route = ctx.stores.grpc_route(namespace, name);
+            set_route_weight(ctx, release, namespace, name, route, canary_weight).await
+        }
+    }
+}
+
+/// [`set_weight`] on the cached route `namespace/route_name` of kind `R`.
+async fn set_route_weight<R: WeightedRoute>(
+    ctx: &Context,
+    release: &Release,
+    namespace: &str,
+    route_name: &str,
+    cached: Option<Arc<R>>,
+    canary_weight: i32,
+) -> Result<(), Error> {
+    let object = format!("{} {namespace}/{route_name}", R::KIND.kind());
+    let Some(route) = cached else {
+        // Gone since the decision: the next reconcile (the watch sees the deletion) reports it.
+        return Ok(());
+    };
+    let asked = release
         .spec
         .traffic
         .gateway_api
         .as_ref()
-        .map(|gateway| gateway.http_route.clone())
-    else {
-        return Ok(());
+        .and_then(|gateway| gateway.session_persistence.as_ref());
+    let features = match asked {
+        Some(_) => {
+            ctx.gateway_features
+                .of_route(&ctx.client, route.as_ref())
+                .await
+        }
+        None => None,
     };
-    let object = format!("HTTPRoute {namespace}/{route_name}");
-    let Some(route) = ctx.stores.route(namespace, &route_name) else {
-        // Gone since the decision: the next reconcile (the watch sees the deletion) reports it.
-        return Ok(());
-    };
+    let plan = session_persistence_plan(asked, R::KIND, features.as_deref());
     let backends = Backends::of(&release.name_any());
-    let body =
-        weight_apply(&route, &backends, canary_weight).map_err(|message| Error::Refused {
+    let body = weight_apply(route.as_ref(), &backends, canary_weight, plan.to_write()).map_err(
+        |message| Error::Refused {
             object: object.clone(),
             reason: "Rejected",
             message,
-        })?;
+        },
+    )?;
     let Some(body) = body else {
         return Ok(());
     };
-    let routes: Api<gateway_api::apis::experimental::httproutes::HttpRoute> =
-        Api::namespaced(ctx.client.clone(), namespace);
+    let routes: Api<R> = Api::namespaced(ctx.client.clone(), namespace);
     routes
         .patch(
-            &route_name,
+            route_name,
             &PatchParams::apply(FIELD_MANAGER).force(),
             &Patch::Apply(&body),
         )
@@ -318,34 +355,51 @@ pub async fn give_route_back(
     release: &Release,
     namespace: &str,
 ) -> Result<RouteGivenBack, Error> {
-    let Some(route_name) = release
-        .spec
-        .traffic
-        .gateway_api
-        .as_ref()
-        .map(|gateway| gateway.http_route.clone())
-    else {
+    let Some(gateway) = release.spec.traffic.gateway_api.as_ref() else {
         return Ok(RouteGivenBack::Done);
     };
-    let object = format!("HTTPRoute {namespace}/{route_name}");
-    let Some(route) = ctx.stores.route(namespace, &route_name) else {
+    // What Waymark passed through (the spec's value), taken out with its weights.
+    let written = gateway.session_persistence.as_ref();
+    match gateway.route() {
+        None => Ok(RouteGivenBack::Done),
+        Some((RouteKind::Http, name)) => {
+            let route = ctx.stores.route(namespace, name);
+            give_back(ctx, release, namespace, name, route, written).await
+        }
+        Some((RouteKind::Grpc, name)) => {
+            let route = ctx.stores.grpc_route(namespace, name);
+            give_back(ctx, release, namespace, name, route, written).await
+        }
+    }
+}
+
+/// [`give_route_back`] for the cached route `namespace/route_name` of kind `R`.
+async fn give_back<R: WeightedRoute>(
+    ctx: &Context,
+    release: &Release,
+    namespace: &str,
+    route_name: &str,
+    cached: Option<Arc<R>>,
+    written: Option<&SessionPersistence>,
+) -> Result<RouteGivenBack, Error> {
+    let object = format!("{} {namespace}/{route_name}", R::KIND.kind());
+    let Some(route) = cached else {
         return Ok(RouteGivenBack::Gone(format!("{object} not found")));
     };
-    let body = restore_apply(&route, &Backends::of(&release.name_any())).map_err(|message| {
-        Error::Refused {
+    let body = restore_apply(route.as_ref(), &Backends::of(&release.name_any()), written).map_err(
+        |message| Error::Refused {
             object: object.clone(),
             reason: "Rejected",
             message,
-        }
-    })?;
+        },
+    )?;
     let Some(body) = body else {
         return Ok(RouteGivenBack::Done);
     };
-    let routes: Api<gateway_api::apis::experimental::httproutes::HttpRoute> =
-        Api::namespaced(ctx.client.clone(), namespace);
+    let routes: Api<R> = Api::namespaced(ctx.client.clone(), namespace);
     match routes
         .patch(
-            &route_name,
+            route_name,
             &PatchParams::apply(FIELD_MANAGER).force(),
             &Patch::Apply(&body),
         )

@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 
-use gateway_api::apis::experimental::httproutes::HttpRoute;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{PodTemplateSpec, Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -16,10 +15,12 @@ use kube::{Resource, ResourceExt};
 use crate::api::{
     ANNOTATION_ROADMAP_TITLE, ANNOTATION_ROADMAP_URL, ANNOTATION_SPEC_HASH, LABEL_RELEASE,
     LABEL_REVISION, LABEL_ROADMAP_HORIZON, LABEL_ROADMAP_ITEM, LABEL_ROADMAP_KIND, LABEL_ROLE,
-    Release, ResolvedPorts, Role,
+    Release, ResolvedPorts, Role, SessionPersistence,
 };
-
-use crate::traffic::gateway::{Backends, restore_route, set_route_weights};
+use crate::traffic::gateway::{
+    Backends, restore_route, set_route_weights, set_session_persistence,
+};
+use crate::traffic::route::WeightedRoute;
 
 use super::error::Error;
 
@@ -296,58 +297,73 @@ pub fn scale_patch(replicas: i32) -> serde_json::Value {
     serde_json::json!({ "spec": { "replicas": replicas } })
 }
 
-/// The server-side apply body that gives `route` a canary weight of `canary_weight`, or `None`
-/// when it already has it.
+/// The route's `spec.rules` as JSON (the whole atomic list), whatever its kind.
+fn rules_of<R: WeightedRoute>(route: &R) -> serde_json::Value {
+    serde_json::to_value(route)
+        .ok()
+        .and_then(|mut json| json.get_mut("spec").map(|spec| spec["rules"].take()))
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// The server-side apply body that gives `route` a canary weight of `canary_weight` (and, where
+/// the GatewayClass supports it, the spec's `session_persistence` on the rules Waymark edits),
+/// or `None` when it already has them.
 ///
 /// It holds the route's identity and its whole `spec.rules` (an atomic list: whoever applies it
 /// owns all of it) with Waymark's weights, and nothing else, so Waymark's field manager owns
 /// exactly the rules and another manager's apply of the route's Git version is seen and undone
 /// instead of silently winning. The error names the route and the stable Service.
-pub fn weight_apply(
-    route: &HttpRoute,
+pub fn weight_apply<R: WeightedRoute>(
+    route: &R,
     backends: &Backends,
     canary_weight: i32,
+    session_persistence: Option<&SessionPersistence>,
 ) -> Result<Option<serde_json::Value>, String> {
     let mut edited = route.clone();
-    if !set_route_weights(&mut edited, backends, canary_weight)? {
+    let weights_changed = set_route_weights(&mut edited, backends, canary_weight)?;
+    let sessions_changed = set_session_persistence(&mut edited, backends, session_persistence);
+    if !weights_changed && !sessions_changed {
         return Ok(None);
     }
     Ok(Some(serde_json::json!({
         "apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "HTTPRoute",
+        "kind": R::KIND.kind(),
         "metadata": {
             "name": route.name_any(),
             "namespace": route.namespace(),
         },
-        "spec": {"rules": edited.spec.rules},
+        "spec": {"rules": rules_of(&edited)},
     })))
 }
 
 /// The server-side apply body that gives `route` back as its owner wrote it
-/// ([`restore_route`]), or `None` when it already is.
+/// ([`restore_route`]: Waymark's backendRef and the session persistence it passed through,
+/// `written`, go), or `None` when it already is.
 ///
 /// Like [`weight_apply`] it holds the whole `spec.rules`; unlike it, it carries the route's uid
 /// and resourceVersion as preconditions: a route deleted since the cache read it is not created
 /// again by the apply (the API server answers 409), and a route changed since is not overwritten
 /// with rules rebuilt from an older copy.
-pub fn restore_apply(
-    route: &HttpRoute,
+pub fn restore_apply<R: WeightedRoute>(
+    route: &R,
     backends: &Backends,
+    written: Option<&SessionPersistence>,
 ) -> Result<Option<serde_json::Value>, String> {
     let mut edited = route.clone();
-    if !restore_route(&mut edited, backends)? {
+    if !restore_route(&mut edited, backends, written)? {
         return Ok(None);
     }
+    let meta = route.meta();
     Ok(Some(serde_json::json!({
         "apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "HTTPRoute",
+        "kind": R::KIND.kind(),
         "metadata": {
             "name": route.name_any(),
             "namespace": route.namespace(),
-            "uid": route.metadata.uid,
-            "resourceVersion": route.metadata.resource_version,
+            "uid": meta.uid,
+            "resourceVersion": meta.resource_version,
         },
-        "spec": {"rules": edited.spec.rules},
+        "spec": {"rules": rules_of(&edited)},
     })))
 }
 
@@ -523,7 +539,7 @@ mod tests {
             vec![backend("checkout-stable", Some(100))],
             vec![backend("static-assets", Some(3))],
         ]);
-        let body = weight_apply(&route, &Backends::of("checkout"), 30)
+        let body = weight_apply(&route, &Backends::of("checkout"), 30, None)
             .unwrap()
             .unwrap();
         assert_eq!(body["metadata"]["name"], "checkout");
@@ -552,7 +568,7 @@ mod tests {
             backend("checkout-canary", Some(30)),
         ]]);
         assert_eq!(
-            weight_apply(&route, &Backends::of("checkout"), 30),
+            weight_apply(&route, &Backends::of("checkout"), 30, None),
             Ok(None)
         );
     }
@@ -568,7 +584,7 @@ mod tests {
         ]);
         route.metadata.uid = Some("5e0c".into());
         route.metadata.resource_version = Some("42".into());
-        let body = restore_apply(&route, &Backends::of("checkout"))
+        let body = restore_apply(&route, &Backends::of("checkout"), None)
             .unwrap()
             .unwrap();
         assert_eq!(
@@ -590,10 +606,156 @@ mod tests {
         assert_eq!(body["spec"]["rules"][1]["backendRefs"][0]["weight"], 7);
 
         let mut restored = route.clone();
-        restore_route(&mut restored, &Backends::of("checkout")).unwrap();
+        restore_route(&mut restored, &Backends::of("checkout"), None).unwrap();
         assert_eq!(
-            restore_apply(&restored, &Backends::of("checkout")),
+            restore_apply(&restored, &Backends::of("checkout"), None),
             Ok(None)
+        );
+    }
+
+    fn grpc_route(
+        rules: serde_json::Value,
+    ) -> gateway_api::apis::experimental::grpcroutes::GrpcRoute {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "GRPCRoute",
+            "metadata": {"name": "checkout", "namespace": "shop", "uid": "9a1f", "resourceVersion": "3"},
+            "spec": {"parentRefs": [{"name": "public"}], "rules": rules}
+        }))
+        .unwrap()
+    }
+
+    fn cart_sessions() -> SessionPersistence {
+        SessionPersistence {
+            session_name: Some("cart".into()),
+            idle_timeout: Some("10m".into()),
+            ..SessionPersistence::default()
+        }
+    }
+
+    /// Every key anywhere in `value`.
+    fn keys(value: &serde_json::Value) -> Vec<String> {
+        match value {
+            serde_json::Value::Object(map) => map
+                .iter()
+                .flat_map(|(key, inner)| std::iter::once(key.clone()).chain(keys(inner)))
+                .collect(),
+            serde_json::Value::Array(items) => items.iter().flat_map(keys).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_grpc_route_gets_weights_like_an_http_route_and_is_given_back_as_written() {
+        let written = serde_json::json!([
+            {"matches": [{"method": {"service": "shop.Cart"}}],
+             "backendRefs": [{"name": "checkout-stable", "port": 9090}]},
+            {"backendRefs": [{"name": "legacy", "port": 9090, "weight": 3}]}
+        ]);
+        let route = grpc_route(written.clone());
+        let body = weight_apply(&route, &Backends::of("checkout"), 10, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(body["kind"], "GRPCRoute");
+        assert_eq!(body["apiVersion"], "gateway.networking.k8s.io/v1");
+        assert_eq!(
+            body["spec"].as_object().unwrap().keys().collect::<Vec<_>>(),
+            ["rules"]
+        );
+        assert_eq!(
+            body["spec"]["rules"][0]["backendRefs"],
+            serde_json::json!([
+                {"name": "checkout-stable", "port": 9090, "weight": 90},
+                {"name": "checkout-canary", "port": 9090, "weight": 10}
+            ])
+        );
+        assert_eq!(
+            body["spec"]["rules"][1], written[1],
+            "the owner's rule untouched"
+        );
+
+        // At 50%, then given back: the rules are what the owner wrote, byte for byte.
+        let mut at_fifty = grpc_route(body["spec"]["rules"].clone());
+        let body = weight_apply(&at_fifty, &Backends::of("checkout"), 50, None)
+            .unwrap()
+            .unwrap();
+        at_fifty = grpc_route(body["spec"]["rules"].clone());
+        assert_eq!(
+            crate::traffic::gateway::canary_weight(&at_fifty, &Backends::of("checkout")),
+            Ok(50)
+        );
+        let restored = restore_apply(&at_fifty, &Backends::of("checkout"), None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(restored["kind"], "GRPCRoute");
+        assert_eq!(restored["metadata"]["uid"], "9a1f");
+        assert_eq!(restored["spec"]["rules"], written);
+    }
+
+    #[test]
+    fn the_apply_body_never_carries_session_persistence_unless_the_class_supports_it() {
+        use crate::api::RouteKind;
+        use crate::traffic::features::session_persistence_plan;
+        let rules =
+            serde_json::json!([{"backendRefs": [{"name": "checkout-stable", "port": 9090}]}]);
+        let sessions = cart_sessions();
+        let unsupported = vec!["GRPCRoute".to_string()];
+        let supported = vec![
+            "GRPCRoute".to_string(),
+            "CookieSessionPersistence".to_string(),
+        ];
+        // (features the class lists, whether the body may carry sessionPersistence)
+        let cases: [(Option<&[String]>, bool); 3] = [
+            (None, false),
+            (Some(&unsupported), false),
+            (Some(&supported), true),
+        ];
+        for (features, carried) in cases {
+            let plan = session_persistence_plan(Some(&sessions), RouteKind::Grpc, features);
+            let body = weight_apply(
+                &grpc_route(rules.clone()),
+                &Backends::of("checkout"),
+                10,
+                plan.to_write(),
+            )
+            .unwrap()
+            .unwrap();
+            assert_eq!(
+                keys(&body).contains(&"sessionPersistence".to_string()),
+                carried,
+                "{features:?}: {body}"
+            );
+            if carried {
+                assert_eq!(
+                    body["spec"]["rules"][0]["sessionPersistence"],
+                    serde_json::json!({"sessionName": "cart", "idleTimeout": "10m"})
+                );
+            }
+        }
+        // A weight already in place still writes a newly supported session persistence once,
+        // then nothing.
+        let mut settled = grpc_route(serde_json::json!([{"backendRefs": [
+            {"name": "checkout-stable", "port": 9090, "weight": 90},
+            {"name": "checkout-canary", "port": 9090, "weight": 10}]}]));
+        assert_eq!(
+            weight_apply(&settled, &Backends::of("checkout"), 10, None),
+            Ok(None)
+        );
+        let body = weight_apply(&settled, &Backends::of("checkout"), 10, Some(&sessions))
+            .unwrap()
+            .unwrap();
+        settled = grpc_route(body["spec"]["rules"].clone());
+        assert_eq!(
+            weight_apply(&settled, &Backends::of("checkout"), 10, Some(&sessions)),
+            Ok(None)
+        );
+        // Given back: Waymark's session persistence goes with its backendRef.
+        let restored = restore_apply(&settled, &Backends::of("checkout"), Some(&sessions))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            restored["spec"]["rules"],
+            serde_json::json!([{"backendRefs": [{"name": "checkout-stable", "port": 9090}]}])
         );
     }
 }

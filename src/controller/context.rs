@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use gateway_api::apis::experimental::grpcroutes::GrpcRoute;
 use gateway_api::apis::experimental::httproutes::HttpRoute;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
@@ -47,6 +48,9 @@ pub struct Stores {
     pub services: Store<Service>,
     /// HTTPRoutes, read for their weights.
     pub routes: Store<HttpRoute>,
+    /// GRPCRoutes, read for their weights. Filled only once a Release names a GRPCRoute (the
+    /// watch starts then: a cluster without the GRPCRoute CRD is never asked for them).
+    pub grpc_routes: Store<GrpcRoute>,
     /// The Deployments this process wrote, as the API server returned them, until the cache
     /// shows that write: a reconcile that runs before the watch delivers it (a loaded API
     /// server's watches lag by seconds) reads its own write instead of creating the canary a
@@ -67,11 +71,13 @@ impl Stores {
         deployments: Store<Deployment>,
         services: Store<Service>,
         routes: Store<HttpRoute>,
+        grpc_routes: Store<GrpcRoute>,
     ) -> Stores {
         Stores {
             deployments,
             services,
             routes,
+            grpc_routes,
             written: Arc::default(),
         }
     }
@@ -200,6 +206,12 @@ impl Stores {
     pub fn route(&self, namespace: &str, name: &str) -> Option<Arc<HttpRoute>> {
         self.routes.get(&ObjectRef::new(name).within(namespace))
     }
+
+    /// The cached GRPCRoute `namespace/name`.
+    pub fn grpc_route(&self, namespace: &str, name: &str) -> Option<Arc<GrpcRoute>> {
+        self.grpc_routes
+            .get(&ObjectRef::new(name).within(namespace))
+    }
 }
 
 /// Whether `cached` shows the write that returned `ours`: the same object (uid) at that
@@ -234,6 +246,8 @@ pub struct Context {
     pub health: Option<Arc<super::Health>>,
     /// Per Release, what the last read of its Prometheus Secrets found.
     pub credential_checks: CredentialChecks,
+    /// Per Gateway, the features its GatewayClass lists, as last read.
+    pub gateway_features: super::gateway_features::FeatureLookups,
     /// Per Release, what its last apply met, and whether a decision has seen that yet.
     applies: Mutex<HashMap<ObjectRef<Release>, (LastApply, bool)>>,
 }
@@ -257,6 +271,7 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             health: None,
             credential_checks: CredentialChecks::default(),
+            gateway_features: Default::default(),
             applies: Mutex::new(HashMap::new()),
         }
     }
@@ -269,9 +284,15 @@ impl Context {
 
     /// Whether the API server does not serve HTTPRoutes at all (the Gateway API CRD is missing).
     pub fn http_routes_missing(&self) -> bool {
+        self.routes_missing(super::watched::Watched::HttpRoutes)
+    }
+
+    /// Whether the API server does not serve the route resource `watched` at all (its CRD is
+    /// missing).
+    pub fn routes_missing(&self, watched: super::watched::Watched) -> bool {
         self.health
             .as_ref()
-            .is_some_and(|health| health.is_missing(super::watched::Watched::HttpRoutes))
+            .is_some_and(|health| health.is_missing(watched))
     }
 
     /// Remember that a status write was based on `resource_version` of `release`.
@@ -385,7 +406,10 @@ mod tests {
         let (deployments, writer) = reflector::store();
         let (services, _) = reflector::store();
         let (routes, _) = reflector::store();
-        (Stores::new(deployments, services, routes), writer)
+        (
+            Stores::new(deployments, services, routes, reflector::store().0),
+            writer,
+        )
     }
 
     /// The canary Deployment `shop/checkout-canary` at `generation` of object `uid`, with

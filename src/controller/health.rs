@@ -9,7 +9,7 @@ use std::time::Instant;
 use kube::runtime::reflector::Store;
 
 use super::watched::{WATCH_RETRY_CAP, Watched};
-use crate::api::Release;
+use crate::api::{Release, RouteKind};
 
 /// What `/readyz` reports on.
 #[derive(Default)]
@@ -114,11 +114,17 @@ impl Health {
     /// A Release (`namespace/name`) that names an HTTPRoute, if any: then the HTTPRoute watch
     /// is needed.
     pub fn route_user(&self) -> Option<String> {
+        self.route_user_of(RouteKind::Http)
+    }
+
+    /// A Release (`namespace/name`) that names a route of `kind`, if any: then that route
+    /// watch is needed.
+    pub fn route_user_of(&self, kind: RouteKind) -> Option<String> {
         let releases = self.releases.lock().ok()?.clone()?;
         releases
             .state()
             .iter()
-            .find(|release| release.spec.traffic.gateway_api.is_some())
+            .find(|release| release.spec.traffic.routes_through(kind))
             .map(|release| {
                 format!(
                     "{}/{}",
@@ -141,10 +147,14 @@ impl Health {
             .map(|watches| watches.clone())
             .unwrap_or_default();
         let route_user = self.route_user();
+        let grpc_route_user = self.route_user_of(RouteKind::Grpc);
         readiness(
             self.caches_synced.load(Ordering::SeqCst),
             &watches,
-            route_user.as_deref(),
+            RouteUsers {
+                http: route_user.as_deref(),
+                grpc: grpc_route_user.as_deref(),
+            },
             Instant::now(),
         )
         .map(|()| {
@@ -162,18 +172,43 @@ impl Health {
     }
 }
 
+/// A Release (`namespace/name`) per route kind that names a route of that kind, if any.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RouteUsers<'a> {
+    /// A Release that names an HTTPRoute.
+    pub http: Option<&'a str>,
+    /// A Release that names a GRPCRoute.
+    pub grpc: Option<&'a str>,
+}
+
+impl<'a> RouteUsers<'a> {
+    /// Only an HTTPRoute user (or none).
+    pub fn http(user: Option<&'a str>) -> RouteUsers<'a> {
+        RouteUsers {
+            http: user,
+            grpc: None,
+        }
+    }
+}
+
 /// Ready when the caches synced and no watch the controller needs has been down for longer
-/// than [`WATCH_RETRY_CAP`] (a shorter failure is retried before anyone notices); the
-/// HTTPRoute watch is needed only while some Release (`route_user`) names an HTTPRoute.
+/// than [`WATCH_RETRY_CAP`] (a shorter failure is retried before anyone notices); a route watch
+/// is needed only while some Release (`route_users`) names a route of its kind, so a cluster
+/// without the GRPCRoute (or any Gateway API) CRD stays ready for everyone else.
 pub fn readiness(
     caches_synced: bool,
     watches: &BTreeMap<Watched, WatchState>,
-    route_user: Option<&str>,
+    route_users: RouteUsers,
     now: Instant,
 ) -> Result<(), String> {
     let mut problems = Vec::new();
     for resource in Watched::ALL {
-        let needed = resource != Watched::HttpRoutes || route_user.is_some();
+        let user = match resource {
+            Watched::HttpRoutes => Some(route_users.http),
+            Watched::GrpcRoutes => Some(route_users.grpc),
+            Watched::Releases | Watched::Deployments | Watched::Services => None,
+        };
+        let needed = user.is_none_or(|user| user.is_some());
         let Some(state) = watches.get(&resource).filter(|_| needed) else {
             continue;
         };
@@ -184,9 +219,12 @@ pub fn readiness(
         if down_for <= WATCH_RETRY_CAP && !state.missing {
             continue;
         }
-        let whose = match (resource, route_user) {
-            (Watched::HttpRoutes, Some(release)) => {
+        let whose = match (resource, route_users.http, route_users.grpc) {
+            (Watched::HttpRoutes, Some(release), _) => {
                 format!(" (Release {release} names an HTTPRoute)")
+            }
+            (Watched::GrpcRoutes, _, Some(release)) => {
+                format!(" (Release {release} names a GRPCRoute)")
             }
             _ => String::new(),
         };
@@ -259,7 +297,7 @@ mod tests {
                 ),
             ),
         ]);
-        let error = readiness(true, &watches, None, now).expect_err("not ready");
+        let error = readiness(true, &watches, RouteUsers::default(), now).expect_err("not ready");
         assert_eq!(
             error,
             "not ready: the deployments watch has been down for 12s: the deployments watch \
@@ -270,7 +308,7 @@ mod tests {
             Watched::Deployments,
             down(now - Duration::from_secs(1), "connection refused", false),
         )]);
-        assert_eq!(readiness(true, &recent, None, now), Ok(()));
+        assert_eq!(readiness(true, &recent, RouteUsers::default(), now), Ok(()));
     }
 
     #[test]
@@ -280,7 +318,7 @@ mod tests {
             Watched::Releases,
             down(now, &Watched::Releases.missing_hint(), true),
         )]);
-        let error = readiness(false, &watches, None, now).expect_err("not ready");
+        let error = readiness(false, &watches, RouteUsers::default(), now).expect_err("not ready");
         assert!(
             error.contains("releases.waymark.dev is not installed"),
             "{error}"
@@ -302,14 +340,53 @@ mod tests {
                 true,
             ),
         )]);
-        assert_eq!(readiness(true, &watches, None, now), Ok(()));
-        let error = readiness(true, &watches, Some("shop/checkout"), now).expect_err("needed");
+        assert_eq!(
+            readiness(true, &watches, RouteUsers::default(), now),
+            Ok(())
+        );
+        let error = readiness(true, &watches, RouteUsers::http(Some("shop/checkout")), now)
+            .expect_err("needed");
         assert!(
             error.contains("httproutes.gateway.networking.k8s.io"),
             "{error}"
         );
         assert!(
             error.contains("Release shop/checkout names an HTTPRoute"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_missing_grpcroute_crd_matters_only_while_a_release_names_a_grpc_route() {
+        let now = Instant::now();
+        let watches = BTreeMap::from([(
+            Watched::GrpcRoutes,
+            down(
+                now - Duration::from_secs(60),
+                &Watched::GrpcRoutes.missing_hint(),
+                true,
+            ),
+        )]);
+        // HTTPRoute users (and everyone else) are not held back by a missing GRPCRoute CRD.
+        assert_eq!(
+            readiness(true, &watches, RouteUsers::default(), now),
+            Ok(())
+        );
+        assert_eq!(
+            readiness(true, &watches, RouteUsers::http(Some("shop/web")), now),
+            Ok(())
+        );
+        let users = RouteUsers {
+            http: None,
+            grpc: Some("shop/checkout"),
+        };
+        let error = readiness(true, &watches, users, now).expect_err("needed");
+        assert!(
+            error.contains("grpcroutes.gateway.networking.k8s.io"),
+            "{error}"
+        );
+        assert!(
+            error.contains("Release shop/checkout names a GRPCRoute"),
             "{error}"
         );
     }

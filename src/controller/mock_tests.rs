@@ -45,6 +45,7 @@ struct World {
     deployments: Writer<Deployment>,
     services: Writer<Service>,
     routes: Writer<HttpRoute>,
+    grpc_routes: Writer<gateway_api::apis::experimental::grpcroutes::GrpcRoute>,
 }
 
 impl World {
@@ -61,6 +62,12 @@ impl World {
     fn route(&mut self, route: Value) {
         let route: HttpRoute = serde_json::from_value(route).unwrap();
         self.routes
+            .apply_watcher_event(&watcher::Event::Apply(route));
+    }
+
+    fn grpc_route(&mut self, route: Value) {
+        let route = serde_json::from_value(route).unwrap();
+        self.grpc_routes
             .apply_watcher_event(&watcher::Event::Apply(route));
     }
 
@@ -102,16 +109,18 @@ fn test_context() -> (Arc<Context>, World, ApiServerVerifier) {
     let (deployments, deployment_writer) = reflector::store();
     let (services, service_writer) = reflector::store();
     let (routes, route_writer) = reflector::store();
+    let (grpc_routes, grpc_route_writer) = reflector::store();
     let ctx = Context::new(
         client.clone(),
         Recorder::new(client, reporter),
         Arc::new(Metrics::default()),
-        Stores::new(deployments, services, routes),
+        Stores::new(deployments, services, routes, grpc_routes),
     );
     let world = World {
         deployments: deployment_writer,
         services: service_writer,
         routes: route_writer,
+        grpc_routes: grpc_route_writer,
     };
     (Arc::new(ctx), world, ApiServerVerifier(handle))
 }
@@ -304,6 +313,7 @@ fn settled_release(world: &mut World, now: Timestamp) -> Release {
         last_apply: Default::default(),
         workload: Default::default(),
         held_workload: Default::default(),
+        gateway_features: None,
     };
     let settled = rollout::decide(&release, &observed, now);
     assert!(
@@ -470,6 +480,7 @@ async fn a_set_weight_step_adds_the_finalizer_then_applies_only_the_routes_rules
             last_apply: Default::default(),
             workload: Default::default(),
             held_workload: Default::default(),
+            gateway_features: None,
         },
         at(10),
     );
@@ -499,6 +510,130 @@ async fn a_set_weight_step_adds_the_finalizer_then_applies_only_the_routes_rules
         assert_eq!(
             body["spec"]["rules"][1]["backendRefs"][0]["name"], "assets",
             "the other rule is kept"
+        );
+        api
+    })
+    .await;
+    reconcile_release(&release, &ctx, at(20)).await.unwrap();
+    finish(server, ctx).await;
+}
+
+#[tokio::test]
+async fn a_grpc_route_step_asks_the_gateway_class_then_applies_weights_with_session_persistence() {
+    let (ctx, mut world, verifier) = test_context();
+    let mut release = new_template_release(&mut world);
+    release.spec.traffic.gateway_api = Some(crate::api::GatewayApiTraffic {
+        session_persistence: Some(crate::api::SessionPersistence {
+            session_name: Some("cart".into()),
+            ..Default::default()
+        }),
+        ..crate::api::GatewayApiTraffic::grpc("checkout")
+    });
+    world.grpc_route(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "GRPCRoute",
+        "metadata": {"name": "checkout", "namespace": "shop", "resourceVersion": "7"},
+        "spec": {
+            "parentRefs": [{"name": "public"}],
+            "rules": [
+                {"matches": [{"method": {"service": "shop.Checkout"}}],
+                 "backendRefs": [{"name": "checkout-stable", "port": 8080}]},
+                {"backendRefs": [{"name": "legacy", "port": 8080}]}
+            ]
+        }
+    }));
+    world.deployment(available(&release, Role::Canary, V2, 1));
+    let start = rollout::decide(
+        &release,
+        &Observed {
+            stable: Some(super::observe::workload_state(&available(
+                &release,
+                Role::Stable,
+                V1,
+                4,
+            ))),
+            services_ready: true,
+            route: Some(RouteState::Ready { canary_weight: 0 }),
+            ..Default::default()
+        },
+        at(10),
+    );
+    release.status = Some(start.status);
+    let server = scenario(verifier, |mut api| async move {
+        // The route's parent Gateway, then its class: read by name, once for the reconcile.
+        let (_, send) = api
+            .expect(
+                Method::GET,
+                "/apis/gateway.networking.k8s.io/v1/namespaces/shop/gateways/public",
+            )
+            .await;
+        respond(
+            send,
+            200,
+            &json!({
+                "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+                "metadata": {"name": "public", "namespace": "shop"},
+                "spec": {"gatewayClassName": "edge",
+                         "listeners": [{"name": "grpc", "port": 443, "protocol": "HTTPS"}]}
+            }),
+        );
+        let (_, send) = api
+            .expect(
+                Method::GET,
+                "/apis/gateway.networking.k8s.io/v1/gatewayclasses/edge",
+            )
+            .await;
+        respond(
+            send,
+            200,
+            &json!({
+                "apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+                "metadata": {"name": "edge"},
+                "spec": {"controllerName": "example.com/edge"},
+                "status": {"supportedFeatures": [
+                    {"name": "CookieSessionPersistence"}, {"name": "GRPCRoute"}]}
+            }),
+        );
+        let status = api.expect_status("100").await;
+        assert_eq!(status["reason"], "StepSetWeight");
+        let condition = status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "SessionPersistence")
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(condition["status"], "True", "{status}");
+        api.expect_finalizers("1001", &[crate::api::ROUTE_FINALIZER], "1002")
+            .await;
+        let body = api
+            .expect_echo(
+                Method::PATCH,
+                &format!(
+                    "/apis/gateway.networking.k8s.io/v1/namespaces/shop/grpcroutes/checkout?{SSA}"
+                ),
+            )
+            .await;
+        assert_eq!(body["kind"], "GRPCRoute");
+        assert_eq!(
+            body["spec"].as_object().unwrap().keys().collect::<Vec<_>>(),
+            ["rules"]
+        );
+        assert_eq!(
+            weights(&body),
+            [
+                ("checkout-stable".to_string(), Some(90)),
+                ("checkout-canary".to_string(), Some(10)),
+            ]
+        );
+        assert_eq!(
+            body["spec"]["rules"][0]["sessionPersistence"],
+            json!({"sessionName": "cart"})
+        );
+        assert_eq!(
+            body["spec"]["rules"][1],
+            json!({"backendRefs": [{"name": "legacy", "port": 8080}]}),
+            "the owner's other rule: untouched, no session persistence"
         );
         api
     })
@@ -550,8 +685,8 @@ async fn an_abort_is_recorded_first_then_weight_zero_then_the_canary_scaled_down
         assert_eq!(
             weights(&body),
             [
-                ("checkout-stable".to_string(), Some(100)),
-                ("checkout-canary".to_string(), Some(0)),
+                // Weight 0 gives the route back: Waymark's backendRef goes.
+                ("checkout-stable".to_string(), None),
             ]
         );
         let scale = api

@@ -8,6 +8,7 @@ mod context;
 pub mod credentials;
 mod error;
 mod finalizer;
+pub mod gateway_features;
 pub mod health;
 pub mod http;
 pub mod kube_requests;
@@ -32,6 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
+use gateway_api::apis::experimental::grpcroutes::GrpcRoute;
 use gateway_api::apis::experimental::httproutes::HttpRoute;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
@@ -43,7 +45,7 @@ use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use watched::Watched;
 
-use crate::api::{LABEL_RELEASE, Release};
+use crate::api::{LABEL_RELEASE, Release, RouteKind};
 
 pub use context::{Context, Stores};
 pub use error::Error;
@@ -180,6 +182,7 @@ pub(crate) async fn run_controller(
         deployments,
         services,
         routes,
+        grpc_routes,
     } = Apis::new(&shared.client, args.namespace.as_deref());
     let workload_deployments: Api<kube::core::PartialObjectMeta<Deployment>> =
         match args.namespace.as_deref() {
@@ -191,6 +194,10 @@ pub(crate) async fn run_controller(
     let (deployment_store, deployment_writer) = reflector::store();
     let (service_store, service_writer) = reflector::store();
     let (route_store, route_writer) = reflector::store();
+    let (grpc_route_store, grpc_route_writer) = reflector::store();
+    // The GRPCRoute watch starts when the first Release naming a GRPCRoute is seen: a cluster
+    // without the GRPCRoute CRD (most of them) is never asked for GRPCRoutes otherwise.
+    let grpc_routes_wanted = Arc::new(tokio::sync::Notify::new());
     let recovered = Arc::new(tokio::sync::Notify::new());
     let monitor = watch::Monitor {
         health: health.clone(),
@@ -199,11 +206,18 @@ pub(crate) async fn run_controller(
     };
     health.set_releases(Some(release_store.clone()));
 
-    let release_events = release_events(releases, release_writer, &shared, monitor.clone());
+    let release_events = release_events(
+        releases,
+        release_writer,
+        &shared,
+        monitor.clone(),
+        grpc_routes_wanted.clone(),
+    );
     let stores = Stores::new(
         deployment_store.clone(),
         service_store.clone(),
         route_store.clone(),
+        grpc_route_store,
     );
     let seen = stores.clone();
     let deployment_events = watch::resilient(
@@ -230,6 +244,21 @@ pub(crate) async fn run_controller(
     )
     .modify(slim)
     .reflect(route_writer)
+    .touched_objects();
+    let grpc_monitor = monitor.clone();
+    let grpc_route_events = futures::stream::once(async move {
+        grpc_routes_wanted.notified().await;
+    })
+    .flat_map(move |()| {
+        let grpc_routes = grpc_routes.clone();
+        watch::resilient(
+            Watched::GrpcRoutes,
+            move || watcher(grpc_routes.clone(), watcher::Config::default()),
+            grpc_monitor.clone(),
+        )
+    })
+    .modify(slim)
+    .reflect(grpc_route_writer)
     .touched_objects();
 
     let ctx = Arc::new(
@@ -258,6 +287,7 @@ pub(crate) async fn run_controller(
     )
     .touched_objects();
     let routed = release_store.clone();
+    let grpc_routed = release_store.clone();
     let controller = Controller::for_stream(release_events, release_store.clone())
         .watches_stream(referenced_events, move |deployment| {
             releases_referencing(&referencing.state(), &deployment)
@@ -265,7 +295,10 @@ pub(crate) async fn run_controller(
         .owns_stream(deployment_events)
         .owns_stream(service_events)
         .watches_stream(route_events, move |route: HttpRoute| {
-            releases_routed_by(&routed.state(), &route)
+            releases_routed_by(&routed.state(), RouteKind::Http, &route)
+        })
+        .watches_stream(grpc_route_events, move |route: GrpcRoute| {
+            releases_routed_by(&grpc_routed.state(), RouteKind::Grpc, &route)
         })
         // After an outage the reconciles that were due failed, and a relist of unchanged
         // Releases triggers nothing: look at every Release again once the watches are back.
@@ -312,6 +345,7 @@ struct Apis {
     deployments: Api<Deployment>,
     services: Api<Service>,
     routes: Api<HttpRoute>,
+    grpc_routes: Api<GrpcRoute>,
 }
 
 impl Apis {
@@ -323,12 +357,14 @@ impl Apis {
                 deployments: Api::namespaced(client.clone(), namespace),
                 services: Api::namespaced(client.clone(), namespace),
                 routes: Api::namespaced(client.clone(), namespace),
+                grpc_routes: Api::namespaced(client.clone(), namespace),
             },
             None => Apis {
                 releases: Api::all_with(client.clone(), &release_resource),
                 deployments: Api::all(client.clone()),
                 services: Api::all(client.clone()),
                 routes: Api::all(client.clone()),
+                grpc_routes: Api::all(client.clone()),
             },
         }
     }
@@ -336,12 +372,14 @@ impl Apis {
 
 /// The Releases to reconcile: watched (restarting within seconds after a failure), decoded one
 /// by one (an undecodable one is reported and left out), cached in `writer`, their metrics
-/// forgotten when they go, and filtered to the changes worth a reconcile.
+/// forgotten when they go, and filtered to the changes worth a reconcile. The first Release
+/// seen naming a GRPCRoute wakes `grpc_routes_wanted` (which starts the GRPCRoute watch).
 fn release_events(
     releases: Api<DynamicObject>,
     writer: reflector::store::Writer<Release>,
     shared: &Shared,
     monitor: watch::Monitor,
+    grpc_routes_wanted: Arc<tokio::sync::Notify>,
 ) -> impl futures::Stream<Item = Result<Release, watcher::Error>> + Send + 'static {
     let undecodable = Undecodable {
         recorder: shared.recorder.clone(),
@@ -357,13 +395,21 @@ fn release_events(
     .try_filter_map(move |event| futures::future::ready(Ok(undecodable.decode(event))))
     .modify(slim)
     .reflect(writer)
-    .inspect_ok(move |event| {
-        if let watcher::Event::Delete(release) = event {
+    .inspect_ok(move |event| match event {
+        watcher::Event::Delete(release) => {
             metrics.forget_release(
                 &release.namespace().unwrap_or_default(),
                 &release.name_any(),
             );
         }
+        watcher::Event::Apply(release) | watcher::Event::InitApply(release)
+            if release.spec.traffic.routes_through(RouteKind::Grpc) =>
+        {
+            // A stored permit: the watch starts even if it is not waiting yet; later wakes of
+            // a started watch change nothing.
+            grpc_routes_wanted.notify_one();
+        }
+        _ => {}
     })
     .applied_objects()
     // A status write of our own is no reason to look again; a spec change or a manual
@@ -505,8 +551,12 @@ fn release_trigger(release: &Release) -> Option<u64> {
     Some(hasher.finish())
 }
 
-/// The Releases in `route`'s namespace that route their traffic through it.
-fn releases_routed_by(releases: &[Arc<Release>], route: &HttpRoute) -> Vec<ObjectRef<Release>> {
+/// The Releases in `route`'s namespace that route their traffic through it (a route of `kind`).
+fn releases_routed_by<R: Resource>(
+    releases: &[Arc<Release>],
+    kind: RouteKind,
+    route: &R,
+) -> Vec<ObjectRef<Release>> {
     let namespace = route.namespace();
     let name = route.name_any();
     releases
@@ -518,7 +568,7 @@ fn releases_routed_by(releases: &[Arc<Release>], route: &HttpRoute) -> Vec<Objec
                 .traffic
                 .gateway_api
                 .as_ref()
-                .is_some_and(|gateway| gateway.http_route == name)
+                .is_some_and(|gateway| gateway.names(kind, &name))
         })
         .map(|release| ObjectRef::from_obj(release.as_ref()))
         .collect()

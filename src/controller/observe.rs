@@ -2,6 +2,7 @@
 //! reads), the Prometheus Secrets it names, and an analysis run when one is due, into the
 //! [`Observed`] the rollout core decides on.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -12,9 +13,10 @@ use kube::{Api, Resource, ResourceExt};
 
 use crate::analysis::AnalysisRun;
 use crate::analysis::judge::error_run;
-use crate::api::{LABEL_REVISION, Release, Role, SecretKeyRef};
+use crate::api::{LABEL_REVISION, Release, Role, RouteKind, SecretKeyRef};
 use crate::rollout::{self, CredentialsCheck, Observed, RouteState, WorkloadState};
 use crate::traffic::gateway::{Backends, route_state};
+use crate::traffic::route::WeightedRoute;
 
 use super::apply::owned_by;
 use super::children;
@@ -66,31 +68,86 @@ pub async fn observe(ctx: &Context, release: &Release, now: Timestamp) -> Result
         // Read by the reconcile, which needs it before this (see `super::workload`).
         workload: rollout::workload::WorkloadLookup::NotReferenced,
         held_workload: rollout::workload::WorkloadLookup::NotReferenced,
+        gateway_features: gateway_features(ctx, release, &namespace).await,
     })
 }
 
-/// The Release's HTTPRoute as the core sees it, from the watch cache (`None` in replica-split
-/// mode).
+/// The Release's route (HTTPRoute or GRPCRoute) as the core sees it, from the watch cache
+/// (`None` in replica-split mode).
 pub fn route_of(ctx: &Context, release: &Release, namespace: &str) -> Option<RouteState> {
-    release.spec.traffic.gateway_api.as_ref().map(|gateway| {
-        let cached = ctx.stores.route(namespace, &gateway.http_route);
-        if cached.is_none() && ctx.http_routes_missing() {
-            // Not "no such route": the cluster has no HTTPRoutes at all.
-            return RouteState::Unusable {
-                message: format!(
-                    "HTTPRoute {namespace}/{} (spec.traffic.gatewayAPI.httpRoute) cannot be read: {}",
-                    gateway.http_route,
-                    Watched::HttpRoutes.missing_hint()
-                ),
-            };
-        }
-        route_state(
-            cached.as_deref(),
+    let gateway = release.spec.traffic.gateway_api.as_ref()?;
+    let backends = Backends::of(&release.name_any());
+    Some(match gateway.route() {
+        // The schema refuses this; a Release stored before it did is told what to set.
+        None => RouteState::Unusable {
+            message: "spec.traffic.gatewayAPI names no route: set httpRoute or grpcRoute".into(),
+        },
+        Some((RouteKind::Http, name)) => cached_route_state(
+            ctx,
+            ctx.stores.route(namespace, name),
+            Watched::HttpRoutes,
             namespace,
-            &gateway.http_route,
-            &Backends::of(&release.name_any()),
-        )
+            name,
+            &backends,
+        ),
+        Some((RouteKind::Grpc, name)) => cached_route_state(
+            ctx,
+            ctx.stores.grpc_route(namespace, name),
+            Watched::GrpcRoutes,
+            namespace,
+            name,
+            &backends,
+        ),
     })
+}
+
+/// The cached route `namespace/name` as the core sees it; a route missing because its CRD is
+/// (the watch of `watched` answered 404) says so, naming the spec field.
+fn cached_route_state<R: WeightedRoute>(
+    ctx: &Context,
+    cached: Option<Arc<R>>,
+    watched: Watched,
+    namespace: &str,
+    name: &str,
+    backends: &Backends,
+) -> RouteState {
+    if cached.is_none() && ctx.routes_missing(watched) {
+        // Not "no such route": the cluster has no routes of this kind at all.
+        return RouteState::Unusable {
+            message: format!(
+                "{} {namespace}/{name} ({}) cannot be read: {}",
+                R::KIND.kind(),
+                R::KIND.field(),
+                watched.missing_hint()
+            ),
+        };
+    }
+    route_state(cached.as_deref(), namespace, name, backends)
+}
+
+/// The features of the Release's route's GatewayClass, looked up only while the spec asks for
+/// session persistence (see [`super::gateway_features`]); `None` otherwise, or when unknown.
+pub async fn gateway_features(
+    ctx: &Context,
+    release: &Release,
+    namespace: &str,
+) -> Option<Vec<String>> {
+    let gateway = release.spec.traffic.gateway_api.as_ref()?;
+    gateway.session_persistence.as_ref()?;
+    match gateway.route()? {
+        (RouteKind::Http, name) => {
+            let route = ctx.stores.route(namespace, name)?;
+            ctx.gateway_features
+                .of_route(&ctx.client, route.as_ref())
+                .await
+        }
+        (RouteKind::Grpc, name) => {
+            let route = ctx.stores.grpc_route(namespace, name)?;
+            ctx.gateway_features
+                .of_route(&ctx.client, route.as_ref())
+                .await
+        }
+    }
 }
 
 /// Whether the Secrets named in `spec.analysis.prometheus` exist with their keys: the last

@@ -275,6 +275,19 @@ impl Streak {
                      spec.traffic.gatewayAPI cannot run until it is)"
                 );
             }
+            Failure::Missing
+                if resource == Watched::GrpcRoutes.as_str()
+                    && monitor
+                        .health
+                        .route_user_of(crate::api::RouteKind::Grpc)
+                        .is_none() =>
+            {
+                tracing::info!(
+                    resource,
+                    "{reason} (no Release names a GRPCRoute now: Releases with \
+                     spec.traffic.gatewayAPI.grpcRoute cannot run until it is)"
+                );
+            }
             _ => tracing::warn!(
                 resource,
                 down_for,

@@ -28,17 +28,21 @@ pub enum Watched {
     Deployments,
     /// Waymark's child Services.
     Services,
-    /// HTTPRoutes (Gateway API), which Releases name in `spec.traffic.gatewayAPI`.
+    /// HTTPRoutes (Gateway API), which Releases name in `spec.traffic.gatewayAPI.httpRoute`.
     HttpRoutes,
+    /// GRPCRoutes (Gateway API), which Releases name in `spec.traffic.gatewayAPI.grpcRoute`;
+    /// watched only once a Release names one.
+    GrpcRoutes,
 }
 
 impl Watched {
     /// Every watched resource.
-    pub const ALL: [Watched; 4] = [
+    pub const ALL: [Watched; 5] = [
         Watched::Releases,
         Watched::Deployments,
         Watched::Services,
         Watched::HttpRoutes,
+        Watched::GrpcRoutes,
     ];
 
     /// The plural resource name, as the metric label and logs use it.
@@ -58,6 +62,11 @@ impl Watched {
                  httproutes.gateway.networking.k8s.io is not installed: install the Gateway API \
                  CRDs (standard channel, v1.3 or later)"
                 .into(),
+            Watched::GrpcRoutes => "the Gateway API CustomResourceDefinition \
+                 grpcroutes.gateway.networking.k8s.io is not installed: install the Gateway API \
+                 CRDs with GRPCRoute (standard channel, v1.1 or later), or name an HTTPRoute in \
+                 spec.traffic.gatewayAPI.httpRoute instead"
+                .into(),
             Watched::Deployments | Watched::Services => format!(
                 "the API server does not serve {} (404): check the API server",
                 self.as_str()
@@ -75,7 +84,16 @@ mod tests {
     #[test]
     fn watched_resources_are_named_as_their_plural_resource() {
         let names: Vec<&str> = Watched::VARIANTS.iter().map(|w| w.as_str()).collect();
-        assert_eq!(names, ["releases", "deployments", "services", "httproutes"]);
+        assert_eq!(
+            names,
+            [
+                "releases",
+                "deployments",
+                "services",
+                "httproutes",
+                "grpcroutes"
+            ]
+        );
         assert_eq!(Watched::ALL.as_slice(), Watched::VARIANTS);
     }
 }

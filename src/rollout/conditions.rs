@@ -20,6 +20,9 @@ pub const TRAFFIC_ROUTED: &str = "TrafficRouted";
 /// Condition type: the Secrets named in `spec.analysis.prometheus` exist with their keys (only
 /// when the spec names one).
 pub const PROMETHEUS_CREDENTIALS: &str = "PrometheusCredentials";
+/// Condition type: what became of `spec.traffic.gatewayAPI.sessionPersistence` (only when the
+/// spec asks for it): written, refused by the GatewayClass, or support unknown.
+pub const SESSION_PERSISTENCE: &str = "SessionPersistence";
 
 /// Condition status values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr)]

@@ -115,9 +115,8 @@ pub fn deletion_steps(release: &Release, route: Option<&RouteState>) -> Vec<Dele
     let route_name = release
         .spec
         .traffic
-        .gateway_api
-        .as_ref()
-        .map(|gateway| format!("HTTPRoute {namespace}/{}", gateway.http_route));
+        .route()
+        .map(|(kind, route)| format!("{} {namespace}/{route}", kind.kind()));
     match (route, route_name) {
         (Some(RouteState::Ready { canary_weight }), Some(route_name)) => {
             let what = if *canary_weight > 0 {
@@ -156,7 +155,7 @@ pub fn deletion_steps(release: &Release, route: Option<&RouteState>) -> Vec<Dele
                 severity: Severity::Normal,
                 reason: REASON_ROUTE_LEFT.into(),
                 note: format!(
-                    "{tag}: Release deleted: spec.traffic names no HTTPRoute; finalizer \
+                    "{tag}: Release deleted: spec.traffic names no route; finalizer \
                      {ROUTE_FINALIZER} removed"
                 ),
                 audience: Audience::EventAndLog,
@@ -371,6 +370,20 @@ mod tests {
             "PAY-142: Release deleted with 20% on the canary: HTTPRoute shop/checkout sends all \
              of it to Service checkout-stable again, without Waymark's backendRef to \
              checkout-canary; finalizer waymark.dev/route removed"
+        );
+
+        // A GRPCRoute is given back the same way, and named as what it is.
+        let mut grpc = release.clone();
+        grpc.spec.traffic.gateway_api = Some(crate::api::GatewayApiTraffic::grpc("checkout"));
+        let steps = deletion_steps(&grpc, ready(20).as_ref());
+        let DeletionStep::RestoreRoute { done } = &steps[0] else {
+            panic!("{steps:?}");
+        };
+        assert!(
+            done.note
+                .contains("GRPCRoute shop/checkout sends all of it to Service checkout-stable"),
+            "{}",
+            done.note
         );
 
         let steps = deletion_steps(&release, unusable().as_ref());

@@ -62,6 +62,11 @@ pub struct Observed {
     pub last_apply: LastApply,
     /// The Deployment `spec.workloadRef` names, as read (`NotReferenced` without one).
     pub workload: workload::WorkloadLookup,
+    /// The features the route's GatewayClass lists in `status.supportedFeatures` (route
+    /// parentRefs → Gateway → GatewayClass; with several parents, what all of them list).
+    /// `None`: not reported, or not looked up (the controller looks only while the spec asks
+    /// for something that depends on it).
+    pub gateway_features: Option<Vec<String>>,
     /// The Deployment `status.workload` names, read when `spec.workloadRef` now names another
     /// (`NotReferenced` otherwise): it is given back before the new one is taken over.
     pub held_workload: workload::WorkloadLookup,

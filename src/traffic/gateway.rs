@@ -1,4 +1,4 @@
-//! Gateway API: the weights of the HTTPRoute named in `spec.traffic.gatewayAPI.httpRoute`.
+//! Gateway API: the weights of the HTTPRoute or GRPCRoute named in `spec.traffic.gatewayAPI`.
 //!
 //! Waymark edits only the backendRefs to `<name>-stable` and `<name>-canary` in the rules that
 //! already send traffic to `<name>-stable`; every other rule and backendRef is the route
@@ -8,10 +8,10 @@
 //! under its own field manager (the apply bodies are built with the other children, in
 //! `controller::children`).
 
-use gateway_api::apis::experimental::httproutes::{HttpRoute, HttpRouteRulesBackendRefs};
 use kube::ResourceExt;
 
-use crate::api::Role;
+use super::route::{BackendRef, WeightedRoute};
+use crate::api::{Role, RouteKind, SessionPersistence};
 
 /// The HTTPRoute as the rollout core sees it.
 #[derive(Clone, Debug, PartialEq)]
@@ -48,20 +48,20 @@ impl Backends {
 }
 
 /// Whether `backend` points at Service `service` in the route's own namespace.
-fn refers_to(backend: &HttpRouteRulesBackendRefs, service: &str, route_namespace: &str) -> bool {
-    let core_group = backend.group.as_deref().is_none_or(str::is_empty);
-    let is_service = backend.kind.as_deref().is_none_or(|kind| kind == "Service");
+fn refers_to(backend: &impl BackendRef, service: &str, route_namespace: &str) -> bool {
+    let core_group = backend.group().is_none_or(str::is_empty);
+    let is_service = backend.kind().is_none_or(|kind| kind == "Service");
     let same_namespace = backend
-        .namespace
-        .as_deref()
+        .namespace()
         .is_none_or(|namespace| namespace == route_namespace);
-    backend.name == service && core_group && is_service && same_namespace
+    backend.name() == service && core_group && is_service && same_namespace
 }
 
 /// The message for a route without a backendRef to the stable Service.
-pub fn no_stable_backend_message(route: &HttpRoute, backends: &Backends) -> String {
+pub fn no_stable_backend_message<R: WeightedRoute>(route: &R, backends: &Backends) -> String {
     format!(
-        "HTTPRoute {}/{} has no backendRef to Service {}",
+        "{} {}/{} has no backendRef to Service {}",
+        R::KIND.kind(),
         route.namespace().unwrap_or_default(),
         route.name_any(),
         backends.stable
@@ -69,11 +69,32 @@ pub fn no_stable_backend_message(route: &HttpRoute, backends: &Backends) -> Stri
 }
 
 /// The message for a route that does not exist.
-pub fn missing_route_message(namespace: &str, route: &str, backends: &Backends) -> String {
+pub fn missing_route_message(
+    kind: RouteKind,
+    namespace: &str,
+    route: &str,
+    backends: &Backends,
+) -> String {
     format!(
-        "HTTPRoute {namespace}/{route} (spec.traffic.gatewayAPI.httpRoute) not found; it must exist with a backendRef to Service {}",
+        "{} {namespace}/{route} ({}) not found; it must exist with a backendRef to Service {}",
+        kind.kind(),
+        kind.field(),
         backends.stable
     )
+}
+
+/// The indices of the rules with a backendRef to the stable Service: the rules Waymark edits.
+pub fn stable_rules<R: WeightedRoute>(route: &R, backends: &Backends) -> Vec<usize> {
+    let namespace = route.namespace().unwrap_or_default();
+    (0..route.rule_count())
+        .filter(|&rule| {
+            route
+                .rule_backends(rule)
+                .unwrap_or_default()
+                .iter()
+                .any(|backend| refers_to(backend, &backends.stable, &namespace))
+        })
+        .collect()
 }
 
 /// The canary's percentage of traffic in the first rule that sends traffic to the stable
@@ -82,14 +103,14 @@ pub fn missing_route_message(namespace: &str, route: &str, backends: &Backends) 
 /// Weights are proportional (an absent weight counts as 1), so the percentage is
 /// `canary / (stable + canary)`, rounded; a rule whose two weights are both 0 sends the canary
 /// nothing.
-pub fn canary_weight(route: &HttpRoute, backends: &Backends) -> Result<i32, String> {
+pub fn canary_weight<R: WeightedRoute>(route: &R, backends: &Backends) -> Result<i32, String> {
     let namespace = route.namespace().unwrap_or_default();
-    for rule in route.spec.rules.iter().flatten() {
-        let refs = rule.backend_refs.as_deref().unwrap_or_default();
+    for rule in 0..route.rule_count() {
+        let refs = route.rule_backends(rule).unwrap_or_default();
         let weight_of = |service: &str| {
             refs.iter()
-                .find(|backend| refers_to(backend, service, &namespace))
-                .map(|backend| i64::from(backend.weight.unwrap_or(1)))
+                .find(|backend| refers_to(*backend, service, &namespace))
+                .map(|backend| i64::from(backend.weight().unwrap_or(1)))
         };
         let Some(stable) = weight_of(&backends.stable) else {
             continue;
@@ -109,21 +130,29 @@ pub fn canary_weight(route: &HttpRoute, backends: &Backends) -> Result<i32, Stri
 /// every rule with a backendRef to the stable Service, adding the canary backendRef right
 /// after the stable one (same port) where it is missing.
 ///
+/// A canary weight of 0 gives the route back as its owner wrote it instead ([`restore_route`]:
+/// Waymark's backendRef goes, the stable's weight is unset), which sends the stable all of the
+/// traffic just the same: so a promotion, a rollback or an abort leaves the route as it was
+/// before the canary, not with a backendRef of weight 0 to a Service whose pods are gone.
+///
 /// Returns whether the route changed, or the unusable-route message when no rule refers to
 /// the stable Service. Other rules and backendRefs are left exactly as they are.
-pub fn set_route_weights(
-    route: &mut HttpRoute,
+pub fn set_route_weights<R: WeightedRoute>(
+    route: &mut R,
     backends: &Backends,
     canary_weight: i32,
 ) -> Result<bool, String> {
     let canary_weight = canary_weight.clamp(0, 100);
+    if canary_weight == 0 {
+        return restore_route(route, backends, None);
+    }
     let stable_weight = 100 - canary_weight;
     let namespace = route.namespace().unwrap_or_default();
     let mut found_stable = false;
     let mut changed = false;
 
-    for rule in route.spec.rules.iter_mut().flatten() {
-        let Some(refs) = rule.backend_refs.as_mut() else {
+    for rule in 0..route.rule_count() {
+        let Some(refs) = route.rule_backends_mut(rule) else {
             continue;
         };
         let Some(stable_index) = refs
@@ -135,34 +164,23 @@ pub fn set_route_weights(
         found_stable = true;
 
         let stable = &mut refs[stable_index];
-        if stable.weight != Some(stable_weight) {
-            stable.weight = Some(stable_weight);
+        if stable.weight() != Some(stable_weight) {
+            stable.set_weight(Some(stable_weight));
             changed = true;
         }
 
         match refs
             .iter_mut()
-            .find(|backend| refers_to(backend, &backends.canary, &namespace))
+            .find(|backend| refers_to(*backend, &backends.canary, &namespace))
         {
             Some(canary) => {
-                if canary.weight != Some(canary_weight) {
-                    canary.weight = Some(canary_weight);
+                if canary.weight() != Some(canary_weight) {
+                    canary.set_weight(Some(canary_weight));
                     changed = true;
                 }
             }
             None => {
-                let stable = &refs[stable_index];
-                let canary = HttpRouteRulesBackendRefs {
-                    name: backends.canary.clone(),
-                    group: stable.group.clone(),
-                    kind: stable.kind.clone(),
-                    namespace: stable.namespace.clone(),
-                    port: stable.port,
-                    weight: Some(canary_weight),
-                    // Backend-level filters stay the owner's choice for the stable only: a
-                    // copied RequestMirror would mirror the same request twice.
-                    filters: None,
-                };
+                let canary = refs[stable_index].sibling(&backends.canary, canary_weight);
                 refs.insert(stable_index + 1, canary);
                 changed = true;
             }
@@ -177,15 +195,15 @@ pub fn set_route_weights(
 }
 
 /// The route as the rollout core sees it: its canary weight, or why it cannot be used.
-pub fn route_state(
-    route: Option<&HttpRoute>,
+pub fn route_state<R: WeightedRoute>(
+    route: Option<&R>,
     namespace: &str,
     route_name: &str,
     backends: &Backends,
 ) -> RouteState {
     match route {
         None => RouteState::Unusable {
-            message: missing_route_message(namespace, route_name, backends),
+            message: missing_route_message(R::KIND, namespace, route_name, backends),
         },
         Some(route) => match canary_weight(route, backends) {
             Ok(canary_weight) => RouteState::Ready { canary_weight },
@@ -198,34 +216,44 @@ pub fn route_state(
 /// in every rule with a backendRef to the stable Service, the backendRef to the canary Service
 /// (the one Waymark adds) is removed and the stable's weight is unset, which Gateway API reads
 /// as its default, 1. So all of the Release's traffic is on the stable backendRef, and the
-/// rules are what a route naming the stable alone holds.
+/// rules are what a route naming the stable alone holds. A session persistence equal to
+/// `written` (what Waymark passed through from the spec) is removed from those rules too; one
+/// the owner wrote differently is the owner's and stays.
 ///
 /// Waymark does not record the weight the owner gave the stable before its first edit: unset is
 /// what a route that names the stable alone (as Waymark asks for) means, whatever number it had.
 /// Other backendRefs and rules are left exactly as they are. Returns whether the route changed,
 /// or the unusable-route message when no rule refers to the stable Service.
-pub fn restore_route(route: &mut HttpRoute, backends: &Backends) -> Result<bool, String> {
+pub fn restore_route<R: WeightedRoute>(
+    route: &mut R,
+    backends: &Backends,
+    written: Option<&SessionPersistence>,
+) -> Result<bool, String> {
     let namespace = route.namespace().unwrap_or_default();
     let mut found_stable = false;
     let mut changed = false;
-    for rule in route.spec.rules.iter_mut().flatten() {
-        let Some(refs) = rule.backend_refs.as_mut() else {
+    for rule in 0..route.rule_count() {
+        let Some(refs) = route.rule_backends_mut(rule) else {
             continue;
         };
         let Some(stable) = refs
             .iter_mut()
-            .find(|backend| refers_to(backend, &backends.stable, &namespace))
+            .find(|backend| refers_to(*backend, &backends.stable, &namespace))
         else {
             continue;
         };
         found_stable = true;
-        if stable.weight.is_some_and(|weight| weight != 1) {
-            stable.weight = None;
+        if stable.weight().is_some_and(|weight| weight != 1) {
+            stable.set_weight(None);
             changed = true;
         }
         let before = refs.len();
         refs.retain(|backend| !refers_to(backend, &backends.canary, &namespace));
         changed |= refs.len() != before;
+        if written.is_some() && route.rule_session_persistence(rule).as_ref() == written {
+            route.set_rule_session_persistence(rule, None);
+            changed = true;
+        }
     }
     if found_stable {
         Ok(changed)
@@ -234,10 +262,32 @@ pub fn restore_route(route: &mut HttpRoute, backends: &Backends) -> Result<bool,
     }
 }
 
+/// Write `session_persistence` on every rule with a backendRef to the stable Service (the rules
+/// Waymark edits), where it differs. Returns whether the route changed. `None` writes nothing:
+/// what the owner put there stays.
+pub fn set_session_persistence<R: WeightedRoute>(
+    route: &mut R,
+    backends: &Backends,
+    session_persistence: Option<&SessionPersistence>,
+) -> bool {
+    let Some(wanted) = session_persistence else {
+        return false;
+    };
+    let mut changed = false;
+    for rule in stable_rules(route, backends) {
+        if route.rule_session_persistence(rule).as_ref() != Some(wanted) {
+            route.set_rule_session_persistence(rule, Some(wanted));
+            changed = true;
+        }
+    }
+    changed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::fixtures::{http_route as route, route_backend as backend};
+    use gateway_api::apis::experimental::httproutes::HttpRoute;
 
     fn refs(route: &HttpRoute, rule: usize) -> Vec<(String, Option<i32>)> {
         route.spec.rules.as_ref().unwrap()[rule]
@@ -308,6 +358,27 @@ mod tests {
             ]
         );
         assert_eq!(refs(&route, 1), [("static-assets".into(), Some(3))]);
+    }
+
+    #[test]
+    fn a_weight_of_zero_gives_the_route_back_as_the_owner_wrote_it() {
+        let written = vec![
+            vec![backend("legacy", Some(5)), backend("checkout-stable", None)],
+            vec![backend("static-assets", Some(3))],
+        ];
+        let mut route = route(written.clone());
+        assert!(set_route_weights(&mut route, &backends(), 50).unwrap());
+        assert!(set_route_weights(&mut route, &backends(), 0).unwrap());
+        assert_eq!(
+            refs(&route, 0),
+            [("legacy".into(), Some(5)), ("checkout-stable".into(), None)]
+        );
+        assert_eq!(refs(&route, 1), [("static-assets".into(), Some(3))]);
+        assert_eq!(canary_weight(&route, &backends()), Ok(0));
+        assert!(
+            !set_route_weights(&mut route, &backends(), 0).unwrap(),
+            "nothing more to write"
+        );
     }
 
     #[test]
@@ -430,7 +501,7 @@ mod tests {
 
     #[test]
     fn a_missing_route_is_unusable_and_names_the_field() {
-        let state = route_state(None, "shop", "checkout", &backends());
+        let state = route_state::<HttpRoute>(None, "shop", "checkout", &backends());
         let RouteState::Unusable { message } = state else {
             panic!("{state:?}");
         };
@@ -498,7 +569,7 @@ mod tests {
         for (rule, restored, changed) in cases {
             let mut route = route(vec![rule.clone(), vec![backend("static-assets", Some(7))]]);
             assert_eq!(
-                restore_route(&mut route, &backends()),
+                restore_route(&mut route, &backends(), None),
                 Ok(changed),
                 "{rule:?}"
             );
@@ -515,7 +586,7 @@ mod tests {
     fn restoring_a_route_without_the_stable_backend_is_refused_naming_route_and_service() {
         let mut route = route(vec![vec![backend("checkout-canary", Some(20))]]);
         assert_eq!(
-            restore_route(&mut route, &backends()),
+            restore_route(&mut route, &backends(), None),
             Err("HTTPRoute shop/checkout has no backendRef to Service checkout-stable".into())
         );
         assert_eq!(refs(&route, 0), [("checkout-canary".into(), Some(20))]);

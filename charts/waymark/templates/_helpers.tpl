@@ -62,6 +62,16 @@ What the controller does with the API, and no more; config/rbac/role.yaml holds 
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
   verbs: ["list", "watch", "patch"]
+# GRPCRoutes: the same, for Releases naming spec.traffic.gatewayAPI.grpcRoute (watched only
+# once one does).
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["grpcroutes"]
+  verbs: ["list", "watch", "patch"]
+# The route's parent Gateways and their GatewayClasses, read by name for
+# status.supportedFeatures, only while a Release asks for sessionPersistence.
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["gateways", "gatewayclasses"]
+  verbs: ["get"]
 # Events on Releases (a repeated event patches its series).
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]

@@ -7,7 +7,8 @@
 //! - [`rollback`]: traffic off the canary, a rolled-back revision, a superseded canary;
 //! - [`requests`]: `waymark promote|abort|retry`;
 //! - [`report`]: phase, reason, message, conditions and the requeue time;
-//! - [`credentials`]: the Prometheus Secrets, checked before a canary starts.
+//! - [`credentials`]: the Prometheus Secrets, checked before a canary starts;
+//! - [`session`]: session persistence, written only where the GatewayClass supports it.
 //!
 //! Where a release stands (its [`Stage`]) is derived from revisions in the status, never from
 //! the phase: the phase is a report and may be overridden (Degraded) without losing the place.
@@ -24,6 +25,7 @@ mod promotion;
 pub(super) mod report;
 mod requests;
 mod rollback;
+pub(super) mod session;
 mod start;
 mod steps;
 

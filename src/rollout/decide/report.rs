@@ -75,6 +75,7 @@ impl Decider<'_> {
         let report = self.applied_report(report);
         self.set_conditions(&report, unusable.as_deref(), promoting);
         self.set_credentials_condition();
+        self.set_session_persistence_condition();
         self.status.phase = Some(report.phase);
         self.status.reason = Some(report.reason);
         self.status.message = Some(report.message);

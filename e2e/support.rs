@@ -568,6 +568,7 @@ impl Env {
             namespace: Some(self.namespace.clone()),
             leader_elect: false,
             lease_namespace: None,
+            notifications_config: self.notifications_config.lock().expect("lock").clone(),
         };
         let task = tokio::spawn(run_with_client(client, args, async move {
             let _ = stopped.await;

@@ -143,12 +143,14 @@ mod tests {
         ]);
         let delivered = BTreeMap::from([("team-a".to_string(), Delivery::Delivered)]);
         let cm = Some("waymark-system/notifications");
-        let cases: Vec<(
+        /// (unknown names, configuration, last deliveries, expected truth, reason and words)
+        type Case<'a> = (
             Vec<String>,
-            Option<&str>,
+            Option<&'a str>,
             BTreeMap<String, Delivery>,
-            Option<(Truth, &str, &str)>,
-        )> = vec![
+            Option<(Truth, &'a str, &'a str)>,
+        );
+        let cases: Vec<Case> = vec![
             (
                 names(&["team-b"]),
                 cm,

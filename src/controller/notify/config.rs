@@ -28,7 +28,7 @@ use serde::Deserialize;
 
 use crate::api::{Horizon, RoadmapKind};
 
-use super::select::Transition;
+use super::transition::Transition;
 
 /// The ConfigMap key holding the configuration.
 pub const CONFIG_KEY: &str = "notifications.yaml";

@@ -10,7 +10,7 @@ use crate::api::{Release, ReleaseStatus, TimelineEntry, TimelineKind, template_r
 use crate::rollout::EventNote;
 
 use super::config::TargetKind;
-use super::select::Transition;
+use super::transition::Transition;
 
 /// One notification, as the generic webhook receives it (and the CloudEvents `data`).
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -76,6 +76,7 @@ pub struct RoadmapSummary {
 
 /// The verdict and burn of the latest analysis.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct AnalysisSummary {
     /// Passing, Failing, Inconclusive or Error.
     pub verdict: String,
@@ -153,10 +154,11 @@ pub fn build(
     .unwrap_or_else(|| template_revision(&release.spec.template));
     let step = canary_at.step_progress.clone();
     let weight = canary_at.canary_weight;
-    let analysis = canary_at
-        .analysis
-        .as_ref()
-        .filter(|analysis| analysis.revision.as_deref().is_none_or(|r| r == revision))
+    // The decision's own run first (the one that rolled back counts its last failure).
+    let analysis = [decided, before]
+        .into_iter()
+        .filter_map(|status| status.analysis.as_ref())
+        .find(|analysis| analysis.revision.as_deref().is_none_or(|r| r == revision))
         .map(|analysis| AnalysisSummary {
             verdict: analysis.verdict.to_string(),
             burn: analysis.burn.clone(),
@@ -489,6 +491,7 @@ mod tests {
         assert_eq!(body["roadmap"]["horizon"], "now");
         assert_eq!(body["analysis"]["verdict"], "Failing");
         assert_eq!(body["analysis"]["burn"], "50x/14.4x");
+        assert_eq!(body["analysis"]["consecutiveFailures"], 2);
         assert_eq!(body["requested"]["by"], "alice@example.com");
         assert_eq!(body["commands"][0], "waymark status checkout -n shop");
         assert_eq!(body["commands"][1], "waymark postmortem checkout -n shop");

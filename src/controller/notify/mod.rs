@@ -15,6 +15,7 @@ pub mod config;
 pub mod message;
 pub mod select;
 pub mod sender;
+pub mod transition;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};

@@ -11,58 +11,7 @@ use crate::api::{Release, Verdict};
 use crate::rollout::{Action, Decision, EventNote, NoteKind, validate::selector_matches};
 
 use super::config::{NotificationConfig, ReleaseFilter, Target};
-
-/// What happened to a Release that a person may want to hear about where they talk.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    strum::Display,
-    strum::EnumString,
-    strum::IntoStaticStr,
-)]
-#[strum(serialize_all = "kebab-case")]
-pub enum Transition {
-    /// A new revision's canary was created.
-    CanaryStarted,
-    /// The canary reached a pause step without a duration: it waits for `waymark promote`.
-    Paused,
-    /// The canary's analysis turned Failing (once per revision).
-    AnalysisFailing,
-    /// The canary was rolled back (by analysis, its progress deadline, or `waymark abort`).
-    RolledBack,
-    /// The canary was promoted: the stable runs it.
-    Promoted,
-    /// The roadmap outcome of a promoted revision was measured.
-    OutcomeMeasured,
-}
-
-impl Transition {
-    /// Every transition, in the order of a canary's life.
-    pub const ALL: [Transition; 6] = [
-        Transition::CanaryStarted,
-        Transition::Paused,
-        Transition::AnalysisFailing,
-        Transition::RolledBack,
-        Transition::Promoted,
-        Transition::OutcomeMeasured,
-    ];
-
-    /// The name in the configuration, metrics and CloudEvents type: `canary-started`, ...
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-
-    /// Whether the transition ends the canary (its step and weight are the ones before).
-    pub fn ends_the_canary(self) -> bool {
-        matches!(self, Transition::RolledBack | Transition::Promoted)
-    }
-}
+pub use super::transition::Transition;
 
 /// The reason the roadmap outcome's measurement is told with (emitted by the outcome engine).
 pub const REASON_OUTCOME_MEASURED: &str = "RoadmapOutcomeMeasured";
@@ -200,14 +149,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn transition_names_round_trip() {
-        for transition in Transition::ALL {
-            assert_eq!(transition.as_str().parse::<Transition>(), Ok(transition));
-        }
-        assert_eq!(Transition::AnalysisFailing.as_str(), "analysis-failing");
-    }
-
     fn note(reason: &str, kind: NoteKind) -> Action {
         Action::Event(EventNote {
             severity: Severity::Normal,
@@ -289,7 +230,9 @@ targets:
         debt.spec.roadmap.kind = Some(RoadmapKind::Debt);
         let own = |name: &str| (name.to_string(), false);
         let named = |name: &str| (name.to_string(), true);
-        let cases: Vec<(&Release, Transition, Vec<(String, bool)>)> = vec![
+        /// (release, transition, the targets that hear it and whether the Release names them)
+        type Case<'a> = (&'a Release, Transition, Vec<(String, bool)>);
+        let cases: Vec<Case> = vec![
             // Default targets hear every transition they list; a default: false one only
             // where named.
             (&plain, CanaryStarted, vec![own("everyone")]),

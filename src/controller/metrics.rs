@@ -533,6 +533,16 @@ impl Metrics {
             .inc();
     }
 
+    /// Start the failure counter of each of `targets` at 0, so that `rate()` and `increase()`
+    /// see a target's first failure.
+    pub fn zero_notification_failures<'a>(&self, targets: impl IntoIterator<Item = &'a str>) {
+        for target in targets {
+            let _zero = self.notification_failures.get_or_create(&TargetLabels {
+                target: target.into(),
+            });
+        }
+    }
+
     /// Count a notification dropped on a full queue.
     pub fn count_notification_dropped(&self) {
         self.notifications_dropped.inc();

@@ -197,6 +197,8 @@ impl Notifier {
                     targets = %parsed.targets.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(","),
                     "notification configuration loaded"
                 );
+                self.metrics
+                    .zero_notification_failures(parsed.targets.iter().map(|t| t.name.as_str()));
                 self.set(ConfigState::Ready(Arc::new(parsed)));
             }
             Err(error) => {

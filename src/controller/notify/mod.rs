@@ -36,6 +36,8 @@ use self::condition::Delivery;
 use self::config::{NotificationConfig, Target};
 use self::message::Message;
 use self::sender::{Attempt, Dedup, Poster};
+#[cfg(test)]
+use self::transition::Transition;
 use super::Metrics;
 
 /// How long a failed watch of the configuration waits before it is tried again.
@@ -225,6 +227,14 @@ impl Notifier {
             *config = state;
         }
         self.config_changed.notify_one();
+    }
+
+    #[cfg(test)]
+    fn state_config(&self) -> Arc<NotificationConfig> {
+        match self.state() {
+            ConfigState::Ready(config) => config,
+            _ => Arc::default(),
+        }
     }
 
     fn state(&self) -> ConfigState {
@@ -439,6 +449,186 @@ pub fn set_condition_unconfigured(release: &Release, status: &mut ReleaseStatus,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::ReleaseBuilder;
+    use crate::rollout::{Action, Audience, EventNote, NoteKind, Severity};
+
+    /// A notifier with `config` in force whose queue holds `capacity` jobs, and that queue.
+    fn notifier(config: &str, capacity: usize) -> (Notifier, mpsc::Receiver<Job>) {
+        let (queue, jobs) = mpsc::channel(capacity);
+        let location = ConfigLocation {
+            namespace: "waymark-system".into(),
+            name: "notifications".into(),
+        };
+        let parsed = config::parse_text(&location.shown(), config).unwrap();
+        let notifier = Notifier {
+            location,
+            config: RwLock::new(ConfigState::Ready(Arc::new(parsed))),
+            queue,
+            dedup: Mutex::new(Dedup::new(16)),
+            deliveries: Mutex::default(),
+            wake: Mutex::default(),
+            config_changed: Arc::new(Notify::new()),
+            metrics: Arc::new(Metrics::default()),
+        };
+        (notifier, jobs)
+    }
+
+    const CONFIG: &str = "targets:
+- name: everything
+  type: webhook
+  urlFrom: {secretKeyRef: {name: hooks, key: a}}
+- name: team
+  type: slack
+  default: false
+  urlFrom: {secretKeyRef: {name: hooks, key: b}}
+";
+
+    fn promoted() -> Decision {
+        Decision {
+            actions: vec![Action::Event(EventNote {
+                severity: Severity::Normal,
+                reason: "CanaryPromoted".into(),
+                note: "PAY-142: canary 6f9c7d promoted".into(),
+                audience: Audience::EventAndLog,
+                kind: NoteKind::StateChange,
+            })],
+            status: ReleaseStatus::default(),
+            requeue_after: None,
+        }
+    }
+
+    fn now() -> Timestamp {
+        "2026-12-06T14:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn a_transition_told_twice_is_queued_once_for_its_targets() {
+        let (notifier, mut jobs) = notifier(CONFIG, 8);
+        let mut release = ReleaseBuilder::gateway().build();
+        release.metadata.uid = Some("u-1".into());
+        release.spec.roadmap.notify = vec!["team".into()];
+        notifier.tell(&release, &promoted(), now());
+        notifier.tell(&release, &promoted(), now());
+        let job = jobs.try_recv().expect("one job");
+        assert_eq!(job.message.transition, "promoted");
+        let targets: Vec<(&str, bool)> = job
+            .recipients
+            .iter()
+            .map(|(target, named)| (target.name.as_str(), *named))
+            .collect();
+        assert_eq!(targets, [("everything", false), ("team", true)]);
+        assert!(jobs.try_recv().is_err(), "the repeat is not queued");
+    }
+
+    #[test]
+    fn a_full_queue_drops_counts_and_does_not_wait() {
+        let (notifier, mut jobs) = notifier(CONFIG, 1);
+        let mut first = ReleaseBuilder::gateway().build();
+        first.metadata.uid = Some("u-1".into());
+        let mut second = first.clone();
+        second.metadata.uid = Some("u-2".into());
+        notifier.tell(&first, &promoted(), now());
+        // The queue is full: this returns at once, dropping and counting the message.
+        notifier.tell(&second, &promoted(), now());
+        let text = notifier.metrics.encode().unwrap();
+        assert!(
+            text.contains("\nwaymark_notifications_dropped_total 1\n"),
+            "{text}"
+        );
+        assert_eq!(
+            jobs.try_recv().unwrap().message.id,
+            format!("u-1/{}/promoted", revision_of(&first))
+        );
+        // Dropped, not remembered: told again once there is room, it is queued.
+        notifier.tell(&second, &promoted(), now());
+        assert!(jobs.try_recv().is_ok());
+    }
+
+    fn revision_of(release: &Release) -> String {
+        crate::api::template_revision(&release.spec.template)
+    }
+
+    #[test]
+    fn a_named_targets_failure_and_recovery_show_in_the_condition_and_wake_the_release() {
+        let (notifier, _jobs) = notifier(CONFIG, 8);
+        let mut release = ReleaseBuilder::gateway().build();
+        release.spec.roadmap.notify = vec!["team".into(), "gone".into()];
+        let mut status = ReleaseStatus::default();
+        notifier.set_condition(&release, &mut status, now());
+        let condition = &status.conditions[0];
+        assert_eq!(
+            (
+                condition.type_.as_str(),
+                condition.status.as_str(),
+                condition.reason.as_str()
+            ),
+            (
+                "NotificationsDelivered",
+                "False",
+                "NotificationTargetUnknown"
+            )
+        );
+        assert!(
+            condition.message.contains("names gone"),
+            "{}",
+            condition.message
+        );
+
+        release.spec.roadmap.notify = vec!["team".into()];
+        let mut wake = Box::pin(notifier.wake_requests());
+        let job = Arc::new(JobShared {
+            release: ObjectRef::from_obj(&release),
+            message: message::build(
+                &release,
+                &ReleaseStatus::default(),
+                Transition::Promoted,
+                match &promoted().actions[0] {
+                    Action::Event(note) => note,
+                    _ => unreachable!(),
+                },
+                now(),
+            ),
+        });
+        let team = notifier.state_config().target("team").unwrap().clone();
+        let failed = sender::Delivered {
+            last: Attempt::Status(500),
+            attempts: 5,
+        };
+        notifier.finished(&job, &team, true, &failed);
+        let woken = futures::executor::block_on(wake.next());
+        assert_eq!(woken, Some(ObjectRef::from_obj(&release)));
+        notifier.set_condition(&release, &mut status, now());
+        let condition = &status.conditions[0];
+        assert_eq!(condition.reason, "NotificationFailed");
+        assert!(
+            condition
+                .message
+                .contains("team: HTTP 500 after 5 attempts"),
+            "{}",
+            condition.message
+        );
+        let text = notifier.metrics.encode().unwrap();
+        assert!(
+            text.contains("waymark_notification_failures_total{target=\"team\"} 1"),
+            "{text}"
+        );
+
+        notifier.finished(
+            &job,
+            &team,
+            true,
+            &sender::Delivered {
+                last: Attempt::Accepted,
+                attempts: 1,
+            },
+        );
+        notifier.set_condition(&release, &mut status, now());
+        assert_eq!(status.conditions[0].status, "True");
+        assert_eq!(
+            status.conditions[0].message,
+            "the last notification was delivered to team"
+        );
+    }
 
     #[test]
     fn the_flag_takes_a_namespace_or_the_controllers_own() {

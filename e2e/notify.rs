@@ -398,6 +398,33 @@ targets:
         condition.message
     );
 
+    // An edit of the ConfigMap applies without a restart: the missing target added, the
+    // condition's stale words go.
+    let edited = format!(
+        "{config}- name: team-missing\n  type: webhook\n  default: false\n  urlFrom: {{secretKeyRef: {{name: hooks, key: webhook}}}}\n"
+    );
+    Api::<ConfigMap>::namespaced(env.client.clone(), &env.namespace)
+        .patch(
+            "waymark-notifications",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"data": {"notifications.yaml": edited}})),
+        )
+        .await
+        .expect("edit the notification configuration");
+    let awaiting = wait_for_status(&env, bad, "NotificationsDelivered=Unknown", |status| {
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "NotificationsDelivered" && c.reason == "AwaitingDelivery")
+    })
+    .await;
+    let condition = awaiting
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "NotificationsDelivered")
+        .expect("the condition");
+    assert_eq!(condition.status, "Unknown", "{condition:?}");
+
     let (_, metrics) = env.controller_http("/metrics").await;
     for line in [
         r#"waymark_notifications_sent_total{target="team-checkout",transition="promoted"} 1"#,

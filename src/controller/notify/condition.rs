@@ -12,6 +12,10 @@ use crate::rollout::conditions::{Truth, set_condition};
 /// The condition's type.
 pub const NOTIFICATIONS_DELIVERED: &str = "NotificationsDelivered";
 
+/// The reason of the condition when `spec.roadmap.notify` names a target the configuration
+/// lacks.
+pub const REASON_UNKNOWN_TARGET: &str = "NotificationTargetUnknown";
+
 /// How the last delivery to one target ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Delivery {
@@ -58,7 +62,7 @@ pub fn verdict(
         };
         return Some(Verdict {
             truth: Truth::False,
-            reason: "NotificationTargetUnknown",
+            reason: REASON_UNKNOWN_TARGET,
             message,
         });
     }
@@ -110,6 +114,22 @@ pub fn apply(
             .retain(|condition| condition.type_ != NOTIFICATIONS_DELIVERED);
         return;
     }
+    // A name once unknown and now in the configuration: the old words would be stale.
+    let verdict = verdict.or_else(|| {
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == NOTIFICATIONS_DELIVERED && c.reason == REASON_UNKNOWN_TARGET)
+            .then(|| Verdict {
+                truth: Truth::Unknown,
+                reason: "AwaitingDelivery",
+                message: format!(
+                    "the configuration has every target spec.roadmap.notify names ({}); none \
+                     was sent a notification yet",
+                    named.join(", ")
+                ),
+            })
+    });
     if let Some(verdict) = verdict {
         set_condition(
             &mut status.conditions,
@@ -232,5 +252,29 @@ mod tests {
         assert_eq!(status, first, "nothing known: left as it is");
         apply(&mut status, &[], None, Some(1), t1);
         assert!(status.conditions.is_empty());
+    }
+
+    #[test]
+    fn a_target_added_to_the_configuration_clears_its_unknown_name() {
+        let now: Timestamp = "2026-12-06T14:00:00Z".parse().unwrap();
+        let named = names(&["team-a"]);
+        let mut status = ReleaseStatus::default();
+        let unknown = verdict(&named, &named, Some("ns/cm"), &BTreeMap::new());
+        apply(&mut status, &named, unknown, Some(1), now);
+        assert_eq!(status.conditions[0].reason, REASON_UNKNOWN_TARGET);
+        // Now known, nothing sent yet: no verdict, but the stale words go.
+        let known = verdict(&named, &[], Some("ns/cm"), &BTreeMap::new());
+        assert_eq!(known, None);
+        apply(&mut status, &named, known, Some(1), now);
+        let condition = &status.conditions[0];
+        assert_eq!(
+            (condition.status.as_str(), condition.reason.as_str()),
+            ("Unknown", "AwaitingDelivery")
+        );
+        assert!(
+            condition.message.contains("(team-a)"),
+            "{}",
+            condition.message
+        );
     }
 }

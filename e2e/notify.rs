@@ -10,14 +10,12 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::Api;
 use kube::api::PostParams;
 use serde_json::{Value, json};
 
 use crate::canary::judged_by;
 use crate::fixtures::*;
-use crate::prepare::{CONTROLLER_ACCOUNT, CONTROLLER_NAMESPACE};
 use crate::support::{Env, eventually};
 use waymark::api::{ManualAction, Phase};
 
@@ -160,20 +158,7 @@ pub async fn notifications_arrive_once_per_configured_transition_and_a_failing_t
     let addr = receiver.clone().start().await;
 
     // As config/rbac/notifications_reader_role.yaml says: bound where the ConfigMap lives.
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": {"name": "waymark-notifications-reader"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                    "name": "waymark-notifications-reader"},
-        "subjects": [{"kind": "ServiceAccount", "name": CONTROLLER_ACCOUNT,
-                      "namespace": CONTROLLER_NAMESPACE}]
-    }))
-    .expect("a RoleBinding");
-    Api::<RoleBinding>::namespaced(env.client.clone(), &env.namespace)
-        .create(&PostParams::default(), &binding)
-        .await
-        .expect("bind waymark-notifications-reader");
+    bind_controller_role(&env, "waymark-notifications-reader").await;
     let secret: Secret = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hooks"},
         "stringData": {
@@ -361,36 +346,21 @@ targets:
     );
 
     // The named target's delivery shows on its Release; a name the configuration lacks, too.
-    let delivered = wait_for_status(&env, ok, "NotificationsDelivered=True", |status| {
-        status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "NotificationsDelivered" && c.status == "True")
-    })
-    .await;
-    let condition = delivered
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "NotificationsDelivered")
-        .expect("the condition");
+    let condition = wait_for_condition(&env, ok, "NotificationsDelivered", "Delivered").await;
+    assert_eq!(condition.status, "True", "{condition:?}");
     assert!(
         condition.message.contains("team-checkout"),
         "{}",
         condition.message
     );
-    let unknown = wait_for_status(&env, bad, "NotificationsDelivered=False", |status| {
-        status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "NotificationsDelivered" && c.status == "False")
-    })
+    let condition = wait_for_condition(
+        &env,
+        bad,
+        "NotificationsDelivered",
+        "NotificationTargetUnknown",
+    )
     .await;
-    let condition = unknown
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "NotificationsDelivered")
-        .expect("the condition");
-    assert_eq!(condition.reason, "NotificationTargetUnknown");
+    assert_eq!(condition.status, "False", "{condition:?}");
     assert!(
         condition.message.contains("team-missing")
             && condition.message.contains("waymark-notifications"),
@@ -411,18 +381,8 @@ targets:
         )
         .await
         .expect("edit the notification configuration");
-    let awaiting = wait_for_status(&env, bad, "NotificationsDelivered=Unknown", |status| {
-        status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "NotificationsDelivered" && c.reason == "AwaitingDelivery")
-    })
-    .await;
-    let condition = awaiting
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "NotificationsDelivered")
-        .expect("the condition");
+    let condition =
+        wait_for_condition(&env, bad, "NotificationsDelivered", "AwaitingDelivery").await;
     assert_eq!(condition.status, "Unknown", "{condition:?}");
 
     let (_, metrics) = env.controller_http("/metrics").await;

@@ -499,9 +499,9 @@ mod tests {
         assert_eq!(body["text"], message.text);
     }
 
-    #[test]
-    fn slack_gets_text_and_blocks_only_when_asked() {
-        let message = build(
+    /// The message of the canary's analysis turning Failing.
+    fn failing() -> Message {
+        build(
             &canary(),
             &canary().status.unwrap(),
             Transition::AnalysisFailing,
@@ -510,7 +510,12 @@ mod tests {
                 "PAY-142: analysis of canary 6f9c7d: Failing",
             ),
             now(),
-        );
+        )
+    }
+
+    #[test]
+    fn slack_gets_text_and_blocks_only_when_asked() {
+        let message = failing();
         let plain = payload(TargetKind::Slack, &message, false).body;
         assert_eq!(plain, json!({"text": message.text}));
         let rich = payload(TargetKind::Slack, &message, true).body;
@@ -528,16 +533,7 @@ mod tests {
 
     #[test]
     fn cloudevents_are_structured_with_the_dedup_key_as_id() {
-        let message = build(
-            &canary(),
-            &canary().status.unwrap(),
-            Transition::AnalysisFailing,
-            &note(
-                "VerdictChanged",
-                "PAY-142: analysis of canary 6f9c7d: Failing",
-            ),
-            now(),
-        );
+        let message = failing();
         let payload = payload(TargetKind::CloudEvents, &message, false);
         assert_eq!(payload.content_type, "application/cloudevents+json");
         let body = payload.body;

@@ -6,11 +6,14 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::await_condition;
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
+use crate::prepare::{CONTROLLER_ACCOUNT, CONTROLLER_NAMESPACE};
 use crate::support::{DEADLINE, E2E_MANAGER, Env, eventually};
 use waymark::api::{Phase, Release};
 
@@ -544,4 +547,40 @@ pub async fn wait_until_release_gone(env: &Env, name: &str) {
         }
     })
     .await;
+}
+
+/// Bind ClusterRole `cluster_role` to the controller's ServiceAccount in the walk's namespace,
+/// as the role's file in `config/rbac/` says to (the Secret and notification readers).
+pub async fn bind_controller_role(env: &Env, cluster_role: &str) {
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": cluster_role},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": cluster_role},
+        "subjects": [{"kind": "ServiceAccount", "name": CONTROLLER_ACCOUNT,
+                      "namespace": CONTROLLER_NAMESPACE}]
+    }))
+    .expect("a RoleBinding");
+    Api::<RoleBinding>::namespaced(env.client.clone(), &env.namespace)
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap_or_else(|error| panic!("cannot bind {cluster_role}: {error}"));
+}
+
+/// Wait until Release `name` has condition `type_` with `reason`, and return it.
+pub async fn wait_for_condition(env: &Env, name: &str, type_: &str, reason: &str) -> Condition {
+    let what = format!("{type_} with reason {reason} on Release {name}");
+    let status = wait_for_status(env, name, &what, |status| {
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == type_ && c.reason == reason)
+    })
+    .await;
+    status
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == type_ && c.reason == reason)
+        .expect("the condition just seen")
 }

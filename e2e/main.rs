@@ -30,6 +30,7 @@ mod grpc;
 mod hostile;
 mod install;
 mod kubelet;
+mod notify;
 mod operate;
 mod prepare;
 mod quickstart;
@@ -104,6 +105,7 @@ fn main() -> ExitCode {
         validation::an_invalid_query_is_spec_valid_false_before_any_canary_deployment,
         validation::a_missing_prometheus_secret_is_named_until_it_is_created,
         selfmetrics::the_controller_reports_its_build_leadership_api_requests_and_process,
+        notify::notifications_arrive_once_per_configured_transition_and_a_failing_target_is_retried,
         scale::a_release_scaled_through_its_scale_subresource_mid_canary_keeps_its_step,
         scale::a_routed_canary_scaled_through_its_scale_subresource_keeps_its_route_weight,
         workload::a_deployment_is_migrated_progressively_edited_and_given_back_on_delete,

@@ -128,12 +128,13 @@ pub async fn install_controller_rbac(client: &Client, manager: &str) -> Result<(
             .await
             .map_err(|error| format!("cannot apply ServiceAccount: {error}"))?;
     }
-    // The controller's role; `waymark-secret-reader`, which a walk binds in its namespace as
-    // the file says to; the roles for people (viewer, operator), aggregated into the built-in
+    // The controller's role; `waymark-secret-reader` and `waymark-notifications-reader`, which
+    // a walk binds in its namespace as the files say to; the roles for people (viewer, operator), aggregated into the built-in
     // view/edit/admin.
     for file in [
         "config/rbac/role.yaml",
         "config/rbac/secret_reader_role.yaml",
+        "config/rbac/notifications_reader_role.yaml",
         "config/rbac/user_roles.yaml",
     ] {
         for role in yaml_documents::<ClusterRole>(&manifest(file))? {

@@ -517,6 +517,8 @@ pub struct Env {
     /// The walk's own control plane, for walks that stop parts of it.
     plane: Option<Arc<Mutex<ControlPlane>>>,
     controller: Arc<Mutex<Option<RunningController>>>,
+    /// `--notifications-config` of the controllers this walk starts.
+    notifications_config: Arc<Mutex<Option<String>>>,
     node: kubelet::Controls,
 }
 
@@ -573,6 +575,7 @@ impl Env {
             namespace: Some(self.namespace.clone()),
             leader_elect: false,
             lease_namespace: None,
+            notifications_config: self.notifications_config.lock().expect("lock").clone(),
         };
         let task = tokio::spawn(run_with_client(client, args, async move {
             let _ = stopped.await;
@@ -602,6 +605,13 @@ impl Env {
             Ok(Err(error)) => panic!("the controller task failed: {error}"),
             Err(_) => panic!("the controller did not stop within 20s"),
         }
+    }
+
+    /// Run the controller with `--notifications-config config` from now on (restarted).
+    pub async fn notify_with(&self, config: &str) {
+        self.stop_controller().await;
+        *self.notifications_config.lock().expect("lock") = Some(config.to_string());
+        self.start_controller().await;
     }
 
     /// Stop the controller and start a new one, as a rollout of the operator would.
@@ -813,6 +823,7 @@ async fn run_on(cluster: Cluster, plane: Option<Arc<Mutex<ControlPlane>>>, test:
         cluster: Arc::new(cluster),
         plane,
         controller: Arc::new(Mutex::new(None)),
+        notifications_config: Arc::default(),
         node: node_controls,
     };
     // A cluster of our own has no scheduler and no kubelet; on a named one, only when asked.

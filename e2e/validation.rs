@@ -7,13 +7,11 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 use crate::fixtures::*;
-use crate::prepare::{CONTROLLER_ACCOUNT, CONTROLLER_NAMESPACE};
 use crate::support::{E2E_MANAGER, Env, Versions, eventually, eventually_within};
 use waymark::api::{Phase, Release, ReleaseStatus};
 
@@ -166,20 +164,7 @@ pub async fn an_invalid_query_is_spec_valid_false_before_any_canary_deployment(e
 pub async fn a_missing_prometheus_secret_is_named_until_it_is_created(env: Env) {
     let name = "checkout";
     // As config/rbac/secret_reader_role.yaml says: the controller may read Secrets here.
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": {"name": "waymark-secret-reader"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                    "name": "waymark-secret-reader"},
-        "subjects": [{"kind": "ServiceAccount", "name": CONTROLLER_ACCOUNT,
-                      "namespace": CONTROLLER_NAMESPACE}]
-    }))
-    .expect("a RoleBinding");
-    Api::<RoleBinding>::namespaced(env.client.clone(), &env.namespace)
-        .create(&PostParams::default(), &binding)
-        .await
-        .expect("bind waymark-secret-reader");
+    bind_controller_role(&env, "waymark-secret-reader").await;
 
     let mut with_token = analysis(P99);
     with_token["prometheus"]["bearerTokenSecret"] =

@@ -758,6 +758,8 @@ async fn scrape_a_running_controller() -> Option<(Scrape, Prometheus)> {
     metrics.observe_release("shop", "cart", None, &before);
     metrics.observe_release("shop", "cart", Some(&before), &paused);
     metrics.count_error("kube");
+    metrics.count_notification_sent("team-checkout", "promoted");
+    metrics.count_notification_failure("team-checkout");
     metrics.observe_reconcile(Duration::from_millis(20));
     metrics.set_leader(true);
     one_api_request_through_the_instrumented_client(metrics.clone()).await;

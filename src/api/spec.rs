@@ -264,6 +264,16 @@ pub struct Roadmap {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "optional_kind_schema")]
     pub kind: Option<RoadmapKind>,
+
+    /// Targets of the controller's notification configuration (its `--notifications-config`
+    /// ConfigMap), by name, that hear about this Release besides the targets the configuration
+    /// sends every Release's news to, e.g. `[team-checkout]`: so that the channel of the team
+    /// owning the item hears about its rollouts. Up to 16 names of lowercase letters, digits
+    /// and `-`. A name the configuration lacks, or a target that keeps failing, is shown in
+    /// the condition `NotificationsDelivered`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "notify_schema")]
+    pub notify: Vec<String>,
 }
 
 impl Roadmap {
@@ -291,6 +301,23 @@ impl Roadmap {
 fn optional_horizon_schema(_: &mut SchemaGenerator) -> Schema {
     let values: Vec<&str> = Horizon::ALL.iter().map(Horizon::as_str).collect();
     json_schema!({ "type": "string", "enum": values, "nullable": true })
+}
+
+/// Schema of `roadmap.notify`: target names as the notification configuration spells them
+/// (lowercase DNS labels), a set, bounded so that the API server's CEL cost estimates stay
+/// small.
+fn notify_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "array",
+        "maxItems": 16,
+        "x-kubernetes-list-type": "set",
+        "items": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 63,
+            "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+        }
+    })
 }
 
 /// Schema of `roadmap.kind`, written out for the reason [`optional_horizon_schema`] says.

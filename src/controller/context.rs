@@ -250,6 +250,8 @@ pub struct Context {
     pub gateway_features: super::gateway_features::FeatureLookups,
     /// Per Release, what its last apply met, and whether a decision has seen that yet.
     applies: Mutex<HashMap<ObjectRef<Release>, (LastApply, bool)>>,
+    /// The notifier, with `--notifications-config`.
+    pub notifier: Option<Arc<super::notify::Notifier>>,
 }
 
 impl Context {
@@ -273,7 +275,14 @@ impl Context {
             credential_checks: CredentialChecks::default(),
             gateway_features: Default::default(),
             applies: Mutex::new(HashMap::new()),
+            notifier: None,
         }
+    }
+
+    /// The same context, sending notifications through `notifier`.
+    pub fn with_notifier(mut self, notifier: Option<Arc<super::notify::Notifier>>) -> Context {
+        self.notifier = notifier;
+        self
     }
 
     /// The same context, told what the watches know (`/readyz`'s [`super::Health`]).

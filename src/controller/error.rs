@@ -67,6 +67,13 @@ pub enum Error {
         /// Why it failed.
         source: std::io::Error,
     },
+
+    /// A flag of `waymark controller` cannot be used as given.
+    #[error("{message}")]
+    Config {
+        /// What is wrong and how to write it.
+        message: String,
+    },
 }
 
 impl From<kube::Error> for Error {
@@ -139,6 +146,7 @@ impl Error {
             Error::MissingObjectKey(_) => "missing_object_key",
             Error::Serialize { .. } => "serialize",
             Error::Http { .. } => "http",
+            Error::Config { .. } => "config",
         }
     }
 }

@@ -98,6 +98,23 @@ pub struct WatchLabels {
     pub resource: String,
 }
 
+/// Labels of the notifications-sent counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotificationLabels {
+    /// The target's name in the notification configuration.
+    pub target: String,
+    /// `canary-started`, `paused`, `analysis-failing`, `rolled-back`, `promoted`,
+    /// `outcome-measured`.
+    pub transition: String,
+}
+
+/// Label of the notification failure counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetLabels {
+    /// The target's name in the notification configuration.
+    pub target: String,
+}
+
 /// Label of the reconcile error counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
@@ -129,7 +146,7 @@ pub struct KubeVerbLabels {
 /// Every value [`super::Error::metric_label`] gives, and `undecodable_release`: the reconcile
 /// error counter starts at 0 for each, so that `rate()` and `increase()` see the first error
 /// of a kind (a series that appears with 1 has no increase to show).
-pub const RECONCILE_ERROR_KINDS: [&str; 14] = [
+pub const RECONCILE_ERROR_KINDS: [&str; 15] = [
     "kube",
     "refused_forbidden",
     "refused_quota",
@@ -142,6 +159,7 @@ pub const RECONCILE_ERROR_KINDS: [&str; 14] = [
     "missing_object_key",
     "serialize",
     "http",
+    "config",
     "undecodable_release",
     "namespace_terminating",
 ];
@@ -189,6 +207,9 @@ pub struct Metrics {
     analysis_consecutive_errors: Family<ReleaseLabels, Gauge>,
     release_duration: Family<ItemLabels, Histogram, fn() -> Histogram>,
     time_to_restore: Family<ItemLabels, Histogram, fn() -> Histogram>,
+    notifications_sent: Family<NotificationLabels, Counter>,
+    notification_failures: Family<TargetLabels, Counter>,
+    notifications_dropped: Counter,
     /// The burn-rate (and burn-rate limit) series last set per (namespace, name), removed before
     /// the next update so a window that is gone (or a new roadmap item) leaves no stale series.
     burn_series: Mutex<HashMap<(String, String), Vec<BurnLabels>>>,
@@ -403,8 +424,29 @@ impl Default for Metrics {
             "Time from a canary's first failing analysis to its traffic back on the stable",
             time_to_restore.clone(),
         );
+        let notifications_sent = Family::<NotificationLabels, Counter>::default();
+        let notification_failures = Family::<TargetLabels, Counter>::default();
+        let notifications_dropped = Counter::default();
+        registry.register(
+            "notifications_sent",
+            "Notifications a target accepted (2xx), by target and transition",
+            notifications_sent.clone(),
+        );
+        registry.register(
+            "notification_failures",
+            "Notifications given up after their bounded retries, by target",
+            notification_failures.clone(),
+        );
+        registry.register(
+            "notifications_dropped",
+            "Notifications dropped because the sender's queue was full (a reconcile never waits for it)",
+            notifications_dropped.clone(),
+        );
         Metrics {
             registry: root,
+            notifications_sent,
+            notification_failures,
+            notifications_dropped,
             reconcile_duration,
             reconcile_errors,
             watch_restarts,
@@ -470,6 +512,40 @@ impl Metrics {
                 resource: resource.into(),
             })
             .inc();
+    }
+
+    /// Count a notification `target` accepted.
+    pub fn count_notification_sent(&self, target: &str, transition: &str) {
+        self.notifications_sent
+            .get_or_create(&NotificationLabels {
+                target: target.into(),
+                transition: transition.into(),
+            })
+            .inc();
+    }
+
+    /// Count a notification to `target` given up after its retries.
+    pub fn count_notification_failure(&self, target: &str) {
+        self.notification_failures
+            .get_or_create(&TargetLabels {
+                target: target.into(),
+            })
+            .inc();
+    }
+
+    /// Start the failure counter of each of `targets` at 0, so that `rate()` and `increase()`
+    /// see a target's first failure.
+    pub fn zero_notification_failures<'a>(&self, targets: impl IntoIterator<Item = &'a str>) {
+        for target in targets {
+            let _zero = self.notification_failures.get_or_create(&TargetLabels {
+                target: target.into(),
+            });
+        }
+    }
+
+    /// Count a notification dropped on a full queue.
+    pub fn count_notification_dropped(&self) {
+        self.notifications_dropped.inc();
     }
 
     /// Update a Release's phase and weight gauges from the status just written (or kept), and
@@ -868,6 +944,7 @@ mod tests {
                 | Error::MissingObjectKey(_)
                 | Error::Serialize { .. }
                 | Error::Http { .. }
+                | Error::Config { .. }
                 | Error::NamespaceTerminating { .. } => error.metric_label(),
             }
         }
@@ -889,6 +966,9 @@ mod tests {
             Error::Serialize {
                 what: "status",
                 source: serde_json::from_str::<u8>("x").unwrap_err(),
+            },
+            Error::Config {
+                message: String::new(),
             },
             Error::Http {
                 addr: "127.0.0.1:8080".parse().unwrap(),

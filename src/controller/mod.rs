@@ -15,6 +15,7 @@ pub mod kube_requests;
 mod leader;
 pub mod logs;
 pub mod metrics;
+pub mod notify;
 pub mod observe;
 mod process;
 pub mod prometheus;
@@ -71,6 +72,11 @@ pub struct ControllerArgs {
     /// `default`).
     #[arg(long, env = "WAYMARK_LEASE_NAMESPACE")]
     pub lease_namespace: Option<String>,
+    /// The notification configuration: a ConfigMap as NAMESPACE/NAME, or NAME in the
+    /// controller's namespace ($POD_NAMESPACE, else --namespace, else `default`). Without it,
+    /// no notifications are sent.
+    #[arg(long, env = "WAYMARK_NOTIFICATIONS_CONFIG")]
+    pub notifications_config: Option<String>,
 }
 
 impl ControllerArgs {
@@ -78,11 +84,14 @@ impl ControllerArgs {
     pub fn lease_namespace(&self) -> String {
         self.lease_namespace
             .clone()
-            .or_else(|| {
-                std::env::var("POD_NAMESPACE")
-                    .ok()
-                    .filter(|ns| !ns.is_empty())
-            })
+            .unwrap_or_else(|| self.own_namespace())
+    }
+
+    /// The controller's own namespace: $POD_NAMESPACE, else --namespace, else `default`.
+    pub fn own_namespace(&self) -> String {
+        std::env::var("POD_NAMESPACE")
+            .ok()
+            .filter(|ns| !ns.is_empty())
             .or_else(|| self.namespace.clone())
             .unwrap_or_else(|| "default".into())
     }
@@ -121,10 +130,23 @@ pub async fn run_with_client(
 
     // One Recorder for the process: it remembers the events it published, so a repeated
     // event bumps a series instead of creating a new Event object.
+    let notifier = match &args.notifications_config {
+        Some(value) => {
+            let location = notify::ConfigLocation::parse(value, &args.own_namespace())
+                .map_err(|message| Error::Config { message })?;
+            tracing::info!(configmap = %location.shown(), "notifications configured");
+            let notifier =
+                notify::Notifier::start(client.clone(), location, metrics.clone(), stop_rx.clone())
+                    .map_err(|message| Error::Config { message })?;
+            Some(notifier)
+        }
+        None => None,
+    };
     let shared = Shared {
         client: client.clone(),
         recorder: Recorder::new(client.clone(), reporter()),
         metrics,
+        notifier,
     };
 
     tokio::spawn(async move {
@@ -154,6 +176,8 @@ pub(crate) struct Shared {
     client: Client,
     recorder: Recorder,
     metrics: Arc<Metrics>,
+    /// Outlives a term as leader, so that what was sent is not sent again by the next term.
+    notifier: Option<Arc<notify::Notifier>>,
 }
 
 /// How many Releases are reconciled at once. Reconciles read from caches and mostly wait on
@@ -268,7 +292,8 @@ pub(crate) async fn run_controller(
             shared.metrics.clone(),
             stores,
         )
-        .with_health(health.clone()),
+        .with_health(health.clone())
+        .with_notifier(shared.notifier.clone()),
     );
     // The Deployments `spec.workloadRef` names carry no Waymark label: their metadata alone
     // (no templates cached) says when one changed, and which Release to look at again reads it
@@ -302,7 +327,16 @@ pub(crate) async fn run_controller(
         })
         // After an outage the reconciles that were due failed, and a relist of unchanged
         // Releases triggers nothing: look at every Release again once the watches are back.
-        .reconcile_all_on(watch::recoveries(recovered))
+        .reconcile_all_on(watch::recoveries(recovered));
+    // A named target's delivery failed or recovered, or the configuration changed: the
+    // Release's NotificationsDelivered condition is judged again.
+    let controller = match &shared.notifier {
+        Some(notifier) => controller
+            .reconcile_on(notifier.wake_requests())
+            .reconcile_all_on(notifier.config_changes()),
+        None => controller,
+    };
+    let controller = controller
         .with_config(
             Config::default()
                 .concurrency(CONCURRENCY)

@@ -22,6 +22,7 @@ use super::context::{Context, STALE_RETRY};
 use super::error::Error;
 use super::finalizer::{self, Patched};
 use super::logs;
+use super::notify;
 use super::observe::observe;
 use super::status::{self, Written};
 use super::workload;
@@ -119,7 +120,13 @@ pub async fn reconcile_release(
     if workload::reference_moved(release) {
         observed.held_workload = workload::read_held(ctx, release).await?;
     }
-    let decision = rollout::decide(release, &observed, now);
+    let mut decision = rollout::decide(release, &observed, now);
+    // What the notifier knows of this Release's named targets (`spec.roadmap.notify`), in the
+    // one status write; unchanged words change nothing (the quiet rule).
+    match &ctx.notifier {
+        Some(notifier) => notifier.set_condition(release, &mut decision.status, now),
+        None => notify::set_condition_unconfigured(release, &mut decision.status, now),
+    }
     let guard = deletion::finalizer_change(release, observed.route.as_ref(), &decision.actions);
     let workload_guard = rollout::workload::finalizer_change(release, &decision.status);
     tracing::debug!(
@@ -138,6 +145,10 @@ pub async fn reconcile_release(
             Err(status::WriteError::Conflict) => return Ok(Requeue::requeue(STALE_RETRY)),
             Err(status::WriteError::Failed(error)) => return Err(error),
         };
+    // The status holds the transitions now: tell them (queued; the reconcile never waits).
+    if let Some(notifier) = &ctx.notifier {
+        notifier.tell(release, &decision, now);
+    }
     // The Release as the API server now has it, for the finalizer patches' precondition.
     let mut current = acting_on.clone();
     if let Written::Yes { resource_version } = written {

@@ -713,6 +713,8 @@ fn checkout() -> ReleaseStatus {
             horizon: Some(Horizon::Now),
             kind: Some(RoadmapKind::Feature),
             timeline: Vec::new(),
+            roadmap_outcome: None,
+            rework: false,
         }],
         ..ReleaseStatus::default()
     }
@@ -739,6 +741,8 @@ fn cart() -> ReleaseStatus {
             horizon: Some(Horizon::Next),
             kind: Some(RoadmapKind::Debt),
             timeline: Vec::new(),
+            roadmap_outcome: None,
+            rework: false,
         }],
         ..ReleaseStatus::default()
     }

@@ -12,6 +12,7 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
 use super::duration::{Duration, PERIOD_BOUNDS_RULE, period_schema};
+use super::outcome::{RoadmapOutcome, default_outcome_window, outcome_window_schema};
 use super::roadmap::{Horizon, RoadmapKind};
 use super::status::ReleaseStatus;
 
@@ -224,7 +225,7 @@ impl ReleaseSpec {
 }
 
 /// The roadmap item a release delivers.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Roadmap {
     /// The identifier of the roadmap item, e.g. `PAY-142`. Required: 1 to 64 characters of
@@ -263,6 +264,38 @@ pub struct Roadmap {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "optional_kind_schema")]
     pub kind: Option<RoadmapKind>,
+
+    /// The number the item is meant to move, measured around each promotion and recorded in
+    /// the revision's `status.history[]` entry (Met, NotMet or Inconclusive). Optional; it
+    /// needs `spec.analysis.prometheus` to ask, and never blocks or reverses a release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<RoadmapOutcome>,
+
+    /// A promoted revision whose item was already promoted within this window before counts
+    /// as rework (the item was delivered, then needed another change); default 7d, up to 90d.
+    #[serde(default = "default_rework_window")]
+    #[schemars(schema_with = "outcome_window_schema")]
+    pub rework_window: Duration,
+}
+
+impl Default for Roadmap {
+    fn default() -> Self {
+        Self {
+            item: String::new(),
+            title: None,
+            url: None,
+            objective: None,
+            horizon: None,
+            kind: None,
+            outcome: None,
+            rework_window: default_rework_window(),
+        }
+    }
+}
+
+/// The default rework window: a week, as the outcome windows.
+fn default_rework_window() -> Duration {
+    default_outcome_window()
 }
 
 impl Roadmap {

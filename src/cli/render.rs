@@ -616,6 +616,8 @@ mod tests {
             horizon: None,
             kind: None,
             timeline: Vec::new(),
+            roadmap_outcome: None,
+            rework: false,
         }];
         let text = status_text(&release, &Live::default());
         let line = text.lines().find(|line| line.contains("5d8b9c")).unwrap();

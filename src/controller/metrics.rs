@@ -1016,6 +1016,8 @@ mod tests {
             horizon: Some(crate::api::Horizon::Now),
             kind: None,
             timeline: Vec::new(),
+            roadmap_outcome: None,
+            rework: false,
         };
         let status = ReleaseStatus {
             roadmap_item: Some("PAY-142".into()),
@@ -1242,6 +1244,8 @@ mod tests {
             horizon: None,
             kind: None,
             timeline: Vec::new(),
+            roadmap_outcome: None,
+            rework: false,
         }];
         metrics.observe_release("shop", "checkout", None, &status);
         metrics.observe_release("shop", "cart", None, &status);
@@ -1301,6 +1305,8 @@ mod tests {
             horizon: None,
             kind: None,
             timeline: Vec::new(),
+            roadmap_outcome: None,
+            rework: false,
         }
     }
 

@@ -109,6 +109,7 @@ use super::status::ReleaseStatus;
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.template) != has(self.workloadRef)").message("spec must set exactly one of spec.template or spec.workloadRef"))]
+#[x_kube(validation = Rule::new("!has(self.roadmap.outcome) || has(self.analysis)").message("spec.roadmap.outcome is measured with the Prometheus of spec.analysis.prometheus: set spec.analysis, or remove spec.roadmap.outcome"))]
 pub struct ReleaseSpec {
     /// The product-roadmap item the current template delivers. Required. Its identifier labels
     /// every child object, Event, metric and history entry, so deliveries can be traced back to

@@ -304,6 +304,7 @@ fn settled_release(world: &mut World, now: Timestamp) -> Release {
         last_apply: Default::default(),
         workload: Default::default(),
         held_workload: Default::default(),
+        outcome_answers: Vec::new(),
     };
     let settled = rollout::decide(&release, &observed, now);
     assert!(
@@ -470,6 +471,7 @@ async fn a_set_weight_step_adds_the_finalizer_then_applies_only_the_routes_rules
             last_apply: Default::default(),
             workload: Default::default(),
             held_workload: Default::default(),
+            outcome_answers: Vec::new(),
         },
         at(10),
     );

@@ -334,10 +334,12 @@ pub fn describe(record: &OutcomeRecord) -> String {
         (None, _) if record.baseline.is_none() => {
             format!("{} ({goal}): measuring the baseline", record.name)
         }
-        (None, baseline) => format!(
+        (None, _) => format!(
             "{} ({goal}): baseline {}, after number due {} after promotion",
             record.name,
-            baseline.map_or_else(|| "-".to_string(), |value| value.to_string()),
+            record
+                .baseline
+                .map_or_else(|| "-".to_string(), |value| value.to_string()),
             format_period(record.after_window)
         ),
     }

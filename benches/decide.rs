@@ -112,6 +112,7 @@ fn main() {
         last_apply: Default::default(),
         workload: Default::default(),
         held_workload: Default::default(),
+        outcome_answers: Vec::new(),
     };
 
     // Warm up, then time each call on its own.

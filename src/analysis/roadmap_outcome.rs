@@ -440,12 +440,8 @@ mod tests {
         let mut concluded = with_baseline.clone();
         concluded.verdict = Some(OutcomeVerdict::Met);
         // (case, record, now, due: (measurement, evaluated at, window) or nothing)
-        let cases: Vec<(
-            &str,
-            Option<OutcomeRecord>,
-            i64,
-            Option<(Measurement, i64, Duration)>,
-        )> = vec![
+        type Due = Option<(Measurement, i64, Duration)>;
+        let cases: Vec<(&str, Option<OutcomeRecord>, i64, Due)> = vec![
             ("no outcome in the spec", None, 600, None),
             (
                 "baseline at promotion, evaluated at the canary's start",

@@ -83,6 +83,33 @@ fn history(start: i64, end: i64, promoted_at: i64) -> String {
     text
 }
 
+/// [`history`] plus healthy request counters of `checkout-stable` and `checkout-canary` (20/s
+/// each, 0.05% errors) around `from`, for a replayed canary that passes its analysis.
+fn history_with_requests(start: i64, end: i64, promoted_at: i64, from: i64) -> String {
+    let mut text = history(start, end, promoted_at);
+    text.truncate(text.len() - "# EOF\n".len());
+    let _ = writeln!(
+        text,
+        "# HELP http_requests Requests served.\n# TYPE http_requests counter"
+    );
+    for service in ["checkout-stable", "checkout-canary"] {
+        for (code, share) in [("200", 0.9995), ("500", 0.0005)] {
+            let mut total = 0.0;
+            let mut at = from - 900;
+            while at <= from + 1200 {
+                let _ = writeln!(
+                    text,
+                    "http_requests_total{{namespace=\"shop\",service=\"{service}\",code=\"{code}\"}} {total} {at}"
+                );
+                total += 20.0 * share * 15.0;
+                at += 15;
+            }
+        }
+    }
+    text.push_str("# EOF\n");
+    text
+}
+
 fn time(seconds: i64) -> Timestamp {
     Timestamp::from_second(seconds).expect("a valid time")
 }
@@ -266,4 +293,66 @@ async fn a_prometheus_that_is_down_is_retried_and_then_inconclusive_never_guesse
         "{:?}",
         record.message
     );
+}
+
+#[tokio::test]
+async fn waymark_replay_evaluates_the_outcome_of_the_replayed_promotion() {
+    use waymark::cli::replay::{self, ReplayArgs, ReplayFormat};
+    let now = Timestamp::now().as_second() / 60 * 60;
+    let week = 7 * 86_400;
+    let canary_started = now - week - 2 * 3600;
+    let start = canary_started - week - 3600;
+    let end = now - 600;
+    let Some(prometheus) = Prometheus::start_with_history(&history_with_requests(
+        start,
+        end,
+        canary_started + 3600,
+        canary_started,
+    ))
+    .await
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("release.yaml");
+    std::fs::write(&file, RELEASE).expect("write the Release");
+    let args = ReplayArgs {
+        file,
+        prometheus: prometheus.address().to_string(),
+        from: time(canary_started).to_string(),
+        to: time(canary_started + 600).to_string(),
+        step: None,
+        canary_role_selector: None,
+        stable_role_selector: None,
+        namespace: None,
+        output: ReplayFormat::Text,
+        changes: true,
+    };
+    let prepared = replay::prepare(&args, RELEASE, Timestamp::now()).expect("valid input");
+    let report = replay::fetch(prepared).await.expect("Prometheus answers");
+    let text = replay::render_text(&report, true);
+    println!("{text}");
+    assert!(
+        matches!(
+            report.replay.outcome,
+            waymark::analysis::replay::ReplayOutcome::Promoted { .. }
+        ),
+        "{text}"
+    );
+    let record = report
+        .roadmap_outcome
+        .clone()
+        .expect("the outcome replayed");
+    assert_eq!(record.verdict, Some(OutcomeVerdict::Met), "{record:?}");
+    assert!((record.baseline.unwrap() - CONVERSION_BEFORE).abs() < 1e-6);
+    // The replayed promotion is minutes after --from, before the conversion rose an hour in:
+    // the after window holds about an hour at the old rate.
+    let change = record.change.unwrap();
+    assert!((3.0..3.34).contains(&change), "{change}");
+    assert!(
+        text.contains("Roadmap outcome: checkout-conversion +3."),
+        "{text}"
+    );
+    let json = replay::render_json(&report);
+    assert_eq!(json["roadmapOutcome"]["verdict"], "Met");
 }

@@ -66,7 +66,8 @@ pub fn measurements_due(release: &Release, now: Timestamp) -> Vec<PendingMeasure
 /// reached (an Event, reason [`REASON_OUTCOME_MEASURED`]), and look again at the next due
 /// moment.
 pub fn fold(decision: &mut Decision, observed: &Observed, now: Timestamp) {
-    let now = super::decide::whole_second(now);
+    // To the second, as every instant of the status (the API server keeps no fraction).
+    let now = Timestamp::from_second(now.as_second()).unwrap_or(now);
     for answer in &observed.outcome_answers {
         let Some(entry) = decision.status.history.iter_mut().find(|entry| {
             entry.revision == answer.revision && entry.finished_at.0 == answer.finished_at

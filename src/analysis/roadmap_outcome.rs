@@ -135,7 +135,7 @@ pub fn apply(
         QueryOutcome::Value(value) if value.is_finite() => Ok(*value),
         QueryOutcome::Value(value) => Err(format!("the query gave {value}, not a number")),
         QueryOutcome::NoData => Err("the query matched no series".to_string()),
-        QueryOutcome::Failed(failure) => Err(failure.to_string()),
+        QueryOutcome::Failed(failure) => Err(cut(&failure.to_string())),
     };
     match value {
         Ok(value) => {
@@ -351,6 +351,17 @@ pub fn verdict_word(verdict: OutcomeVerdict) -> &'static str {
         OutcomeVerdict::Met => "met",
         OutcomeVerdict::NotMet => "not met",
         OutcomeVerdict::Inconclusive => "inconclusive",
+    }
+}
+
+/// The most characters of a failure's words kept in the record: Prometheus' error text is not
+/// bounded, and ten history entries must stay far below etcd's object limit.
+pub const REASON_LIMIT: usize = 400;
+
+fn cut(text: &str) -> String {
+    match text.char_indices().nth(REASON_LIMIT) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_string(),
     }
 }
 
@@ -576,6 +587,23 @@ mod tests {
             None,
             "nothing more is due"
         );
+    }
+
+    #[test]
+    fn a_long_failure_reason_is_cut_so_the_history_stays_bounded() {
+        let mut record = record(S30, S20);
+        let rejected = QueryOutcome::Failed(QueryFailure::Rejected {
+            address: "http://prometheus:9090".into(),
+            message: "x".repeat(10_000),
+        });
+        apply(&mut record, Measurement::Baseline, &rejected, at(600));
+        let message = record.message.unwrap();
+        assert!(
+            message.chars().count() < REASON_LIMIT + 60,
+            "{}",
+            message.len()
+        );
+        assert!(message.ends_with('…'));
     }
 
     #[test]

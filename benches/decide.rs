@@ -113,6 +113,7 @@ fn main() {
         workload: Default::default(),
         held_workload: Default::default(),
         gateway_features: None,
+        outcome_answers: Vec::new(),
     };
 
     // Warm up, then time each call on its own.

@@ -53,6 +53,8 @@ fn status(release: usize, items: usize, start: Timestamp) -> ReleaseStatus {
             horizon: Some(Horizon::Now),
             kind: Some(RoadmapKind::Feature),
             timeline: Vec::new(),
+            roadmap_outcome: None,
+            rework: false,
         })
         .collect();
     ReleaseStatus {

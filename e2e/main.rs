@@ -32,6 +32,7 @@ mod install;
 mod kubelet;
 mod notify;
 mod operate;
+mod outcome;
 mod prepare;
 mod quickstart;
 mod quiet;
@@ -97,6 +98,7 @@ fn main() -> ExitCode {
         operate::a_user_with_edit_promotes_in_their_namespace_only,
         operate::abort_during_promotion_the_cli_answer_and_the_outcome_agree,
         operate::list_and_kubectl_get_wide_show_where_each_release_stands,
+        outcome::a_promoted_canarys_history_entry_gets_its_roadmap_outcome,
         install::the_helm_chart_applies_to_the_api_server,
         quickstart::the_quick_start_walks_the_examples_to_a_promotion,
         quickstart::a_release_in_a_deleted_namespace_does_not_fight_for_its_services,

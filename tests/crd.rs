@@ -1130,3 +1130,56 @@ fn a_workload_ref_replaces_the_template_and_names_only_an_apps_v1_deployment() {
         }
     }
 }
+
+#[test]
+fn a_roadmap_outcome_is_accepted_defaulted_and_needs_the_analysis_prometheus() {
+    let outcome = json!({
+        "name": "checkout-conversion",
+        "query": "sum(increase(orders_total[{{window}}])) / sum(increase(visits_total[{{window}}]))",
+        "goal": "increase",
+        "minChange": "2%"
+    });
+    let manifest = with("/spec/roadmap/outcome", outcome.clone());
+    assert_eq!(validation_errors(&manifest), Vec::<String>::new());
+    let defaulted = cel::apply_defaults(&schema(), &manifest);
+    let roadmap = &defaulted["spec"]["roadmap"];
+    assert_eq!(roadmap["reworkWindow"], "168h", "7 days");
+    assert_eq!(roadmap["outcome"]["baseline"], "168h");
+    assert_eq!(roadmap["outcome"]["after"], "168h");
+    let typed: Release = serde_json::from_value(defaulted).unwrap();
+    let typed_outcome = typed.spec.roadmap.outcome.unwrap();
+    assert_eq!(
+        typed_outcome.min_change,
+        waymark::api::MinChange::Percent(2.0)
+    );
+    assert_eq!(typed.spec.roadmap.rework_window.as_secs(), 7 * 86_400);
+
+    let api_server = ApiServer::new();
+    let cases = [
+        ("/goal", json!("sideways"), "goal"),
+        ("/minChange", json!("two percent"), "minChange"),
+        ("/baseline", json!("7 days"), "baseline"),
+        ("/name", json!("checkout conversion"), "name"),
+    ];
+    for (field, value, named) in cases {
+        let mut broken = outcome.clone();
+        broken[&field[1..]] = value;
+        let errors = api_server.errors(&with("/spec/roadmap/outcome", broken));
+        assert!(
+            errors.iter().any(|error| error.contains(named)),
+            "{field}: {errors:?}"
+        );
+    }
+    let mut without_analysis = with("/spec/roadmap/outcome", outcome);
+    without_analysis["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("analysis");
+    let errors = api_server.errors(&without_analysis);
+    assert!(
+        errors
+            .iter()
+            .any(|error| error.contains("spec.roadmap.outcome is measured with the Prometheus")),
+        "{errors:?}"
+    );
+}

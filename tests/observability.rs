@@ -31,8 +31,8 @@ use promql_parser::parser::{
 use serde_json::Value as Json;
 use serde_json::Value;
 use waymark::api::{
-    AnalysisStatus, HistoryEntry, Horizon, Outcome, Phase, ReleaseStatus, RoadmapKind,
-    RoleAnalysis, Verdict, WindowResult,
+    AnalysisStatus, Goal, HistoryEntry, Horizon, MinChange, Outcome, OutcomeRecord, OutcomeVerdict,
+    Phase, ReleaseStatus, RoadmapKind, RoadmapOutcome, RoleAnalysis, Verdict, WindowResult,
 };
 use waymark::controller::http::{Shared, router};
 use waymark::controller::{Health, Metrics};
@@ -157,6 +157,8 @@ fn the_dashboard_has_the_promised_panels_each_querying_the_chosen_prometheus() {
         "Per roadmap item",
         "Deliveries per horizon",
         "Deliveries per kind",
+        "Rework per roadmap item",
+        "Roadmap outcomes",
         "Reconcile errors by kind",
         "Controller replicas by version",
         "Leader",
@@ -713,6 +715,8 @@ fn checkout() -> ReleaseStatus {
             horizon: Some(Horizon::Now),
             kind: Some(RoadmapKind::Feature),
             timeline: Vec::new(),
+            roadmap_outcome: None,
+            rework: false,
         }],
         ..ReleaseStatus::default()
     }
@@ -739,6 +743,20 @@ fn cart() -> ReleaseStatus {
             horizon: Some(Horizon::Next),
             kind: Some(RoadmapKind::Debt),
             timeline: Vec::new(),
+            // A second promotion of PAY-150 within its rework window, its outcome measured.
+            roadmap_outcome: Some(OutcomeRecord {
+                change: Some(3.1),
+                verdict: Some(OutcomeVerdict::Met),
+                ..waymark::rollout::outcome::record_for(&RoadmapOutcome {
+                    name: "cart-conversion".into(),
+                    query: "sum(rate(orders_total[{{window}}]))".into(),
+                    goal: Goal::Increase,
+                    baseline: waymark::api::Duration::from_secs(7 * 86_400),
+                    after: waymark::api::Duration::from_secs(7 * 86_400),
+                    min_change: MinChange::Percent(2.0),
+                })
+            }),
+            rework: true,
         }],
         ..ReleaseStatus::default()
     }

@@ -5,8 +5,9 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use waymark::api::{
-    AnalysisStatus, CheckResult, Horizon, ManualAction, Outcome, Release, ReleaseSpec,
-    ReleaseStatus, RoadmapKind, RoleAnalysis, Verdict, WindowResult,
+    AnalysisStatus, CheckResult, Goal, Horizon, ManualAction, MinChange, Outcome, OutcomeVerdict,
+    Release, ReleaseSpec, ReleaseStatus, RoadmapKind, RoadmapOutcome, RoleAnalysis, Verdict,
+    WindowResult,
 };
 use waymark::rollout::history::{HISTORY_LIMIT, entry, record};
 use waymark::rollout::timeline::{
@@ -161,6 +162,29 @@ fn longest_release(query_len: usize) -> Release {
         finished.horizon = Some(Horizon::Now);
         finished.kind = Some(RoadmapKind::Feature);
         finished.timeline = timeline;
+        // The largest outcome record: the longest query the schema takes, every number, and
+        // the longest failure reason kept.
+        let mut outcome = waymark::rollout::outcome::record_for(&RoadmapOutcome {
+            name: "n".repeat(63),
+            query: "q".repeat(4096),
+            goal: Goal::Increase,
+            baseline: waymark::api::Duration::from_secs(7 * 86_400),
+            after: waymark::api::Duration::from_secs(7 * 86_400),
+            min_change: MinChange::Percent(2.5),
+        });
+        outcome.baseline = Some(0.123_456_789_012_345);
+        outcome.after = Some(0.123_456_789_012_345);
+        outcome.change = Some(-12.345_678_901_234_5);
+        outcome.verdict = Some(OutcomeVerdict::Inconclusive);
+        outcome.attempts = Some(5);
+        outcome.last_attempt_at = Some(at(base + 9_000));
+        outcome.measured_at = Some(at(base + 9_000));
+        outcome.message = Some(format!(
+            "no after number after 5 attempts: {}",
+            "m".repeat(waymark::analysis::roadmap_outcome::REASON_LIMIT + 1)
+        ));
+        finished.roadmap_outcome = Some(outcome);
+        finished.rework = true;
         record(&mut history, finished);
     }
     assert_eq!(history.len(), HISTORY_LIMIT);

@@ -22,6 +22,8 @@
 //! - [`judge`]: all of the above into an [`AnalysisRun`].
 //! - [`fold`]: a run folded into `status.analysis` (the consecutive-run counters).
 //! - [`limits`]: when `failureLimit`, `errorLimit` or `inconclusiveLimit` is reached.
+//! - [`roadmap_outcome`]: a roadmap item's outcome around a promotion (when due, the verdict)
+//!   and rework.
 //! - [`replay`]: judged runs folded into a replayed canary: when it would have rolled back.
 
 pub mod baseline;
@@ -34,6 +36,7 @@ pub mod limits;
 pub mod outcome;
 pub mod plan;
 pub mod replay;
+pub mod roadmap_outcome;
 pub mod summary;
 pub mod template;
 pub mod verdict;

@@ -4,6 +4,7 @@
 pub mod analysis_status;
 pub mod crd;
 pub mod duration;
+pub mod outcome;
 pub mod revision;
 pub mod roadmap;
 pub mod spec;
@@ -13,6 +14,7 @@ pub use analysis_status::{
     AnalysisStatus, BaselineComparison, CheckResult, RoleAnalysis, Verdict, WindowResult,
 };
 pub use duration::{Duration, DurationError};
+pub use outcome::{Goal, MinChange, OutcomeRecord, OutcomeVerdict, RoadmapOutcome};
 pub use revision::template_revision;
 pub use roadmap::{Horizon, RoadmapKind};
 pub use spec::{

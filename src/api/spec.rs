@@ -12,6 +12,7 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
 use super::duration::{Duration, PERIOD_BOUNDS_RULE, period_schema};
+use super::outcome::{RoadmapOutcome, default_outcome_window, outcome_window_schema};
 use super::roadmap::{Horizon, RoadmapKind};
 use super::status::ReleaseStatus;
 
@@ -108,6 +109,7 @@ use super::status::ReleaseStatus;
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.template) != has(self.workloadRef)").message("spec must set exactly one of spec.template or spec.workloadRef"))]
+#[x_kube(validation = Rule::new("!has(self.roadmap.outcome) || has(self.analysis)").message("spec.roadmap.outcome is measured with the Prometheus of spec.analysis.prometheus: set spec.analysis, or remove spec.roadmap.outcome"))]
 pub struct ReleaseSpec {
     /// The product-roadmap item the current template delivers. Required. Its identifier labels
     /// every child object, Event, metric and history entry, so deliveries can be traced back to
@@ -225,7 +227,7 @@ impl ReleaseSpec {
 }
 
 /// The roadmap item a release delivers.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Roadmap {
     /// The identifier of the roadmap item, e.g. `PAY-142`. Required: 1 to 64 characters of
@@ -274,6 +276,39 @@ pub struct Roadmap {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "notify_schema")]
     pub notify: Vec<String>,
+
+    /// The number the item is meant to move, measured around each promotion and recorded in
+    /// the revision's `status.history[]` entry (Met, NotMet or Inconclusive). Optional; it
+    /// needs `spec.analysis.prometheus` to ask, and never blocks or reverses a release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<RoadmapOutcome>,
+
+    /// A promoted revision whose item was already promoted within this window before counts
+    /// as rework (the item was delivered, then needed another change); default 7d, up to 90d.
+    #[serde(default = "default_rework_window")]
+    #[schemars(schema_with = "outcome_window_schema")]
+    pub rework_window: Duration,
+}
+
+impl Default for Roadmap {
+    fn default() -> Self {
+        Self {
+            item: String::new(),
+            title: None,
+            url: None,
+            objective: None,
+            horizon: None,
+            kind: None,
+            notify: Vec::new(),
+            outcome: None,
+            rework_window: default_rework_window(),
+        }
+    }
+}
+
+/// The default rework window: a week, as the outcome windows.
+fn default_rework_window() -> Duration {
+    default_outcome_window()
 }
 
 impl Roadmap {

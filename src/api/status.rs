@@ -9,6 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::analysis_status::{AnalysisStatus, Verdict};
+use super::outcome::OutcomeRecord;
 use super::roadmap::{Horizon, RoadmapKind};
 
 /// Observed state of a Release.
@@ -337,6 +338,14 @@ pub struct HistoryEntry {
     /// oldest routine ones (steps, analysis runs) merged.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub timeline: Vec<TimelineEntry>,
+    /// For a promoted revision whose spec set `roadmap.outcome`: the outcome as measured
+    /// before the canary and after promotion, and its verdict once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roadmap_outcome: Option<OutcomeRecord>,
+    /// True for a promoted revision whose item was already promoted within
+    /// `spec.roadmap.reworkWindow` before it (the fifth delivery figure, rework).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rework: bool,
 }
 
 /// One moment of a canary, kept for its post-mortem. Compact on purpose: a Release holds up

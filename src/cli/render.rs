@@ -203,6 +203,20 @@ fn history_text(out: &mut String, status: &ReleaseStatus) {
                     .map(|m| format!(": {m}"))
                     .unwrap_or_default()
             );
+            if entry.rework {
+                let _ = writeln!(
+                    out,
+                    "    rework: {} was promoted before within spec.roadmap.reworkWindow",
+                    entry.roadmap_item
+                );
+            }
+            if let Some(record) = &entry.roadmap_outcome {
+                let _ = writeln!(
+                    out,
+                    "    outcome: {}",
+                    crate::analysis::roadmap_outcome::describe(record)
+                );
+            }
         }
     }
 }
@@ -622,12 +636,51 @@ mod tests {
             horizon: None,
             kind: None,
             timeline: Vec::new(),
+            roadmap_outcome: None,
+            rework: false,
         }];
         let text = status_text(&release, &Live::default());
         let line = text.lines().find(|line| line.contains("5d8b9c")).unwrap();
         assert!(
             line.contains("PAY-139") && line.contains("RolledBack") && line.contains("burn 21x"),
             "{line}"
+        );
+        assert!(
+            !text.contains("outcome:") && !text.contains("rework:"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn status_shows_a_promoted_revisions_outcome_and_rework_under_its_history_line() {
+        use crate::api::{Goal, MinChange, OutcomeVerdict, RoadmapOutcome};
+        let mut release = release_in(Phase::Healthy, None);
+        let mut record = crate::rollout::outcome::record_for(&RoadmapOutcome {
+            name: "checkout-conversion".into(),
+            query: "q".into(),
+            goal: Goal::Increase,
+            baseline: crate::api::Duration::from_secs(7 * 86_400),
+            after: crate::api::Duration::from_secs(7 * 86_400),
+            min_change: MinChange::Percent(2.0),
+        });
+        record.change = Some(3.1);
+        record.verdict = Some(OutcomeVerdict::Met);
+        let mut entry = crate::rollout::history::entry(
+            "6f9c7d",
+            "PAY-142",
+            Outcome::Promoted,
+            None,
+            Time("2026-11-20T09:00:00Z".parse().unwrap()),
+            "Promoted",
+            None,
+        );
+        entry.rework = true;
+        entry.roadmap_outcome = Some(record);
+        release.status.as_mut().unwrap().history = vec![entry];
+        let text = status_text(&release, &Live::default());
+        assert!(
+            text.contains("    rework: PAY-142 was promoted before within spec.roadmap.reworkWindow\n    outcome: checkout-conversion +3.1% (goal +2%): met\n"),
+            "{text}"
         );
     }
 

@@ -14,14 +14,16 @@ use std::path::{Path, PathBuf};
 use futures::future::join_all;
 use k8s_openapi::jiff::Timestamp;
 
-use crate::analysis::format::{format_number, format_span as span};
+use crate::analysis::format::{format_number, format_period, format_span as span};
 use crate::analysis::judge::judge;
 use crate::analysis::plan::{Plan, RoleTarget, plan_for};
 use crate::analysis::replay::{Replay, ReplayEvent, ReplayOutcome, replay};
+use crate::analysis::roadmap_outcome;
 use crate::analysis::template::placeholders;
 use crate::analysis::{AnalysisRun, QueryError, QueryFailure, SampledSeries};
-use crate::api::{Duration, PrometheusSource, Release, template_revision};
+use crate::api::{Duration, OutcomeRecord, PrometheusSource, Release, template_revision};
 use crate::controller::prometheus::{Credentials, PrometheusClient};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 /// Prometheus answers at most this many instants per series of one range query.
 pub const MAX_INSTANTS: i64 = 11_000;
@@ -455,6 +457,9 @@ pub struct ReplayReport {
     pub range_queries: usize,
     /// The replay.
     pub replay: Replay,
+    /// `spec.roadmap.outcome` measured around the replayed promotion (the canary started at
+    /// `--from`), when the spec has one and the replay promotes.
+    pub roadmap_outcome: Option<OutcomeRecord>,
 }
 
 /// Asks Prometheus one range query per distinct query of the plan (concurrently), judges each
@@ -535,11 +540,92 @@ pub async fn fetch(prepared: Prepared) -> Result<ReplayReport, ReplayError> {
         })
         .collect();
     let replayed = replay(&analysis, &prepared.release.spec.steps, runs);
+    let roadmap_outcome =
+        replay_roadmap_outcome(&prepared, &client, &replayed.outcome, Timestamp::now()).await;
     Ok(ReplayReport {
         prepared,
         range_queries: distinct.len(),
         replay: replayed,
+        roadmap_outcome,
     })
+}
+
+/// `spec.roadmap.outcome` measured as the controller would have measured it had the replayed
+/// canary (started at `--from`) been promoted when the replay says: the baseline at `--from`,
+/// the after number at promotion + `after`. One try per number (a replay has no later
+/// reconcile to retry in): a missing number is Inconclusive with the reason, and an after
+/// window that has not ended by `now` is left unmeasured, saying so. `None` without an outcome
+/// in the spec or a promotion in the replay.
+async fn replay_roadmap_outcome(
+    prepared: &Prepared,
+    client: &PrometheusClient,
+    outcome: &ReplayOutcome,
+    now: Timestamp,
+) -> Option<OutcomeRecord> {
+    let spec = prepared.release.spec.roadmap.outcome.as_ref()?;
+    let ReplayOutcome::Promoted { at } = outcome else {
+        return None;
+    };
+    let mut entry = crate::rollout::history::entry(
+        &prepared.canary.revision,
+        &prepared.release.spec.roadmap.item,
+        crate::api::Outcome::Promoted,
+        Some(Time(prepared.from)),
+        Time(*at),
+        "Promoted",
+        None,
+    );
+    entry.roadmap_outcome = Some(crate::rollout::outcome::record_for(spec));
+    let name = prepared.release.metadata.name.clone().unwrap_or_default();
+    while let Some(pending) = roadmap_outcome::pending(&entry) {
+        let record = entry.roadmap_outcome.as_mut()?;
+        if pending.evaluate_at > now {
+            record.message = Some(format!(
+                "the after window ends at {}, after now: run the replay again then",
+                pending.evaluate_at
+            ));
+            break;
+        }
+        let answer = match roadmap_outcome::render_query(
+            &pending.query,
+            &prepared.namespace,
+            &name,
+            &pending.revision,
+            pending.window,
+        ) {
+            Ok(query) => {
+                client
+                    .instant_at(&query, Some(pending.evaluate_at.as_second()))
+                    .await
+            }
+            Err(error) => crate::analysis::QueryOutcome::Failed(QueryFailure::Setup {
+                address: prepared.prometheus.clone(),
+                reason: format!("spec.roadmap.outcome.query: {error}"),
+            }),
+        };
+        roadmap_outcome::apply(record, pending.measurement, &answer, pending.evaluate_at);
+        if record.verdict.is_none() && record.attempts.is_some() {
+            record.verdict = Some(crate::api::OutcomeVerdict::Inconclusive);
+        }
+    }
+    entry.roadmap_outcome
+}
+
+/// The replayed roadmap outcome in one line, with its numbers.
+pub fn roadmap_outcome_text(record: &OutcomeRecord) -> String {
+    let numbers = |value: Option<f64>| value.map_or_else(|| "-".to_string(), |v| v.to_string());
+    let mut line = format!(
+        "{}; baseline {} over {} before --from, after {} over {} after the promotion",
+        roadmap_outcome::describe(record),
+        numbers(record.baseline),
+        format_period(record.baseline_window),
+        numbers(record.after),
+        format_period(record.after_window)
+    );
+    if let Some(message) = &record.message {
+        let _ = write!(line, " ({message})");
+    }
+    line
 }
 
 fn step_label(step: usize, total: usize) -> String {
@@ -745,6 +831,9 @@ pub fn render_text(report: &ReplayReport, changes: bool) -> String {
         }
     }
     let _ = writeln!(out, "\nOutcome: {}", outcome_text(report));
+    if let Some(record) = &report.roadmap_outcome {
+        let _ = writeln!(out, "Roadmap outcome: {}", roadmap_outcome_text(record));
+    }
     out
 }
 
@@ -797,6 +886,7 @@ pub fn render_json(report: &ReplayReport) -> serde_json::Value {
         "runs": runs,
         "outcome": report.replay.outcome,
         "outcomeText": outcome_text(report),
+        "roadmapOutcome": report.roadmap_outcome,
     })
 }
 

@@ -7,7 +7,12 @@
 //! - **share**: the group's deliveries over all deliveries of the summary;
 //! - **change failure rate**: (rolled back + aborted) / deliveries;
 //! - **median time to restore**: over rollbacks and aborts whose failing analysis was seen,
-//!   from the first failing analysis to traffic back on the stable.
+//!   from the first failing analysis to traffic back on the stable;
+//! - **rework rate**: promotions of an item already promoted within its
+//!   `spec.roadmap.reworkWindow` before (the history entry's `rework` flag) over promotions.
+//!
+//! Grouped per horizon, per kind and per roadmap item. Below the items, each item's outcome
+//! (`spec.roadmap.outcome`) as its newest promoted revision recorded it.
 
 use std::fmt::Write as _;
 
@@ -16,7 +21,8 @@ use serde::Serialize;
 
 use super::render::{RoadmapRow, roadmap_rows, roadmap_table};
 use crate::analysis::format::format_period;
-use crate::api::{Duration, HistoryEntry, Horizon, Outcome, Release, RoadmapKind};
+use crate::analysis::roadmap_outcome;
+use crate::api::{Duration, HistoryEntry, Horizon, Outcome, OutcomeRecord, Release, RoadmapKind};
 
 /// Delivery figures of one group (a horizon, a kind, or all).
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -38,6 +44,10 @@ pub struct DeliveryRow {
     pub change_failure_rate: Option<f64>,
     /// Median seconds from the first failing analysis to traffic back on the stable.
     pub median_time_to_restore_seconds: Option<f64>,
+    /// Promotions that were rework (the item promoted before, within its rework window).
+    pub rework: u32,
+    /// rework / promoted (0-1); `None` without any promotion.
+    pub rework_rate: Option<f64>,
 }
 
 /// Delivery per horizon and per kind since a moment.
@@ -50,8 +60,106 @@ pub struct DeliverySummary {
     pub by_horizon: Vec<DeliveryRow>,
     /// One row per kind (`unset` only when some item has none).
     pub by_kind: Vec<DeliveryRow>,
+    /// One row per roadmap item, in the items' order.
+    pub by_item: Vec<DeliveryRow>,
     /// Every delivery.
     pub total: DeliveryRow,
+    /// Each item's outcome as its newest promoted revision with one recorded it, per Release.
+    pub outcomes: Vec<OutcomeRow>,
+}
+
+/// One roadmap item's outcome (`spec.roadmap.outcome`), as a promoted revision recorded it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutcomeRow {
+    /// Namespace of the Release.
+    pub namespace: String,
+    /// Name of the Release.
+    pub release: String,
+    /// The roadmap item.
+    pub item: String,
+    /// The item's title, when the spec still names the item and gives one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// The promoted revision.
+    pub revision: String,
+    /// When it was promoted.
+    pub promoted_at: Timestamp,
+    /// Whether it is still the stable revision.
+    pub live: bool,
+    /// The record: windows, numbers, change, verdict.
+    pub outcome: OutcomeRecord,
+    /// The line the table shows, e.g. `PAY-142 One-click checkout: live 9d;
+    /// checkout-conversion +3.1% (goal +2%): met`.
+    pub summary: String,
+}
+
+/// The outcome rows of `releases`: per Release and item, the newest promoted revision that
+/// recorded an outcome, promoted at or after `since`.
+pub fn outcome_rows(
+    releases: &[Release],
+    now: Timestamp,
+    since: Option<Timestamp>,
+) -> Vec<OutcomeRow> {
+    let mut rows: Vec<OutcomeRow> = Vec::new();
+    for release in releases {
+        let Some(status) = &release.status else {
+            continue;
+        };
+        let namespace = release.metadata.namespace.clone().unwrap_or_default();
+        let name = release.metadata.name.clone().unwrap_or_default();
+        for entry in &status.history {
+            let Some(record) = &entry.roadmap_outcome else {
+                continue;
+            };
+            if entry.outcome != Outcome::Promoted
+                || since.is_some_and(|since| entry.finished_at.0 < since)
+                || rows.iter().any(|row| {
+                    row.namespace == namespace
+                        && row.release == name
+                        && row.item == entry.roadmap_item
+                })
+            {
+                continue;
+            }
+            let title = (entry.roadmap_item == release.spec.roadmap.item)
+                .then(|| release.spec.roadmap.title.clone())
+                .flatten();
+            let live = status.stable_revision.as_deref() == Some(entry.revision.as_str());
+            let age = age(now, entry.finished_at.0);
+            let state = if live {
+                format!("live {age}")
+            } else {
+                format!("promoted {age} ago, since replaced")
+            };
+            let named = match &title {
+                Some(title) => format!("{} {title}", entry.roadmap_item),
+                None => entry.roadmap_item.clone(),
+            };
+            rows.push(OutcomeRow {
+                namespace: namespace.clone(),
+                release: name.clone(),
+                item: entry.roadmap_item.clone(),
+                title,
+                revision: entry.revision.clone(),
+                promoted_at: entry.finished_at.0,
+                live,
+                outcome: record.clone(),
+                summary: format!("{named}: {state}; {}", roadmap_outcome::describe(record)),
+            });
+        }
+    }
+    rows
+}
+
+/// How long ago, in the largest whole unit: `9d`, `5h`, `12m`.
+fn age(now: Timestamp, then: Timestamp) -> String {
+    let seconds = now.duration_since(then).as_secs().max(0);
+    match seconds {
+        s if s >= 86_400 => format!("{}d", s / 86_400),
+        s if s >= 3_600 => format!("{}h", s / 3_600),
+        s => format!("{}m", s / 60),
+    }
 }
 
 /// Summarises the histories of `releases`: the entries finished at or after `now − since`
@@ -101,6 +209,10 @@ pub fn delivery_summary(
             n if n % 2 == 1 => Some(restore[n / 2]),
             n => Some((restore[n / 2 - 1] + restore[n / 2]) / 2.0),
         };
+        let rework = members
+            .iter()
+            .filter(|e| e.outcome == Outcome::Promoted && e.rework)
+            .count() as u32;
         DeliveryRow {
             group: group.to_string(),
             deliveries,
@@ -110,6 +222,8 @@ pub fn delivery_summary(
             aborted,
             change_failure_rate: ratio(rolled_back + aborted, deliveries),
             median_time_to_restore_seconds: median,
+            rework,
+            rework_rate: ratio(rework, promoted),
         }
     };
     // One row per value in order, then `unset` when some entry has none.
@@ -144,11 +258,27 @@ pub fn delivery_summary(
         RoadmapKind::ALL.iter().map(RoadmapKind::as_str).collect(),
         &|e: &HistoryEntry| e.kind.map(|k| k.as_str()),
     );
+    let mut items: Vec<&str> = entries.iter().map(|e| e.roadmap_item.as_str()).collect();
+    items.sort_unstable();
+    items.dedup();
+    let by_item = items
+        .iter()
+        .map(|item| {
+            let members = entries
+                .iter()
+                .copied()
+                .filter(|e| e.roadmap_item == *item)
+                .collect();
+            row(item, members)
+        })
+        .collect();
     DeliverySummary {
         since,
         by_horizon,
         by_kind,
+        by_item,
         total: row("all", entries.clone()),
+        outcomes: outcome_rows(releases, now, since),
     }
 }
 
@@ -162,8 +292,8 @@ fn restore(seconds: Option<f64>) -> String {
     })
 }
 
-/// The column titles of a delivery row after its group (the last one is empty).
-pub const HEADERS: [&str; 8] = [
+/// Columns of a delivery table after the group's.
+pub const HEADERS: [&str; COLUMNS - 1] = [
     "DELIVERIES",
     "SHARE",
     "PROMOTED",
@@ -171,11 +301,16 @@ pub const HEADERS: [&str; 8] = [
     "ABORTED",
     "CHANGE FAILURE RATE",
     "MEDIAN TIME TO RESTORE",
-    "",
+    "REWORK",
+    "REWORK RATE",
 ];
 
-/// A delivery row as the cells the tables print: group, counts, rates, time to restore.
-pub fn cells(row: &DeliveryRow) -> [String; 8] {
+/// Columns of a delivery table, the group's included.
+pub const COLUMNS: usize = 10;
+
+/// A delivery row as the cells the tables print: group, counts, rates, time to restore,
+/// rework.
+pub fn cells(row: &DeliveryRow) -> [String; COLUMNS] {
     [
         row.group.clone(),
         row.deliveries.to_string(),
@@ -185,6 +320,8 @@ pub fn cells(row: &DeliveryRow) -> [String; 8] {
         row.aborted.to_string(),
         percent(row.change_failure_rate),
         restore(row.median_time_to_restore_seconds),
+        row.rework.to_string(),
+        percent(row.rework_rate),
     ]
 }
 
@@ -201,24 +338,15 @@ fn since_line(summary: &DeliverySummary, since: Option<Duration>) -> String {
 }
 
 fn aligned(out: &mut String, first: &str, rows: &[&DeliveryRow]) {
-    let mut table: Vec<[String; 8]> = Vec::new();
-    let mut header = [
-        String::new(),
-        String::new(),
-        String::new(),
-        String::new(),
-        String::new(),
-        String::new(),
-        String::new(),
-        String::new(),
-    ];
+    let mut table: Vec<[String; COLUMNS]> = Vec::new();
+    let mut header: [String; COLUMNS] = Default::default();
     header[0] = first.to_string();
-    for (index, title) in HEADERS.iter().take(7).enumerate() {
+    for (index, title) in HEADERS.iter().enumerate() {
         header[index + 1] = title.to_string();
     }
     table.push(header);
     table.extend(rows.iter().map(|row| cells(row)));
-    let widths: Vec<usize> = (0..8)
+    let widths: Vec<usize> = (0..COLUMNS)
         .map(|column| {
             table
                 .iter()
@@ -253,12 +381,24 @@ pub fn summary_table(summary: &DeliverySummary, since: Option<Duration>) -> Stri
         .chain(std::iter::once(&summary.total))
         .collect();
     aligned(&mut out, "KIND", &kinds);
+    out.push('\n');
+    let items: Vec<&DeliveryRow> = summary.by_item.iter().collect();
+    aligned(&mut out, "ITEM", &items);
+    if !summary.outcomes.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nOutcomes (spec.roadmap.outcome, measured around each promotion):\n"
+        );
+        for row in &summary.outcomes {
+            let _ = writeln!(out, "{}/{}  {}", row.namespace, row.release, row.summary);
+        }
+    }
     out
 }
 
 fn markdown_table(out: &mut String, first: &str, rows: &[&DeliveryRow]) {
     let titles: Vec<String> = std::iter::once(first.to_string())
-        .chain(HEADERS.iter().take(7).map(|h| {
+        .chain(HEADERS.iter().map(|h| {
             let mut words: Vec<String> = h.split(' ').map(|w| w.to_lowercase()).collect();
             if let Some(first) = words.first_mut() {
                 let mut chars = first.chars();
@@ -316,6 +456,21 @@ pub fn markdown(rows: &[RoadmapRow], summary: &DeliverySummary, since: Option<Du
         .chain(std::iter::once(&summary.total))
         .collect();
     markdown_table(&mut out, "Kind", &kinds);
+    let _ = writeln!(out, "\n### By item\n");
+    let items: Vec<&DeliveryRow> = summary.by_item.iter().collect();
+    markdown_table(&mut out, "Item", &items);
+    if !summary.outcomes.is_empty() {
+        let _ = writeln!(out, "\n## Outcomes\n");
+        for row in &summary.outcomes {
+            let _ = writeln!(
+                out,
+                "- {}/{}: {}",
+                row.namespace,
+                row.release,
+                row.summary.replace('|', "\\|")
+            );
+        }
+    }
     out
 }
 
@@ -380,15 +535,15 @@ mod tests {
     #[test]
     fn counts_outcomes_per_horizon_and_kind_within_the_period() {
         let summary = delivery_summary(&releases(), now(), Some(MONTH));
-        // In the last 30 days: 9 finished, one superseded (left out), one older than 30 days.
-        assert_eq!(summary.total.deliveries, 9);
+        // In the last 30 days: 10 finished, one superseded (left out), one older than 30 days.
+        assert_eq!(summary.total.deliveries, 10);
         assert_eq!(
             (
                 summary.total.promoted,
                 summary.total.rolled_back,
                 summary.total.aborted
             ),
-            (5, 3, 1)
+            (6, 3, 1)
         );
         let now_row = group(&summary.by_horizon, "now");
         assert_eq!(
@@ -398,10 +553,10 @@ mod tests {
                 now_row.rolled_back,
                 now_row.aborted
             ),
-            (4, 2, 1, 1)
+            (5, 3, 1, 1)
         );
-        assert_eq!(now_row.change_failure_rate, Some(0.5));
-        assert!((now_row.share.unwrap() - 4.0 / 9.0).abs() < 1e-9);
+        assert_eq!(now_row.change_failure_rate, Some(0.4));
+        assert!((now_row.share.unwrap() - 5.0 / 10.0).abs() < 1e-9);
         // Restores of 2m30s and 5m: the median is their mean.
         assert_eq!(now_row.median_time_to_restore_seconds, Some(225.0));
         let later = group(&summary.by_horizon, "later");
@@ -425,12 +580,46 @@ mod tests {
     #[test]
     fn without_a_period_every_entry_counts_and_without_any_there_are_no_rates() {
         let summary = delivery_summary(&releases(), now(), None);
-        assert_eq!(summary.total.deliveries, 10);
+        assert_eq!(summary.total.deliveries, 11);
         assert_eq!(summary.since, None);
         let empty = delivery_summary(&[], now(), Some(MONTH));
         assert_eq!(empty.total.deliveries, 0);
         assert_eq!(empty.total.change_failure_rate, None);
         assert!(empty.by_horizon.iter().all(|row| row.group != "unset"));
+    }
+
+    #[test]
+    fn rework_is_counted_per_horizon_kind_and_item_over_promotions() {
+        let summary = delivery_summary(&releases(), now(), Some(MONTH));
+        // PAY-139 promoted on the 15th and again on the 18th: the second is rework.
+        let item = group(&summary.by_item, "PAY-139");
+        assert_eq!(
+            (item.promoted, item.rework, item.rework_rate),
+            (2, 1, Some(0.5))
+        );
+        let now_row = group(&summary.by_horizon, "now");
+        assert_eq!((now_row.rework, now_row.rework_rate), (1, Some(1.0 / 3.0)));
+        assert_eq!(group(&summary.by_kind, "feature").rework, 1);
+        assert_eq!(group(&summary.by_kind, "debt").rework_rate, Some(0.0));
+        assert_eq!(group(&summary.by_kind, "experiment").rework_rate, None);
+        assert_eq!((summary.total.rework, summary.total.promoted), (1, 6));
+    }
+
+    #[test]
+    fn each_items_newest_outcome_is_shown_with_how_long_it_is_live() {
+        let summary = delivery_summary(&releases(), now(), Some(MONTH));
+        let lines: Vec<&str> = summary
+            .outcomes
+            .iter()
+            .map(|row| row.summary.as_str())
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "PAY-139: live 3d; checkout-conversion +3.1% (goal +2%): met",
+                "SEC-31: live 1d; ledger-p99-seconds (goal -0.05): baseline 0.42, after number due 7d after promotion",
+            ]
+        );
     }
 
     #[test]

@@ -91,6 +91,25 @@ pub struct ItemLabels {
     pub kind: String,
 }
 
+/// [`ItemLabels`] plus a roadmap outcome's name and verdict, for the outcome change gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeChangeLabels {
+    /// The Release's namespace.
+    pub namespace: String,
+    /// The Release's name.
+    pub release: String,
+    /// The roadmap item the promoted revision delivered.
+    pub roadmap_item: String,
+    /// `now`, `next`, `later`, or empty.
+    pub horizon: String,
+    /// `feature`, `debt`, `platform`, `security`, `experiment`, or empty.
+    pub kind: String,
+    /// `spec.roadmap.outcome.name`, e.g. `checkout-conversion`.
+    pub outcome: String,
+    /// `met` or `not_met`.
+    pub verdict: String,
+}
+
 /// Label of the watch restart counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WatchLabels {
@@ -210,6 +229,10 @@ pub struct Metrics {
     notifications_sent: Family<NotificationLabels, Counter>,
     notification_failures: Family<TargetLabels, Counter>,
     notifications_dropped: Counter,
+    releases_rework: Family<ItemLabels, Counter>,
+    roadmap_outcome_change: Family<OutcomeChangeLabels, Gauge<f64, AtomicU64>>,
+    /// The outcome change series last set per (namespace, name), replaced on each update.
+    outcome_series: Mutex<HashMap<(String, String), Vec<OutcomeChangeLabels>>>,
     /// The burn-rate (and burn-rate limit) series last set per (namespace, name), removed before
     /// the next update so a window that is gone (or a new roadmap item) leaves no stale series.
     burn_series: Mutex<HashMap<(String, String), Vec<BurnLabels>>>,
@@ -419,6 +442,19 @@ impl Default for Metrics {
             "Time from a revision's canary start to its promotion, by roadmap item",
             release_duration.clone(),
         );
+        let releases_rework = Family::<ItemLabels, Counter>::default();
+        let roadmap_outcome_change =
+            Family::<OutcomeChangeLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "releases_rework",
+            "Promoted revisions whose roadmap item was already promoted within spec.roadmap.reworkWindow (rework, the fifth delivery figure)",
+            releases_rework.clone(),
+        );
+        registry.register(
+            "roadmap_outcome_change",
+            "Change of each roadmap item's outcome number from before its canary to after its promotion: percent of the baseline when minChange is a percent, else absolute; newest measured revision per item",
+            roadmap_outcome_change.clone(),
+        );
         registry.register(
             "time_to_restore_seconds",
             "Time from a canary's first failing analysis to its traffic back on the stable",
@@ -461,6 +497,9 @@ impl Default for Metrics {
             analysis_consecutive_errors,
             release_duration,
             time_to_restore,
+            releases_rework,
+            roadmap_outcome_change,
+            outcome_series: Mutex::new(HashMap::new()),
             burn_series: Mutex::new(HashMap::new()),
             current: Mutex::new(HashMap::new()),
             finished: Mutex::new(HashMap::new()),
@@ -581,6 +620,7 @@ impl Metrics {
 
         self.observe_burn_rates(&labels, new);
         self.observe_analysis_errors(&labels, new);
+        self.observe_outcomes(namespace, release, new);
         if new.canary_revision.is_some() {
             self.start_delivery_series(&labels, new);
         }
@@ -647,6 +687,54 @@ impl Metrics {
         }
     }
 
+    /// The change of each item's newest measured outcome (Met or NotMet: an Inconclusive one
+    /// has no number), replacing the series set before for the Release.
+    fn observe_outcomes(&self, namespace: &str, release: &str, status: &ReleaseStatus) {
+        let mut series: Vec<(OutcomeChangeLabels, f64)> = Vec::new();
+        for entry in &status.history {
+            let Some(record) = &entry.roadmap_outcome else {
+                continue;
+            };
+            let (Some(verdict), Some(change)) = (record.verdict, record.change) else {
+                continue;
+            };
+            // Newest first: an item's older measurement is not exported beside its newest.
+            if series.iter().any(|(labels, _)| {
+                labels.roadmap_item == entry.roadmap_item && labels.outcome == record.name
+            }) {
+                continue;
+            }
+            series.push((
+                OutcomeChangeLabels {
+                    namespace: namespace.into(),
+                    release: release.into(),
+                    roadmap_item: entry.roadmap_item.clone(),
+                    horizon: entry.horizon.map_or("", |h| h.as_str()).into(),
+                    kind: entry.kind.map_or("", |k| k.as_str()).into(),
+                    outcome: record.name.clone(),
+                    verdict: verdict.label().into(),
+                },
+                change,
+            ));
+        }
+        let key = (namespace.to_string(), release.to_string());
+        if let Ok(mut current) = self.outcome_series.lock() {
+            for stale in current.remove(&key).unwrap_or_default() {
+                if !series.iter().any(|(labels, _)| *labels == stale) {
+                    self.roadmap_outcome_change.remove(&stale);
+                }
+            }
+            for (labels, change) in &series {
+                self.roadmap_outcome_change
+                    .get_or_create(labels)
+                    .set(*change);
+            }
+            if !series.is_empty() {
+                current.insert(key, series.into_iter().map(|(labels, _)| labels).collect());
+            }
+        }
+    }
+
     /// Consecutive analysis errors of the canary being judged. Absent when no canary is under
     /// analysis: after a rollback or promotion the old count describes nothing that runs.
     fn observe_analysis_errors(&self, labels: &ReleaseLabels, status: &ReleaseStatus) {
@@ -706,6 +794,7 @@ impl Metrics {
         }
         drop(self.release_duration.get_or_create(&item));
         drop(self.time_to_restore.get_or_create(&item));
+        drop(self.releases_rework.get_or_create(&item));
     }
 
     fn remove_release_gauges(&self, labels: &ReleaseLabels) {
@@ -728,6 +817,14 @@ impl Metrics {
             .and_then(|mut current| current.remove(&key));
         if let Some(labels) = labels {
             self.remove_release_gauges(&labels);
+        }
+        let outcome_series = self
+            .outcome_series
+            .lock()
+            .ok()
+            .and_then(|mut current| current.remove(&key));
+        for stale in outcome_series.unwrap_or_default() {
+            self.roadmap_outcome_change.remove(&stale);
         }
         let burn_series = self
             .burn_series
@@ -755,6 +852,7 @@ impl Metrics {
         for labels in item.histograms {
             self.release_duration.remove(&labels);
             self.time_to_restore.remove(&labels);
+            self.releases_rework.remove(&labels);
         }
     }
 
@@ -781,6 +879,9 @@ impl Metrics {
             keys.extend(current.keys().cloned());
         }
         if let Ok(current) = self.burn_series.lock() {
+            keys.extend(current.keys().cloned());
+        }
+        if let Ok(current) = self.outcome_series.lock() {
             keys.extend(current.keys().cloned());
         }
         if let Ok(finished) = self.finished.lock() {
@@ -835,6 +936,10 @@ impl Metrics {
             self.release_duration
                 .get_or_create(&item)
                 .observe(seconds_until_finished(started_at));
+        }
+        if finished.rework && finished.outcome == Outcome::Promoted {
+            counted.histograms(&item);
+            self.releases_rework.get_or_create(&item).inc();
         }
         if let Some(detected_at) = &finished.failure_detected_at
             && matches!(finished.outcome, Outcome::RolledBack | Outcome::Aborted)
@@ -1096,6 +1201,8 @@ mod tests {
             horizon: Some(crate::api::Horizon::Now),
             kind: None,
             timeline: Vec::new(),
+            roadmap_outcome: None,
+            rework: false,
         };
         let status = ReleaseStatus {
             roadmap_item: Some("PAY-142".into()),
@@ -1278,20 +1385,22 @@ mod tests {
                 format!(r#"waymark_releases_finished_total{{{DELIVERY},outcome="{outcome}"}} 0"#);
             assert!(text.contains(&counter), "{counter} missing from {text}");
         }
-        for histogram in [
+        for zero_series in [
             "waymark_release_duration_seconds_count",
             "waymark_time_to_restore_seconds_count",
+            "waymark_releases_rework_total",
         ] {
-            let zero = format!("{histogram}{{{DELIVERY}}} 0");
+            let zero = format!("{zero_series}{{{DELIVERY}}} 0");
             assert!(text.contains(&zero), "{zero} missing from {text}");
         }
         // Per histogram six buckets, +Inf, sum and count; besides them only the one-hot phase,
-        // the weight and the analysis errors: the lines each Release costs a scrape.
+        // the weight, the analysis errors and the rework counter: the lines each Release costs
+        // a scrape.
         let lines = text
             .lines()
             .filter(|line| !line.starts_with('#') && line.contains(r#"release="checkout""#))
             .count();
-        assert_eq!(lines, 5 + 1 + 1 + 4 + 2 * (6 + 1 + 2), "{text}");
+        assert_eq!(lines, 5 + 1 + 1 + 4 + 1 + 2 * (6 + 1 + 2), "{text}");
 
         // With a horizon and kind the zeros carry them, as the outcome's entry will.
         let metrics = Metrics::default();
@@ -1322,6 +1431,8 @@ mod tests {
             horizon: None,
             kind: None,
             timeline: Vec::new(),
+            roadmap_outcome: None,
+            rework: false,
         }];
         metrics.observe_release("shop", "checkout", None, &status);
         metrics.observe_release("shop", "cart", None, &status);
@@ -1368,6 +1479,57 @@ mod tests {
         }
     }
 
+    #[test]
+    fn rework_is_counted_per_item_and_the_newest_outcome_change_is_exported() {
+        use crate::api::{Goal, MinChange, OutcomeVerdict, RoadmapOutcome};
+        let mut record = crate::rollout::outcome::record_for(&RoadmapOutcome {
+            name: "checkout-conversion".into(),
+            query: "q".into(),
+            goal: Goal::Increase,
+            baseline: crate::api::Duration::from_secs(30),
+            after: crate::api::Duration::from_secs(20),
+            min_change: MinChange::Percent(2.0),
+        });
+        let mut older = record.clone();
+        older.change = Some(-1.0);
+        older.verdict = Some(OutcomeVerdict::NotMet);
+        record.change = Some(3.1);
+        record.verdict = Some(OutcomeVerdict::Met);
+        let status = ReleaseStatus {
+            roadmap_item: Some("PAY-142".into()),
+            history: vec![
+                HistoryEntry {
+                    rework: true,
+                    roadmap_outcome: Some(record),
+                    ..finished("6f9c7d", "2026-11-21T12:10:00Z")
+                },
+                HistoryEntry {
+                    roadmap_outcome: Some(older),
+                    ..finished("5d8b9c", "2026-11-20T12:10:00Z")
+                },
+            ],
+            ..ReleaseStatus::default()
+        };
+        let metrics = Metrics::default();
+        metrics.observe_release("shop", "checkout", None, &status);
+        let text = metrics.encode().unwrap();
+        for expected in [
+            format!("waymark_releases_rework_total{{{DELIVERY}}} 1"),
+            format!(
+                r#"waymark_roadmap_outcome_change{{{DELIVERY},outcome="checkout-conversion",verdict="met"}} 3.1"#
+            ),
+        ] {
+            assert!(text.contains(&expected), "{expected} missing from {text}");
+        }
+        assert!(
+            !text.contains(r#"verdict="not_met""#),
+            "only the newest: {text}"
+        );
+        metrics.forget_release("shop", "checkout");
+        let text = metrics.encode().unwrap();
+        assert!(!text.contains("waymark_roadmap_outcome_change{"), "{text}");
+    }
+
     fn finished(revision: &str, at: &str) -> crate::api::HistoryEntry {
         crate::api::HistoryEntry {
             revision: revision.into(),
@@ -1381,6 +1543,8 @@ mod tests {
             horizon: None,
             kind: None,
             timeline: Vec::new(),
+            roadmap_outcome: None,
+            rework: false,
         }
     }
 

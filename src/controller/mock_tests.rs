@@ -314,6 +314,7 @@ fn settled_release(world: &mut World, now: Timestamp) -> Release {
         workload: Default::default(),
         held_workload: Default::default(),
         gateway_features: None,
+        outcome_answers: Vec::new(),
     };
     let settled = rollout::decide(&release, &observed, now);
     assert!(
@@ -481,6 +482,7 @@ async fn a_set_weight_step_adds_the_finalizer_then_applies_only_the_routes_rules
             workload: Default::default(),
             held_workload: Default::default(),
             gateway_features: None,
+            outcome_answers: Vec::new(),
         },
         at(10),
     );

@@ -27,7 +27,7 @@ use super::prometheus::{self, Credentials};
 use super::watched::Watched;
 
 /// Read the world for one Release from the watch caches (no API reads), and run an analysis
-/// when one is due.
+/// and the roadmap outcome measurements when they are due.
 pub async fn observe(ctx: &Context, release: &Release, now: Timestamp) -> Result<Observed, Error> {
     let namespace = release
         .namespace()
@@ -57,6 +57,14 @@ pub async fn observe(ctx: &Context, release: &Release, now: Timestamp) -> Result
     } else {
         None
     };
+    let due = rollout::outcome::measurements_due(release, now);
+    let outcome_answers = if due.is_empty() {
+        Vec::new()
+    } else {
+        let read = credentials(ctx, release, &namespace).await;
+        let credentials = read.as_ref().map_err(ToString::to_string);
+        prometheus::measure_outcomes(release, credentials, &ctx.prometheus, &due).await
+    };
     Ok(Observed {
         stable: child(Role::Stable),
         canary: child(Role::Canary),
@@ -69,6 +77,7 @@ pub async fn observe(ctx: &Context, release: &Release, now: Timestamp) -> Result
         workload: rollout::workload::WorkloadLookup::NotReferenced,
         held_workload: rollout::workload::WorkloadLookup::NotReferenced,
         gateway_features: gateway_features(ctx, release, &namespace).await,
+        outcome_answers,
     })
 }
 

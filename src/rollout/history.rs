@@ -49,6 +49,8 @@ pub fn entry(
         horizon: None,
         kind: None,
         timeline: Vec::new(),
+        roadmap_outcome: None,
+        rework: false,
     }
 }
 

@@ -21,6 +21,7 @@ pub mod history;
 pub mod manual;
 #[cfg(test)]
 mod narration_tests;
+pub mod outcome;
 #[cfg(test)]
 mod props;
 #[cfg(test)]
@@ -70,6 +71,9 @@ pub struct Observed {
     /// The Deployment `status.workload` names, read when `spec.workloadRef` now names another
     /// (`NotReferenced` otherwise): it is given back before the new one is taken over.
     pub held_workload: workload::WorkloadLookup,
+    /// What Prometheus answered to the roadmap outcome measurements due this reconcile (the
+    /// controller asks for exactly those [`outcome::measurements_due`] lists).
+    pub outcome_answers: Vec<outcome::OutcomeAnswer>,
 }
 
 /// What became of the controller's last attempt to apply a Release's actions (and its
@@ -271,6 +275,7 @@ pub fn decide(release: &Release, observed: &Observed, now: Timestamp) -> Decisio
         Err(error) => decider.invalid_spec(&error),
     };
     history::stamp_status_roadmap(&mut decision.status, &release.spec.roadmap);
+    outcome::fold(&mut decision, observed, now);
     scale::stamp_scale_status(
         &mut decision.status,
         release.status.as_ref(),

@@ -35,7 +35,7 @@ impl SpecError {
 /// for Releases stored before it did), the selector is one a Deployment accepts and matches the
 /// template's labels, the Service ports can be resolved, there is a step (the schema checks it
 /// too, for Releases stored before it did), the checks have distinct names (likewise) and the
-/// analysis queries resolve and parse as PromQL.
+/// analysis queries resolve and parse as PromQL, and so does the roadmap outcome's query.
 pub fn spec(release: &Release) -> Result<(), SpecError> {
     let name = release.metadata.name.as_deref().unwrap_or_default();
     if !is_child_name_prefix(name) {
@@ -95,7 +95,41 @@ pub fn spec(release: &Release) -> Result<(), SpecError> {
         crate::analysis::validate_queries(analysis)
             .map_err(|error| SpecError::new(&error.field, error.error.to_string()))?;
     }
+    roadmap(release)?;
     Ok(())
+}
+
+/// The roadmap's windows are within bounds (the schema cannot read days, so it checks only
+/// their form) and the outcome's query resolves and parses; the outcome needs a Prometheus to
+/// ask, `spec.analysis.prometheus`.
+fn roadmap(release: &Release) -> Result<(), SpecError> {
+    use crate::api::outcome::{OUTCOME_WINDOW_MAX, OUTCOME_WINDOW_MIN};
+    let roadmap = &release.spec.roadmap;
+    let within = |field: &str, window: crate::api::Duration| {
+        if window < OUTCOME_WINDOW_MIN || window > OUTCOME_WINDOW_MAX {
+            Err(SpecError::new(
+                field,
+                format!("{window} is out of bounds: write a window from 10s to 90d, e.g. 7d"),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    within("spec.roadmap.reworkWindow", roadmap.rework_window)?;
+    let Some(outcome) = &roadmap.outcome else {
+        return Ok(());
+    };
+    within("spec.roadmap.outcome.baseline", outcome.baseline)?;
+    within("spec.roadmap.outcome.after", outcome.after)?;
+    if release.spec.analysis.is_none() {
+        return Err(SpecError::new(
+            "spec.roadmap.outcome",
+            "the outcome is measured with the Prometheus of spec.analysis.prometheus, and \
+             spec.analysis is not set: add spec.analysis, or remove spec.roadmap.outcome",
+        ));
+    }
+    crate::analysis::roadmap_outcome::validate_query(outcome)
+        .map_err(|error| SpecError::new(&error.field, error.error.to_string()))
 }
 
 /// Check what the API server would refuse in the child Deployments' selector, which can never

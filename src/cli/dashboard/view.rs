@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::analysis::format::format_period;
+use crate::analysis::roadmap_outcome;
 use crate::api::{Duration, HistoryEntry, Phase, Release};
 use crate::cli::postmortem;
 use crate::cli::render::{self, RoadmapRow, to_the_second};
@@ -275,50 +276,13 @@ fn capitalised(title: &str) -> String {
     }
 }
 
-/// The measured outcome a history entry carries, in words, when it carries one: any object
-/// the entry holds beyond the fields of a plain delivery (the roadmap outcome's numbers are
-/// recorded there). Named, with its change and verdict when it has them, else its fields.
+/// The roadmap outcome a history entry carries, in words (`checkout-conversion +3.1% (goal
+/// +2%): met`, or where its measurement stands), as `waymark roadmap` prints it.
 pub fn measured_outcome(entry: &HistoryEntry) -> Option<String> {
-    measured_outcome_of(&serde_json::to_value(entry).ok()?)
-}
-
-/// [`measured_outcome`] of a history entry as JSON, as the API server returns it.
-pub fn measured_outcome_of(entry: &serde_json::Value) -> Option<String> {
-    const DELIVERY_FIELDS: [&str; 11] = [
-        "revision",
-        "roadmapItem",
-        "outcome",
-        "startedAt",
-        "finishedAt",
-        "failureDetectedAt",
-        "reason",
-        "message",
-        "horizon",
-        "kind",
-        "timeline",
-    ];
-    let (_, measured) = entry
-        .as_object()?
-        .iter()
-        .find(|(key, value)| !DELIVERY_FIELDS.contains(&key.as_str()) && value.is_object())?;
-    let fields = measured.as_object()?;
-    let text = |key: &str| {
-        fields.get(key).map(|value| match value {
-            serde_json::Value::String(text) => text.clone(),
-            other => other.to_string(),
-        })
-    };
-    Some(match (text("name"), text("change"), text("verdict")) {
-        (Some(name), Some(change), Some(verdict)) => format!("{name} {change}: {verdict}"),
-        (name, None, Some(verdict)) => {
-            format!("{}{verdict}", name.map(|n| n + ": ").unwrap_or_default())
-        }
-        _ => fields
-            .iter()
-            .map(|(key, value)| format!("{key} {value}"))
-            .collect::<Vec<_>>()
-            .join(", "),
-    })
+    entry
+        .roadmap_outcome
+        .as_ref()
+        .map(roadmap_outcome::describe)
 }
 
 /// The phase in words, with a class for its colour (the word is what carries the meaning).
@@ -652,7 +616,7 @@ mod tests {
         let pay = &pay[..pay.find("</tr>").unwrap()];
         assert_eq!(
             pay,
-            "<th scope=\"row\">PAY-142</th><td>1</td><td>100%</td><td>0</td><td>1</td><td>0</td><td>100%</td><td>31s</td>"
+            "<th scope=\"row\">PAY-142</th><td>1</td><td>100%</td><td>0</td><td>1</td><td>0</td><td>100%</td><td>31s</td><td>0</td><td>-</td>"
         );
         assert!(html.contains("<caption>Delivery by horizon"));
         assert!(html.contains("<caption>Delivery by kind"));
@@ -675,23 +639,28 @@ mod tests {
     }
 
     #[test]
-    fn a_measured_outcome_is_shown_by_name_change_and_verdict_when_present() {
-        let entry = serde_json::json!({
-            "revision": "6f9c7d",
-            "roadmapItem": "PAY-142",
-            "outcome": "Promoted",
-            "finishedAt": "2026-12-01T00:00:00Z",
-            "reason": "Promoted",
-            "roadmapOutcome": {"name": "checkout-conversion", "change": "+3.1%", "verdict": "Met"}
-        });
-        assert_eq!(
-            measured_outcome_of(&entry).as_deref(),
-            Some("checkout-conversion +3.1%: Met")
+    fn a_measured_outcome_is_shown_by_name_change_goal_and_verdict_when_present() {
+        let mut entry = rolled_back().status.unwrap().history[0].clone();
+        assert_eq!(measured_outcome(&entry), None);
+        entry.roadmap_outcome = Some(
+            serde_json::from_value(serde_json::json!({
+                "name": "checkout-conversion",
+                "query": "sum(rate(orders_total[{{window}}]))",
+                "goal": "increase",
+                "baselineWindow": "168h",
+                "afterWindow": "168h",
+                "minChange": "2%",
+                "baseline": 0.03,
+                "after": 0.031,
+                "change": 3.3333,
+                "verdict": "Met"
+            }))
+            .expect("an outcome record"),
         );
-        let plain = serde_json::json!({"revision": "6f9c7d", "timeline": []});
-        assert_eq!(measured_outcome_of(&plain), None);
-        let entry = &rolled_back().status.unwrap().history[0];
-        assert_eq!(measured_outcome(entry), None);
+        assert_eq!(
+            measured_outcome(&entry).as_deref(),
+            Some("checkout-conversion +3.3% (goal +2%): met")
+        );
     }
 
     #[test]

@@ -429,6 +429,8 @@ mod tests {
                 message: None,
                 horizon: None,
                 kind: None,
+                roadmap_outcome: None,
+                rework: false,
                 timeline: vec![crate::rollout::timeline::request(
                     Time(now()),
                     ManualAction::Abort,

@@ -99,13 +99,18 @@ impl PrometheusClient {
     /// Sent as a POST so that long queries fit regardless of URL limits, with Prometheus's own
     /// evaluation timeout set to ours so that it stops working when we stop waiting.
     pub async fn instant(&self, query: &str) -> QueryOutcome {
+        self.instant_at(query, None).await
+    }
+
+    /// Runs one instant query evaluated at `at` (Unix seconds), or at Prometheus's current time
+    /// without one: how a roadmap outcome is measured at the end of a window in the past.
+    pub async fn instant_at(&self, query: &str, at: Option<i64>) -> QueryOutcome {
         let timeout_millis = i64::try_from(self.timeout.as_std().as_millis()).unwrap_or(i64::MAX);
-        let answer = self
-            .client
-            .query(query)
-            .timeout(timeout_millis)
-            .post()
-            .await;
+        let mut request = self.client.query(query).timeout(timeout_millis);
+        if let Some(at) = at {
+            request = request.at(at);
+        }
+        let answer = request.post().await;
         match answer {
             Ok(result) => match result.data() {
                 Data::Vector(samples) if samples.is_empty() => QueryOutcome::NoData,

@@ -14,8 +14,10 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::analysis::judge::{Measurements, error_run, judge};
 use crate::analysis::plan::{Plan, plan};
+use crate::analysis::roadmap_outcome::{PendingMeasurement, render_query};
 use crate::analysis::{AnalysisRun, QueryFailure, QueryOutcome};
 use crate::api::Release;
+use crate::rollout::outcome::OutcomeAnswer;
 
 pub use client::PrometheusClient;
 pub use clients::Clients;
@@ -81,6 +83,84 @@ pub async fn run(
     };
     warn_failures(release, &answers);
     judge(&analysis.slo, revision, &plan.assemble(answers), now)
+}
+
+/// Ask Prometheus for each roadmap outcome measurement `due` lists: the outcome query with
+/// `{{window}}` as the measurement's window, evaluated at the end of that window. The
+/// Prometheus is `spec.analysis.prometheus` (the spec check requires it); without it, or with
+/// credentials that cannot be read, every measurement fails with the reason, which the core
+/// counts as an attempt.
+pub async fn measure_outcomes(
+    release: &Release,
+    credentials: Result<&Credentials, String>,
+    clients: &Clients,
+    due: &[PendingMeasurement],
+) -> Vec<OutcomeAnswer> {
+    let namespace = release.metadata.namespace.as_deref().unwrap_or_default();
+    let name = release.metadata.name.as_deref().unwrap_or_default();
+    let client = match (&release.spec.analysis, credentials) {
+        (Some(analysis), Ok(credentials)) => clients.get(&analysis.prometheus, credentials),
+        (Some(analysis), Err(reason)) => Err(QueryFailure::Setup {
+            address: analysis.prometheus.address.clone(),
+            reason,
+        }),
+        (None, _) => Err(QueryFailure::Setup {
+            address: String::new(),
+            reason: "spec.analysis.prometheus is not set: the outcome has no Prometheus to ask"
+                .into(),
+        }),
+    };
+    let answers: Vec<QueryOutcome> = join_all(due.iter().map(|pending| {
+        let client = &client;
+        async move {
+            let query = match render_query(
+                &pending.query,
+                namespace,
+                name,
+                &pending.revision,
+                pending.window,
+            ) {
+                Ok(query) => query,
+                Err(error) => {
+                    return QueryOutcome::Failed(QueryFailure::Setup {
+                        address: String::new(),
+                        reason: format!("spec.roadmap.outcome.query: {error}"),
+                    });
+                }
+            };
+            match client {
+                Ok(client) => {
+                    client
+                        .instant_at(&query, Some(pending.evaluate_at.as_second()))
+                        .await
+                }
+                Err(failure) => QueryOutcome::Failed(failure.clone()),
+            }
+        }
+    }))
+    .await;
+    let subject = super::logs::Subject::of(release);
+    due.iter()
+        .zip(answers)
+        .map(|(pending, answer)| {
+            if let QueryOutcome::Failed(failure) = &answer {
+                tracing::warn!(
+                    namespace = %subject.namespace,
+                    release = %subject.release,
+                    revision = %pending.revision,
+                    roadmap_item = %subject.roadmap_item,
+                    "roadmap outcome query ({} number) failed: {failure}",
+                    pending.measurement
+                );
+            }
+            OutcomeAnswer {
+                revision: pending.revision.clone(),
+                finished_at: pending.finished_at,
+                measurement: pending.measurement,
+                answer,
+            }
+        })
+        .collect()
 }
 
 /// One `warn` line per distinct failure among a run's answers, in Prometheus' or the HTTP

@@ -38,7 +38,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use super::{
     Action, Audience, Decision, EventNote, NoteKind, Observed, RouteState, Severity, WorkloadState,
 };
-use super::{history, timeline};
+use super::{history, outcome, timeline};
 use crate::api::{
     AnalysisStatus, Duration, HistoryEntry, Outcome, Phase, Release, ReleaseSpec, ReleaseStatus,
     TimelineEntry, TimelineKind, template_revision,
@@ -254,6 +254,20 @@ impl<'a> Decider<'a> {
             entry.kind = self.old.roadmap_kind;
         }
         entry.timeline = std::mem::take(&mut self.status.timeline);
+        if outcome == Outcome::Promoted && roadmap_item == self.item {
+            let roadmap = &self.spec.roadmap;
+            entry.rework = crate::analysis::roadmap_outcome::is_rework(
+                &self.status.history,
+                roadmap_item,
+                self.now,
+                roadmap.rework_window,
+            );
+            // Only a canary has a moment before it to compare with: the first release, made
+            // the stable directly, is not measured.
+            if entry.started_at.is_some() {
+                entry.roadmap_outcome = roadmap.outcome.as_ref().map(outcome::record_for);
+            }
+        }
         history::record(&mut self.status.history, entry);
         &mut self.status.history[0]
     }

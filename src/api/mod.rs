@@ -6,6 +6,7 @@ pub mod crd;
 pub mod duration;
 pub mod revision;
 pub mod roadmap;
+pub mod routes;
 pub mod spec;
 pub mod status;
 
@@ -15,6 +16,10 @@ pub use analysis_status::{
 pub use duration::{Duration, DurationError};
 pub use revision::template_revision;
 pub use roadmap::{Horizon, RoadmapKind};
+pub use routes::{
+    ActiveCohort, ActiveMirror, HeaderRoute, MatchType, MirrorRoute, RouteAdditions, RouteMatch,
+    ValueMatch,
+};
 pub use spec::{
     Analysis, BudgetPolicy, BurnRate, Check, GatewayApiTraffic, Pause, PrometheusSource, Release,
     ReleaseSpec, ReplicaTraffic, ResolvedPorts, Roadmap, STEPS_EMPTY, ScaleDown, SecretKeyRef,

@@ -31,6 +31,8 @@ pub enum RouteState {
 /// The Services a route edit concerns.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Backends {
+    /// The Release's name (Waymark's cohort rules are named `waymark-<name>-…`).
+    pub release: String,
     /// `<name>-stable`.
     pub stable: String,
     /// `<name>-canary`.
@@ -41,6 +43,7 @@ impl Backends {
     /// The stable and canary Services of a Release named `release`.
     pub fn of(release: &str) -> Backends {
         Backends {
+            release: release.to_string(),
             stable: Role::Stable.child_name(release),
             canary: Role::Canary.child_name(release),
         }
@@ -207,7 +210,8 @@ pub fn route_state(
 pub fn restore_route(route: &mut HttpRoute, backends: &Backends) -> Result<bool, String> {
     let namespace = route.namespace().unwrap_or_default();
     let mut found_stable = false;
-    let mut changed = false;
+    // Waymark's cohort rules and mirrors go first: a mirror's own rule names the stable too.
+    let mut changed = super::cohort::strip_additions(route, &backends.release);
     for rule in route.spec.rules.iter_mut().flatten() {
         let Some(refs) = rule.backend_refs.as_mut() else {
             continue;

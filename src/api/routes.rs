@@ -93,7 +93,10 @@ pub struct RouteMatch {
 pub struct ValueMatch {
     /// The name, an HTTP token (letters, digits and ``!#$%&'*+-.^_`|~``) of 1 to 256
     /// characters, as Gateway API requires. Header names match without regard to case.
-    #[schemars(length(min = 1, max = 256), pattern(r"^[A-Za-z0-9!#$%&'*+\-.^_\x60|~]+$"))]
+    #[schemars(
+        length(min = 1, max = 256),
+        pattern(r"^[A-Za-z0-9!#$%&'*+\-.^_\x60|~]+$")
+    )]
     pub name: String,
 
     /// The value: the exact text, or with `type: RegularExpression` an RE2 regular expression
@@ -238,7 +241,11 @@ mod tests {
         assert_eq!(additions.mirrors[0].percent, 50);
         assert_eq!(additions.describe(), "cohorts staff; mirrors shadow 50%");
         let cleared = RouteAdditions::after_steps(
-            &[steps.as_slice(), &[remove_cohort("staff"), remove_mirror("shadow")]].concat(),
+            &[
+                steps.as_slice(),
+                &[remove_cohort("staff"), remove_mirror("shadow")],
+            ]
+            .concat(),
         );
         assert!(cleared.is_empty());
         assert_eq!(cleared.describe(), "none");

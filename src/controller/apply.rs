@@ -12,11 +12,13 @@ use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use gateway_api::apis::experimental::httproutes::HttpRoute;
+
 use crate::api::{ANNOTATION_ADOPT, FIELD_MANAGER, Release, Role};
 use crate::rollout::{Action, Audience, EventNote, Severity};
 use crate::traffic::gateway::Backends;
 
-use super::children::{self, restore_apply, weight_apply};
+use super::children::{self, additions_apply, restore_apply, weight_apply};
 use super::context::Context;
 use super::error::Error;
 use super::logs;
@@ -126,7 +128,17 @@ pub async fn apply_actions(
                 super::workload::scale_referenced(ctx, release, name, *replicas).await?;
             }
             Action::SetWeight { canary_weight } => {
-                set_weight(ctx, release, &namespace, *canary_weight).await?;
+                let backends = Backends::of(&name);
+                edit_route(ctx, release, &namespace, |route| {
+                    weight_apply(route, &backends, *canary_weight)
+                })
+                .await?;
+            }
+            Action::SetRouteAdditions { additions } => {
+                edit_route(ctx, release, &namespace, |route| {
+                    additions_apply(route, &name, additions)
+                })
+                .await?;
             }
             Action::Event(note) => publish(ctx, release, note).await,
         }
@@ -251,15 +263,18 @@ async fn delete_canary(
     Ok(())
 }
 
-/// Give the route `canary_weight` by server-side apply of its rules under Waymark's field
-/// manager (forced: the rules are an atomic list, and another manager applying the route's
-/// Git version must not keep the canary's traffic away; the Argo CD `ignoreDifferences` in
-/// `config/argocd/` keeps Argo CD from fighting back).
-async fn set_weight(
+/// Write an edit of the Release's route (`body`: the apply body from the route as last read,
+/// `None` when it needs none) by server-side apply of its rules under Waymark's field manager
+/// (forced: the rules are an atomic list, and another manager applying the route's Git version
+/// must not keep the canary's traffic, cohorts or mirrors away; the Argo CD `ignoreDifferences`
+/// in `config/argocd/` keeps Argo CD from fighting back). The route as written is remembered, so
+/// that the next edit (in this reconcile or the next, before the watch shows this one) starts
+/// from it instead of undoing it.
+async fn edit_route(
     ctx: &Context,
     release: &Release,
     namespace: &str,
-    canary_weight: i32,
+    body: impl FnOnce(&HttpRoute) -> Result<Option<serde_json::Value>, String>,
 ) -> Result<(), Error> {
     let Some(route_name) = release
         .spec
@@ -275,19 +290,16 @@ async fn set_weight(
         // Gone since the decision: the next reconcile (the watch sees the deletion) reports it.
         return Ok(());
     };
-    let backends = Backends::of(&release.name_any());
-    let body =
-        weight_apply(&route, &backends, canary_weight).map_err(|message| Error::Refused {
-            object: object.clone(),
-            reason: "Rejected",
-            message,
-        })?;
+    let body = body(&route).map_err(|message| Error::Refused {
+        object: object.clone(),
+        reason: "Rejected",
+        message,
+    })?;
     let Some(body) = body else {
         return Ok(());
     };
-    let routes: Api<gateway_api::apis::experimental::httproutes::HttpRoute> =
-        Api::namespaced(ctx.client.clone(), namespace);
-    routes
+    let routes: Api<HttpRoute> = Api::namespaced(ctx.client.clone(), namespace);
+    let written = routes
         .patch(
             &route_name,
             &PatchParams::apply(FIELD_MANAGER).force(),
@@ -295,6 +307,7 @@ async fn set_weight(
         )
         .await
         .map_err(|error| Error::refusal(object.clone(), &error).unwrap_or_else(|| error.into()))?;
+    ctx.stores.wrote_route(written);
     Ok(())
 }
 

@@ -16,9 +16,10 @@ use kube::{Resource, ResourceExt};
 use crate::api::{
     ANNOTATION_ROADMAP_TITLE, ANNOTATION_ROADMAP_URL, ANNOTATION_SPEC_HASH, LABEL_RELEASE,
     LABEL_REVISION, LABEL_ROADMAP_HORIZON, LABEL_ROADMAP_ITEM, LABEL_ROADMAP_KIND, LABEL_ROLE,
-    Release, ResolvedPorts, Role,
+    Release, ResolvedPorts, Role, RouteAdditions,
 };
 
+use crate::traffic::cohort::set_additions;
 use crate::traffic::gateway::{Backends, restore_route, set_route_weights};
 
 use super::error::Error;
@@ -312,15 +313,38 @@ pub fn weight_apply(
     if !set_route_weights(&mut edited, backends, canary_weight)? {
         return Ok(None);
     }
-    Ok(Some(serde_json::json!({
+    Ok(Some(rules_body(route, &edited)))
+}
+
+/// The server-side apply body that makes `route` carry exactly `additions` of Release
+/// `release`'s cohorts and mirrors ([`set_additions`]), or `None` when it already does.
+///
+/// Like [`weight_apply`] it holds the route's whole `spec.rules` (atomic: Waymark's named rules
+/// cannot be applied alone), so a second manager's apply of the route's Git version removes
+/// them and the next reconcile, woken by the route's watch, writes them back.
+pub fn additions_apply(
+    route: &HttpRoute,
+    release: &str,
+    additions: &RouteAdditions,
+) -> Result<Option<serde_json::Value>, String> {
+    let mut edited = route.clone();
+    if !set_additions(&mut edited, release, additions)? {
+        return Ok(None);
+    }
+    Ok(Some(rules_body(route, &edited)))
+}
+
+/// The apply body of `edited`'s rules, identified as `route`.
+fn rules_body(route: &HttpRoute, edited: &HttpRoute) -> serde_json::Value {
+    serde_json::json!({
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "HTTPRoute",
         "metadata": {
             "name": route.name_any(),
             "namespace": route.namespace(),
         },
-        "spec": {"rules": edited.spec.rules},
-    })))
+        "spec": { "rules": edited.spec.rules },
+    })
 }
 
 /// The server-side apply body that gives `route` back as its owner wrote it

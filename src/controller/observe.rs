@@ -60,6 +60,7 @@ pub async fn observe(ctx: &Context, release: &Release, now: Timestamp) -> Result
         canary: child(Role::Canary),
         services_ready,
         route,
+        route_object: route_object_of(ctx, release, &namespace),
         analysis,
         credentials: check_credentials(ctx, release, &namespace).await,
         last_apply: ctx.last_apply(&ObjectRef::from_obj(release)),
@@ -91,6 +92,19 @@ pub fn route_of(ctx: &Context, release: &Release, namespace: &str) -> Option<Rou
             &Backends::of(&release.name_any()),
         )
     })
+}
+
+/// The Release's HTTPRoute itself, from the watch cache (or our newer write of it), for the
+/// cohorts and mirrors it carries; `None` in replica-split mode or when it is not there.
+pub fn route_object_of(
+    ctx: &Context,
+    release: &Release,
+    namespace: &str,
+) -> Option<gateway_api::apis::experimental::httproutes::HttpRoute> {
+    let gateway = release.spec.traffic.gateway_api.as_ref()?;
+    ctx.stores
+        .route(namespace, &gateway.http_route)
+        .map(|route| (*route).clone())
 }
 
 /// Whether the Secrets named in `spec.analysis.prometheus` exist with their keys: the last

@@ -120,7 +120,12 @@ pub async fn reconcile_release(
         observed.held_workload = workload::read_held(ctx, release).await?;
     }
     let decision = rollout::decide(release, &observed, now);
-    let guard = deletion::finalizer_change(release, observed.route.as_ref(), &decision.actions);
+    let guard = deletion::finalizer_change(
+        release,
+        observed.route.as_ref(),
+        observed.route_carries_additions(&release.name_any()),
+        &decision.actions,
+    );
     let workload_guard = rollout::workload::finalizer_change(release, &decision.status);
     tracing::debug!(
         namespace = release.namespace().unwrap_or_default(),

@@ -17,11 +17,46 @@ enum Event {
 }
 
 fn step_strategy() -> impl Strategy<Value = Step> {
+    let names = || prop_oneof![Just("beta"), Just("staff")];
     prop_oneof![
-        (0i32..=100).prop_map(set_weight),
-        (1u64..300).prop_map(pause_for),
-        Just(pause_until_promoted()),
+        3 => (0i32..=100).prop_map(set_weight),
+        2 => (1u64..300).prop_map(pause_for),
+        1 => Just(pause_until_promoted()),
+        // Cohorts and mirrors; a removal before its addition makes the spec invalid (no
+        // actions at all), which the invariants must survive too.
+        1 => names().prop_map(|name| header_route(name, "x-canary", name)),
+        1 => names().prop_map(remove_cohort),
+        1 => (names(), 0i32..=100).prop_map(|(name, percent)| mirror_route(name, percent)),
+        1 => names().prop_map(remove_mirror),
     ]
+}
+
+/// Whether the canary is over (promoted, rolled back, aborted, superseded without a new one):
+/// then nothing of Waymark's may be left on the route once the world has settled.
+fn canary_over(status: &ReleaseStatus) -> bool {
+    status.canary_revision.is_none()
+}
+
+/// A settled world whose canary is over carries no cohort or mirror on its route, and the
+/// status says none is active.
+fn nothing_left_behind(sim: &Sim) -> Result<(), TestCaseError> {
+    if canary_over(sim.status()) {
+        prop_assert!(
+            !sim.observed.route_carries_additions("checkout"),
+            "cohort or mirror left on the route: {:?}; {:?}",
+            sim.observed
+                .route_object
+                .as_ref()
+                .map(|route| &route.spec.rules),
+            sim.status().message
+        );
+        prop_assert!(
+            sim.status().traffic.is_empty(),
+            "{:?}",
+            sim.status().traffic
+        );
+    }
+    Ok(())
 }
 
 fn event_strategy() -> impl Strategy<Value = Event> {
@@ -91,6 +126,8 @@ fn check(
         if let Some(first) = first {
             let traffic_first = match first {
                 Action::SetWeight { canary_weight: 0 } => gateway,
+                // The cohorts and mirrors go with the weight, before any pod moves.
+                Action::SetRouteAdditions { additions } => gateway && additions.is_empty(),
                 // Gateway: the canary had no traffic to lose; replica split: its pods leave first.
                 Action::ScaleCanary { replicas: 0 } => !gateway || before_weight == 0,
                 // Only when the canary had nothing to take away at all.
@@ -214,6 +251,9 @@ proptest! {
             let before_canary_replicas = sim.observed.canary.as_ref().map_or(0, |c| c.replicas);
             let decision = sim.tick(wait);
             check(&before, &decision, gateway, analysis, full_requested, before_weight, before_canary_replicas)?;
+            let mut settled = sim.clone();
+            settled.settle();
+            nothing_left_behind(&settled)?;
             if analysis {
                 let promoted = matches!(event, Event::Request(ManualAction::Promote));
                 evidence.check(&sim, gateway, promoted, &decision)?;
@@ -355,6 +395,7 @@ proptest! {
             cut.settle();
 
             prop_assert_eq!(&cut.observed, &whole.observed, "world after event {} cut at {}", n, keep);
+            nothing_left_behind(&cut)?;
             // `status.replicas` counts ready pods as of the last write (`rollout::scale`): a run
             // cut short writes at other moments, so only the rest must agree.
             let without_count = |sim: &Sim| ReleaseStatus { replicas: None, ..sim.status().clone() };

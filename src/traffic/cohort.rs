@@ -304,7 +304,10 @@ pub fn cookie_regex(name: &str, value: &str, match_type: MatchType) -> String {
         MatchType::Exact => escape_regex(value),
         MatchType::RegularExpression => format!("(?:{value})"),
     };
-    format!("^(?:.*;[ \\t]*)?{}={value}(?:[ \\t]*;.*)?$", escape_regex(name))
+    format!(
+        "^(?:.*;[ \\t]*)?{}={value}(?:[ \\t]*;.*)?$",
+        escape_regex(name)
+    )
 }
 
 /// `text` with the characters RE2 (and Rust's `regex`) treat as special escaped.
@@ -457,7 +460,11 @@ mod tests {
         assert_eq!(written[0]["filters"], serde_json::json!([mirror_filter]));
         assert_eq!(written[1]["filters"][1], mirror_filter);
         assert_eq!(written[1]["filters"][0]["type"], "RequestHeaderModifier");
-        assert_eq!(written[2].get("filters"), None, "not on the other backend's rule");
+        assert_eq!(
+            written[2].get("filters"),
+            None,
+            "not on the other backend's rule"
+        );
 
         let mut matched = users_route();
         let only_beta = cohort("x", "x-beta", "1").route_match;
@@ -482,7 +489,10 @@ mod tests {
         let cohorts = [
             vec![],
             vec![cohort("beta", "x-canary", "true")],
-            vec![cohort("beta", "x-canary", "true"), cohort("staff", "x-staff", "1")],
+            vec![
+                cohort("beta", "x-canary", "true"),
+                cohort("staff", "x-staff", "1"),
+            ],
         ];
         let mirrors = [
             vec![],
@@ -543,7 +553,10 @@ mod tests {
     fn removing_one_cohort_keeps_the_others_and_another_releases_rules() {
         let mut route = users_route();
         let both = RouteAdditions {
-            cohorts: vec![cohort("beta", "x-canary", "true"), cohort("staff", "x-staff", "1")],
+            cohorts: vec![
+                cohort("beta", "x-canary", "true"),
+                cohort("staff", "x-staff", "1"),
+            ],
             mirrors: vec![],
         };
         set_additions(&mut route, RELEASE, &both).unwrap();
@@ -581,8 +594,7 @@ mod tests {
     }
 
     #[test]
-    fn a_route_without_rules_gets_the_gateway_default_path_and_one_without_the_stable_is_refused()
-    {
+    fn a_route_without_rules_gets_the_gateway_default_path_and_one_without_the_stable_is_refused() {
         let mut route = http_route(vec![vec![backend("checkout-stable", None)]]);
         let additions = RouteAdditions {
             cohorts: vec![cohort("beta", "x-canary", "true")],
@@ -614,7 +626,12 @@ mod tests {
             ("yes", MatchType::Exact, "beta=yesno", false),
             ("yes", MatchType::Exact, "beta=no; other=yes", false),
             ("y.s", MatchType::Exact, "beta=yes", false),
-            ("y[a-z]s", MatchType::RegularExpression, "a=1; beta=yes", true),
+            (
+                "y[a-z]s",
+                MatchType::RegularExpression,
+                "a=1; beta=yes",
+                true,
+            ),
             ("y[a-z]s", MatchType::RegularExpression, "beta=y1s", false),
         ];
         for (value, match_type, header, matches) in cases {

@@ -166,8 +166,12 @@ impl Decider<'_> {
         };
         if let Some(route_message) = &unusable {
             // The route is watched: a fixed route brings the next reconcile.
-            self.actions
-                .retain(|a| !matches!(a, Action::SetWeight { .. }));
+            self.actions.retain(|a| {
+                !matches!(
+                    a,
+                    Action::SetWeight { .. } | Action::SetRouteAdditions { .. }
+                )
+            });
             report = Report {
                 phase: Phase::Degraded,
                 reason: REASON_ROUTE_UNUSABLE.into(),

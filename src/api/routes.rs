@@ -125,11 +125,16 @@ pub enum MatchType {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct RouteAdditions {
-    /// The cohorts routed to the canary, in the order their steps added them.
+    /// The cohorts routed to the canary, in the order their steps added them (at most one
+    /// per step, so at most 64; the bound also keeps the API server's cost estimate of the
+    /// match's rule within its budget).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
     pub cohorts: Vec<ActiveCohort>,
-    /// The mirrors copying requests to the canary, in the order their steps added them.
+    /// The mirrors copying requests to the canary, in the order their steps added them (at
+    /// most 64).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
     pub mirrors: Vec<ActiveMirror>,
 }
 

@@ -178,7 +178,59 @@ pub fn set_additions(
         });
     }
     rules.extend(added);
-    Ok(route.spec.rules != before)
+    // The API server stores Gateway API's defaults (a backendRef's group, kind and weight, a
+    // match's type): a route read back differs from the one built only by them, and is already
+    // as wanted then. It is given back as read, so that nothing is written.
+    if with_defaults(route.spec.rules.as_deref()) == with_defaults(before.as_deref()) {
+        route.spec.rules = before;
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// `rules` with Gateway API's defaults filled in where they are unset, as the API server
+/// stores them: for comparing a route built here with one read back.
+fn with_defaults(rules: Option<&[HttpRouteRules]>) -> Vec<HttpRouteRules> {
+    let mut rules = rules.unwrap_or_default().to_vec();
+    for rule in &mut rules {
+        for backend in rule.backend_refs.iter_mut().flatten() {
+            backend.group.get_or_insert_with(String::new);
+            backend.kind.get_or_insert_with(|| "Service".into());
+            backend.weight.get_or_insert(1);
+        }
+        for filter in rule.filters.iter_mut().flatten() {
+            if let Some(mirror) = filter.request_mirror.as_mut() {
+                mirror.backend_ref.group.get_or_insert_with(String::new);
+                mirror
+                    .backend_ref
+                    .kind
+                    .get_or_insert_with(|| "Service".into());
+            }
+        }
+        let matches = rule.matches.get_or_insert_with(Vec::new);
+        if matches.is_empty() {
+            matches.extend(path_and_method_matches(&HttpRouteRules::default()));
+        }
+        for route_match in matches.iter_mut() {
+            let path = route_match
+                .path
+                .get_or_insert_with(HttpRouteRulesMatchesPath::default);
+            path.r#type
+                .get_or_insert(HttpRouteRulesMatchesPathType::PathPrefix);
+            path.value.get_or_insert_with(|| "/".into());
+            for header in route_match.headers.iter_mut().flatten() {
+                header
+                    .r#type
+                    .get_or_insert(HttpRouteRulesMatchesHeadersType::Exact);
+            }
+            for param in route_match.query_params.iter_mut().flatten() {
+                param
+                    .r#type
+                    .get_or_insert(HttpRouteRulesMatchesQueryParamsType::Exact);
+            }
+        }
+    }
+    rules
 }
 
 /// The backendRef of `rule` to the stable Service, if it has one.
@@ -442,6 +494,47 @@ mod tests {
             Ok(false),
             "already so"
         );
+    }
+
+    #[test]
+    fn a_route_read_back_with_the_api_servers_defaults_is_already_as_wanted() {
+        // What the API server stores for a route Waymark wrote a cohort and a mirror to: every
+        // default filled in. Writing it again would loop: nothing is to be written.
+        let additions = RouteAdditions {
+            cohorts: vec![cohort("beta", "x-canary", "true")],
+            mirrors: vec![mirror("shadow", 20, None)],
+        };
+        let mut written = http_route(vec![vec![backend("checkout-stable", None)]]);
+        set_additions(&mut written, RELEASE, &additions).unwrap();
+        let mut stored = rules(&written);
+        for rule in stored.as_array_mut().unwrap() {
+            for backend in rule["backendRefs"].as_array_mut().unwrap() {
+                backend["group"] = "".into();
+                backend["kind"] = "Service".into();
+                backend["weight"] = backend.get("weight").cloned().unwrap_or(1.into());
+            }
+            if rule.get("matches").is_none() {
+                rule["matches"] =
+                    serde_json::json!([{"path": {"type": "PathPrefix", "value": "/"}}]);
+            }
+            if let Some(filters) = rule.get_mut("filters") {
+                filters[0]["requestMirror"]["backendRef"]["group"] = "".into();
+                filters[0]["requestMirror"]["backendRef"]["kind"] = "Service".into();
+            }
+        }
+        let mut read_back = written.clone();
+        read_back.spec.rules = serde_json::from_value(stored).unwrap();
+        let as_read = read_back.clone();
+        assert_eq!(
+            set_additions(&mut read_back, RELEASE, &additions),
+            Ok(false)
+        );
+        assert_eq!(read_back, as_read, "left as read");
+        let fewer = RouteAdditions {
+            cohorts: vec![],
+            mirrors: additions.mirrors.clone(),
+        };
+        assert_eq!(set_additions(&mut read_back, RELEASE, &fewer), Ok(true));
     }
 
     #[test]

@@ -460,9 +460,14 @@ impl Decider<'_> {
                     Truth::True,
                     "RouteReady",
                     format!(
-                        "{canary_weight}% to {} and the rest to {}",
+                        "{canary_weight}% to {} and the rest to {}{}",
                         Role::Canary.child_name(self.name),
-                        Role::Stable.child_name(self.name)
+                        Role::Stable.child_name(self.name),
+                        if self.status.traffic.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; to the canary also: {}", self.status.traffic.describe())
+                        }
                     ),
                     generation,
                     now,

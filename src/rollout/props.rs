@@ -157,6 +157,8 @@ struct Evidence {
     revision: Option<String>,
     most_traffic: i32,
     most_pods: i32,
+    /// The cohorts and mirrors (name, match or percent) the canary has had on the route.
+    exposures: std::collections::BTreeSet<String>,
     promoted: bool,
 }
 
@@ -201,19 +203,43 @@ impl Evidence {
                 && a.last_run_at.as_ref().map(|t| t.0)
                     >= status.steps_started_at.as_ref().map(|t| t.0)
         });
-        let rose = traffic > self.most_traffic || pods > self.most_pods;
+        // A cohort or mirror on the route that the canary did not have before is new exposure,
+        // like a higher weight (a mirror copying 0% exposes nothing).
+        let exposures: std::collections::BTreeSet<String> =
+            if sim.observed.route_carries_additions("checkout") {
+                let traffic = &status.traffic;
+                traffic
+                    .cohorts
+                    .iter()
+                    .map(|c| format!("cohort {} {:?}", c.name, c.route_match))
+                    .chain(
+                        traffic.mirrors.iter().filter(|m| m.percent > 0).map(|m| {
+                            format!("mirror {} {} {:?}", m.name, m.percent, m.route_match)
+                        }),
+                    )
+                    .collect()
+            } else {
+                Default::default()
+            };
+        let exposed_before = self.most_traffic > 0 || !self.exposures.is_empty();
+        let rose = traffic > self.most_traffic
+            || pods > self.most_pods
+            || !exposures.is_subset(&self.exposures);
         prop_assert!(
-            !rose || self.most_traffic == 0 || passing || self.promoted,
-            "canary rose to {}% / {} pods from {}% / {} pods without a passing analysis: {:?}; {:?}",
+            !rose || !exposed_before || passing || self.promoted,
+            "canary rose to {}% / {} pods / {:?} from {}% / {} pods / {:?} without a passing analysis: {:?}; {:?}",
             traffic,
             pods,
+            exposures,
             self.most_traffic,
             self.most_pods,
+            self.exposures,
             decision.actions,
             status.message
         );
         self.most_traffic = self.most_traffic.max(traffic);
         self.most_pods = self.most_pods.max(pods);
+        self.exposures.extend(exposures);
         Ok(())
     }
 }

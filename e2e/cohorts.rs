@@ -2,8 +2,10 @@
 //! mirror and weights walk to promotion and every rule and filter Waymark added goes; another
 //! field manager's apply of the route's Git version mid-canary gets Waymark's named rules back
 //! within seconds; a controller stopped mid-canary and started again leaves nothing behind when
-//! the canary is aborted; and a match Gateway API or Waymark cannot carry is refused by the API
-//! server or named in `SpecValid` before any canary Deployment exists.
+//! the canary is aborted; a Release deleted with only a cohort on the route (weight 0) is held
+//! by its finalizer until the route is exactly as its owner wrote it; and a match Gateway API or
+//! Waymark cannot carry is refused by the API server or named in `SpecValid` before any canary
+//! Deployment exists.
 //!
 //! Each stage's `spec.rules` is printed as `kubectl get httproute -o yaml` shows it.
 
@@ -323,4 +325,37 @@ pub async fn an_invalid_cohort_match_is_refused_or_named_before_the_canary(env: 
     );
     let live = env.routes().get(name).await.expect("the HTTPRoute");
     assert!(!carries_additions(&live, name));
+}
+
+pub async fn a_release_deleted_with_a_cohort_at_weight_0_gives_the_route_back_first(env: Env) {
+    let name = "checkout";
+    let steps = json!([
+        {"setHeaderRoute": {"name": "beta", "match": {
+            "queryParams": [{"name": "canary", "value": "1"}]
+        }}},
+        {"pause": {}}
+    ]);
+    healthy_first_release(&env, name, steps).await;
+    let original = rules(&env, name).await;
+    ship(&env, name, &image(2), "E2E-2").await;
+    wait_for_phase(&env, name, Phase::Paused, Some("CanaryPauseStep")).await;
+    print_rules(&env, name, "a cohort by query parameter, weight 0").await;
+    let release = env.releases().get(name).await.expect("the Release");
+    assert!(
+        release
+            .metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|f| f == waymark::api::ROUTE_FINALIZER),
+        "the finalizer holds a Release whose route carries only a cohort"
+    );
+    env.releases()
+        .delete(name, &Default::default())
+        .await
+        .expect("the Release is deleted");
+    wait_until_release_gone(&env, name).await;
+    let after = rules(&env, name).await;
+    print_rules(&env, name, "after the Release was deleted").await;
+    assert_eq!(after, original, "the route exactly as its owner wrote it");
 }

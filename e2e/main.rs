@@ -86,6 +86,7 @@ fn main() -> ExitCode {
         cohorts::a_cohort_a_mirror_and_weights_walk_to_promotion_and_leave_the_users_rules,
         cohorts::a_controller_stopped_mid_canary_and_an_abort_leave_no_cohort_or_mirror,
         cohorts::an_invalid_cohort_match_is_refused_or_named_before_the_canary,
+        cohorts::a_release_deleted_with_a_cohort_at_weight_0_gives_the_route_back_first,
         delete::deleted_mid_canary_the_route_is_given_back_before_the_release_goes,
         delete::deleted_mid_canary_with_cascade_orphan_the_route_sends_all_to_the_orphaned_stable,
         delete::deleted_mid_canary_with_cascade_foreground_the_route_is_given_back,

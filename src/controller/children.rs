@@ -570,6 +570,49 @@ mod tests {
     }
 
     #[test]
+    fn the_cohort_body_carries_the_users_rules_and_waymarks_named_rule_and_nothing_else() {
+        let route = route(vec![
+            vec![
+                backend("checkout-stable", Some(70)),
+                backend("checkout-canary", Some(30)),
+            ],
+            vec![backend("static-assets", Some(7))],
+        ]);
+        let additions = crate::api::RouteAdditions::after_steps(&[crate::fixtures::header_route(
+            "beta", "x-canary", "true",
+        )]);
+        let body = additions_apply(&route, "checkout", &additions)
+            .unwrap()
+            .expect("a cohort to write");
+        assert_eq!(
+            body["metadata"],
+            serde_json::json!({"name": "checkout", "namespace": "shop"})
+        );
+        assert_eq!(body["spec"].as_object().unwrap().len(), 1, "only the rules");
+        let rules = body["spec"]["rules"].as_array().unwrap();
+        assert_eq!(rules.len(), 3, "the user's two rules and the cohort's");
+        assert_eq!(
+            rules[..2],
+            serde_json::to_value(&route.spec.rules)
+                .unwrap()
+                .as_array()
+                .unwrap()[..]
+        );
+        assert_eq!(rules[2]["name"], "waymark-checkout-beta");
+
+        let mut written = route.clone();
+        crate::traffic::cohort::set_additions(&mut written, "checkout", &additions).unwrap();
+        assert_eq!(additions_apply(&written, "checkout", &additions), Ok(None));
+        let removal = additions_apply(&written, "checkout", &Default::default())
+            .unwrap()
+            .expect("the cohort to take away");
+        assert_eq!(
+            removal["spec"]["rules"],
+            serde_json::to_value(&route.spec.rules).unwrap()
+        );
+    }
+
+    #[test]
     fn no_apply_when_the_route_already_has_the_weight() {
         let route = route(vec![vec![
             backend("checkout-stable", Some(70)),

@@ -19,8 +19,8 @@ use serde_json::{Value, json};
 use crate::fixtures::*;
 use crate::support::{Env, eventually, eventually_within};
 use waymark::api::{ManualAction, Phase};
-use waymark::traffic::cohort::carries_additions;
-use waymark::traffic::gateway::{Backends, restore_route};
+use waymark::traffic::cohort::{carries_additions, restore_all};
+use waymark::traffic::gateway::Backends;
 
 /// A cohort (a header and a cookie), a mirror of 20%, 30% by weight, then a pause.
 fn cohort_mirror_weight_steps() -> Value {
@@ -83,7 +83,7 @@ fn mirrors_on_first_rule(rules: &Value) -> Vec<Value> {
 /// the original for the route to hold nothing else of Waymark's.
 fn without_waymark(route: &HttpRoute, release: &str) -> Value {
     let mut route = route.clone();
-    restore_route(&mut route, &Backends::of(release)).expect("the route names the stable");
+    restore_all(&mut route, &Backends::of(release)).expect("the route names the stable");
     // Restored, the stable's weight is unset, which the API server stores as its default, 1.
     for rule in route.spec.rules.iter_mut().flatten() {
         for backend in rule.backend_refs.iter_mut().flatten() {

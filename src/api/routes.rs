@@ -168,39 +168,6 @@ impl RouteAdditions {
         self.cohorts.is_empty() && self.mirrors.is_empty()
     }
 
-    /// Apply one step's route change: add or replace a cohort or mirror by name, or remove it.
-    /// Steps that are not route steps change nothing.
-    pub fn apply_step(&mut self, step: &super::Step) {
-        if let Some(route) = &step.set_header_route {
-            self.cohorts.retain(|cohort| cohort.name != route.name);
-            if let Some(route_match) = &route.route_match {
-                self.cohorts.push(ActiveCohort {
-                    name: route.name.clone(),
-                    route_match: route_match.clone(),
-                });
-            }
-        }
-        if let Some(mirror) = &step.set_mirror_route {
-            self.mirrors.retain(|active| active.name != mirror.name);
-            if let Some(percent) = mirror.percent {
-                self.mirrors.push(ActiveMirror {
-                    name: mirror.name.clone(),
-                    percent,
-                    route_match: mirror.route_match.clone(),
-                });
-            }
-        }
-    }
-
-    /// What the first `steps` leave active.
-    pub fn after_steps(steps: &[super::Step]) -> RouteAdditions {
-        let mut additions = RouteAdditions::default();
-        for step in steps {
-            additions.apply_step(step);
-        }
-        additions
-    }
-
     /// One line for people: `cohorts beta-testers; mirrors shadow 20%`, or `none`.
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();

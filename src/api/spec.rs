@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::duration::{Duration, PERIOD_BOUNDS_RULE, period_schema};
 use super::roadmap::{Horizon, RoadmapKind};
-use super::routes::{HeaderRoute, MirrorRoute};
+use super::routes::{ActiveCohort, ActiveMirror, HeaderRoute, MirrorRoute, RouteAdditions};
 use super::status::ReleaseStatus;
 
 /// A service's progressive delivery: its pod template, canary steps, SLO and the roadmap item
@@ -395,6 +395,43 @@ pub struct Step {
     /// support `HTTPRouteRequestMirror` and percentages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub set_mirror_route: Option<MirrorRoute>,
+}
+
+// Here rather than beside `RouteAdditions`: the steps are the spec's, and `routes` stays free
+// of the spec so that the status can use it without a circle.
+impl RouteAdditions {
+    /// Apply one step's route change: add or replace a cohort or mirror by name, or remove it.
+    /// Steps that are not route steps change nothing.
+    pub fn apply_step(&mut self, step: &Step) {
+        if let Some(route) = &step.set_header_route {
+            self.cohorts.retain(|cohort| cohort.name != route.name);
+            if let Some(route_match) = &route.route_match {
+                self.cohorts.push(ActiveCohort {
+                    name: route.name.clone(),
+                    route_match: route_match.clone(),
+                });
+            }
+        }
+        if let Some(mirror) = &step.set_mirror_route {
+            self.mirrors.retain(|active| active.name != mirror.name);
+            if let Some(percent) = mirror.percent {
+                self.mirrors.push(ActiveMirror {
+                    name: mirror.name.clone(),
+                    percent,
+                    route_match: mirror.route_match.clone(),
+                });
+            }
+        }
+    }
+
+    /// What the first `steps` leave active.
+    pub fn after_steps(steps: &[Step]) -> RouteAdditions {
+        let mut additions = RouteAdditions::default();
+        for step in steps {
+            additions.apply_step(step);
+        }
+        additions
+    }
 }
 
 impl Step {

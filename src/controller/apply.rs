@@ -324,7 +324,7 @@ pub enum RouteGivenBack {
 }
 
 /// Write the route of a deleted Release back as its owner wrote it
-/// ([`crate::traffic::gateway::restore_route`]), by server-side apply under Waymark's field
+/// ([`crate::traffic::cohort::restore_all`]), by server-side apply under Waymark's field
 /// manager with the cached route's uid and resourceVersion as preconditions.
 pub async fn give_route_back(
     ctx: &Context,

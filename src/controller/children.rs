@@ -19,8 +19,8 @@ use crate::api::{
     Release, ResolvedPorts, Role, RouteAdditions,
 };
 
-use crate::traffic::cohort::set_additions;
-use crate::traffic::gateway::{Backends, restore_route, set_route_weights};
+use crate::traffic::cohort::{restore_all, set_additions};
+use crate::traffic::gateway::{Backends, set_route_weights};
 
 use super::error::Error;
 
@@ -348,7 +348,8 @@ fn rules_body(route: &HttpRoute, edited: &HttpRoute) -> serde_json::Value {
 }
 
 /// The server-side apply body that gives `route` back as its owner wrote it
-/// ([`restore_route`]), or `None` when it already is.
+/// ([`restore_all`]: without Waymark's backendRef, cohort rules and mirrors), or `None` when
+/// it already is.
 ///
 /// Like [`weight_apply`] it holds the whole `spec.rules`; unlike it, it carries the route's uid
 /// and resourceVersion as preconditions: a route deleted since the cache read it is not created
@@ -359,7 +360,7 @@ pub fn restore_apply(
     backends: &Backends,
 ) -> Result<Option<serde_json::Value>, String> {
     let mut edited = route.clone();
-    if !restore_route(&mut edited, backends)? {
+    if !restore_all(&mut edited, backends)? {
         return Ok(None);
     }
     Ok(Some(serde_json::json!({
@@ -657,7 +658,7 @@ mod tests {
         assert_eq!(body["spec"]["rules"][1]["backendRefs"][0]["weight"], 7);
 
         let mut restored = route.clone();
-        restore_route(&mut restored, &Backends::of("checkout")).unwrap();
+        restore_all(&mut restored, &Backends::of("checkout")).unwrap();
         assert_eq!(
             restore_apply(&restored, &Backends::of("checkout")),
             Ok(None)

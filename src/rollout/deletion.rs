@@ -31,7 +31,8 @@ pub enum FinalizerChange {
 #[derive(Clone, Debug, PartialEq)]
 pub enum DeletionStep {
     /// Write the route back as its owner wrote it
-    /// ([`crate::traffic::gateway::restore_route`]): no backendRef of Waymark's, all of the
+    /// ([`crate::traffic::cohort::restore_all`]): no backendRef, cohort rule or mirror of
+    /// Waymark's, all of the
     /// Release's traffic on the stable backendRef. Then publish `done`. If the route turns out
     /// to be gone, publish [`route_gone`] instead and go on.
     RestoreRoute {

@@ -32,7 +32,7 @@ use gateway_api::apis::experimental::httproutes::{
 };
 use kube::ResourceExt;
 
-use super::gateway::{Backends, no_stable_backend_message};
+use super::gateway::{Backends, no_stable_backend_message, restore_route};
 use crate::api::{MatchType, RouteAdditions, RouteMatch};
 
 /// The Gateway API feature a GatewayClass lists when its Gateways mirror requests.
@@ -112,6 +112,22 @@ pub fn strip_additions(route: &mut HttpRoute, release: &str) -> bool {
         }
     }
     *rules != before
+}
+
+/// Give `route` back as its owner wrote it: every cohort rule and mirror of the Release taken
+/// out ([`strip_additions`]; first, since a matched mirror's own rule names the stable too),
+/// then its weights ([`restore_route`]). Returns whether the route changed, or the
+/// unusable-route message when no rule sends traffic to the stable.
+pub fn restore_all(route: &mut HttpRoute, backends: &Backends) -> Result<bool, String> {
+    let before = route.spec.rules.clone();
+    let stripped = strip_additions(route, &backends.release);
+    match restore_route(route, backends) {
+        Ok(changed) => Ok(stripped || changed),
+        Err(message) => {
+            route.spec.rules = before;
+            Err(message)
+        }
+    }
 }
 
 /// Make `route` carry exactly `additions` for `release` (and nothing else of Waymark's but the
@@ -398,7 +414,7 @@ mod tests {
     use super::*;
     use crate::api::{ActiveCohort, ActiveMirror, ValueMatch};
     use crate::fixtures::{http_route, route_backend as backend};
-    use crate::traffic::gateway::{restore_route, set_route_weights};
+    use crate::traffic::gateway::set_route_weights;
 
     const RELEASE: &str = "checkout";
 
@@ -630,7 +646,7 @@ mod tests {
                         set_additions(&mut fewer, RELEASE, &RouteAdditions::default()).unwrap();
                         assert!(!carries_additions(&fewer, RELEASE), "{case}");
 
-                        restore_route(&mut route, &backends).unwrap();
+                        restore_all(&mut route, &backends).unwrap();
                         assert_eq!(
                             serde_json::to_string(&route.spec).unwrap(),
                             original_json,

@@ -210,8 +210,7 @@ pub fn route_state(
 pub fn restore_route(route: &mut HttpRoute, backends: &Backends) -> Result<bool, String> {
     let namespace = route.namespace().unwrap_or_default();
     let mut found_stable = false;
-    // Waymark's cohort rules and mirrors go first: a mirror's own rule names the stable too.
-    let mut changed = super::cohort::strip_additions(route, &backends.release);
+    let mut changed = false;
     for rule in route.spec.rules.iter_mut().flatten() {
         let Some(refs) = rule.backend_refs.as_mut() else {
             continue;

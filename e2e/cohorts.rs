@@ -60,6 +60,19 @@ where
     .await
 }
 
+/// Wait until the route holds the rules of `original` (by name) and no mirror: no cohort or
+/// mirror of Waymark's left. Returns the rules.
+async fn wait_for_no_cohort_or_mirror(env: &Env, name: &str, original: &Value) -> Value {
+    wait_for_rules(env, name, "no cohort or mirror left", |rules| {
+        if rule_names(rules) == rule_names(original) && mirrors_on_first_rule(rules).is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{rules}"))
+        }
+    })
+    .await
+}
+
 fn rule_names(rules: &Value) -> Vec<String> {
     rules
         .as_array()
@@ -190,14 +203,7 @@ pub async fn a_cohort_a_mirror_and_weights_walk_to_promotion_and_leave_the_users
 
     request(&env, name, ManualAction::Promote, "promote-1").await;
     wait_for_phase(&env, name, Phase::Healthy, None).await;
-    let promoted = wait_for_rules(&env, name, "no cohort or mirror left", |rules| {
-        if rule_names(rules) == rule_names(&original) && mirrors_on_first_rule(rules).is_empty() {
-            Ok(())
-        } else {
-            Err(format!("{rules}"))
-        }
-    })
-    .await;
+    let promoted = wait_for_no_cohort_or_mirror(&env, name, &original).await;
     print_rules(&env, name, "after promotion").await;
     let live = env.routes().get(name).await.expect("the HTTPRoute");
     assert!(!carries_additions(&live, name), "{promoted}");
@@ -222,14 +228,7 @@ pub async fn a_controller_stopped_mid_canary_and_an_abort_leave_no_cohort_or_mir
     request(&env, name, ManualAction::Abort, "abort-1").await;
     env.start_controller().await;
     wait_for_phase(&env, name, Phase::RolledBack, None).await;
-    wait_for_rules(&env, name, "no cohort or mirror left", |rules| {
-        if rule_names(rules) == rule_names(&original) && mirrors_on_first_rule(rules).is_empty() {
-            Ok(())
-        } else {
-            Err(format!("{rules}"))
-        }
-    })
-    .await;
+    wait_for_no_cohort_or_mirror(&env, name, &original).await;
     print_rules(&env, name, "after the abort").await;
     let live = env.routes().get(name).await.expect("the HTTPRoute");
     assert_eq!(without_waymark(&live, name), original);

@@ -51,14 +51,14 @@ fn main() {
             if index % 2 == 0 {
                 Step {
                     set_weight: Some(10 * (index / 2 + 1)),
-                    pause: None,
+                    ..Step::default()
                 }
             } else {
                 Step {
-                    set_weight: None,
                     pause: Some(Pause {
                         duration: Some(Duration::from_secs(300)),
                     }),
+                    ..Step::default()
                 }
             }
         })
@@ -83,6 +83,7 @@ fn main() {
         canary: Some(workload(&canary, 3)),
         services_ready: true,
         route: Some(RouteState::Ready { canary_weight: 30 }),
+        route_object: None,
         analysis: Some(AnalysisRun {
             verdict: Verdict::Passing,
             ran_at: now,

@@ -20,6 +20,7 @@
 
 mod canary;
 mod children;
+mod cohorts;
 mod control_plane;
 mod dashboard;
 mod delete;
@@ -86,6 +87,10 @@ fn main() -> ExitCode {
         restart::restarts_during_a_canary_resume_where_it_stood,
         restart::restarts_while_failing_and_during_a_rollback_finish_the_rollback,
         restart::a_route_reapplied_from_git_gets_its_weights_back,
+        cohorts::a_cohort_a_mirror_and_weights_walk_to_promotion_and_leave_the_users_rules,
+        cohorts::a_controller_stopped_mid_canary_and_an_abort_leave_no_cohort_or_mirror,
+        cohorts::an_invalid_cohort_match_is_refused_or_named_before_the_canary,
+        cohorts::a_release_deleted_with_a_cohort_at_weight_0_gives_the_route_back_first,
         delete::deleted_mid_canary_the_route_is_given_back_before_the_release_goes,
         delete::deleted_mid_canary_with_cascade_orphan_the_route_sends_all_to_the_orphaned_stable,
         delete::deleted_mid_canary_with_cascade_foreground_the_route_is_given_back,

@@ -27,23 +27,76 @@ pub fn at(secs: i64) -> Timestamp {
 pub fn set_weight(weight: i32) -> Step {
     Step {
         set_weight: Some(weight),
-        pause: None,
+        ..Step::default()
     }
 }
 
 pub fn pause_for(secs: u64) -> Step {
     Step {
-        set_weight: None,
         pause: Some(Pause {
             duration: Some(Duration::from_secs(secs)),
         }),
+        ..Step::default()
     }
 }
 
 pub fn pause_until_promoted() -> Step {
     Step {
-        set_weight: None,
         pause: Some(Pause { duration: None }),
+        ..Step::default()
+    }
+}
+
+/// `setHeaderRoute` adding cohort `name`: requests with header `header: value` (exact).
+pub fn header_route(name: &str, header: &str, value: &str) -> Step {
+    Step {
+        set_header_route: Some(crate::api::HeaderRoute {
+            name: name.into(),
+            route_match: Some(crate::api::RouteMatch {
+                headers: vec![crate::api::ValueMatch {
+                    name: header.into(),
+                    value: value.into(),
+                    match_type: crate::api::MatchType::Exact,
+                }],
+                ..Default::default()
+            }),
+        }),
+        ..Step::default()
+    }
+}
+
+/// `setHeaderRoute` removing cohort `name`.
+pub fn remove_cohort(name: &str) -> Step {
+    Step {
+        set_header_route: Some(crate::api::HeaderRoute {
+            name: name.into(),
+            route_match: None,
+        }),
+        ..Step::default()
+    }
+}
+
+/// `setMirrorRoute` copying `percent` of the stable's requests to the canary as mirror `name`.
+pub fn mirror_route(name: &str, percent: i32) -> Step {
+    Step {
+        set_mirror_route: Some(crate::api::MirrorRoute {
+            name: name.into(),
+            percent: Some(percent),
+            route_match: None,
+        }),
+        ..Step::default()
+    }
+}
+
+/// `setMirrorRoute` removing mirror `name`.
+pub fn remove_mirror(name: &str) -> Step {
+    Step {
+        set_mirror_route: Some(crate::api::MirrorRoute {
+            name: name.into(),
+            percent: None,
+            route_match: None,
+        }),
+        ..Step::default()
     }
 }
 

@@ -1183,3 +1183,57 @@ fn a_roadmap_outcome_is_accepted_defaulted_and_needs_the_analysis_prometheus() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn route_steps_the_schema_refuses_name_the_field() {
+    let api_server = ApiServer::new();
+    let cohort = json!({"setHeaderRoute": {"name": "beta", "match": {
+        "headers": [{"name": "x-canary", "value": "true"}],
+        "cookies": [{"name": "group", "value": "b.*", "type": "RegularExpression"}],
+        "queryParams": [{"name": "canary", "value": "1"}]
+    }}});
+    let valid = json!([cohort, {"setMirrorRoute": {"name": "shadow", "percent": 20}},
+        {"setWeight": 30}, {"setHeaderRoute": {"name": "beta"}}, {"setMirrorRoute": {"name": "shadow"}}]);
+    assert_eq!(
+        api_server.errors(&with("/spec/steps", valid)),
+        Vec::<String>::new()
+    );
+    // (steps, a fragment of the one error expected)
+    let cases = [
+        (
+            json!([{"setWeight": 10, "setHeaderRoute": {"name": "beta"}}]),
+            "exactly one of setWeight, pause, setHeaderRoute or setMirrorRoute",
+        ),
+        (
+            json!([{"setHeaderRoute": {"name": "Beta_Testers"}}]),
+            "setHeaderRoute.name",
+        ),
+        (
+            json!([{"setMirrorRoute": {"name": "shadow", "percent": 101}}]),
+            "setMirrorRoute.percent",
+        ),
+        (
+            json!([{"setMirrorRoute": {"name": "shadow", "match": {"headers": [{"name": "a", "value": "1"}]}}}]),
+            "setMirrorRoute.match needs percent",
+        ),
+        (
+            json!([{"setHeaderRoute": {"name": "beta", "match": {}}}]),
+            "at least one of headers, cookies or queryParams",
+        ),
+        (
+            json!([{"setHeaderRoute": {"name": "beta", "match": {"headers": [{"name": "x canary", "value": "1"}]}}}]),
+            "x canary",
+        ),
+        (
+            json!([{"setHeaderRoute": {"name": "beta", "match": {"headers": [{"name": "x", "value": "1", "type": "Prefix"}]}}}]),
+            "Prefix",
+        ),
+    ];
+    for (steps, expected) in cases {
+        let errors = api_server.errors(&with("/spec/steps", steps.clone()));
+        assert!(
+            errors.len() == 1 && errors[0].contains(expected),
+            "{steps}: {errors:?}"
+        );
+    }
+}

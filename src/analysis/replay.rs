@@ -194,12 +194,13 @@ impl Walk<'_> {
         self.step_started.checked_add(duration.as_signed()).ok()
     }
 
-    /// Whether the step in progress comes before any step has given the canary traffic (so
-    /// it needs no passing run to raise the weight or end its pause).
+    /// Whether the step in progress comes before any step has given the canary traffic (a
+    /// weight above 0, a cohort or a mirror), so it needs no passing run to raise the weight,
+    /// add a cohort or end its pause.
     fn before_first_traffic(&self) -> bool {
         self.steps[..self.step.min(self.steps.len())]
             .iter()
-            .all(|step| step.set_weight.unwrap_or(0) <= 0)
+            .all(|step| !step.exposes_canary())
     }
 
     /// Moves through every step that can finish at `now` with `verdict` the latest.
@@ -220,7 +221,14 @@ impl Walk<'_> {
                 weight: self.weight,
                 verdict,
             };
-            if let Some(weight) = step.set_weight {
+            if step.is_route_step() {
+                // A cohort or mirror added is new exposure, held like a higher weight; the
+                // weight itself does not move.
+                if step.exposes_canary() && !evidence {
+                    self.announce("held", held);
+                    return;
+                }
+            } else if let Some(weight) = step.set_weight {
                 let weight = weight.clamp(0, 100);
                 if weight > self.weight && !evidence {
                     self.announce("held", held);
@@ -580,6 +588,48 @@ mod tests {
             ]
         );
         assert_eq!(replay.outcome, ReplayOutcome::Promoted { at: at(60) });
+    }
+
+    #[test]
+    fn a_cohort_added_after_the_first_traffic_is_held_until_a_run_passes() {
+        let replay = replay(
+            &analysis(3, 6, 4),
+            &steps(
+                "[{setHeaderRoute: {name: beta, match: {headers: [{name: x-canary, value: 'true'}]}}}, \
+                  {setWeight: 10}]",
+            ),
+            runs("FFPP"),
+        );
+        // The cohort is the canary's first traffic: no evidence needed; the weight after it is
+        // new exposure, held while Failing.
+        assert_eq!(
+            events(&replay),
+            [
+                "+0s step 2 held at 0 (Failing)",
+                "+60s step 2 weight 10",
+                "+60s promoted"
+            ]
+        );
+        let replay = replay_of_cohort_after_weight();
+        assert_eq!(
+            events(&replay),
+            [
+                "+0s step 1 weight 10",
+                "+0s step 2 held at 10 (Failing)",
+                "+60s promoted"
+            ]
+        );
+    }
+
+    fn replay_of_cohort_after_weight() -> Replay {
+        replay(
+            &analysis(3, 6, 4),
+            &steps(
+                "[{setWeight: 10}, \
+                  {setHeaderRoute: {name: beta, match: {headers: [{name: x-canary, value: 'true'}]}}}]",
+            ),
+            runs("FFPP"),
+        )
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod duration;
 pub mod outcome;
 pub mod revision;
 pub mod roadmap;
+pub mod routes;
 pub mod spec;
 pub mod status;
 
@@ -17,6 +18,10 @@ pub use duration::{Duration, DurationError};
 pub use outcome::{Goal, MinChange, OutcomeRecord, OutcomeVerdict, RoadmapOutcome};
 pub use revision::template_revision;
 pub use roadmap::{Horizon, RoadmapKind};
+pub use routes::{
+    ActiveCohort, ActiveMirror, HeaderRoute, MatchType, MirrorRoute, RouteAdditions, RouteMatch,
+    ValueMatch,
+};
 pub use spec::{
     Analysis, BudgetPolicy, BurnRate, Check, GatewayApiTraffic, Pause, PrometheusSource, Release,
     ReleaseSpec, ReplicaTraffic, ResolvedPorts, Roadmap, RouteKind, STEPS_EMPTY, ScaleDown,

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::duration::{Duration, PERIOD_BOUNDS_RULE, period_schema};
 use super::outcome::{RoadmapOutcome, default_outcome_window, outcome_window_schema};
 use super::roadmap::{Horizon, RoadmapKind};
+use super::routes::{ActiveCohort, ActiveMirror, HeaderRoute, MirrorRoute, RouteAdditions};
 use super::status::ReleaseStatus;
 
 /// A service's progressive delivery: its pod template, canary steps, SLO and the roadmap item
@@ -584,21 +585,92 @@ pub enum SessionCookieLifetime {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 pub struct ReplicaTraffic {}
 
-/// One canary step: exactly one of `setWeight` or `pause`.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+/// One canary step: exactly one of `setWeight`, `pause`, `setHeaderRoute` or `setMirrorRoute`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.setWeight) != has(self.pause)").message("each entry of spec.steps must set exactly one of setWeight or pause"))]
+#[x_kube(validation = Rule::new("(has(self.setWeight) ? 1 : 0) + (has(self.pause) ? 1 : 0) + (has(self.setHeaderRoute) ? 1 : 0) + (has(self.setMirrorRoute) ? 1 : 0) == 1").message("each entry of spec.steps must set exactly one of setWeight, pause, setHeaderRoute or setMirrorRoute"))]
 pub struct Step {
-    /// The percent of traffic (0 to 100) to send to the canary at this step. Set it or
-    /// `pause`, not both.
+    /// The percent of traffic (0 to 100) to send to the canary at this step. Set exactly one
+    /// of `setWeight`, `pause`, `setHeaderRoute` or `setMirrorRoute`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
     pub set_weight: Option<i32>,
 
     /// Waits before the next step: for `duration`, or without one until `waymark promote`.
-    /// Set it or `setWeight`, not both.
+    /// Set exactly one of `setWeight`, `pause`, `setHeaderRoute` or `setMirrorRoute`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pause: Option<Pause>,
+
+    /// Routes a cohort (requests with the given headers, cookies or query parameters) to the
+    /// canary, all of it, whatever the weights; without `match`, stops routing the cohort an
+    /// earlier step added. Gateway API mode only. Adding a cohort gives the canary traffic, so
+    /// after the canary's first traffic it waits for a passing analysis like a higher weight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_header_route: Option<HeaderRoute>,
+
+    /// Copies a share of the requests to the canary (answers dropped); without `percent`,
+    /// stops the mirror an earlier step added. Gateway API mode only; the route's Gateway must
+    /// support `HTTPRouteRequestMirror` and percentages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_mirror_route: Option<MirrorRoute>,
+}
+
+// Here rather than beside `RouteAdditions`: the steps are the spec's, and `routes` stays free
+// of the spec so that the status can use it without a circle.
+impl RouteAdditions {
+    /// Apply one step's route change: add or replace a cohort or mirror by name, or remove it.
+    /// Steps that are not route steps change nothing.
+    pub fn apply_step(&mut self, step: &Step) {
+        if let Some(route) = &step.set_header_route {
+            self.cohorts.retain(|cohort| cohort.name != route.name);
+            if let Some(route_match) = &route.route_match {
+                self.cohorts.push(ActiveCohort {
+                    name: route.name.clone(),
+                    route_match: route_match.clone(),
+                });
+            }
+        }
+        if let Some(mirror) = &step.set_mirror_route {
+            self.mirrors.retain(|active| active.name != mirror.name);
+            if let Some(percent) = mirror.percent {
+                self.mirrors.push(ActiveMirror {
+                    name: mirror.name.clone(),
+                    percent,
+                    route_match: mirror.route_match.clone(),
+                });
+            }
+        }
+    }
+
+    /// What the first `steps` leave active.
+    pub fn after_steps(steps: &[Step]) -> RouteAdditions {
+        let mut additions = RouteAdditions::default();
+        for step in steps {
+            additions.apply_step(step);
+        }
+        additions
+    }
+}
+
+impl Step {
+    /// Whether the step sends the canary requests it did not have before: a weight above 0, a
+    /// cohort added or a mirror added.
+    pub fn exposes_canary(&self) -> bool {
+        self.set_weight.unwrap_or(0) > 0
+            || self
+                .set_header_route
+                .as_ref()
+                .is_some_and(|route| route.route_match.is_some())
+            || self
+                .set_mirror_route
+                .as_ref()
+                .is_some_and(|mirror| mirror.percent.is_some_and(|percent| percent > 0))
+    }
+
+    /// Whether the step changes a cohort or a mirror.
+    pub fn is_route_step(&self) -> bool {
+        self.set_header_route.is_some() || self.set_mirror_route.is_some()
+    }
 }
 
 /// A pause step.

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::analysis_status::{AnalysisStatus, Verdict};
 use super::outcome::OutcomeRecord;
 use super::roadmap::{Horizon, RoadmapKind};
+use super::routes::RouteAdditions;
 
 /// Observed state of a Release.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
@@ -67,6 +68,11 @@ pub struct ReleaseStatus {
     /// Percent of traffic on the canary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary_weight: Option<i32>,
+
+    /// The cohorts and mirrors Waymark means the route to carry now (Gateway API mode),
+    /// recorded before the route is written, and emptied before they are taken away.
+    #[serde(default, skip_serializing_if = "RouteAdditions::is_empty")]
+    pub traffic: RouteAdditions,
 
     /// When the current canary was created.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -104,6 +104,9 @@ fn header_text(out: &mut String, release: &Release, status: &ReleaseStatus, live
             spec.roadmap.item
         );
     }
+    if !status.traffic.is_empty() {
+        let _ = writeln!(out, "Routes:    {}", route_additions_text(&status.traffic));
+    }
     match &live.pods {
         Ok(pods) if !pods.is_empty() => {
             let counts: Vec<String> = pods
@@ -221,8 +224,30 @@ fn history_text(out: &mut String, status: &ReleaseStatus) {
     }
 }
 
-/// One step in words (`setWeight 20%`, `pause 5m`), as the status and the dashboard show it.
+/// One step in words (`setWeight 20%`, `pause 5m`, `setHeaderRoute beta (header x=1)`), as the
+/// status and the dashboard show it.
 pub fn step_text(step: &Step) -> String {
+    if let Some(cohort) = &step.set_header_route {
+        return match &cohort.route_match {
+            Some(route_match) => format!(
+                "setHeaderRoute {} ({})",
+                cohort.name,
+                route_match_text(route_match)
+            ),
+            None => format!("setHeaderRoute {} removed", cohort.name),
+        };
+    }
+    if let Some(mirror) = &step.set_mirror_route {
+        return match (mirror.percent, &mirror.route_match) {
+            (Some(percent), None) => format!("setMirrorRoute {} {percent}%", mirror.name),
+            (Some(percent), Some(route_match)) => format!(
+                "setMirrorRoute {} {percent}% ({})",
+                mirror.name,
+                route_match_text(route_match)
+            ),
+            (None, _) => format!("setMirrorRoute {} removed", mirror.name),
+        };
+    }
     match (&step.set_weight, &step.pause) {
         (Some(weight), _) => format!("setWeight {weight}%"),
         (None, Some(pause)) => match &pause.duration {
@@ -231,6 +256,54 @@ pub fn step_text(step: &Step) -> String {
         },
         (None, None) => "(empty step)".to_string(),
     }
+}
+
+/// A match as people read it: `header x-canary=true, cookie beta~^y`, `~` for a regular
+/// expression.
+fn route_match_text(route_match: &crate::api::RouteMatch) -> String {
+    let lists = [
+        ("header", &route_match.headers),
+        ("cookie", &route_match.cookies),
+        ("query", &route_match.query_params),
+    ];
+    let mut parts = Vec::new();
+    for (kind, values) in lists {
+        for value in values {
+            let operator = match value.match_type {
+                crate::api::MatchType::Exact => "=",
+                crate::api::MatchType::RegularExpression => "~",
+            };
+            parts.push(format!("{kind} {}{operator}{}", value.name, value.value));
+        }
+    }
+    parts.join(", ")
+}
+
+/// The active cohorts and mirrors, with what each takes.
+fn route_additions_text(additions: &crate::api::RouteAdditions) -> String {
+    let cohorts = additions.cohorts.iter().map(|cohort| {
+        format!(
+            "cohort {} ({}) to the canary",
+            cohort.name,
+            route_match_text(&cohort.route_match)
+        )
+    });
+    let mirrors = additions
+        .mirrors
+        .iter()
+        .map(|mirror| match &mirror.route_match {
+            Some(route_match) => format!(
+                "mirror {} copying {}% ({}) to the canary",
+                mirror.name,
+                mirror.percent,
+                route_match_text(route_match)
+            ),
+            None => format!(
+                "mirror {} copying {}% to the canary",
+                mirror.name, mirror.percent
+            ),
+        });
+    cohorts.chain(mirrors).collect::<Vec<_>>().join("; ")
 }
 
 /// The last analysis with its numbers per role, window and check, as lines of text.
@@ -488,6 +561,38 @@ mod tests {
     use crate::api::{AnalysisStatus, HistoryEntry, Outcome, RoleAnalysis, Verdict, WindowResult};
     use crate::cli::fixtures::release_in;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    #[test]
+    fn status_shows_the_route_steps_and_the_active_cohorts_and_mirrors() {
+        use crate::fixtures::{header_route, mirror_route, remove_cohort};
+        let mut release = release_in(Phase::Progressing, Some("6f9c7d"));
+        let steps = vec![
+            header_route("beta", "x-canary", "true"),
+            mirror_route("shadow", 20),
+            remove_cohort("beta"),
+        ];
+        release.spec.steps = steps.clone();
+        let status = release.status.as_mut().unwrap();
+        status.current_step = Some(2);
+        status.traffic = crate::api::RouteAdditions::after_steps(&steps[..2]);
+        let text = status_text(&release, &Live::default());
+        assert!(
+            text.contains("1. setHeaderRoute beta (header x-canary=true)"),
+            "{text}"
+        );
+        assert!(text.contains("2. setMirrorRoute shadow 20%"), "{text}");
+        assert!(text.contains("-> 3. setHeaderRoute beta removed"), "{text}");
+        assert!(
+            text.contains(
+                "Routes:    cohort beta (header x-canary=true) to the canary; mirror shadow \
+                 copying 20% to the canary"
+            ),
+            "{text}"
+        );
+        release.status.as_mut().unwrap().traffic = Default::default();
+        let text = status_text(&release, &Live::default());
+        assert!(!text.contains("Routes:"), "{text}");
+    }
 
     #[test]
     fn status_marks_the_current_step_and_shows_weight_and_revisions() {

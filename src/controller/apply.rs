@@ -13,13 +13,16 @@ use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use gateway_api::apis::experimental::httproutes::HttpRoute;
+
 use crate::api::{ANNOTATION_ADOPT, FIELD_MANAGER, Release, Role, RouteKind, SessionPersistence};
 use crate::rollout::{Action, Audience, EventNote, Severity};
+use crate::traffic::cohort::strip_additions;
 use crate::traffic::features::session_persistence_plan;
 use crate::traffic::gateway::Backends;
 use crate::traffic::route::WeightedRoute;
 
-use super::children::{self, restore_apply, weight_apply};
+use super::children::{self, additions_apply, restore_apply, weight_apply};
 use super::context::Context;
 use super::error::Error;
 use super::logs;
@@ -130,6 +133,12 @@ pub async fn apply_actions(
             }
             Action::SetWeight { canary_weight } => {
                 set_weight(ctx, release, &namespace, *canary_weight).await?;
+            }
+            Action::SetRouteAdditions { additions } => {
+                edit_http_route(ctx, release, &namespace, |route| {
+                    additions_apply(route, &name, additions)
+                })
+                .await?;
             }
             Action::Event(note) => publish(ctx, release, note).await,
         }
@@ -260,7 +269,7 @@ async fn delete_canary(
 /// `config/argocd/` keeps Argo CD from fighting back). Session persistence goes with the
 /// weights only where the route's GatewayClass lists it
 /// ([`crate::traffic::features::session_persistence_plan`]), so an apply never carries a field
-/// the route's CRD would prune.
+/// the route's CRD would prune. An HTTPRoute as written is remembered (see [`edit_http_route`]).
 async fn set_weight(
     ctx: &Context,
     release: &Release,
@@ -274,16 +283,23 @@ async fn set_weight(
         None => Ok(()),
         Some((RouteKind::Http, name)) => {
             let route = ctx.stores.route(namespace, name);
-            set_route_weight(ctx, release, namespace, name, route, canary_weight).await
+            if let Some(written) =
+                set_route_weight(ctx, release, namespace, name, route, canary_weight).await?
+            {
+                ctx.stores.wrote_route(written);
+            }
+            Ok(())
         }
         Some((RouteKind::Grpc, name)) => {
             let route = ctx.stores.grpc_route(namespace, name);
-            set_route_weight(ctx, release, namespace, name, route, canary_weight).await
+            set_route_weight(ctx, release, namespace, name, route, canary_weight).await?;
+            Ok(())
         }
     }
 }
 
-/// [`set_weight`] on the cached route `namespace/route_name` of kind `R`.
+/// [`set_weight`] on the cached route `namespace/route_name` of kind `R`: the route as the API
+/// server answered the write, `None` when nothing was written.
 async fn set_route_weight<R: WeightedRoute>(
     ctx: &Context,
     release: &Release,
@@ -291,11 +307,11 @@ async fn set_route_weight<R: WeightedRoute>(
     route_name: &str,
     cached: Option<Arc<R>>,
     canary_weight: i32,
-) -> Result<(), Error> {
+) -> Result<Option<R>, Error> {
     let object = format!("{} {namespace}/{route_name}", R::KIND.kind());
     let Some(route) = cached else {
         // Gone since the decision: the next reconcile (the watch sees the deletion) reports it.
-        return Ok(());
+        return Ok(None);
     };
     let asked = release
         .spec
@@ -321,10 +337,10 @@ async fn set_route_weight<R: WeightedRoute>(
         },
     )?;
     let Some(body) = body else {
-        return Ok(());
+        return Ok(None);
     };
     let routes: Api<R> = Api::namespaced(ctx.client.clone(), namespace);
-    routes
+    let written = routes
         .patch(
             route_name,
             &PatchParams::apply(FIELD_MANAGER).force(),
@@ -332,6 +348,54 @@ async fn set_route_weight<R: WeightedRoute>(
         )
         .await
         .map_err(|error| Error::refusal(object.clone(), &error).unwrap_or_else(|| error.into()))?;
+    Ok(Some(written))
+}
+
+/// Write an edit of the Release's HTTPRoute (`body`: the apply body from the route as last
+/// read, `None` when it needs none) by server-side apply of its rules under Waymark's field
+/// manager (forced, as [`set_weight`]: another manager applying the route's Git version must
+/// not keep the cohorts or mirrors away). The route as written is remembered, so that the next
+/// edit (in this reconcile or the next, before the watch shows this one) starts from it
+/// instead of undoing it. Cohorts and mirrors are HTTPRoute steps (the spec check refuses them
+/// with a GRPCRoute), so another route kind writes nothing here.
+async fn edit_http_route(
+    ctx: &Context,
+    release: &Release,
+    namespace: &str,
+    body: impl FnOnce(&HttpRoute) -> Result<Option<serde_json::Value>, String>,
+) -> Result<(), Error> {
+    let Some(route_name) = release
+        .spec
+        .traffic
+        .gateway_api
+        .as_ref()
+        .and_then(|gateway| gateway.http_route.clone())
+    else {
+        return Ok(());
+    };
+    let object = format!("HTTPRoute {namespace}/{route_name}");
+    let Some(route) = ctx.stores.route(namespace, &route_name) else {
+        // Gone since the decision: the next reconcile (the watch sees the deletion) reports it.
+        return Ok(());
+    };
+    let body = body(&route).map_err(|message| Error::Refused {
+        object: object.clone(),
+        reason: "Rejected",
+        message,
+    })?;
+    let Some(body) = body else {
+        return Ok(());
+    };
+    let routes: Api<HttpRoute> = Api::namespaced(ctx.client.clone(), namespace);
+    let written = routes
+        .patch(
+            &route_name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .map_err(|error| Error::refusal(object.clone(), &error).unwrap_or_else(|| error.into()))?;
+    ctx.stores.wrote_route(written);
     Ok(())
 }
 
@@ -348,7 +412,7 @@ pub enum RouteGivenBack {
 }
 
 /// Write the route of a deleted Release back as its owner wrote it
-/// ([`crate::traffic::gateway::restore_route`]), by server-side apply under Waymark's field
+/// ([`crate::traffic::cohort::restore_all`]), by server-side apply under Waymark's field
 /// manager with the cached route's uid and resourceVersion as preconditions.
 pub async fn give_route_back(
     ctx: &Context,
@@ -364,11 +428,14 @@ pub async fn give_route_back(
         None => Ok(RouteGivenBack::Done),
         Some((RouteKind::Http, name)) => {
             let route = ctx.stores.route(namespace, name);
-            give_back(ctx, release, namespace, name, route, written).await
+            let release_name = release.name_any();
+            let strip = |route: &mut HttpRoute| strip_additions(route, &release_name);
+            give_back(ctx, release, namespace, name, route, written, strip).await
         }
         Some((RouteKind::Grpc, name)) => {
+            // Cohorts and mirrors are HTTPRoute steps: a GRPCRoute has only weights to give back.
             let route = ctx.stores.grpc_route(namespace, name);
-            give_back(ctx, release, namespace, name, route, written).await
+            give_back(ctx, release, namespace, name, route, written, |_| false).await
         }
     }
 }
@@ -381,18 +448,23 @@ async fn give_back<R: WeightedRoute>(
     route_name: &str,
     cached: Option<Arc<R>>,
     written: Option<&SessionPersistence>,
+    strip_additions: impl FnOnce(&mut R) -> bool,
 ) -> Result<RouteGivenBack, Error> {
     let object = format!("{} {namespace}/{route_name}", R::KIND.kind());
     let Some(route) = cached else {
         return Ok(RouteGivenBack::Gone(format!("{object} not found")));
     };
-    let body = restore_apply(route.as_ref(), &Backends::of(&release.name_any()), written).map_err(
-        |message| Error::Refused {
-            object: object.clone(),
-            reason: "Rejected",
-            message,
-        },
-    )?;
+    let body = restore_apply(
+        route.as_ref(),
+        &Backends::of(&release.name_any()),
+        written,
+        strip_additions,
+    )
+    .map_err(|message| Error::Refused {
+        object: object.clone(),
+        reason: "Rejected",
+        message,
+    })?;
     let Some(body) = body else {
         return Ok(RouteGivenBack::Done);
     };

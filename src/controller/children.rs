@@ -15,8 +15,11 @@ use kube::{Resource, ResourceExt};
 use crate::api::{
     ANNOTATION_ROADMAP_TITLE, ANNOTATION_ROADMAP_URL, ANNOTATION_SPEC_HASH, LABEL_RELEASE,
     LABEL_REVISION, LABEL_ROADMAP_HORIZON, LABEL_ROADMAP_ITEM, LABEL_ROADMAP_KIND, LABEL_ROLE,
-    Release, ResolvedPorts, Role, SessionPersistence,
+    Release, ResolvedPorts, Role, RouteAdditions, SessionPersistence,
 };
+use gateway_api::apis::experimental::httproutes::HttpRoute;
+
+use crate::traffic::cohort::set_additions;
 use crate::traffic::gateway::{
     Backends, restore_route, set_route_weights, set_session_persistence,
 };
@@ -325,20 +328,43 @@ pub fn weight_apply<R: WeightedRoute>(
     if !weights_changed && !sessions_changed {
         return Ok(None);
     }
-    Ok(Some(serde_json::json!({
+    Ok(Some(rules_body(route, &edited)))
+}
+
+/// The server-side apply body that makes `route` carry exactly `additions` of Release
+/// `release`'s cohorts and mirrors ([`set_additions`]), or `None` when it already does.
+///
+/// Like [`weight_apply`] it holds the route's whole `spec.rules` (atomic: Waymark's named rules
+/// cannot be applied alone), so a second manager's apply of the route's Git version removes
+/// them and the next reconcile, woken by the route's watch, writes them back.
+pub fn additions_apply(
+    route: &HttpRoute,
+    release: &str,
+    additions: &RouteAdditions,
+) -> Result<Option<serde_json::Value>, String> {
+    let mut edited = route.clone();
+    if !set_additions(&mut edited, release, additions)? {
+        return Ok(None);
+    }
+    Ok(Some(rules_body(route, &edited)))
+}
+
+/// The apply body of `edited`'s rules, identified as `route`.
+fn rules_body<R: WeightedRoute>(route: &R, edited: &R) -> serde_json::Value {
+    serde_json::json!({
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": R::KIND.kind(),
         "metadata": {
             "name": route.name_any(),
             "namespace": route.namespace(),
         },
-        "spec": {"rules": rules_of(&edited)},
-    })))
+        "spec": {"rules": rules_of(edited)},
+    })
 }
 
-/// The server-side apply body that gives `route` back as its owner wrote it
-/// ([`restore_route`]: Waymark's backendRef and the session persistence it passed through,
-/// `written`, go), or `None` when it already is.
+/// The server-side apply body that gives `route` back as its owner wrote it (`strip_additions`
+/// takes out the cohort rules and mirrors Waymark added, then [`restore_route`] its backendRef
+/// and the session persistence it passed through, `written`), or `None` when it already is.
 ///
 /// Like [`weight_apply`] it holds the whole `spec.rules`; unlike it, it carries the route's uid
 /// and resourceVersion as preconditions: a route deleted since the cache read it is not created
@@ -348,9 +374,12 @@ pub fn restore_apply<R: WeightedRoute>(
     route: &R,
     backends: &Backends,
     written: Option<&SessionPersistence>,
+    strip_additions: impl FnOnce(&mut R) -> bool,
 ) -> Result<Option<serde_json::Value>, String> {
     let mut edited = route.clone();
-    if !restore_route(&mut edited, backends, written)? {
+    let stripped = strip_additions(&mut edited);
+    let restored = restore_route(&mut edited, backends, written)?;
+    if !stripped && !restored {
         return Ok(None);
     }
     let meta = route.meta();
@@ -562,6 +591,49 @@ mod tests {
     }
 
     #[test]
+    fn the_cohort_body_carries_the_users_rules_and_waymarks_named_rule_and_nothing_else() {
+        let route = route(vec![
+            vec![
+                backend("checkout-stable", Some(70)),
+                backend("checkout-canary", Some(30)),
+            ],
+            vec![backend("static-assets", Some(7))],
+        ]);
+        let additions = crate::api::RouteAdditions::after_steps(&[crate::fixtures::header_route(
+            "beta", "x-canary", "true",
+        )]);
+        let body = additions_apply(&route, "checkout", &additions)
+            .unwrap()
+            .expect("a cohort to write");
+        assert_eq!(
+            body["metadata"],
+            serde_json::json!({"name": "checkout", "namespace": "shop"})
+        );
+        assert_eq!(body["spec"].as_object().unwrap().len(), 1, "only the rules");
+        let rules = body["spec"]["rules"].as_array().unwrap();
+        assert_eq!(rules.len(), 3, "the user's two rules and the cohort's");
+        assert_eq!(
+            rules[..2],
+            serde_json::to_value(&route.spec.rules)
+                .unwrap()
+                .as_array()
+                .unwrap()[..]
+        );
+        assert_eq!(rules[2]["name"], "waymark-checkout-beta");
+
+        let mut written = route.clone();
+        crate::traffic::cohort::set_additions(&mut written, "checkout", &additions).unwrap();
+        assert_eq!(additions_apply(&written, "checkout", &additions), Ok(None));
+        let removal = additions_apply(&written, "checkout", &Default::default())
+            .unwrap()
+            .expect("the cohort to take away");
+        assert_eq!(
+            removal["spec"]["rules"],
+            serde_json::to_value(&route.spec.rules).unwrap()
+        );
+    }
+
+    #[test]
     fn no_apply_when_the_route_already_has_the_weight() {
         let route = route(vec![vec![
             backend("checkout-stable", Some(70)),
@@ -584,7 +656,7 @@ mod tests {
         ]);
         route.metadata.uid = Some("5e0c".into());
         route.metadata.resource_version = Some("42".into());
-        let body = restore_apply(&route, &Backends::of("checkout"), None)
+        let body = restore_apply(&route, &Backends::of("checkout"), None, |_| false)
             .unwrap()
             .unwrap();
         assert_eq!(
@@ -608,7 +680,7 @@ mod tests {
         let mut restored = route.clone();
         restore_route(&mut restored, &Backends::of("checkout"), None).unwrap();
         assert_eq!(
-            restore_apply(&restored, &Backends::of("checkout"), None),
+            restore_apply(&restored, &Backends::of("checkout"), None, |_| false),
             Ok(None)
         );
     }
@@ -684,7 +756,7 @@ mod tests {
             crate::traffic::gateway::canary_weight(&at_fifty, &Backends::of("checkout")),
             Ok(50)
         );
-        let restored = restore_apply(&at_fifty, &Backends::of("checkout"), None)
+        let restored = restore_apply(&at_fifty, &Backends::of("checkout"), None, |_| false)
             .unwrap()
             .unwrap();
         assert_eq!(restored["kind"], "GRPCRoute");
@@ -750,9 +822,11 @@ mod tests {
             Ok(None)
         );
         // Given back: Waymark's session persistence goes with its backendRef.
-        let restored = restore_apply(&settled, &Backends::of("checkout"), Some(&sessions))
-            .unwrap()
-            .unwrap();
+        let restored = restore_apply(&settled, &Backends::of("checkout"), Some(&sessions), |_| {
+            false
+        })
+        .unwrap()
+        .unwrap();
         assert_eq!(
             restored["spec"]["rules"],
             serde_json::json!([{"backendRefs": [{"name": "checkout-stable", "port": 9090}]}])

@@ -56,7 +56,14 @@ pub struct Stores {
     /// server's watches lag by seconds) reads its own write instead of creating the canary a
     /// second time or scaling it again.
     written: Arc<Mutex<HashMap<ObjectRef<Deployment>, Written>>>,
+    /// The HTTPRoutes this process wrote, as the API server returned them, until the cache
+    /// shows that write: the rules are one atomic list, so a second edit made from a cache
+    /// that lags behind the first (a weight, then a cohort) would undo it.
+    written_routes: Arc<Mutex<HashMap<ObjectRef<HttpRoute>, WrittenRoute>>>,
 }
+
+/// An HTTPRoute as a write of ours returned it, and when.
+type WrittenRoute = (Arc<HttpRoute>, Instant);
 
 /// A Deployment as a write of ours returned it (or the one we deleted), and when.
 struct Written {
@@ -79,6 +86,7 @@ impl Stores {
             routes,
             grpc_routes,
             written: Arc::default(),
+            written_routes: Arc::default(),
         }
     }
 
@@ -202,9 +210,43 @@ impl Stores {
         self.services.get(&ObjectRef::new(name).within(namespace))
     }
 
-    /// The cached HTTPRoute `namespace/name`.
+    /// The HTTPRoute `namespace/name`: from the cache, or from our newer write of it.
     pub fn route(&self, namespace: &str, name: &str) -> Option<Arc<HttpRoute>> {
-        self.routes.get(&ObjectRef::new(name).within(namespace))
+        let key = ObjectRef::new(name).within(namespace);
+        let cached = self.routes.get(&key);
+        let Ok(mut written) = self.written_routes.lock() else {
+            return cached;
+        };
+        let Some((ours, at)) = written.get(&key) else {
+            return cached;
+        };
+        let seen = cached.as_deref().is_some_and(|cached| {
+            cached.metadata.uid == ours.metadata.uid
+                && cached.metadata.generation >= ours.metadata.generation
+        });
+        // A route deleted since (the cache has none, or another uid) is not brought back.
+        let replaced = cached
+            .as_deref()
+            .is_none_or(|cached| cached.metadata.uid != ours.metadata.uid);
+        if seen || replaced || at.elapsed() >= WRITTEN_KEPT {
+            written.remove(&key);
+            return cached;
+        }
+        Some(ours.clone())
+    }
+
+    /// Remember `route` as our write returned it, until the cache shows it (see
+    /// [`Stores::route`]).
+    pub fn wrote_route(&self, route: HttpRoute) {
+        let (Some(namespace), Some(name)) = (&route.metadata.namespace, &route.metadata.name)
+        else {
+            return;
+        };
+        let key = ObjectRef::new(name).within(namespace);
+        if let Ok(mut written) = self.written_routes.lock() {
+            written.retain(|_, (_, at)| at.elapsed() < WRITTEN_KEPT);
+            written.insert(key, (Arc::new(route), Instant::now()));
+        }
     }
 
     /// The cached GRPCRoute `namespace/name`.

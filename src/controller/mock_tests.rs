@@ -308,6 +308,7 @@ fn settled_release(world: &mut World, now: Timestamp) -> Release {
         canary: None,
         services_ready: true,
         route: Some(RouteState::Ready { canary_weight: 0 }),
+        route_object: None,
         analysis: None,
         credentials: Default::default(),
         last_apply: Default::default(),
@@ -476,6 +477,7 @@ async fn a_set_weight_step_adds_the_finalizer_then_applies_only_the_routes_rules
             canary: None,
             services_ready: true,
             route: Some(RouteState::Ready { canary_weight: 0 }),
+            route_object: None,
             analysis: None,
             credentials: Default::default(),
             last_apply: Default::default(),
@@ -1675,10 +1677,22 @@ async fn the_simulator_predicts_the_children_the_shell_writes() {
                 let seen = super::observe::observe(&ctx, &sim.release, sim.now)
                     .await
                     .unwrap();
+                // The route itself is the simulator's stand-in (its rules differ from the
+                // world's); what the core reads of it, the cohorts and mirrors, must agree.
+                let without_route = |observed: &Observed| Observed {
+                    route_object: None,
+                    ..observed.clone()
+                };
                 assert_eq!(
-                    seen, sim.observed,
+                    without_route(&seen),
+                    without_route(&sim.observed),
                     "{walk}: after {:?} the shell's world (left) is not the simulator's (right)",
                     decision.actions
+                );
+                assert_eq!(
+                    seen.route_carries_additions("checkout"),
+                    sim.observed.route_carries_additions("checkout"),
+                    "{walk}: cohorts and mirrors"
                 );
                 if decision
                     .actions

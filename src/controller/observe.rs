@@ -70,6 +70,7 @@ pub async fn observe(ctx: &Context, release: &Release, now: Timestamp) -> Result
         canary: child(Role::Canary),
         services_ready,
         route,
+        route_object: route_object_of(ctx, release, &namespace),
         analysis,
         credentials: check_credentials(ctx, release, &namespace).await,
         last_apply: ctx.last_apply(&ObjectRef::from_obj(release)),
@@ -135,14 +136,21 @@ fn cached_route_state<R: WeightedRoute>(
 }
 
 /// The features of the Release's route's GatewayClass, looked up only while the spec asks for
-/// session persistence (see [`super::gateway_features`]); `None` otherwise, or when unknown.
+/// session persistence or has a mirror step (see [`super::gateway_features`]); `None` otherwise, or when unknown.
 pub async fn gateway_features(
     ctx: &Context,
     release: &Release,
     namespace: &str,
 ) -> Option<Vec<String>> {
     let gateway = release.spec.traffic.gateway_api.as_ref()?;
-    gateway.session_persistence.as_ref()?;
+    let mirrors = release
+        .spec
+        .steps
+        .iter()
+        .any(|step| step.set_mirror_route.is_some());
+    if gateway.session_persistence.is_none() && !mirrors {
+        return None;
+    }
     match gateway.route()? {
         (RouteKind::Http, name) => {
             let route = ctx.stores.route(namespace, name)?;
@@ -157,6 +165,19 @@ pub async fn gateway_features(
                 .await
         }
     }
+}
+
+/// The Release's HTTPRoute itself, from the watch cache (or our newer write of it), for the
+/// cohorts and mirrors it carries; `None` in replica-split mode or when it is not there.
+pub fn route_object_of(
+    ctx: &Context,
+    release: &Release,
+    namespace: &str,
+) -> Option<gateway_api::apis::experimental::httproutes::HttpRoute> {
+    let gateway = release.spec.traffic.gateway_api.as_ref()?;
+    ctx.stores
+        .route(namespace, gateway.http_route.as_deref()?)
+        .map(|route| (*route).clone())
 }
 
 /// Whether the Secrets named in `spec.analysis.prometheus` exist with their keys: the last

@@ -127,7 +127,12 @@ pub async fn reconcile_release(
         Some(notifier) => notifier.set_condition(release, &mut decision.status, now),
         None => notify::set_condition_unconfigured(release, &mut decision.status, now),
     }
-    let guard = deletion::finalizer_change(release, observed.route.as_ref(), &decision.actions);
+    let guard = deletion::finalizer_change(
+        release,
+        observed.route.as_ref(),
+        observed.route_carries_additions(&release.name_any()),
+        &decision.actions,
+    );
     let workload_guard = rollout::workload::finalizer_change(release, &decision.status);
     tracing::debug!(
         namespace = release.namespace().unwrap_or_default(),

@@ -31,7 +31,8 @@ pub enum FinalizerChange {
 #[derive(Clone, Debug, PartialEq)]
 pub enum DeletionStep {
     /// Write the route back as its owner wrote it
-    /// ([`crate::traffic::gateway::restore_route`]): no backendRef of Waymark's, all of the
+    /// ([`crate::traffic::cohort::restore_all`]): no backendRef, cohort rule or mirror of
+    /// Waymark's, all of the
     /// Release's traffic on the stable backendRef. Then publish `done`. If the route turns out
     /// to be gone, publish [`route_gone`] instead and go on.
     RestoreRoute {
@@ -66,7 +67,9 @@ pub fn is_deleting(release: &Release) -> bool {
 }
 
 /// How the finalizers of a Release that is not being deleted change around `actions` (the
-/// decision's), given its `route` as observed (`None`: replica-split mode).
+/// decision's), given its `route` as observed (`None`: replica-split mode) and whether the route
+/// carries a cohort rule or mirror of the Release (`carries_additions`): those send requests to
+/// the canary's Service as weight does, so they hold the finalizer too.
 ///
 /// A route that cannot be read (missing, or without the stable backendRef) says nothing about
 /// its canary weight: the finalizer stays as it is (a deletion then lets it go, see
@@ -74,17 +77,20 @@ pub fn is_deleting(release: &Release) -> bool {
 pub fn finalizer_change(
     release: &Release,
     route: Option<&RouteState>,
+    carries_additions: bool,
     actions: &[Action],
 ) -> Option<FinalizerChange> {
     if is_deleting(release) {
         // The API server refuses new finalizers now, and deletion has its own steps.
         return None;
     }
-    let gives_weight = actions
-        .iter()
-        .any(|action| matches!(action, Action::SetWeight { canary_weight: 1.. }));
+    let gives_weight = actions.iter().any(|action| match action {
+        Action::SetWeight { canary_weight } => *canary_weight > 0,
+        Action::SetRouteAdditions { additions } => !additions.is_empty(),
+        _ => false,
+    });
     let carries_weight = match route {
-        Some(RouteState::Ready { canary_weight }) => Some(*canary_weight > 0),
+        Some(RouteState::Ready { canary_weight }) => Some(*canary_weight > 0 || carries_additions),
         Some(RouteState::Unusable { .. }) => None,
         None => Some(false),
     };
@@ -135,8 +141,8 @@ pub fn deletion_steps(release: &Release, route: Option<&RouteState>) -> Vec<Dele
                         severity: Severity::Normal,
                         reason: REASON_ROUTE_RESTORED.into(),
                         note: format!(
-                            "{tag}: {what}, without Waymark's backendRef to {canary}; finalizer \
-                             {ROUTE_FINALIZER} removed"
+                            "{tag}: {what}, without Waymark's backendRef to {canary} nor its \
+                             cohort rules and mirrors; finalizer {ROUTE_FINALIZER} removed"
                         ),
                         audience: Audience::EventAndLog,
                         kind: NoteKind::StateChange,
@@ -268,22 +274,85 @@ mod tests {
         {
             let release = release(finalizers, false, route.is_some());
             assert_eq!(
-                finalizer_change(&release, route.as_ref(), &actions),
+                finalizer_change(&release, route.as_ref(), false, &actions),
                 expected,
                 "{case}"
             );
         }
     }
     #[test]
+    fn the_finalizer_also_guards_while_the_route_carries_or_is_given_a_cohort_or_mirror() {
+        use FinalizerChange::{Add, Remove};
+        let cohort = crate::api::RouteAdditions::after_steps(&[crate::fixtures::header_route(
+            "beta", "x-canary", "true",
+        )]);
+        let set = |additions: &crate::api::RouteAdditions| {
+            vec![Action::SetRouteAdditions {
+                additions: additions.clone(),
+            }]
+        };
+        let none = crate::api::RouteAdditions::default();
+        // (case, finalizers, route carries additions, actions, expected)
+        let cases = [
+            (
+                "a cohort at weight 0: added before it is written",
+                NONE,
+                false,
+                set(&cohort),
+                Some(Add),
+            ),
+            (
+                "a cohort found on the route at weight 0",
+                NONE,
+                true,
+                vec![],
+                Some(Add),
+            ),
+            (
+                "held while the cohort is being taken away",
+                OURS,
+                true,
+                set(&none),
+                None,
+            ),
+            (
+                "removed once the route carries none",
+                OURS,
+                false,
+                set(&none),
+                Some(Remove),
+            ),
+            (
+                "taking away is no reason to add it",
+                NONE,
+                false,
+                set(&none),
+                None,
+            ),
+        ];
+        for (case, finalizers, carries, actions, expected) in cases {
+            let release = release(finalizers, false, true);
+            assert_eq!(
+                finalizer_change(&release, ready(0).as_ref(), carries, &actions),
+                expected,
+                "{case}"
+            );
+        }
+    }
+
+    #[test]
     fn nothing_is_added_or_removed_by_the_rollout_while_the_release_is_deleted() {
         for finalizers in [OURS, NONE] {
             let release = release(finalizers, true, true);
             let actions = [Action::SetWeight { canary_weight: 20 }];
             assert_eq!(
-                finalizer_change(&release, ready(0).as_ref(), &actions),
+                finalizer_change(&release, ready(0).as_ref(), false, &actions),
                 None
             );
-            assert_eq!(finalizer_change(&release, ready(20).as_ref(), &[]), None);
+            assert_eq!(
+                finalizer_change(&release, ready(20).as_ref(), false, &[]),
+                None
+            );
         }
     }
 
@@ -369,7 +438,7 @@ mod tests {
             done.note,
             "PAY-142: Release deleted with 20% on the canary: HTTPRoute shop/checkout sends all \
              of it to Service checkout-stable again, without Waymark's backendRef to \
-             checkout-canary; finalizer waymark.dev/route removed"
+             checkout-canary nor its cohort rules and mirrors; finalizer waymark.dev/route removed"
         );
 
         // A GRPCRoute is given back the same way, and named as what it is.

@@ -150,6 +150,13 @@ impl Sim {
             observed: Observed {
                 services_ready: false,
                 route: gateway.then_some(RouteState::Ready { canary_weight: 0 }),
+                // The user's route, to carry the cohorts and mirrors as the real one would.
+                route_object: gateway.then(|| {
+                    crate::fixtures::http_route(vec![vec![crate::fixtures::route_backend(
+                        "checkout-stable",
+                        None,
+                    )]])
+                }),
                 ..Default::default()
             },
             now: at(0),
@@ -244,6 +251,13 @@ impl Sim {
                         self.observed.route = Some(RouteState::Ready {
                             canary_weight: *canary_weight,
                         });
+                    }
+                }
+                Action::SetRouteAdditions { additions } => {
+                    let release = self.release.metadata.name.clone().unwrap_or_default();
+                    if let Some(route) = self.observed.route_object.as_mut() {
+                        crate::traffic::cohort::set_additions(route, &release, additions)
+                            .expect("the simulated route has a stable backendRef");
                     }
                 }
                 Action::Event(_) => {}

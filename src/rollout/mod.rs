@@ -5,11 +5,15 @@
 
 use k8s_openapi::jiff::Timestamp;
 
+use gateway_api::apis::experimental::httproutes::HttpRoute;
+
 use crate::analysis::AnalysisRun;
-use crate::api::{Release, ReleaseStatus, template_revision};
+use crate::api::{Release, ReleaseStatus, RouteAdditions, template_revision};
 
 #[cfg(test)]
 mod burn_column_tests;
+#[cfg(test)]
+mod cohort_tests;
 pub mod conditions;
 mod decide;
 pub mod deletion;
@@ -53,6 +57,9 @@ pub struct Observed {
     pub services_ready: bool,
     /// The router's view of traffic (Gateway API mode only; `None` in replica mode).
     pub route: Option<RouteState>,
+    /// The HTTPRoute as read (Gateway API mode), for the cohorts and mirrors it carries
+    /// ([`crate::traffic::cohort`]); `None` when it was not read, which counts as carrying none.
+    pub route_object: Option<HttpRoute>,
     /// An analysis run made during this reconcile (the controller runs one when
     /// [`analysis_due`] says so).
     pub analysis: Option<AnalysisRun>,
@@ -74,6 +81,28 @@ pub struct Observed {
     /// What Prometheus answered to the roadmap outcome measurements due this reconcile (the
     /// controller asks for exactly those [`outcome::measurements_due`] lists).
     pub outcome_answers: Vec<outcome::OutcomeAnswer>,
+}
+
+impl Observed {
+    /// Whether the route carries a cohort rule or mirror of Release `release`.
+    pub fn route_carries_additions(&self, release: &str) -> bool {
+        self.route_object
+            .as_ref()
+            .is_some_and(|route| crate::traffic::cohort::carries_additions(route, release))
+    }
+
+    /// Whether the route carries exactly `wanted` of Release `release`'s cohorts and mirrors
+    /// (a route not read, or one Waymark cannot edit, counts as carrying none).
+    pub fn route_additions_in_place(&self, release: &str, wanted: &RouteAdditions) -> bool {
+        match &self.route_object {
+            Some(route) => {
+                let mut edited = route.clone();
+                crate::traffic::cohort::set_additions(&mut edited, release, wanted)
+                    .is_ok_and(|changed| !changed)
+            }
+            None => wanted.is_empty(),
+        }
+    }
 }
 
 /// What became of the controller's last attempt to apply a Release's actions (and its
@@ -164,6 +193,9 @@ pub enum Action {
     /// Send `canary_weight` percent of traffic to the canary and the rest to the stable
     /// (Gateway API mode; replica mode moves traffic with the scale actions).
     SetWeight { canary_weight: i32 },
+    /// Make the route carry exactly these cohorts and mirrors of the Release (and no others of
+    /// its own), leaving the user's rules and the weights as they are (Gateway API mode).
+    SetRouteAdditions { additions: RouteAdditions },
     /// Tell of a state change: a line in the controller's log and, when the note's
     /// [`Audience`] says so, a Kubernetes Event on the Release, both from this one note so that
     /// they cannot tell different stories.

@@ -17,11 +17,46 @@ enum Event {
 }
 
 fn step_strategy() -> impl Strategy<Value = Step> {
+    let names = || prop_oneof![Just("beta"), Just("staff")];
     prop_oneof![
-        (0i32..=100).prop_map(set_weight),
-        (1u64..300).prop_map(pause_for),
-        Just(pause_until_promoted()),
+        3 => (0i32..=100).prop_map(set_weight),
+        2 => (1u64..300).prop_map(pause_for),
+        1 => Just(pause_until_promoted()),
+        // Cohorts and mirrors; a removal before its addition makes the spec invalid (no
+        // actions at all), which the invariants must survive too.
+        1 => names().prop_map(|name| header_route(name, "x-canary", name)),
+        1 => names().prop_map(remove_cohort),
+        1 => (names(), 0i32..=100).prop_map(|(name, percent)| mirror_route(name, percent)),
+        1 => names().prop_map(remove_mirror),
     ]
+}
+
+/// Whether the canary is over (promoted, rolled back, aborted, superseded without a new one):
+/// then nothing of Waymark's may be left on the route once the world has settled.
+fn canary_over(status: &ReleaseStatus) -> bool {
+    status.canary_revision.is_none()
+}
+
+/// A settled world whose canary is over carries no cohort or mirror on its route, and the
+/// status says none is active.
+fn nothing_left_behind(sim: &Sim) -> Result<(), TestCaseError> {
+    if canary_over(sim.status()) {
+        prop_assert!(
+            !sim.observed.route_carries_additions("checkout"),
+            "cohort or mirror left on the route: {:?}; {:?}",
+            sim.observed
+                .route_object
+                .as_ref()
+                .map(|route| &route.spec.rules),
+            sim.status().message
+        );
+        prop_assert!(
+            sim.status().traffic.is_empty(),
+            "{:?}",
+            sim.status().traffic
+        );
+    }
+    Ok(())
 }
 
 fn event_strategy() -> impl Strategy<Value = Event> {
@@ -91,6 +126,8 @@ fn check(
         if let Some(first) = first {
             let traffic_first = match first {
                 Action::SetWeight { canary_weight: 0 } => gateway,
+                // The cohorts and mirrors go with the weight, before any pod moves.
+                Action::SetRouteAdditions { additions } => gateway && additions.is_empty(),
                 // Gateway: the canary had no traffic to lose; replica split: its pods leave first.
                 Action::ScaleCanary { replicas: 0 } => !gateway || before_weight == 0,
                 // Only when the canary had nothing to take away at all.
@@ -120,6 +157,8 @@ struct Evidence {
     revision: Option<String>,
     most_traffic: i32,
     most_pods: i32,
+    /// The cohorts and mirrors (name, match or percent) the canary has had on the route.
+    exposures: std::collections::BTreeSet<String>,
     promoted: bool,
 }
 
@@ -164,19 +203,43 @@ impl Evidence {
                 && a.last_run_at.as_ref().map(|t| t.0)
                     >= status.steps_started_at.as_ref().map(|t| t.0)
         });
-        let rose = traffic > self.most_traffic || pods > self.most_pods;
+        // A cohort or mirror on the route that the canary did not have before is new exposure,
+        // like a higher weight (a mirror copying 0% exposes nothing).
+        let exposures: std::collections::BTreeSet<String> =
+            if sim.observed.route_carries_additions("checkout") {
+                let traffic = &status.traffic;
+                traffic
+                    .cohorts
+                    .iter()
+                    .map(|c| format!("cohort {} {:?}", c.name, c.route_match))
+                    .chain(
+                        traffic.mirrors.iter().filter(|m| m.percent > 0).map(|m| {
+                            format!("mirror {} {} {:?}", m.name, m.percent, m.route_match)
+                        }),
+                    )
+                    .collect()
+            } else {
+                Default::default()
+            };
+        let exposed_before = self.most_traffic > 0 || !self.exposures.is_empty();
+        let rose = traffic > self.most_traffic
+            || pods > self.most_pods
+            || !exposures.is_subset(&self.exposures);
         prop_assert!(
-            !rose || self.most_traffic == 0 || passing || self.promoted,
-            "canary rose to {}% / {} pods from {}% / {} pods without a passing analysis: {:?}; {:?}",
+            !rose || !exposed_before || passing || self.promoted,
+            "canary rose to {}% / {} pods / {:?} from {}% / {} pods / {:?} without a passing analysis: {:?}; {:?}",
             traffic,
             pods,
+            exposures,
             self.most_traffic,
             self.most_pods,
+            self.exposures,
             decision.actions,
             status.message
         );
         self.most_traffic = self.most_traffic.max(traffic);
         self.most_pods = self.most_pods.max(pods);
+        self.exposures.extend(exposures);
         Ok(())
     }
 }
@@ -214,6 +277,9 @@ proptest! {
             let before_canary_replicas = sim.observed.canary.as_ref().map_or(0, |c| c.replicas);
             let decision = sim.tick(wait);
             check(&before, &decision, gateway, analysis, full_requested, before_weight, before_canary_replicas)?;
+            let mut settled = sim.clone();
+            settled.settle();
+            nothing_left_behind(&settled)?;
             if analysis {
                 let promoted = matches!(event, Event::Request(ManualAction::Promote));
                 evidence.check(&sim, gateway, promoted, &decision)?;
@@ -355,6 +421,7 @@ proptest! {
             cut.settle();
 
             prop_assert_eq!(&cut.observed, &whole.observed, "world after event {} cut at {}", n, keep);
+            nothing_left_behind(&cut)?;
             // `status.replicas` counts ready pods as of the last write (`rollout::scale`): a run
             // cut short writes at other moments, so only the rest must agree.
             let without_count = |sim: &Sim| ReleaseStatus { replicas: None, ..sim.status().clone() };

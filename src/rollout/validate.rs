@@ -76,6 +76,7 @@ pub fn spec(release: &Release) -> Result<(), SpecError> {
     if release.spec.steps.is_empty() {
         return Err(SpecError::new("spec.steps", crate::api::STEPS_EMPTY));
     }
+    route_steps(release)?;
     if let Some(analysis) = &release.spec.analysis {
         for (index, check) in analysis.checks.iter().enumerate() {
             if let Some(first) = analysis.checks[..index]
@@ -130,6 +131,129 @@ fn roadmap(release: &Release) -> Result<(), SpecError> {
     }
     crate::analysis::roadmap_outcome::validate_query(outcome)
         .map_err(|error| SpecError::new(&error.field, error.error.to_string()))
+}
+
+/// Check the `setHeaderRoute` and `setMirrorRoute` steps before the canary starts: they need a
+/// Gateway API route; a cohort or mirror removed must have been added by an earlier step; a
+/// cohort and a mirror with a match may not share a name (their rules would); every regular
+/// expression must compile (RE2 syntax, as gateways read it: Rust's `regex` accepts the same
+/// language); and a mirror may not be active at weight 100, where every request is the
+/// canary's already and the copy would go to the canary twice.
+fn route_steps(release: &Release) -> Result<(), SpecError> {
+    let steps = &release.spec.steps;
+    let mut active = crate::api::RouteAdditions::default();
+    for (index, step) in steps.iter().enumerate() {
+        let field = |what: &str| format!("spec.steps[{index}].{what}");
+        let http_route = release
+            .spec
+            .traffic
+            .gateway_api
+            .as_ref()
+            .is_some_and(|gateway| gateway.http_route.is_some());
+        if step.is_route_step() && !http_route {
+            return Err(SpecError::new(
+                &format!("spec.steps[{index}]"),
+                "setHeaderRoute and setMirrorRoute need spec.traffic.gatewayAPI.httpRoute (an \
+                 HTTPRoute to add the rules to); a replica split has no router to route a \
+                 cohort, and a GRPCRoute takes weights only",
+            ));
+        }
+        if let Some(cohort) = &step.set_header_route {
+            let field = field("setHeaderRoute");
+            match &cohort.route_match {
+                None if !active.cohorts.iter().any(|c| c.name == cohort.name) => {
+                    return Err(SpecError::new(
+                        &format!("{field}.name"),
+                        format!(
+                            "cohort {:?} is removed (no match) but no earlier step adds it: add \
+                             it first with a setHeaderRoute that has a match, or fix the name",
+                            cohort.name
+                        ),
+                    ));
+                }
+                None => {}
+                Some(route_match) => {
+                    route_match_regexes(route_match, &format!("{field}.match"))?;
+                    if active
+                        .mirrors
+                        .iter()
+                        .any(|m| m.name == cohort.name && m.route_match.is_some())
+                    {
+                        return Err(shared_name(&field, &cohort.name));
+                    }
+                }
+            }
+        }
+        if let Some(mirror) = &step.set_mirror_route {
+            let field = field("setMirrorRoute");
+            if mirror.percent.is_none() && !active.mirrors.iter().any(|m| m.name == mirror.name) {
+                return Err(SpecError::new(
+                    &format!("{field}.name"),
+                    format!(
+                        "mirror {:?} is removed (no percent) but no earlier step adds it: add it \
+                         first with a setMirrorRoute that has a percent, or fix the name",
+                        mirror.name
+                    ),
+                ));
+            }
+            if let Some(route_match) = &mirror.route_match {
+                route_match_regexes(route_match, &format!("{field}.match"))?;
+                if active.cohorts.iter().any(|c| c.name == mirror.name) {
+                    return Err(shared_name(&field, &mirror.name));
+                }
+            }
+        }
+        active.apply_step(step);
+        if step.set_weight == Some(100) && !active.mirrors.is_empty() {
+            return Err(SpecError::new(
+                &field("setWeight"),
+                "a mirror is active at weight 100: every request already goes to the canary, so \
+                 the mirror would copy the canary's requests to itself; remove the mirror \
+                 (setMirrorRoute without percent) in an earlier step",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The error for a cohort and a matched mirror named alike: both would be the rule
+/// `waymark-<release>-<name>`.
+fn shared_name(field: &str, name: &str) -> SpecError {
+    SpecError::new(
+        &format!("{field}.name"),
+        format!(
+            "{name:?} is already the name of an active cohort or matched mirror: both would be \
+             the route rule waymark-<release>-{name}; give each its own name"
+        ),
+    )
+}
+
+/// Check that each `RegularExpression` value of `route_match` compiles.
+fn route_match_regexes(route_match: &crate::api::RouteMatch, field: &str) -> Result<(), SpecError> {
+    let lists = [
+        ("headers", &route_match.headers),
+        ("cookies", &route_match.cookies),
+        ("queryParams", &route_match.query_params),
+    ];
+    for (list, values) in lists {
+        for (index, value) in values.iter().enumerate() {
+            if value.match_type != crate::api::MatchType::RegularExpression {
+                continue;
+            }
+            if let Err(error) = regex::Regex::new(&value.value) {
+                return Err(SpecError::new(
+                    &format!("{field}.{list}[{index}].value"),
+                    format!(
+                        "{:?} is not a valid regular expression (RE2 syntax): {}; fix it, or use \
+                         type: Exact",
+                        value.value,
+                        error.to_string().lines().last().unwrap_or_default().trim()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Check what the API server would refuse in the child Deployments' selector, which can never
@@ -507,6 +631,124 @@ mod tests {
             "{error}"
         );
         assert!(error.message.contains("setWeight"), "{error}");
+    }
+
+    #[test]
+    fn route_steps_the_schema_cannot_check_name_the_field_before_the_canary_starts() {
+        use crate::api::{MatchType, ValueMatch};
+        use crate::fixtures::{
+            header_route, mirror_route, pause_until_promoted, remove_cohort, remove_mirror,
+            set_weight,
+        };
+        let regex_cohort = |value: &str| {
+            let mut step = header_route("beta", "x-canary", "true");
+            let route = step.set_header_route.as_mut().unwrap();
+            route.route_match.as_mut().unwrap().cookies = vec![ValueMatch {
+                name: "group".into(),
+                value: value.into(),
+                match_type: MatchType::RegularExpression,
+            }];
+            step
+        };
+        let mut matched_mirror = mirror_route("beta", 10);
+        matched_mirror
+            .set_mirror_route
+            .as_mut()
+            .unwrap()
+            .route_match = header_route("x", "x-a", "1")
+            .set_header_route
+            .unwrap()
+            .route_match;
+        // (steps, gateway, the field named, or None when valid)
+        let cases = [
+            (
+                vec![
+                    header_route("beta", "x-canary", "true"),
+                    remove_cohort("beta"),
+                ],
+                true,
+                None,
+            ),
+            (
+                vec![
+                    remove_cohort("beta"),
+                    header_route("beta", "x-canary", "true"),
+                ],
+                true,
+                Some("spec.steps[0].setHeaderRoute.name"),
+            ),
+            (
+                vec![header_route("beta", "x", "1"), remove_cohort("staff")],
+                true,
+                Some("spec.steps[1].setHeaderRoute.name"),
+            ),
+            (
+                vec![mirror_route("shadow", 20), remove_mirror("shadow")],
+                true,
+                None,
+            ),
+            (
+                vec![set_weight(10), remove_mirror("shadow")],
+                true,
+                Some("spec.steps[1].setMirrorRoute.name"),
+            ),
+            (
+                vec![regex_cohort("(beta|staff)"), pause_until_promoted()],
+                true,
+                None,
+            ),
+            (
+                vec![set_weight(5), regex_cohort("(beta")],
+                true,
+                Some("spec.steps[1].setHeaderRoute.match.cookies[0].value"),
+            ),
+            (
+                vec![header_route("beta", "x", "1")],
+                false,
+                Some("spec.steps[0]"),
+            ),
+            (
+                vec![mirror_route("shadow", 20), set_weight(100)],
+                true,
+                Some("spec.steps[1].setWeight"),
+            ),
+            (
+                vec![
+                    mirror_route("shadow", 20),
+                    remove_mirror("shadow"),
+                    set_weight(100),
+                ],
+                true,
+                None,
+            ),
+            (
+                vec![header_route("beta", "x", "1"), matched_mirror.clone()],
+                true,
+                Some("spec.steps[1].setMirrorRoute.name"),
+            ),
+        ];
+        for (steps, gateway, field) in cases {
+            let builder = if gateway {
+                ReleaseBuilder::gateway()
+            } else {
+                ReleaseBuilder::replica_split()
+            };
+            let release = builder.steps(steps.clone()).build();
+            let result = spec(&release);
+            assert_eq!(
+                result.as_ref().err().map(|error| error.field.as_str()),
+                field,
+                "{steps:?}: {result:?}"
+            );
+        }
+        let error = spec(
+            &ReleaseBuilder::gateway()
+                .steps(vec![regex_cohort("[a-")])
+                .build(),
+        )
+        .unwrap_err();
+        assert!(error.message.contains("RE2"), "{error}");
+        assert!(error.message.contains("type: Exact"), "{error}");
     }
 
     fn check(name: &str, query: &str) -> crate::api::Check {

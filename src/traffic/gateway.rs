@@ -31,6 +31,8 @@ pub enum RouteState {
 /// The Services a route edit concerns.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Backends {
+    /// The Release's name (Waymark's cohort rules are named `waymark-<name>-…`).
+    pub release: String,
     /// `<name>-stable`.
     pub stable: String,
     /// `<name>-canary`.
@@ -41,6 +43,7 @@ impl Backends {
     /// The stable and canary Services of a Release named `release`.
     pub fn of(release: &str) -> Backends {
         Backends {
+            release: release.to_string(),
             stable: Role::Stable.child_name(release),
             canary: Role::Canary.child_name(release),
         }

@@ -6,12 +6,15 @@
 //! - [`grpc`]: GRPCRoute rules of Waymark's own (a header cohort sent to the canary).
 //! - [`features`]: what the route's GatewayClass supports, and what that means for session
 //!   persistence.
+//! - [`cohort`]: the cohort rules and mirror filters Waymark adds to an HTTPRoute for the
+//!   `setHeaderRoute` and `setMirrorRoute` steps, and takes away again, as plain values.
 //! - [`split`]: replica split (`spec.traffic.replicas`) has no router: Service `<name>` selects
 //!   the pods of both roles, so the canary's share of traffic is its share of the pods, which
 //!   the rollout core moves with scale actions.
 //!
 //! No I/O, no clock (`tests/architecture.rs` holds it).
 
+pub mod cohort;
 pub mod features;
 pub mod gateway;
 pub mod grpc;

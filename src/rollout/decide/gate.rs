@@ -252,12 +252,13 @@ impl Decider<'_> {
     }
 
     /// Whether step `index` comes before any step has given the canary traffic. Up to and
-    /// including its first `setWeight` above 0, a canary has had no traffic to be judged by, so
-    /// no analysis can have passed: those steps are the only ones that move without evidence.
+    /// including its first step that exposes it (a `setWeight` above 0, a cohort or a mirror
+    /// added), a canary has had no traffic to be judged by, so no analysis can have passed:
+    /// those steps are the only ones that move without evidence.
     fn before_first_traffic(&self, index: usize) -> bool {
         self.spec.steps[..index.min(self.steps_len())]
             .iter()
-            .all(|step| step.set_weight.unwrap_or(0) <= 0)
+            .all(|step| !step.exposes_canary())
     }
 
     /// Why step `index` may not raise the canary's traffic or pods, or end its timed pause, now;

@@ -41,7 +41,7 @@ use super::{
 use super::{history, outcome, timeline};
 use crate::api::{
     AnalysisStatus, Duration, HistoryEntry, Outcome, Phase, Release, ReleaseSpec, ReleaseStatus,
-    TimelineEntry, TimelineKind, template_revision,
+    RouteAdditions, TimelineEntry, TimelineKind, template_revision,
 };
 
 /// How soon to look again while waiting for the world to catch up with actions just taken, in
@@ -341,14 +341,31 @@ impl<'a> Decider<'a> {
         }
     }
 
-    /// Send the canary no traffic: the route's canary weight to 0 (Gateway API), or the canary's
-    /// pods out of the shared Service (replica split). The one place this rule is written.
+    /// Make the route carry exactly `wanted` of this Release's cohorts and mirrors, recording
+    /// them in `status.traffic` first (the intent); true once the route does. Replica split
+    /// has no route: nothing to do.
+    fn ensure_additions(&mut self, wanted: RouteAdditions) -> bool {
+        if self.mode != Mode::Gateway {
+            return true;
+        }
+        let in_place = self.observed.route_additions_in_place(self.name, &wanted);
+        self.status.traffic = wanted.clone();
+        if !in_place {
+            self.push(Action::SetRouteAdditions { additions: wanted });
+        }
+        in_place
+    }
+
+    /// Send the canary no traffic: the route's canary weight to 0 and its cohorts and mirrors
+    /// away (Gateway API), or the canary's pods out of the shared Service (replica split). The
+    /// one place this rule is written.
     fn canary_traffic_off(&mut self) {
         match self.mode {
             Mode::Gateway => {
                 if self.route_weight().is_some_and(|weight| weight != 0) {
                     self.push(Action::SetWeight { canary_weight: 0 });
                 }
+                self.ensure_additions(RouteAdditions::default());
             }
             Mode::Replicas => {
                 if self

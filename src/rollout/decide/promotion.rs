@@ -5,7 +5,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::{Decider, Mode};
-use crate::api::{Outcome, Phase};
+use crate::api::{Outcome, Phase, RouteAdditions};
 use crate::rollout::{Action, Severity};
 
 impl Decider<'_> {
@@ -59,8 +59,14 @@ impl Decider<'_> {
                 if stable.replicas != total {
                     self.push(Action::ScaleStable { replicas: total });
                 }
-                if self.route_weight() != Some(0) {
+                let weight_off = self.route_weight() == Some(0);
+                if !weight_off {
                     self.push(Action::SetWeight { canary_weight: 0 });
+                }
+                // The cohorts and mirrors go with the canary's weight: every request is the
+                // stable's, which now runs the canary's revision.
+                let additions_off = self.ensure_additions(RouteAdditions::default());
+                if !weight_off || !additions_off {
                     self.report_promoting(&revision);
                     return false;
                 }

@@ -167,8 +167,12 @@ impl Decider<'_> {
         };
         if let Some(route_message) = &unusable {
             // The route is watched: a fixed route brings the next reconcile.
-            self.actions
-                .retain(|a| !matches!(a, Action::SetWeight { .. }));
+            self.actions.retain(|a| {
+                !matches!(
+                    a,
+                    Action::SetWeight { .. } | Action::SetRouteAdditions { .. }
+                )
+            });
             report = Report {
                 phase: Phase::Degraded,
                 reason: REASON_ROUTE_UNUSABLE.into(),
@@ -457,9 +461,14 @@ impl Decider<'_> {
                     Truth::True,
                     "RouteReady",
                     format!(
-                        "{canary_weight}% to {} and the rest to {}",
+                        "{canary_weight}% to {} and the rest to {}{}",
                         Role::Canary.child_name(self.name),
-                        Role::Stable.child_name(self.name)
+                        Role::Stable.child_name(self.name),
+                        if self.status.traffic.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; to the canary also: {}", self.status.traffic.describe())
+                        }
                     ),
                     generation,
                     now,

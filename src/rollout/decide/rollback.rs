@@ -73,7 +73,9 @@ impl Decider<'_> {
         // For the post-mortem: when the traffic was seen back on the stable, and the canary's
         // pods gone.
         let traffic_off = match self.mode {
-            super::Mode::Gateway => self.route_weight() == Some(0),
+            super::Mode::Gateway => {
+                self.route_weight() == Some(0) && !self.observed.route_carries_additions(self.name)
+            }
             super::Mode::Replicas => self
                 .observed
                 .canary

@@ -5,7 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::{Decider, Mode, plus};
 use crate::analysis::limits::LimitReached;
-use crate::api::{Outcome, Phase, TimelineKind};
+use crate::api::{Outcome, Phase, RouteAdditions, TimelineKind};
 use crate::rollout::{Action, Severity, WorkloadState, timeline};
 use crate::traffic::split::{canary_size, effective_weight, next_replica_scale, replica_split};
 use k8s_openapi::jiff::Timestamp;
@@ -52,14 +52,99 @@ impl<'a> Decider<'a> {
         }
     }
 
-    /// Make traffic carry `weight` for step `index` ([`Self::ensure_traffic`]) and note in the
-    /// timeline when it does; true once it does.
+    /// Make traffic carry `weight` for step `index` ([`Self::ensure_traffic`]), with the
+    /// cohorts and mirrors the steps before it left active, and note in the timeline when it
+    /// does; true once it does.
     fn hold_traffic(&mut self, index: usize, canary: &WorkloadState, weight: i32) -> bool {
-        let in_place = self.ensure_traffic(canary, weight);
-        if in_place {
+        let additions = self.additions_before(index);
+        self.hold_traffic_with(index, canary, weight, additions)
+    }
+
+    /// [`Self::hold_traffic`] with the cohorts and mirrors `additions`.
+    fn hold_traffic_with(
+        &mut self,
+        index: usize,
+        canary: &WorkloadState,
+        weight: i32,
+        additions: RouteAdditions,
+    ) -> bool {
+        let weight_in_place = self.ensure_traffic(canary, weight);
+        if weight_in_place {
             self.note_weight_reached(index, weight);
         }
-        in_place
+        let additions_in_place = self.ensure_additions(additions);
+        weight_in_place && additions_in_place
+    }
+
+    /// The cohorts and mirrors the steps before `index` leave active (what the route carries
+    /// while step `index` runs).
+    pub(super) fn additions_before(&self, index: usize) -> RouteAdditions {
+        RouteAdditions::after_steps(&self.spec.steps[..index.min(self.steps_len())])
+    }
+
+    /// Run route step `index` (`setHeaderRoute`, `setMirrorRoute`); true once the route
+    /// carries what it asks. Adding a cohort or mirror exposes the canary: after its first
+    /// traffic, that waits for a passing analysis like a higher weight.
+    fn run_route_step(&mut self, revision: &str, canary: &WorkloadState, index: usize) -> bool {
+        let step = self.spec.steps[index].clone();
+        let held = self.weight_before(index);
+        let (kind, name) = match (&step.set_header_route, &step.set_mirror_route) {
+            (Some(cohort), _) => ("cohort", cohort.name.clone()),
+            (None, Some(mirror)) => ("mirror", mirror.name.clone()),
+            (None, None) => return true,
+        };
+        let what = match (&step.set_header_route, &step.set_mirror_route) {
+            (Some(cohort), _) if cohort.route_match.is_some() => {
+                format!("cohort {name} routed to canary {revision}")
+            }
+            (Some(_), _) => format!("cohort {name} no longer routed to the canary"),
+            (None, Some(mirror)) => match mirror.percent {
+                Some(percent) => format!("mirror {name} copying {percent}% to canary {revision}"),
+                None => format!("mirror {name} removed"),
+            },
+            (None, None) => String::new(),
+        };
+        if step.exposes_canary()
+            && let Some(cause) = self.evidence_missing(revision, index)
+        {
+            self.hold_traffic(index, canary, held);
+            self.report_held(revision, &cause, &format!("adding {kind} {name}"));
+            return false;
+        }
+        let mut wanted = self.additions_before(index);
+        wanted.apply_step(&step);
+        if !self.hold_traffic_with(index, canary, held, wanted) {
+            // Gateway API may not mirror on this Gateway: said where the mirror is asked for,
+            // from the route's GatewayClass's supported features (none reported: no warning).
+            let warning = if step.set_mirror_route.is_some() {
+                crate::traffic::cohort::mirror_support_warning(
+                    self.observed.gateway_features.as_deref(),
+                )
+                .map(|warning| format!("; warning: {warning}"))
+                .unwrap_or_default()
+            } else {
+                String::new()
+            };
+            let message = format!(
+                "step {}: {what} ({}% on the canary by weight){warning}{}",
+                self.step_label(),
+                self.shown_weight(),
+                self.analysis_summary(revision)
+            );
+            let reason = if step.set_header_route.is_some() {
+                "StepSetHeaderRoute"
+            } else {
+                "StepSetMirrorRoute"
+            };
+            self.set_report(Phase::Progressing, reason, message);
+            return false;
+        }
+        self.event(
+            Severity::Normal,
+            "StepCompleted",
+            format!("step {}: {what}", self.step_label()),
+        );
+        true
     }
 
     /// `n/total`, 1-based, as the Step column shows it.
@@ -247,6 +332,9 @@ impl<'a> Decider<'a> {
         let index = self.current_step();
         let step = self.spec.steps[index].clone();
         let held = self.weight_before(index);
+        if step.is_route_step() {
+            return self.run_route_step(revision, canary, index);
+        }
         if let Some(weight) = step.set_weight {
             let weight = weight.clamp(0, 100);
             if weight > held

@@ -20,10 +20,24 @@ enum Command {
     Person(waymark::cli::Command),
 }
 
+/// With the `dhat-heap` feature every allocation is tracked, for the heap profile.
+#[cfg(feature = "dhat-heap")]
+#[global_allocator]
+static ALLOCATOR: dhat::Alloc = dhat::Alloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     // kube and reqwest both use rustls; pick ring once for the process before any client exists.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // Written when main returns (a controller stopped by SIGTERM does): the file is named by
+    // WAYMARK_DHAT_FILE, else dhat-heap.json in the working directory.
+    #[cfg(feature = "dhat-heap")]
+    let _heap_profile = dhat::Profiler::builder()
+        .file_name(
+            std::env::var_os("WAYMARK_DHAT_FILE")
+                .map_or_else(|| "dhat-heap.json".into(), std::path::PathBuf::from),
+        )
+        .build();
     // Installed as `kubectl-waymark`, it is run by `kubectl waymark ...`: say so in usage.
     let argv0 = std::env::args().next().unwrap_or_default();
     let name = waymark::cli::program_name(&argv0);

@@ -196,7 +196,9 @@ pub(crate) async fn run_controller(
         health: health.clone(),
         metrics: shared.metrics.clone(),
         recovered: recovered.clone(),
+        initial_lists: watch::InitialLists::default(),
     };
+    let lists = monitor.initial_lists.clone();
     health.set_releases(Some(release_store.clone()));
 
     let release_events = release_events(releases, release_writer, &shared, monitor.clone());
@@ -208,7 +210,10 @@ pub(crate) async fn run_controller(
     let seen = stores.clone();
     let deployment_events = watch::resilient(
         Watched::Deployments,
-        move || watcher(deployments.clone(), children_only()),
+        {
+            let lists = lists.clone();
+            move || watcher(deployments.clone(), lists.config(children_only()))
+        },
         monitor.clone(),
     )
     .modify(slim_deployment)
@@ -217,7 +222,10 @@ pub(crate) async fn run_controller(
     .touched_objects();
     let service_events = watch::resilient(
         Watched::Services,
-        move || watcher(services.clone(), children_only()),
+        {
+            let lists = lists.clone();
+            move || watcher(services.clone(), lists.config(children_only()))
+        },
         monitor.clone(),
     )
     .modify(slim)
@@ -225,7 +233,10 @@ pub(crate) async fn run_controller(
     .touched_objects();
     let route_events = watch::resilient(
         Watched::HttpRoutes,
-        move || watcher(routes.clone(), watcher::Config::default()),
+        {
+            let lists = lists.clone();
+            move || watcher(routes.clone(), lists.config(watcher::Config::default()))
+        },
         monitor.clone(),
     )
     .modify(slim)
@@ -251,7 +262,7 @@ pub(crate) async fn run_controller(
         move || {
             watcher(
                 workload_deployments.clone(),
-                watcher::Config::default().any_semantic(),
+                lists.config(watcher::Config::default().any_semantic()),
             )
         },
         monitor,
@@ -351,7 +362,10 @@ fn release_events(
     let metrics = shared.metrics.clone();
     watch::resilient(
         Watched::Releases,
-        move || watcher(releases.clone(), watcher::Config::default()),
+        {
+            let lists = monitor.initial_lists.clone();
+            move || watcher(releases.clone(), lists.config(watcher::Config::default()))
+        },
         monitor,
     )
     .try_filter_map(move |event| futures::future::ready(Ok(undecodable.decode(event))))

@@ -104,6 +104,10 @@ struct Args {
     /// Longest wait for any one phase (default: 3 minutes plus 300 ms per Release).
     #[arg(long)]
     deadline: Option<waymark::api::Duration>,
+    /// Turn on the API server's streaming lists (the `WatchList` feature gate, off by default
+    /// in Kubernetes 1.33), which the controller's watches use where they are served.
+    #[arg(long, env = "WAYMARK_SCALE_WATCH_LIST")]
+    watch_list: bool,
     /// Print the results as JSON on stdout (the table goes to stderr).
     #[arg(long)]
     json: bool,
@@ -128,7 +132,7 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     // Before any runtime: the harness blocks on one of its own while it waits for /readyz.
-    let cluster = match Cluster::start() {
+    let cluster = match Cluster::start(args.watch_list) {
         Ok(cluster) => cluster,
         Err(error) => {
             eprintln!("scale: {error}");
@@ -317,6 +321,7 @@ async fn run(args: &Args, cluster: &Cluster) -> Result<Report, String> {
         slow_watchers,
         first_weight,
         idle_rss,
+        watch_list: args.watch_list,
     })
 }
 

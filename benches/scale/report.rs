@@ -95,6 +95,8 @@ pub struct Report {
     pub first_weight: Latencies,
     /// The controller's resident set during the idle phase: (time into it, bytes).
     pub idle_rss: Vec<(Duration, u64)>,
+    /// Whether the API server served streaming lists (`--watch-list`).
+    pub watch_list: bool,
 }
 
 /// Per-Release times from one event to another, sorted.
@@ -199,9 +201,14 @@ pub fn table(report: &Report) -> String {
     let _ = writeln!(
         out,
         "\nAPI server baseline: {n} Deployments + {n} Services created directly in {} = {:.0} \
-         creates/s.",
+         creates/s. Streaming lists (WatchList): {}.",
         seconds(baseline.elapsed),
-        baseline.rate()
+        baseline.rate(),
+        if report.watch_list {
+            "served, the controller's watches stream"
+        } else {
+            "off (1.33's default), the controller's watches list then watch"
+        }
     );
 
     let _ = writeln!(

@@ -182,9 +182,9 @@ impl InitialLists {
     /// If `error` is the API server refusing a streaming list, fall back to list-then-watch for
     /// every watch of the process and say so (once); true when it was.
     fn fall_back_if_refused(&self, resource: Watched, error: &watcher::Error) -> bool {
-        if !streaming_list_refused(error) {
+        let Some(answer) = streaming_list_refusal(error) else {
             return false;
-        }
+        };
         if !self
             .refused
             .swap(true, std::sync::atomic::Ordering::Relaxed)
@@ -192,25 +192,26 @@ impl InitialLists {
             tracing::info!(
                 resource = resource.as_str(),
                 "the API server refuses streaming lists (sendInitialEvents; the WatchList feature \
-                 gate is off): watches list, then watch, from now on. {}",
-                with_sources(error)
+                 gate is off): watches list, then watch, from now on. It answered: {answer}"
             );
         }
         true
     }
 }
 
-/// Whether `error` is an API server refusing `sendInitialEvents` (a 4xx naming it).
-pub fn streaming_list_refused(error: &watcher::Error) -> bool {
+/// The API server's words when `error` is it refusing `sendInitialEvents` (a 4xx naming it).
+pub fn streaming_list_refusal(error: &watcher::Error) -> Option<&str> {
     let status = match error {
         watcher::Error::WatchError(status) => Some(status.as_ref()),
         watcher::Error::WatchStartFailed(kube::Error::Api(status))
         | watcher::Error::WatchFailed(kube::Error::Api(status)) => Some(status.as_ref()),
         _ => None,
     };
-    status.is_some_and(|status| {
-        (400..500).contains(&status.code) && status.message.contains("sendInitialEvents")
-    })
+    status
+        .filter(|status| {
+            (400..500).contains(&status.code) && status.message.contains("sendInitialEvents")
+        })
+        .map(|status| status.message.as_str())
 }
 
 /// A watch of `resource` made by `start` (a fresh `watcher(...)` each time), started again

@@ -29,15 +29,15 @@ static ALLOCATOR: dhat::Alloc = dhat::Alloc;
 async fn main() -> ExitCode {
     // kube and reqwest both use rustls; pick ring once for the process before any client exists.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    // Written when main returns (a controller stopped by SIGTERM does): the file is named by
-    // WAYMARK_DHAT_FILE, else dhat-heap.json in the working directory.
+    // Profiled only when WAYMARK_DHAT_FILE names the file, written when main returns (a
+    // controller stopped by SIGTERM does); otherwise the allocator passes every allocation
+    // straight to the system's, so one build measures both ways.
     #[cfg(feature = "dhat-heap")]
-    let _heap_profile = dhat::Profiler::builder()
-        .file_name(
-            std::env::var_os("WAYMARK_DHAT_FILE")
-                .map_or_else(|| "dhat-heap.json".into(), std::path::PathBuf::from),
-        )
-        .build();
+    let _heap_profile = std::env::var_os("WAYMARK_DHAT_FILE").map(|file| {
+        dhat::Profiler::builder()
+            .file_name(std::path::PathBuf::from(file))
+            .build()
+    });
     // Installed as `kubectl-waymark`, it is run by `kubectl waymark ...`: say so in usage.
     let argv0 = std::env::args().next().unwrap_or_default();
     let name = waymark::cli::program_name(&argv0);

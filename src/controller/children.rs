@@ -14,9 +14,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use kube::{Resource, ResourceExt};
 
 use crate::api::{
-    ANNOTATION_ROADMAP_TITLE, ANNOTATION_ROADMAP_URL, ANNOTATION_SPEC_HASH, LABEL_RELEASE,
-    LABEL_REVISION, LABEL_ROADMAP_HORIZON, LABEL_ROADMAP_ITEM, LABEL_ROADMAP_KIND, LABEL_ROLE,
-    Release, ResolvedPorts, Role,
+    ANNOTATION_ADOPT, ANNOTATION_ROADMAP_TITLE, ANNOTATION_ROADMAP_URL, ANNOTATION_SPEC_HASH,
+    LABEL_RELEASE, LABEL_REVISION, LABEL_ROADMAP_HORIZON, LABEL_ROADMAP_ITEM, LABEL_ROADMAP_KIND,
+    LABEL_ROLE, Release, ResolvedPorts, Role,
 };
 
 use crate::traffic::gateway::{Backends, restore_route, set_route_weights};
@@ -246,12 +246,13 @@ pub fn service_up_to_date(live: &Service, wanted: &Service) -> bool {
         && waymark_annotations(&live.metadata) == waymark_annotations(&wanted.metadata)
 }
 
-/// The `waymark.dev/` annotations of an object.
+/// The `waymark.dev/` annotations Waymark writes on an object; not `waymark.dev/adopt`, which
+/// the object's owner writes (an adopted Service would otherwise be written at every reconcile).
 fn waymark_annotations(meta: &ObjectMeta) -> Labels {
     meta.annotations
         .iter()
         .flatten()
-        .filter(|(key, _)| key.starts_with("waymark.dev/"))
+        .filter(|(key, _)| key.starts_with("waymark.dev/") && key.as_str() != ANNOTATION_ADOPT)
         .map(|(key, value)| (key.clone(), value.clone()))
         .collect()
 }

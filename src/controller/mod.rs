@@ -34,7 +34,7 @@ use std::time::Duration;
 use futures::{StreamExt, TryStreamExt};
 use gateway_api::apis::experimental::httproutes::HttpRoute;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Service, ServiceSpec};
 use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::controller::Config;
 use kube::runtime::events::{Recorder, Reporter};
@@ -228,7 +228,7 @@ pub(crate) async fn run_controller(
         },
         monitor.clone(),
     )
-    .modify(slim)
+    .modify(slim_service)
     .reflect(service_writer)
     .touched_objects();
     let route_events = watch::resilient(
@@ -588,6 +588,22 @@ pub(crate) fn slim_deployment(deployment: &mut Deployment) {
     }
 }
 
+/// Keep of a child Service only what a decision reads: its identity, labels, owner references,
+/// Waymark's own annotations (`waymark.dev/adopt` among them), selector and ports. The rest
+/// (cluster IPs, other owners' annotations, status) is the API server's and never compared.
+pub(crate) fn slim_service(service: &mut Service) {
+    slim(service);
+    if let Some(annotations) = service.metadata.annotations.as_mut() {
+        annotations.retain(|key, _| key.starts_with("waymark.dev/"));
+    }
+    service.spec = service.spec.take().map(|spec| ServiceSpec {
+        selector: spec.selector,
+        ports: spec.ports,
+        ..ServiceSpec::default()
+    });
+    service.status = None;
+}
+
 /// Resolves once `stop` turns true (or its sender is gone).
 pub(crate) async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
@@ -628,6 +644,43 @@ mod tests {
     use super::*;
     use ::http::{Method, Request, Response};
     use kube::client::Body;
+
+    #[test]
+    fn a_slimmed_service_is_still_read_as_up_to_date_ours_and_adoptable() {
+        let release = crate::fixtures::ReleaseBuilder::replica_split().build();
+        let wanted = children::service(&release, None).unwrap();
+        let mut live = wanted.clone();
+        let spec = live.spec.as_mut().unwrap();
+        spec.cluster_ip = Some("10.0.0.7".into());
+        spec.cluster_ips = Some(vec!["10.0.0.7".into()]);
+        spec.type_ = Some("ClusterIP".into());
+        live.metadata.annotations = Some(
+            [
+                (LAST_APPLIED.to_string(), "{}".to_string()),
+                ("example.com/owner".to_string(), "team-a".to_string()),
+                (crate::api::ANNOTATION_ADOPT.to_string(), "true".to_string()),
+            ]
+            .into(),
+        );
+        slim_service(&mut live);
+        assert_eq!(
+            live.spec.as_ref().unwrap().cluster_ip,
+            None,
+            "the API server's fields are not kept"
+        );
+        assert_eq!(
+            live.metadata
+                .annotations
+                .as_ref()
+                .unwrap()
+                .keys()
+                .collect::<Vec<_>>(),
+            [crate::api::ANNOTATION_ADOPT]
+        );
+        assert!(children::service_up_to_date(&live, &wanted));
+        assert!(apply::owned_by(&live.metadata, &release));
+        assert!(apply::adoptable(&live.metadata));
+    }
 
     #[tokio::test]
     async fn an_undecodable_release_is_left_out_and_reported_once_and_the_others_go_on() {

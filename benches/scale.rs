@@ -68,9 +68,9 @@ use workload::{Kubelet, Releases};
 const BASELINE_NAMESPACE: &str = "scale-baseline";
 /// Namespace of the Releases.
 const RELEASE_NAMESPACE: &str = "scale-releases";
-/// Writes a first release needs at the least: the stable Deployment, the Services `<name>`,
-/// `<name>-stable` and `<name>-canary`, and one status write (Healthy).
-const FIRST_RELEASE_WRITES: f64 = 5.0;
+/// Writes a first release needs at the least: the stable Deployment, Service `<name>` (the
+/// only one in replica-split mode), and one status write (Healthy).
+const FIRST_RELEASE_WRITES: f64 = 3.0;
 /// Writes a replica-split canary of 2 pods with `setWeight 50` and a pause needs at the least
 /// up to its promotion: create the canary, scale the stable down, give the stable the new
 /// template, scale the stable up and the canary down (5), and a status write for each of
@@ -78,6 +78,8 @@ const FIRST_RELEASE_WRITES: f64 = 5.0;
 const CANARY_WRITES: f64 = 9.0;
 /// The pause step of every Release.
 const PAUSE: Duration = Duration::from_secs(10);
+/// How often the idle phase samples the controller's resident set.
+const IDLE_SAMPLE: Duration = Duration::from_secs(10);
 /// How often a wait looks at the Releases.
 const POLL: Duration = Duration::from_millis(200);
 /// How often a wait says how far it is.
@@ -102,6 +104,10 @@ struct Args {
     /// Longest wait for any one phase (default: 3 minutes plus 300 ms per Release).
     #[arg(long)]
     deadline: Option<waymark::api::Duration>,
+    /// Turn on the API server's streaming lists (the `WatchList` feature gate, off by default
+    /// in Kubernetes 1.33), which the controller's watches use where they are served.
+    #[arg(long, env = "WAYMARK_SCALE_WATCH_LIST")]
+    watch_list: bool,
     /// Print the results as JSON on stdout (the table goes to stderr).
     #[arg(long)]
     json: bool,
@@ -126,7 +132,7 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     // Before any runtime: the harness blocks on one of its own while it waits for /readyz.
-    let cluster = match Cluster::start() {
+    let cluster = match Cluster::start(args.watch_list) {
         Ok(cluster) => cluster,
         Err(error) => {
             eprintln!("scale: {error}");
@@ -233,15 +239,21 @@ async fn run(args: &Args, cluster: &Cluster) -> Result<Report, String> {
 
     // Canary wave: a new template for all N, wait until every one has promoted.
     let mark = run.mark(Some(&controller)).await?;
-    let revisions = workload::ship(&admin, RELEASE_NAMESPACE, n, args.concurrency).await?;
+    let shipped = workload::ship(&admin, RELEASE_NAMESPACE, n, args.concurrency).await?;
     run.wait(&mut controller, "canary wave: promoted", || {
         releases.count(|name, seen| {
             seen.phase == Some(Phase::Healthy)
                 && seen.stable_revision.is_some()
-                && seen.stable_revision.as_ref() == revisions.get(name)
+                && seen.stable_revision.as_ref() == shipped.get(name).map(|s| &s.revision)
         })
     })
     .await?;
+    let first_weight = report::Latencies::between(
+        shipped
+            .iter()
+            .map(|(name, shipped)| (name.as_str(), shipped.at)),
+        &releases.first_weights(),
+    );
     let floor = Floor::writes(CANARY_WRITES, PAUSE);
     run.finish("canary wave", Some(floor), mark, &controller)
         .await?;
@@ -262,8 +274,15 @@ async fn run(args: &Args, cluster: &Cluster) -> Result<Report, String> {
     let idle = Duration::from_secs_f64(args.idle.as_secs_f64());
     eprintln!("scale: idle for {idle:?}");
     let mark = run.mark(Some(&controller)).await?;
-    tokio::time::sleep(idle).await;
-    controller.check_running()?;
+    // The resident set every IDLE_SAMPLE: a line that grows while nothing changes is a leak.
+    let mut idle_rss = Vec::new();
+    let idle_started = Instant::now();
+    while idle_started.elapsed() < idle {
+        idle_rss.push((idle_started.elapsed(), controller.memory().current()));
+        tokio::time::sleep(IDLE_SAMPLE.min(idle.saturating_sub(idle_started.elapsed()))).await;
+        controller.check_running()?;
+    }
+    idle_rss.push((idle_started.elapsed(), controller.memory().current()));
     run.finish("idle", None, mark, &controller).await?;
 
     let peak_rss = controller.memory().high_water_mark();
@@ -300,6 +319,9 @@ async fn run(args: &Args, cluster: &Cluster) -> Result<Report, String> {
         trail: releases.trail(),
         status_writes: releases.status_writes(),
         slow_watchers,
+        first_weight,
+        idle_rss,
+        watch_list: args.watch_list,
     })
 }
 

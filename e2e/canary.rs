@@ -11,8 +11,8 @@ use serde_json::json;
 use crate::fixtures::*;
 use crate::support::{Env, eventually};
 use waymark::api::{
-    CLI_FIELD_MANAGER, LABEL_REVISION, LABEL_ROADMAP_ITEM, LABEL_ROLE, ManualAction, ManualRequest,
-    Outcome, Phase, Release,
+    CLI_FIELD_MANAGER, LABEL_RELEASE, LABEL_REVISION, LABEL_ROADMAP_ITEM, LABEL_ROLE, ManualAction,
+    ManualRequest, Outcome, Phase, Release,
 };
 
 pub async fn first_release_becomes_healthy_with_labelled_children(env: Env) {
@@ -154,7 +154,6 @@ pub async fn a_new_image_walks_every_step_to_promotion(env: Env) {
         "StableCreated",
         "CanaryStarted",
         "StepCompleted",
-        "PromotionStarted",
         "CanaryPromoted",
     ] {
         assert!(
@@ -162,6 +161,10 @@ pub async fn a_new_image_walks_every_step_to_promotion(env: Env) {
             "{reason} in {story:#?}"
         );
     }
+    assert!(
+        !story.iter().any(|(r, _)| r == "PromotionStarted"),
+        "the promotion's start is in the status and the log, not an Event of its own: {story:#?}"
+    );
     let steps: Vec<_> = story.iter().filter(|(r, _)| r == "StepCompleted").collect();
     assert_eq!(steps.len(), 2, "one per setWeight step: {steps:#?}");
     assert!(
@@ -478,6 +481,8 @@ pub async fn a_replica_split_canary_at_25_percent_is_one_of_four_ready_endpoints
     let addresses: std::collections::BTreeSet<&String> =
         first.iter().map(|endpoint| &endpoint.address).collect();
     assert_eq!(addresses.len(), 4, "each pod its own address: {first:?}");
+    // Only the Service clients call: no Service per role in a replica split.
+    let service_version = waymark_services_of(&env, name).await;
 
     ship(&env, name, &image(2), "E2E-2").await;
     wait_for_phase(&env, name, Phase::Paused, Some("CanaryPauseStep")).await;
@@ -528,4 +533,30 @@ pub async fn a_replica_split_canary_at_25_percent_is_one_of_four_ready_endpoints
             .all(|endpoint| endpoint.revision == canary_revision),
         "all stable pods run the promoted revision: {promoted:?}"
     );
+    assert_eq!(
+        waymark_services_of(&env, name).await,
+        service_version,
+        "a new template and roadmap item reach the pods, not the Service: it is not written"
+    );
+}
+
+/// The one Service Waymark owns for replica-split Release `name` (asserted to be Service
+/// `name`, the only one labelled with the release), and its resourceVersion.
+async fn waymark_services_of(env: &Env, name: &str) -> String {
+    let owned = env
+        .services()
+        .list(&kube::api::ListParams::default().labels(&format!("{LABEL_RELEASE}={name}")))
+        .await
+        .expect("list Waymark's Services");
+    let names: Vec<String> = owned
+        .items
+        .iter()
+        .map(|service| service.name_any())
+        .collect();
+    assert_eq!(names, [name], "Waymark's Services of {name}");
+    owned.items[0]
+        .metadata
+        .resource_version
+        .clone()
+        .expect("a resourceVersion")
 }

@@ -20,10 +20,24 @@ enum Command {
     Person(waymark::cli::Command),
 }
 
+/// With the `dhat-heap` feature every allocation is tracked, for the heap profile.
+#[cfg(feature = "dhat-heap")]
+#[global_allocator]
+static ALLOCATOR: dhat::Alloc = dhat::Alloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     // kube and reqwest both use rustls; pick ring once for the process before any client exists.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // Profiled only when WAYMARK_DHAT_FILE names the file, written when main returns (a
+    // controller stopped by SIGTERM does); otherwise the allocator passes every allocation
+    // straight to the system's, so one build measures both ways.
+    #[cfg(feature = "dhat-heap")]
+    let _heap_profile = std::env::var_os("WAYMARK_DHAT_FILE").map(|file| {
+        dhat::Profiler::builder()
+            .file_name(std::path::PathBuf::from(file))
+            .build()
+    });
     // Installed as `kubectl-waymark`, it is run by `kubectl waymark ...`: say so in usage.
     let argv0 = std::env::args().next().unwrap_or_default();
     let name = waymark::cli::program_name(&argv0);

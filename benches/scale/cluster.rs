@@ -37,8 +37,9 @@ pub struct Cluster {
 
 impl Cluster {
     /// Start the control plane from `KUBEBUILDER_ASSETS` with the controller's requests
-    /// audited. Call outside any async runtime: the harness blocks on one of its own.
-    pub fn start() -> Result<Cluster, String> {
+    /// audited, and with the API server's streaming lists (`WatchList`, off by default in 1.33)
+    /// when `watch_list`. Call outside any async runtime: the harness blocks on one of its own.
+    pub fn start(watch_list: bool) -> Result<Cluster, String> {
         let assets = std::env::var_os("KUBEBUILDER_ASSETS")
             .filter(|value| !value.is_empty())
             .ok_or(
@@ -57,8 +58,12 @@ impl Cluster {
         std::fs::write(&policy, requests::audit_policy(&controller_user()))
             .map_err(|error| format!("cannot write {}: {error}", policy.display()))?;
         // No workload controllers: the bench's fake kubelet writes Deployment status itself.
+        let mut apiserver_args = requests::audit_flags(&policy, &audit_log);
+        if watch_list {
+            apiserver_args.push("--feature-gates=WatchList=true".into());
+        }
         let options = Options {
-            apiserver_args: requests::audit_flags(&policy, &audit_log),
+            apiserver_args,
             workload_controllers: false,
         };
         let plane = ControlPlane::start_with(&assets, &options)?;

@@ -39,12 +39,19 @@ pub struct Memory {
     peak_since_mark: AtomicU64,
     /// The kernel's high-water mark of the resident set (VmHWM).
     high_water_mark: AtomicU64,
+    /// The latest VmRSS sampled.
+    current: AtomicU64,
 }
 
 impl Memory {
     /// The largest resident set sampled since the last call (the phase that just ended).
     pub fn take_peak(&self) -> u64 {
         self.peak_since_mark.swap(0, Ordering::Relaxed)
+    }
+
+    /// The resident set as last sampled (at most [`SAMPLE_EVERY`] old).
+    pub fn current(&self) -> u64 {
+        self.current.load(Ordering::Relaxed)
     }
 
     /// The kernel's high-water mark for the process's resident set (VmHWM): its peak RSS.
@@ -80,6 +87,8 @@ impl Controller {
                 "RUST_LOG",
                 std::env::var("WAYMARK_SCALE_LOG").unwrap_or_else(|_| "info".into()),
             )
+            // Where a controller built with `--features dhat-heap` writes its heap profile.
+            .envs(std::env::var_os("WAYMARK_DHAT_FILE").map(|file| ("WAYMARK_DHAT_FILE", file)))
             .stdin(Stdio::null())
             .stdout(log_file)
             .stderr(err_file);
@@ -239,6 +248,7 @@ fn spawn_sampler(pid: u32, memory: Arc<Memory>, sampling: Arc<AtomicBool>) {
             };
             if let Some(rss) = status_bytes(&text, "VmRSS:") {
                 memory.peak_since_mark.fetch_max(rss, Ordering::Relaxed);
+                memory.current.store(rss, Ordering::Relaxed);
             }
             if let Some(hwm) = status_bytes(&text, "VmHWM:") {
                 memory.high_water_mark.fetch_max(hwm, Ordering::Relaxed);

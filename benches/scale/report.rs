@@ -91,7 +91,79 @@ pub struct Report {
     pub status_writes: Vec<StatusWrite>,
     /// The API server's log lines about watches it closed because their client fell behind.
     pub slow_watchers: Vec<String>,
+    /// From the bench's template change to the first status with canary weight, per Release.
+    pub first_weight: Latencies,
+    /// The controller's resident set during the idle phase: (time into it, bytes).
+    pub idle_rss: Vec<(Duration, u64)>,
+    /// Whether the API server served streaming lists (`--watch-list`).
+    pub watch_list: bool,
 }
+
+/// Per-Release times from one event to another, sorted.
+#[derive(Clone, Debug, Default)]
+pub struct Latencies {
+    /// The times measured, shortest first.
+    sorted: Vec<Duration>,
+    /// Releases with a start but no end seen.
+    missing: usize,
+}
+
+impl Latencies {
+    /// The time from each Release's start to its end (Releases without an end are counted
+    /// as missing).
+    pub fn between<'a>(
+        starts: impl Iterator<Item = (&'a str, Timestamp)>,
+        ends: &std::collections::HashMap<String, Timestamp>,
+    ) -> Latencies {
+        let mut latencies = Latencies::default();
+        for (name, start) in starts {
+            match ends.get(name) {
+                Some(end) => latencies.sorted.push(Duration::from_secs_f64(
+                    end.duration_since(start).as_secs_f64().max(0.0),
+                )),
+                None => latencies.missing += 1,
+            }
+        }
+        latencies.sorted.sort();
+        latencies
+    }
+
+    /// The `quantile` (0 to 1) by the nearest rank, or `None` without measurements.
+    pub fn quantile(&self, quantile: f64) -> Option<Duration> {
+        if self.sorted.is_empty() {
+            return None;
+        }
+        let rank = (quantile * self.sorted.len() as f64).ceil() as usize;
+        self.sorted
+            .get(rank.clamp(1, self.sorted.len()) - 1)
+            .copied()
+    }
+
+    fn text(&self) -> String {
+        match (self.quantile(0.5), self.quantile(0.99), self.sorted.last()) {
+            (Some(p50), Some(p99), Some(max)) => format!(
+                "p50 {}, p99 {}, max {} ({} Releases{})",
+                seconds(p50),
+                seconds(p99),
+                seconds(*max),
+                self.sorted.len(),
+                if self.missing > 0 {
+                    format!(", {} never seen with weight", self.missing)
+                } else {
+                    String::new()
+                }
+            ),
+            _ => "not measured".into(),
+        }
+    }
+}
+
+/// The targets of the requests per Release, by phase: a first release, and a canary of two
+/// steps from its template change until the canary is gone (the canary wave and the clean-up).
+const TARGETS: [(&str, &[&str], f64); 2] = [
+    ("first release", &["first release"], 5.0),
+    ("two-step canary", &["canary wave", "clean-up"], 12.0),
+];
 
 /// Phases whose requests are shown per Release; the others (start-up, idle) in total.
 fn per_release(phase: &PhaseResult) -> bool {
@@ -129,9 +201,14 @@ pub fn table(report: &Report) -> String {
     let _ = writeln!(
         out,
         "\nAPI server baseline: {n} Deployments + {n} Services created directly in {} = {:.0} \
-         creates/s.",
+         creates/s. Streaming lists (WatchList): {}.",
         seconds(baseline.elapsed),
-        baseline.rate()
+        baseline.rate(),
+        if report.watch_list {
+            "served, the controller's watches stream"
+        } else {
+            "off (1.33's default), the controller's watches list then watch"
+        }
     );
 
     let _ = writeln!(
@@ -190,6 +267,44 @@ pub fn table(report: &Report) -> String {
         out,
         "\nController peak RSS over the run (VmHWM): {}.",
         mib(report.peak_rss)
+    );
+
+    let _ = writeln!(
+        out,
+        "\nThe controller's requests per Release, against the targets:\n| N | release's phase | \
+         bench phases | requests per Release | of which writes | target |\n|---|---|---|---|---|---|"
+    );
+    for (name, phases, target) in TARGETS {
+        let counted: Vec<&PhaseResult> = report
+            .phases
+            .iter()
+            .filter(|phase| phases.contains(&phase.name))
+            .collect();
+        let total: u64 = counted.iter().map(|phase| phase.controller.total()).sum();
+        let writes: u64 = counted.iter().map(|phase| phase.controller.writes()).sum();
+        let _ = writeln!(
+            out,
+            "| {n} | {name} | {} | {:.2} | {:.2} | ≤ {target} |",
+            phases.join(" + "),
+            total as f64 / n as f64,
+            writes as f64 / n as f64,
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nFrom the template change (the bench's patch) to the first status with canary weight: \
+         {}.",
+        report.first_weight.text()
+    );
+    let samples: Vec<String> = report
+        .idle_rss
+        .iter()
+        .map(|(at, bytes)| format!("{:.0}s {:.1}", at.as_secs_f64(), *bytes as f64 / 1048576.0))
+        .collect();
+    let _ = writeln!(
+        out,
+        "\nResident set while idle (seconds into the idle phase, MiB): {}",
+        samples.join(", ")
     );
 
     // The controller's requests by kind, phase by phase.
@@ -426,6 +541,11 @@ pub fn json(report: &Report) -> Value {
         "phases": phases,
         "controllerWarnings": report.warnings.len(),
         "slowWatchersClosed": report.slow_watchers.len(),
+        "firstWeightSeconds": {
+            "p50": report.first_weight.quantile(0.5).map(|d| d.as_secs_f64()),
+            "p99": report.first_weight.quantile(0.99).map(|d| d.as_secs_f64()),
+        },
+        "idleRss": report.idle_rss.iter().map(|(at, bytes)| json!([at.as_secs_f64(), bytes])).collect::<Vec<_>>(),
         "traced": report.traced,
         "trail": report.trail.iter().map(|version| json!({
             "at": version.at.to_string(),

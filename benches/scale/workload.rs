@@ -176,14 +176,22 @@ pub async fn create_releases(
         .await
 }
 
+/// A Release shipped a new version: its new template revision and when the patch was sent.
+pub struct Shipped {
+    /// The new template's revision.
+    pub revision: String,
+    /// When the bench sent the patch.
+    pub at: Timestamp,
+}
+
 /// Ship a new version to Releases `0..count`: a new image and the roadmap item it delivers,
-/// as a merge patch of the spec. Returns each Release's new template revision.
+/// as a merge patch of the spec. Returns each Release's new template revision and when.
 pub async fn ship(
     client: &Client,
     namespace: &str,
     count: usize,
     concurrency: usize,
-) -> Result<HashMap<String, String>, String> {
+) -> Result<HashMap<String, Shipped>, String> {
     let api: Api<Release> = Api::namespaced(client.clone(), namespace);
     let params = PatchParams {
         field_manager: Some(BENCH_MANAGER.into()),
@@ -198,11 +206,13 @@ pub async fn ship(
             let (api, params, patch) = (&api, &params, &patch);
             async move {
                 let name = release_name(index);
+                let at = Timestamp::now();
                 let patched = api
                     .patch(&name, params, &Patch::Merge(patch))
                     .await
                     .map_err(|error| format!("cannot ship Release {name}: {error}"))?;
-                Ok::<_, String>((name, template_revision(&patched.spec.template)))
+                let revision = template_revision(&patched.spec.template);
+                Ok::<_, String>((name, Shipped { revision, at }))
             }
         })
         .buffer_unordered(concurrency)
@@ -251,6 +261,8 @@ pub struct Releases {
     seen: Arc<Mutex<HashMap<String, Seen>>>,
     trail: Arc<Mutex<Vec<Version>>>,
     writes: Arc<Mutex<Vec<StatusWrite>>>,
+    /// When each Release's status first showed canary weight above 0.
+    first_weight: Arc<Mutex<HashMap<String, Timestamp>>>,
 }
 
 impl Releases {
@@ -259,10 +271,11 @@ impl Releases {
     pub fn watch(client: &Client, namespace: &str, traced: &str) -> Releases {
         let releases = Releases::default();
         let api: Api<Release> = Api::namespaced(client.clone(), namespace);
-        let (seen, trail, writes) = (
+        let (seen, trail, writes, first_weight) = (
             releases.seen.clone(),
             releases.trail.clone(),
             releases.writes.clone(),
+            releases.first_weight.clone(),
         );
         let traced = traced.to_string();
         tokio::spawn(async move {
@@ -277,6 +290,11 @@ impl Releases {
                         let status = release.status.clone().unwrap_or_default();
                         let raw = serde_json::to_value(&status).unwrap_or_default();
                         let at = Timestamp::now();
+                        if status.canary_weight.is_some_and(|weight| weight > 0)
+                            && let Ok(mut first_weight) = first_weight.lock()
+                        {
+                            first_weight.entry(name.clone()).or_insert(at);
+                        }
                         if name == traced
                             && let Ok(mut trail) = trail.lock()
                         {
@@ -328,6 +346,14 @@ impl Releases {
         self.trail
             .lock()
             .map(|trail| trail.clone())
+            .unwrap_or_default()
+    }
+
+    /// When each Release's status first showed canary weight above 0.
+    pub fn first_weights(&self) -> HashMap<String, Timestamp> {
+        self.first_weight
+            .lock()
+            .map(|first| first.clone())
             .unwrap_or_default()
     }
 

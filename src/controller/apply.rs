@@ -85,6 +85,7 @@ pub async fn apply_actions(
                 }))
                 .await;
                 written.into_iter().collect::<Result<Vec<()>, _>>()?;
+                delete_unwanted_services(ctx, release, services, namespace).await?;
             }
             Action::ApplyStable { revision, replicas }
             | Action::ApplyCanary { revision, replicas } => {
@@ -260,6 +261,34 @@ async fn delete_canary(
         }
     }
     ctx.stores.deleted_deployment(live);
+    Ok(())
+}
+
+/// Delete the Services of this Release that [`children::services`] no longer wants (the role
+/// Services an older version made in replica-split mode): owned ones only, once each (the
+/// cache drops them when the watch reports them gone; a second delete meanwhile is a 404).
+async fn delete_unwanted_services(
+    ctx: &Context,
+    release: &Release,
+    services: &Api<Service>,
+    namespace: &str,
+) -> Result<(), Error> {
+    for name in children::unwanted_service_names(release) {
+        let Some(live) = ctx.stores.service(namespace, &name) else {
+            continue;
+        };
+        if !owned_by(live.meta(), release) {
+            continue;
+        }
+        match services.delete(&name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => {
+                return Err(Error::refusal(describe::<Service>(release, &name), &error)
+                    .unwrap_or_else(|| error.into()));
+            }
+        }
+    }
     Ok(())
 }
 

@@ -13,9 +13,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use kube::{Resource, ResourceExt};
 
 use crate::api::{
-    ANNOTATION_ROADMAP_TITLE, ANNOTATION_ROADMAP_URL, ANNOTATION_SPEC_HASH, LABEL_RELEASE,
-    LABEL_REVISION, LABEL_ROADMAP_HORIZON, LABEL_ROADMAP_ITEM, LABEL_ROADMAP_KIND, LABEL_ROLE,
-    Release, ResolvedPorts, Role, RouteAdditions, SessionPersistence,
+    ANNOTATION_ADOPT, ANNOTATION_ROADMAP_TITLE, ANNOTATION_ROADMAP_URL, ANNOTATION_SPEC_HASH,
+    LABEL_RELEASE, LABEL_REVISION, LABEL_ROADMAP_HORIZON, LABEL_ROADMAP_ITEM, LABEL_ROADMAP_KIND,
+    LABEL_ROLE, Release, ResolvedPorts, Role, RouteAdditions, SessionPersistence,
 };
 use gateway_api::apis::experimental::httproutes::HttpRoute;
 
@@ -109,20 +109,45 @@ fn child_meta(
     role: Option<Role>,
     revision: Option<&str>,
 ) -> Result<ObjectMeta, Error> {
-    // blockOwnerDeletion: a foreground deletion of the Release waits for its children (a Service
-    // has EndpointSlices of its own, so without it the Release could go first).
-    let owner = OwnerReference {
-        block_owner_deletion: Some(true),
-        ..release
-            .controller_owner_ref(&())
-            .ok_or_else(|| Error::MissingObjectKey("metadata.uid"))?
-    };
     Ok(ObjectMeta {
         name: Some(name),
         namespace: release.namespace(),
         labels: Some(child_labels(release, role, revision)),
         annotations: Some(child_annotations(release)),
-        owner_references: Some(vec![owner]),
+        owner_references: Some(vec![controller_owner(release)?]),
+        ..ObjectMeta::default()
+    })
+}
+
+/// The controller owner reference every child carries.
+fn controller_owner(release: &Release) -> Result<OwnerReference, Error> {
+    // blockOwnerDeletion: a foreground deletion of the Release waits for its children (a Service
+    // has EndpointSlices of its own, so without it the Release could go first).
+    Ok(OwnerReference {
+        block_owner_deletion: Some(true),
+        ..release
+            .controller_owner_ref(&())
+            .ok_or_else(|| Error::MissingObjectKey("metadata.uid"))?
+    })
+}
+
+/// A Service's metadata: the release and role labels only, no roadmap item.
+///
+/// A Service outlives revisions (every revision's pods stand behind the same Service), so a
+/// roadmap label on it would either cost one write per Service at every new roadmap item or
+/// name an item that is no longer the one being delivered. The item reaches the pods through
+/// their template and the Deployments that run them; that is where queries and people look.
+fn service_meta(release: &Release, name: String, role: Option<Role>) -> Result<ObjectMeta, Error> {
+    let mut labels = Labels::new();
+    labels.insert(LABEL_RELEASE.into(), release.name_any());
+    if let Some(role) = role {
+        labels.insert(LABEL_ROLE.into(), role.as_str().into());
+    }
+    Ok(ObjectMeta {
+        name: Some(name),
+        namespace: release.namespace(),
+        labels: Some(labels),
+        owner_references: Some(vec![controller_owner(release)?]),
         ..ObjectMeta::default()
     })
 }
@@ -225,12 +250,13 @@ pub fn service_up_to_date(live: &Service, wanted: &Service) -> bool {
         && waymark_annotations(&live.metadata) == waymark_annotations(&wanted.metadata)
 }
 
-/// The `waymark.dev/` annotations of an object.
+/// The `waymark.dev/` annotations Waymark writes on an object; not `waymark.dev/adopt`, which
+/// the object's owner writes (an adopted Service would otherwise be written at every reconcile).
 fn waymark_annotations(meta: &ObjectMeta) -> Labels {
     meta.annotations
         .iter()
         .flatten()
-        .filter(|(key, _)| key.starts_with("waymark.dev/"))
+        .filter(|(key, _)| key.starts_with("waymark.dev/") && key.as_str() != ANNOTATION_ADOPT)
         .map(|(key, value)| (key.clone(), value.clone()))
         .collect()
 }
@@ -250,7 +276,7 @@ pub fn service(release: &Release, role: Option<Role>) -> Result<Service, Error> 
         selector.insert(LABEL_ROLE.into(), role.as_str().into());
     }
     Ok(Service {
-        metadata: child_meta(release, name, role, None)?,
+        metadata: service_meta(release, name, role)?,
         spec: Some(ServiceSpec {
             selector: Some(selector),
             ports: Some(vec![ServicePort {
@@ -266,16 +292,45 @@ pub fn service(release: &Release, role: Option<Role>) -> Result<Service, Error> 
     })
 }
 
-/// Every Service the Release needs: stable and canary, plus `<name>` in replica-split mode.
+/// Every Service the Release needs, created once and kept for the Release's life.
+///
+/// In replica-split mode only `<name>`, the Service clients call: nothing routes to a role's
+/// Service there (analysis selects pods by their role label), and pod counts set the split.
+/// With an HTTPRoute, `<name>-stable` and `<name>-canary`, the route's backends. The canary's
+/// Service is kept between canaries rather than created with each canary and deleted after it:
+/// one create over the Release's life instead of a create and a delete per canary, and a
+/// canary's first weight never waits for its Service (a backendRef to a missing Service is
+/// refused by the Gateway). With no canary, it selects no pods and costs no endpoints.
 pub fn services(release: &Release) -> Result<Vec<Service>, Error> {
-    let mut services = vec![
+    if release.spec.traffic.replicas.is_some() {
+        return Ok(vec![service(release, None)?]);
+    }
+    Ok(vec![
         service(release, Some(Role::Stable))?,
         service(release, Some(Role::Canary))?,
+    ])
+}
+
+/// The names of the Services Waymark may have made for the Release (in this traffic mode or in
+/// another, or in an older version) that [`services`] no longer wants: an owned one is deleted
+/// once, so that nothing is left selecting pods for nothing.
+pub fn unwanted_service_names(release: &Release) -> Vec<String> {
+    let name = release.name_any();
+    let every = [
+        name.clone(),
+        Role::Stable.child_name(&name),
+        Role::Canary.child_name(&name),
     ];
-    if release.spec.traffic.replicas.is_some() {
-        services.push(service(release, None)?);
-    }
-    Ok(services)
+    // Without resolvable ports nothing is wanted or unwanted: the spec is invalid (the core
+    // says so) and the Services stay as they are until it is fixed.
+    let Ok(wanted) = services(release) else {
+        return Vec::new();
+    };
+    let wanted: Vec<String> = wanted.iter().map(ResourceExt::name_any).collect();
+    every
+        .into_iter()
+        .filter(|candidate| !wanted.contains(candidate))
+        .collect()
 }
 
 /// Whether an existing Service already selects and exposes what `wanted` does.
@@ -445,11 +500,68 @@ mod tests {
             .labels
             .unwrap();
         assert_eq!(pod_labels[LABEL_ROADMAP_HORIZON], "later");
-        let service = service(&release, Some(Role::Stable)).unwrap();
-        assert_eq!(
-            service.metadata.labels.unwrap()[LABEL_ROADMAP_KIND],
-            "experiment"
-        );
+    }
+
+    #[test]
+    fn services_carry_no_roadmap_item_so_a_new_item_rewrites_no_service() {
+        let mut release = ReleaseBuilder::gateway()
+            .roadmap_title("One-click checkout")
+            .build();
+        release.spec.roadmap.horizon = Some(crate::api::Horizon::Later);
+        let before = services(&release).unwrap();
+        for service in &before {
+            let labels = service.metadata.labels.clone().unwrap();
+            assert_eq!(
+                labels.keys().collect::<Vec<_>>(),
+                [LABEL_RELEASE, LABEL_ROLE],
+                "{labels:?}"
+            );
+            assert!(service.metadata.annotations.is_none());
+        }
+        release.spec.roadmap.item = "PAY-143".into();
+        release.spec.roadmap.title = Some("Saved cards".into());
+        release.spec.roadmap.kind = Some(crate::api::RoadmapKind::Feature);
+        for (live, wanted) in before.iter().zip(services(&release).unwrap()) {
+            assert!(
+                service_up_to_date(live, &wanted),
+                "{} would be written for a new roadmap item",
+                live.name_any()
+            );
+        }
+    }
+
+    #[test]
+    fn a_service_is_up_to_date_when_only_the_api_server_and_other_owners_added_to_it() {
+        let release = ReleaseBuilder::replica_split().build();
+        let wanted = service(&release, None).unwrap();
+        let mut live = wanted.clone();
+        let spec = live.spec.as_mut().unwrap();
+        spec.cluster_ip = Some("10.0.0.7".into());
+        spec.cluster_ips = Some(vec!["10.0.0.7".into()]);
+        spec.session_affinity = Some("None".into());
+        spec.type_ = Some("ClusterIP".into());
+        live.metadata.resource_version = Some("7".into());
+        live.metadata.uid = Some("5e0c".into());
+        live.metadata.annotations =
+            Some([("example.com/owner".to_string(), "team-a".to_string())].into());
+        assert!(service_up_to_date(&live, &wanted), "nothing to write");
+    }
+
+    #[test]
+    fn an_older_versions_roadmap_label_on_a_service_is_written_away_once() {
+        let release = ReleaseBuilder::replica_split().build();
+        let wanted = service(&release, None).unwrap();
+        let mut live = wanted.clone();
+        live.metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert(LABEL_ROADMAP_ITEM.into(), "PAY-139".into());
+        assert!(!service_up_to_date(&live, &wanted));
+        let mut annotated = wanted.clone();
+        annotated.metadata.annotations =
+            Some([(LABEL_ROADMAP_ITEM.to_string(), "PAY-139".to_string())].into());
+        assert!(!service_up_to_date(&annotated, &wanted));
     }
 
     #[test]
@@ -487,12 +599,27 @@ mod tests {
     }
 
     #[test]
-    fn children_carry_roadmap_title_and_url_annotations() {
+    fn deployments_and_pods_carry_roadmap_title_and_url_annotations() {
         let release = ReleaseBuilder::gateway()
             .roadmap_title("One-click checkout")
             .build();
-        let service = service(&release, Some(Role::Stable)).unwrap();
-        let annotations = service.metadata.annotations.unwrap();
+        let deployment = deployment(&release, Role::Canary, "6f9c7d0000", 2).unwrap();
+        let pod_annotations = deployment
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .clone()
+            .unwrap();
+        assert_eq!(
+            pod_annotations[ANNOTATION_ROADMAP_TITLE],
+            "One-click checkout"
+        );
+        let annotations = deployment.metadata.annotations.unwrap();
         assert_eq!(annotations[ANNOTATION_ROADMAP_TITLE], "One-click checkout");
         assert_eq!(annotations[LABEL_ROADMAP_ITEM], "PAY-142");
         assert!(!annotations.contains_key(ANNOTATION_ROADMAP_URL));
@@ -523,24 +650,38 @@ mod tests {
     }
 
     #[test]
-    fn role_services_select_one_role_and_the_replica_service_selects_both() {
+    fn replica_split_has_only_the_service_clients_call_selecting_both_roles() {
         let release = ReleaseBuilder::replica_split().build();
         let all = services(&release).unwrap();
         let names: Vec<_> = all.iter().map(|s| s.name_any()).collect();
-        assert_eq!(names, ["checkout-stable", "checkout-canary", "checkout"]);
-        let selector = |s: &Service| s.spec.clone().unwrap().selector.unwrap();
-        assert_eq!(selector(&all[0])[LABEL_ROLE], "stable");
-        assert_eq!(selector(&all[1])[LABEL_ROLE], "canary");
+        assert_eq!(names, ["checkout"]);
         assert_eq!(
-            selector(&all[2]),
+            all[0].spec.clone().unwrap().selector.unwrap(),
             Labels::from([(LABEL_RELEASE.to_string(), "checkout".to_string())])
+        );
+        assert_eq!(
+            unwanted_service_names(&release),
+            ["checkout-stable", "checkout-canary"],
+            "an older version's role Services go"
         );
     }
 
     #[test]
-    fn gateway_mode_has_no_shared_service() {
+    fn gateway_mode_has_one_service_per_role_and_no_shared_service() {
         let release = ReleaseBuilder::gateway().build();
-        assert_eq!(services(&release).unwrap().len(), 2);
+        let all = services(&release).unwrap();
+        let names: Vec<_> = all.iter().map(|s| s.name_any()).collect();
+        assert_eq!(names, ["checkout-stable", "checkout-canary"]);
+        let selector = |s: &Service| s.spec.clone().unwrap().selector.unwrap();
+        assert_eq!(selector(&all[0])[LABEL_ROLE], "stable");
+        assert_eq!(selector(&all[1])[LABEL_ROLE], "canary");
+        assert_eq!(unwanted_service_names(&release), ["checkout"]);
+    }
+
+    #[test]
+    fn with_unresolvable_ports_no_service_counts_as_unwanted() {
+        let release = ReleaseBuilder::replica_split().no_ports().build();
+        assert!(unwanted_service_names(&release).is_empty());
     }
 
     #[test]

@@ -399,6 +399,62 @@ async fn a_settled_release_makes_no_api_call_at_all() {
     finish(server, ctx).await;
 }
 
+/// A replica-split Release on V1, settled: its stored status is what the core decides for the
+/// world `world` holds after [`World::settled`].
+fn settled_replica_split_release(world: &mut World) -> Release {
+    let release = ReleaseBuilder::replica_split().build();
+    world.settled(&release, V1);
+    let observed = Observed {
+        stable: Some(super::observe::workload_state(&available(
+            &release,
+            Role::Stable,
+            V1,
+            4,
+        ))),
+        services_ready: true,
+        ..Observed::default()
+    };
+    let settled = rollout::decide(&release, &observed, at(0));
+    ReleaseBuilder::replica_split()
+        .status(settled.status)
+        .build()
+}
+
+#[tokio::test]
+async fn a_replica_split_release_deletes_the_role_services_an_older_version_made_and_nothing_else()
+{
+    let (ctx, mut world, verifier) = test_context();
+    let release = settled_replica_split_release(&mut world);
+    // What an older Waymark left: a Service per role, owned by this Release.
+    world.service(children::service(&release, Some(Role::Stable)).unwrap());
+    world.service(children::service(&release, Some(Role::Canary)).unwrap());
+    let server = scenario(verifier, |mut api| async move {
+        for role in ["stable", "canary"] {
+            let (_, send) = api
+                .expect(Method::DELETE, &format!("{SERVICES}/checkout-{role}?"))
+                .await;
+            respond(send, 200, &json!({"kind": "Status", "status": "Success"}));
+        }
+        api
+    })
+    .await;
+    reconcile_release(&release, &ctx, at(60)).await.unwrap();
+    finish(server, ctx).await;
+}
+
+#[tokio::test]
+async fn a_replica_split_release_leaves_a_role_named_service_it_does_not_own_alone() {
+    let (ctx, mut world, verifier) = test_context();
+    let release = settled_replica_split_release(&mut world);
+    let mut someone_elses = children::service(&release, Some(Role::Canary)).unwrap();
+    someone_elses.metadata.owner_references = None;
+    world.service(someone_elses);
+    let server = scenario(verifier, |api| async move { api }).await;
+    let requeue = reconcile_release(&release, &ctx, at(60)).await.unwrap();
+    assert_eq!(requeue, Requeue::await_change());
+    finish(server, ctx).await;
+}
+
 #[tokio::test]
 async fn a_new_template_writes_the_canary_intent_then_creates_the_canary() {
     let (ctx, mut world, verifier) = test_context();

@@ -37,7 +37,7 @@ use futures::{StreamExt, TryStreamExt};
 use gateway_api::apis::experimental::grpcroutes::GrpcRoute;
 use gateway_api::apis::experimental::httproutes::HttpRoute;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Service, ServiceSpec};
 use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::controller::Config;
 use kube::runtime::events::{Recorder, Reporter};
@@ -227,7 +227,9 @@ pub(crate) async fn run_controller(
         health: health.clone(),
         metrics: shared.metrics.clone(),
         recovered: recovered.clone(),
+        initial_lists: watch::InitialLists::default(),
     };
+    let lists = monitor.initial_lists.clone();
     health.set_releases(Some(release_store.clone()));
 
     let release_events = release_events(
@@ -246,7 +248,10 @@ pub(crate) async fn run_controller(
     let seen = stores.clone();
     let deployment_events = watch::resilient(
         Watched::Deployments,
-        move || watcher(deployments.clone(), children_only()),
+        {
+            let lists = lists.clone();
+            move || watcher(deployments.clone(), lists.config(children_only()))
+        },
         monitor.clone(),
     )
     .modify(slim_deployment)
@@ -255,15 +260,21 @@ pub(crate) async fn run_controller(
     .touched_objects();
     let service_events = watch::resilient(
         Watched::Services,
-        move || watcher(services.clone(), children_only()),
+        {
+            let lists = lists.clone();
+            move || watcher(services.clone(), lists.config(children_only()))
+        },
         monitor.clone(),
     )
-    .modify(slim)
+    .modify(slim_service)
     .reflect(service_writer)
     .touched_objects();
     let route_events = watch::resilient(
         Watched::HttpRoutes,
-        move || watcher(routes.clone(), watcher::Config::default()),
+        {
+            let lists = lists.clone();
+            move || watcher(routes.clone(), lists.config(watcher::Config::default()))
+        },
         monitor.clone(),
     )
     .modify(slim)
@@ -305,7 +316,7 @@ pub(crate) async fn run_controller(
         move || {
             watcher(
                 workload_deployments.clone(),
-                watcher::Config::default().any_semantic(),
+                lists.config(watcher::Config::default().any_semantic()),
             )
         },
         monitor,
@@ -423,7 +434,10 @@ fn release_events(
     let metrics = shared.metrics.clone();
     watch::resilient(
         Watched::Releases,
-        move || watcher(releases.clone(), watcher::Config::default()),
+        {
+            let lists = monitor.initial_lists.clone();
+            move || watcher(releases.clone(), lists.config(watcher::Config::default()))
+        },
         monitor,
     )
     .try_filter_map(move |event| futures::future::ready(Ok(undecodable.decode(event))))
@@ -658,6 +672,22 @@ pub(crate) fn slim_deployment(deployment: &mut Deployment) {
     }
 }
 
+/// Keep of a child Service only what a decision reads: its identity, labels, owner references,
+/// Waymark's own annotations (`waymark.dev/adopt` among them), selector and ports. The rest
+/// (cluster IPs, other owners' annotations, status) is the API server's and never compared.
+pub(crate) fn slim_service(service: &mut Service) {
+    slim(service);
+    if let Some(annotations) = service.metadata.annotations.as_mut() {
+        annotations.retain(|key, _| key.starts_with("waymark.dev/"));
+    }
+    service.spec = service.spec.take().map(|spec| ServiceSpec {
+        selector: spec.selector,
+        ports: spec.ports,
+        ..ServiceSpec::default()
+    });
+    service.status = None;
+}
+
 /// Resolves once `stop` turns true (or its sender is gone).
 pub(crate) async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
@@ -698,6 +728,43 @@ mod tests {
     use super::*;
     use ::http::{Method, Request, Response};
     use kube::client::Body;
+
+    #[test]
+    fn a_slimmed_service_is_still_read_as_up_to_date_ours_and_adoptable() {
+        let release = crate::fixtures::ReleaseBuilder::replica_split().build();
+        let wanted = children::service(&release, None).unwrap();
+        let mut live = wanted.clone();
+        let spec = live.spec.as_mut().unwrap();
+        spec.cluster_ip = Some("10.0.0.7".into());
+        spec.cluster_ips = Some(vec!["10.0.0.7".into()]);
+        spec.type_ = Some("ClusterIP".into());
+        live.metadata.annotations = Some(
+            [
+                (LAST_APPLIED.to_string(), "{}".to_string()),
+                ("example.com/owner".to_string(), "team-a".to_string()),
+                (crate::api::ANNOTATION_ADOPT.to_string(), "true".to_string()),
+            ]
+            .into(),
+        );
+        slim_service(&mut live);
+        assert_eq!(
+            live.spec.as_ref().unwrap().cluster_ip,
+            None,
+            "the API server's fields are not kept"
+        );
+        assert_eq!(
+            live.metadata
+                .annotations
+                .as_ref()
+                .unwrap()
+                .keys()
+                .collect::<Vec<_>>(),
+            [crate::api::ANNOTATION_ADOPT]
+        );
+        assert!(children::service_up_to_date(&live, &wanted));
+        assert!(apply::owned_by(&live.metadata, &release));
+        assert!(apply::adoptable(&live.metadata));
+    }
 
     #[tokio::test]
     async fn an_undecodable_release_is_left_out_and_reported_once_and_the_others_go_on() {

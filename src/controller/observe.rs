@@ -41,16 +41,7 @@ pub async fn observe(ctx: &Context, release: &Release, now: Timestamp) -> Result
             .filter(|deployment| owned_by(deployment.meta(), release))
             .map(|deployment| workload_state(&deployment))
     };
-    // Without resolvable ports (an invalid spec, which the core reports) nothing is ready.
-    let services_ready = children::services(release).is_ok_and(|wanted| {
-        wanted.iter().all(|wanted| {
-            ctx.stores
-                .service(&namespace, &wanted.name_any())
-                .is_some_and(|live| {
-                    owned_by(live.meta(), release) && children::service_up_to_date(&live, wanted)
-                })
-        })
-    });
+    let services_ready = services_ready(ctx, release, &namespace);
     let route = route_of(ctx, release, &namespace);
     let analysis = if rollout::analysis_due(release, now) {
         Some(run_analysis(ctx, release, &namespace, now).await?)
@@ -80,6 +71,31 @@ pub async fn observe(ctx: &Context, release: &Release, now: Timestamp) -> Result
         gateway_features: gateway_features(ctx, release, &namespace).await,
         outcome_answers,
     })
+}
+
+/// Whether the cache shows every Service the Release wants as wanted, and none of its own that
+/// it no longer wants (a role Service an older version made in replica-split mode): only then
+/// is there nothing to write. Without resolvable ports (an invalid spec, which the core
+/// reports) nothing is ready.
+fn services_ready(ctx: &Context, release: &Release, namespace: &str) -> bool {
+    let Ok(wanted) = children::services(release) else {
+        return false;
+    };
+    let all_wanted = wanted.iter().all(|wanted| {
+        ctx.stores
+            .service(namespace, &wanted.name_any())
+            .is_some_and(|live| {
+                owned_by(live.meta(), release) && children::service_up_to_date(&live, wanted)
+            })
+    });
+    let none_unwanted = children::unwanted_service_names(release)
+        .iter()
+        .all(|name| {
+            ctx.stores
+                .service(namespace, name)
+                .is_none_or(|live| !owned_by(live.meta(), release))
+        });
+    all_wanted && none_unwanted
 }
 
 /// The Release's route (HTTPRoute or GRPCRoute) as the core sees it, from the watch cache

@@ -146,6 +146,72 @@ pub struct Monitor {
     pub metrics: Arc<Metrics>,
     /// Notified when a watch is back after a failure.
     pub recovered: Arc<Notify>,
+    /// How a fresh watch gets what exists: streamed, or listed where streaming is refused.
+    pub initial_lists: InitialLists,
+}
+
+/// How every watch of the process gets the objects that exist before it watches for changes.
+///
+/// Streamed first (`sendInitialEvents`, the API server's watch-list): the API server sends the
+/// objects one by one from its watch cache instead of building a whole list response, so a
+/// restart at 10,000 Releases holds no list of them in the API server or in one response here.
+/// An API server that refuses it (Kubernetes 1.27-1.33 unless the `WatchList` feature gate is
+/// on: "sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled")
+/// is answered once with a list then a watch, for every watch of the process from then on.
+#[derive(Clone, Debug, Default)]
+pub struct InitialLists {
+    /// Set once the API server refused a streaming list.
+    refused: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl InitialLists {
+    /// `config` with the initial list strategy in force: streamed until refused.
+    pub fn config(&self, config: watcher::Config) -> watcher::Config {
+        if self.streaming() {
+            config.streaming_lists()
+        } else {
+            config
+        }
+    }
+
+    /// Whether watches start with a streaming list (none refused so far).
+    pub fn streaming(&self) -> bool {
+        !self.refused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// If `error` is the API server refusing a streaming list, fall back to list-then-watch for
+    /// every watch of the process and say so (once); true when it was.
+    fn fall_back_if_refused(&self, resource: Watched, error: &watcher::Error) -> bool {
+        let Some(answer) = streaming_list_refusal(error) else {
+            return false;
+        };
+        if !self
+            .refused
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::info!(
+                resource = resource.as_str(),
+                "the API server refuses streaming lists (sendInitialEvents; the WatchList feature \
+                 gate is off): watches list, then watch, from now on. It answered: {answer}"
+            );
+        }
+        true
+    }
+}
+
+/// The API server's words when `error` is it refusing `sendInitialEvents` (a 4xx naming it).
+pub fn streaming_list_refusal(error: &watcher::Error) -> Option<&str> {
+    let status = match error {
+        watcher::Error::WatchError(status) => Some(status.as_ref()),
+        watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        | watcher::Error::WatchFailed(kube::Error::Api(status)) => Some(status.as_ref()),
+        _ => None,
+    };
+    status
+        .filter(|status| {
+            (400..500).contains(&status.code) && status.message.contains("sendInitialEvents")
+        })
+        .map(|status| status.message.as_str())
 }
 
 /// A watch of `resource` made by `start` (a fresh `watcher(...)` each time), started again
@@ -187,6 +253,15 @@ where
                     return Some((Ok(event), state));
                 }
                 Some(Err(error)) => {
+                    if state
+                        .monitor
+                        .initial_lists
+                        .fall_back_if_refused(resource, &error)
+                    {
+                        // Not a failure of the watch: started again at once, listing first.
+                        state.stream = Box::pin((state.start)());
+                        continue;
+                    }
                     let failure = Failure::of(&error);
                     let wait = state.streak.get_or_insert_with(Streak::new).failed(
                         resource,
@@ -417,6 +492,7 @@ mod tests {
             health: Arc::new(Health::new(false)),
             metrics: Arc::new(Metrics::default()),
             recovered: Arc::new(Notify::new()),
+            initial_lists: InitialLists::default(),
         }
     }
 
@@ -480,6 +556,70 @@ mod tests {
         assert!(
             text.contains(r#"waymark_watch_restarts_total{resource="releases"} 1"#),
             "{text}"
+        );
+    }
+
+    /// What kube-apiserver 1.33 answers a streaming list with the WatchList gate off.
+    fn watch_list_refused() -> Item {
+        Err(watcher::Error::WatchStartFailed(kube::Error::Api(
+            Status::failure(
+                "ListOptions \"\" is invalid: sendInitialEvents: Forbidden: sendInitialEvents \
+                 is forbidden for watch unless the WatchList feature gate is enabled",
+                "Invalid",
+            )
+            .with_code(422)
+            .boxed(),
+        )))
+    }
+
+    #[test]
+    fn watches_stream_their_initial_list_until_the_api_server_refuses() {
+        let lists = InitialLists::default();
+        assert_eq!(
+            lists
+                .config(watcher::Config::default())
+                .initial_list_strategy,
+            watcher::InitialListStrategy::StreamingList
+        );
+        let Err(refused) = watch_list_refused() else {
+            unreachable!()
+        };
+        assert!(!lists.fall_back_if_refused(
+            Watched::Releases,
+            &watcher::Error::WatchStartFailed(api(422))
+        ));
+        assert!(lists.streaming(), "another 422 is no reason to fall back");
+        assert!(lists.fall_back_if_refused(Watched::Releases, &refused));
+        let shared = lists.clone();
+        assert_eq!(
+            shared
+                .config(watcher::Config::default())
+                .initial_list_strategy,
+            watcher::InitialListStrategy::ListWatch,
+            "every watch of the process lists from then on"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_streaming_list_is_listed_at_once_and_is_no_watch_failure() {
+        let (start, starts) = scripted(vec![vec![watch_list_refused()], relist(&[1])]);
+        let monitor = monitor();
+        let began = tokio::time::Instant::now();
+        let events: Vec<_> = resilient(Watched::Releases, start, monitor.clone())
+            .collect()
+            .await;
+        assert_eq!(began.elapsed(), Duration::ZERO, "no backoff");
+        assert_eq!(starts.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(events.len(), 3, "Init, InitApply, InitDone: {events:?}");
+        assert!(!monitor.initial_lists.streaming());
+        let text = monitor.metrics.encode().expect("metrics");
+        assert!(
+            text.contains(r#"waymark_watch_restarts_total{resource="releases"} 0"#),
+            "{text}"
+        );
+        assert!(
+            monitor.health.watch_down_since(Watched::Releases).is_none(),
+            "not shown as down"
         );
     }
 

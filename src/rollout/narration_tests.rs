@@ -266,7 +266,6 @@ fn only_the_changes_events_told_before_are_events() {
             "CanaryStarted",
             "StepCompleted",
             "StepCompleted",
-            "PromotionStarted",
             "CanaryPromoted"
         ]
     );
@@ -276,7 +275,8 @@ fn only_the_changes_events_told_before_are_events() {
             "StepPaused",
             "VerdictChanged",
             "CanaryHeld",
-            "VerdictChanged"
+            "VerdictChanged",
+            "PromotionStarted"
         ]
     );
 }

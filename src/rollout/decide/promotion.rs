@@ -19,7 +19,9 @@ impl Decider<'_> {
             self.set_current_step(steps);
         }
         self.status.pause_until = None;
-        self.event(
+        // Told in the log only: the status says Promoting at the same moment, and the
+        // CanaryPromoted Event follows; an Event of its own would be one more write per canary.
+        self.narrate(
             Severity::Normal,
             "PromotionStarted",
             format!("canary {revision} promoting: stable takes its template"),

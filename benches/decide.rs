@@ -84,6 +84,7 @@ fn main() {
         services_ready: true,
         route: Some(RouteState::Ready { canary_weight: 30 }),
         route_object: None,
+        grpc_route_object: None,
         analysis: Some(AnalysisRun {
             verdict: Verdict::Passing,
             ran_at: now,

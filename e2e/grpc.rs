@@ -5,7 +5,8 @@
 //! without the GRPCRoute CRD (the Release is told, naming the field, and `/readyz` names the
 //! CRD), then with the CRD generated from the gateway-api crate's own type, where a canary moves
 //! the GRPCRoute's weights as it would an HTTPRoute's and a deletion mid-canary gives the route
-//! back as its owner wrote it.
+//! back as its owner wrote it; a header cohort (`setHeaderRoute`) becomes a named rule of gRPC
+//! header matches that promotion and deletion take away with the weights.
 
 use gateway_api::apis::experimental::grpcroutes::GrpcRoute;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
@@ -102,6 +103,28 @@ async fn wait_for_grpc_weight(env: &Env, canary_weight: i32) {
     .await;
 }
 
+/// Wait until the GRPCRoute carries the cohort step's rule after the owner's two: named
+/// `waymark-checkout-beta`, the routed rule's method match with the gRPC header match added,
+/// all of it to the canary.
+async fn wait_for_grpc_cohort(env: &Env) {
+    eventually(
+        "GRPCRoute checkout to carry the cohort rule waymark-checkout-beta",
+        || async {
+            let rules = stored_rules(env, NAME).await?;
+            let expected = json!({
+                "name": "waymark-checkout-beta",
+                "matches": [{"method": {"service": "shop.Checkout"},
+                             "headers": [{"name": "x-canary", "value": "true", "type": "Exact"}]}],
+                "backendRefs": [{"name": "checkout-canary", "port": 80}]
+            });
+            (rules[2] == expected && rules.as_array().map(Vec::len) == Some(3))
+                .then_some(())
+                .ok_or(format!("rules {rules}"))
+        },
+    )
+    .await;
+}
+
 /// The condition `type_` of Release `name` once it holds `status` with a message containing
 /// `words`.
 async fn wait_for_condition(env: &Env, type_: &str, status: &str, words: &str) -> String {
@@ -128,6 +151,8 @@ pub async fn a_grpc_route_canary_moves_its_weights_and_a_deletion_gives_the_rout
         "a control plane of the walk's own has no GRPCRoute CRD"
     );
     let steps = json!([
+        {"setHeaderRoute": {"name": "beta",
+                            "match": {"headers": [{"name": "x-canary", "value": "true"}]}}},
         {"setWeight": 10},
         {"pause": {"duration": "3s"}},
         {"setWeight": 50},
@@ -190,6 +215,7 @@ pub async fn a_grpc_route_canary_moves_its_weights_and_a_deletion_gives_the_rout
     //    wrote it (all traffic on the stable, Waymark's backendRef gone).
     ship(&env, NAME, &image(2), "E2E-2").await;
     wait_for_grpc_weight(&env, 10).await;
+    wait_for_grpc_cohort(&env).await;
     wait_for_grpc_weight(&env, 50).await;
     wait_for_phase(&env, NAME, Phase::Healthy, Some("StableAvailable")).await;
     eventually(
@@ -212,6 +238,7 @@ pub async fn a_grpc_route_canary_moves_its_weights_and_a_deletion_gives_the_rout
     //    owner wrote it before the Release goes.
     ship(&env, NAME, &image(1), "E2E-3").await;
     wait_for_grpc_weight(&env, 10).await;
+    wait_for_grpc_cohort(&env).await;
     env.releases()
         .delete(NAME, &DeleteParams::default())
         .await

@@ -13,6 +13,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use gateway_api::apis::experimental::grpcroutes::GrpcRoute;
 use gateway_api::apis::experimental::httproutes::HttpRoute;
 
 use crate::api::{ANNOTATION_ADOPT, FIELD_MANAGER, Release, Role, RouteKind, SessionPersistence};
@@ -20,9 +21,10 @@ use crate::rollout::{Action, Audience, EventNote, Severity};
 use crate::traffic::cohort::strip_additions;
 use crate::traffic::features::session_persistence_plan;
 use crate::traffic::gateway::Backends;
+use crate::traffic::grpc;
 use crate::traffic::route::WeightedRoute;
 
-use super::children::{self, additions_apply, restore_apply, weight_apply};
+use super::children::{self, additions_apply, grpc_additions_apply, restore_apply, weight_apply};
 use super::context::Context;
 use super::error::Error;
 use super::logs;
@@ -135,12 +137,29 @@ pub async fn apply_actions(
             Action::SetWeight { canary_weight } => {
                 set_weight(ctx, release, &namespace, *canary_weight).await?;
             }
-            Action::SetRouteAdditions { additions } => {
-                edit_http_route(ctx, release, &namespace, |route| {
-                    additions_apply(route, &name, additions)
-                })
-                .await?;
-            }
+            Action::SetRouteAdditions { additions } => match release.spec.traffic.route() {
+                None => {}
+                Some((RouteKind::Http, route_name)) => {
+                    let route = ctx.stores.route(&namespace, route_name);
+                    let written = edit_route(ctx, &namespace, route_name, route, |route| {
+                        additions_apply(route, &name, additions)
+                    })
+                    .await?;
+                    if let Some(written) = written {
+                        ctx.stores.wrote_route(written);
+                    }
+                }
+                Some((RouteKind::Grpc, route_name)) => {
+                    let route = ctx.stores.grpc_route(&namespace, route_name);
+                    let written = edit_route(ctx, &namespace, route_name, route, |route| {
+                        grpc_additions_apply(route, &name, additions)
+                    })
+                    .await?;
+                    if let Some(written) = written {
+                        ctx.stores.wrote_grpc_route(written);
+                    }
+                }
+            },
             Action::Event(note) => publish(ctx, release, note).await,
         }
     }
@@ -298,7 +317,7 @@ async fn delete_unwanted_services(
 /// `config/argocd/` keeps Argo CD from fighting back). Session persistence goes with the
 /// weights only where the route's GatewayClass lists it
 /// ([`crate::traffic::features::session_persistence_plan`]), so an apply never carries a field
-/// the route's CRD would prune. An HTTPRoute as written is remembered (see [`edit_http_route`]).
+/// the route's CRD would prune. The route as written is remembered (see [`edit_route`]).
 async fn set_weight(
     ctx: &Context,
     release: &Release,
@@ -321,7 +340,11 @@ async fn set_weight(
         }
         Some((RouteKind::Grpc, name)) => {
             let route = ctx.stores.grpc_route(namespace, name);
-            set_route_weight(ctx, release, namespace, name, route, canary_weight).await?;
+            if let Some(written) =
+                set_route_weight(ctx, release, namespace, name, route, canary_weight).await?
+            {
+                ctx.stores.wrote_grpc_route(written);
+            }
             Ok(())
         }
     }
@@ -380,32 +403,23 @@ async fn set_route_weight<R: WeightedRoute>(
     Ok(Some(written))
 }
 
-/// Write an edit of the Release's HTTPRoute (`body`: the apply body from the route as last
-/// read, `None` when it needs none) by server-side apply of its rules under Waymark's field
-/// manager (forced, as [`set_weight`]: another manager applying the route's Git version must
-/// not keep the cohorts or mirrors away). The route as written is remembered, so that the next
-/// edit (in this reconcile or the next, before the watch shows this one) starts from it
-/// instead of undoing it. Cohorts and mirrors are HTTPRoute steps (the spec check refuses them
-/// with a GRPCRoute), so another route kind writes nothing here.
-async fn edit_http_route(
+/// Write an edit of the cached route `namespace/route_name` (`body`: the apply body from the
+/// route as last read, `None` when it needs none) by server-side apply of its rules under
+/// Waymark's field manager (forced, as [`set_weight`]: another manager applying the route's
+/// Git version must not keep the cohorts or mirrors away). Returns the route as written, for
+/// the caller to remember, so that the next edit (in this reconcile or the next, before the
+/// watch shows this one) starts from it instead of undoing it; `None` when nothing was written.
+async fn edit_route<R: WeightedRoute>(
     ctx: &Context,
-    release: &Release,
     namespace: &str,
-    body: impl FnOnce(&HttpRoute) -> Result<Option<serde_json::Value>, String>,
-) -> Result<(), Error> {
-    let Some(route_name) = release
-        .spec
-        .traffic
-        .gateway_api
-        .as_ref()
-        .and_then(|gateway| gateway.http_route.clone())
-    else {
-        return Ok(());
-    };
-    let object = format!("HTTPRoute {namespace}/{route_name}");
-    let Some(route) = ctx.stores.route(namespace, &route_name) else {
+    route_name: &str,
+    cached: Option<Arc<R>>,
+    body: impl FnOnce(&R) -> Result<Option<serde_json::Value>, String>,
+) -> Result<Option<R>, Error> {
+    let object = format!("{} {namespace}/{route_name}", R::KIND.kind());
+    let Some(route) = cached else {
         // Gone since the decision: the next reconcile (the watch sees the deletion) reports it.
-        return Ok(());
+        return Ok(None);
     };
     let body = body(&route).map_err(|message| Error::Refused {
         object: object.clone(),
@@ -413,19 +427,18 @@ async fn edit_http_route(
         message,
     })?;
     let Some(body) = body else {
-        return Ok(());
+        return Ok(None);
     };
-    let routes: Api<HttpRoute> = Api::namespaced(ctx.client.clone(), namespace);
+    let routes: Api<R> = Api::namespaced(ctx.client.clone(), namespace);
     let written = routes
         .patch(
-            &route_name,
+            route_name,
             &PatchParams::apply(FIELD_MANAGER).force(),
             &Patch::Apply(&body),
         )
         .await
         .map_err(|error| Error::refusal(object.clone(), &error).unwrap_or_else(|| error.into()))?;
-    ctx.stores.wrote_route(written);
-    Ok(())
+    Ok(Some(written))
 }
 
 /// What giving a deleted Release's route back did.
@@ -462,9 +475,10 @@ pub async fn give_route_back(
             give_back(ctx, release, namespace, name, route, written, strip).await
         }
         Some((RouteKind::Grpc, name)) => {
-            // Cohorts and mirrors are HTTPRoute steps: a GRPCRoute has only weights to give back.
             let route = ctx.stores.grpc_route(namespace, name);
-            give_back(ctx, release, namespace, name, route, written, |_| false).await
+            let release_name = release.name_any();
+            let strip = |route: &mut GrpcRoute| grpc::strip_additions(route, &release_name);
+            give_back(ctx, release, namespace, name, route, written, strip).await
         }
     }
 }

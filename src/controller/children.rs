@@ -17,6 +17,7 @@ use crate::api::{
     LABEL_RELEASE, LABEL_REVISION, LABEL_ROADMAP_HORIZON, LABEL_ROADMAP_ITEM, LABEL_ROADMAP_KIND,
     LABEL_ROLE, Release, ResolvedPorts, Role, RouteAdditions, SessionPersistence,
 };
+use gateway_api::apis::experimental::grpcroutes::GrpcRoute;
 use gateway_api::apis::experimental::httproutes::HttpRoute;
 
 use crate::traffic::cohort::set_additions;
@@ -399,6 +400,20 @@ pub fn additions_apply(
 ) -> Result<Option<serde_json::Value>, String> {
     let mut edited = route.clone();
     if !set_additions(&mut edited, release, additions)? {
+        return Ok(None);
+    }
+    Ok(Some(rules_body(route, &edited)))
+}
+
+/// [`additions_apply`] for a GRPCRoute: its cohorts as named rules of gRPC header matches
+/// ([`crate::traffic::grpc::set_additions`]), or `None` when it already carries them.
+pub fn grpc_additions_apply(
+    route: &GrpcRoute,
+    release: &str,
+    additions: &RouteAdditions,
+) -> Result<Option<serde_json::Value>, String> {
+    let mut edited = route.clone();
+    if !crate::traffic::grpc::set_additions(&mut edited, release, additions)? {
         return Ok(None);
     }
     Ok(Some(rules_body(route, &edited)))
@@ -856,6 +871,56 @@ mod tests {
             serde_json::Value::Array(items) => items.iter().flat_map(keys).collect(),
             _ => Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_grpc_cohort_is_applied_as_a_named_rule_counted_by_the_core_and_given_back_with_the_weight()
+    {
+        let written = serde_json::json!([
+            {"matches": [{"method": {"service": "shop.Cart"}}],
+             "backendRefs": [{"name": "checkout-stable", "port": 9090}]}
+        ]);
+        let route = grpc_route(written.clone());
+        let additions = crate::api::RouteAdditions::after_steps(&[crate::fixtures::header_route(
+            "beta", "x-canary", "true",
+        )]);
+        let weighted = weight_apply(&route, &Backends::of("checkout"), 10, None)
+            .unwrap()
+            .unwrap();
+        let at_ten = grpc_route(weighted["spec"]["rules"].clone());
+        let body = grpc_additions_apply(&at_ten, "checkout", &additions)
+            .unwrap()
+            .unwrap();
+        assert_eq!(body["kind"], "GRPCRoute");
+        let rules = &body["spec"]["rules"];
+        assert_eq!(rules[0], weighted["spec"]["rules"][0], "the weights kept");
+        assert_eq!(rules[1]["name"], "waymark-checkout-beta");
+        assert_eq!(
+            rules[1]["matches"][0]["headers"],
+            serde_json::json!([{"name": "x-canary", "value": "true", "type": "Exact"}])
+        );
+        let carrying = grpc_route(rules.clone());
+        assert_eq!(
+            grpc_additions_apply(&carrying, "checkout", &additions),
+            Ok(None)
+        );
+
+        // The core sees the cohort on the GRPCRoute (the finalizer holds for it).
+        let observed = crate::rollout::Observed {
+            grpc_route_object: Some(carrying.clone()),
+            ..Default::default()
+        };
+        assert!(observed.route_carries_additions("checkout"));
+        assert!(observed.route_additions_in_place("checkout", &additions));
+        assert!(!observed.route_additions_in_place("checkout", &Default::default()));
+
+        // Given back: the owner's rules, byte for byte.
+        let restored = restore_apply(&carrying, &Backends::of("checkout"), None, |route| {
+            crate::traffic::grpc::strip_additions(route, "checkout")
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(restored["spec"]["rules"], written);
     }
 
     #[test]

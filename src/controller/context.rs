@@ -10,10 +10,10 @@ use gateway_api::apis::experimental::grpcroutes::GrpcRoute;
 use gateway_api::apis::experimental::httproutes::HttpRoute;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
-use kube::Client;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
+use kube::{Client, Resource};
 
 use crate::api::Release;
 use crate::rollout::LastApply;
@@ -59,11 +59,13 @@ pub struct Stores {
     /// The HTTPRoutes this process wrote, as the API server returned them, until the cache
     /// shows that write: the rules are one atomic list, so a second edit made from a cache
     /// that lags behind the first (a weight, then a cohort) would undo it.
-    written_routes: Arc<Mutex<HashMap<ObjectRef<HttpRoute>, WrittenRoute>>>,
+    written_routes: WrittenRoutes<HttpRoute>,
+    /// The GRPCRoutes this process wrote, kept for the same reason as `written_routes`.
+    written_grpc_routes: WrittenRoutes<GrpcRoute>,
 }
 
-/// An HTTPRoute as a write of ours returned it, and when.
-type WrittenRoute = (Arc<HttpRoute>, Instant);
+/// Routes of one kind as writes of ours returned them, and when.
+type WrittenRoutes<R> = Arc<Mutex<HashMap<ObjectRef<R>, (Arc<R>, Instant)>>>;
 
 /// A Deployment as a write of ours returned it (or the one we deleted), and when.
 struct Written {
@@ -87,6 +89,7 @@ impl Stores {
             grpc_routes,
             written: Arc::default(),
             written_routes: Arc::default(),
+            written_grpc_routes: Arc::default(),
         }
     }
 
@@ -213,46 +216,65 @@ impl Stores {
     /// The HTTPRoute `namespace/name`: from the cache, or from our newer write of it.
     pub fn route(&self, namespace: &str, name: &str) -> Option<Arc<HttpRoute>> {
         let key = ObjectRef::new(name).within(namespace);
-        let cached = self.routes.get(&key);
-        let Ok(mut written) = self.written_routes.lock() else {
-            return cached;
-        };
-        let Some((ours, at)) = written.get(&key) else {
-            return cached;
-        };
-        let seen = cached.as_deref().is_some_and(|cached| {
-            cached.metadata.uid == ours.metadata.uid
-                && cached.metadata.generation >= ours.metadata.generation
-        });
-        // A route deleted since (the cache has none, or another uid) is not brought back.
-        let replaced = cached
-            .as_deref()
-            .is_none_or(|cached| cached.metadata.uid != ours.metadata.uid);
-        if seen || replaced || at.elapsed() >= WRITTEN_KEPT {
-            written.remove(&key);
-            return cached;
-        }
-        Some(ours.clone())
+        newer_of(self.routes.get(&key), &self.written_routes, &key)
     }
 
     /// Remember `route` as our write returned it, until the cache shows it (see
     /// [`Stores::route`]).
     pub fn wrote_route(&self, route: HttpRoute) {
-        let (Some(namespace), Some(name)) = (&route.metadata.namespace, &route.metadata.name)
-        else {
-            return;
-        };
-        let key = ObjectRef::new(name).within(namespace);
-        if let Ok(mut written) = self.written_routes.lock() {
-            written.retain(|_, (_, at)| at.elapsed() < WRITTEN_KEPT);
-            written.insert(key, (Arc::new(route), Instant::now()));
-        }
+        remember(&self.written_routes, route);
     }
 
-    /// The cached GRPCRoute `namespace/name`.
+    /// The GRPCRoute `namespace/name`: from the cache, or from our newer write of it.
     pub fn grpc_route(&self, namespace: &str, name: &str) -> Option<Arc<GrpcRoute>> {
-        self.grpc_routes
-            .get(&ObjectRef::new(name).within(namespace))
+        let key = ObjectRef::new(name).within(namespace);
+        newer_of(self.grpc_routes.get(&key), &self.written_grpc_routes, &key)
+    }
+
+    /// Remember `route` as our write returned it, until the cache shows it (see
+    /// [`Stores::grpc_route`]).
+    pub fn wrote_grpc_route(&self, route: GrpcRoute) {
+        remember(&self.written_grpc_routes, route);
+    }
+}
+
+/// `cached`, or our write of `key` while the cache has not caught up with it: the same object
+/// (uid) at an older generation. A route deleted since (the cache has none, or another uid) is
+/// not brought back, and a write is forgotten after `WRITTEN_KEPT`.
+fn newer_of<R: Resource<DynamicType = ()>>(
+    cached: Option<Arc<R>>,
+    written: &WrittenRoutes<R>,
+    key: &ObjectRef<R>,
+) -> Option<Arc<R>> {
+    let Ok(mut written) = written.lock() else {
+        return cached;
+    };
+    let Some((ours, at)) = written.get(key) else {
+        return cached;
+    };
+    let seen = cached.as_deref().is_some_and(|cached| {
+        cached.meta().uid == ours.meta().uid && cached.meta().generation >= ours.meta().generation
+    });
+    let replaced = cached
+        .as_deref()
+        .is_none_or(|cached| cached.meta().uid != ours.meta().uid);
+    if seen || replaced || at.elapsed() >= WRITTEN_KEPT {
+        written.remove(key);
+        return cached;
+    }
+    Some(ours.clone())
+}
+
+/// Remember `route` in `written` as our write returned it (dropping writes kept too long).
+fn remember<R: Resource<DynamicType = ()>>(written: &WrittenRoutes<R>, route: R) {
+    let (Some(namespace), Some(name)) = (route.meta().namespace.clone(), route.meta().name.clone())
+    else {
+        return;
+    };
+    let key = ObjectRef::new(&name).within(&namespace);
+    if let Ok(mut written) = written.lock() {
+        written.retain(|_, (_, at)| at.elapsed() < WRITTEN_KEPT);
+        written.insert(key, (Arc::new(route), Instant::now()));
     }
 }
 

@@ -309,6 +309,7 @@ fn settled_release(world: &mut World, now: Timestamp) -> Release {
         services_ready: true,
         route: Some(RouteState::Ready { canary_weight: 0 }),
         route_object: None,
+        grpc_route_object: None,
         analysis: None,
         credentials: Default::default(),
         last_apply: Default::default(),
@@ -534,6 +535,7 @@ async fn a_set_weight_step_adds_the_finalizer_then_applies_only_the_routes_rules
             services_ready: true,
             route: Some(RouteState::Ready { canary_weight: 0 }),
             route_object: None,
+            grpc_route_object: None,
             analysis: None,
             credentials: Default::default(),
             last_apply: Default::default(),
@@ -1737,6 +1739,7 @@ async fn the_simulator_predicts_the_children_the_shell_writes() {
                 // world's); what the core reads of it, the cohorts and mirrors, must agree.
                 let without_route = |observed: &Observed| Observed {
                     route_object: None,
+                    grpc_route_object: None,
                     ..observed.clone()
                 };
                 assert_eq!(

@@ -62,6 +62,7 @@ pub async fn observe(ctx: &Context, release: &Release, now: Timestamp) -> Result
         services_ready,
         route,
         route_object: route_object_of(ctx, release, &namespace),
+        grpc_route_object: grpc_route_object_of(ctx, release, &namespace),
         analysis,
         credentials: check_credentials(ctx, release, &namespace).await,
         last_apply: ctx.last_apply(&ObjectRef::from_obj(release)),
@@ -194,6 +195,22 @@ pub fn route_object_of(
     ctx.stores
         .route(namespace, gateway.http_route.as_deref()?)
         .map(|route| (*route).clone())
+}
+
+/// The Release's GRPCRoute itself, from the watch cache (or our newer write of it), for the
+/// cohorts it carries; `None` unless `spec.traffic.gatewayAPI.grpcRoute` names a route there.
+pub fn grpc_route_object_of(
+    ctx: &Context,
+    release: &Release,
+    namespace: &str,
+) -> Option<gateway_api::apis::experimental::grpcroutes::GrpcRoute> {
+    match release.spec.traffic.route()? {
+        (RouteKind::Grpc, name) => ctx
+            .stores
+            .grpc_route(namespace, name)
+            .map(|route| (*route).clone()),
+        (RouteKind::Http, _) => None,
+    }
 }
 
 /// Whether the Secrets named in `spec.analysis.prometheus` exist with their keys: the last

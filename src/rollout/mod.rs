@@ -5,6 +5,7 @@
 
 use k8s_openapi::jiff::Timestamp;
 
+use gateway_api::apis::experimental::grpcroutes::GrpcRoute;
 use gateway_api::apis::experimental::httproutes::HttpRoute;
 
 use crate::analysis::AnalysisRun;
@@ -60,6 +61,9 @@ pub struct Observed {
     /// The HTTPRoute as read (Gateway API mode), for the cohorts and mirrors it carries
     /// ([`crate::traffic::cohort`]); `None` when it was not read, which counts as carrying none.
     pub route_object: Option<HttpRoute>,
+    /// The GRPCRoute as read (Gateway API mode with a `grpcRoute`), for the cohorts it carries
+    /// ([`crate::traffic::grpc`]); `None` when it was not read, which counts as carrying none.
+    pub grpc_route_object: Option<GrpcRoute>,
     /// An analysis run made during this reconcile (the controller runs one when
     /// [`analysis_due`] says so).
     pub analysis: Option<AnalysisRun>,
@@ -89,18 +93,27 @@ impl Observed {
         self.route_object
             .as_ref()
             .is_some_and(|route| crate::traffic::cohort::carries_additions(route, release))
+            || self
+                .grpc_route_object
+                .as_ref()
+                .is_some_and(|route| crate::traffic::grpc::carries_additions(route, release))
     }
 
     /// Whether the route carries exactly `wanted` of Release `release`'s cohorts and mirrors
     /// (a route not read, or one Waymark cannot edit, counts as carrying none).
     pub fn route_additions_in_place(&self, release: &str, wanted: &RouteAdditions) -> bool {
-        match &self.route_object {
-            Some(route) => {
+        match (&self.route_object, &self.grpc_route_object) {
+            (Some(route), _) => {
                 let mut edited = route.clone();
                 crate::traffic::cohort::set_additions(&mut edited, release, wanted)
                     .is_ok_and(|changed| !changed)
             }
-            None => wanted.is_empty(),
+            (None, Some(route)) => {
+                let mut edited = route.clone();
+                crate::traffic::grpc::set_additions(&mut edited, release, wanted)
+                    .is_ok_and(|changed| !changed)
+            }
+            (None, None) => wanted.is_empty(),
         }
     }
 }

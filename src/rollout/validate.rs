@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use crate::api::Release;
+use crate::api::{Release, RouteKind};
 
 /// Longest Release name: its children are named `<name>-canary` and `<name>-stable`, and a
 /// Service name is at most 63 characters.
@@ -144,19 +144,34 @@ fn route_steps(release: &Release) -> Result<(), SpecError> {
     let mut active = crate::api::RouteAdditions::default();
     for (index, step) in steps.iter().enumerate() {
         let field = |what: &str| format!("spec.steps[{index}].{what}");
-        let http_route = release
-            .spec
-            .traffic
-            .gateway_api
-            .as_ref()
-            .is_some_and(|gateway| gateway.http_route.is_some());
-        if step.is_route_step() && !http_route {
+        let router = release.spec.traffic.route().map(|(kind, _)| kind);
+        if step.is_route_step() && router.is_none() {
             return Err(SpecError::new(
                 &format!("spec.steps[{index}]"),
-                "setHeaderRoute and setMirrorRoute need spec.traffic.gatewayAPI.httpRoute (an \
-                 HTTPRoute to add the rules to); a replica split has no router to route a \
-                 cohort, and a GRPCRoute takes weights only",
+                "setHeaderRoute and setMirrorRoute need spec.traffic.gatewayAPI.httpRoute or \
+                 grpcRoute (a route to add the rules to); a replica split has no router to \
+                 route a cohort",
             ));
+        }
+        if router == Some(RouteKind::Grpc) {
+            // A GRPCRoute matches headers only, and Gateway API mirrors on HTTPRoutes only.
+            if step.set_mirror_route.is_some() {
+                return Err(SpecError::new(
+                    &field("setMirrorRoute"),
+                    crate::traffic::grpc::GRPC_MIRROR_MESSAGE,
+                ));
+            }
+            let query_params = step
+                .set_header_route
+                .as_ref()
+                .and_then(|cohort| cohort.route_match.as_ref())
+                .is_some_and(|route_match| !route_match.query_params.is_empty());
+            if query_params {
+                return Err(SpecError::new(
+                    &field("setHeaderRoute.match.queryParams"),
+                    crate::traffic::grpc::GRPC_QUERY_PARAMS_MESSAGE,
+                ));
+            }
         }
         if let Some(cohort) = &step.set_header_route {
             let field = field("setHeaderRoute");
@@ -739,6 +754,45 @@ mod tests {
                 result.as_ref().err().map(|error| error.field.as_str()),
                 field,
                 "{steps:?}: {result:?}"
+            );
+        }
+        // A GRPCRoute: header and cookie cohorts, but no query parameters and no mirror.
+        let mut query_cohort = header_route("beta", "x-canary", "true");
+        query_cohort
+            .set_header_route
+            .as_mut()
+            .unwrap()
+            .route_match
+            .as_mut()
+            .unwrap()
+            .query_params = vec![ValueMatch {
+            name: "canary".into(),
+            value: "1".into(),
+            match_type: MatchType::Exact,
+        }];
+        let grpc_cases = [
+            (
+                vec![regex_cohort("(beta|staff)"), remove_cohort("beta")],
+                None,
+            ),
+            (
+                vec![set_weight(5), query_cohort],
+                Some("spec.steps[1].setHeaderRoute.match.queryParams"),
+            ),
+            (
+                vec![mirror_route("shadow", 20)],
+                Some("spec.steps[0].setMirrorRoute"),
+            ),
+        ];
+        for (steps, field) in grpc_cases {
+            let mut release = ReleaseBuilder::gateway().steps(steps.clone()).build();
+            let gateway = release.spec.traffic.gateway_api.as_mut().unwrap();
+            gateway.grpc_route = gateway.http_route.take();
+            let result = spec(&release);
+            assert_eq!(
+                result.as_ref().err().map(|error| error.field.as_str()),
+                field,
+                "GRPCRoute {steps:?}: {result:?}"
             );
         }
         let error = spec(

@@ -3,9 +3,10 @@
 //!
 //! A cohort (`setHeaderRoute`) sends the requests that match it, all of them, to the canary; a
 //! mirror (`setMirrorRoute`) sends a copy of a share of the requests to the canary and drops its
-//! answers. Both are written into the HTTPRoute as parts Waymark recognises as its own (rules
-//! named `waymark-<release>-<name>`, `RequestMirror` filters to `<release>-canary`), see
-//! [`crate::traffic::cohort`].
+//! answers. Both are written into the route (a cohort into an HTTPRoute or a GRPCRoute, a
+//! mirror into an HTTPRoute) as parts Waymark recognises as its own (rules named
+//! `waymark-<release>-<name>`, `RequestMirror` filters to `<release>-canary`), see
+//! [`crate::traffic::cohort`] and [`crate::traffic::grpc`].
 
 use kube::KubeSchema;
 use schemars::JsonSchema;

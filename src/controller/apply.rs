@@ -360,7 +360,6 @@ async fn set_route_weight<R: WeightedRoute>(
     cached: Option<Arc<R>>,
     canary_weight: i32,
 ) -> Result<Option<R>, Error> {
-    let object = format!("{} {namespace}/{route_name}", R::KIND.kind());
     let Some(route) = cached else {
         // Gone since the decision: the next reconcile (the watch sees the deletion) reports it.
         return Ok(None);
@@ -381,26 +380,10 @@ async fn set_route_weight<R: WeightedRoute>(
     };
     let plan = session_persistence_plan(asked, R::KIND, features.as_deref());
     let backends = Backends::of(&release.name_any());
-    let body = weight_apply(route.as_ref(), &backends, canary_weight, plan.to_write()).map_err(
-        |message| Error::Refused {
-            object: object.clone(),
-            reason: "Rejected",
-            message,
-        },
-    )?;
-    let Some(body) = body else {
-        return Ok(None);
-    };
-    let routes: Api<R> = Api::namespaced(ctx.client.clone(), namespace);
-    let written = routes
-        .patch(
-            route_name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&body),
-        )
-        .await
-        .map_err(|error| Error::refusal(object.clone(), &error).unwrap_or_else(|| error.into()))?;
-    Ok(Some(written))
+    edit_route(ctx, namespace, route_name, Some(route), |route| {
+        weight_apply(route, &backends, canary_weight, plan.to_write())
+    })
+    .await
 }
 
 /// Write an edit of the cached route `namespace/route_name` (`body`: the apply body from the

@@ -978,9 +978,38 @@ fn replica_mode_rollback_first_takes_canary_pods_out() {
 }
 
 #[test]
-fn replica_mode_healthy_release_takes_a_leftover_canarys_pods_out_at_once() {
-    // A controller stopped after writing the promotion's outcome and before scaling the canary
-    // down: the Healthy status says nothing about a canary, the canary's pod still serves.
+fn replica_mode_promotion_keeps_the_canarys_last_pod_until_it_is_deleted() {
+    // The promoted canary's pod runs the stable's revision: it serves like the stable's until
+    // the canary is deleted after scaleDownDelay, with no scale to 0 before (one write fewer).
+    let mut sim = Sim::canary_of(ReleaseBuilder::replica_split().steps(vec![set_weight(50)]));
+    let mut scaled_to_zero = false;
+    for _ in 0..40 {
+        let decision = sim.tick(0);
+        scaled_to_zero |= decision
+            .actions
+            .contains(&Action::ScaleCanary { replicas: 0 });
+        if sim.status().phase == Some(Phase::Healthy) {
+            break;
+        }
+    }
+    assert_eq!(sim.status().phase, Some(Phase::Healthy));
+    assert!(!scaled_to_zero, "the promoted canary was scaled to 0");
+    let canary = sim.observed.canary.clone().expect("the canary waits for scaleDownDelay");
+    assert_eq!(canary.revision, Some(revision_of(V2)));
+    assert!(canary.replicas > 0, "its last pod serves until the delete");
+    let stable = sim.observed.stable.clone().expect("a stable");
+    assert_eq!(stable.replicas, 4, "the stable has every pod");
+    assert_eq!(moves(&sim.tick(10)), Vec::<Action>::new(), "nothing before scaleDownDelay");
+    assert_eq!(moves(&sim.tick(30)), vec![Action::DeleteCanary]);
+    assert!(sim.observed.canary.is_none());
+}
+
+#[test]
+fn replica_mode_healthy_release_takes_a_leftover_canary_of_another_revision_out_at_once() {
+    // A canary Deployment left with another revision's pods (a controller stopped halfway
+    // through a rollback it had recorded): the Healthy status says nothing about a canary,
+    // and those pods serve through the shared Service, so they go now, not after
+    // scaleDownDelay.
     let mut sim = Sim::canary_of(ReleaseBuilder::replica_split().steps(vec![set_weight(50)]));
     sim.settle();
     assert_eq!(sim.status().phase, Some(Phase::Healthy));
@@ -989,6 +1018,7 @@ fn replica_mode_healthy_release_takes_a_leftover_canarys_pods_out_at_once() {
         .canary
         .as_mut()
         .expect("the canary waits for scaleDownDelay");
+    canary.revision = Some("0ther".into());
     canary.replicas = 2;
     canary.available_replicas = 2;
     let decision = sim.tick(0);

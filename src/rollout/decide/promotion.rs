@@ -87,13 +87,15 @@ impl Decider<'_> {
                         return false;
                     }
                     let left = (total - stable.replicas).max(0);
-                    self.push(Action::ScaleCanary { replicas: left });
                     if left > 0 || stable.replicas != total {
+                        self.push(Action::ScaleCanary { replicas: left });
                         self.report_promoting(&revision);
                         return false;
                     }
-                    // The stable has every pod, available: the canary's last pods going is
-                    // the end of the promotion, decided now.
+                    // The stable has every pod, available, so the promotion is complete. The
+                    // canary's last pods run the stable's revision: they serve like the
+                    // stable's until the canary is deleted after `scaleDownDelay` (see
+                    // `steady`), so no scale to 0 first, which would be one more write.
                 }
                 if stable.replicas != total {
                     self.push(Action::ScaleStable { replicas: total });

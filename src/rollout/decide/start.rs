@@ -46,10 +46,18 @@ impl Decider<'_> {
                 replicas: total,
             }),
         }
-        // In replica split a leftover canary's pods take traffic through the shared Service:
-        // they go at once, not after `scaleDownDelay` (a controller stopped after writing the
-        // promotion's outcome, and before scaling the canary down, leaves such pods behind).
-        self.canary_traffic_off();
+        // In replica split a leftover canary's pods take traffic through the shared Service.
+        // The promoted canary's pods run the stable's revision and serve like it until the
+        // canary goes after `scaleDownDelay`; any other revision's pods (a canary whose
+        // rollback or abort a stopped controller left half done) go at once.
+        let promoted_canary = self
+            .observed
+            .canary
+            .as_ref()
+            .is_some_and(|c| c.revision.as_deref() == Some(revision.as_str()));
+        if !(self.mode == Mode::Replicas && promoted_canary) {
+            self.canary_traffic_off();
+        }
         if self.observed.canary.is_some() {
             match self
                 .status

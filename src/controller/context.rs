@@ -6,11 +6,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::events::EventRecorder;
 use gateway_api::apis::experimental::grpcroutes::GrpcRoute;
 use gateway_api::apis::experimental::httproutes::HttpRoute;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
-use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, Resource};
@@ -291,7 +291,7 @@ pub struct Context {
     /// The Kubernetes client.
     pub client: Client,
     /// The process-wide event recorder (a new one would forget the event series it bumps).
-    pub recorder: Recorder,
+    pub recorder: EventRecorder,
     /// The controller's metrics.
     pub metrics: Arc<Metrics>,
     /// The watch caches.
@@ -322,7 +322,7 @@ impl Context {
     /// A context over `stores`.
     pub fn new(
         client: Client,
-        recorder: Recorder,
+        recorder: EventRecorder,
         metrics: Arc<Metrics>,
         stores: Stores,
     ) -> Context {

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::jiff::Timestamp;
 use kube::client::Body;
 use kube::runtime::controller::Action as Requeue;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, ObjectRef, store::Writer};
 use kube::runtime::watcher;
 use kube::{Client, Resource};
@@ -112,7 +112,7 @@ fn test_context() -> (Arc<Context>, World, ApiServerVerifier) {
     let (grpc_routes, grpc_route_writer) = reflector::store();
     let ctx = Context::new(
         client.clone(),
-        Recorder::new(client, reporter),
+        super::events::EventRecorder::new(client, reporter),
         Arc::new(Metrics::default()),
         Stores::new(deployments, services, routes, grpc_routes),
     );

@@ -7,6 +7,7 @@ pub mod children;
 mod context;
 pub mod credentials;
 mod error;
+pub mod events;
 mod finalizer;
 pub mod gateway_features;
 pub mod health;
@@ -40,7 +41,9 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Service, ServiceSpec};
 use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::controller::Config;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
+
+use events::EventRecorder;
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -128,7 +131,7 @@ pub async fn run_with_client(
     .with_graceful_shutdown(stopped(stop_rx.clone()));
     let server = tokio::spawn(async move { server.await });
 
-    // One Recorder for the process: it remembers the events it published, so a repeated
+    // One event recorder for the process: it remembers the events it published, so a repeated
     // event bumps a series instead of creating a new Event object.
     let notifier = match &args.notifications_config {
         Some(value) => {
@@ -144,7 +147,7 @@ pub async fn run_with_client(
     };
     let shared = Shared {
         client: client.clone(),
-        recorder: Recorder::new(client.clone(), reporter()),
+        recorder: EventRecorder::new(client.clone(), reporter()),
         metrics,
         notifier,
     };
@@ -174,7 +177,7 @@ pub async fn run_with_client(
 #[derive(Clone)]
 pub(crate) struct Shared {
     client: Client,
-    recorder: Recorder,
+    recorder: EventRecorder,
     metrics: Arc<Metrics>,
     /// Outlives a term as leader, so that what was sent is not sent again by the next term.
     notifier: Option<Arc<notify::Notifier>>,
@@ -501,7 +504,7 @@ async fn caches_synced(
 /// Decodes watched Releases, and reports the ones it cannot decode instead of failing the watch.
 #[derive(Clone)]
 struct Undecodable {
-    recorder: Recorder,
+    recorder: EventRecorder,
     metrics: Arc<Metrics>,
     /// `(uid, resourceVersion)` already reported, so a relist does not report them again.
     reported: Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
@@ -771,7 +774,7 @@ mod tests {
         let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(service, "default");
         let undecodable = Undecodable {
-            recorder: Recorder::new(client, reporter()),
+            recorder: EventRecorder::new(client, reporter()),
             metrics: Arc::new(Metrics::default()),
             reported: Arc::default(),
         };

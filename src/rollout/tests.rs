@@ -994,12 +994,20 @@ fn replica_mode_promotion_keeps_the_canarys_last_pod_until_it_is_deleted() {
     }
     assert_eq!(sim.status().phase, Some(Phase::Healthy));
     assert!(!scaled_to_zero, "the promoted canary was scaled to 0");
-    let canary = sim.observed.canary.clone().expect("the canary waits for scaleDownDelay");
+    let canary = sim
+        .observed
+        .canary
+        .clone()
+        .expect("the canary waits for scaleDownDelay");
     assert_eq!(canary.revision, Some(revision_of(V2)));
     assert!(canary.replicas > 0, "its last pod serves until the delete");
     let stable = sim.observed.stable.clone().expect("a stable");
     assert_eq!(stable.replicas, 4, "the stable has every pod");
-    assert_eq!(moves(&sim.tick(10)), Vec::<Action>::new(), "nothing before scaleDownDelay");
+    assert_eq!(
+        moves(&sim.tick(10)),
+        Vec::<Action>::new(),
+        "nothing before scaleDownDelay"
+    );
     assert_eq!(moves(&sim.tick(30)), vec![Action::DeleteCanary]);
     assert!(sim.observed.canary.is_none());
 }

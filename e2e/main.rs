@@ -84,6 +84,7 @@ fn main() -> ExitCode {
         quiet::a_timed_pause_leaves_the_release_still,
         quiet::a_settled_release_and_its_children_are_not_written,
         quiet::a_first_release_is_not_healthy_before_its_stable_is_available,
+        quiet::a_status_patch_over_a_changed_release_is_refused_as_stale,
         restart::restarts_during_a_canary_resume_where_it_stood,
         restart::restarts_while_failing_and_during_a_rollback_finish_the_rollback,
         restart::a_route_reapplied_from_git_gets_its_weights_back,

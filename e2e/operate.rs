@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::fixtures::*;
 use crate::support::{Env, kubeconfig_path};
-use waymark::api::{Outcome, Phase};
+use waymark::api::{Outcome, Phase, TimelineKind};
 
 /// What one run of the `waymark` binary printed, and whether it succeeded.
 pub struct Run {
@@ -115,6 +115,22 @@ pub async fn the_command_line_promotes_aborts_and_retries(env: Env) {
     wait_for_weight(&env, name, name, 30).await;
     let after = waymark(&["status", name, "-n", &ns]).await;
     assert!(after.stdout.contains("E2E-3"), "{}", after.stdout);
+
+    // The controller's cache holds only the newest history entry's timeline; its status
+    // patches since (the abort, the retry) leave the older entries' timelines on the server.
+    let history = env.status(name).await.history;
+    let promoted = history
+        .iter()
+        .find(|entry| entry.outcome == Outcome::Promoted && entry.roadmap_item == "E2E-2")
+        .unwrap_or_else(|| panic!("the promotion of E2E-2 in {history:?}"));
+    assert_ne!(history[0].revision, promoted.revision, "an older entry");
+    assert!(
+        promoted
+            .timeline
+            .iter()
+            .any(|entry| entry.kind == TimelineKind::Step),
+        "the promotion's timeline is kept: {promoted:?}"
+    );
 }
 
 /// The Events on Release `name`, as `(reason, note)`, once one has `reason`: the Events of a

@@ -165,3 +165,46 @@ pub async fn a_first_release_is_not_healthy_before_its_stable_is_available(env: 
     let release = env.releases().get(name).await.expect("the Release");
     assert_eq!(argo_health(&release).0, "Healthy");
 }
+
+/// The controller writes a status as a JSON patch whose first operation tests the
+/// resourceVersion its decision was made on. Over a Release that changed since, the API server
+/// refuses the whole patch, and the controller reads that answer as a stale Release (decide
+/// again), not as a status the schema refused.
+pub async fn a_status_patch_over_a_changed_release_is_refused_as_stale(env: Env) {
+    let name = "checkout";
+    healthy_first_release(&env, name, json!([{"setWeight": 50}])).await;
+    let before = env.releases().get(name).await.expect("the Release");
+    let seen = before.metadata.resource_version.clone().expect("a version");
+    // Someone else writes meanwhile (a label, as a person or Argo CD would).
+    env.releases()
+        .patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"labels": {"team": "payments"}}})),
+        )
+        .await
+        .expect("the label");
+    let stale = json!([
+        {"op": "test", "path": "/metadata/resourceVersion", "value": seen},
+        {"op": "add", "path": "/status/message", "value": "a decision on an old copy"},
+    ]);
+    let patch: json_patch::Patch = serde_json::from_value(stale).expect("a JSON patch");
+    let refused = env
+        .releases()
+        .patch_status(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Json::<()>(patch),
+        )
+        .await
+        .expect_err("a patch over a changed Release");
+    let kube::Error::Api(status) = &refused else {
+        panic!("an answer from the API server: {refused}");
+    };
+    assert!(
+        waymark::controller::status::patch_not_applicable(status),
+        "read as stale: {status:?}"
+    );
+    let now = env.status(name).await;
+    assert_ne!(now.message.as_deref(), Some("a decision on an old copy"));
+}

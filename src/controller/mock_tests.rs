@@ -31,6 +31,8 @@ type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 type Responder = tower_test::mock::SendResponse<Response<Body>>;
 
 const SSA: &str = "&force=true&fieldManager=waymark";
+/// The query of a plain patch by Waymark's field manager.
+const FIELD_MANAGER_QUERY: &str = "&fieldManager=waymark";
 const CREATE: &str = "?&fieldManager=waymark";
 const ROUTE_PATH: &str = "/apis/gateway.networking.k8s.io/v1/namespaces/shop/httproutes/checkout";
 const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/shop/deployments";
@@ -97,7 +99,10 @@ fn available(release: &Release, role: Role, image: &str, replicas: i32) -> Deplo
     deployment
 }
 
-struct ApiServerVerifier(Handle);
+/// The mock API server's side: the requests come in order, and each is checked and answered.
+/// `.1` is the status the API server holds at each resourceVersion the scenario answered, the
+/// base the controller's JSON patches apply to.
+struct ApiServerVerifier(Handle, std::collections::HashMap<String, Value>);
 
 fn test_context() -> (Arc<Context>, World, ApiServerVerifier) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
@@ -122,7 +127,11 @@ fn test_context() -> (Arc<Context>, World, ApiServerVerifier) {
         routes: route_writer,
         grpc_routes: grpc_route_writer,
     };
-    (Arc::new(ctx), world, ApiServerVerifier(handle))
+    (
+        Arc::new(ctx),
+        world,
+        ApiServerVerifier(handle, Default::default()),
+    )
 }
 
 fn respond(send: Responder, code: u16, body: &Value) {
@@ -217,27 +226,58 @@ impl ApiServerVerifier {
         body
     }
 
-    /// The status write: server-side apply with the resourceVersion the decision was made on,
-    /// never `status.request` (the CLI's). Answered with a new resourceVersion.
+    /// The API server holding `release` (its status at its resourceVersion): the controller's
+    /// status patches based on it apply to its status.
+    fn holding(mut self, release: &Release) -> Self {
+        if let (Some(version), Some(status)) = (
+            release.metadata.resource_version.clone(),
+            release.status.as_ref(),
+        ) {
+            self.1
+                .insert(version, serde_json::to_value(status).unwrap());
+        }
+        self
+    }
+
+    /// The status write: a JSON patch whose first operation tests the resourceVersion the
+    /// decision was made on, never touching `status.request` (the CLI's). Applied to the status
+    /// held at that version (none unless [`Self::holding`] or an earlier write said so);
+    /// answered with a new resourceVersion (`based_on` + "1"); returns the whole new status.
     async fn expect_status(&mut self, based_on: &str) -> Value {
         let (body, send) = self
-            .expect(Method::PATCH, &format!("{STATUS_PATH}?{SSA}"))
+            .expect(
+                Method::PATCH,
+                &format!("{STATUS_PATH}?{FIELD_MANAGER_QUERY}"),
+            )
             .await;
-        assert_eq!(body["apiVersion"], "waymark.dev/v1alpha1");
-        assert_eq!(body["kind"], "Release");
+        let operations = body.as_array().expect("a JSON patch");
         assert_eq!(
-            body["metadata"]["resourceVersion"], based_on,
-            "a precondition: never written over a newer Release"
+            operations.first(),
+            Some(&json!({"op": "test", "path": "/metadata/resourceVersion", "value": based_on})),
+            "a precondition first: never written over a newer Release"
         );
         assert!(
-            body["status"].get("request").is_none(),
+            operations.iter().all(|operation| !operation["path"]
+                .as_str()
+                .unwrap()
+                .starts_with("/status/request")
+                && operation["value"].get("request").is_none()),
             "the CLI owns status.request: {body}"
         );
+        let mut object = json!({"metadata": {"resourceVersion": based_on}});
+        if let Some(status) = self.1.get(based_on) {
+            object["status"] = status.clone();
+        }
+        let patch: json_patch::Patch = serde_json::from_value(body.clone()).unwrap();
+        json_patch::patch(&mut object, &patch)
+            .unwrap_or_else(|error| panic!("the patch {body} does not apply: {error}"));
+        let new_version = format!("{based_on}1");
+        self.1.insert(new_version.clone(), object["status"].clone());
         let mut release = serde_json::to_value(ReleaseBuilder::gateway().build()).unwrap();
-        release["metadata"]["resourceVersion"] = json!(format!("{based_on}1"));
-        release["status"] = body["status"].clone();
+        release["metadata"]["resourceVersion"] = json!(new_version);
+        release["status"] = object["status"].clone();
         respond(send, 200, &release);
-        body["status"].clone()
+        object["status"].clone()
     }
 
     /// The finalizer patch: a merge patch of `metadata.finalizers` alone, with the
@@ -461,7 +501,7 @@ async fn a_new_template_writes_the_canary_intent_then_creates_the_canary() {
     let (ctx, mut world, verifier) = test_context();
     let release = new_template_release(&mut world);
     let canary = template_revision(&template(V2));
-    let server = scenario(verifier, move |mut api| async move {
+    let server = scenario(verifier.holding(&release), move |mut api| async move {
         let status = api.expect_status("100").await;
         assert_eq!(status["canaryRevision"], canary.as_str());
         let deployment = api
@@ -490,7 +530,7 @@ async fn a_canary_the_watch_has_not_delivered_yet_is_read_from_its_create_not_cr
     let (ctx, mut world, verifier) = test_context();
     let mut release = new_template_release(&mut world);
     let (written, status) = tokio::sync::oneshot::channel();
-    let server = scenario(verifier, move |mut api| async move {
+    let server = scenario(verifier.holding(&release), move |mut api| async move {
         let _ = written.send(api.expect_status("100").await);
         let deployment = api
             .expect_echo(Method::POST, &format!("{DEPLOYMENTS}{CREATE}"))
@@ -547,7 +587,7 @@ async fn a_set_weight_step_adds_the_finalizer_then_applies_only_the_routes_rules
         at(10),
     );
     release.status = Some(start.status);
-    let server = scenario(verifier, |mut api| async move {
+    let server = scenario(verifier.holding(&release), |mut api| async move {
         let status = api.expect_status("100").await;
         assert_eq!(status["reason"], "StepSetWeight");
         // The finalizer after the intent and before the first weight the canary gets.
@@ -621,7 +661,7 @@ async fn a_grpc_route_step_asks_the_gateway_class_then_applies_weights_with_sess
         at(10),
     );
     release.status = Some(start.status);
-    let server = scenario(verifier, |mut api| async move {
+    let server = scenario(verifier.holding(&release), |mut api| async move {
         // The route's parent Gateway, then its class: read by name, once for the reconcile.
         let (_, send) = api
             .expect(
@@ -734,7 +774,7 @@ async fn an_abort_is_recorded_first_then_weight_zero_then_the_canary_scaled_down
         {"name": "checkout-stable", "port": 8080, "weight": 50},
         {"name": "checkout-canary", "port": 8080, "weight": 50}
     ])));
-    let server = scenario(verifier, |mut api| async move {
+    let server = scenario(verifier.holding(&release), |mut api| async move {
         let status = api.expect_status("100").await;
         assert_eq!(
             status["phase"], "RolledBack",
@@ -772,7 +812,10 @@ async fn a_stale_release_is_not_acted_on_when_its_status_write_is_refused() {
     let release = ReleaseBuilder::gateway().build();
     let server = scenario(verifier, |mut api| async move {
         let (_, send) = api
-            .expect(Method::PATCH, &format!("{STATUS_PATH}?{SSA}"))
+            .expect(
+                Method::PATCH,
+                &format!("{STATUS_PATH}?{FIELD_MANAGER_QUERY}"),
+            )
             .await;
         respond(
             send,
@@ -904,7 +947,7 @@ async fn a_quota_refusal_is_in_the_status_and_an_event_quoting_the_api_server() 
     let quota = "deployments.apps \"checkout-stable\" is forbidden: exceeded quota: compute, requested: pods=4, used: pods=8, limited: pods=10";
     let create = format!("{DEPLOYMENTS}{CREATE}");
     let (written, mut statuses) = tokio::sync::mpsc::unbounded_channel();
-    let server = scenario(verifier, move |mut api| async move {
+    let server = scenario(verifier.holding(&release), move |mut api| async move {
         // 1: the intent, then the refused create; no second status write.
         let status = api.expect_status("100").await;
         assert_eq!(applied_condition(&status), Value::Null);
@@ -1063,7 +1106,7 @@ async fn an_invalid_selector_degrades_the_release_without_failing_the_reconcile(
     let release = ReleaseBuilder::gateway()
         .selector_label("app", "payments")
         .build();
-    let server = scenario(verifier, |mut api| async move {
+    let server = scenario(verifier.holding(&release), |mut api| async move {
         let status = api.expect_status("100").await;
         assert_eq!(status["phase"], "Degraded");
         let condition = status["conditions"]
@@ -1407,7 +1450,7 @@ async fn a_missing_token_secret_is_read_once_per_generation_and_named_in_a_condi
         .build();
     const SECRET_PATH: &str = "/api/v1/namespaces/shop/secrets/prometheus-token";
     let (written, first_status) = tokio::sync::oneshot::channel();
-    let server = scenario(verifier, move |mut api| async move {
+    let server = scenario(verifier.holding(&release), move |mut api| async move {
         // Seen for the first time: the Secret is read once, and the condition names it.
         let (_, send) = api.expect(Method::GET, SECRET_PATH).await;
         respond(
@@ -1701,7 +1744,7 @@ async fn the_simulator_predicts_the_children_the_shell_writes() {
         ),
     ];
     for (walk, builder, moves) in walks {
-        let (ctx, mut world, ApiServerVerifier(handle)) = test_context();
+        let (ctx, mut world, ApiServerVerifier(handle, _)) = test_context();
         let release = builder.build();
         if release.spec.traffic.gateway_api.is_some() {
             world.route(route(json!([{"name": "checkout-stable", "port": 8080}])));
@@ -1784,7 +1827,7 @@ async fn log_of_walk(builder: ReleaseBuilder, moves: Vec<LogMove>) -> Vec<Value>
     use super::logs::{Captured, LogFormat};
     use crate::rollout::fixtures::Sim;
 
-    let (ctx, mut world, ApiServerVerifier(handle)) = test_context();
+    let (ctx, mut world, ApiServerVerifier(handle, _)) = test_context();
     let release = builder.build();
     if release.spec.traffic.gateway_api.is_some() {
         world.route(route(json!([{"name": "checkout-stable", "port": 8080}])));

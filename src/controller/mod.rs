@@ -22,6 +22,7 @@ mod process;
 pub mod prometheus;
 pub mod reconcile;
 pub mod status;
+pub mod status_patch;
 pub mod watch;
 pub mod watched;
 mod workload;
@@ -444,7 +445,7 @@ fn release_events(
         monitor,
     )
     .try_filter_map(move |event| futures::future::ready(Ok(undecodable.decode(event))))
-    .modify(slim)
+    .modify(slim_release)
     .reflect(writer)
     .inspect_ok(move |event| match event {
         watcher::Event::Delete(release) => {
@@ -660,6 +661,16 @@ fn slim<K: Resource>(object: &mut K) {
     if let Some(annotations) = meta.annotations.as_mut() {
         // `kubectl apply`'s last-applied copy would hold the whole object again.
         annotations.remove(LAST_APPLIED);
+    }
+}
+
+/// Drop from a cached Release what no decision reads: its managed fields, and the timelines
+/// of its history entries but the newest (the status write patches only what changed, so it
+/// never needs them; the CLI reads the Release itself).
+pub(crate) fn slim_release(release: &mut Release) {
+    slim(release);
+    if let Some(status) = release.status.as_mut() {
+        status_patch::slim_history(status);
     }
 }
 

@@ -11,6 +11,7 @@ use crate::api::{FIELD_MANAGER, Release, ReleaseStatus};
 
 use super::context::Context;
 use super::error::Error;
+use super::status_patch;
 
 /// What a status write did.
 #[derive(Clone, Debug, PartialEq)]
@@ -33,9 +34,10 @@ pub enum WriteError {
     Failed(Error),
 }
 
-/// Write `new` as `release`'s status by server-side apply, unless it says nothing new.
+/// Write `new` as `release`'s status by a JSON patch of what changed, unless it says nothing
+/// new.
 ///
-/// The write carries the Release's resourceVersion, so the API server refuses it (409) when the
+/// The patch first tests the Release's resourceVersion, so the API server refuses it when the
 /// copy the decision was made on is stale: a decision never lands over a newer status, a
 /// manual request written meanwhile or a changed spec. `analysis_ran` forces the write even
 /// if only `analysis.lastRunAt` moved: the core decides when the next run is due from it.
@@ -49,27 +51,39 @@ pub async fn write(
     if !analysis_ran && !status_changed(old, new) {
         return Ok(Written::Unchanged);
     }
-    let mut new = new.clone();
-    // `request` belongs to the CLI (field manager `waymark-cli`): never send it.
-    new.request = None;
     let namespace = release.namespace().unwrap_or_default();
     let name = release.name_any();
-    let patch = serde_json::json!({
-        "apiVersion": "waymark.dev/v1alpha1",
-        "kind": "Release",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "resourceVersion": release.metadata.resource_version,
-        },
-        "status": new,
-    });
+    // What changed, after a test of the resourceVersion the decision was made on: the API
+    // server refuses the whole patch when the Release moved since (see `status_patch`).
+    let changes = status_patch::operations(old, new);
+    if changes.is_empty() {
+        return Ok(Written::Unchanged);
+    }
+    let mut operations = Vec::with_capacity(changes.len() + 1);
+    if let Some(version) = release.metadata.resource_version.as_deref() {
+        operations.push(serde_json::json!({
+            "op": "test",
+            "path": "/metadata/resourceVersion",
+            "value": version,
+        }));
+    }
+    operations.extend(changes);
+    let patch: json_patch::Patch = serde_json::from_value(serde_json::Value::Array(operations))
+        .map_err(|source| {
+            WriteError::Failed(Error::Serialize {
+                what: "the status patch",
+                source,
+            })
+        })?;
     let api: Api<Release> = Api::namespaced(ctx.client.clone(), &namespace);
     match api
         .patch_status(
             &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
+            &PatchParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..PatchParams::default()
+            },
+            &Patch::Json::<()>(patch),
         )
         .await
     {
@@ -78,16 +92,34 @@ pub async fn write(
                 &ObjectRef::from_obj(release),
                 release.metadata.resource_version.clone(),
             );
-            ctx.metrics.observe_release(&namespace, &name, old, &new);
+            ctx.metrics.observe_release(&namespace, &name, old, new);
             Ok(Written::Yes {
                 resource_version: written.metadata.resource_version,
             })
         }
         Err(kube::Error::Api(status)) if status.code == 409 => Err(WriteError::Conflict),
+        // The resourceVersion test failed: the Release changed since the decision.
+        Err(kube::Error::Api(status)) if patch_not_applicable(&status) => Err(WriteError::Conflict),
         Err(kube::Error::Api(status)) if status.code == 404 => Err(WriteError::Conflict),
         Err(error) => Err(WriteError::Failed(error.into())),
     }
 }
+
+/// Whether the API server refused the JSON patch because it did not apply to the stored
+/// Release: its resourceVersion test failed (the Release changed since the decision). The API
+/// server (v1.33) answers a failed `test`, like any operation on a path the object lacks, with
+/// a bare 422 that names no field; a status the schema refuses is a 422 naming the field.
+pub fn patch_not_applicable(status: &kube::core::Status) -> bool {
+    status.code == 422
+        && status.message == PATCH_NOT_APPLICABLE
+        && status
+            .details
+            .as_ref()
+            .is_none_or(|details| details.causes.is_empty())
+}
+
+/// The API server's words for a JSON patch that does not apply to the stored object.
+const PATCH_NOT_APPLICABLE: &str = "the server rejected our request due to an error in our request";
 
 /// The status with what does not count as a change blanked out: bookkeeping timestamps
 /// (`analysis.lastRunAt`, conditions' `lastTransitionTime`) and `request`, which the CLI owns.
@@ -142,6 +174,27 @@ mod tests {
             at(100),
         );
         status
+    }
+
+    #[test]
+    fn a_bare_422_is_a_stale_release_and_a_422_naming_a_field_is_not() {
+        // As the API server sends them.
+        let answer = |message: &str, causes: usize| -> kube::core::Status {
+            let causes: Vec<_> = (0..causes)
+                .map(|_| serde_json::json!({"reason": "FieldValueNotSupported", "field": "status.phase"}))
+                .collect();
+            serde_json::from_value(serde_json::json!({
+                "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Invalid",
+                "code": 422, "message": message, "details": {"causes": causes},
+            }))
+            .expect("a Status")
+        };
+        assert!(patch_not_applicable(&answer(PATCH_NOT_APPLICABLE, 0)));
+        assert!(!patch_not_applicable(&answer(PATCH_NOT_APPLICABLE, 1)));
+        assert!(!patch_not_applicable(&answer(
+            "Release.waymark.dev \"checkout\" is invalid: status.phase: Unsupported value",
+            1
+        )));
     }
 
     #[test]

@@ -211,7 +211,7 @@ const OUTCOMES: [Outcome; 4] = [
 /// The controller's metrics and the registry that encodes them.
 #[derive(Debug)]
 pub struct Metrics {
-    registry: Registry,
+    registry: Exposition,
     reconcile_duration: Histogram,
     reconcile_errors: Family<ErrorLabels, Counter>,
     watch_restarts: Family<WatchLabels, Counter>,
@@ -243,8 +243,6 @@ pub struct Metrics {
     /// delivery families created for it, so each revision counts once and a deleted Release's
     /// series go with it.
     finished: Mutex<HashMap<(String, String), Finished>>,
-    /// Length of the last scrape's text.
-    encoded_len: AtomicUsize,
 }
 
 /// How long the delivery series of a roadmap item stay after its canary ended (or after they
@@ -334,7 +332,7 @@ impl Default for Metrics {
         // live under the `waymark` prefix.
         let mut root = Registry::default();
         root.register_collector(Box::new(super::process::ProcessCollector));
-        let registry = root.sub_registry_with_prefix("waymark");
+        let mut registry = Exposition::new(root);
         let build_info = Family::<Vec<(String, String)>, Gauge>::default();
         build_info.get_or_create(&build_labels()).set(1);
         registry.register(
@@ -479,7 +477,7 @@ impl Default for Metrics {
             notifications_dropped.clone(),
         );
         Metrics {
-            registry: root,
+            registry,
             notifications_sent,
             notification_failures,
             notifications_dropped,
@@ -503,7 +501,6 @@ impl Default for Metrics {
             burn_series: Mutex::new(HashMap::new()),
             current: Mutex::new(HashMap::new()),
             finished: Mutex::new(HashMap::new()),
-            encoded_len: AtomicUsize::new(0),
         }
     }
 }
@@ -952,16 +949,78 @@ impl Metrics {
     }
 
     /// The metrics in the Prometheus text exposition format, after sweeping the delivery series
-    /// that are done with.
+    /// that are done with: every part of [`Self::encode_part`] in one string.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
-        self.sweep_delivery_series(Instant::now());
-        // Sized from the previous scrape: one allocation instead of a string that doubles its
-        // way up (and leaves each smaller copy behind in the allocator).
-        let previous = self.encoded_len.load(Ordering::Relaxed);
-        let mut text = String::with_capacity(previous + previous / 8);
-        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
-        self.encoded_len.store(text.len(), Ordering::Relaxed);
+        let mut text = String::new();
+        let mut index = 0;
+        while let Some(part) = self.encode_part(index) {
+            text.push_str(&part?);
+            index += 1;
+        }
         Ok(text)
+    }
+
+    /// Part `index` of the exposition, `None` past the end: the process metrics (after the
+    /// sweep of the delivery series that are done with), then one Waymark metric family a
+    /// part, then the EOF marker. A scrape is sent part by part, so it never holds the whole
+    /// text: at 10,000 Releases that would be some 70 MB at once, for the largest family 7.
+    pub fn encode_part(&self, index: usize) -> Option<Result<String, std::fmt::Error>> {
+        if index == 0 {
+            self.sweep_delivery_series(Instant::now());
+        }
+        self.registry.encode_part(index)
+    }
+}
+
+/// The registry in parts, one metric family each (the process collector's in the first), each
+/// encoded on its own. The text is the same as one registry's; only its pieces are smaller.
+struct Exposition {
+    parts: Vec<Registry>,
+    /// The length of each part at the previous scrape: a part's string is sized from it, one
+    /// allocation instead of a string that doubles its way up.
+    sizes: Vec<AtomicUsize>,
+}
+
+impl std::fmt::Debug for Exposition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exposition")
+            .field("parts", &self.parts.len())
+            .finish()
+    }
+}
+
+impl Exposition {
+    fn new(root: Registry) -> Self {
+        Self {
+            parts: vec![root],
+            sizes: vec![AtomicUsize::new(0)],
+        }
+    }
+
+    /// Register a Waymark metric (name prefixed `waymark_`) as a part of its own.
+    fn register<N: Into<String>, H: Into<String>>(
+        &mut self,
+        name: N,
+        help: H,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
+        let mut part = Registry::with_prefix("waymark");
+        part.register(name, help, metric);
+        self.parts.push(part);
+        self.sizes.push(AtomicUsize::new(0));
+    }
+
+    fn encode_part(&self, index: usize) -> Option<Result<String, std::fmt::Error>> {
+        let Some(part) = self.parts.get(index) else {
+            return (index == self.parts.len()).then(|| Ok("# EOF\n".to_string()));
+        };
+        let previous = self.sizes[index].load(Ordering::Relaxed);
+        let mut text = String::with_capacity(previous + previous / 8);
+        if let Err(error) = prometheus_client::encoding::text::encode_registry(&mut text, part) {
+            return Some(Err(error));
+        }
+        self.sizes[index].store(text.len(), Ordering::Relaxed);
+        Some(Ok(text))
     }
 }
 

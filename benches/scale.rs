@@ -46,7 +46,8 @@
 //! stable (the bench's watch sees the canary Deployment at 0 replicas or phase RolledBack),
 //! against the target p99 ≤ interval + 2 s. Resident-set lines (idle, canary hour) get a
 //! verdict: flat only with a least-squares slope under 2 MiB/h and no sample more than 2 MiB
-//! above the first settled one (idle: from its start; canary hour: from the end of round 1).
+//! above the first settled one (idle: from its second sample, the first being taken as the
+//! phase before it ends; canary hour: from the end of round 1).
 //!
 //! Not part of `cargo test` as a bench: without cargo bench's `--bench` flag it runs only its
 //! unit tests (`scale/checks.rs`, through libtest-mimic), so `cargo test --bench scale` checks

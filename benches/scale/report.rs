@@ -396,7 +396,7 @@ pub fn table(report: &Report) -> String {
         "\nResident set while idle, every {} (seconds into the idle phase, MiB): {}\n  {}",
         seconds(report.sample),
         rss_line(&report.idle_rss),
-        flatness(&report.idle_rss, Duration::ZERO).text()
+        flatness(&report.idle_rss, idle_settled(report)).text()
     );
     match &report.canary_hour {
         Some(hour) => canary_hour_text(&mut out, n, report.sample, hour),
@@ -651,7 +651,7 @@ pub fn json(report: &Report) -> Value {
         },
         "rssSampleSeconds": report.sample.as_secs_f64(),
         "idleRss": rss_json(&report.idle_rss),
-        "idleFlatness": flatness_json(&flatness(&report.idle_rss, Duration::ZERO)),
+        "idleFlatness": flatness_json(&flatness(&report.idle_rss, idle_settled(report))),
         "canaryHour": report.canary_hour.as_ref().map(|hour| json!({
             "seconds": hour.duration.as_secs_f64(),
             "rounds": hour.rounds.iter().map(|round| json!({
@@ -687,6 +687,12 @@ pub fn json(report: &Report) -> Value {
             "status": version.status,
         })).collect::<Vec<_>>(),
     })
+}
+
+/// Where the idle line is judged from: one sample in, since the first sample is taken as the
+/// phase before it ends (its last canaries just deleted, their events still arriving).
+fn idle_settled(report: &Report) -> Duration {
+    report.sample
 }
 
 /// `seconds MiB` pairs, one a sample.

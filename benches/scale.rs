@@ -660,13 +660,18 @@ impl Run {
             kubelet.canaries_emptied_since(from),
             releases.rolled_back_since(from),
         );
+        let mut ended_by_scale = 0;
         let restore = Latencies::of(bad.iter().map(|name| {
             let revision = &shipped.get(name)?.revision;
             let failed = judge::first_failing_run(&releases.status_of(name)?, revision)?;
-            let back = [emptied.get(name), rolled_back.get(name)]
-                .into_iter()
-                .flatten()
-                .min()?;
+            let back = match (emptied.get(name), rolled_back.get(name)) {
+                (Some(scaled), Some(phase)) if phase < scaled => *phase,
+                (Some(scaled), _) => {
+                    ended_by_scale += 1;
+                    *scaled
+                }
+                (None, phase) => *phase?,
+            };
             Some(Duration::from_secs_f64(
                 back.duration_since(failed).as_secs_f64().max(0.0),
             ))
@@ -679,6 +684,7 @@ impl Run {
             interval,
             first_weight,
             restore,
+            ended_by_scale,
         }))
     }
 

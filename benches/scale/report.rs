@@ -165,6 +165,9 @@ pub struct RollbackMeasured {
     /// status) to traffic back on the stable (the canary Deployment seen at 0 replicas or the
     /// phase seen RolledBack, whichever came first).
     pub restore: Latencies,
+    /// Of the restores measured, those whose end was the canary Deployment seen at 0 (the
+    /// others: phase RolledBack seen first).
+    pub ended_by_scale: usize,
 }
 
 impl RollbackMeasured {
@@ -217,6 +220,11 @@ impl Latencies {
         self.sorted
             .get(rank.clamp(1, self.sorted.len()) - 1)
             .copied()
+    }
+
+    /// How many Releases were measured.
+    pub fn measured(&self) -> usize {
+        self.sorted.len()
     }
 
     /// How many Releases had no measurement.
@@ -676,6 +684,7 @@ pub fn json(report: &Report) -> Value {
                 "intervalSeconds": wave.interval.as_secs_f64(),
                 "firstWeightSeconds": wave.first_weight.json(),
                 "restoreSeconds": wave.restore.json(),
+                "restoreEndedByCanaryAtZero": wave.ended_by_scale,
                 "restoreTargetP99Seconds": wave.target().as_secs_f64(),
                 "restoreTargetMet": wave.restore.quantile(0.99).map(|p99| p99 <= wave.target()),
             }),
@@ -796,10 +805,13 @@ fn rollback_text(out: &mut String, n: usize, wave: &RollbackMeasured) {
         out,
         "  first failing analysis run (the controller's time in the status, whole seconds, so up \
          to 1 s long) → traffic back on the stable (canary Deployment seen at 0 or phase \
-         RolledBack, whichever first), the {} bad: {}; target p99 ≤ interval + 2 s = {}: {verdict}",
+         RolledBack, whichever first), the {} bad: {}; target p99 ≤ interval + 2 s = {}: \
+         {verdict}. Ended by the canary seen at 0: {}, by the phase: {}.",
         wave.bad,
         wave.restore
             .text("without a failing run or a rollback seen"),
-        seconds(wave.target())
+        seconds(wave.target()),
+        wave.ended_by_scale,
+        wave.restore.measured().saturating_sub(wave.ended_by_scale)
     );
 }

@@ -269,7 +269,8 @@ impl RssLine {
         self.started
     }
 
-    /// Stop sampling; the samples (time since the start, bytes), with a last one now.
+    /// Stop sampling; the samples (time since the start, bytes), with a last one now unless
+    /// the last tick was less than a second ago.
     pub fn stop(self) -> Vec<(Duration, u64)> {
         self.task.abort();
         let mut samples = self
@@ -277,7 +278,13 @@ impl RssLine {
             .lock()
             .map(|samples| samples.clone())
             .unwrap_or_default();
-        samples.push((self.started.elapsed(), self.memory.current()));
+        let now = self.started.elapsed();
+        if samples
+            .last()
+            .is_none_or(|(at, _)| now.saturating_sub(*at) >= Duration::from_secs(1))
+        {
+            samples.push((now, self.memory.current()));
+        }
         samples
     }
 }

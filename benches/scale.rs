@@ -3,8 +3,13 @@
 //!
 //! ```sh
 //! KUBEBUILDER_ASSETS=<dir with etcd, kube-apiserver, kube-controller-manager> \
-//!     cargo bench --bench scale -- --releases 200 [--idle 60s] [--json]
+//!     cargo bench --bench scale -- --releases 200 [--idle 60s] [--sample 10s] \
+//!     [--canary-hour 0s] [--bad-every 20] [--json]
 //! ```
+//!
+//! An hour-long run, as issue 23 asks (RSS every minute over an hour of canaries and an hour
+//! of idle): `--releases 1000 --canary-hour 1h --idle 1h --sample 60s`. A quick one:
+//! `--releases 50 --canary-hour 3m --idle 60s --sample 20s --bad-every 10`.
 //!
 //! `cargo bench` builds the `waymark` binary with the bench profile (release) and runs it as
 //! `waymark controller`, authenticated as the `waymark-controller` ServiceAccount with the RBAC
@@ -17,15 +22,37 @@
 //! 3. ships a new image and roadmap item to all N and waits until each has promoted (its
 //!    stable revision is the new one, phase Healthy), then until the canaries are removed
 //!    (`scaleDownDelay`, 30 s by default);
-//! 4. waits an idle period (`--idle`, 60 s) in which nothing changes.
+//! 4. with `--canary-hour D`: rounds of canaries back to back for D, each a new revision (an
+//!    environment variable's value) and roadmap item to all N, the next once every Release
+//!    promoted it and its canary is gone; the controller's resident set every `--sample`;
+//! 5. waits an idle period (`--idle`, 60 s) in which nothing changes, the resident set every
+//!    `--sample`;
+//! 6. with `--bad-every K` (20 by default, 0 skips it; needs `prometheus`, else skipped with
+//!    a note): the rollback wave. The tests' request counters and a real Prometheus (from
+//!    `tests/common/`) serve 50 requests/s for `<name>-stable` without errors and for
+//!    `<name>-canary` with 5% errors for every K-th Release, which gets an analysis (every
+//!    10 s, burn windows 20 s and 10 s at most 14.4, failureLimit 2) by a spec patch; once
+//!    Prometheus holds a full 20 s window, a new template goes to all N at once, until the
+//!    good ones promoted and the bad ones are RolledBack.
 //!
 //! For each phase it reports the wall time, the time the API server would need for the
 //! writes the phase needs at the measured baseline rate, the controller's own requests per
 //! Release by verb and resource (from the API server's audit log, which records the
 //! controller's ServiceAccount only), every client's requests (the API server's
 //! `apiserver_request_total`), the controller's reconciles, and its peak resident memory.
+//! Reaction times: template change → the canary's first weight (p50, p99) in the canary wave,
+//! each canary-hour round and the rollback wave; in the rollback wave, for the bad ones, the
+//! first failing analysis run (the controller's time in the status) → traffic back on the
+//! stable (the bench's watch sees the canary Deployment at 0 replicas or phase RolledBack),
+//! against the target p99 ≤ interval + 2 s. Resident-set lines (idle, canary hour) get a
+//! verdict: flat only with a least-squares slope under 2 MiB/h and no sample more than 2 MiB
+//! above the first settled one (idle: from its second sample, the first being taken as the
+//! phase before it ends; canary hour: from the end of round 1).
 //!
-//! Not part of `cargo test`: without cargo bench's `--bench` flag it only says how to run it.
+//! Not part of `cargo test` as a bench: without cargo bench's `--bench` flag it runs only its
+//! unit tests (`scale/checks.rs`, through libtest-mimic), so `cargo test --bench scale` checks
+//! what it judges without starting a control plane.
+//!
 //! Everything shares the machine's cores (the control plane, the bench's clients, the
 //! controller, and whatever else runs), so wall times are noisy; request counts are not.
 
@@ -38,10 +65,18 @@ mod deployment_status;
 #[path = "../e2e/prepare.rs"]
 mod prepare;
 
+#[allow(dead_code)] // shared with the tests, which use all of it
+#[path = "scale/common.rs"]
+mod common;
+
+#[path = "scale/checks.rs"]
+mod checks;
 #[path = "scale/cluster.rs"]
 mod cluster;
 #[path = "scale/controller.rs"]
 mod controller;
+#[path = "scale/judge.rs"]
+mod judge;
 #[path = "scale/report.rs"]
 mod report;
 #[path = "scale/requests.rs"]
@@ -60,7 +95,9 @@ use waymark::api::Phase;
 
 use cluster::Cluster;
 use controller::Controller;
-use report::{Floor, PhaseResult, Report};
+use report::{
+    CanaryHour, Floor, Latencies, PhaseResult, Report, RollbackMeasured, RollbackWave, Round,
+};
 use requests::Counts;
 use workload::{Kubelet, Releases};
 
@@ -73,13 +110,15 @@ const RELEASE_NAMESPACE: &str = "scale-releases";
 const FIRST_RELEASE_WRITES: f64 = 3.0;
 /// Writes a replica-split canary of 2 pods with `setWeight 50` and a pause needs at the least
 /// up to its promotion: create the canary, scale the stable down, give the stable the new
-/// template, scale the stable up and the canary down (5), and a status write for each of
-/// canary started, paused, promoting and promoted (4).
-const CANARY_WRITES: f64 = 9.0;
+/// template and scale the stable up (4), and a status write for each of canary started,
+/// paused, promoting and promoted (4). The promoted canary runs the stable's revision, so it
+/// is not scaled down first: it is deleted after `scaleDownDelay`, in the clean-up phase.
+const CANARY_WRITES: f64 = 8.0;
 /// The pause step of every Release.
 const PAUSE: Duration = Duration::from_secs(10);
-/// How often the idle phase samples the controller's resident set.
-const IDLE_SAMPLE: Duration = Duration::from_secs(10);
+/// How long the rollback wave waits for Prometheus to hold a full 20 s window of the bad
+/// Releases' request counters.
+const WINDOW_DEADLINE: Duration = Duration::from_secs(90);
 /// How often a wait looks at the Releases.
 const POLL: Duration = Duration::from_millis(200);
 /// How often a wait says how far it is.
@@ -98,6 +137,18 @@ struct Args {
     /// The idle period after the canaries are gone, in which nothing changes.
     #[arg(long, env = "WAYMARK_SCALE_IDLE", default_value = "60s")]
     idle: waymark::api::Duration,
+    /// How often the controller's resident set is sampled in the idle phase and the canary
+    /// hour (use 60s for hour-long runs).
+    #[arg(long, default_value = "10s")]
+    sample: waymark::api::Duration,
+    /// After the clean-up: rounds of canaries back to back for this long (a new revision to
+    /// all N, wait until promoted and the canaries gone, again). 0 skips the phase.
+    #[arg(long, default_value = "0s")]
+    canary_hour: waymark::api::Duration,
+    /// After the idle phase: a rollback wave in which every K-th Release's canary burns its
+    /// error budget (needs `prometheus`). 0 skips the phase.
+    #[arg(long, default_value_t = 20)]
+    bad_every: usize,
     /// Requests the bench keeps in flight when it creates or patches objects.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
@@ -112,20 +163,26 @@ struct Args {
     #[arg(long)]
     json: bool,
     /// Set by `cargo bench`; without it the bench does not run (so `cargo test --benches`
-    /// does not start a control plane).
+    /// does not start a control plane) and its pure checks run instead.
     #[arg(long, hide = true)]
     bench: bool,
 }
 
 fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let args = Args::parse();
-    if !args.bench {
+    // `cargo test --bench scale` (or `--benches`) runs the binary without cargo bench's
+    // `--bench` flag, and perhaps with the test harness's own flags: the pure checks only.
+    if !std::env::args().skip(1).any(|arg| arg == "--bench") {
         eprintln!(
-            "scale: not run (it starts a control plane and takes minutes): \
-             `cargo bench --bench scale -- --releases N`"
+            "scale: the bench not run (it starts a control plane and takes minutes): \
+             `cargo bench --bench scale -- --releases N`; its pure checks:"
         );
-        return ExitCode::SUCCESS;
+        return checks::run();
+    }
+    let args = Args::parse();
+    if args.sample.as_secs_f64() < 1.0 {
+        eprintln!("scale: --sample must be at least 1s");
+        return ExitCode::FAILURE;
     }
     if args.releases == 0 || args.concurrency == 0 {
         eprintln!("scale: --releases and --concurrency must be at least 1");
@@ -211,6 +268,7 @@ async fn run(args: &Args, cluster: &Cluster) -> Result<Report, String> {
         n,
         deadline,
         phases: Vec::new(),
+        rounds_shipped: 0,
     };
 
     // Start-up: the controller lists and watches what it caches.
@@ -239,7 +297,8 @@ async fn run(args: &Args, cluster: &Cluster) -> Result<Report, String> {
 
     // Canary wave: a new template for all N, wait until every one has promoted.
     let mark = run.mark(Some(&controller)).await?;
-    let shipped = workload::ship(&admin, RELEASE_NAMESPACE, n, args.concurrency).await?;
+    let wave_from = Timestamp::now();
+    let shipped = workload::ship(&admin, RELEASE_NAMESPACE, n, args.concurrency, 0).await?;
     run.wait(&mut controller, "canary wave: promoted", || {
         releases.count(|name, seen| {
             seen.phase == Some(Phase::Healthy)
@@ -252,7 +311,7 @@ async fn run(args: &Args, cluster: &Cluster) -> Result<Report, String> {
         shipped
             .iter()
             .map(|(name, shipped)| (name.as_str(), shipped.at)),
-        &releases.first_weights(),
+        &releases.first_weights_since(wave_from),
     );
     let floor = Floor::writes(CANARY_WRITES, PAUSE);
     run.finish("canary wave", Some(floor), mark, &controller)
@@ -270,20 +329,48 @@ async fn run(args: &Args, cluster: &Cluster) -> Result<Report, String> {
     .await?;
     run.finish("clean-up", None, mark, &controller).await?;
 
+    let sample = Duration::from_secs_f64(args.sample.as_secs_f64());
+    let canary_hour = Duration::from_secs_f64(args.canary_hour.as_secs_f64());
+    let mut hour = None;
+    if !canary_hour.is_zero() {
+        hour = Some(
+            run.canary_hour(
+                &mut controller,
+                &releases,
+                &kubelet,
+                canary_hour,
+                sample,
+                args.concurrency,
+            )
+            .await?,
+        );
+    }
+
     // Idle: nothing changes.
     let idle = Duration::from_secs_f64(args.idle.as_secs_f64());
     eprintln!("scale: idle for {idle:?}");
     let mark = run.mark(Some(&controller)).await?;
-    // The resident set every IDLE_SAMPLE: a line that grows while nothing changes is a leak.
-    let mut idle_rss = Vec::new();
-    let idle_started = Instant::now();
-    while idle_started.elapsed() < idle {
-        idle_rss.push((idle_started.elapsed(), controller.memory().current()));
-        tokio::time::sleep(IDLE_SAMPLE.min(idle.saturating_sub(idle_started.elapsed()))).await;
+    // The resident set every --sample: a line that grows while nothing changes is a leak.
+    let line = controller.sample_rss(sample);
+    while line.started().elapsed() < idle {
+        tokio::time::sleep(POLL.min(idle.saturating_sub(line.started().elapsed()))).await;
         controller.check_running()?;
     }
-    idle_rss.push((idle_started.elapsed(), controller.memory().current()));
+    let idle_rss = line.stop();
     run.finish("idle", None, mark, &controller).await?;
+
+    let rollback = if args.bad_every == 0 {
+        RollbackWave::Skipped("`--bad-every 0`".into())
+    } else {
+        run.rollback_wave(
+            &mut controller,
+            &releases,
+            &kubelet,
+            args.bad_every,
+            args.concurrency,
+        )
+        .await?
+    };
 
     let peak_rss = controller.memory().high_water_mark();
     let warnings = controller.warnings();
@@ -305,6 +392,11 @@ async fn run(args: &Args, cluster: &Cluster) -> Result<Report, String> {
     for phase in &mut run.phases {
         phase.controller = requests::count_between(&audited, phase.from, phase.to);
     }
+    if let Some(hour) = &mut hour {
+        for round in &mut hour.rounds {
+            round.controller = requests::count_between(&audited, round.from, round.to);
+        }
+    }
     Ok(Report {
         releases: n,
         apiserver_version: version.git_version,
@@ -321,6 +413,9 @@ async fn run(args: &Args, cluster: &Cluster) -> Result<Report, String> {
         slow_watchers,
         first_weight,
         idle_rss,
+        sample,
+        canary_hour: hour,
+        rollback,
         watch_list: args.watch_list,
     })
 }
@@ -331,6 +426,8 @@ struct Run {
     n: usize,
     deadline: Duration,
     phases: Vec<PhaseResult>,
+    /// Versions shipped after the canary wave (round 0), each a new revision and roadmap item.
+    rounds_shipped: u32,
 }
 
 /// Where a phase started.
@@ -394,6 +491,201 @@ impl Run {
             cpu,
         });
         Ok(())
+    }
+
+    /// The canary hour: rounds of a new revision to all N, each until every Release promoted
+    /// it and its canary is gone, started until `duration` has passed; the resident set every
+    /// `sample` across it.
+    async fn canary_hour(
+        &mut self,
+        controller: &mut Controller,
+        releases: &Releases,
+        kubelet: &Kubelet,
+        duration: Duration,
+        sample: Duration,
+        concurrency: usize,
+    ) -> Result<CanaryHour, String> {
+        eprintln!("scale: canary hour: rounds for {duration:?}");
+        let mark = self.mark(Some(controller)).await?;
+        let line = controller.sample_rss(sample);
+        let mut rounds = Vec::new();
+        let mut settled = None;
+        while line.started().elapsed() < duration {
+            self.rounds_shipped += 1;
+            let number = self.rounds_shipped;
+            let (from, started) = (Timestamp::now(), Instant::now());
+            let shipped =
+                workload::ship(&self.admin, RELEASE_NAMESPACE, self.n, concurrency, number).await?;
+            let what = format!("canary hour, round {number}: promoted, canaries removed");
+            self.wait(controller, &what, || {
+                let (promoted, mut others) = releases.count(|name, seen| {
+                    seen.phase == Some(Phase::Healthy)
+                        && seen.stable_revision.is_some()
+                        && seen.stable_revision.as_ref() == shipped.get(name).map(|s| &s.revision)
+                });
+                let left = kubelet.canaries();
+                if left > 0 {
+                    others.insert("canary Deployments left".into(), left);
+                }
+                (promoted.min(self.n.saturating_sub(left)), others)
+            })
+            .await?;
+            let first_weight = Latencies::between(
+                shipped
+                    .iter()
+                    .map(|(name, shipped)| (name.as_str(), shipped.at)),
+                &releases.first_weights_since(from),
+            );
+            rounds.push(Round {
+                from,
+                to: Timestamp::now(),
+                wall: started.elapsed(),
+                first_weight,
+                controller: Counts::default(),
+                rss_at_end: controller.memory().current(),
+            });
+            settled.get_or_insert(line.started().elapsed());
+            eprintln!(
+                "scale: canary hour: round {number} in {:.1}s",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        let rss = line.stop();
+        self.finish("canary hour", None, mark, controller).await?;
+        Ok(CanaryHour {
+            duration,
+            rounds,
+            rss,
+            settled: settled.unwrap_or_default(),
+        })
+    }
+
+    /// The rollback wave: every `bad_every`-th Release gets an analysis against a canary that
+    /// burns its error budget, then a new template goes to all N at once; measured until the
+    /// good ones promoted and the bad ones rolled back.
+    async fn rollback_wave(
+        &mut self,
+        controller: &mut Controller,
+        releases: &Releases,
+        kubelet: &Kubelet,
+        bad_every: usize,
+        concurrency: usize,
+    ) -> Result<RollbackWave, String> {
+        let bad: Vec<String> = (0..self.n)
+            .filter(|index| (index + 1) % bad_every == 0)
+            .map(workload::release_name)
+            .collect();
+        let metrics = common::prometheus::MetricsServer::start()
+            .await
+            .map_err(|error| format!("rollback wave: cannot serve request counters: {error}"))?;
+        for name in &bad {
+            // 50 requests/s each; the canary fails 5%: a burn rate of 50 against 99.9%, far
+            // over the limit of 14.4. The stable fails none.
+            metrics.set_traffic(RELEASE_NAMESPACE, &format!("{name}-canary"), 50.0, 0.05);
+            metrics.set_traffic(RELEASE_NAMESPACE, &format!("{name}-stable"), 50.0, 0.0);
+        }
+        let Some(prometheus) = common::prometheus::Prometheus::start(&[metrics.address()]).await
+        else {
+            return Ok(RollbackWave::Skipped(
+                "no `prometheus` on PATH (nor WAYMARK_PROMETHEUS); install Debian's \
+                 `prometheus` package"
+                    .into(),
+            ));
+        };
+        let interval: waymark::api::Duration = workload::ANALYSIS_INTERVAL
+            .parse()
+            .map_err(|error| format!("the bench's analysis interval: {error}"))?;
+        let interval = Duration::from_secs_f64(interval.as_secs_f64());
+
+        // The analysis, and a full window in Prometheus before the canaries start.
+        eprintln!(
+            "scale: rollback wave: {} bad Releases get an analysis",
+            bad.len()
+        );
+        let mark = self.mark(Some(controller)).await?;
+        workload::add_analysis(
+            &self.admin,
+            RELEASE_NAMESPACE,
+            &bad,
+            prometheus.address(),
+            concurrency,
+        )
+        .await?;
+        prometheus
+            .wait_for_window(
+                &format!(r#"http_requests_total{{namespace="{RELEASE_NAMESPACE}"}}"#),
+                Duration::from_secs(20),
+                WINDOW_DEADLINE,
+            )
+            .await
+            .map_err(|error| format!("rollback wave: Prometheus holds no 20s window: {error}"))?;
+        controller.check_running()?;
+        self.finish("analysis added", None, mark, controller)
+            .await?;
+
+        // A new template to all N at once.
+        let mark = self.mark(Some(controller)).await?;
+        let from = Timestamp::now();
+        self.rounds_shipped += 1;
+        let round = self.rounds_shipped;
+        let shipped =
+            workload::ship(&self.admin, RELEASE_NAMESPACE, self.n, concurrency, round).await?;
+        let is_bad: std::collections::HashSet<&str> = bad.iter().map(String::as_str).collect();
+        self.wait(
+            controller,
+            "rollback wave: good ones promoted, bad ones RolledBack",
+            || {
+                releases.count(|name, seen| {
+                    if is_bad.contains(name) {
+                        seen.phase == Some(Phase::RolledBack)
+                    } else {
+                        seen.phase == Some(Phase::Healthy)
+                            && seen.stable_revision.is_some()
+                            && seen.stable_revision.as_ref()
+                                == shipped.get(name).map(|s| &s.revision)
+                    }
+                })
+            },
+        )
+        .await?;
+        self.finish("rollback wave", None, mark, controller).await?;
+
+        let first_weight = Latencies::between(
+            shipped
+                .iter()
+                .map(|(name, shipped)| (name.as_str(), shipped.at)),
+            &releases.first_weights_since(from),
+        );
+        let (emptied, rolled_back) = (
+            kubelet.canaries_emptied_since(from),
+            releases.rolled_back_since(from),
+        );
+        let mut ended_by_scale = 0;
+        let restore = Latencies::of(bad.iter().map(|name| {
+            let revision = &shipped.get(name)?.revision;
+            let failed = judge::first_failing_run(&releases.status_of(name)?, revision)?;
+            let back = match (emptied.get(name), rolled_back.get(name)) {
+                (Some(scaled), Some(phase)) if phase < scaled => *phase,
+                (Some(scaled), _) => {
+                    ended_by_scale += 1;
+                    *scaled
+                }
+                (None, phase) => *phase?,
+            };
+            Some(Duration::from_secs_f64(
+                back.duration_since(failed).as_secs_f64().max(0.0),
+            ))
+        }));
+        drop(prometheus);
+        drop(metrics);
+        Ok(RollbackWave::Measured(RollbackMeasured {
+            bad_every,
+            bad: bad.len(),
+            interval,
+            first_weight,
+            restore,
+            ended_by_scale,
+        }))
     }
 
     /// Wait until `progress` counts all N Releases done, or fail after the deadline with what

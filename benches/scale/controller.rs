@@ -122,6 +122,31 @@ impl Controller {
         &self.memory
     }
 
+    /// Start sampling its resident set every `every` (the first sample now) until
+    /// [`RssLine::stop`].
+    pub fn sample_rss(&self, every: Duration) -> RssLine {
+        let samples: Arc<std::sync::Mutex<Vec<(Duration, u64)>>> = Arc::default();
+        let started = Instant::now();
+        let (memory, kept) = (self.memory.clone(), samples.clone());
+        let task = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            // A late tick (a busy machine) is taken late, not made up for with a burst.
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                if let Ok(mut kept) = kept.lock() {
+                    kept.push((started.elapsed(), memory.current()));
+                }
+            }
+        });
+        RssLine {
+            samples,
+            started,
+            memory: self.memory.clone(),
+            task,
+        }
+    }
+
     async fn wait_until_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + READY_DEADLINE;
         loop {
@@ -227,6 +252,40 @@ impl Controller {
             .filter(|line| line.contains("WARN") || line.contains("ERROR"))
             .map(str::to_string)
             .collect()
+    }
+}
+
+/// The controller's resident set sampled at a fixed period (see [`Controller::sample_rss`]).
+pub struct RssLine {
+    samples: Arc<std::sync::Mutex<Vec<(Duration, u64)>>>,
+    started: Instant,
+    memory: Arc<Memory>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RssLine {
+    /// When sampling began.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Stop sampling; the samples (time since the start, bytes), with a last one now unless
+    /// the last tick was less than a second ago.
+    pub fn stop(self) -> Vec<(Duration, u64)> {
+        self.task.abort();
+        let mut samples = self
+            .samples
+            .lock()
+            .map(|samples| samples.clone())
+            .unwrap_or_default();
+        let now = self.started.elapsed();
+        if samples
+            .last()
+            .is_none_or(|(at, _)| now.saturating_sub(*at) >= Duration::from_secs(1))
+        {
+            samples.push((now, self.memory.current()));
+        }
+        samples
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 
+use crate::judge::{Flatness, flatness};
 use crate::prepare::controller_user;
 use crate::requests::{Counts, Kind};
 use crate::workload::{Baseline, StatusWrite, Version, changed_fields};
@@ -95,6 +96,12 @@ pub struct Report {
     pub first_weight: Latencies,
     /// The controller's resident set during the idle phase: (time into it, bytes).
     pub idle_rss: Vec<(Duration, u64)>,
+    /// How often the resident set was sampled in the idle phase and the canary hour.
+    pub sample: Duration,
+    /// The canary hour, when run.
+    pub canary_hour: Option<CanaryHour>,
+    /// The rollback wave.
+    pub rollback: RollbackWave,
     /// Whether the API server served streaming lists (`--watch-list`).
     pub watch_list: bool,
 }
@@ -108,7 +115,83 @@ pub struct Latencies {
     missing: usize,
 }
 
+/// The canary hour: rounds of canaries back to back, and the resident set across them.
+pub struct CanaryHour {
+    /// How long the bench started new rounds for (`--canary-hour`).
+    pub duration: Duration,
+    /// The rounds in order.
+    pub rounds: Vec<Round>,
+    /// The resident set every `--sample` across the phase: (time into it, bytes).
+    pub rss: Vec<(Duration, u64)>,
+    /// When the first round ended (time into the phase): the line is judged from there on.
+    pub settled: Duration,
+}
+
+/// One round of the canary hour: a new revision to all N, until promoted and canaries gone.
+pub struct Round {
+    /// When the bench began shipping it.
+    pub from: Timestamp,
+    /// When every Release had promoted it and its canary was gone.
+    pub to: Timestamp,
+    /// From `from` to `to`.
+    pub wall: Duration,
+    /// Template change to the canary's first weight.
+    pub first_weight: Latencies,
+    /// The controller's requests in the round (audit log).
+    pub controller: Counts,
+    /// The controller's resident set when the round ended, in bytes.
+    pub rss_at_end: u64,
+}
+
+/// The rollback wave: a fleet-wide deploy in which every K-th canary is bad.
+pub enum RollbackWave {
+    /// Not run (`--bad-every 0`, or no `prometheus`), and why.
+    Skipped(String),
+    /// Run.
+    Measured(RollbackMeasured),
+}
+
+/// What the rollback wave measured.
+pub struct RollbackMeasured {
+    /// Every K-th Release was bad.
+    pub bad_every: usize,
+    /// How many were bad.
+    pub bad: usize,
+    /// The bad Releases' analysis interval.
+    pub interval: Duration,
+    /// Template change to the canary's first weight, over all N.
+    pub first_weight: Latencies,
+    /// For the bad Releases: the first failing analysis run (the controller's time in the
+    /// status) to traffic back on the stable (the canary Deployment seen at 0 replicas or the
+    /// phase seen RolledBack, whichever came first).
+    pub restore: Latencies,
+    /// Of the restores measured, those whose end was the canary Deployment seen at 0 (the
+    /// others: phase RolledBack seen first).
+    pub ended_by_scale: usize,
+}
+
+impl RollbackMeasured {
+    /// The target for the p99 of [`RollbackMeasured::restore`]: one interval (the second
+    /// failing run) plus 2 s.
+    pub fn target(&self) -> Duration {
+        self.interval + Duration::from_secs(2)
+    }
+}
+
 impl Latencies {
+    /// Each measured time; `None` for a Release whose start or end was not seen.
+    pub fn of(times: impl Iterator<Item = Option<Duration>>) -> Latencies {
+        let mut latencies = Latencies::default();
+        for time in times {
+            match time {
+                Some(time) => latencies.sorted.push(time),
+                None => latencies.missing += 1,
+            }
+        }
+        latencies.sorted.sort();
+        latencies
+    }
+
     /// The time from each Release's start to its end (Releases without an end are counted
     /// as missing).
     pub fn between<'a>(
@@ -139,7 +222,27 @@ impl Latencies {
             .copied()
     }
 
-    fn text(&self) -> String {
+    /// How many Releases were measured.
+    pub fn measured(&self) -> usize {
+        self.sorted.len()
+    }
+
+    /// How many Releases had no measurement.
+    pub fn missing(&self) -> usize {
+        self.missing
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "p50": self.quantile(0.5).map(|d| d.as_secs_f64()),
+            "p99": self.quantile(0.99).map(|d| d.as_secs_f64()),
+            "max": self.sorted.last().map(|d| d.as_secs_f64()),
+            "measured": self.sorted.len(),
+            "missing": self.missing,
+        })
+    }
+
+    fn text(&self, missing: &str) -> String {
         match (self.quantile(0.5), self.quantile(0.99), self.sorted.last()) {
             (Some(p50), Some(p99), Some(max)) => format!(
                 "p50 {}, p99 {}, max {} ({} Releases{})",
@@ -148,7 +251,7 @@ impl Latencies {
                 seconds(*max),
                 self.sorted.len(),
                 if self.missing > 0 {
-                    format!(", {} never seen with weight", self.missing)
+                    format!(", {} {missing}", self.missing)
                 } else {
                     String::new()
                 }
@@ -294,18 +397,27 @@ pub fn table(report: &Report) -> String {
         out,
         "\nFrom the template change (the bench's patch) to the first status with canary weight: \
          {}.",
-        report.first_weight.text()
+        report.first_weight.text("never seen with weight")
     );
-    let samples: Vec<String> = report
-        .idle_rss
-        .iter()
-        .map(|(at, bytes)| format!("{:.0}s {:.1}", at.as_secs_f64(), *bytes as f64 / 1048576.0))
-        .collect();
     let _ = writeln!(
         out,
-        "\nResident set while idle (seconds into the idle phase, MiB): {}",
-        samples.join(", ")
+        "\nResident set while idle, every {} (seconds into the idle phase, MiB): {}\n  {}",
+        seconds(report.sample),
+        rss_line(&report.idle_rss),
+        flatness(&report.idle_rss, idle_settled(report)).text()
     );
+    match &report.canary_hour {
+        Some(hour) => canary_hour_text(&mut out, n, report.sample, hour),
+        None => {
+            let _ = writeln!(out, "\nCanary hour: not run (`--canary-hour 0`).");
+        }
+    }
+    match &report.rollback {
+        RollbackWave::Skipped(why) => {
+            let _ = writeln!(out, "\nRollback wave: not run: {why}.");
+        }
+        RollbackWave::Measured(wave) => rollback_text(&mut out, n, wave),
+    }
 
     // The controller's requests by kind, phase by phase.
     let kinds: BTreeSet<&Kind> = report
@@ -545,7 +657,38 @@ pub fn json(report: &Report) -> Value {
             "p50": report.first_weight.quantile(0.5).map(|d| d.as_secs_f64()),
             "p99": report.first_weight.quantile(0.99).map(|d| d.as_secs_f64()),
         },
-        "idleRss": report.idle_rss.iter().map(|(at, bytes)| json!([at.as_secs_f64(), bytes])).collect::<Vec<_>>(),
+        "rssSampleSeconds": report.sample.as_secs_f64(),
+        "idleRss": rss_json(&report.idle_rss),
+        "idleFlatness": flatness_json(&flatness(&report.idle_rss, idle_settled(report))),
+        "canaryHour": report.canary_hour.as_ref().map(|hour| json!({
+            "seconds": hour.duration.as_secs_f64(),
+            "rounds": hour.rounds.iter().map(|round| json!({
+                "from": round.from.to_string(),
+                "to": round.to.to_string(),
+                "wallSeconds": round.wall.as_secs_f64(),
+                "firstWeightSeconds": round.first_weight.json(),
+                "controller": counts_json(&round.controller),
+                "requestsPerRelease": round.controller.total() as f64 / n as f64,
+                "writesPerRelease": round.controller.writes() as f64 / n as f64,
+                "rssBytesAtEnd": round.rss_at_end,
+            })).collect::<Vec<_>>(),
+            "rss": rss_json(&hour.rss),
+            "settledSeconds": hour.settled.as_secs_f64(),
+            "flatness": flatness_json(&flatness(&hour.rss, hour.settled)),
+        })),
+        "rollbackWave": match &report.rollback {
+            RollbackWave::Skipped(why) => json!({"skipped": why}),
+            RollbackWave::Measured(wave) => json!({
+                "badEvery": wave.bad_every,
+                "bad": wave.bad,
+                "intervalSeconds": wave.interval.as_secs_f64(),
+                "firstWeightSeconds": wave.first_weight.json(),
+                "restoreSeconds": wave.restore.json(),
+                "restoreEndedByCanaryAtZero": wave.ended_by_scale,
+                "restoreTargetP99Seconds": wave.target().as_secs_f64(),
+                "restoreTargetMet": wave.restore.quantile(0.99).map(|p99| p99 <= wave.target()),
+            }),
+        },
         "traced": report.traced,
         "trail": report.trail.iter().map(|version| json!({
             "at": version.at.to_string(),
@@ -553,4 +696,122 @@ pub fn json(report: &Report) -> Value {
             "status": version.status,
         })).collect::<Vec<_>>(),
     })
+}
+
+/// Where the idle line is judged from: one sample in, since the first sample is taken as the
+/// phase before it ends (its last canaries just deleted, their events still arriving).
+fn idle_settled(report: &Report) -> Duration {
+    report.sample
+}
+
+/// `seconds MiB` pairs, one a sample.
+fn rss_line(samples: &[(Duration, u64)]) -> String {
+    let samples: Vec<String> = samples
+        .iter()
+        .map(|(at, bytes)| format!("{:.0}s {:.1}", at.as_secs_f64(), *bytes as f64 / 1048576.0))
+        .collect();
+    samples.join(", ")
+}
+
+fn rss_json(samples: &[(Duration, u64)]) -> Vec<Value> {
+    samples
+        .iter()
+        .map(|(at, bytes)| json!([at.as_secs_f64(), bytes]))
+        .collect()
+}
+
+fn flatness_json(flatness: &Flatness) -> Value {
+    json!({
+        "verdict": format!("{:?}", flatness.verdict),
+        "samples": flatness.samples,
+        "settledSeconds": flatness.settled.as_secs_f64(),
+        "slopeMibPerHour": flatness.slope_mib_per_hour,
+        "spreadMib": flatness.spread_mib,
+        "maxSlopeMibPerHour": crate::judge::MAX_SLOPE_MIB_PER_HOUR,
+        "maxSpreadMib": crate::judge::MAX_SPREAD_MIB,
+    })
+}
+
+fn canary_hour_text(out: &mut String, n: usize, sample: Duration, hour: &CanaryHour) {
+    let _ = writeln!(
+        out,
+        "\nCanary hour: {} rounds in {} (a new revision and roadmap item to all {n} each round, \
+         the next once all promoted and their canaries are gone):\n| round | wall | first \
+         weight p50 | p99 | controller requests per Release | of which writes | RSS at end |\n\
+         |---|---|---|---|---|---|---|",
+        hour.rounds.len(),
+        seconds(hour.duration)
+    );
+    let mut total = 0;
+    let mut writes = 0;
+    for (index, round) in hour.rounds.iter().enumerate() {
+        total += round.controller.total();
+        writes += round.controller.writes();
+        let quantile = |q: f64| {
+            round
+                .first_weight
+                .quantile(q)
+                .map_or_else(|| "-".to_string(), seconds)
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {:.2} | {:.2} | {} |",
+            index + 1,
+            seconds(round.wall),
+            quantile(0.5),
+            quantile(0.99),
+            round.controller.total() as f64 / n as f64,
+            round.controller.writes() as f64 / n as f64,
+            mib(round.rss_at_end)
+        );
+    }
+    let rounds = hour.rounds.len().max(1) as f64;
+    let _ = writeln!(
+        out,
+        "Per Release per round, over all rounds: {:.2} requests, {:.2} writes.",
+        total as f64 / n as f64 / rounds,
+        writes as f64 / n as f64 / rounds
+    );
+    let _ = writeln!(
+        out,
+        "Resident set across the canary hour, every {} (seconds into the phase, MiB): {}\n  {}",
+        seconds(sample),
+        rss_line(&hour.rss),
+        flatness(&hour.rss, hour.settled).text()
+    );
+}
+
+fn rollback_text(out: &mut String, n: usize, wave: &RollbackMeasured) {
+    let _ = writeln!(
+        out,
+        "\nRollback wave: a new template to all {n} at once; {} of them bad (every {}th: the \
+         canary fails 5% of 50 requests/s against 99.9%, analysis every {}, failureLimit 2), \
+         the others without analysis.",
+        wave.bad,
+        wave.bad_every,
+        seconds(wave.interval)
+    );
+    let _ = writeln!(
+        out,
+        "  template change → canary's first weight, all {n}: {}",
+        wave.first_weight.text("never seen with weight")
+    );
+    let verdict = match wave.restore.quantile(0.99) {
+        Some(p99) if p99 <= wave.target() => "met",
+        Some(_) => "MISSED",
+        None => "not measured",
+    };
+    let _ = writeln!(
+        out,
+        "  first failing analysis run (the controller's time in the status, whole seconds, so up \
+         to 1 s long) → traffic back on the stable (canary Deployment seen at 0 or phase \
+         RolledBack, whichever first), the {} bad: {}; target p99 ≤ interval + 2 s = {}: \
+         {verdict}. Ended by the canary seen at 0: {}, by the phase: {}.",
+        wave.bad,
+        wave.restore
+            .text("without a failing run or a rollback seen"),
+        seconds(wave.target()),
+        wave.ended_by_scale,
+        wave.restore.measured().saturating_sub(wave.ended_by_scale)
+    );
 }

@@ -19,6 +19,7 @@ use waymark::api::{LABEL_RELEASE, LABEL_ROLE, Phase, Release, ReleaseStatus, tem
 
 use crate::cluster::BENCH_MANAGER;
 use crate::deployment_status::{available_patch, reported_available};
+use crate::judge::earliest_since;
 
 /// Replicas of every Release and baseline Deployment.
 const REPLICAS: i32 = 2;
@@ -184,23 +185,35 @@ pub struct Shipped {
     pub at: Timestamp,
 }
 
-/// Ship a new version to Releases `0..count`: a new image and the roadmap item it delivers,
-/// as a merge patch of the spec. Returns each Release's new template revision and when.
+/// Ship version `round` to Releases `0..count` as a merge patch of the spec: round 0 (the
+/// canary wave) a new image and roadmap item; each later round the image with the round in an
+/// environment variable, and a roadmap item of its own. Returns each Release's new template
+/// revision and when the patch was sent.
 pub async fn ship(
     client: &Client,
     namespace: &str,
     count: usize,
     concurrency: usize,
+    round: u32,
 ) -> Result<HashMap<String, Shipped>, String> {
     let api: Api<Release> = Api::namespaced(client.clone(), namespace);
     let params = PatchParams {
         field_manager: Some(BENCH_MANAGER.into()),
         ..PatchParams::default()
     };
-    let patch = json!({"spec": {
-        "roadmap": {"item": "SCALE-2", "title": "Scale bench, a canary each"},
-        "template": {"spec": {"containers": [container(2)]}}
-    }});
+    let patch = if round == 0 {
+        json!({"spec": {
+            "roadmap": {"item": "SCALE-2", "title": "Scale bench, a canary each"},
+            "template": {"spec": {"containers": [container(2)]}}
+        }})
+    } else {
+        let mut container = container(2);
+        container["env"] = json!([{"name": "SCALE_BENCH_ROUND", "value": round.to_string()}]);
+        json!({"spec": {
+            "roadmap": {"item": format!("SCALE-R{round}"), "title": "Scale bench, round after round"},
+            "template": {"spec": {"containers": [container]}}
+        }})
+    };
     futures::stream::iter(0..count)
         .map(|index| {
             let (api, params, patch) = (&api, &params, &patch);
@@ -220,6 +233,54 @@ pub async fn ship(
         .await
 }
 
+/// Give Releases `names` an analysis by a merge patch of their spec (no template change, so no
+/// canary yet): every 10 s, a 99.9% objective judged by a burn rate of at most 14.4 over 20 s
+/// and 10 s, at least 100 requests, rolled back after 2 failing runs, read from the Prometheus
+/// at `address`.
+pub async fn add_analysis(
+    client: &Client,
+    namespace: &str,
+    names: &[String],
+    address: &str,
+    concurrency: usize,
+) -> Result<(), String> {
+    let api: Api<Release> = Api::namespaced(client.clone(), namespace);
+    let params = PatchParams {
+        field_manager: Some(BENCH_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    let patch = json!({"spec": {"analysis": {
+        "interval": ANALYSIS_INTERVAL,
+        "prometheus": {"address": address, "timeout": "2s"},
+        "slo": {
+            "objective": 99.9,
+            "errorQuery": "sum(rate(http_requests_total{namespace=\"{{namespace}}\",service=\"{{service}}\",code=~\"5..\"}[{{window}}]))",
+            "totalQuery": "sum(rate(http_requests_total{namespace=\"{{namespace}}\",service=\"{{service}}\"}[{{window}}]))",
+            "burnRates": [{"long": "20s", "short": "10s", "max": 14.4}],
+            "minRequests": 100
+        },
+        "failureLimit": 2,
+        "inconclusiveLimit": 6,
+        "errorLimit": 4
+    }}});
+    futures::stream::iter(names)
+        .map(|name| {
+            let (api, params, patch) = (&api, &params, &patch);
+            async move {
+                api.patch(name, params, &Patch::Merge(patch))
+                    .await
+                    .map_err(|error| format!("cannot give Release {name} an analysis: {error}"))?;
+                Ok::<(), String>(())
+            }
+        })
+        .buffer_unordered(concurrency)
+        .try_collect::<()>()
+        .await
+}
+
+/// The analysis interval [`add_analysis`] writes.
+pub const ANALYSIS_INTERVAL: &str = "10s";
+
 /// A Release's status as the bench counts it.
 #[derive(Clone, Debug, Default)]
 pub struct Seen {
@@ -229,6 +290,8 @@ pub struct Seen {
     pub reason: Option<String>,
     /// `status.stableRevision`.
     pub stable_revision: Option<String>,
+    /// Whether `status.canaryWeight` is above 0.
+    weighted: bool,
     /// The whole status, to tell what the next write changes.
     raw: Value,
 }
@@ -261,8 +324,10 @@ pub struct Releases {
     seen: Arc<Mutex<HashMap<String, Seen>>>,
     trail: Arc<Mutex<Vec<Version>>>,
     writes: Arc<Mutex<Vec<StatusWrite>>>,
-    /// When each Release's status first showed canary weight above 0.
-    first_weight: Arc<Mutex<HashMap<String, Timestamp>>>,
+    /// When each Release's status went from no canary weight to some, every time it did.
+    weight_starts: Arc<Mutex<HashMap<String, Vec<Timestamp>>>>,
+    /// When each Release's status entered phase RolledBack, every time it did.
+    rolled_back: Arc<Mutex<HashMap<String, Vec<Timestamp>>>>,
 }
 
 impl Releases {
@@ -271,11 +336,12 @@ impl Releases {
     pub fn watch(client: &Client, namespace: &str, traced: &str) -> Releases {
         let releases = Releases::default();
         let api: Api<Release> = Api::namespaced(client.clone(), namespace);
-        let (seen, trail, writes, first_weight) = (
+        let (seen, trail, writes, weight_starts, rolled_back) = (
             releases.seen.clone(),
             releases.trail.clone(),
             releases.writes.clone(),
-            releases.first_weight.clone(),
+            releases.weight_starts.clone(),
+            releases.rolled_back.clone(),
         );
         let traced = traced.to_string();
         tokio::spawn(async move {
@@ -290,10 +356,22 @@ impl Releases {
                         let status = release.status.clone().unwrap_or_default();
                         let raw = serde_json::to_value(&status).unwrap_or_default();
                         let at = Timestamp::now();
-                        if status.canary_weight.is_some_and(|weight| weight > 0)
-                            && let Ok(mut first_weight) = first_weight.lock()
+                        let had_weight = seen.get(&name).is_some_and(|seen| seen.weighted);
+                        let weighted = status.canary_weight.is_some_and(|weight| weight > 0);
+                        if weighted
+                            && !had_weight
+                            && let Ok(mut starts) = weight_starts.lock()
                         {
-                            first_weight.entry(name.clone()).or_insert(at);
+                            starts.entry(name.clone()).or_default().push(at);
+                        }
+                        let was_rolled_back = seen
+                            .get(&name)
+                            .is_some_and(|seen| seen.phase == Some(Phase::RolledBack));
+                        if status.phase == Some(Phase::RolledBack)
+                            && !was_rolled_back
+                            && let Ok(mut rolled_back) = rolled_back.lock()
+                        {
+                            rolled_back.entry(name.clone()).or_default().push(at);
                         }
                         if name == traced
                             && let Ok(mut trail) = trail.lock()
@@ -327,6 +405,7 @@ impl Releases {
                                 phase: status.phase,
                                 reason: status.reason,
                                 stable_revision: status.stable_revision,
+                                weighted,
                                 raw,
                             },
                         );
@@ -349,12 +428,20 @@ impl Releases {
             .unwrap_or_default()
     }
 
-    /// When each Release's status first showed canary weight above 0.
-    pub fn first_weights(&self) -> HashMap<String, Timestamp> {
-        self.first_weight
-            .lock()
-            .map(|first| first.clone())
-            .unwrap_or_default()
+    /// When each Release's status first showed canary weight above 0 at or after `since`.
+    pub fn first_weights_since(&self, since: Timestamp) -> HashMap<String, Timestamp> {
+        earliest_of_each(&self.weight_starts, since)
+    }
+
+    /// When each Release's status first entered phase RolledBack at or after `since`.
+    pub fn rolled_back_since(&self, since: Timestamp) -> HashMap<String, Timestamp> {
+        earliest_of_each(&self.rolled_back, since)
+    }
+
+    /// Release `name`'s status as last seen.
+    pub fn status_of(&self, name: &str) -> Option<ReleaseStatus> {
+        let raw = self.seen.lock().ok()?.get(name)?.raw.clone();
+        serde_json::from_value(raw).ok()
     }
 
     /// Every status write seen so far.
@@ -389,6 +476,20 @@ impl Releases {
         }
         (finished, others)
     }
+}
+
+/// For each name, the earliest of its times at or after `since`.
+fn earliest_of_each(
+    times: &Mutex<HashMap<String, Vec<Timestamp>>>,
+    since: Timestamp,
+) -> HashMap<String, Timestamp> {
+    let Ok(times) = times.lock() else {
+        return HashMap::new();
+    };
+    times
+        .iter()
+        .filter_map(|(name, times)| Some((name.clone(), earliest_since(times, since)?)))
+        .collect()
 }
 
 /// The status fields that differ between `old` and `new` (conditions by type).
@@ -459,6 +560,8 @@ fn describe(status: &ReleaseStatus) -> String {
 #[derive(Clone, Default)]
 pub struct Kubelet {
     known: Arc<Mutex<HashMap<String, Deployment>>>,
+    /// When each Release's canary Deployment went from some replicas to 0, every time it did.
+    canary_emptied: Arc<Mutex<HashMap<String, Vec<Timestamp>>>>,
 }
 
 impl Kubelet {
@@ -470,6 +573,7 @@ impl Kubelet {
         let queued: Arc<Mutex<HashSet<String>>> = Arc::default();
         {
             let known = kubelet.known.clone();
+            let canary_emptied = kubelet.canary_emptied.clone();
             let queued = queued.clone();
             let api = api.clone();
             tokio::spawn(async move {
@@ -485,6 +589,20 @@ impl Kubelet {
                             | watcher::Event::InitApply(deployment),
                         ) => {
                             let name = deployment.name_any();
+                            let emptied = canary_replicas(&deployment) == Some(0)
+                                && known
+                                    .get(&name)
+                                    .and_then(canary_replicas)
+                                    .is_some_and(|before| before > 0);
+                            if emptied
+                                && let Some(release) = deployment.labels().get(LABEL_RELEASE)
+                                && let Ok(mut canary_emptied) = canary_emptied.lock()
+                            {
+                                canary_emptied
+                                    .entry(release.clone())
+                                    .or_default()
+                                    .push(Timestamp::now());
+                            }
                             let stale = deployment.metadata.deletion_timestamp.is_none()
                                 && !reported_available(&deployment);
                             known.insert(name.clone(), deployment);
@@ -532,6 +650,12 @@ impl Kubelet {
         kubelet
     }
 
+    /// When each Release's canary Deployment was first seen scaled from some replicas to 0
+    /// at or after `since`.
+    pub fn canaries_emptied_since(&self, since: Timestamp) -> HashMap<String, Timestamp> {
+        earliest_of_each(&self.canary_emptied, since)
+    }
+
     /// How many canary Deployments exist.
     pub fn canaries(&self) -> usize {
         self.known
@@ -549,4 +673,19 @@ impl Kubelet {
             })
             .unwrap_or(0)
     }
+}
+
+/// A canary Deployment's `spec.replicas` (`None` for any other Deployment).
+fn canary_replicas(deployment: &Deployment) -> Option<i32> {
+    let canary = deployment
+        .labels()
+        .get(LABEL_ROLE)
+        .is_some_and(|role| role == "canary");
+    canary.then(|| {
+        deployment
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.replicas)
+            .unwrap_or(1)
+    })
 }

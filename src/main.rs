@@ -20,13 +20,6 @@ enum Command {
     Person(waymark::cli::Command),
 }
 
-/// mimalloc, unless the heap is profiled: a watch cache that churns through objects of every
-/// size leaves the system allocators (glibc's arenas, musl's in the image) holding freed pages,
-/// which mimalloc returns to the OS, so the resident set follows what is live.
-#[cfg(not(feature = "dhat-heap"))]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// With the `dhat-heap` feature every allocation is tracked, for the heap profile.
 #[cfg(feature = "dhat-heap")]
 #[global_allocator]

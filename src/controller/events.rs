@@ -375,6 +375,16 @@ mod tests {
         (method, path, sent)
     }
 
+    /// Publish on a task of its own, so the test can answer its requests meanwhile.
+    fn in_background(
+        recorder: &EventRecorder,
+        event: Event,
+        regarding: &ObjectReference,
+    ) -> tokio::task::JoinHandle<kube::Result<()>> {
+        let (recorder, regarding) = (recorder.clone(), regarding.clone());
+        tokio::spawn(async move { recorder.publish(&event, &regarding).await })
+    }
+
     fn not_found() -> serde_json::Value {
         serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
             "reason": "NotFound", "code": 404, "message": "not found"})
@@ -385,14 +395,11 @@ mod tests {
         let (recorder, mut handle) = recorder();
         let checkout = reference("checkout", "u-1");
 
-        let publish = tokio::spawn({
-            let (recorder, checkout) = (recorder.clone(), checkout.clone());
-            async move {
-                recorder
-                    .publish(&said("AnalysisRefused", "AnalysisRefused-1"), &checkout)
-                    .await
-            }
-        });
+        let publish = in_background(
+            &recorder,
+            said("AnalysisRefused", "AnalysisRefused-1"),
+            &checkout,
+        );
         let (method, path, created) = answer(&mut handle, 201, serde_json::Value::Null).await;
         assert_eq!(
             (method.as_str(), path.as_str()),
@@ -409,14 +416,11 @@ mod tests {
         assert!(name.starts_with("checkout."), "{name}");
         assert_eq!(recorder.remembered(), 1);
 
-        let publish = tokio::spawn({
-            let (recorder, checkout) = (recorder.clone(), checkout.clone());
-            async move {
-                recorder
-                    .publish(&said("AnalysisRefused", "AnalysisRefused-1"), &checkout)
-                    .await
-            }
-        });
+        let publish = in_background(
+            &recorder,
+            said("AnalysisRefused", "AnalysisRefused-1"),
+            &checkout,
+        );
         let (method, path, patch) = answer(&mut handle, 200, created.clone()).await;
         assert_eq!(method, "PATCH");
         assert_eq!(
@@ -433,14 +437,11 @@ mod tests {
         publish.await.expect("joined").expect("published");
 
         // The API server let it expire: the third telling is a new Event.
-        let publish = tokio::spawn({
-            let (recorder, checkout) = (recorder.clone(), checkout.clone());
-            async move {
-                recorder
-                    .publish(&said("AnalysisRefused", "AnalysisRefused-1"), &checkout)
-                    .await
-            }
-        });
+        let publish = in_background(
+            &recorder,
+            said("AnalysisRefused", "AnalysisRefused-1"),
+            &checkout,
+        );
         let (method, _, patch) = answer(&mut handle, 404, not_found()).await;
         assert_eq!(
             (method.as_str(), patch["series"]["count"].as_i64()),
@@ -453,14 +454,11 @@ mod tests {
         assert_eq!(recorder.remembered(), 1);
 
         // Other words are another Event.
-        let publish = tokio::spawn({
-            let (recorder, checkout) = (recorder.clone(), checkout.clone());
-            async move {
-                recorder
-                    .publish(&said("StepCompleted", "StepCompleted-1"), &checkout)
-                    .await
-            }
-        });
+        let publish = in_background(
+            &recorder,
+            said("StepCompleted", "StepCompleted-1"),
+            &checkout,
+        );
         let (method, _, _) = answer(&mut handle, 201, serde_json::Value::Null).await;
         assert_eq!(method, "POST");
         publish.await.expect("joined").expect("published");
@@ -470,14 +468,11 @@ mod tests {
     #[tokio::test]
     async fn a_refused_create_is_an_error_and_not_remembered() {
         let (recorder, mut handle) = recorder();
-        let publish = tokio::spawn({
-            let recorder = recorder.clone();
-            async move {
-                recorder
-                    .publish(&said("CanaryStarted", "x"), &reference("checkout", "u-1"))
-                    .await
-            }
-        });
+        let publish = in_background(
+            &recorder,
+            said("CanaryStarted", "x"),
+            &reference("checkout", "u-1"),
+        );
         answer(&mut handle, 404, not_found()).await;
         assert!(publish.await.expect("joined").is_err());
         assert_eq!(recorder.remembered(), 0);

@@ -38,24 +38,9 @@ pub fn operations(old: Option<&ReleaseStatus>, new: &ReleaseStatus) -> Vec<Value
     };
     let mut old_value = to_object(old);
     old_value.remove("request");
-    let mut operations = Vec::new();
-    // Top-level fields other than the history, in a stable order.
-    let mut keys: Vec<&String> = old_value.keys().chain(new_value.keys()).collect();
-    keys.sort();
-    keys.dedup();
-    for key in keys {
-        if key == "history" {
-            continue;
-        }
-        let path = format!("/status/{}", pointer_escape(key));
-        match (old_value.get(key), new_value.get(key)) {
-            (Some(_), None) => operations.push(json!({"op": "remove", "path": path})),
-            (old, Some(value)) if old != Some(value) => {
-                operations.push(json!({"op": "add", "path": path, "value": value}));
-            }
-            _ => {}
-        }
-    }
+    old_value.remove("history");
+    new_value.remove("history");
+    let mut operations = field_operations("/status", &old_value, &new_value);
     operations.extend(history_operations(&old.history, &new.history));
     operations
 }
@@ -110,18 +95,30 @@ fn history_operations(old: &[HistoryEntry], new: &[HistoryEntry]) -> Vec<Value> 
         let (mut old_fields, mut new_fields) = (to_object(old_entry), to_object(new_entry));
         old_fields.remove("timeline");
         new_fields.remove("timeline");
-        let mut keys: Vec<&String> = old_fields.keys().chain(new_fields.keys()).collect();
-        keys.sort();
-        keys.dedup();
-        for key in keys {
-            let path = format!("/status/history/{index}/{}", pointer_escape(key));
-            match (old_fields.get(key), new_fields.get(key)) {
-                (Some(_), None) => operations.push(json!({"op": "remove", "path": path})),
-                (old, Some(value)) if old != Some(value) => {
-                    operations.push(json!({"op": "add", "path": path, "value": value}));
-                }
-                _ => {}
+        operations.extend(field_operations(
+            &format!("/status/history/{index}"),
+            &old_fields,
+            &new_fields,
+        ));
+    }
+    operations
+}
+
+/// The operations that turn the object at `path` with `old`'s fields into one with `new`'s: a
+/// field gone is removed, a field new or changed is added (which replaces it), in key order.
+fn field_operations(path: &str, old: &Map<String, Value>, new: &Map<String, Value>) -> Vec<Value> {
+    let mut keys: Vec<&String> = old.keys().chain(new.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let mut operations = Vec::new();
+    for key in keys {
+        let field = format!("{path}/{}", pointer_escape(key));
+        match (old.get(key), new.get(key)) {
+            (Some(_), None) => operations.push(json!({"op": "remove", "path": field})),
+            (old, Some(value)) if old != Some(value) => {
+                operations.push(json!({"op": "add", "path": field, "value": value}));
             }
+            _ => {}
         }
     }
     operations

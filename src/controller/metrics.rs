@@ -21,24 +21,24 @@ use crate::api::{HistoryEntry, Outcome, Phase, ReleaseStatus};
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReleaseLabels {
     /// The Release's namespace.
-    pub namespace: String,
+    pub namespace: Arc<str>,
     /// The Release's name.
-    pub release: String,
+    pub release: Arc<str>,
     /// The roadmap item in progress (or live).
-    pub roadmap_item: String,
+    pub roadmap_item: Arc<str>,
 }
 
 /// [`ReleaseLabels`] plus the phase, for the one-hot phase gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
     /// The Release's namespace.
-    pub namespace: String,
+    pub namespace: Arc<str>,
     /// The Release's name.
-    pub release: String,
+    pub release: Arc<str>,
     /// The roadmap item in progress (or live).
-    pub roadmap_item: String,
+    pub roadmap_item: Arc<str>,
     /// One of the phases.
-    pub phase: String,
+    pub phase: &'static str,
 }
 
 /// [`ReleaseLabels`] plus the item's roadmap horizon and kind and how a revision's release
@@ -46,33 +46,33 @@ pub struct PhaseLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     /// The Release's namespace.
-    pub namespace: String,
+    pub namespace: Arc<str>,
     /// The Release's name.
-    pub release: String,
+    pub release: Arc<str>,
     /// The roadmap item the finished revision delivered.
-    pub roadmap_item: String,
+    pub roadmap_item: Arc<str>,
     /// `now`, `next`, `later`, or empty when the spec set none.
-    pub horizon: String,
+    pub horizon: &'static str,
     /// `feature`, `debt`, `platform`, `security`, `experiment`, or empty when the spec set
     /// none.
-    pub kind: String,
+    pub kind: &'static str,
     /// `promoted`, `rolled_back`, `aborted` or `superseded`.
-    pub outcome: String,
+    pub outcome: &'static str,
 }
 
 /// [`ReleaseLabels`] plus the role and window of one burn-rate figure.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BurnLabels {
     /// The Release's namespace.
-    pub namespace: String,
+    pub namespace: Arc<str>,
     /// The Release's name.
-    pub release: String,
+    pub release: Arc<str>,
     /// The roadmap item in progress (or live).
-    pub roadmap_item: String,
+    pub roadmap_item: Arc<str>,
     /// `canary` or `stable`.
-    pub role: String,
+    pub role: &'static str,
     /// The window, e.g. `5m`.
-    pub window: String,
+    pub window: Arc<str>,
 }
 
 /// [`OutcomeLabels`] without the outcome, for the promotion-time and time-to-restore
@@ -80,34 +80,34 @@ pub struct BurnLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ItemLabels {
     /// The Release's namespace.
-    pub namespace: String,
+    pub namespace: Arc<str>,
     /// The Release's name.
-    pub release: String,
+    pub release: Arc<str>,
     /// The roadmap item the finished revision delivered.
-    pub roadmap_item: String,
+    pub roadmap_item: Arc<str>,
     /// `now`, `next`, `later`, or empty.
-    pub horizon: String,
+    pub horizon: &'static str,
     /// `feature`, `debt`, `platform`, `security`, `experiment`, or empty.
-    pub kind: String,
+    pub kind: &'static str,
 }
 
 /// [`ItemLabels`] plus a roadmap outcome's name and verdict, for the outcome change gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeChangeLabels {
     /// The Release's namespace.
-    pub namespace: String,
+    pub namespace: Arc<str>,
     /// The Release's name.
-    pub release: String,
+    pub release: Arc<str>,
     /// The roadmap item the promoted revision delivered.
-    pub roadmap_item: String,
+    pub roadmap_item: Arc<str>,
     /// `now`, `next`, `later`, or empty.
-    pub horizon: String,
+    pub horizon: &'static str,
     /// `feature`, `debt`, `platform`, `security`, `experiment`, or empty.
-    pub kind: String,
+    pub kind: &'static str,
     /// `spec.roadmap.outcome.name`, e.g. `checkout-conversion`.
-    pub outcome: String,
+    pub outcome: Arc<str>,
     /// `met` or `not_met`.
-    pub verdict: String,
+    pub verdict: &'static str,
 }
 
 /// Label of the watch restart counter.
@@ -232,17 +232,26 @@ pub struct Metrics {
     releases_rework: Family<ItemLabels, Counter>,
     roadmap_outcome_change: Family<OutcomeChangeLabels, Gauge<f64, AtomicU64>>,
     /// The outcome change series last set per (namespace, name), replaced on each update.
-    outcome_series: Mutex<HashMap<(String, String), Vec<OutcomeChangeLabels>>>,
+    outcome_series: Mutex<HashMap<ReleaseKey, Vec<OutcomeChangeLabels>>>,
     /// The burn-rate (and burn-rate limit) series last set per (namespace, name), removed before
     /// the next update so a window that is gone (or a new roadmap item) leaves no stale series.
-    burn_series: Mutex<HashMap<(String, String), Vec<BurnLabels>>>,
+    burn_series: Mutex<HashMap<ReleaseKey, Vec<BurnLabels>>>,
     /// The labels last used per (namespace, name), so a new roadmap item replaces the old
     /// series instead of leaving a stale one behind.
-    current: Mutex<HashMap<(String, String), ReleaseLabels>>,
+    current: Mutex<HashMap<ReleaseKey, ReleaseLabels>>,
     /// Per (namespace, name), the newest finished revision counted and every label set of the
     /// delivery families created for it, so each revision counts once and a deleted Release's
     /// series go with it.
-    finished: Mutex<HashMap<(String, String), Finished>>,
+    finished: Mutex<HashMap<ReleaseKey, Finished>>,
+}
+
+/// A Release's namespace and name. Every series of a Release shares these two strings (and
+/// its roadmap item's) instead of holding copies: at 10,000 Releases the label strings were
+/// most of the metric families' memory.
+type ReleaseKey = (Arc<str>, Arc<str>);
+
+fn release_key(namespace: &str, release: &str) -> ReleaseKey {
+    (Arc::from(namespace), Arc::from(release))
 }
 
 /// How long the delivery series of a roadmap item stay after its canary ended (or after they
@@ -258,7 +267,7 @@ struct Finished {
     /// `(revision, finishedAt)` of the newest history entry counted.
     newest: Option<(String, Time)>,
     /// The roadmap item whose canary runs, per the status last observed.
-    in_flight: Option<String>,
+    in_flight: Option<Arc<str>>,
     /// The delivery series created, per roadmap item.
     items: Vec<ItemSeries>,
 }
@@ -266,7 +275,7 @@ struct Finished {
 /// The delivery series of one roadmap item of one Release.
 #[derive(Debug)]
 struct ItemSeries {
-    roadmap_item: String,
+    roadmap_item: Arc<str>,
     /// Label sets created in the outcome counter family.
     outcomes: Vec<OutcomeLabels>,
     /// Label sets created in the promotion-time and time-to-restore families.
@@ -276,16 +285,16 @@ struct ItemSeries {
 }
 
 impl Finished {
-    fn item(&mut self, roadmap_item: &str) -> &mut ItemSeries {
+    fn item(&mut self, roadmap_item: &Arc<str>) -> &mut ItemSeries {
         let index = match self
             .items
             .iter()
-            .position(|item| item.roadmap_item == roadmap_item)
+            .position(|item| item.roadmap_item == *roadmap_item)
         {
             Some(index) => index,
             None => {
                 self.items.push(ItemSeries {
-                    roadmap_item: roadmap_item.to_string(),
+                    roadmap_item: roadmap_item.clone(),
                     outcomes: Vec::new(),
                     histograms: Vec::new(),
                     touched: Instant::now(),
@@ -318,7 +327,7 @@ impl Finished {
         let (expired, kept) = std::mem::take(&mut self.items)
             .into_iter()
             .partition(|item| {
-                self.in_flight.as_deref() != Some(item.roadmap_item.as_str())
+                self.in_flight.as_deref() != Some(&*item.roadmap_item)
                     && now.saturating_duration_since(item.touched) >= DELIVERY_SERIES_KEPT
             });
         self.items = kept;
@@ -593,18 +602,41 @@ impl Metrics {
         old: Option<&ReleaseStatus>,
         new: &ReleaseStatus,
     ) {
-        let labels = ReleaseLabels {
-            namespace: namespace.into(),
-            release: release.into(),
-            roadmap_item: new.roadmap_item.clone().unwrap_or_default(),
+        let roadmap_item = new.roadmap_item.as_deref().unwrap_or_default();
+        let Ok(mut current) = self.current.lock() else {
+            return;
         };
-        let key = (namespace.to_string(), release.to_string());
-        if let Ok(mut current) = self.current.lock()
-            && let Some(previous) = current.insert(key.clone(), labels.clone())
+        // The strings the Release's series already share, when it has some.
+        let (key, labels) = match current.get_key_value(&release_key(namespace, release)) {
+            Some((key, previous)) => {
+                let roadmap_item = if &*previous.roadmap_item == roadmap_item {
+                    previous.roadmap_item.clone()
+                } else {
+                    Arc::from(roadmap_item)
+                };
+                let labels = ReleaseLabels {
+                    namespace: key.0.clone(),
+                    release: key.1.clone(),
+                    roadmap_item,
+                };
+                (key.clone(), labels)
+            }
+            None => {
+                let key = release_key(namespace, release);
+                let labels = ReleaseLabels {
+                    namespace: key.0.clone(),
+                    release: key.1.clone(),
+                    roadmap_item: Arc::from(roadmap_item),
+                };
+                (key, labels)
+            }
+        };
+        if let Some(previous) = current.insert(key.clone(), labels.clone())
             && previous != labels
         {
             self.remove_release_gauges(&previous);
         }
+        drop(current);
         self.canary_weight
             .get_or_create(&labels)
             .set(i64::from(new.canary_weight.unwrap_or(0)));
@@ -617,7 +649,7 @@ impl Metrics {
 
         self.observe_burn_rates(&labels, new);
         self.observe_analysis_errors(&labels, new);
-        self.observe_outcomes(namespace, release, new);
+        self.observe_outcomes(&key, new);
         if new.canary_revision.is_some() {
             self.start_delivery_series(&labels, new);
         }
@@ -647,7 +679,7 @@ impl Metrics {
             return;
         }
         counted.newest = Some(key_of(newest));
-        self.record_finished(namespace, release, newest, counted);
+        self.record_finished(&labels, newest, counted);
     }
 
     fn observe_burn_rates(&self, labels: &ReleaseLabels, status: &ReleaseStatus) {
@@ -660,8 +692,8 @@ impl Metrics {
                         namespace: labels.namespace.clone(),
                         release: labels.release.clone(),
                         roadmap_item: labels.roadmap_item.clone(),
-                        role: role.into(),
-                        window: window.window.clone(),
+                        role,
+                        window: Arc::from(window.window.as_str()),
                     };
                     series.push((burn_labels, window.burn_rate, window.max));
                 }
@@ -686,7 +718,7 @@ impl Metrics {
 
     /// The change of each item's newest measured outcome (Met or NotMet: an Inconclusive one
     /// has no number), replacing the series set before for the Release.
-    fn observe_outcomes(&self, namespace: &str, release: &str, status: &ReleaseStatus) {
+    fn observe_outcomes(&self, key: &ReleaseKey, status: &ReleaseStatus) {
         let mut series: Vec<(OutcomeChangeLabels, f64)> = Vec::new();
         for entry in &status.history {
             let Some(record) = &entry.roadmap_outcome else {
@@ -697,26 +729,25 @@ impl Metrics {
             };
             // Newest first: an item's older measurement is not exported beside its newest.
             if series.iter().any(|(labels, _)| {
-                labels.roadmap_item == entry.roadmap_item && labels.outcome == record.name
+                *labels.roadmap_item == *entry.roadmap_item && *labels.outcome == *record.name
             }) {
                 continue;
             }
             series.push((
                 OutcomeChangeLabels {
-                    namespace: namespace.into(),
-                    release: release.into(),
-                    roadmap_item: entry.roadmap_item.clone(),
-                    horizon: entry.horizon.map_or("", |h| h.as_str()).into(),
-                    kind: entry.kind.map_or("", |k| k.as_str()).into(),
-                    outcome: record.name.clone(),
-                    verdict: verdict.label().into(),
+                    namespace: key.0.clone(),
+                    release: key.1.clone(),
+                    roadmap_item: Arc::from(entry.roadmap_item.as_str()),
+                    horizon: entry.horizon.map_or("", |h| h.as_str()),
+                    kind: entry.kind.map_or("", |k| k.as_str()),
+                    outcome: Arc::from(record.name.as_str()),
+                    verdict: verdict.label(),
                 },
                 change,
             ));
         }
-        let key = (namespace.to_string(), release.to_string());
         if let Ok(mut current) = self.outcome_series.lock() {
-            for stale in current.remove(&key).unwrap_or_default() {
+            for stale in current.remove(key).unwrap_or_default() {
                 if !series.iter().any(|(labels, _)| *labels == stale) {
                     self.roadmap_outcome_change.remove(&stale);
                 }
@@ -727,7 +758,10 @@ impl Metrics {
                     .set(*change);
             }
             if !series.is_empty() {
-                current.insert(key, series.into_iter().map(|(labels, _)| labels).collect());
+                current.insert(
+                    key.clone(),
+                    series.into_iter().map(|(labels, _)| labels).collect(),
+                );
             }
         }
     }
@@ -762,17 +796,14 @@ impl Metrics {
         let Ok(mut finished) = self.finished.lock() else {
             return;
         };
-        let horizon = status
-            .roadmap_horizon
-            .map_or("", |h| h.as_str())
-            .to_string();
-        let kind = status.roadmap_kind.map_or("", |k| k.as_str()).to_string();
+        let horizon = status.roadmap_horizon.map_or("", |h| h.as_str());
+        let kind = status.roadmap_kind.map_or("", |k| k.as_str());
         let item = ItemLabels {
             namespace: labels.namespace.clone(),
             release: labels.release.clone(),
             roadmap_item: labels.roadmap_item.clone(),
-            horizon: horizon.clone(),
-            kind: kind.clone(),
+            horizon,
+            kind,
         };
         let counted = finished.entry(key).or_default();
         counted.histograms(&item);
@@ -781,9 +812,9 @@ impl Metrics {
                 namespace: labels.namespace.clone(),
                 release: labels.release.clone(),
                 roadmap_item: labels.roadmap_item.clone(),
-                horizon: horizon.clone(),
-                kind: kind.clone(),
-                outcome: outcome.metric_label().into(),
+                horizon,
+                kind,
+                outcome: outcome.metric_label(),
             };
             counted.outcome(&outcome_labels);
             // The guards only create the series; nothing is counted or observed.
@@ -806,7 +837,7 @@ impl Metrics {
     /// reconciles), so that dashboards and alerts stop seeing its last phase; its delivery
     /// history lives on in the Release-independent sums Prometheus already scraped.
     pub fn forget_release(&self, namespace: &str, release: &str) {
-        let key = (namespace.to_string(), release.to_string());
+        let key = release_key(namespace, release);
         let labels = self
             .current
             .lock()
@@ -871,7 +902,7 @@ impl Metrics {
     /// Remove the gauges of every Release: a replica that stops reconciling (it lost the leader
     /// Lease) must not keep reporting phases that the new leader now owns.
     pub fn forget_releases(&self) {
-        let mut keys: Vec<(String, String)> = Vec::new();
+        let mut keys: Vec<ReleaseKey> = Vec::new();
         if let Ok(current) = self.current.lock() {
             keys.extend(current.keys().cloned());
         }
@@ -894,27 +925,35 @@ impl Metrics {
     /// Count a finished revision and observe its delivery times (the DORA figures per item).
     fn record_finished(
         &self,
-        namespace: &str,
-        release: &str,
+        release: &ReleaseLabels,
         finished: &HistoryEntry,
         counted: &mut Finished,
     ) {
-        let horizon = finished.horizon.map_or("", |h| h.as_str()).to_string();
-        let kind = finished.kind.map_or("", |k| k.as_str()).to_string();
+        let horizon = finished.horizon.map_or("", |h| h.as_str());
+        let kind = finished.kind.map_or("", |k| k.as_str());
+        // The item's series were made at its canary's start: share their strings.
+        let roadmap_item = counted
+            .items
+            .iter()
+            .map(|item| &item.roadmap_item)
+            .chain([&release.roadmap_item])
+            .find(|item| ***item == *finished.roadmap_item)
+            .cloned()
+            .unwrap_or_else(|| Arc::from(finished.roadmap_item.as_str()));
         let labels = OutcomeLabels {
-            namespace: namespace.into(),
-            release: release.into(),
-            roadmap_item: finished.roadmap_item.clone(),
-            horizon: horizon.clone(),
-            kind: kind.clone(),
-            outcome: finished.outcome.metric_label().into(),
+            namespace: release.namespace.clone(),
+            release: release.release.clone(),
+            roadmap_item: roadmap_item.clone(),
+            horizon,
+            kind,
+            outcome: finished.outcome.metric_label(),
         };
         counted.outcome(&labels);
         self.releases_finished.get_or_create(&labels).inc();
         let item = ItemLabels {
-            namespace: namespace.into(),
-            release: release.into(),
-            roadmap_item: finished.roadmap_item.clone(),
+            namespace: release.namespace.clone(),
+            release: release.release.clone(),
+            roadmap_item,
             horizon,
             kind,
         };
@@ -1039,7 +1078,7 @@ fn phase_labels(labels: &ReleaseLabels, phase: Phase) -> PhaseLabels {
         namespace: labels.namespace.clone(),
         release: labels.release.clone(),
         roadmap_item: labels.roadmap_item.clone(),
-        phase: phase.as_str().into(),
+        phase: phase.as_str(),
     }
 }
 
@@ -1683,6 +1722,64 @@ mod tests {
         assert!(
             !text.contains("PAY-139"),
             "the item finished before it goes: {text}"
+        );
+    }
+
+    /// Every series of a Release holds the same namespace, name and roadmap item strings, and
+    /// a later status of the same item reuses them: the series cost pointers, not copies.
+    #[test]
+    fn a_releases_series_share_one_copy_of_its_names() {
+        let metrics = Metrics::default();
+        let canary = analysed_canary(0, vec![]);
+        metrics.observe_release("shop", "checkout", None, &canary);
+        let first = metrics.current.lock().unwrap()[&release_key("shop", "checkout")].clone();
+        let promoted = ReleaseStatus {
+            phase: Some(Phase::Healthy),
+            roadmap_item: Some("PAY-142".into()),
+            history: vec![HistoryEntry {
+                started_at: Some(Time("2026-11-21T12:00:00Z".parse().unwrap())),
+                ..finished("6f9c7d", "2026-11-21T12:10:00Z")
+            }],
+            ..ReleaseStatus::default()
+        };
+        metrics.observe_release("shop", "checkout", Some(&canary), &promoted);
+        let (key, labels) = {
+            let current = metrics.current.lock().unwrap();
+            let (key, labels) = current
+                .get_key_value(&release_key("shop", "checkout"))
+                .unwrap();
+            (key.clone(), labels.clone())
+        };
+        assert!(Arc::ptr_eq(&first.roadmap_item, &labels.roadmap_item));
+        assert!(Arc::ptr_eq(&key.0, &labels.namespace) && Arc::ptr_eq(&key.1, &labels.release));
+        let finished = metrics.finished.lock().unwrap();
+        let items = &finished[&key].items;
+        assert_eq!(items.len(), 1, "one item: {items:?}");
+        let shared = |namespace: &Arc<str>, release: &Arc<str>, item: &Arc<str>| {
+            Arc::ptr_eq(namespace, &labels.namespace)
+                && Arc::ptr_eq(release, &labels.release)
+                && Arc::ptr_eq(item, &labels.roadmap_item)
+        };
+        assert_eq!(items[0].outcomes.len(), OUTCOMES.len());
+        for outcome in &items[0].outcomes {
+            assert!(
+                shared(&outcome.namespace, &outcome.release, &outcome.roadmap_item),
+                "{outcome:?}"
+            );
+        }
+        assert!(!items[0].histograms.is_empty());
+        for item in &items[0].histograms {
+            assert!(
+                shared(&item.namespace, &item.release, &item.roadmap_item),
+                "{item:?}"
+            );
+        }
+        drop(finished);
+        // The promotion was counted under the shared labels, once.
+        let text = metrics.encode().unwrap();
+        assert!(
+            text.contains(r#"waymark_releases_finished_total{namespace="shop",release="checkout",roadmap_item="PAY-142",horizon="",kind="",outcome="promoted"} 1"#),
+            "{text}"
         );
     }
 

@@ -26,6 +26,7 @@ use crate::traffic::gateway::{
 };
 use crate::traffic::route::WeightedRoute;
 
+use super::cached::CachedDeployment;
 use super::error::Error;
 
 /// Name of the port on every Service Waymark creates.
@@ -229,18 +230,18 @@ fn spec_hash(deployment: &Deployment) -> String {
 
 /// Whether the live Deployment is what `wanted` would make it: the same spec hash (the cache
 /// keeps no pod template, the hash stands for it) and replica count.
-pub fn deployment_up_to_date(live: &Deployment, wanted: &Deployment) -> bool {
-    let hash = |deployment: &Deployment| {
-        deployment
-            .metadata
-            .annotations
+pub fn deployment_up_to_date(live: &CachedDeployment, wanted: &Deployment) -> bool {
+    let hash = |meta: &ObjectMeta| {
+        meta.annotations
             .as_ref()
             .and_then(|annotations| annotations.get(ANNOTATION_SPEC_HASH))
             .cloned()
     };
-    let replicas =
-        |deployment: &Deployment| deployment.spec.as_ref().and_then(|spec| spec.replicas);
-    hash(live).is_some() && hash(live) == hash(wanted) && replicas(live) == replicas(wanted)
+    let live_replicas = live.spec.as_ref().and_then(|spec| spec.replicas);
+    let wanted_replicas = wanted.spec.as_ref().and_then(|spec| spec.replicas);
+    hash(&live.metadata).is_some()
+        && hash(&live.metadata) == hash(&wanted.metadata)
+        && live_replicas == wanted_replicas
 }
 
 /// Whether the live Service selects, exposes, is labelled and carries Waymark's annotations

@@ -18,6 +18,7 @@ use kube::runtime::watcher;
 use kube::{Client, Resource};
 use serde_json::{Value, json};
 
+use super::cached::CachedDeployment;
 use super::children;
 use super::context::{Context, Stores};
 use super::error::Error;
@@ -44,16 +45,17 @@ const EVENTS_PATH: &str = "/apis/events.k8s.io/v1/namespaces/shop/events";
 
 /// The watch caches, filled by hand.
 struct World {
-    deployments: Writer<Deployment>,
+    deployments: Writer<CachedDeployment>,
     services: Writer<Service>,
     routes: Writer<HttpRoute>,
     grpc_routes: Writer<gateway_api::apis::experimental::grpcroutes::GrpcRoute>,
 }
 
 impl World {
+    /// Put `deployment` into the cache as the watch would deliver it: narrowed.
     fn deployment(&mut self, deployment: Deployment) {
         self.deployments
-            .apply_watcher_event(&watcher::Event::Apply(deployment));
+            .apply_watcher_event(&watcher::Event::Apply(deployment.into()));
     }
 
     fn service(&mut self, service: Service) {
@@ -339,12 +341,9 @@ fn settled_release(world: &mut World, now: Timestamp) -> Release {
     world.settled(&release, V1);
     world.route(route(json!([{"name": "checkout-stable", "port": 8080}])));
     let observed = Observed {
-        stable: Some(super::observe::workload_state(&available(
-            &release,
-            Role::Stable,
-            V1,
-            4,
-        ))),
+        stable: Some(super::observe::workload_state(
+            &available(&release, Role::Stable, V1, 4).into(),
+        )),
         canary: None,
         services_ready: true,
         route: Some(RouteState::Ready { canary_weight: 0 }),
@@ -446,12 +445,9 @@ fn settled_replica_split_release(world: &mut World) -> Release {
     let release = ReleaseBuilder::replica_split().build();
     world.settled(&release, V1);
     let observed = Observed {
-        stable: Some(super::observe::workload_state(&available(
-            &release,
-            Role::Stable,
-            V1,
-            4,
-        ))),
+        stable: Some(super::observe::workload_state(
+            &available(&release, Role::Stable, V1, 4).into(),
+        )),
         services_ready: true,
         ..Observed::default()
     };
@@ -565,12 +561,9 @@ async fn a_set_weight_step_adds_the_finalizer_then_applies_only_the_routes_rules
     let start = rollout::decide(
         &release,
         &Observed {
-            stable: Some(super::observe::workload_state(&available(
-                &release,
-                Role::Stable,
-                V1,
-                4,
-            ))),
+            stable: Some(super::observe::workload_state(
+                &available(&release, Role::Stable, V1, 4).into(),
+            )),
             canary: None,
             services_ready: true,
             route: Some(RouteState::Ready { canary_weight: 0 }),
@@ -648,12 +641,9 @@ async fn a_grpc_route_step_asks_the_gateway_class_then_applies_weights_with_sess
     let start = rollout::decide(
         &release,
         &Observed {
-            stable: Some(super::observe::workload_state(&available(
-                &release,
-                Role::Stable,
-                V1,
-                4,
-            ))),
+            stable: Some(super::observe::workload_state(
+                &available(&release, Role::Stable, V1, 4).into(),
+            )),
             services_ready: true,
             route: Some(RouteState::Ready { canary_weight: 0 }),
             ..Default::default()
@@ -1660,7 +1650,7 @@ async fn serve_as_kubernetes(mut handle: Handle, mut world: World) {
                     Some(gone) => {
                         world
                             .deployments
-                            .apply_watcher_event(&watcher::Event::Delete(gone.clone()));
+                            .apply_watcher_event(&watcher::Event::Delete(gone.clone().into()));
                         (200, serde_json::to_value(gone).unwrap())
                     }
                 }

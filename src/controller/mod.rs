@@ -3,6 +3,7 @@
 //! applies the actions.
 
 mod apply;
+pub mod cached;
 pub mod children;
 mod context;
 pub mod credentials;
@@ -44,6 +45,7 @@ use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::controller::Config;
 use kube::runtime::events::Reporter;
 
+use cached::CachedDeployment;
 use events::EventRecorder;
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
@@ -258,7 +260,7 @@ pub(crate) async fn run_controller(
         },
         monitor.clone(),
     )
-    .modify(slim_deployment)
+    .modify(cached::slim_cached_deployment)
     .reflect(deployment_writer)
     .inspect_ok(move |event| seen.seen_deployment(event))
     .touched_objects();
@@ -391,7 +393,8 @@ struct Apis {
     /// Releases, read untyped and decoded one by one: a stored Release this controller cannot
     /// decode (written under an older, looser schema) must not fail the list of every Release.
     releases: Api<DynamicObject>,
-    deployments: Api<Deployment>,
+    /// Child Deployments, decoded straight into the narrow type the cache keeps.
+    deployments: Api<CachedDeployment>,
     services: Api<Service>,
     routes: Api<HttpRoute>,
     grpc_routes: Api<GrpcRoute>,
@@ -487,7 +490,7 @@ async fn grace_over(stop: tokio::sync::watch::Receiver<bool>) {
 async fn caches_synced(
     health: Arc<Health>,
     releases: reflector::Store<Release>,
-    deployments: reflector::Store<Deployment>,
+    deployments: reflector::Store<CachedDeployment>,
     services: reflector::Store<Service>,
 ) {
     let ready = futures::future::join3(
@@ -676,15 +679,6 @@ pub(crate) fn slim_release(release: &mut Release) {
 
 /// The annotation in which a client-side `kubectl apply` keeps a copy of what it applied.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
-
-/// Drop a child Deployment's pod template too: the controller compares Deployments by the
-/// `waymark.dev/spec-hash` annotation, and the template is most of a Deployment's size.
-pub(crate) fn slim_deployment(deployment: &mut Deployment) {
-    slim(deployment);
-    if let Some(spec) = deployment.spec.as_mut() {
-        spec.template = Default::default();
-    }
-}
 
 /// Keep of a child Service only what a decision reads: its identity, labels, owner references,
 /// Waymark's own annotations (`waymark.dev/adopt` among them), selector and ports. The rest

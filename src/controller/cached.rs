@@ -1,14 +1,18 @@
-//! The narrow type the controller caches its child Deployments as: what a decision reads of a
-//! Deployment, and nothing else. A full `Deployment` holds its pod template inline (about
+//! The narrow types the controller caches its child Deployments and Services as: what a
+//! decision reads of each, and nothing else. A full `Deployment` holds its pod template inline (about
 //! three quarters of its size, even when emptied); at thousands of Releases, with one or two
 //! children each, that is tens of megabytes of empty template space. The watch decodes straight
 //! into this type (serde skips the fields it does not name), so the full object is never held.
 //!
-//! Writes still go through `Api<Deployment>`; what a write returns is narrowed with
-//! [`CachedDeployment::from`] before it is kept. The Deployment a Release's `spec.workloadRef`
+//! Writes still go through `Api<Deployment>` and `Api<Service>`; what a Deployment write
+//! returns is narrowed with [`CachedDeployment::from`] before it is kept. The Deployment a Release's `spec.workloadRef`
 //! names is not read through this cache (its template is read by name, see `super::workload`).
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::ObjectMeta;
 use serde::{Deserialize, Serialize};
 
@@ -79,7 +83,78 @@ impl From<Deployment> for CachedDeployment {
 /// the Deployment controller's revision annotation and `kubectl apply`'s last-applied copy are
 /// never compared.
 pub(crate) fn slim_cached_deployment(deployment: &mut CachedDeployment) {
-    let meta = &mut deployment.metadata;
+    slim_meta(&mut deployment.metadata);
+}
+
+/// A child Service as the cache keeps it: its metadata (identity, labels, owner references,
+/// Waymark's annotations), selector and ports. The rest (cluster IPs, session affinity, status)
+/// is the API server's and never compared.
+#[derive(kube::Resource, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[resource(inherit = "Service")]
+pub struct CachedService {
+    /// The object's metadata, without managed fields (see [`slim_cached_service`]).
+    pub metadata: ObjectMeta,
+    /// What the controller reads of the spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<CachedServiceSpec>,
+}
+
+/// The part of `ServiceSpec` Waymark sets and compares: the selector and the ports.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedServiceSpec {
+    /// `spec.selector`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<BTreeMap<String, String>>,
+    /// `spec.ports`, each narrowed to the numbers Waymark sets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Vec<CachedServicePort>>,
+}
+
+/// The part of a `ServicePort` Waymark sets and compares (the API server fills in the protocol,
+/// and a node port for some Service types).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedServicePort {
+    /// `port`.
+    pub port: i32,
+    /// `targetPort`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_port: Option<IntOrString>,
+}
+
+impl From<Service> for CachedService {
+    /// Narrow a full Service (as written, or as a test builds it) to what the cache keeps.
+    fn from(service: Service) -> CachedService {
+        let mut cached = CachedService {
+            metadata: service.metadata,
+            spec: service.spec.map(|spec| CachedServiceSpec {
+                selector: spec.selector,
+                ports: spec.ports.map(|ports| {
+                    ports
+                        .into_iter()
+                        .map(|port| CachedServicePort {
+                            port: port.port,
+                            target_port: port.target_port,
+                        })
+                        .collect()
+                }),
+            }),
+        };
+        slim_cached_service(&mut cached);
+        cached
+    }
+}
+
+/// Drop what no decision reads from a cached Service's metadata: its managed fields, and every
+/// annotation but Waymark's own (`waymark.dev/adopt` among them).
+pub(crate) fn slim_cached_service(service: &mut CachedService) {
+    slim_meta(&mut service.metadata);
+}
+
+/// Drop the managed fields and every annotation not under `waymark.dev/` (`kubectl apply`'s
+/// last-applied copy would hold the whole object again).
+fn slim_meta(meta: &mut ObjectMeta) {
     meta.managed_fields = None;
     if let Some(annotations) = meta.annotations.as_mut() {
         annotations.retain(|key, _| key.starts_with("waymark.dev/"));

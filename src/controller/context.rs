@@ -10,7 +10,6 @@ use super::events::EventRecorder;
 use gateway_api::apis::experimental::grpcroutes::GrpcRoute;
 use gateway_api::apis::experimental::httproutes::HttpRoute;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, Resource};
@@ -18,7 +17,7 @@ use kube::{Client, Resource};
 use crate::api::Release;
 use crate::rollout::LastApply;
 
-use super::cached::CachedDeployment;
+use super::cached::{CachedDeployment, CachedService};
 use super::credentials::CredentialChecks;
 use super::metrics::Metrics;
 use super::prometheus::Clients;
@@ -45,8 +44,8 @@ pub const WRITTEN_KEPT: Duration = Duration::from_secs(60);
 pub struct Stores {
     /// Child Deployments, narrowed to what a decision reads (see [`CachedDeployment`]).
     pub deployments: Store<CachedDeployment>,
-    /// Child Services.
-    pub services: Store<Service>,
+    /// Child Services, narrowed to what a decision reads (see [`CachedService`]).
+    pub services: Store<CachedService>,
     /// HTTPRoutes, read for their weights.
     pub routes: Store<HttpRoute>,
     /// GRPCRoutes, read for their weights. Filled only once a Release names a GRPCRoute (the
@@ -79,7 +78,7 @@ impl Stores {
     /// Stores over these caches, with nothing written yet.
     pub fn new(
         deployments: Store<CachedDeployment>,
-        services: Store<Service>,
+        services: Store<CachedService>,
         routes: Store<HttpRoute>,
         grpc_routes: Store<GrpcRoute>,
     ) -> Stores {
@@ -215,7 +214,7 @@ impl Stores {
     }
 
     /// The cached Service `namespace/name`.
-    pub fn service(&self, namespace: &str, name: &str) -> Option<Arc<Service>> {
+    pub fn service(&self, namespace: &str, name: &str) -> Option<Arc<CachedService>> {
         self.services.get(&ObjectRef::new(name).within(namespace))
     }
 

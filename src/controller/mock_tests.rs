@@ -18,7 +18,7 @@ use kube::runtime::watcher;
 use kube::{Client, Resource};
 use serde_json::{Value, json};
 
-use super::cached::CachedDeployment;
+use super::cached::{CachedDeployment, CachedService};
 use super::children;
 use super::context::{Context, Stores};
 use super::error::Error;
@@ -46,7 +46,7 @@ const EVENTS_PATH: &str = "/apis/events.k8s.io/v1/namespaces/shop/events";
 /// The watch caches, filled by hand.
 struct World {
     deployments: Writer<CachedDeployment>,
-    services: Writer<Service>,
+    services: Writer<CachedService>,
     routes: Writer<HttpRoute>,
     grpc_routes: Writer<gateway_api::apis::experimental::grpcroutes::GrpcRoute>,
 }
@@ -58,9 +58,10 @@ impl World {
             .apply_watcher_event(&watcher::Event::Apply(deployment.into()));
     }
 
+    /// Put `service` into the cache as the watch would deliver it: narrowed.
     fn service(&mut self, service: Service) {
         self.services
-            .apply_watcher_event(&watcher::Event::Apply(service));
+            .apply_watcher_event(&watcher::Event::Apply(service.into()));
     }
 
     fn route(&mut self, route: Value) {
@@ -1061,7 +1062,7 @@ async fn services_refused_in_a_terminating_namespace_are_let_go_quietly() {
     for service in children::services(&release).unwrap() {
         world
             .services
-            .apply_watcher_event(&watcher::Event::Delete(service));
+            .apply_watcher_event(&watcher::Event::Delete(service.into()));
     }
     let create = format!("{SERVICES}{CREATE}");
     let server = scenario(verifier, move |mut api| async move {

@@ -167,18 +167,20 @@ pub async fn apply_actions(
 }
 
 /// Apply `desired` unless the cache shows it as wanted already; create it when the cache has
-/// nothing by that name, and refuse to touch an object someone else owns. Returns the object
+/// nothing by that name, and refuse to touch an object someone else owns. The cache may keep a
+/// narrower type than the one written (`C`, e.g. [`super::cached::CachedDeployment`]). Returns the object
 /// as the API server answered a write, `None` when nothing was written.
-async fn apply_child<K>(
+async fn apply_child<K, C>(
     release: &Release,
     api: &Api<K>,
     desired: &K,
-    cached: Option<&K>,
-    up_to_date: impl Fn(&K) -> bool,
+    cached: Option<&C>,
+    up_to_date: impl Fn(&C) -> bool,
 ) -> Result<Option<K>, Error>
 where
     K: Resource<Scope = NamespaceResourceScope> + Clone + Debug + Serialize + DeserializeOwned,
     K::DynamicType: Default,
+    C: Resource,
 {
     let name = desired.name_any();
     let object = describe::<K>(release, &name);

@@ -26,6 +26,7 @@ use crate::traffic::gateway::{
 };
 use crate::traffic::route::WeightedRoute;
 
+use super::cached::{CachedDeployment, CachedService};
 use super::error::Error;
 
 /// Name of the port on every Service Waymark creates.
@@ -229,23 +230,23 @@ fn spec_hash(deployment: &Deployment) -> String {
 
 /// Whether the live Deployment is what `wanted` would make it: the same spec hash (the cache
 /// keeps no pod template, the hash stands for it) and replica count.
-pub fn deployment_up_to_date(live: &Deployment, wanted: &Deployment) -> bool {
-    let hash = |deployment: &Deployment| {
-        deployment
-            .metadata
-            .annotations
+pub fn deployment_up_to_date(live: &CachedDeployment, wanted: &Deployment) -> bool {
+    let hash = |meta: &ObjectMeta| {
+        meta.annotations
             .as_ref()
             .and_then(|annotations| annotations.get(ANNOTATION_SPEC_HASH))
             .cloned()
     };
-    let replicas =
-        |deployment: &Deployment| deployment.spec.as_ref().and_then(|spec| spec.replicas);
-    hash(live).is_some() && hash(live) == hash(wanted) && replicas(live) == replicas(wanted)
+    let live_replicas = live.spec.as_ref().and_then(|spec| spec.replicas);
+    let wanted_replicas = wanted.spec.as_ref().and_then(|spec| spec.replicas);
+    hash(&live.metadata).is_some()
+        && hash(&live.metadata) == hash(&wanted.metadata)
+        && live_replicas == wanted_replicas
 }
 
 /// Whether the live Service selects, exposes, is labelled and carries Waymark's annotations
 /// as `wanted` says.
-pub fn service_up_to_date(live: &Service, wanted: &Service) -> bool {
+pub fn service_up_to_date(live: &CachedService, wanted: &Service) -> bool {
     service_matches(live, wanted)
         && live.metadata.labels == wanted.metadata.labels
         && waymark_annotations(&live.metadata) == waymark_annotations(&wanted.metadata)
@@ -338,17 +339,21 @@ pub fn unwanted_service_names(release: &Release) -> Vec<String> {
 ///
 /// Only the fields Waymark sets are compared: the API server fills in others (cluster IP,
 /// session affinity) that must not count as a difference.
-pub fn service_matches(existing: &Service, wanted: &Service) -> bool {
+pub fn service_matches(existing: &CachedService, wanted: &Service) -> bool {
     let (Some(existing), Some(wanted)) = (&existing.spec, &wanted.spec) else {
         return false;
     };
-    let port_key = |spec: &ServiceSpec| {
-        spec.ports
-            .as_ref()
-            .and_then(|ports| ports.first())
-            .map(|port| (port.port, port.target_port.clone()))
-    };
-    existing.selector == wanted.selector && port_key(existing) == port_key(wanted)
+    let existing_port = existing
+        .ports
+        .as_ref()
+        .and_then(|ports| ports.first())
+        .map(|port| (port.port, port.target_port.as_ref()));
+    let wanted_port = wanted
+        .ports
+        .as_ref()
+        .and_then(|ports| ports.first())
+        .map(|port| (port.port, port.target_port.as_ref()));
+    existing.selector == wanted.selector && existing_port == wanted_port
 }
 
 /// The merge patch changing only a Deployment's replica count, keeping its template.
@@ -538,7 +543,7 @@ mod tests {
         release.spec.roadmap.kind = Some(crate::api::RoadmapKind::Feature);
         for (live, wanted) in before.iter().zip(services(&release).unwrap()) {
             assert!(
-                service_up_to_date(live, &wanted),
+                service_up_to_date(&CachedService::from(live.clone()), &wanted),
                 "{} would be written for a new roadmap item",
                 live.name_any()
             );
@@ -559,7 +564,10 @@ mod tests {
         live.metadata.uid = Some("5e0c".into());
         live.metadata.annotations =
             Some([("example.com/owner".to_string(), "team-a".to_string())].into());
-        assert!(service_up_to_date(&live, &wanted), "nothing to write");
+        assert!(
+            service_up_to_date(&CachedService::from(live), &wanted),
+            "nothing to write"
+        );
     }
 
     #[test]
@@ -572,11 +580,14 @@ mod tests {
             .as_mut()
             .unwrap()
             .insert(LABEL_ROADMAP_ITEM.into(), "PAY-139".into());
-        assert!(!service_up_to_date(&live, &wanted));
+        assert!(!service_up_to_date(&CachedService::from(live), &wanted));
         let mut annotated = wanted.clone();
         annotated.metadata.annotations =
             Some([(LABEL_ROADMAP_ITEM.to_string(), "PAY-139".to_string())].into());
-        assert!(!service_up_to_date(&annotated, &wanted));
+        assert!(!service_up_to_date(
+            &CachedService::from(annotated),
+            &wanted
+        ));
     }
 
     #[test]
@@ -713,9 +724,12 @@ mod tests {
         let wanted = service(&release, Some(Role::Stable)).unwrap();
         let mut existing = wanted.clone();
         existing.spec.as_mut().unwrap().cluster_ip = Some("10.0.0.7".into());
-        assert!(service_matches(&existing, &wanted));
+        assert!(service_matches(
+            &CachedService::from(existing.clone()),
+            &wanted
+        ));
         existing.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].port = 81;
-        assert!(!service_matches(&existing, &wanted));
+        assert!(!service_matches(&CachedService::from(existing), &wanted));
     }
 
     #[test]

@@ -10,7 +10,6 @@ use super::events::EventRecorder;
 use gateway_api::apis::experimental::grpcroutes::GrpcRoute;
 use gateway_api::apis::experimental::httproutes::HttpRoute;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, Resource};
@@ -18,6 +17,7 @@ use kube::{Client, Resource};
 use crate::api::Release;
 use crate::rollout::LastApply;
 
+use super::cached::{CachedDeployment, CachedService};
 use super::credentials::CredentialChecks;
 use super::metrics::Metrics;
 use super::prometheus::Clients;
@@ -42,10 +42,10 @@ pub const WRITTEN_KEPT: Duration = Duration::from_secs(60);
 /// GETs what a cache holds.
 #[derive(Clone)]
 pub struct Stores {
-    /// Child Deployments, without their pod templates (see [`super::slim`]).
-    pub deployments: Store<Deployment>,
-    /// Child Services.
-    pub services: Store<Service>,
+    /// Child Deployments, narrowed to what a decision reads (see [`CachedDeployment`]).
+    pub deployments: Store<CachedDeployment>,
+    /// Child Services, narrowed to what a decision reads (see [`CachedService`]).
+    pub services: Store<CachedService>,
     /// HTTPRoutes, read for their weights.
     pub routes: Store<HttpRoute>,
     /// GRPCRoutes, read for their weights. Filled only once a Release names a GRPCRoute (the
@@ -55,7 +55,7 @@ pub struct Stores {
     /// shows that write: a reconcile that runs before the watch delivers it (a loaded API
     /// server's watches lag by seconds) reads its own write instead of creating the canary a
     /// second time or scaling it again.
-    written: Arc<Mutex<HashMap<ObjectRef<Deployment>, Written>>>,
+    written: Arc<Mutex<HashMap<ObjectRef<CachedDeployment>, Written>>>,
     /// The HTTPRoutes this process wrote, as the API server returned them, until the cache
     /// shows that write: the rules are one atomic list, so a second edit made from a cache
     /// that lags behind the first (a weight, then a cohort) would undo it.
@@ -69,7 +69,7 @@ type WrittenRoutes<R> = Arc<Mutex<HashMap<ObjectRef<R>, (Arc<R>, Instant)>>>;
 
 /// A Deployment as a write of ours returned it (or the one we deleted), and when.
 struct Written {
-    deployment: Arc<Deployment>,
+    deployment: Arc<CachedDeployment>,
     deleted: bool,
     at: Instant,
 }
@@ -77,8 +77,8 @@ struct Written {
 impl Stores {
     /// Stores over these caches, with nothing written yet.
     pub fn new(
-        deployments: Store<Deployment>,
-        services: Store<Service>,
+        deployments: Store<CachedDeployment>,
+        services: Store<CachedService>,
         routes: Store<HttpRoute>,
         grpc_routes: Store<GrpcRoute>,
     ) -> Stores {
@@ -94,11 +94,16 @@ impl Stores {
     }
 
     /// The Deployment `namespace/name`: from the cache, or from our newer write of it.
-    pub fn deployment(&self, namespace: &str, name: &str) -> Option<Arc<Deployment>> {
+    pub fn deployment(&self, namespace: &str, name: &str) -> Option<Arc<CachedDeployment>> {
         self.deployment_at(namespace, name, Instant::now())
     }
 
-    fn deployment_at(&self, namespace: &str, name: &str, now: Instant) -> Option<Arc<Deployment>> {
+    fn deployment_at(
+        &self,
+        namespace: &str,
+        name: &str,
+        now: Instant,
+    ) -> Option<Arc<CachedDeployment>> {
         let key = ObjectRef::new(name).within(namespace);
         let cached = self.deployments.get(&key);
         let Ok(mut written) = self.written.lock() else {
@@ -129,7 +134,7 @@ impl Stores {
         Some(ours.deployment.clone())
     }
 
-    /// Remember the Deployment `namespace/name` as our write returned it (slimmed like the
+    /// Remember the Deployment `namespace/name` as our write returned it (narrowed like the
     /// cache's).
     pub fn wrote_deployment(&self, namespace: &str, name: &str, deployment: Deployment) {
         self.wrote_deployment_at(namespace, name, deployment, Instant::now());
@@ -139,10 +144,10 @@ impl Stores {
         &self,
         namespace: &str,
         name: &str,
-        mut deployment: Deployment,
+        deployment: Deployment,
         now: Instant,
     ) {
-        super::slim_deployment(&mut deployment);
+        let deployment = CachedDeployment::from(deployment);
         let key = ObjectRef::new(name).within(namespace);
         if let Ok(mut written) = self.written.lock() {
             // Entries nobody read again (a Release that went) do not outlive their use.
@@ -160,11 +165,11 @@ impl Stores {
 
     /// Remember that we deleted `deployment` (as last read): until the watch reports it gone,
     /// it is read as gone, and not deleted a second time.
-    pub fn deleted_deployment(&self, deployment: Arc<Deployment>) {
+    pub fn deleted_deployment(&self, deployment: Arc<CachedDeployment>) {
         self.deleted_deployment_at(deployment, Instant::now());
     }
 
-    fn deleted_deployment_at(&self, deployment: Arc<Deployment>, now: Instant) {
+    fn deleted_deployment_at(&self, deployment: Arc<CachedDeployment>, now: Instant) {
         let (Some(namespace), Some(name)) =
             (&deployment.metadata.namespace, &deployment.metadata.name)
         else {
@@ -185,7 +190,7 @@ impl Stores {
 
     /// The watch delivered `event` (and the cache holds it): forget our write of that
     /// Deployment once the cache shows it, or once the object we wrote is gone.
-    pub fn seen_deployment(&self, event: &watcher::Event<Deployment>) {
+    pub fn seen_deployment(&self, event: &watcher::Event<CachedDeployment>) {
         let (deployment, deleted) = match event {
             watcher::Event::Apply(deployment) | watcher::Event::InitApply(deployment) => {
                 (deployment, false)
@@ -209,7 +214,7 @@ impl Stores {
     }
 
     /// The cached Service `namespace/name`.
-    pub fn service(&self, namespace: &str, name: &str) -> Option<Arc<Service>> {
+    pub fn service(&self, namespace: &str, name: &str) -> Option<Arc<CachedService>> {
         self.services.get(&ObjectRef::new(name).within(namespace))
     }
 
@@ -281,7 +286,7 @@ fn remember<R: Resource<DynamicType = ()>>(written: &WrittenRoutes<R>, route: R)
 /// Whether `cached` shows the write that returned `ours`: the same object (uid) at that
 /// generation or a later one, so with our write and whatever came after it. A write that left
 /// the generation alone (metadata only) counts as seen at once, as without this bookkeeping.
-fn caught_up(cached: &Deployment, ours: &Deployment) -> bool {
+fn caught_up(cached: &CachedDeployment, ours: &CachedDeployment) -> bool {
     cached.metadata.uid == ours.metadata.uid
         && cached.metadata.generation >= ours.metadata.generation
 }
@@ -475,7 +480,7 @@ mod tests {
     use super::*;
     use kube::runtime::reflector::{self, store::Writer};
 
-    fn stores() -> (Stores, Writer<Deployment>) {
+    fn stores() -> (Stores, Writer<CachedDeployment>) {
         let (deployments, writer) = reflector::store();
         let (services, _) = reflector::store();
         let (routes, _) = reflector::store();
@@ -512,16 +517,16 @@ mod tests {
         stores.wrote_deployment_at("shop", "checkout-canary", canary("a", 1, 1), now);
         assert_eq!(replicas(&stores, now), Some(1));
         // Scaled to 3 (generation 2); the cache still shows generation 1.
-        cache.apply_watcher_event(&watcher::Event::Apply(canary("a", 1, 1)));
+        cache.apply_watcher_event(&watcher::Event::Apply(canary("a", 1, 1).into()));
         stores.wrote_deployment_at("shop", "checkout-canary", canary("a", 2, 3), now);
         assert_eq!(replicas(&stores, now), Some(3));
         // A Deployment of the same name that is another object (uid) is not our write.
-        cache.apply_watcher_event(&watcher::Event::Apply(canary("b", 5, 7)));
+        cache.apply_watcher_event(&watcher::Event::Apply(canary("b", 5, 7).into()));
         assert_eq!(replicas(&stores, now), Some(3));
         // The cache caught up (and someone scaled it to 4 since): the cache wins from then on.
-        cache.apply_watcher_event(&watcher::Event::Apply(canary("a", 3, 4)));
+        cache.apply_watcher_event(&watcher::Event::Apply(canary("a", 3, 4).into()));
         assert_eq!(replicas(&stores, now), Some(4));
-        cache.apply_watcher_event(&watcher::Event::Delete(canary("a", 3, 4)));
+        cache.apply_watcher_event(&watcher::Event::Delete(canary("a", 3, 4).into()));
         assert_eq!(replicas(&stores, now), None, "nothing of ours left to read");
     }
 
@@ -544,21 +549,21 @@ mod tests {
         let (stores, mut cache) = stores();
         let now = Instant::now();
         stores.wrote_deployment_at("shop", "checkout-canary", canary("a", 1, 1), now);
-        let deleted = watcher::Event::Delete(canary("a", 1, 1));
+        let deleted = watcher::Event::Delete(canary("a", 1, 1).into());
         cache.apply_watcher_event(&deleted);
         stores.seen_deployment(&deleted);
         assert_eq!(replicas(&stores, now), None);
 
         // The delivery of another object of that name does not forget our write.
         stores.wrote_deployment_at("shop", "checkout-canary", canary("c", 1, 2), now);
-        stores.seen_deployment(&watcher::Event::Delete(canary("a", 1, 1)));
+        stores.seen_deployment(&watcher::Event::Delete(canary("a", 1, 1).into()));
         assert_eq!(replicas(&stores, now), Some(2));
         // Nor does an older generation of ours; ours or a later one does.
         stores.wrote_deployment_at("shop", "checkout-canary", canary("c", 2, 3), now);
-        stores.seen_deployment(&watcher::Event::Apply(canary("c", 1, 2)));
+        stores.seen_deployment(&watcher::Event::Apply(canary("c", 1, 2).into()));
         assert_eq!(replicas(&stores, now), Some(3));
-        cache.apply_watcher_event(&watcher::Event::Apply(canary("c", 2, 3)));
-        stores.seen_deployment(&watcher::Event::Apply(canary("c", 2, 3)));
+        cache.apply_watcher_event(&watcher::Event::Apply(canary("c", 2, 3).into()));
+        stores.seen_deployment(&watcher::Event::Apply(canary("c", 2, 3).into()));
         assert!(stores.written.lock().unwrap().is_empty());
     }
 
@@ -566,9 +571,9 @@ mod tests {
     fn what_we_deleted_is_gone_though_the_cache_still_shows_it() {
         let (stores, mut cache) = stores();
         let now = Instant::now();
-        cache.apply_watcher_event(&watcher::Event::Apply(canary("a", 2, 0)));
+        cache.apply_watcher_event(&watcher::Event::Apply(canary("a", 2, 0).into()));
         stores.wrote_deployment_at("shop", "checkout-canary", canary("a", 2, 0), now);
-        stores.deleted_deployment_at(Arc::new(canary("a", 2, 0)), now);
+        stores.deleted_deployment_at(Arc::new(canary("a", 2, 0).into()), now);
         assert_eq!(replicas(&stores, now), None, "not deleted a second time");
         assert_eq!(
             replicas(&stores, now + WRITTEN_KEPT),
@@ -578,16 +583,16 @@ mod tests {
 
         // Deleted, then reported gone by the watch: the cache is the truth again, and a new
         // canary of that name is seen.
-        stores.deleted_deployment_at(Arc::new(canary("a", 2, 0)), now);
-        let gone = watcher::Event::Delete(canary("a", 2, 0));
+        stores.deleted_deployment_at(Arc::new(canary("a", 2, 0).into()), now);
+        let gone = watcher::Event::Delete(canary("a", 2, 0).into());
         cache.apply_watcher_event(&gone);
         stores.seen_deployment(&gone);
         assert!(stores.written.lock().unwrap().is_empty());
-        cache.apply_watcher_event(&watcher::Event::Apply(canary("b", 1, 1)));
+        cache.apply_watcher_event(&watcher::Event::Apply(canary("b", 1, 1).into()));
         assert_eq!(replicas(&stores, now), Some(1));
 
         // A newer object of that name in the cache is not the one we deleted.
-        stores.deleted_deployment_at(Arc::new(canary("a", 2, 0)), now);
+        stores.deleted_deployment_at(Arc::new(canary("a", 2, 0).into()), now);
         assert_eq!(replicas(&stores, now), Some(1));
     }
 

@@ -18,6 +18,7 @@ use kube::runtime::watcher;
 use kube::{Client, Resource};
 use serde_json::{Value, json};
 
+use super::cached::{CachedDeployment, CachedService};
 use super::children;
 use super::context::{Context, Stores};
 use super::error::Error;
@@ -44,21 +45,23 @@ const EVENTS_PATH: &str = "/apis/events.k8s.io/v1/namespaces/shop/events";
 
 /// The watch caches, filled by hand.
 struct World {
-    deployments: Writer<Deployment>,
-    services: Writer<Service>,
+    deployments: Writer<CachedDeployment>,
+    services: Writer<CachedService>,
     routes: Writer<HttpRoute>,
     grpc_routes: Writer<gateway_api::apis::experimental::grpcroutes::GrpcRoute>,
 }
 
 impl World {
+    /// Put `deployment` into the cache as the watch would deliver it: narrowed.
     fn deployment(&mut self, deployment: Deployment) {
         self.deployments
-            .apply_watcher_event(&watcher::Event::Apply(deployment));
+            .apply_watcher_event(&watcher::Event::Apply(deployment.into()));
     }
 
+    /// Put `service` into the cache as the watch would deliver it: narrowed.
     fn service(&mut self, service: Service) {
         self.services
-            .apply_watcher_event(&watcher::Event::Apply(service));
+            .apply_watcher_event(&watcher::Event::Apply(service.into()));
     }
 
     fn route(&mut self, route: Value) {
@@ -339,12 +342,9 @@ fn settled_release(world: &mut World, now: Timestamp) -> Release {
     world.settled(&release, V1);
     world.route(route(json!([{"name": "checkout-stable", "port": 8080}])));
     let observed = Observed {
-        stable: Some(super::observe::workload_state(&available(
-            &release,
-            Role::Stable,
-            V1,
-            4,
-        ))),
+        stable: Some(super::observe::workload_state(
+            &available(&release, Role::Stable, V1, 4).into(),
+        )),
         canary: None,
         services_ready: true,
         route: Some(RouteState::Ready { canary_weight: 0 }),
@@ -446,12 +446,9 @@ fn settled_replica_split_release(world: &mut World) -> Release {
     let release = ReleaseBuilder::replica_split().build();
     world.settled(&release, V1);
     let observed = Observed {
-        stable: Some(super::observe::workload_state(&available(
-            &release,
-            Role::Stable,
-            V1,
-            4,
-        ))),
+        stable: Some(super::observe::workload_state(
+            &available(&release, Role::Stable, V1, 4).into(),
+        )),
         services_ready: true,
         ..Observed::default()
     };
@@ -565,12 +562,9 @@ async fn a_set_weight_step_adds_the_finalizer_then_applies_only_the_routes_rules
     let start = rollout::decide(
         &release,
         &Observed {
-            stable: Some(super::observe::workload_state(&available(
-                &release,
-                Role::Stable,
-                V1,
-                4,
-            ))),
+            stable: Some(super::observe::workload_state(
+                &available(&release, Role::Stable, V1, 4).into(),
+            )),
             canary: None,
             services_ready: true,
             route: Some(RouteState::Ready { canary_weight: 0 }),
@@ -648,12 +642,9 @@ async fn a_grpc_route_step_asks_the_gateway_class_then_applies_weights_with_sess
     let start = rollout::decide(
         &release,
         &Observed {
-            stable: Some(super::observe::workload_state(&available(
-                &release,
-                Role::Stable,
-                V1,
-                4,
-            ))),
+            stable: Some(super::observe::workload_state(
+                &available(&release, Role::Stable, V1, 4).into(),
+            )),
             services_ready: true,
             route: Some(RouteState::Ready { canary_weight: 0 }),
             ..Default::default()
@@ -1071,7 +1062,7 @@ async fn services_refused_in_a_terminating_namespace_are_let_go_quietly() {
     for service in children::services(&release).unwrap() {
         world
             .services
-            .apply_watcher_event(&watcher::Event::Delete(service));
+            .apply_watcher_event(&watcher::Event::Delete(service.into()));
     }
     let create = format!("{SERVICES}{CREATE}");
     let server = scenario(verifier, move |mut api| async move {
@@ -1660,7 +1651,7 @@ async fn serve_as_kubernetes(mut handle: Handle, mut world: World) {
                     Some(gone) => {
                         world
                             .deployments
-                            .apply_watcher_event(&watcher::Event::Delete(gone.clone()));
+                            .apply_watcher_event(&watcher::Event::Delete(gone.clone().into()));
                         (200, serde_json::to_value(gone).unwrap())
                     }
                 }

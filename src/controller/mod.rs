@@ -3,6 +3,7 @@
 //! applies the actions.
 
 mod apply;
+pub mod cached;
 pub mod children;
 mod context;
 pub mod credentials;
@@ -39,11 +40,11 @@ use futures::{StreamExt, TryStreamExt};
 use gateway_api::apis::experimental::grpcroutes::GrpcRoute;
 use gateway_api::apis::experimental::httproutes::HttpRoute;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Service, ServiceSpec};
 use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::controller::Config;
 use kube::runtime::events::Reporter;
 
+use cached::{CachedDeployment, CachedService};
 use events::EventRecorder;
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
@@ -258,7 +259,7 @@ pub(crate) async fn run_controller(
         },
         monitor.clone(),
     )
-    .modify(slim_deployment)
+    .modify(cached::slim_cached_deployment)
     .reflect(deployment_writer)
     .inspect_ok(move |event| seen.seen_deployment(event))
     .touched_objects();
@@ -270,7 +271,7 @@ pub(crate) async fn run_controller(
         },
         monitor.clone(),
     )
-    .modify(slim_service)
+    .modify(cached::slim_cached_service)
     .reflect(service_writer)
     .touched_objects();
     let route_events = watch::resilient(
@@ -391,8 +392,10 @@ struct Apis {
     /// Releases, read untyped and decoded one by one: a stored Release this controller cannot
     /// decode (written under an older, looser schema) must not fail the list of every Release.
     releases: Api<DynamicObject>,
-    deployments: Api<Deployment>,
-    services: Api<Service>,
+    /// Child Deployments, decoded straight into the narrow type the cache keeps.
+    deployments: Api<CachedDeployment>,
+    /// Child Services, decoded straight into the narrow type the cache keeps.
+    services: Api<CachedService>,
     routes: Api<HttpRoute>,
     grpc_routes: Api<GrpcRoute>,
 }
@@ -487,8 +490,8 @@ async fn grace_over(stop: tokio::sync::watch::Receiver<bool>) {
 async fn caches_synced(
     health: Arc<Health>,
     releases: reflector::Store<Release>,
-    deployments: reflector::Store<Deployment>,
-    services: reflector::Store<Service>,
+    deployments: reflector::Store<CachedDeployment>,
+    services: reflector::Store<CachedService>,
 ) {
     let ready = futures::future::join3(
         releases.wait_until_ready(),
@@ -677,31 +680,6 @@ pub(crate) fn slim_release(release: &mut Release) {
 /// The annotation in which a client-side `kubectl apply` keeps a copy of what it applied.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
-/// Drop a child Deployment's pod template too: the controller compares Deployments by the
-/// `waymark.dev/spec-hash` annotation, and the template is most of a Deployment's size.
-pub(crate) fn slim_deployment(deployment: &mut Deployment) {
-    slim(deployment);
-    if let Some(spec) = deployment.spec.as_mut() {
-        spec.template = Default::default();
-    }
-}
-
-/// Keep of a child Service only what a decision reads: its identity, labels, owner references,
-/// Waymark's own annotations (`waymark.dev/adopt` among them), selector and ports. The rest
-/// (cluster IPs, other owners' annotations, status) is the API server's and never compared.
-pub(crate) fn slim_service(service: &mut Service) {
-    slim(service);
-    if let Some(annotations) = service.metadata.annotations.as_mut() {
-        annotations.retain(|key, _| key.starts_with("waymark.dev/"));
-    }
-    service.spec = service.spec.take().map(|spec| ServiceSpec {
-        selector: spec.selector,
-        ports: spec.ports,
-        ..ServiceSpec::default()
-    });
-    service.status = None;
-}
-
 /// Resolves once `stop` turns true (or its sender is gone).
 pub(crate) async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
@@ -747,25 +725,34 @@ mod tests {
     fn a_slimmed_service_is_still_read_as_up_to_date_ours_and_adoptable() {
         let release = crate::fixtures::ReleaseBuilder::replica_split().build();
         let wanted = children::service(&release, None).unwrap();
-        let mut live = wanted.clone();
-        let spec = live.spec.as_mut().unwrap();
-        spec.cluster_ip = Some("10.0.0.7".into());
-        spec.cluster_ips = Some(vec!["10.0.0.7".into()]);
-        spec.type_ = Some("ClusterIP".into());
-        live.metadata.annotations = Some(
-            [
-                (LAST_APPLIED.to_string(), "{}".to_string()),
-                ("example.com/owner".to_string(), "team-a".to_string()),
-                (crate::api::ANNOTATION_ADOPT.to_string(), "true".to_string()),
-            ]
-            .into(),
-        );
-        slim_service(&mut live);
+        let mut served = serde_json::to_value(&wanted).unwrap();
+        served["spec"]["clusterIP"] = "10.0.0.7".into();
+        served["spec"]["clusterIPs"] = serde_json::json!(["10.0.0.7"]);
+        served["spec"]["type"] = "ClusterIP".into();
+        served["spec"]["ports"][0]["protocol"] = "TCP".into();
+        served["status"] = serde_json::json!({"loadBalancer": {}});
+        served["metadata"]["annotations"] = serde_json::json!({
+            LAST_APPLIED: "{}",
+            "example.com/owner": "team-a",
+            crate::api::ANNOTATION_ADOPT: "true",
+        });
+        // As the watch decodes and slims it.
+        let mut live: CachedService = serde_json::from_value(served).unwrap();
+        cached::slim_cached_service(&mut live);
+        let kept = serde_json::to_value(&live).unwrap();
+        let wanted_port = &wanted.spec.as_ref().unwrap().ports.as_ref().unwrap()[0];
         assert_eq!(
-            live.spec.as_ref().unwrap().cluster_ip,
-            None,
+            kept["spec"],
+            serde_json::json!({
+                "selector": wanted.spec.as_ref().unwrap().selector,
+                "ports": [{
+                    "port": wanted_port.port,
+                    "targetPort": wanted_port.target_port,
+                }],
+            }),
             "the API server's fields are not kept"
         );
+        assert!(kept.get("status").is_none());
         assert_eq!(
             live.metadata
                 .annotations

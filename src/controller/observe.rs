@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::reflector::ObjectRef;
@@ -19,6 +18,7 @@ use crate::traffic::gateway::{Backends, route_state};
 use crate::traffic::route::WeightedRoute;
 
 use super::apply::owned_by;
+use super::cached::CachedDeployment;
 use super::children;
 use super::context::Context;
 use super::credentials;
@@ -287,7 +287,7 @@ pub async fn run_analysis(
 }
 
 /// A child Deployment as the rollout core sees it.
-pub fn workload_state(deployment: &Deployment) -> WorkloadState {
+pub fn workload_state(deployment: &CachedDeployment) -> WorkloadState {
     let generation = deployment.metadata.generation.unwrap_or(0);
     let replicas = deployment
         .spec
@@ -409,6 +409,7 @@ mod tests {
 
     #[test]
     fn a_deployment_is_available_only_when_observed_updated_and_available() {
+        use k8s_openapi::api::apps::v1::Deployment;
         use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStatus};
         let deployment = |generation, observed, updated, available| Deployment {
             metadata: kube::api::ObjectMeta {
@@ -427,17 +428,20 @@ mod tests {
                 ..Default::default()
             }),
         };
-        let state = workload_state(&deployment(2, 2, 3, 3));
+        let state = workload_state(&deployment(2, 2, 3, 3).into());
         assert!(state.available);
         assert_eq!(state.revision.as_deref(), Some("abc"));
         assert_eq!(state.replicas, 3);
-        assert!(!workload_state(&deployment(3, 2, 3, 3)).available, "stale");
         assert!(
-            !workload_state(&deployment(2, 2, 2, 3)).available,
+            !workload_state(&deployment(3, 2, 3, 3).into()).available,
+            "stale"
+        );
+        assert!(
+            !workload_state(&deployment(2, 2, 2, 3).into()).available,
             "rolling"
         );
         assert!(
-            !workload_state(&deployment(2, 2, 3, 2)).available,
+            !workload_state(&deployment(2, 2, 3, 2).into()).available,
             "unready"
         );
     }

@@ -282,6 +282,10 @@ struct ItemSeries {
     histograms: Vec<ItemLabels>,
     /// When a series was last created or changed.
     touched: Instant,
+    /// Whether the promotion-time histogram has an observation (a promoted revision).
+    observed_duration: bool,
+    /// Whether the time-to-restore histogram has an observation (a failed revision).
+    observed_restore: bool,
 }
 
 impl Finished {
@@ -298,6 +302,8 @@ impl Finished {
                     outcomes: Vec::new(),
                     histograms: Vec::new(),
                     touched: Instant::now(),
+                    observed_duration: false,
+                    observed_restore: false,
                 });
                 self.items.len() - 1
             }
@@ -314,11 +320,12 @@ impl Finished {
         }
     }
 
-    fn histograms(&mut self, labels: &ItemLabels) {
+    fn histograms(&mut self, labels: &ItemLabels) -> &mut ItemSeries {
         let item = self.item(&labels.roadmap_item);
         if !item.histograms.contains(labels) {
             item.histograms.push(labels.clone());
         }
+        item
     }
 
     /// Take out the items whose series may go at `now`: no canary of theirs runs and they were
@@ -968,7 +975,7 @@ impl Metrics {
         if let Some(started_at) = &finished.started_at
             && finished.outcome == Outcome::Promoted
         {
-            counted.histograms(&item);
+            counted.histograms(&item).observed_duration = true;
             self.release_duration
                 .get_or_create(&item)
                 .observe(seconds_until_finished(started_at));
@@ -980,10 +987,59 @@ impl Metrics {
         if let Some(detected_at) = &finished.failure_detected_at
             && matches!(finished.outcome, Outcome::RolledBack | Outcome::Aborted)
         {
-            counted.histograms(&item);
+            counted.histograms(&item).observed_restore = true;
             self.time_to_restore
                 .get_or_create(&item)
                 .observe(seconds_until_finished(detected_at));
+        }
+        self.drop_zero_delivery_series(counted, &item.roadmap_item);
+    }
+
+    /// Once a revision of `roadmap_item` has finished and no canary of the item runs, remove
+    /// the item's delivery series that are still at zero: the outcomes it did not have, and
+    /// the promotion-time or time-to-restore histogram it did not observe. They were created
+    /// at the canary's start only so that `increase()` would see a first outcome; once the
+    /// outcome is counted they can never change, and they were most of a finished item's
+    /// lines in each scrape (and of its memory) while it is kept. A later canary of the item
+    /// creates them at zero again.
+    fn drop_zero_delivery_series(&self, counted: &mut Finished, roadmap_item: &Arc<str>) {
+        if counted.in_flight.as_deref() == Some(&**roadmap_item) {
+            return;
+        }
+        let Some(item) = counted
+            .items
+            .iter_mut()
+            .find(|item| item.roadmap_item == *roadmap_item)
+        else {
+            return;
+        };
+        item.outcomes.retain(|labels| {
+            // The read guard goes before the removal takes the write lock.
+            let zero = self
+                .releases_finished
+                .get(labels)
+                .map(|counter| counter.get())
+                == Some(0);
+            if zero {
+                self.releases_finished.remove(labels);
+            }
+            !zero
+        });
+        for labels in &item.histograms {
+            if !item.observed_duration {
+                self.release_duration.remove(labels);
+            }
+            if !item.observed_restore {
+                self.time_to_restore.remove(labels);
+            }
+            if self
+                .releases_rework
+                .get(labels)
+                .map(|counter| counter.get())
+                == Some(0)
+            {
+                self.releases_rework.remove(labels);
+            }
         }
     }
 
@@ -1760,7 +1816,8 @@ mod tests {
                 && Arc::ptr_eq(release, &labels.release)
                 && Arc::ptr_eq(item, &labels.roadmap_item)
         };
-        assert_eq!(items[0].outcomes.len(), OUTCOMES.len());
+        // The promoted outcome: the zeros of the others went with the promotion.
+        assert_eq!(items[0].outcomes.len(), 1);
         for outcome in &items[0].outcomes {
             assert!(
                 shared(&outcome.namespace, &outcome.release, &outcome.roadmap_item),
@@ -1779,6 +1836,91 @@ mod tests {
         let text = metrics.encode().unwrap();
         assert!(
             text.contains(r#"waymark_releases_finished_total{namespace="shop",release="checkout",roadmap_item="PAY-142",horizon="",kind="",outcome="promoted"} 1"#),
+            "{text}"
+        );
+    }
+
+    /// Once an item's revision finished, only the series its outcome moved stay for the
+    /// scrape: the zeros created at its canary's start go, unless a canary of the same item
+    /// runs again (then they stay, for `increase()` to see its outcome).
+    #[test]
+    fn a_finished_item_keeps_only_the_series_its_outcome_moved() {
+        let metrics = Metrics::default();
+        let canary = analysed_canary(0, vec![]);
+        metrics.observe_release("shop", "checkout", None, &canary);
+        let text = metrics.encode().unwrap();
+        for zero in [
+            format!(r#"waymark_releases_finished_total{{{DELIVERY},outcome="rolled_back"}} 0"#),
+            format!(r#"waymark_time_to_restore_seconds_count{{{DELIVERY}}} 0"#),
+            format!(r#"waymark_release_duration_seconds_count{{{DELIVERY}}} 0"#),
+            format!(r#"waymark_releases_rework_total{{{DELIVERY}}} 0"#),
+        ] {
+            assert!(
+                text.contains(&zero),
+                "at zero while the canary runs: {zero} in {text}"
+            );
+        }
+
+        let rolled_back = ReleaseStatus {
+            phase: Some(Phase::RolledBack),
+            roadmap_item: Some("PAY-142".into()),
+            history: vec![HistoryEntry {
+                outcome: Outcome::RolledBack,
+                failure_detected_at: Some(Time("2026-11-21T12:09:00Z".parse().unwrap())),
+                ..finished("6f9c7d", "2026-11-21T12:10:00Z")
+            }],
+            ..ReleaseStatus::default()
+        };
+        metrics.observe_release("shop", "checkout", Some(&canary), &rolled_back);
+        let text = metrics.encode().unwrap();
+        assert!(
+            text.contains(&format!(
+                r#"waymark_releases_finished_total{{{DELIVERY},outcome="rolled_back"}} 1"#
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                r#"waymark_time_to_restore_seconds_count{{{DELIVERY}}} 1"#
+            )),
+            "{text}"
+        );
+        for gone in [
+            r#"outcome="promoted""#,
+            r#"outcome="aborted""#,
+            r#"outcome="superseded""#,
+            "waymark_release_duration_seconds_count{",
+            "waymark_releases_rework_total{",
+        ] {
+            assert!(
+                !text.contains(gone),
+                "a zero that can no longer move: {gone} in {text}"
+            );
+        }
+
+        // A new canary of the same item: its zeros are back and stay when a superseded
+        // revision of the item is counted while it runs.
+        let mut again = analysed_canary(0, vec![]);
+        again.canary_revision = Some("7a0d8e".into());
+        again.history = vec![
+            HistoryEntry {
+                outcome: Outcome::Superseded,
+                ..finished("6f9c7e", "2026-11-21T12:20:00Z")
+            },
+            rolled_back.history[0].clone(),
+        ];
+        metrics.observe_release("shop", "checkout", Some(&rolled_back), &again);
+        let text = metrics.encode().unwrap();
+        assert!(
+            text.contains(&format!(
+                r#"waymark_releases_finished_total{{{DELIVERY},outcome="promoted"}} 0"#
+            )),
+            "the running canary's zero: {text}"
+        );
+        assert!(
+            text.contains(&format!(
+                r#"waymark_release_duration_seconds_count{{{DELIVERY}}} 0"#
+            )),
             "{text}"
         );
     }

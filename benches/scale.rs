@@ -13,7 +13,8 @@
 //!
 //! `cargo bench` builds the `waymark` binary with the bench profile (release) and runs it as
 //! `waymark controller`, authenticated as the `waymark-controller` ServiceAccount with the RBAC
-//! of `config/rbac/`. The bench then:
+//! of `config/rbac/` (or the binary `WAYMARK_SCALE_CONTROLLER` names: the image's static musl
+//! build, to measure the allocator the image ships with). The bench then:
 //! 1. measures the API server's own rate: N Deployments and N Services shaped like Waymark's
 //!    children, created directly (bounded concurrency), in creates per second;
 //! 2. creates N replica-split Releases (`setWeight 50`, then a 10 s pause; 2 replicas) and

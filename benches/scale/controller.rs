@@ -17,9 +17,15 @@ const READY_DEADLINE: Duration = Duration::from_secs(60);
 /// How long a stopping controller may take before it is killed (its own grace is 10 s).
 const STOP_DEADLINE: Duration = Duration::from_secs(15);
 
-/// The `waymark` binary cargo built for this bench (the `bench` profile, which is `release`).
+/// The `waymark` binary cargo built for this bench (the `bench` profile, which is `release`),
+/// or the one `WAYMARK_SCALE_CONTROLLER` names: the image's static musl build, say, whose
+/// allocator is musl's and not glibc's (`cargo build --release --target
+/// x86_64-unknown-linux-musl --bin waymark`).
 pub fn binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_waymark"))
+    std::env::var_os("WAYMARK_SCALE_CONTROLLER").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_waymark")),
+        PathBuf::from,
+    )
 }
 
 /// A running `waymark controller`; stopped (SIGTERM, then SIGKILL) when dropped.
@@ -67,7 +73,8 @@ impl Controller {
         let binary = binary();
         if !binary.is_file() {
             return Err(format!(
-                "{} does not exist: run the bench with `cargo bench --bench scale`, which builds it",
+                "{} does not exist: run the bench with `cargo bench --bench scale`, which builds \
+                 it, or name a built one in WAYMARK_SCALE_CONTROLLER",
                 binary.display()
             ));
         }

@@ -59,6 +59,14 @@ pub enum Error {
         source: serde_json::Error,
     },
 
+    /// The Release kept in the cache (its spec and status as JSON this process wrote) could
+    /// not be decoded: a bug, not something a manifest can cause.
+    #[error("cannot decode the Release kept in the controller's cache: {source}")]
+    CachedRelease {
+        /// Why it failed.
+        source: serde_json::Error,
+    },
+
     /// The metrics and health server could not start.
     #[error("cannot serve metrics on {addr}: {source}")]
     Http {
@@ -145,6 +153,7 @@ impl Error {
             Error::Secret { .. } => "secret",
             Error::MissingObjectKey(_) => "missing_object_key",
             Error::Serialize { .. } => "serialize",
+            Error::CachedRelease { .. } => "cached_release",
             Error::Http { .. } => "http",
             Error::Config { .. } => "config",
         }

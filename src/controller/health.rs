@@ -8,8 +8,9 @@ use std::time::Instant;
 
 use kube::runtime::reflector::Store;
 
+use super::cached::CachedRelease;
 use super::watched::{WATCH_RETRY_CAP, Watched};
-use crate::api::{Release, RouteKind};
+use crate::api::RouteKind;
 
 /// What `/readyz` reports on.
 #[derive(Default)]
@@ -20,7 +21,7 @@ pub struct Health {
     watches: Mutex<BTreeMap<Watched, WatchState>>,
     /// The Release cache of the running controller: whether any Release names an HTTPRoute
     /// decides whether the HTTPRoute watch is needed.
-    releases: Mutex<Option<Store<Release>>>,
+    releases: Mutex<Option<Store<CachedRelease>>>,
 }
 
 impl std::fmt::Debug for Health {
@@ -68,7 +69,7 @@ impl Health {
     }
 
     /// The Release cache of the running controller (`None` when it stops).
-    pub fn set_releases(&self, releases: Option<Store<Release>>) {
+    pub fn set_releases(&self, releases: Option<Store<CachedRelease>>) {
         if let Ok(mut slot) = self.releases.lock() {
             *slot = releases;
         }
@@ -124,7 +125,7 @@ impl Health {
         releases
             .state()
             .iter()
-            .find(|release| release.spec.traffic.routes_through(kind))
+            .find(|release| release.routes_through(kind))
             .map(|release| {
                 format!(
                     "{}/{}",

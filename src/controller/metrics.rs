@@ -165,7 +165,7 @@ pub struct KubeVerbLabels {
 /// Every value [`super::Error::metric_label`] gives, and `undecodable_release`: the reconcile
 /// error counter starts at 0 for each, so that `rate()` and `increase()` see the first error
 /// of a kind (a series that appears with 1 has no increase to show).
-pub const RECONCILE_ERROR_KINDS: [&str; 15] = [
+pub const RECONCILE_ERROR_KINDS: [&str; 16] = [
     "kube",
     "refused_forbidden",
     "refused_quota",
@@ -177,6 +177,7 @@ pub const RECONCILE_ERROR_KINDS: [&str; 15] = [
     "secret",
     "missing_object_key",
     "serialize",
+    "cached_release",
     "http",
     "config",
     "undecodable_release",
@@ -1202,6 +1203,7 @@ mod tests {
                 | Error::Secret { .. }
                 | Error::MissingObjectKey(_)
                 | Error::Serialize { .. }
+                | Error::CachedRelease { .. }
                 | Error::Http { .. }
                 | Error::Config { .. }
                 | Error::NamespaceTerminating { .. } => error.metric_label(),
@@ -1224,6 +1226,9 @@ mod tests {
             Error::MissingObjectKey("name"),
             Error::Serialize {
                 what: "status",
+                source: serde_json::from_str::<u8>("x").unwrap_err(),
+            },
+            Error::CachedRelease {
                 source: serde_json::from_str::<u8>("x").unwrap_err(),
             },
             Error::Config {

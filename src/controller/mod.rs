@@ -44,7 +44,7 @@ use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::controller::Config;
 use kube::runtime::events::Reporter;
 
-use cached::{CachedDeployment, CachedService};
+use cached::{CachedDeployment, CachedRelease, CachedService};
 use events::EventRecorder;
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
@@ -259,7 +259,7 @@ pub(crate) async fn run_controller(
         },
         monitor.clone(),
     )
-    .modify(cached::slim_cached_deployment)
+    .modify(cached::slim_child)
     .reflect(deployment_writer)
     .inspect_ok(move |event| seen.seen_deployment(event))
     .touched_objects();
@@ -271,7 +271,7 @@ pub(crate) async fn run_controller(
         },
         monitor.clone(),
     )
-    .modify(cached::slim_cached_service)
+    .modify(cached::slim_child)
     .reflect(service_writer)
     .touched_objects();
     let route_events = watch::resilient(
@@ -348,7 +348,11 @@ pub(crate) async fn run_controller(
     // Release's NotificationsDelivered condition is judged again.
     let controller = match &shared.notifier {
         Some(notifier) => controller
-            .reconcile_on(notifier.wake_requests())
+            .reconcile_on(
+                notifier
+                    .wake_requests()
+                    .map(|release| release.into_kind_unchecked(())),
+            )
             .reconcile_all_on(notifier.config_changes()),
         None => controller,
     };
@@ -368,7 +372,11 @@ pub(crate) async fn run_controller(
         service_store.clone(),
     );
     let reconciles = controller
-        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .run(
+            reconcile::reconcile_cached,
+            reconcile::error_policy_cached,
+            ctx,
+        )
         .for_each(|result| async move {
             match result {
                 Ok((release, _)) => tracing::debug!(%release, "reconciled"),
@@ -428,11 +436,11 @@ impl Apis {
 /// seen naming a GRPCRoute wakes `grpc_routes_wanted` (which starts the GRPCRoute watch).
 fn release_events(
     releases: Api<DynamicObject>,
-    writer: reflector::store::Writer<Release>,
+    writer: reflector::store::Writer<CachedRelease>,
     shared: &Shared,
     monitor: watch::Monitor,
     grpc_routes_wanted: Arc<tokio::sync::Notify>,
-) -> impl futures::Stream<Item = Result<Release, watcher::Error>> + Send + 'static {
+) -> impl futures::Stream<Item = Result<CachedRelease, watcher::Error>> + Send + 'static {
     let undecodable = Undecodable {
         recorder: shared.recorder.clone(),
         metrics: shared.metrics.clone(),
@@ -448,7 +456,6 @@ fn release_events(
         monitor,
     )
     .try_filter_map(move |event| futures::future::ready(Ok(undecodable.decode(event))))
-    .modify(slim_release)
     .reflect(writer)
     .inspect_ok(move |event| match event {
         watcher::Event::Delete(release) => {
@@ -458,7 +465,7 @@ fn release_events(
             );
         }
         watcher::Event::Apply(release) | watcher::Event::InitApply(release)
-            if release.spec.traffic.routes_through(RouteKind::Grpc) =>
+            if release.routes_through(RouteKind::Grpc) =>
         {
             // A stored permit: the watch starts even if it is not waiting yet; later wakes of
             // a started watch change nothing.
@@ -489,7 +496,7 @@ async fn grace_over(stop: tokio::sync::watch::Receiver<bool>) {
 /// needs it).
 async fn caches_synced(
     health: Arc<Health>,
-    releases: reflector::Store<Release>,
+    releases: reflector::Store<CachedRelease>,
     deployments: reflector::Store<CachedDeployment>,
     services: reflector::Store<CachedService>,
 ) {
@@ -515,9 +522,13 @@ struct Undecodable {
 }
 
 impl Undecodable {
-    /// The event with its object decoded as a Release, or `None` (the object left out of the
-    /// cache, with a log line, an error count and a Warning event on it) when it cannot be.
-    fn decode(&self, event: watcher::Event<DynamicObject>) -> Option<watcher::Event<Release>> {
+    /// The event with its object decoded as a Release and kept compact, or `None` (the object
+    /// left out of the cache, with a log line, an error count and a Warning event on it) when
+    /// it cannot be decoded.
+    fn decode(
+        &self,
+        event: watcher::Event<DynamicObject>,
+    ) -> Option<watcher::Event<CachedRelease>> {
         use watcher::Event;
         match event {
             Event::Apply(object) => self.release(object).map(Event::Apply),
@@ -528,13 +539,18 @@ impl Undecodable {
         }
     }
 
-    fn release(&self, object: DynamicObject) -> Option<Release> {
+    fn release(&self, object: DynamicObject) -> Option<CachedRelease> {
         // The error names the field (`spec.replicas: invalid value ...`).
         let decoded = serde_json::to_value(&object)
             .map_err(|error| error.to_string())
             .and_then(|value| {
                 serde_path_to_error::deserialize::<_, Release>(value)
                     .map_err(|error| format!("{}: {}", error.path(), error.inner()))
+            })
+            .and_then(|mut release| {
+                slim_release(&mut release);
+                CachedRelease::try_from(release)
+                    .map_err(|error| format!("cannot keep it in the cache: {error}"))
             });
         let error = match decoded {
             Ok(release) => return Some(release),
@@ -587,7 +603,7 @@ impl Undecodable {
 /// What makes a Release worth reconciling when it changes: its generation (the spec), a new
 /// manual request id (the CLI writes it to the status), and its deletion. Not the controller's
 /// own status writes.
-fn release_trigger(release: &Release) -> Option<u64> {
+fn release_trigger(release: &CachedRelease) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     release.metadata.generation.hash(&mut hasher);
@@ -596,35 +612,23 @@ fn release_trigger(release: &Release) -> Option<u64> {
         .deletion_timestamp
         .is_some()
         .hash(&mut hasher);
-    release
-        .status
-        .as_ref()
-        .and_then(|status| status.request.as_ref())
-        .map(|request| request.id.as_str())
-        .hash(&mut hasher);
+    release.request_id().hash(&mut hasher);
     // `predicates::generation` alone would drop manual requests; the hash covers both.
     Some(hasher.finish())
 }
 
 /// The Releases in `route`'s namespace that route their traffic through it (a route of `kind`).
 fn releases_routed_by<R: Resource>(
-    releases: &[Arc<Release>],
+    releases: &[Arc<CachedRelease>],
     kind: RouteKind,
     route: &R,
-) -> Vec<ObjectRef<Release>> {
+) -> Vec<ObjectRef<CachedRelease>> {
     let namespace = route.namespace();
     let name = route.name_any();
     releases
         .iter()
         .filter(|release| release.namespace() == namespace)
-        .filter(|release| {
-            release
-                .spec
-                .traffic
-                .gateway_api
-                .as_ref()
-                .is_some_and(|gateway| gateway.names(kind, &name))
-        })
+        .filter(|release| release.names_route(kind, &name))
         .map(|release| ObjectRef::from_obj(release.as_ref()))
         .collect()
 }
@@ -632,27 +636,15 @@ fn releases_routed_by<R: Resource>(
 /// The Releases whose `spec.workloadRef` (or the record of one being given back) names
 /// `deployment`.
 fn releases_referencing(
-    releases: &[Arc<Release>],
+    releases: &[Arc<CachedRelease>],
     deployment: &kube::core::PartialObjectMeta<Deployment>,
-) -> Vec<ObjectRef<Release>> {
+) -> Vec<ObjectRef<CachedRelease>> {
     let namespace = deployment.namespace();
     let name = deployment.name_any();
     releases
         .iter()
         .filter(|release| release.namespace() == namespace)
-        .filter(|release| {
-            let referenced = release
-                .spec
-                .workload_ref
-                .as_ref()
-                .is_some_and(|reference| reference.name == name);
-            let recorded = release
-                .status
-                .as_ref()
-                .and_then(|status| status.workload.as_ref())
-                .is_some_and(|workload| workload.name == name);
-            referenced || recorded
-        })
+        .filter(|release| release.references_workload(&name))
         .map(|release| ObjectRef::from_obj(release.as_ref()))
         .collect()
 }
@@ -738,7 +730,7 @@ mod tests {
         });
         // As the watch decodes and slims it.
         let mut live: CachedService = serde_json::from_value(served).unwrap();
-        cached::slim_cached_service(&mut live);
+        cached::slim_child(&mut live);
         let kept = serde_json::to_value(&live).unwrap();
         let wanted_port = &wanted.spec.as_ref().unwrap().ports.as_ref().unwrap()[0];
         assert_eq!(
@@ -789,7 +781,9 @@ mod tests {
         let decoded = undecodable.decode(watcher::Event::InitApply(object(
             &serde_json::to_value(&good).unwrap(),
         )));
-        assert!(matches!(decoded, Some(watcher::Event::InitApply(release)) if release == good));
+        assert!(
+            matches!(decoded, Some(watcher::Event::InitApply(release)) if release.release().unwrap() == good)
+        );
         assert!(
             undecodable
                 .decode(watcher::Event::InitApply(object(&bad)))

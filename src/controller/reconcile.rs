@@ -18,6 +18,7 @@ use crate::rollout::deletion::{self, FinalizerChange};
 use crate::rollout::{self, Decision, LastApply};
 
 use super::apply;
+use super::cached::CachedRelease;
 use super::context::{Context, STALE_RETRY};
 use super::error::Error;
 use super::finalizer::{self, Patched};
@@ -30,7 +31,37 @@ use super::workload;
 /// The shortest requeue: a due time already past must not spin the loop.
 pub const MIN_REQUEUE: Duration = Duration::from_secs(1);
 
-/// The reconciler the kube-runtime `Controller` calls for each Release.
+/// The reconciler the kube-runtime `Controller` calls for each Release: it decodes the
+/// Release the cache keeps compact, then reconciles it.
+pub async fn reconcile_cached(
+    cached: Arc<CachedRelease>,
+    ctx: Arc<Context>,
+) -> Result<Requeue, Error> {
+    let release = cached
+        .release()
+        .map_err(|source| Error::CachedRelease { source })?;
+    reconcile(Arc::new(release), ctx).await
+}
+
+/// [`error_policy`] for a Release the cache keeps compact. One that cannot be decoded (a bug)
+/// is retried with the same back-off as any failing Release.
+pub fn error_policy_cached(
+    cached: Arc<CachedRelease>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Requeue {
+    match cached.release() {
+        Ok(release) => error_policy(Arc::new(release), error, ctx),
+        Err(decode) => {
+            ctx.metrics.count_error(error.metric_label());
+            let key = ObjectRef::from_obj(&*cached).into_kind_unchecked(());
+            tracing::error!(release = %key, %error, %decode, "reconcile failed");
+            Requeue::requeue(ctx.failed(&key))
+        }
+    }
+}
+
+/// Reconcile one Release.
 pub async fn reconcile(release: Arc<Release>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     let key = ObjectRef::from_obj(&*release);
     if ctx.is_stale(&key, &release) {

@@ -17,7 +17,7 @@ use kube::{Client, Resource};
 use crate::api::Release;
 use crate::rollout::LastApply;
 
-use super::cached::{CachedDeployment, CachedService};
+use super::cached::{CachedDeployment, CachedRelease, CachedService};
 use super::credentials::CredentialChecks;
 use super::metrics::Metrics;
 use super::prometheus::Clients;
@@ -321,6 +321,11 @@ pub struct Context {
     applies: Mutex<HashMap<ObjectRef<Release>, (LastApply, bool)>>,
     /// The notifier, with `--notifications-config`.
     pub notifier: Option<Arc<super::notify::Notifier>>,
+    /// The slots a reconcile waits for, per lane.
+    pub lanes: super::lanes::Lanes,
+    /// The Release cache, to reconcile the newest version of a Release after waiting for a
+    /// slot (`None` in tests that pass the Release in).
+    releases: Option<Store<CachedRelease>>,
 }
 
 impl Context {
@@ -345,6 +350,23 @@ impl Context {
             gateway_features: Default::default(),
             applies: Mutex::new(HashMap::new()),
             notifier: None,
+            lanes: super::lanes::Lanes::default(),
+            releases: None,
+        }
+    }
+
+    /// The same context, reading the newest version of a Release from `releases`.
+    pub fn with_releases(mut self, releases: Store<CachedRelease>) -> Context {
+        self.releases = Some(releases);
+        self
+    }
+
+    /// The newest version the cache holds of `release` (itself without a cache), or `None`
+    /// once it is gone from the cache (deleted).
+    pub fn newest(&self, release: &Arc<CachedRelease>) -> Option<Arc<CachedRelease>> {
+        match &self.releases {
+            Some(releases) => releases.get(&ObjectRef::from_obj(release.as_ref())),
+            None => Some(release.clone()),
         }
     }
 

@@ -2040,3 +2040,53 @@ async fn a_canary_held_then_rolled_back_is_told_with_the_failing_query_and_whose
         ]
     );
 }
+
+/// A reconcile waiting for its lane's slot holds its shared cached Release and the context,
+/// not the state of the reconcile it will run: at 10,000 Releases thousands wait at once.
+#[tokio::test]
+async fn a_reconcile_waiting_for_its_slot_holds_a_small_future() {
+    let (ctx, _world, _verifier) = test_context();
+    let release = ReleaseBuilder::gateway().build();
+    let cached = Arc::new(super::cached::CachedRelease::try_from(release.clone()).unwrap());
+    let waiting = super::reconcile::reconcile_cached(cached, ctx.clone());
+    let running = reconcile(Arc::new(release), ctx);
+    let (waiting, running) = (size_of_val(&waiting), size_of_val(&running));
+    assert!(
+        waiting <= 512,
+        "a waiting reconcile is {waiting} bytes (a running one {running})"
+    );
+    assert!(running > waiting, "{running} against {waiting}");
+}
+
+/// A reconcile that waited for its slot works on the newest version of its Release in the
+/// cache, and on nothing once the Release is gone from it.
+#[tokio::test]
+async fn a_reconcile_that_waited_reads_the_newest_release() {
+    use super::cached::CachedRelease;
+    let (ctx, _world, _verifier) = test_context();
+    let mut release = ReleaseBuilder::gateway().build();
+    release.metadata.resource_version = Some("1".into());
+    let older = Arc::new(CachedRelease::try_from(release.clone()).unwrap());
+    // Without a cache (tests passing the Release in) it is the Release given.
+    assert_eq!(
+        ctx.newest(&older).unwrap().metadata.resource_version,
+        Some("1".into())
+    );
+
+    let (releases, mut writer) = reflector::store::<CachedRelease>();
+    let ctx = Arc::try_unwrap(ctx)
+        .unwrap_or_else(|_| panic!("the context is not shared yet"))
+        .with_releases(releases);
+    release.metadata.resource_version = Some("2".into());
+    let newer = CachedRelease::try_from(release).unwrap();
+    writer.apply_watcher_event(&watcher::Event::Apply(newer.clone()));
+    assert_eq!(
+        ctx.newest(&older).unwrap().metadata.resource_version,
+        Some("2".into())
+    );
+    writer.apply_watcher_event(&watcher::Event::Delete(newer));
+    assert!(
+        ctx.newest(&older).is_none(),
+        "deleted: nothing to reconcile"
+    );
+}

@@ -14,6 +14,7 @@ pub mod gateway_features;
 pub mod health;
 pub mod http;
 pub mod kube_requests;
+pub mod lanes;
 mod leader;
 pub mod logs;
 pub mod metrics;
@@ -185,9 +186,10 @@ pub(crate) struct Shared {
     notifier: Option<Arc<notify::Notifier>>,
 }
 
-/// How many Releases are reconciled at once. Reconciles read from caches and mostly wait on
-/// the API server's answers to writes, so more than the cores.
-pub const CONCURRENCY: u16 = 32;
+/// How many Releases the kube-runtime `Controller` reconciles at once: all that are due (0 is
+/// unbounded). Each reconcile then waits for a slot of its lane ([`lanes`]), which bound the
+/// reconciles in flight, so that one whose analysis is due is not queued behind routine work.
+pub const CONCURRENCY: u16 = 0;
 /// How long a trigger waits for more triggers of the same Release before the reconcile runs:
 /// the burst of watch events one step causes (Deployment spec, then its status, the route)
 /// becomes one reconcile.
@@ -309,7 +311,8 @@ pub(crate) async fn run_controller(
             stores,
         )
         .with_health(health.clone())
-        .with_notifier(shared.notifier.clone()),
+        .with_notifier(shared.notifier.clone())
+        .with_releases(release_store.clone()),
     );
     // The Deployments `spec.workloadRef` names carry no Waymark label: their metadata alone
     // (no templates cached) says when one changed, and which Release to look at again reads it

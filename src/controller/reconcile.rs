@@ -22,6 +22,7 @@ use super::cached::CachedRelease;
 use super::context::{Context, STALE_RETRY};
 use super::error::Error;
 use super::finalizer::{self, Patched};
+use super::lanes::Lane;
 use super::logs;
 use super::notify;
 use super::observe::observe;
@@ -31,16 +32,26 @@ use super::workload;
 /// The shortest requeue: a due time already past must not spin the loop.
 pub const MIN_REQUEUE: Duration = Duration::from_secs(1);
 
-/// The reconciler the kube-runtime `Controller` calls for each Release: it decodes the
-/// Release the cache keeps compact, then reconciles it.
+/// The reconciler the kube-runtime `Controller` calls for each Release: it waits for a slot
+/// in the Release's lane ([`Lane::of`]: urgent when an analysis is due), then decodes the
+/// newest version of the Release the cache holds, and reconciles it.
 pub async fn reconcile_cached(
     cached: Arc<CachedRelease>,
     ctx: Arc<Context>,
 ) -> Result<Requeue, Error> {
+    let lane = Lane::of(&cached, Timestamp::now());
+    let lanes = ctx.clone();
+    let _slot = lanes.lanes.enter(lane).await;
+    // The wait may have been long: work on what the cache holds now.
+    let Some(cached) = ctx.newest(&cached) else {
+        return Ok(Requeue::await_change());
+    };
     let release = cached
         .release()
         .map_err(|source| Error::CachedRelease { source })?;
-    reconcile(Arc::new(release), ctx).await
+    // Boxed: a reconcile future is large, and at 10,000 Releases thousands wait for a slot at
+    // once; each holds a pointer to it only once it runs.
+    Box::pin(reconcile(Arc::new(release), ctx)).await
 }
 
 /// [`error_policy`] for a Release the cache keeps compact. One that cannot be decoded (a bug)

@@ -6,8 +6,9 @@
 //! them: at 10,000 Releases its rollback took up to minutes. So the kube-runtime `Controller`
 //! starts every due reconcile at once (its concurrency is unbounded), and each waits here for
 //! a permit of its lane: [`Lane::Urgent`] when an analysis of the Release is due,
-//! [`Lane::Routine`] for everything else (new canaries, steps, promotions, clean-ups). Each lane
-//! bounds its own reconciles in flight, so the routine ones cannot take the urgent ones' slots.
+//! [`Lane::Routine`] for everything else (new canaries, steps, promotions, clean-ups), until
+//! its analysis falls due while it waits. Each lane bounds its own reconciles in flight, so the
+//! routine ones cannot take the urgent ones' slots.
 //! A waiting reconcile holds only its shared cached Release; once it has a permit it works on
 //! the Release the cache holds then (see `reconcile::reconcile_cached`).
 
@@ -30,17 +31,29 @@ pub enum Lane {
     /// An analysis of the Release's canary (or of a revision waiting on its error budget) is
     /// due: the reconcile that may take a bad canary's traffic away.
     Urgent,
-    /// Anything else.
-    Routine,
+    /// Anything else. A routine reconcile of a Release whose analysis falls due while it waits
+    /// moves to the urgent lane then (`urgent_in` from the start of its wait): the reconcile
+    /// the analysis is due in cannot start while this one waits, one reconcile per Release.
+    Routine {
+        /// How long until an analysis is due, if one is wanted.
+        urgent_in: Option<std::time::Duration>,
+    },
 }
 
 impl Lane {
     /// The lane of a reconcile of `release` at `now`. A Release that does not decode (a bug,
     /// reported by the reconcile itself) goes in the routine lane.
     pub fn of(release: &CachedRelease, now: Timestamp) -> Lane {
-        match release.release() {
-            Ok(release) if rollout::analysis_due(&release, now) => Lane::Urgent,
-            _ => Lane::Routine,
+        let due = release
+            .release()
+            .ok()
+            .and_then(|release| rollout::next_analysis_at(&release));
+        match due {
+            Some(due) if due <= now => Lane::Urgent,
+            Some(due) => Lane::Routine {
+                urgent_in: std::time::Duration::try_from(due.duration_since(now)).ok(),
+            },
+            None => Lane::Routine { urgent_in: None },
         }
     }
 }
@@ -71,11 +84,21 @@ impl Lanes {
     /// given back when the permit drops. `None` only if the lane were closed, which it never
     /// is: the reconcile then runs without one rather than never.
     pub async fn enter(&self, lane: Lane) -> Option<SemaphorePermit<'_>> {
-        let semaphore = match lane {
-            Lane::Urgent => &self.urgent,
-            Lane::Routine => &self.routine,
-        };
-        semaphore.acquire().await.ok()
+        match lane {
+            Lane::Urgent => self.urgent.acquire().await.ok(),
+            Lane::Routine { urgent_in: None } => self.routine.acquire().await.ok(),
+            // Whichever comes first: a routine slot, or the analysis falling due (then an
+            // urgent slot). The losing wait is dropped, and gives its place in line back.
+            Lane::Routine {
+                urgent_in: Some(wait),
+            } => tokio::select! {
+                permit = self.routine.acquire() => permit.ok(),
+                permit = async {
+                    tokio::time::sleep(wait).await;
+                    self.urgent.acquire().await
+                } => permit.ok(),
+            },
+        }
     }
 }
 
@@ -91,23 +114,38 @@ mod tests {
         CachedRelease::try_from(release.clone()).unwrap()
     }
 
+    const NEVER_URGENT: Lane = Lane::Routine { urgent_in: None };
+
     #[test]
     fn a_reconcile_is_urgent_exactly_when_an_analysis_is_due() {
         let mut sim = Sim::canary_of(ReleaseBuilder::gateway().analysis());
         // Healthy on V1, a new template: no canary step has started, nothing to judge.
-        assert_eq!(Lane::of(&cached(&sim.release), sim.now), Lane::Routine);
+        assert_eq!(Lane::of(&cached(&sim.release), sim.now), NEVER_URGENT);
         sim.settle();
         let release = sim.release.clone();
         let status = release.status.as_ref().unwrap();
         assert!(status.steps_started_at.is_some(), "the canary's steps run");
-        // Every instant from the canary's start to a minute later: urgent exactly when the
-        // pure core says an analysis is due.
+        let due = crate::rollout::next_analysis_at(&release).expect("an analysis is wanted");
+        // Every second from the canary's start to a minute later: urgent once the analysis is
+        // due, before that routine until the instant it falls due.
         let mut seen = (false, false);
         for second in 0..60 {
             let now = sim.now + Duration::from_secs(second);
-            let due = crate::rollout::analysis_due(&release, now);
-            assert_eq!(Lane::of(&cached(&release), now) == Lane::Urgent, due);
-            seen = (seen.0 || due, seen.1 || !due);
+            let lane = Lane::of(&cached(&release), now);
+            if crate::rollout::analysis_due(&release, now) {
+                assert_eq!(lane, Lane::Urgent, "{second} s");
+                seen.0 = true;
+            } else {
+                let until_due = Duration::try_from(due.duration_since(now)).unwrap();
+                assert_eq!(
+                    lane,
+                    Lane::Routine {
+                        urgent_in: Some(until_due)
+                    },
+                    "{second} s"
+                );
+                seen.1 = true;
+            }
         }
         assert_eq!(seen, (true, true), "both lanes met within a minute");
 
@@ -124,47 +162,55 @@ mod tests {
         );
         assert_eq!(
             Lane::of(&cached(&sim.release), sim.now + Duration::from_secs(3600)),
-            Lane::Routine
+            NEVER_URGENT
         );
 
         // Without an analysis nothing is ever urgent.
         let mut plain = Sim::canary_of(ReleaseBuilder::gateway());
-        plain.tick(0);
+        plain.settle();
         for second in [0, 10, 30, 60, 600] {
             let now = plain.now + Duration::from_secs(second);
-            assert_eq!(Lane::of(&cached(&plain.release), now), Lane::Routine);
+            assert_eq!(Lane::of(&cached(&plain.release), now), NEVER_URGENT);
         }
     }
 
-    #[tokio::test]
+    /// Whether `enter` is still waiting after the (paused) clock moved `by`.
+    async fn waits<F: std::future::Future>(enter: std::pin::Pin<&mut F>, by: Duration) -> bool {
+        tokio::time::timeout(by, enter).await.is_err()
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn an_urgent_reconcile_does_not_wait_for_routine_ones() {
         let lanes = Lanes::new(1, 2);
         let routine = (
-            lanes.enter(Lane::Routine).await,
-            lanes.enter(Lane::Routine).await,
+            lanes.enter(NEVER_URGENT).await,
+            lanes.enter(NEVER_URGENT).await,
         );
         assert!(routine.0.is_some() && routine.1.is_some());
-        // The routine lane is full: another routine reconcile waits...
-        let waiting = lanes.enter(Lane::Routine);
+        // The routine lane is full: another routine reconcile waits, for an hour if need be...
+        let waiting = lanes.enter(NEVER_URGENT);
         tokio::pin!(waiting);
-        assert!(
-            tokio::time::timeout(Duration::from_millis(50), &mut waiting)
-                .await
-                .is_err(),
-            "a third routine reconcile waits"
-        );
+        assert!(waits(waiting.as_mut(), Duration::from_secs(3600)).await);
         // ...an urgent one does not.
-        let urgent = tokio::time::timeout(Duration::from_secs(5), lanes.enter(Lane::Urgent))
-            .await
-            .expect("an urgent reconcile goes past a full routine lane");
-        assert!(urgent.is_some());
+        let urgent = lanes.enter(Lane::Urgent);
+        tokio::pin!(urgent);
+        assert!(!waits(urgent.as_mut(), Duration::from_millis(1)).await);
         // A routine slot given back lets the waiting one in.
         drop(routine.0);
-        assert!(
-            tokio::time::timeout(Duration::from_secs(5), waiting)
-                .await
-                .expect("a slot given back is taken")
-                .is_some()
-        );
+        assert!(!waits(waiting.as_mut(), Duration::from_millis(1)).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_reconcile_turns_urgent_when_its_analysis_falls_due() {
+        let lanes = Lanes::new(1, 1);
+        let _routine = lanes.enter(NEVER_URGENT).await;
+        let turns_urgent = lanes.enter(Lane::Routine {
+            urgent_in: Some(Duration::from_secs(10)),
+        });
+        tokio::pin!(turns_urgent);
+        // Behind a full routine lane until its analysis is due...
+        assert!(waits(turns_urgent.as_mut(), Duration::from_millis(9_990)).await);
+        // ...then in through the urgent lane.
+        assert!(!waits(turns_urgent.as_mut(), Duration::from_millis(20)).await);
     }
 }

@@ -278,6 +278,11 @@ pub struct Decision {
 /// Due every `analysis.interval` from the canary's first step until promotion, and while a new
 /// revision waits under an error-budget policy without a budget figure younger than one interval.
 pub fn analysis_due(release: &Release, now: Timestamp) -> bool {
+    next_analysis_at(release).is_some_and(|due| due <= now)
+}
+
+/// When the next analysis run is due (see [`analysis_due`]); `None` when none is wanted.
+pub fn next_analysis_at(release: &Release) -> Option<Timestamp> {
     let default_status = ReleaseStatus::default();
     let status = release.status.as_ref().unwrap_or(&default_status);
     let revision = template_revision(&release.spec.template);
@@ -287,7 +292,6 @@ pub fn analysis_due(release: &Release, now: Timestamp) -> bool {
         status,
         decide::analysis_offset(release),
     )
-    .is_some_and(|due| due <= now)
 }
 
 /// Make every canary decision for one Release.

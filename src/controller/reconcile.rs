@@ -39,6 +39,9 @@ pub async fn reconcile_cached(
     cached: Arc<CachedRelease>,
     ctx: Arc<Context>,
 ) -> Result<Requeue, Error> {
+    // `Lane::of` decodes the Release and drops it before the wait; it is decoded again after:
+    // thousands of waiting reconciles each holding a decoded Release (about 11 KB against
+    // 2.5 KB cached) would undo the compact cache, and the newest version may differ anyway.
     let lane = Lane::of(&cached, Timestamp::now());
     let lanes = ctx.clone();
     let _slot = lanes.lanes.enter(lane).await;

@@ -5,7 +5,7 @@
 //! has delivered K roadmap items (all promoted) and has a canary of one more item running at
 //! 50%, the state a Release spends most of a canary wave in.
 
-use std::time::Instant;
+use tokio::time::Instant;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -99,7 +99,7 @@ fn main() {
     // The finished items' series go once kept long enough; the running canary's stay.
     metrics.sweep_delivery_series(Instant::now() + DELIVERY_SERIES_KEPT);
     let (rss_swept, _) = memory();
-    scrape(&metrics, releases, "15 min later", rss_start, rss_swept);
+    scrape(&metrics, releases, "once swept", rss_start, rss_swept);
 }
 
 /// Encode five times and print a row: what one scrape holds and what the process took.

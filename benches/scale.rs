@@ -86,6 +86,7 @@ mod requests;
 mod workload;
 
 use std::process::ExitCode;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -374,6 +375,12 @@ async fn run(args: &Args, cluster: &Cluster) -> Result<Report, String> {
     };
 
     let peak_rss = controller.memory().high_water_mark();
+    let scrapes = controller.scrapes();
+    let scrapes = (
+        scrapes.answered.load(Ordering::Relaxed),
+        scrapes.failed.load(Ordering::Relaxed),
+        scrapes.largest.load(Ordering::Relaxed),
+    );
     let warnings = controller.warnings();
     let pid = controller.pid();
     // Stop it (SIGTERM, its shutdown grace) off the runtime's workers.
@@ -406,6 +413,7 @@ async fn run(args: &Args, cluster: &Cluster) -> Result<Report, String> {
         baseline,
         phases: run.phases,
         peak_rss,
+        scrapes,
         idle,
         warnings,
         traced: workload::release_name(0),

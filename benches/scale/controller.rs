@@ -1,6 +1,6 @@
 //! The controller under test: `waymark controller` of the release build as a process of its
-//! own, its resident memory sampled from `/proc`, and its own `/metrics` read for the number
-//! of reconciles.
+//! own, its resident memory sampled from `/proc`, its `/metrics` scraped the way a Prometheus
+//! would, and read for the number of reconciles.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -12,6 +12,9 @@ use crate::control_plane;
 
 /// How often the controller's memory is sampled.
 const SAMPLE_EVERY: Duration = Duration::from_millis(100);
+/// How often the controller's `/metrics` is scraped, as a Prometheus would (a common interval):
+/// each scrape encodes every series, which costs memory and time a real deployment pays too.
+pub const SCRAPE_EVERY: Duration = Duration::from_secs(30);
 /// How long the controller may take to sync its caches.
 const READY_DEADLINE: Duration = Duration::from_secs(60);
 /// How long a stopping controller may take before it is killed (its own grace is 10 s).
@@ -36,6 +39,19 @@ pub struct Controller {
     http: reqwest::Client,
     memory: Arc<Memory>,
     sampling: Arc<AtomicBool>,
+    scrapes: Arc<Scrapes>,
+    scraper: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// What the periodic scrapes of `/metrics` saw.
+#[derive(Default)]
+pub struct Scrapes {
+    /// Scrapes answered in full.
+    pub answered: AtomicU64,
+    /// Scrapes that failed (no answer, an error status or a broken body).
+    pub failed: AtomicU64,
+    /// The largest body, in bytes.
+    pub largest: AtomicU64,
 }
 
 /// Resident memory of the controller, in bytes.
@@ -114,9 +130,48 @@ impl Controller {
             http: reqwest::Client::new(),
             memory,
             sampling,
+            scrapes: Arc::default(),
+            scraper: None,
         };
         controller.wait_until_ready().await?;
+        controller.scraper = Some(controller.spawn_scraper());
         Ok(controller)
+    }
+
+    /// Scrape `/metrics` every [`SCRAPE_EVERY`] until dropped.
+    fn spawn_scraper(&self) -> tokio::task::JoinHandle<()> {
+        let (http, scrapes) = (self.http.clone(), self.scrapes.clone());
+        let url = format!("http://{}/metrics", self.metrics_addr);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(SCRAPE_EVERY);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let body = match http.get(&url).send().await {
+                    Ok(response) if response.status().is_success() => response.bytes().await,
+                    _ => {
+                        scrapes.failed.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                };
+                match body {
+                    Ok(body) => {
+                        scrapes.answered.fetch_add(1, Ordering::Relaxed);
+                        scrapes
+                            .largest
+                            .fetch_max(body.len() as u64, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        scrapes.failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        })
+    }
+
+    /// What the periodic scrapes saw so far.
+    pub fn scrapes(&self) -> &Scrapes {
+        &self.scrapes
     }
 
     /// The process id.
@@ -299,6 +354,9 @@ impl RssLine {
 impl Drop for Controller {
     fn drop(&mut self) {
         self.sampling.store(false, Ordering::Relaxed);
+        if let Some(scraper) = self.scraper.take() {
+            scraper.abort();
+        }
         control_plane::stop(&mut self.child, STOP_DEADLINE);
     }
 }

@@ -80,6 +80,8 @@ pub struct Report {
     pub phases: Vec<PhaseResult>,
     /// The controller's peak resident set over the run (VmHWM), in bytes.
     pub peak_rss: u64,
+    /// The periodic scrapes of its `/metrics`: (answered, failed, largest body in bytes).
+    pub scrapes: (u64, u64, u64),
     /// The idle period.
     pub idle: Duration,
     /// The controller's log lines at WARN or ERROR.
@@ -371,6 +373,14 @@ pub fn table(report: &Report) -> String {
         "\nController peak RSS over the run (VmHWM): {}.",
         mib(report.peak_rss)
     );
+    let (answered, failed, largest) = report.scrapes;
+    let _ = writeln!(
+        out,
+        "Its `/metrics` scraped every {:.0} s as a Prometheus would: {answered} scrapes answered, \
+         {failed} failed, the largest {:.1} MB.",
+        crate::controller::SCRAPE_EVERY.as_secs_f64(),
+        largest as f64 / 1e6
+    );
 
     let _ = writeln!(
         out,
@@ -650,6 +660,12 @@ pub fn json(report: &Report) -> Value {
         },
         "idleSeconds": report.idle.as_secs_f64(),
         "peakRssBytes": report.peak_rss,
+        "scrapes": {
+            "everySeconds": crate::controller::SCRAPE_EVERY.as_secs_f64(),
+            "answered": report.scrapes.0,
+            "failed": report.scrapes.1,
+            "largestBytes": report.scrapes.2,
+        },
         "phases": phases,
         "controllerWarnings": report.warnings.len(),
         "slowWatchersClosed": report.slow_watchers.len(),

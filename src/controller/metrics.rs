@@ -2,7 +2,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -256,11 +258,16 @@ fn release_key(namespace: &str, release: &str) -> ReleaseKey {
 }
 
 /// How long the delivery series of a roadmap item stay after its canary ended (or after they
-/// were last touched) when no canary of that item runs: long enough for every scraper to read
-/// their final values many times over. Prometheus keeps what it scraped, so `increase()` over
-/// any range still sees the outcome; without the sweep every item a Release ever delivered
-/// would stay in each scrape.
-pub const DELIVERY_SERIES_KEPT: Duration = Duration::from_secs(15 * 60);
+/// were last touched) when no canary of that item runs: Prometheus's default lookback, five
+/// scrapes at its default one-minute interval, so every scraper reads their final values.
+/// Prometheus keeps what it scraped, so `increase()` over any range still sees the outcome;
+/// without the sweep every item a Release ever delivered would stay in each scrape. Kept
+/// longer, they were most of the controller's memory in a fast run of canaries: every Release
+/// held each item it finished within the period.
+pub const DELIVERY_SERIES_KEPT: Duration = Duration::from_secs(5 * 60);
+/// How often the controller sweeps the delivery series that are done with, scraped or not: a
+/// controller nobody scrapes (no Prometheus yet, or one that is down) must not grow.
+pub const DELIVERY_SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 /// What was counted of one Release's finished revisions.
 #[derive(Debug, Default)]
@@ -904,6 +911,24 @@ impl Metrics {
         };
         for item in expired {
             self.remove_delivery_series(item);
+        }
+    }
+
+    /// Sweep the delivery series every [`DELIVERY_SWEEP_EVERY`] until `stop` turns true, so
+    /// that what a finished item leaves goes whether or not anything scrapes `/metrics`.
+    pub async fn sweep_delivery_series_until(
+        self: Arc<Self>,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut every = tokio::time::interval(DELIVERY_SWEEP_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let stopped = super::stopped(stop);
+        tokio::pin!(stopped);
+        loop {
+            tokio::select! {
+                () = &mut stopped => return,
+                _ = every.tick() => self.sweep_delivery_series(Instant::now()),
+            }
         }
     }
 
@@ -1761,6 +1786,60 @@ mod tests {
             )),
             "the Release's own gauges stay: {text}"
         );
+    }
+
+    /// Nothing scrapes this controller: the periodic sweep alone removes a finished item's
+    /// series once kept long enough, and not before.
+    #[tokio::test(start_paused = true)]
+    async fn a_finished_items_series_go_unscraped_within_a_sweep_period_of_being_due() {
+        let metrics = Arc::new(Metrics::default());
+        let mut status = analysed_canary(0, vec![]);
+        metrics.observe_release("shop", "checkout", None, &status);
+        status.canary_revision = None;
+        status.phase = Some(Phase::Healthy);
+        status.history = vec![HistoryEntry {
+            started_at: Some(Time("2026-11-21T12:00:00Z".parse().unwrap())),
+            ..finished("6f9c7d", "2026-11-21T12:10:00Z")
+        }];
+        metrics.observe_release("shop", "checkout", None, &status);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let sweeper = tokio::spawn(metrics.clone().sweep_delivery_series_until(stop_rx));
+        let counted = || {
+            metrics
+                .finished
+                .lock()
+                .unwrap()
+                .values()
+                .map(|finished| finished.items.len())
+                .sum::<usize>()
+        };
+        let promoted_series = || {
+            metrics
+                .release_duration
+                .get(&ItemLabels {
+                    namespace: "shop".into(),
+                    release: "checkout".into(),
+                    roadmap_item: "PAY-142".into(),
+                    horizon: "",
+                    kind: "",
+                })
+                .is_some()
+        };
+        assert!(promoted_series(), "the promotion time was observed");
+
+        tokio::time::sleep(DELIVERY_SERIES_KEPT - Duration::from_secs(1)).await;
+        assert_eq!(counted(), 1, "kept until due");
+        assert!(promoted_series());
+
+        tokio::time::sleep(DELIVERY_SWEEP_EVERY + Duration::from_secs(1)).await;
+        assert_eq!(counted(), 0, "swept within a period of being due");
+        assert!(!promoted_series(), "its histogram went with it");
+
+        stop_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(1), sweeper)
+            .await
+            .expect("the sweep stops when told")
+            .unwrap();
     }
 
     #[test]

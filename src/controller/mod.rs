@@ -155,6 +155,12 @@ pub async fn run_with_client(
         notifier,
     };
 
+    tokio::spawn(
+        shared
+            .metrics
+            .clone()
+            .sweep_delivery_series_until(stop_rx.clone()),
+    );
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);

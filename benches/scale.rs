@@ -23,12 +23,15 @@
 //! 3. ships a new image and roadmap item to all N and waits until each has promoted (its
 //!    stable revision is the new one, phase Healthy), then until the canaries are removed
 //!    (`scaleDownDelay`, 30 s by default);
-//! 4. with `--canary-hour D`: rounds of canaries back to back for D, each a new revision (an
+//! 4. with `--restart`: stops the controller and starts a new process over the N Releases,
+//!    measured until it reconciled each once (what its start-up lists, or streams with
+//!    `--watch-list`, and holds);
+//! 5. with `--canary-hour D`: rounds of canaries back to back for D, each a new revision (an
 //!    environment variable's value) and roadmap item to all N, the next once every Release
 //!    promoted it and its canary is gone; the controller's resident set every `--sample`;
-//! 5. waits an idle period (`--idle`, 60 s) in which nothing changes, the resident set every
+//! 6. waits an idle period (`--idle`, 60 s) in which nothing changes, the resident set every
 //!    `--sample`;
-//! 6. with `--bad-every K` (20 by default, 0 skips it; needs `prometheus`, else skipped with
+//! 7. with `--bad-every K` (20 by default, 0 skips it; needs `prometheus`, else skipped with
 //!    a note): the rollback wave. The tests' request counters and a real Prometheus (from
 //!    `tests/common/`) serve 50 requests/s for `<name>-stable` without errors and for
 //!    `<name>-canary` with 5% errors for every K-th Release, which gets an analysis (every
@@ -161,6 +164,11 @@ struct Args {
     /// in Kubernetes 1.33), which the controller's watches use where they are served.
     #[arg(long, env = "WAYMARK_SCALE_WATCH_LIST")]
     watch_list: bool,
+    /// After the clean-up: stop the controller and start a new process over the N Releases
+    /// that exist (an upgrade, a lost node), measured until it reconciled each once: its
+    /// start-up lists (or, with `--watch-list`, streams) everything it caches.
+    #[arg(long)]
+    restart: bool,
     /// Print the results as JSON on stdout (the table goes to stderr).
     #[arg(long)]
     json: bool,
@@ -331,6 +339,27 @@ async fn run(args: &Args, cluster: &Cluster) -> Result<Report, String> {
     .await?;
     run.finish("clean-up", None, mark, &controller).await?;
 
+    // Warnings of the controllers stopped before the end, for the report.
+    let mut earlier_warnings = Vec::new();
+    if args.restart {
+        earlier_warnings = controller.warnings();
+        // The new process's counters start at zero: a mark without a controller.
+        let mark = run.mark(None).await?;
+        let started = Instant::now();
+        // Stop it (SIGTERM, its shutdown grace) off the runtime's workers.
+        tokio::task::block_in_place(|| drop(controller));
+        let log = cluster.dir.path().join("controller-restarted.log");
+        controller = Controller::start(&kubeconfig, &log).await?;
+        eprintln!(
+            "scale: restart: controller pid {} ready in {:.1}s (the old one stopped)",
+            controller.pid(),
+            started.elapsed().as_secs_f64()
+        );
+        run.wait_reconciled(&mut controller, "restart: every Release reconciled once")
+            .await?;
+        run.finish("restart", None, mark, &controller).await?;
+    }
+
     let sample = Duration::from_secs_f64(args.sample.as_secs_f64());
     let canary_hour = Duration::from_secs_f64(args.canary_hour.as_secs_f64());
     let mut hour = None;
@@ -381,7 +410,8 @@ async fn run(args: &Args, cluster: &Cluster) -> Result<Report, String> {
         scrapes.failed.load(Ordering::Relaxed),
         scrapes.largest.load(Ordering::Relaxed),
     );
-    let warnings = controller.warnings();
+    earlier_warnings.extend(controller.warnings());
+    let warnings = earlier_warnings;
     let pid = controller.pid();
     // Stop it (SIGTERM, its shutdown grace) off the runtime's workers.
     tokio::task::block_in_place(|| drop(controller));
@@ -699,6 +729,39 @@ impl Run {
 
     /// Wait until `progress` counts all N Releases done, or fail after the deadline with what
     /// it saw last. `progress` returns the number done and the others by state.
+    /// Wait until the controller has reconciled at least N times since it started (each
+    /// Release once, at the least: its start-up reconciles every Release it lists).
+    async fn wait_reconciled(&self, controller: &mut Controller, what: &str) -> Result<(), String> {
+        let started = Instant::now();
+        let mut said = Instant::now();
+        loop {
+            let (reconciles, _) = controller.reconciles().await?;
+            if reconciles >= self.n as u64 {
+                return Ok(());
+            }
+            controller.check_running()?;
+            if started.elapsed() > self.deadline {
+                return Err(format!(
+                    "{what}: {reconciles}/{} reconciles after {:?}; the controller's last log \
+                     lines:\n{}",
+                    self.n,
+                    self.deadline,
+                    controller.log_tail(20)
+                ));
+            }
+            if said.elapsed() >= PROGRESS_EVERY {
+                eprintln!(
+                    "scale: {what}: {reconciles}/{} after {:.0}s",
+                    self.n,
+                    started.elapsed().as_secs_f64()
+                );
+                said = Instant::now();
+            }
+            // Each look is a scrape of every series: not every POLL.
+            tokio::time::sleep(PROGRESS_EVERY / 5).await;
+        }
+    }
+
     async fn wait(
         &self,
         controller: &mut Controller,

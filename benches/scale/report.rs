@@ -270,9 +270,9 @@ const TARGETS: [(&str, &[&str], f64); 2] = [
     ("two-step canary", &["canary wave", "clean-up"], 12.0),
 ];
 
-/// Phases whose requests are shown per Release; the others (start-up, idle) in total.
+/// Phases whose requests are shown per Release; the others (start-up, restart, idle) in total.
 fn per_release(phase: &PhaseResult) -> bool {
-    !matches!(phase.name, "start-up" | "idle")
+    !matches!(phase.name, "start-up" | "restart" | "idle")
 }
 
 fn seconds(duration: Duration) -> String {

@@ -131,8 +131,9 @@ mod tests {
         );
         assert!(served.ends_with("# EOF\n"));
         assert_eq!(served.matches("# EOF").count(), 1);
-        // One Waymark family a piece (the first piece is the process's own, the last the EOF):
-        // a scrape holds one family's text at a time, never the whole.
+        // At most one Waymark family a piece (the first piece is the process's own, the last
+        // the EOF), and a per-Release family in many pieces: a scrape holds a part of one
+        // family's text at a time, never the whole.
         assert!(chunks.len() >= 8, "{} pieces", chunks.len());
         assert!(chunks[0].contains("# TYPE process_"), "{}", chunks[0]);
         for chunk in &chunks[1..chunks.len() - 1] {
@@ -140,16 +141,29 @@ mod tests {
         }
         assert_eq!(chunks.last().map(String::as_str), Some("# EOF\n"));
         for family in ["waymark_release_phase", "waymark_release_canary_weight"] {
+            let series = |chunk: &String| {
+                chunk.matches(&format!("\n{family}{{")).count()
+                    + usize::from(chunk.starts_with(&format!("{family}{{")))
+            };
+            assert_eq!(
+                served.matches(&format!("# TYPE {family} ")).count(),
+                1,
+                "{family} described once"
+            );
             let holding: Vec<usize> = chunks
                 .iter()
                 .enumerate()
-                .filter(|(_, chunk)| chunk.contains(&format!("# TYPE {family} ")))
+                .filter(|(_, chunk)| series(chunk) > 0)
                 .map(|(index, _)| index)
                 .collect();
-            assert_eq!(holding.len(), 1, "{family} described once");
+            let total: usize = holding.iter().map(|&index| series(&chunks[index])).sum();
+            assert!(total >= 200, "{family}: {total} series");
             assert!(
-                chunks[holding[0]].matches(&format!("\n{family}{{")).count() >= 200,
-                "{family}'s series with its description"
+                holding.len() > 1
+                    && holding
+                        .iter()
+                        .all(|&index| series(&chunks[index]) < total / 2),
+                "{family}'s series in several pieces: {holding:?}"
             );
         }
     }

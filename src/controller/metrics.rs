@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicU64;
 
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -18,6 +18,10 @@ use prometheus_client::registry::Registry;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::{HistoryEntry, Outcome, Phase, ReleaseStatus};
+
+mod exposition;
+
+use exposition::{Exposition, Sharded};
 
 /// Labels identifying one Release and the roadmap item it delivers.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -221,19 +225,19 @@ pub struct Metrics {
     leader: Gauge,
     kube_requests: Family<KubeRequestLabels, Counter>,
     kube_request_duration: Family<KubeVerbLabels, Histogram, fn() -> Histogram>,
-    phase: Family<PhaseLabels, Gauge>,
-    canary_weight: Family<ReleaseLabels, Gauge>,
-    releases_finished: Family<OutcomeLabels, Counter>,
-    burn_rate: Family<BurnLabels, Gauge<f64, AtomicU64>>,
-    burn_rate_limit: Family<BurnLabels, Gauge<f64, AtomicU64>>,
-    analysis_consecutive_errors: Family<ReleaseLabels, Gauge>,
-    release_duration: Family<ItemLabels, Histogram, fn() -> Histogram>,
-    time_to_restore: Family<ItemLabels, Histogram, fn() -> Histogram>,
+    phase: Sharded<PhaseLabels, Gauge>,
+    canary_weight: Sharded<ReleaseLabels, Gauge>,
+    releases_finished: Sharded<OutcomeLabels, Counter>,
+    burn_rate: Sharded<BurnLabels, Gauge<f64, AtomicU64>>,
+    burn_rate_limit: Sharded<BurnLabels, Gauge<f64, AtomicU64>>,
+    analysis_consecutive_errors: Sharded<ReleaseLabels, Gauge>,
+    release_duration: Sharded<ItemLabels, Histogram, fn() -> Histogram>,
+    time_to_restore: Sharded<ItemLabels, Histogram, fn() -> Histogram>,
     notifications_sent: Family<NotificationLabels, Counter>,
     notification_failures: Family<TargetLabels, Counter>,
     notifications_dropped: Counter,
-    releases_rework: Family<ItemLabels, Counter>,
-    roadmap_outcome_change: Family<OutcomeChangeLabels, Gauge<f64, AtomicU64>>,
+    releases_rework: Sharded<ItemLabels, Counter>,
+    roadmap_outcome_change: Sharded<OutcomeChangeLabels, Gauge<f64, AtomicU64>>,
     /// The outcome change series last set per (namespace, name), replaced on each update.
     outcome_series: Mutex<HashMap<ReleaseKey, Vec<OutcomeChangeLabels>>>,
     /// The burn-rate (and burn-rate limit) series last set per (namespace, name), removed before
@@ -399,21 +403,21 @@ impl Default for Metrics {
                 resource: resource.as_str().into(),
             });
         }
-        let phase = Family::<PhaseLabels, Gauge>::default();
-        let canary_weight = Family::<ReleaseLabels, Gauge>::default();
-        let releases_finished = Family::<OutcomeLabels, Counter>::default();
-        let burn_rate = Family::<BurnLabels, Gauge<f64, AtomicU64>>::default();
-        let burn_rate_limit = Family::<BurnLabels, Gauge<f64, AtomicU64>>::default();
-        let analysis_consecutive_errors = Family::<ReleaseLabels, Gauge>::default();
+        let phase = Sharded::<PhaseLabels, Gauge>::default();
+        let canary_weight = Sharded::<ReleaseLabels, Gauge>::default();
+        let releases_finished = Sharded::<OutcomeLabels, Counter>::default();
+        let burn_rate = Sharded::<BurnLabels, Gauge<f64, AtomicU64>>::default();
+        let burn_rate_limit = Sharded::<BurnLabels, Gauge<f64, AtomicU64>>::default();
+        let analysis_consecutive_errors = Sharded::<ReleaseLabels, Gauge>::default();
         // Six buckets each: these series exist per Release and roadmap item, so every bucket
         // costs a line per Release in each scrape.
         // 1 min, 4 min, 16 min, about 1 h, 4 h and 17 h: a revision's canary start to promotion.
-        let release_duration: Family<ItemLabels, Histogram, fn() -> Histogram> =
-            Family::new_with_constructor(|| Histogram::new(exponential_buckets(60.0, 4.0, 6)));
+        let release_duration: Sharded<ItemLabels, Histogram, fn() -> Histogram> =
+            Sharded::new_with_constructor(|| Histogram::new(exponential_buckets(60.0, 4.0, 6)));
         // 10 s, 40 s, about 3 min, 11 min, 43 min and 3 h: first failing analysis to traffic
         // back on the stable.
-        let time_to_restore: Family<ItemLabels, Histogram, fn() -> Histogram> =
-            Family::new_with_constructor(|| Histogram::new(exponential_buckets(10.0, 4.0, 6)));
+        let time_to_restore: Sharded<ItemLabels, Histogram, fn() -> Histogram> =
+            Sharded::new_with_constructor(|| Histogram::new(exponential_buckets(10.0, 4.0, 6)));
         registry.register(
             "reconcile_duration_seconds",
             "Time one reconcile of a Release takes",
@@ -429,58 +433,58 @@ impl Default for Metrics {
             "Watches started again after a failure (API server unreachable, 410 Gone, CRD missing), by resource",
             watch_restarts.clone(),
         );
-        registry.register(
+        registry.register_sharded(
             "release_phase",
             "1 for the phase each Release is in, 0 for the others",
-            phase.clone(),
+            &phase,
         );
-        registry.register(
+        registry.register_sharded(
             "release_canary_weight",
             "Percent of traffic on each Release's canary",
-            canary_weight.clone(),
+            &canary_weight,
         );
-        registry.register(
+        registry.register_sharded(
             "releases_finished",
             "Revisions whose release ended, by outcome and roadmap item",
-            releases_finished.clone(),
+            &releases_finished,
         );
-        registry.register(
+        registry.register_sharded(
             "release_burn_rate",
             "Error-budget burn rate of the latest analysis, per role and window",
-            burn_rate.clone(),
+            &burn_rate,
         );
-        registry.register(
+        registry.register_sharded(
             "release_burn_rate_limit",
             "Burn rate above which the analysis fails (the spec's max), per role and window",
-            burn_rate_limit.clone(),
+            &burn_rate_limit,
         );
-        registry.register(
+        registry.register_sharded(
             "release_analysis_consecutive_errors",
             "Analysis runs in a row that Prometheus could not answer, for the canary under analysis",
-            analysis_consecutive_errors.clone(),
+            &analysis_consecutive_errors,
         );
-        registry.register(
+        registry.register_sharded(
             "release_duration_seconds",
             "Time from a revision's canary start to its promotion, by roadmap item",
-            release_duration.clone(),
+            &release_duration,
         );
-        let releases_rework = Family::<ItemLabels, Counter>::default();
+        let releases_rework = Sharded::<ItemLabels, Counter>::default();
         let roadmap_outcome_change =
-            Family::<OutcomeChangeLabels, Gauge<f64, AtomicU64>>::default();
-        registry.register(
+            Sharded::<OutcomeChangeLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register_sharded(
             "releases_rework",
             "Promoted revisions whose roadmap item was already promoted within spec.roadmap.reworkWindow (rework, the fifth delivery figure)",
-            releases_rework.clone(),
+            &releases_rework,
         );
-        registry.register(
+        registry.register_sharded(
             "roadmap_outcome_change",
             "Change of each roadmap item's outcome number from before its canary to after its promotion: percent of the baseline when minChange is a percent, else absolute; newest measured revision per item",
-            roadmap_outcome_change.clone(),
+            &roadmap_outcome_change,
         );
-        registry.register(
+        registry.register_sharded(
             "time_to_restore_seconds",
             "Time from a canary's first failing analysis to its traffic back on the stable",
-            time_to_restore.clone(),
+            &time_to_restore,
         );
         let notifications_sent = Family::<NotificationLabels, Counter>::default();
         let notification_failures = Family::<TargetLabels, Counter>::default();
@@ -1083,65 +1087,14 @@ impl Metrics {
 
     /// Part `index` of the exposition, `None` past the end: the process metrics (after the
     /// sweep of the delivery series that are done with), then one Waymark metric family a
-    /// part, then the EOF marker. A scrape is sent part by part, so it never holds the whole
-    /// text: at 10,000 Releases that would be some 70 MB at once, for the largest family 7.
+    /// part (a per-Release family in a part per shard, after its description), then the EOF
+    /// marker. A scrape is sent part by part, so it never holds the whole text (tens of MB at
+    /// 10,000 Releases), nor a whole per-Release family.
     pub fn encode_part(&self, index: usize) -> Option<Result<String, std::fmt::Error>> {
         if index == 0 {
             self.sweep_delivery_series(Instant::now());
         }
         self.registry.encode_part(index)
-    }
-}
-
-/// The registry in parts, one metric family each (the process collector's in the first), each
-/// encoded on its own. The text is the same as one registry's; only its pieces are smaller.
-struct Exposition {
-    parts: Vec<Registry>,
-    /// The length of each part at the previous scrape: a part's string is sized from it, one
-    /// allocation instead of a string that doubles its way up.
-    sizes: Vec<AtomicUsize>,
-}
-
-impl std::fmt::Debug for Exposition {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Exposition")
-            .field("parts", &self.parts.len())
-            .finish()
-    }
-}
-
-impl Exposition {
-    fn new(root: Registry) -> Self {
-        Self {
-            parts: vec![root],
-            sizes: vec![AtomicUsize::new(0)],
-        }
-    }
-
-    /// Register a Waymark metric (name prefixed `waymark_`) as a part of its own.
-    fn register<N: Into<String>, H: Into<String>>(
-        &mut self,
-        name: N,
-        help: H,
-        metric: impl prometheus_client::registry::Metric,
-    ) {
-        let mut part = Registry::with_prefix("waymark");
-        part.register(name, help, metric);
-        self.parts.push(part);
-        self.sizes.push(AtomicUsize::new(0));
-    }
-
-    fn encode_part(&self, index: usize) -> Option<Result<String, std::fmt::Error>> {
-        let Some(part) = self.parts.get(index) else {
-            return (index == self.parts.len()).then(|| Ok("# EOF\n".to_string()));
-        };
-        let previous = self.sizes[index].load(Ordering::Relaxed);
-        let mut text = String::with_capacity(previous + previous / 8);
-        if let Err(error) = prometheus_client::encoding::text::encode_registry(&mut text, part) {
-            return Some(Err(error));
-        }
-        self.sizes[index].store(text.len(), Ordering::Relaxed);
-        Some(Ok(text))
     }
 }
 

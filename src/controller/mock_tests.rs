@@ -440,6 +440,48 @@ async fn a_settled_release_makes_no_api_call_at_all() {
     finish(server, ctx).await;
 }
 
+/// A new process (a restart, a new leader) writes nothing for a settled Release, yet exports
+/// its phase at once, and does not count its last promotion again.
+#[tokio::test]
+async fn a_settled_releases_phase_is_exported_by_a_new_process_without_a_write() {
+    let (ctx, mut world, verifier) = test_context();
+    let mut release = settled_release(&mut world, at(0));
+    // Promoted before the restart: in the stored history.
+    let status = release.status.as_mut().expect("a settled status");
+    status.history.insert(
+        0,
+        serde_json::from_value(json!({
+            "revision": "5d8b9c",
+            "roadmapItem": status.roadmap_item.clone().unwrap_or_default(),
+            "outcome": "Promoted",
+            "startedAt": "2026-11-21T11:50:00Z",
+            "finishedAt": "2026-11-21T12:00:00Z",
+            "reason": "Promoted",
+        }))
+        .expect("a history entry"),
+    );
+    let server = scenario(verifier, |api| async move { api }).await;
+    let before = ctx.metrics.encode().unwrap();
+    assert!(!before.contains("waymark_release_phase{"), "{before}");
+    reconcile_release(&release, &ctx, at(3_600)).await.unwrap();
+    let after = ctx.metrics.encode().unwrap();
+    let healthy = format!(
+        r#"waymark_release_phase{{namespace="{}",release="{}",roadmap_item="#,
+        kube::ResourceExt::namespace(&release).unwrap_or_default(),
+        kube::ResourceExt::name_any(&release)
+    );
+    let line = after
+        .lines()
+        .find(|line| line.starts_with(&healthy) && line.contains(r#"phase="Healthy""#))
+        .unwrap_or_else(|| panic!("no Healthy phase series in {after}"));
+    assert!(line.ends_with(" 1"), "{line}");
+    assert!(
+        !after.contains("waymark_releases_finished_total{"),
+        "the stored history is not counted again: {after}"
+    );
+    finish(server, ctx).await;
+}
+
 /// A replica-split Release on V1, settled: its stored status is what the core decides for the
 /// world `world` holds after [`World::settled`].
 fn settled_replica_split_release(world: &mut World) -> Release {

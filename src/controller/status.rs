@@ -48,15 +48,20 @@ pub async fn write(
     analysis_ran: bool,
 ) -> Result<Written, WriteError> {
     let old = release.status.as_ref();
-    if !analysis_ran && !status_changed(old, new) {
-        return Ok(Written::Unchanged);
-    }
     let namespace = release.namespace().unwrap_or_default();
     let name = release.name_any();
+    if !analysis_ran && !status_changed(old, new) {
+        // Nothing to write, but the gauges still show it: after a restart or a new leader's
+        // first look, a settled Release's phase would otherwise be missing until it changes.
+        // A revision already in the stored history is not counted again.
+        ctx.metrics.observe_release(&namespace, &name, old, new);
+        return Ok(Written::Unchanged);
+    }
     // What changed, after a test of the resourceVersion the decision was made on: the API
     // server refuses the whole patch when the Release moved since (see `status_patch`).
     let changes = status_patch::operations(old, new);
     if changes.is_empty() {
+        ctx.metrics.observe_release(&namespace, &name, old, new);
         return Ok(Written::Unchanged);
     }
     let mut operations = Vec::with_capacity(changes.len() + 1);

@@ -339,10 +339,13 @@ async fn run(args: &Args, cluster: &Cluster) -> Result<Report, String> {
     .await?;
     run.finish("clean-up", None, mark, &controller).await?;
 
-    // Warnings of the controllers stopped before the end, for the report.
+    // Warnings, peak RSS and scrapes of the controller stopped before the end, for the report.
     let mut earlier_warnings = Vec::new();
+    let (mut earlier_peak, mut earlier_scrapes) = (0, (0, 0, 0));
     if args.restart {
         earlier_warnings = controller.warnings();
+        earlier_peak = controller.memory().high_water_mark();
+        earlier_scrapes = scrape_counts(&controller);
         // The new process's counters start at zero: a mark without a controller.
         let mark = run.mark(None).await?;
         let started = Instant::now();
@@ -403,12 +406,12 @@ async fn run(args: &Args, cluster: &Cluster) -> Result<Report, String> {
         .await?
     };
 
-    let peak_rss = controller.memory().high_water_mark();
-    let scrapes = controller.scrapes();
+    let peak_rss = controller.memory().high_water_mark().max(earlier_peak);
+    let scrapes = scrape_counts(&controller);
     let scrapes = (
-        scrapes.answered.load(Ordering::Relaxed),
-        scrapes.failed.load(Ordering::Relaxed),
-        scrapes.largest.load(Ordering::Relaxed),
+        scrapes.0 + earlier_scrapes.0,
+        scrapes.1 + earlier_scrapes.1,
+        scrapes.2.max(earlier_scrapes.2),
     );
     earlier_warnings.extend(controller.warnings());
     let warnings = earlier_warnings;
@@ -457,6 +460,16 @@ async fn run(args: &Args, cluster: &Cluster) -> Result<Report, String> {
         rollback,
         watch_list: args.watch_list,
     })
+}
+
+/// The controller's periodic scrapes so far: (answered, failed, largest body in bytes).
+fn scrape_counts(controller: &Controller) -> (u64, u64, u64) {
+    let scrapes = controller.scrapes();
+    (
+        scrapes.answered.load(Ordering::Relaxed),
+        scrapes.failed.load(Ordering::Relaxed),
+        scrapes.largest.load(Ordering::Relaxed),
+    )
 }
 
 /// The phases measured so far and what a phase needs to be measured.

@@ -370,7 +370,7 @@ pub fn table(report: &Report) -> String {
     }
     let _ = writeln!(
         out,
-        "\nController peak RSS over the run (VmHWM): {}.",
+        "\nController peak RSS over the run (VmHWM; with --restart, the larger of the two processes): {}.",
         mib(report.peak_rss)
     );
     let (answered, failed, largest) = report.scrapes;

@@ -720,14 +720,23 @@ impl Metrics {
         }
         let key = (labels.namespace.clone(), labels.release.clone());
         if let Ok(mut current) = self.burn_series.lock() {
+            // Only the series the status no longer has go: the others are set in place, not
+            // removed and made again on each reconcile.
             for stale in current.remove(&key).unwrap_or_default() {
-                self.burn_rate.remove(&stale);
-                self.burn_rate_limit.remove(&stale);
+                if !series.iter().any(|(labels, ..)| *labels == stale) {
+                    self.burn_rate.remove(&stale);
+                    self.burn_rate_limit.remove(&stale);
+                }
             }
             for (burn_labels, burn_rate, limit) in &series {
                 // No figure, no burn-rate series; the limit holds regardless.
-                if let Some(burn_rate) = burn_rate {
-                    self.burn_rate.get_or_create(burn_labels).set(*burn_rate);
+                match burn_rate {
+                    Some(burn_rate) => {
+                        self.burn_rate.get_or_create(burn_labels).set(*burn_rate);
+                    }
+                    None => {
+                        self.burn_rate.remove(burn_labels);
+                    }
                 }
                 self.burn_rate_limit.get_or_create(burn_labels).set(*limit);
             }
@@ -1486,6 +1495,47 @@ mod tests {
         assert!(text.contains(&format!(
             r#"waymark_release_burn_rate_limit{{{LABELS},role="canary",window="30m"}} 6.0"#
         )));
+    }
+
+    #[test]
+    fn a_window_kept_across_reconciles_is_updated_and_loses_its_figure_when_the_status_does() {
+        let metrics = Metrics::default();
+        let before = analysed_canary(
+            0,
+            vec![window("5m", Some(0.8), 14.4), window("1h", Some(0.2), 6.0)],
+        );
+        metrics.observe_release("shop", "checkout", None, &before);
+        let after = analysed_canary(
+            0,
+            vec![window("5m", Some(3.5), 14.4), window("1h", None, 6.0)],
+        );
+        metrics.observe_release("shop", "checkout", Some(&before), &after);
+        let text = metrics.encode().unwrap();
+        let burn = |window: &str| {
+            text.lines()
+                .filter(|line| {
+                    line.starts_with("waymark_release_burn_rate{")
+                        && line.contains(&format!(r#"window="{window}""#))
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            burn("5m"),
+            [format!(
+                r#"waymark_release_burn_rate{{{LABELS},role="canary",window="5m"}} 3.5"#
+            )],
+            "{text}"
+        );
+        assert!(
+            burn("1h").is_empty(),
+            "no figure any more, no series: {text}"
+        );
+        assert!(
+            text.contains(&format!(
+                r#"waymark_release_burn_rate_limit{{{LABELS},role="canary",window="1h"}} 6.0"#
+            )),
+            "the limit stays: {text}"
+        );
     }
 
     #[test]

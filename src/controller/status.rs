@@ -50,17 +50,17 @@ pub async fn write(
     let old = release.status.as_ref();
     let namespace = release.namespace().unwrap_or_default();
     let name = release.name_any();
-    if !analysis_ran && !status_changed(old, new) {
+    // What changed, after a test of the resourceVersion the decision was made on: the API
+    // server refuses the whole patch when the Release moved since (see `status_patch`).
+    let changes = if analysis_ran || status_changed(old, new) {
+        status_patch::operations(old, new)
+    } else {
+        Vec::new()
+    };
+    if changes.is_empty() {
         // Nothing to write, but the gauges still show it: after a restart or a new leader's
         // first look, a settled Release's phase would otherwise be missing until it changes.
         // A revision already in the stored history is not counted again.
-        ctx.metrics.observe_release(&namespace, &name, old, new);
-        return Ok(Written::Unchanged);
-    }
-    // What changed, after a test of the resourceVersion the decision was made on: the API
-    // server refuses the whole patch when the Release moved since (see `status_patch`).
-    let changes = status_patch::operations(old, new);
-    if changes.is_empty() {
         ctx.metrics.observe_release(&namespace, &name, old, new);
         return Ok(Written::Unchanged);
     }

@@ -51,7 +51,9 @@
 //! against the target p99 ≤ interval + 2 s. Resident-set lines (idle, canary hour) get a
 //! verdict: flat only with a least-squares slope under 2 MiB/h and no sample more than 2 MiB
 //! above the first settled one (idle: from its second sample, the first being taken as the
-//! phase before it ends; canary hour: from the end of round 1).
+//! phase before it ends; canary hour: from the end of round 1, and again from the end of the
+//! first round after which every Release's history holds its limit of entries, since the line
+//! rises while the histories fill and only growth beyond that is a leak).
 //!
 //! Not part of `cargo test` as a bench: without cargo bench's `--bench` flag it runs only its
 //! unit tests (`scale/checks.rs`, through libtest-mimic), so `cargo test --bench scale` checks
@@ -97,6 +99,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 
 use waymark::api::Phase;
+use waymark::rollout::history::HISTORY_LIMIT;
 
 use cluster::Cluster;
 use controller::Controller;
@@ -562,6 +565,7 @@ impl Run {
         let line = controller.sample_rss(sample);
         let mut rounds = Vec::new();
         let mut settled = None;
+        let mut history_full = None;
         while line.started().elapsed() < duration {
             self.rounds_shipped += 1;
             let number = self.rounds_shipped;
@@ -597,6 +601,12 @@ impl Run {
                 rss_at_end: controller.memory().current(),
             });
             settled.get_or_insert(line.started().elapsed());
+            if history_full.is_none() {
+                let (full, _) = releases.count(|_, seen| seen.history_len() >= HISTORY_LIMIT);
+                if full == self.n {
+                    history_full = Some(line.started().elapsed());
+                }
+            }
             eprintln!(
                 "scale: canary hour: round {number} in {:.1}s",
                 started.elapsed().as_secs_f64()
@@ -609,6 +619,7 @@ impl Run {
             rounds,
             rss,
             settled: settled.unwrap_or_default(),
+            history_full,
         })
     }
 

@@ -14,7 +14,7 @@ use waymark::api::{
 };
 
 use crate::judge::{FlatVerdict, earliest_since, first_failing_run, flatness};
-use crate::report::Latencies;
+use crate::report::{CanaryHour, Latencies, canary_hour_text};
 
 /// Run the checks with the test harness's flags (filters, `--list`, ...).
 pub fn run() -> ExitCode {
@@ -50,6 +50,10 @@ pub fn run() -> ExitCode {
             first_failing_run_other_revision,
         ),
         check("earliest_since_ignores_older", earliest_since_ignores_older),
+        check(
+            "the_canary_hour_is_judged_again_once_histories_are_full",
+            canary_hour_judged_once_histories_full,
+        ),
     ];
     libtest_mimic::run(&Arguments::from_args(), trials).exit_code()
 }
@@ -160,6 +164,42 @@ fn before_settling_ignored() -> Result<(), String> {
     let judged = flatness(&line, secs(300));
     expect("judged once settled", judged.verdict, FlatVerdict::Flat)?;
     expect("samples once settled", judged.samples, 61)
+}
+
+fn canary_hour_judged_once_histories_full() -> Result<(), String> {
+    // Round 1 ends at 2 minutes; the histories fill until minute 15 (1 MiB a minute), then
+    // the line is level.
+    let rss: Vec<(Duration, u64)> = (0..=60)
+        .map(|minute| (secs(minute * 60), (50 + minute.min(15)) * MIB))
+        .collect();
+    let mut hour = CanaryHour {
+        duration: secs(3600),
+        rounds: Vec::new(),
+        rss,
+        settled: secs(120),
+        history_full: Some(secs(900)),
+    };
+    let mut text = String::new();
+    canary_hour_text(&mut text, 1000, secs(60), &hour);
+    let verdicts: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains("samples from"))
+        .collect();
+    expect("verdict lines", verdicts.len(), 2)?;
+    if !verdicts[0].trim_start().starts_with("NOT FLAT") {
+        return Err(format!("from round 1 the filling shows: {text}"));
+    }
+    if !(verdicts[1].contains("history was full") && verdicts[1].contains("): flat: ")) {
+        return Err(format!("level once the histories are full: {text}"));
+    }
+
+    hour.history_full = None;
+    let mut text = String::new();
+    canary_hour_text(&mut text, 1000, secs(60), &hour);
+    if !text.contains("were not all full") {
+        return Err(format!("says the histories never filled: {text}"));
+    }
+    Ok(())
 }
 
 fn two_samples_are_too_few() -> Result<(), String> {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
+use waymark::rollout::history::HISTORY_LIMIT;
 
 use crate::judge::{Flatness, flatness};
 use crate::prepare::controller_user;
@@ -127,6 +128,10 @@ pub struct CanaryHour {
     pub rss: Vec<(Duration, u64)>,
     /// When the first round ended (time into the phase): the line is judged from there on.
     pub settled: Duration,
+    /// When the first round ended after which every Release's history held its limit of
+    /// entries (time into the phase), if one did: the line is judged again from there, since
+    /// what grows before it is bounded state filling up, not a leak.
+    pub history_full: Option<Duration>,
 }
 
 /// One round of the canary hour: a new revision to all N, until promoted and canaries gone.
@@ -691,6 +696,10 @@ pub fn json(report: &Report) -> Value {
             "rss": rss_json(&hour.rss),
             "settledSeconds": hour.settled.as_secs_f64(),
             "flatness": flatness_json(&flatness(&hour.rss, hour.settled)),
+            "historyFullSeconds": hour.history_full.map(|at| at.as_secs_f64()),
+            "flatnessOnceHistoryFull": hour
+                .history_full
+                .map(|at| flatness_json(&flatness(&hour.rss, at))),
         })),
         "rollbackWave": match &report.rollback {
             RollbackWave::Skipped(why) => json!({"skipped": why}),
@@ -748,7 +757,7 @@ fn flatness_json(flatness: &Flatness) -> Value {
     })
 }
 
-fn canary_hour_text(out: &mut String, n: usize, sample: Duration, hour: &CanaryHour) {
+pub fn canary_hour_text(out: &mut String, n: usize, sample: Duration, hour: &CanaryHour) {
     let _ = writeln!(
         out,
         "\nCanary hour: {} rounds in {} (a new revision and roadmap item to all {n} each round, \
@@ -795,6 +804,20 @@ fn canary_hour_text(out: &mut String, n: usize, sample: Duration, hour: &CanaryH
         rss_line(&hour.rss),
         flatness(&hour.rss, hour.settled).text()
     );
+    let _ = match hour.history_full {
+        Some(at) => writeln!(
+            out,
+            "  Once every Release's history was full ({HISTORY_LIMIT} entries, {} into the \
+             phase): {}",
+            seconds(at),
+            flatness(&hour.rss, at).text()
+        ),
+        None => writeln!(
+            out,
+            "  The histories were not all full ({HISTORY_LIMIT} entries) by the last round: \
+             the line includes them filling up."
+        ),
+    };
 }
 
 fn rollback_text(out: &mut String, n: usize, wave: &RollbackMeasured) {

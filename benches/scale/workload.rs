@@ -296,6 +296,16 @@ pub struct Seen {
     raw: Value,
 }
 
+impl Seen {
+    /// How many entries `status.history` holds.
+    pub fn history_len(&self) -> usize {
+        self.raw
+            .get("history")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len)
+    }
+}
+
 /// A write of some Release's status, as the watch saw it.
 #[derive(Clone, Debug)]
 pub struct StatusWrite {
